@@ -1,0 +1,246 @@
+"""CPU reference ops of LeNet-5: the definition every GPU kernel is checked against.
+
+Pure NumPy, batched over images (axis 0), vectorised, and dtype-generic: pass
+float64 arrays to check gradients, float32 arrays for speed. Every op comes in
+three parts that share one name:
+
+    <op>_ref            forward
+    <op>_backward_ref   gradients (first derivatives) of a scalar loss
+    <op>_backward2_ref  Gauss-Newton diagonal second derivatives, as the SDLM
+                        recipe uses them: curvature is propagated through each
+                        linear map with squared weights, and the squashing
+                        function's own second derivative is dropped
+
+Gradients and second derivatives of parameters are summed over the batch; the
+loss functions already divide by the batch size (they are means over patterns).
+
+Ops (shapes: N images, C input maps, M output maps, K kernel size):
+
+    squash            a -> 1.7159 tanh(2a/3), elementwise
+    conv              x (N,C,H,W), weight (M,C,K,K), bias (M,), table (C,M) bool
+                      -> a (N,M,H-K+1,W-K+1); cross-correlation over the input
+                      maps that the connection table links to each output map
+    subsample         x (N,C,H,W) -> coef * (2x2 block sum) + bias, (N,C,H/2,W/2)
+    full              x (N,I), weight (O,I), bias (O,) -> x @ weight.T + bias
+    rbf               x (N,84), centers (10,84) -> y (N,10) = sum_j (x_j - c_ij)^2
+    mse_loss          paper eq. 8: mean over patterns of y[correct]
+    map_loss          paper eq. 9: mean of y[correct] + log(exp(-j) + sum_i exp(-y_i))
+
+Tests: `pytest tests/test_reference.py` checks each backward against central
+finite differences in float64.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+SQUASH_A = 1.7159
+SQUASH_S = 2.0 / 3.0
+
+# The constant j of the MAP loss (paper eq. 9): a wrong class whose penalty is
+# well above j is no longer pushed up. Ours, not the paper's: a well-trained net
+# puts the correct class's penalty near 0..10 and wrong ones near 40..200 (two
+# bitmaps differ in 10..40 of 84 pixels, each costing up to 4), so j = 10 stops
+# pushing classes that are already clearly separated.
+MAP_J = 10.0
+
+
+# --------------------------------------------------------------------- squash
+
+def squash_ref(a):
+    """f(a) = A tanh(S a), so that f(1) = 1 and f(-1) = -1."""
+    return SQUASH_A * np.tanh(SQUASH_S * a)
+
+
+def squash_derivative_ref(out):
+    """f'(a) written through the output f(a): S/A (A^2 - f(a)^2)."""
+    return (SQUASH_S / SQUASH_A) * (SQUASH_A * SQUASH_A - out * out)
+
+
+def squash_backward_ref(dout, out):
+    """da = dout * f'(a), with f'(a) computed from the forward output `out`."""
+    return dout * squash_derivative_ref(out)
+
+
+def squash_backward2_ref(hout, out):
+    """Gauss-Newton: ha = hout * f'(a)^2 (the term in f''(a) is dropped)."""
+    d = squash_derivative_ref(out)
+    return hout * d * d
+
+
+# ----------------------------------------------------------------------- conv
+
+def _check_conv(x, weight, bias, table):
+    n_maps, c_in, k, k2 = weight.shape
+    if x.ndim != 4 or x.shape[1] != c_in or k != k2:
+        raise ValueError(f"conv: x {x.shape} does not match weight {weight.shape} "
+                         "(expected x (N,C,H,W), weight (M,C,K,K))")
+    if bias.shape != (n_maps,):
+        raise ValueError(f"conv: bias {bias.shape} should be ({n_maps},)")
+    if table.shape != (c_in, n_maps):
+        raise ValueError(f"conv: table {table.shape} should be ({c_in}, {n_maps})")
+    return k
+
+
+def _masked(weight, table):
+    """The weights with every pair the table leaves out set to exact zero."""
+    return weight * table.T[:, :, None, None].astype(weight.dtype)
+
+
+def conv_ref(x, weight, bias, table):
+    """x (N,C,H,W) -> a (N,M,H-K+1,W-K+1): a[n,m,y,x] = bias[m] +
+    sum over c with table[c,m] and u, v of weight[m,c,u,v] * x[n,c,y+u,x+v]."""
+    k = _check_conv(x, weight, bias, table)
+    cols = sliding_window_view(x, (k, k), axis=(2, 3))  # (N,C,Ho,Wo,K,K)
+    a = np.tensordot(cols, _masked(weight, table), axes=([1, 4, 5], [1, 2, 3]))
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) + bias[None, :, None, None]
+
+
+def _full_correlation(d, weight):
+    """dx[n,c,i,j] = sum_{m,u,v} d[n,m,i-u,j-v] * weight[m,c,u,v] (zero outside d)."""
+    k = weight.shape[-1]
+    padded = np.pad(d, ((0, 0), (0, 0), (k - 1, k - 1), (k - 1, k - 1)))
+    cols = sliding_window_view(padded, (k, k), axis=(2, 3))
+    dx = np.tensordot(cols, weight[:, :, ::-1, ::-1], axes=([1, 4, 5], [0, 2, 3]))
+    return np.ascontiguousarray(dx.transpose(0, 3, 1, 2))
+
+
+def conv_backward_ref(da, x, weight, table):
+    """Gradients of the loss through conv_ref given da = dE/da (N,M,Ho,Wo):
+    returns dx (N,C,H,W), dweight (M,C,K,K) (zero where the table has no
+    connection) and dbias (M,)."""
+    k = weight.shape[-1]
+    cols = sliding_window_view(x, (k, k), axis=(2, 3))
+    dweight = np.tensordot(da, cols, axes=([0, 2, 3], [0, 2, 3]))
+    dweight = _masked(dweight, table)
+    dx = _full_correlation(da, _masked(weight, table))
+    return dx, dweight, da.sum(axis=(0, 2, 3))
+
+
+def conv_backward2_ref(ha, x, weight, table):
+    """Gauss-Newton second derivatives through conv_ref given ha = d2E/da2:
+    hx = full correlation of ha with weight^2, hweight = sum ha * x^2."""
+    k = weight.shape[-1]
+    cols = sliding_window_view(x * x, (k, k), axis=(2, 3))
+    hweight = _masked(np.tensordot(ha, cols, axes=([0, 2, 3], [0, 2, 3])), table)
+    w = _masked(weight, table)
+    hx = _full_correlation(ha, w * w)
+    return hx, hweight, ha.sum(axis=(0, 2, 3))
+
+
+# ------------------------------------------------------------------ subsample
+
+def _block_sum(x):
+    n, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"subsample: map size {h}x{w} must be even")
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).sum(axis=(3, 5))
+
+
+def _upsample(d):
+    return d.repeat(2, axis=2).repeat(2, axis=3)
+
+
+def subsample_ref(x, coef, bias):
+    """x (N,C,H,W) -> coef[c] * (sum of each 2x2 block) + bias[c], (N,C,H/2,W/2)."""
+    if coef.shape != (x.shape[1],) or bias.shape != (x.shape[1],):
+        raise ValueError(f"subsample: coef {coef.shape} and bias {bias.shape} should be "
+                         f"({x.shape[1]},) for x {x.shape}")
+    return coef[None, :, None, None] * _block_sum(x) + bias[None, :, None, None]
+
+
+def subsample_backward_ref(da, x, coef):
+    """Returns dx (N,C,H,W), dcoef (C,), dbias (C,)."""
+    dx = _upsample(da * coef[None, :, None, None])
+    dcoef = (da * _block_sum(x)).sum(axis=(0, 2, 3))
+    return dx, dcoef, da.sum(axis=(0, 2, 3))
+
+
+def subsample_backward2_ref(ha, x, coef):
+    """Returns hx = ha * coef^2 spread over each block, hcoef = sum ha * s^2, hbias."""
+    s = _block_sum(x)
+    hx = _upsample(ha * (coef * coef)[None, :, None, None])
+    return hx, (ha * s * s).sum(axis=(0, 2, 3)), ha.sum(axis=(0, 2, 3))
+
+
+# ----------------------------------------------------------------------- full
+
+def full_ref(x, weight, bias):
+    """x (N,I) -> x @ weight.T + bias, (N,O)."""
+    if x.ndim != 2 or weight.shape[1] != x.shape[1] or bias.shape != weight.shape[:1]:
+        raise ValueError(f"full: x {x.shape}, weight {weight.shape}, bias {bias.shape} "
+                         "do not fit (expected (N,I), (O,I), (O,))")
+    return x @ weight.T + bias
+
+
+def full_backward_ref(da, x, weight):
+    """Returns dx (N,I), dweight (O,I), dbias (O,)."""
+    return da @ weight, da.T @ x, da.sum(axis=0)
+
+
+def full_backward2_ref(ha, x, weight):
+    """Returns hx = ha @ weight^2, hweight = ha.T @ x^2, hbias = sum ha."""
+    return ha @ (weight * weight), ha.T @ (x * x), ha.sum(axis=0)
+
+
+# ------------------------------------------------------------------------ rbf
+
+def rbf_ref(x, centers):
+    """x (N,84), centers (10,84) -> y (N,10), y[n,i] = sum_j (x[n,j] - centers[i,j])^2."""
+    if x.ndim != 2 or x.shape[1] != centers.shape[1]:
+        raise ValueError(f"rbf: x {x.shape} does not fit centers {centers.shape}")
+    diff = x[:, None, :] - centers[None, :, :]
+    return (diff * diff).sum(axis=2)
+
+
+def rbf_backward_ref(dy, x, centers):
+    """dx[n,j] = sum_i dy[n,i] * 2 (x[n,j] - centers[i,j])."""
+    return 2.0 * (dy.sum(axis=1, keepdims=True) * x - dy @ centers)
+
+
+def rbf_backward2_ref(hy, dy, x, centers):
+    """Second derivative of the loss in x, from dy = dE/dy and hy = the diagonal
+    of d2E/dy2: hx[n,j] = sum_i 2 dy[n,i] + hy[n,i] * 4 (x[n,j] - c[i,j])^2.
+
+    The first term is y's own curvature (d2y_i/dx_j2 = 2): exact, not dropped,
+    because it is what makes the MSE loss curved at all. Off-diagonal terms of
+    d2E/dy2 are dropped, as SDLM drops every off-diagonal term."""
+    diff = x[:, None, :] - centers[None, :, :]
+    return 2.0 * dy.sum(axis=1, keepdims=True) + 4.0 * (hy[:, :, None] * diff * diff).sum(axis=1)
+
+
+# --------------------------------------------------------------------- losses
+
+def _check_labels(y, labels):
+    if labels.shape != (y.shape[0],):
+        raise ValueError(f"loss: labels {labels.shape} should be ({y.shape[0]},) for y {y.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= y.shape[1]):
+        raise ValueError(f"loss: labels must lie in 0..{y.shape[1] - 1}")
+
+
+def mse_loss_ref(y, labels):
+    """Paper eq. 8: E = mean_n y[n, labels[n]]. Returns (per-pattern losses (N,),
+    whose mean is E; dy = dE/dy; hy = the diagonal of d2E/dy2, which is 0)."""
+    _check_labels(y, labels)
+    n = y.shape[0]
+    rows = np.arange(n)
+    dy = np.zeros_like(y)
+    dy[rows, labels] = 1.0 / n
+    return y[rows, labels], dy, np.zeros_like(y)
+
+
+def map_loss_ref(y, labels, j=MAP_J):
+    """Paper eq. 9: E = mean_n y[n,D] + log(exp(-j) + sum_i exp(-y[n,i])).
+    Returns (per-pattern losses (N,), dy, hy) with p_i = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)):
+    dy = (onehot - p) / N and hy = p (1 - p) / N."""
+    _check_labels(y, labels)
+    n = y.shape[0]
+    rows = np.arange(n)
+    z = np.concatenate([np.full((n, 1), -j, dtype=y.dtype), -y], axis=1)
+    zmax = z.max(axis=1, keepdims=True)
+    e = np.exp(z - zmax)
+    total = e.sum(axis=1, keepdims=True)
+    logz = (zmax + np.log(total))[:, 0]
+    p = e[:, 1:] / total
+    onehot = np.zeros_like(y)
+    onehot[rows, labels] = 1.0
+    return y[rows, labels] + logz, (onehot - p) / n, p * (1.0 - p) / n

@@ -1,0 +1,122 @@
+"""The CPU backend: the op interface the model is written against, on NumPy.
+
+A backend is an object with the methods below; the model calls nothing else,
+so the GPU backend (`lenet.ops_gpu.GPUOps`) provides the same methods on device
+arrays. Layer ops fuse the squashing function into conv, subsample and full:
+forward returns the squashed output, and backward takes the gradient with
+respect to that output together with the output itself (f'(a) is computed from
+f(a), so pre-activations are never stored).
+
+    memory      asarray(x), to_host(x), prepare_table(table), empty(shape),
+                copy_into(dst, start, src)
+    layers      conv, subsample, full, rbf         (forward)
+                *_backward                         (gradients)
+                *_backward2                        (Gauss-Newton curvature)
+    loss        loss(y, labels, kind, j) -> (per-pattern losses, dy, hy)
+    training    gather, argmin, accumulate_stats, sgd_update, sdlm_update,
+                scale_add, fill
+"""
+
+import numpy as np
+
+from kernels import reference as ref
+
+
+class CPUOps:
+    name = "cpu"
+
+    def __init__(self, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+
+    # ------------------------------------------------------------- memory
+    def asarray(self, x, dtype=None):
+        return np.ascontiguousarray(x, dtype=dtype or self.dtype)
+
+    def to_host(self, x):
+        return np.array(x, copy=True)
+
+    def prepare_table(self, table):
+        return np.asarray(table, dtype=bool)
+
+    def empty(self, shape, dtype=None):
+        return np.empty(shape, dtype=dtype or self.dtype)
+
+    def copy_into(self, dst, start, src):
+        dst[start:start + len(src)] = src
+
+    # ------------------------------------------------------------- layers
+    def conv(self, x, weight, bias, table):
+        return ref.squash_ref(ref.conv_ref(x, weight, bias, table))
+
+    def conv_backward(self, dout, out, x, weight, table, need_dx=True):
+        da = ref.squash_backward_ref(dout, out)
+        dx, dw, db = ref.conv_backward_ref(da, x, weight, table)
+        return (dx if need_dx else None), dw, db
+
+    def conv_backward2(self, hout, out, x, weight, table, need_hx=True):
+        ha = ref.squash_backward2_ref(hout, out)
+        hx, hw, hb = ref.conv_backward2_ref(ha, x, weight, table)
+        return (hx if need_hx else None), hw, hb
+
+    def subsample(self, x, coef, bias):
+        return ref.squash_ref(ref.subsample_ref(x, coef, bias))
+
+    def subsample_backward(self, dout, out, x, coef):
+        return ref.subsample_backward_ref(ref.squash_backward_ref(dout, out), x, coef)
+
+    def subsample_backward2(self, hout, out, x, coef):
+        return ref.subsample_backward2_ref(ref.squash_backward2_ref(hout, out), x, coef)
+
+    def full(self, x, weight, bias):
+        return ref.squash_ref(ref.full_ref(x, weight, bias))
+
+    def full_backward(self, dout, out, x, weight):
+        return ref.full_backward_ref(ref.squash_backward_ref(dout, out), x, weight)
+
+    def full_backward2(self, hout, out, x, weight):
+        return ref.full_backward2_ref(ref.squash_backward2_ref(hout, out), x, weight)
+
+    def rbf(self, x, centers):
+        return ref.rbf_ref(x, centers)
+
+    def rbf_backward(self, dy, x, centers):
+        return ref.rbf_backward_ref(dy, x, centers)
+
+    def rbf_backward2(self, hy, dy, x, centers):
+        return ref.rbf_backward2_ref(hy, dy, x, centers)
+
+    # --------------------------------------------------------------- loss
+    def loss(self, y, labels, kind, j):
+        """Per-pattern losses (N,), and dy, hy of their mean over the batch."""
+        if kind == "mse":
+            return ref.mse_loss_ref(y, labels)
+        return ref.map_loss_ref(y, labels, j)
+
+    # ----------------------------------------------------------- training
+    def gather(self, images, labels, index):
+        return images[index], labels[index]
+
+    def argmin(self, y):
+        return y.argmin(axis=1)
+
+    def sgd_update(self, param, grad, velocity, lr, momentum):
+        """velocity = momentum * velocity - lr * grad; param += velocity."""
+        velocity *= momentum
+        velocity -= lr * grad
+        param += velocity
+
+    def sdlm_update(self, param, grad, hess, eta, mu):
+        """param -= eta / (mu + hess) * grad (one step size per parameter)."""
+        param -= (eta / (mu + hess)) * grad
+
+    def scale_add(self, acc, x, scale):
+        """acc += scale * x (running averages of the Hessian estimate)."""
+        acc += scale * x
+
+    def accumulate_stats(self, stats, losses, y, labels):
+        """stats[0] += sum of per-pattern losses; stats[1] += misclassified count."""
+        stats[0] += losses.sum()
+        stats[1] += np.count_nonzero(y.argmin(axis=1) != labels)
+
+    def fill(self, x, value):
+        x[...] = value

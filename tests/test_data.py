@@ -1,0 +1,463 @@
+"""Tests for lenet.data: IDX checks, downloads from a local HTTP server, preprocessing.
+
+Tests that need the real MNIST files find them through the LENET_DATA environment
+variable (e.g. ``LENET_DATA=../shared/data/mnist pytest tests/test_data.py``) and
+are skipped, with the reason shown, when it is not set. No test uses the outside
+network: downloads come from an HTTP server on 127.0.0.1 started by the tests.
+"""
+
+import gzip
+import http.server
+import os
+import socket
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+from lenet import data
+from lenet.data import MNISTError
+
+TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def idx_bytes(array, magic=None):
+    """Encode a uint8 array as an IDX file (images if 3-dim, labels if 1-dim)."""
+    array = np.asarray(array, dtype=np.uint8)
+    if magic is None:
+        magic = 2051 if array.ndim == 3 else 2049
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.tobytes()
+
+
+def write(path, content):
+    """Write bytes to ``path`` and return it."""
+    path.write_bytes(content)
+    return path
+
+
+def tiny_images(n=3):
+    return np.arange(n * 28 * 28, dtype=np.int64).reshape(n, 28, 28).astype(np.uint8)
+
+
+def tiny_labels(n=3):
+    return (np.arange(n) % 10).astype(np.uint8)
+
+
+def real_data_dir():
+    """The directory in LENET_DATA, or skip the test when it is not available."""
+    directory = os.environ.get("LENET_DATA")
+    if not directory:
+        pytest.skip("LENET_DATA is not set; set it to the real MNIST directory to run this test")
+    if not os.path.isdir(directory):
+        pytest.skip(f"LENET_DATA={directory} is not a directory")
+    return directory
+
+
+def real_gz(name):
+    """The gzipped bytes of the real MNIST file ``name`` from LENET_DATA (or skip)."""
+    path = data.find_file(real_data_dir(), name)
+    if path is None:
+        pytest.skip(f"{name}(.gz) is not in LENET_DATA")
+    with open(path, "rb") as f:
+        content = f.read()
+    return content if path.endswith(".gz") else gzip.compress(content)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.routes[path] = (mode, body)``; 404 for anything else.
+
+    mode "ok" sends body; "drop" announces len(body) bytes, sends half and closes.
+    """
+
+    def do_GET(self):
+        route = self.server.routes.get(self.path)
+        if route is None:
+            self.send_error(404)
+            return
+        mode, body = route
+        self.send_response(200)
+        self.send_header("Content-Type", "application/gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if mode == "drop":
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+        else:
+            self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """An HTTP server on 127.0.0.1 (any free port); tests fill ``server.routes``."""
+    for var in ("no_proxy", "NO_PROXY"):  # never send 127.0.0.1 requests through a proxy
+        monkeypatch.setenv(var, "*")
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    srv.routes = {}
+    srv.mirror = lambda prefix: f"http://127.0.0.1:{srv.server_address[1]}/{prefix}/"
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=5)
+
+
+def closed_port_url():
+    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/mnist/"
+
+
+def leftovers(directory):
+    """Temporary download files left in ``directory``."""
+    return [name for name in os.listdir(directory) if name.endswith(".part")]
+
+
+# ---------------------------------------------------------------------------
+# real data
+
+
+@pytest.fixture(scope="module")
+def real_train():
+    return data.load_mnist("train", directory=real_data_dir(), download_missing=False)
+
+
+@pytest.fixture(scope="module")
+def real_test():
+    return data.load_mnist("test", directory=real_data_dir(), download_missing=False)
+
+
+def test_real_train_split(real_train):
+    images, labels = real_train
+    assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (60000,) and labels.dtype == np.uint8
+    assert np.bincount(labels, minlength=10).tolist() == TRAIN_COUNTS
+
+
+def test_real_test_split(real_test):
+    images, labels = real_test
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (10000,) and labels.dtype == np.uint8
+    assert np.bincount(labels, minlength=10).tolist() == TEST_COUNTS
+
+
+def test_real_test_preprocessed(real_test):
+    x = data.preprocess(real_test[0])
+    assert x.shape == (10000, 1, 32, 32) and x.dtype == np.float32
+    assert x.min() == np.float32(-0.1) and x.max() == np.float32(1.175)
+
+
+# ---------------------------------------------------------------------------
+# preprocess
+
+
+def test_preprocess_shape_dtype_and_border():
+    images = np.full((4, 28, 28), 255, dtype=np.uint8)
+    x = data.preprocess(images)
+    assert x.shape == (4, 1, 32, 32)
+    assert x.dtype == np.float32
+    assert x.flags.c_contiguous
+    border = np.ones((32, 32), dtype=bool)
+    border[2:30, 2:30] = False
+    assert np.all(x[:, 0][:, border] == np.float32(-0.1))
+    assert np.all(x[:, 0, 2:30, 2:30] == np.float32(1.175))
+
+
+def test_preprocess_background_maps_to_minus_point_one():
+    x = data.preprocess(np.zeros((2, 28, 28), dtype=np.uint8))
+    assert np.all(x == np.float32(-0.1))
+
+
+def test_preprocess_is_linear_and_keeps_position():
+    images = np.arange(2 * 28 * 28).reshape(2, 28, 28).astype(np.uint8)  # wraps at 256
+    x = data.preprocess(images)
+    expected = -0.1 + images.astype(np.float64) / 255 * 1.275
+    np.testing.assert_allclose(x[:, 0, 2:30, 2:30], expected, rtol=0, atol=1e-6)
+
+
+def test_preprocess_single_image():
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[0, 0] = 255
+    x = data.preprocess(image)
+    assert x.shape == (1, 1, 32, 32)
+    assert x[0, 0, 2, 2] == np.float32(1.175)
+    assert x[0, 0, 2, 3] == np.float32(-0.1)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((2, 28, 28), dtype=np.float32),
+        np.zeros((2, 28, 28), dtype=np.int64),
+        [[0] * 28] * 28,
+    ],
+    ids=["float32", "int64", "list"],
+)
+def test_preprocess_rejects_wrong_dtype(bad):
+    with pytest.raises(TypeError, match="uint8"):
+        data.preprocess(bad)
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 32), (2, 1, 28, 28), (28,), (28, 27), (784,)])
+def test_preprocess_rejects_wrong_shape(shape):
+    with pytest.raises(ValueError, match=r"\(N, 28, 28\)"):
+        data.preprocess(np.zeros(shape, dtype=np.uint8))
+
+
+# ---------------------------------------------------------------------------
+# read_idx on small synthetic files
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_read_idx_round_trip(tmp_path, gz):
+    images, labels = tiny_images(), tiny_labels()
+    suffix = ".gz" if gz else ""
+    pack = gzip.compress if gz else bytes
+    img_path = write(tmp_path / f"tiny-images-idx3-ubyte{suffix}", pack(idx_bytes(images)))
+    lbl_path = write(tmp_path / f"tiny-labels-idx1-ubyte{suffix}", pack(idx_bytes(labels)))
+    got_images = data.read_idx(img_path)
+    got_labels = data.read_idx(str(lbl_path))
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, labels)
+    assert got_images.dtype == np.uint8 and got_labels.dtype == np.uint8
+    assert got_images.flags.writeable
+
+
+def test_read_idx_empty_label_file(tmp_path):
+    path = write(tmp_path / "tiny-labels-idx1-ubyte", idx_bytes(np.zeros(0, np.uint8)))
+    assert data.read_idx(path).shape == (0,)
+
+
+def _bad_files():
+    """(file name, content, expected words in the message) for each kind of bad file."""
+    good_images = idx_bytes(tiny_images())
+    good_labels = idx_bytes(tiny_labels())
+    corrupt = bytearray(gzip.compress(good_images))
+    corrupt[len(corrupt) // 2 : len(corrupt) // 2 + 8] = b"\xff" * 8
+    return {
+        "bad magic": ("tiny-images-idx3-ubyte", b"\x00\x00\x08\x02" + good_images[4:], "magic"),
+        "labels as 3-dim": ("tiny-labels-idx1-ubyte", idx_bytes(tiny_labels(), 2051), "trunc"),
+        "wrong dims": (
+            "tiny-images-idx3-ubyte",
+            idx_bytes(np.zeros((2, 27, 28), np.uint8)),
+            "dimensions",
+        ),
+        "empty": ("tiny-images-idx3-ubyte", b"", "truncated"),
+        "short header": ("tiny-images-idx3-ubyte", good_images[:10], "truncated"),
+        "truncated images": ("tiny-images-idx3-ubyte", good_images[:-1], "truncated"),
+        "truncated labels": ("tiny-labels-idx1-ubyte", good_labels[:-1], "truncated"),
+        "trailing bytes": ("tiny-images-idx3-ubyte", good_images + b"\x00\x00", "trailing"),
+        "label 10": (
+            "tiny-labels-idx1-ubyte",
+            idx_bytes(np.array([0, 9, 10, 3], np.uint8)),
+            "out of range",
+        ),
+        "label 255": ("tiny-labels-idx1-ubyte", idx_bytes(np.array([255], np.uint8)), "range"),
+        "corrupt gzip": ("tiny-images-idx3-ubyte.gz", bytes(corrupt), "gzip"),
+        "truncated gzip": ("tiny-images-idx3-ubyte.gz", gzip.compress(good_images)[:-20], "gzip"),
+        "not gzip": ("tiny-images-idx3-ubyte.gz", good_images, "gzip"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_files()))
+def test_read_idx_rejects_bad_file(tmp_path, case):
+    name, content, words = _bad_files()[case]
+    path = write(tmp_path / name, content)
+    with pytest.raises(MNISTError) as excinfo:
+        data.read_idx(path, verify=False)
+    message = str(excinfo.value)
+    assert name in message
+    assert words in message.lower()
+
+
+def test_read_idx_missing_file(tmp_path):
+    with pytest.raises(MNISTError, match="nothere-idx1-ubyte.*not found"):
+        data.read_idx(tmp_path / "nothere-idx1-ubyte")
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_read_idx_checksum_mismatch(tmp_path, suffix):
+    content = idx_bytes(tiny_labels(10))  # a valid labels file, but not the real one
+    pack = gzip.compress if suffix else bytes
+    path = write(tmp_path / (TEST_LABELS + suffix), pack(content))
+    with pytest.raises(MNISTError) as excinfo:
+        data.read_idx(path)
+    message = str(excinfo.value)
+    assert TEST_LABELS + suffix in message
+    assert "checksum" in message
+    # With verify=False the same file is accepted.
+    np.testing.assert_array_equal(data.read_idx(path, verify=False), tiny_labels(10))
+
+
+def test_find_file(tmp_path):
+    assert data.find_file(tmp_path, "x-idx1-ubyte") is None
+    write(tmp_path / "x-idx1-ubyte.gz", b"")
+    assert data.find_file(tmp_path, "x-idx1-ubyte") == str(tmp_path / "x-idx1-ubyte.gz")
+    write(tmp_path / "x-idx1-ubyte", b"")
+    assert data.find_file(str(tmp_path), "x-idx1-ubyte") == str(tmp_path / "x-idx1-ubyte")
+
+
+# ---------------------------------------------------------------------------
+# load_mnist without network
+
+
+def test_load_mnist_rejects_unknown_split(tmp_path):
+    with pytest.raises(ValueError, match="train.*test"):
+        data.load_mnist("validation", directory=tmp_path)
+
+
+def test_load_mnist_missing_directory_offline(tmp_path):
+    missing = tmp_path / "no" / "such" / "dir"
+    with pytest.raises(MNISTError, match="does not exist") as excinfo:
+        data.load_mnist("test", directory=missing, download_missing=False)
+    assert str(missing) in str(excinfo.value)
+    assert not missing.exists()
+
+
+def test_load_mnist_missing_file_offline(tmp_path):
+    with pytest.raises(MNISTError, match="not found") as excinfo:
+        data.load_mnist("test", directory=tmp_path, download_missing=False)
+    assert TEST_IMAGES in str(excinfo.value)
+
+
+def test_load_mnist_default_directory_and_count_mismatch(tmp_path, monkeypatch):
+    # Tiny files under the real names: switch the checksum table off for this test.
+    monkeypatch.setattr(data, "SHA256", {})
+    monkeypatch.setenv("LENET_DATA", str(tmp_path))
+    write(tmp_path / (TEST_IMAGES + ".gz"), gzip.compress(idx_bytes(tiny_images(3))))
+    write(tmp_path / TEST_LABELS, idx_bytes(tiny_labels(3)))
+    images, labels = data.load_mnist("test", download_missing=False)
+    assert images.shape == (3, 28, 28) and labels.shape == (3,)
+
+    write(tmp_path / TEST_LABELS, idx_bytes(tiny_labels(4)))
+    with pytest.raises(MNISTError, match="3 images but 4 labels"):
+        data.load_mnist("test", download_missing=False)
+
+
+def test_load_mnist_rejects_labels_in_images_slot(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SHA256", {})
+    write(tmp_path / TEST_IMAGES, idx_bytes(tiny_labels(3)))
+    write(tmp_path / TEST_LABELS, idx_bytes(tiny_labels(3)))
+    with pytest.raises(MNISTError, match=TEST_IMAGES):
+        data.load_mnist("test", directory=tmp_path, download_missing=False)
+
+
+# ---------------------------------------------------------------------------
+# default_data_dir
+
+
+def test_default_data_dir_honours_lenet_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENET_DATA", str(tmp_path / "mnist"))
+    assert data.default_data_dir() == str(tmp_path / "mnist")
+
+
+def test_default_data_dir_falls_back_to_user_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("LENET_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data.default_data_dir() == os.path.join(tmp_path, "cache", "lenet", "mnist")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.default_data_dir() == os.path.join(tmp_path, "home", ".cache", "lenet", "mnist")
+
+
+# ---------------------------------------------------------------------------
+# download, from an HTTP server on 127.0.0.1
+
+
+def test_download_from_good_mirror(server, tmp_path, capsys):
+    good = real_gz(TEST_LABELS)
+    server.routes[f"/good/{TEST_LABELS}.gz"] = ("ok", good)
+    path = data.download(TEST_LABELS, tmp_path, mirrors=[server.mirror("good")], timeout=5)
+    assert path == str(tmp_path / (TEST_LABELS + ".gz"))
+    assert (tmp_path / (TEST_LABELS + ".gz")).read_bytes() == good
+    labels = data.read_idx(path)
+    assert np.bincount(labels, minlength=10).tolist() == TEST_COUNTS
+    assert leftovers(tmp_path) == []
+    assert "downloading" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("first", ["corrupt gzip", "wrong content", "404"])
+def test_download_falls_back_to_second_mirror(server, tmp_path, first):
+    good = real_gz(TEST_LABELS)
+    if first == "corrupt gzip":
+        bad = bytearray(good)
+        bad[len(bad) // 2 : len(bad) // 2 + 16] = b"\x00" * 16
+        server.routes[f"/bad/{TEST_LABELS}.gz"] = ("ok", bytes(bad))
+    elif first == "wrong content":
+        content = idx_bytes(np.zeros(10000, np.uint8))  # well-formed, wrong checksum
+        server.routes[f"/bad/{TEST_LABELS}.gz"] = ("ok", gzip.compress(content))
+    server.routes[f"/good/{TEST_LABELS}.gz"] = ("ok", good)
+    mirrors = [server.mirror("bad"), server.mirror("good")]
+    path = data.download(TEST_LABELS, tmp_path, mirrors=mirrors, timeout=5, progress=False)
+    assert path == str(tmp_path / (TEST_LABELS + ".gz"))
+    assert data.read_idx(path).shape == (10000,)
+    assert sorted(os.listdir(tmp_path)) == [TEST_LABELS + ".gz"]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["no file", "existing good file"])
+def test_download_dropped_connection(server, tmp_path, existing):
+    good = real_gz(TEST_LABELS)
+    target = tmp_path / (TEST_LABELS + ".gz")
+    if existing:
+        write(target, good)
+    server.routes[f"/drop/{TEST_LABELS}.gz"] = ("drop", good)
+    with pytest.raises(MNISTError) as excinfo:
+        data.download(TEST_LABELS, tmp_path, mirrors=[server.mirror("drop")], timeout=5)
+    message = str(excinfo.value)
+    assert "could not download" in message
+    assert "offline" in message
+    assert server.mirror("drop") + TEST_LABELS + ".gz: connection closed" in message
+    assert str(tmp_path) in message  # where to put the files by hand ...
+    for name in data.FILES.values():  # ... and which files
+        assert name + ".gz" in message
+    assert leftovers(tmp_path) == []
+    if existing:
+        assert os.listdir(tmp_path) == [target.name]
+        assert target.read_bytes() == good
+    else:
+        assert os.listdir(tmp_path) == []
+
+
+def test_download_all_mirrors_unreachable(tmp_path, monkeypatch):
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(var, "*")
+    mirrors = [closed_port_url(), closed_port_url()]
+    with pytest.raises(MNISTError, match="could not download") as excinfo:
+        data.download(TEST_LABELS, tmp_path, mirrors=mirrors, timeout=5, progress=False)
+    message = str(excinfo.value)
+    assert all(mirror in message for mirror in mirrors)
+    assert "offline" in message and str(tmp_path) in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_download_rejects_unknown_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown MNIST file"):
+        data.download("tiny-labels-idx1-ubyte", tmp_path, mirrors=[])
+
+
+def test_load_mnist_downloads_missing_test_files(server, tmp_path):
+    for name in (TEST_IMAGES, TEST_LABELS):
+        server.routes[f"/mnist/{name}.gz"] = ("ok", real_gz(name))
+    directory = tmp_path / "fresh" / "dir"  # created by load_mnist
+    images, labels = data.load_mnist("test", directory=directory, mirrors=[server.mirror("mnist")])
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(labels, minlength=10).tolist() == TEST_COUNTS
+    assert sorted(os.listdir(directory)) == sorted([TEST_IMAGES + ".gz", TEST_LABELS + ".gz"])
+    # A second load finds the files and needs no mirror.
+    images2, _ = data.load_mnist("test", directory=directory, mirrors=[])
+    np.testing.assert_array_equal(images, images2)

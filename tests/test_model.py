@@ -1,0 +1,240 @@
+"""The CPU model: architecture facts, gradients against finite differences,
+parameter validation and checkpoints."""
+
+import os
+
+import numpy as np
+import pytest
+
+from kernels import reference as ref
+from kernels.tolerance import assert_close
+from lenet import C3_TABLE, RBF_CENTERS, CheckpointError, LeNet5, bitmap_text
+from lenet.architecture import PARAMETER_SHAPES, trainable_count
+from lenet.model import read_checkpoint
+
+PAPER_TABLE = """
+X...XXX..XXXX.XX
+XX...XXX..XXXX.X
+XXX...XXX..X.XXX
+.XXX..XXXX..X.XX
+..XXX..XXXX.XX.X
+...XXX..XXXX.XXX
+"""
+
+
+def images(n, seed=0, dtype=np.float64):
+    return np.random.default_rng(seed).uniform(-0.1, 1.175, (n, 1, 32, 32)).astype(dtype)
+
+
+# ------------------------------------------------------------- architecture
+
+def test_c3_table_is_the_papers():
+    # written out independently of lenet.architecture's copy
+    expected = np.array([[c == "X" for c in row] for row in PAPER_TABLE.split()])
+    assert C3_TABLE.shape == (6, 16) and C3_TABLE.dtype == bool
+    assert np.array_equal(C3_TABLE, expected)
+    assert C3_TABLE.sum() == 60
+    assert list(C3_TABLE.sum(axis=0)) == [3] * 6 + [4] * 9 + [6]
+
+
+def test_parameter_counts_per_layer():
+    per_layer = {}
+    for name in PARAMETER_SHAPES:
+        layer = name.split(".")[0]
+        per_layer[layer] = per_layer.get(layer, 0) + trainable_count(name)
+    assert per_layer == {"C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 10164}
+    assert LeNet5.num_parameters() == 60000
+
+
+def test_rbf_bitmaps_are_distinct_digits():
+    assert RBF_CENTERS.shape == (10, 84)
+    assert set(np.unique(RBF_CENTERS)) == {-1.0, 1.0}
+    for i in range(10):
+        for k in range(i):
+            # two prototypes differ in at least 12 of 84 pixels: well separated penalties
+            assert np.sum(RBF_CENTERS[i] != RBF_CENTERS[k]) >= 12, (i, k)
+    for d in range(10):  # shown with `pytest -s`: 12 rows of 7, readable as digits
+        print(f"digit {d}:\n{bitmap_text(d)}\n")
+        assert len(bitmap_text(d).splitlines()) == 12
+        assert all(len(row) == 7 for row in bitmap_text(d).splitlines())
+
+
+def test_layer_output_shapes():
+    m = LeNet5(seed=0)
+    acts = m._forward(m._input(images(3, dtype=np.float32)))
+    shapes = [tuple(a.shape) for a in acts]
+    assert shapes == [(3, 1, 32, 32), (3, 6, 28, 28), (3, 6, 14, 14), (3, 16, 10, 10),
+                      (3, 16, 5, 5), (3, 120), (3, 84), (3, 10)]
+
+
+def test_initialisation_follows_fan_in():
+    p = LeNet5(seed=3).parameters()
+    assert np.abs(p["C1.weight"]).max() <= 2.4 / 25
+    assert np.abs(p["F6.weight"]).max() <= 2.4 / 120
+    assert np.abs(p["C5.weight"]).max() <= 2.4 / 400
+    per_map = np.abs(p["C3.weight"]).max(axis=(1, 2, 3))
+    assert np.all(per_map <= 2.4 / (25 * C3_TABLE.sum(axis=0)))
+    assert np.all(p["C3.weight"][~C3_TABLE.T] == 0)
+    assert np.abs(p["F6.weight"]).max() > 0.8 * 2.4 / 120  # really spread, not tiny
+    assert not np.array_equal(p["C5.weight"], LeNet5(seed=4).parameters()["C5.weight"])
+    assert np.array_equal(p["C5.weight"], LeNet5(seed=3).parameters()["C5.weight"])
+
+
+# ---------------------------------------------------------------- forward
+
+def test_forward_matches_layer_by_layer_reference():
+    m = LeNet5(seed=1, dtype=np.float64)
+    p = m.parameters()
+    x = images(4)
+    a = ref.squash_ref(ref.conv_ref(x, p["C1.weight"], p["C1.bias"], np.ones((1, 6), bool)))
+    a = ref.squash_ref(ref.subsample_ref(a, p["S2.coef"], p["S2.bias"]))
+    a = ref.squash_ref(ref.conv_ref(a, p["C3.weight"], p["C3.bias"], C3_TABLE))
+    a = ref.squash_ref(ref.subsample_ref(a, p["S4.coef"], p["S4.bias"]))
+    a = ref.squash_ref(ref.conv_ref(a, p["C5.weight"], p["C5.bias"], np.ones((16, 120), bool)))
+    a = ref.squash_ref(ref.full_ref(a.reshape(4, 120), p["F6.weight"], p["F6.bias"]))
+    expected = ref.rbf_ref(a, RBF_CENTERS)
+    np.testing.assert_allclose(m.forward(x), expected, rtol=1e-12)
+    np.testing.assert_array_equal(m.predict(x), expected.argmin(axis=1))
+    np.testing.assert_allclose(m.forward(x[:, 0]), expected, rtol=1e-12)  # (N,32,32)
+
+
+def test_forward_in_chunks_equals_one_batch():
+    m = LeNet5(seed=2)
+    x = images(7, dtype=np.float32)
+    whole = m.forward(x)
+    m.max_batch = 3
+    # float32 sums may round differently with the batch size; within tolerance
+    assert_close(m.forward(x), whole, np.float32, "chunked forward")
+
+
+def test_forward_rejects_bad_images():
+    m = LeNet5(seed=0)
+    with pytest.raises(ValueError, match=r"\(N,1,32,32\)"):
+        m.forward(np.zeros((2, 1, 28, 28), np.float32))
+    with pytest.raises(TypeError, match="preprocess"):
+        m.forward(np.zeros((2, 32, 32), np.uint8))
+
+
+# ---------------------------------------------------------------- gradients
+
+@pytest.mark.parametrize("loss", ["mse", "map"])
+def test_gradients_match_finite_differences(loss):
+    r = np.random.default_rng(5)
+    m = LeNet5(seed=1, dtype=np.float64)
+    x, labels = images(3, seed=6), np.array([3, 7, 1])
+    value, grads = m.gradients(x, labels, loss)
+    p = m.parameters()
+    assert set(grads) == set(p) and all(grads[k].shape == p[k].shape for k in p)
+    assert np.all(grads["C3.weight"][~C3_TABLE.T] == 0)
+    eps = 1e-6
+    for name in p:
+        picks = [tuple(r.integers(0, s) for s in p[name].shape) for _ in range(3)]
+        if name == "C3.weight":  # connected pairs only: off-table ones are not parameters
+            picks = [(0, 0, 1, 2), (15, 5, 4, 4), (6, 2, 0, 3)]
+        for i in picks:
+            q = {k: v.copy() for k, v in p.items()}
+            q[name][i] += eps
+            m.set_parameters(q)
+            hi, _ = m.gradients(x, labels, loss)
+            q[name][i] -= 2 * eps
+            m.set_parameters(q)
+            lo, _ = m.gradients(x, labels, loss)
+            numeric = (hi - lo) / (2 * eps)
+            assert abs(numeric - grads[name][i]) <= 1e-6 * max(1.0, abs(numeric)), (name, i)
+        m.set_parameters(p)
+    assert abs(value - m.gradients(x, labels, loss)[0]) == 0
+
+
+def test_second_derivatives_of_f6_are_gauss_newton():
+    # For the MSE loss, d2E/dx6^2 = 2 exactly; each F6 weight feeds one unit, so
+    # its Gauss-Newton curvature is mean_n 2 f'(a6)^2 x5^2.
+    m = LeNet5(seed=2, dtype=np.float64)
+    x, labels = images(5, seed=7), np.arange(5)
+    acts = m._forward(m._input(x))
+    x5, x6 = acts[5], acts[6]
+    fprime = ref.squash_derivative_ref(x6)
+    expected = (2 * fprime[:, :, None] ** 2 * x5[:, None, :] ** 2).mean(axis=0)
+    h = m.second_derivatives(x, labels, "mse")
+    np.testing.assert_allclose(h["F6.weight"], expected, rtol=1e-12)
+    for loss in ("mse", "map"):
+        h = m.second_derivatives(x, labels, loss)
+        assert all(v.min() >= 0 for v in h.values()), loss
+        assert np.all(h["C3.weight"][~C3_TABLE.T] == 0)
+
+
+# ---------------------------------------------------- parameters and files
+
+def test_set_parameters_rejects_bad_input():
+    m = LeNet5(seed=0)
+    good = m.parameters()
+    cases = [
+        ({k: v for k, v in good.items() if k != "F6.bias"}, "missing \\['F6.bias'\\]"),
+        ({**good, "F7.weight": good["F6.weight"]}, "unknown \\['F7.weight'\\]"),
+        ({**good, "C1.weight": good["C1.weight"][:5]}, "C1.weight has shape"),
+        ({**good, "C1.bias": good["C1.bias"].astype(np.int64)}, "C1.bias has dtype int64"),
+        ({**good, "S2.coef": np.full(6, np.nan, np.float32)}, "S2.coef contains NaN"),
+    ]
+    c3 = good["C3.weight"].copy()
+    c3[0, 3] = 0.5  # S2 map 3 -> C3 map 0 is not in the table
+    cases.append(({**good, "C3.weight": c3}, "S2 map 3 to C3 map 0"))
+    for params, message in cases:
+        with pytest.raises(ValueError, match=message):
+            m.set_parameters(params)
+    np.testing.assert_array_equal(m.parameters()["C1.weight"], good["C1.weight"])
+
+
+def test_save_load_round_trip(tmp_path):
+    m = LeNet5(seed=4)
+    path = tmp_path / "model.npz"
+    m.save(path)
+    back = LeNet5.load(path)
+    for k, v in m.parameters().items():
+        np.testing.assert_array_equal(back.parameters()[k], v)
+    x = images(2, dtype=np.float32)
+    np.testing.assert_array_equal(back.forward(x), m.forward(x))
+    assert os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_load_rejects_bad_files(tmp_path):
+    good = tmp_path / "good.npz"
+    LeNet5(seed=0).save(good)
+    data = good.read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.npz").write_text("not a checkpoint")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    np.savez(tmp_path / "pickled.npz", a=np.array([{"x": 1}], dtype=object))
+    params, meta = read_checkpoint(good)
+    params["C5.bias"] = params["C5.bias"][:100]
+    np.savez(tmp_path / "shape.npz", **params,
+             __meta__=np.frombuffer(__import__("json").dumps(meta).encode(), np.uint8))
+    for name, message in [("truncated.npz", "not a readable"), ("text.npz", "not a readable"),
+                          ("other.npz", "no __meta__"), ("pickled.npz", "not a readable"),
+                          ("shape.npz", "C5.bias has shape"), ("missing.npz", "no such")]:
+        with pytest.raises(CheckpointError, match=message) as e:
+            LeNet5.load(tmp_path / name)
+        assert name in str(e.value)
+
+
+def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    old = LeNet5(seed=1)
+    old.save(path)
+    before = path.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(KeyboardInterrupt):
+        LeNet5(seed=2).save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_device_choice():
+    assert LeNet5(device="cpu").device == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        LeNet5(device="tpu")
+    with pytest.raises(ValueError, match="float32 only"):
+        LeNet5(device="gpu", dtype=np.float64)
