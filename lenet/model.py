@@ -37,10 +37,11 @@ class CheckpointError(ValueError):
 
 
 def gpu_available():
-    """True when a real CUDA GPU (or the CUDA simulator) can be used."""
+    """True when a real CUDA GPU can be used. The CUDA simulator does not count:
+    device="auto" never picks it (device="gpu" runs on it, for tests)."""
     try:
-        from numba import cuda
-        return bool(cuda.is_available())
+        from numba import config, cuda
+        return not config.ENABLE_CUDASIM and bool(cuda.is_available())
     except Exception:  # numba-cuda missing or no driver
         return False
 

@@ -1,0 +1,178 @@
+"""The GPU backend: the op interface of `lenet.ops_cpu.CPUOps` on Numba device arrays.
+
+Each op allocates its output from a buffer cache keyed by (op, shape, dtype),
+so a training loop or repeated forward passes reuse device memory instead of
+allocating per call. A buffer is overwritten by the next call of the same op
+with the same shape: the model copies what it hands to a user (`forward`,
+`predict`) into fresh arrays. Inputs may be NumPy arrays (copied to the device
+once) or any object with `__cuda_array_interface__` (CuPy, PyTorch CUDA
+tensors, Numba device arrays), used in place without a host round trip.
+"""
+
+import numpy as np
+from numba import cuda
+
+from kernels import conv, full, loss, rbf, subsample, update
+
+
+def _device_view(x):
+    """A Numba view of a device array of any library, without copying."""
+    if hasattr(x, "copy_to_host"):  # already a Numba device array (or the simulator's)
+        return x
+    return cuda.as_cuda_array(x)
+
+
+class GPUOps:
+    name = "gpu"
+    dtype = np.dtype(np.float32)
+    max_batch = 16384  # images per forward chunk: about 0.5 GB of activations
+
+    def __init__(self):
+        if not cuda.is_available():
+            raise NotImplementedError("no CUDA GPU is available (and the CUDA simulator is off)")
+        self._buffers = {}
+
+    def _out(self, tag, shape, dtype=np.float32):
+        key = (tag, tuple(int(s) for s in shape), np.dtype(dtype).str)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = cuda.device_array(key[1], dtype=dtype)
+        return buf
+
+    # ------------------------------------------------------------- memory
+    def asarray(self, x, dtype=None):
+        dtype = np.dtype(dtype or self.dtype)
+        if hasattr(x, "__cuda_array_interface__"):
+            arr = _device_view(x)
+            if np.dtype(arr.dtype) != dtype:
+                raise TypeError(f"device array has dtype {arr.dtype}; the GPU model needs "
+                                f"{dtype.name} (convert it on the device first)")
+            if not arr.is_c_contiguous():
+                raise ValueError("device array must be C-contiguous")
+            return arr
+        return cuda.to_device(np.ascontiguousarray(x, dtype=dtype))
+
+    def to_host(self, x):
+        if isinstance(x, np.ndarray):
+            return x.copy()
+        return _device_view(x).copy_to_host()
+
+    def prepare_table(self, table):
+        return conv.conv_table(np.asarray(table, dtype=bool))
+
+    def empty(self, shape, dtype=None):
+        return cuda.device_array(shape, dtype=dtype or self.dtype)
+
+    def copy_into(self, dst, start, src):
+        dst[start:start + src.shape[0]].copy_to_device(src)
+
+    # ------------------------------------------------------------- layers
+    def conv(self, x, weight, bias, table):
+        n, _, h, w = x.shape
+        m, _, k, _ = weight.shape
+        out = self._out("conv", (n, m, h - k + 1, w - k + 1))
+        conv.conv_forward(out, x, weight, bias, table)
+        return out
+
+    def conv_backward(self, dout, out, x, weight, table, need_dx=True):
+        dx = self._out("conv_dx", x.shape) if need_dx else None
+        dw = self._out("conv_dw", weight.shape)
+        db = self._out("conv_db", weight.shape[:1])
+        conv.conv_backward(dx, dw, db, dout, out, x, weight, table)
+        return dx, dw, db
+
+    def conv_backward2(self, hout, out, x, weight, table, need_hx=True):
+        hx = self._out("conv_hx", x.shape) if need_hx else None
+        hw = self._out("conv_hw", weight.shape)
+        hb = self._out("conv_hb", weight.shape[:1])
+        conv.conv_backward2(hx, hw, hb, hout, out, x, weight, table)
+        return hx, hw, hb
+
+    def subsample(self, x, coef, bias):
+        n, c, h, w = x.shape
+        out = self._out("subsample", (n, c, h // 2, w // 2))
+        subsample.subsample_forward(out, x, coef, bias)
+        return out
+
+    def subsample_backward(self, dout, out, x, coef):
+        dx, dc, db = (self._out(t, s) for t, s in
+                      (("sub_dx", x.shape), ("sub_dc", coef.shape), ("sub_db", coef.shape)))
+        subsample.subsample_backward(dx, dc, db, dout, out, x, coef)
+        return dx, dc, db
+
+    def subsample_backward2(self, hout, out, x, coef):
+        hx, hc, hb = (self._out(t, s) for t, s in
+                      (("sub_hx", x.shape), ("sub_hc", coef.shape), ("sub_hb", coef.shape)))
+        subsample.subsample_backward2(hx, hc, hb, hout, out, x, coef)
+        return hx, hc, hb
+
+    def full(self, x, weight, bias):
+        out = self._out("full", (x.shape[0], weight.shape[0]))
+        full.full_forward(out, x, weight, bias)
+        return out
+
+    def full_backward(self, dout, out, x, weight):
+        dx, dw, db = (self._out(t, s) for t, s in
+                      (("full_dx", x.shape), ("full_dw", weight.shape),
+                       ("full_db", weight.shape[:1])))
+        full.full_backward(dx, dw, db, dout, out, x, weight)
+        return dx, dw, db
+
+    def full_backward2(self, hout, out, x, weight):
+        hx, hw, hb = (self._out(t, s) for t, s in
+                      (("full_hx", x.shape), ("full_hw", weight.shape),
+                       ("full_hb", weight.shape[:1])))
+        full.full_backward2(hx, hw, hb, hout, out, x, weight)
+        return hx, hw, hb
+
+    def rbf(self, x, centers):
+        y = self._out("rbf", (x.shape[0], centers.shape[0]))
+        rbf.rbf_forward(y, x, centers)
+        return y
+
+    def rbf_backward(self, dy, x, centers):
+        dx = self._out("rbf_dx", x.shape)
+        rbf.rbf_backward(dx, dy, x, centers)
+        return dx
+
+    def rbf_backward2(self, hy, dy, x, centers):
+        hx = self._out("rbf_hx", x.shape)
+        rbf.rbf_backward2(hx, hy, dy, x, centers)
+        return hx
+
+    # --------------------------------------------------------------- loss
+    def loss(self, y, labels, kind, j):
+        n = y.shape[0]
+        losses, dy, hy = self._out("losses", (n,)), self._out("dy", y.shape), \
+            self._out("hy", y.shape)
+        loss.loss_forward_backward(losses, dy, hy, y, labels, kind, j)
+        return losses, dy, hy
+
+    # ----------------------------------------------------------- training
+    def gather(self, images, labels, index):
+        b = index.shape[0]
+        x = self._out("gather_x", (b,) + tuple(images.shape[1:]))
+        lab = self._out("gather_labels", (b,), np.int32)
+        update.gather(x, lab, images, labels, index)
+        return x, lab
+
+    def argmin(self, y):
+        out = cuda.device_array(y.shape[0], dtype=np.int32)  # handed to the user: fresh
+        update.argmin_rows(out, y)
+        return out
+
+    def accumulate_stats(self, stats, losses, y, labels):
+        update.sum_into(stats[0:1], losses)
+        update.count_errors(stats[1:2], y, labels)
+
+    def sgd_update(self, param, grad, velocity, lr, momentum):
+        update.sgd_update(param, grad, velocity, lr, momentum)
+
+    def sdlm_update(self, param, grad, hess, eta, mu):
+        update.sdlm_update(param, grad, hess, eta, mu)
+
+    def scale_add(self, acc, x, scale):
+        update.scale_add(acc, x, scale)
+
+    def fill(self, x, value):
+        update.fill(x, value)

@@ -1,0 +1,120 @@
+"""The GPU model against the CPU model with the same parameters.
+
+Runs on a real GPU with thousands of images and in the CUDA simulator (chosen by
+conftest.py when there is no GPU) with a few. Interop with CuPy needs a real GPU.
+"""
+
+import numpy as np
+import pytest
+from conftest import SIMULATOR
+
+from kernels.tolerance import assert_close
+from lenet import LeNet5
+
+N_IMAGES = 2 if SIMULATOR else 3001
+# the simulator runs every CUDA thread in Python: one backward pass over one image
+# takes minutes there, so it checks the MAP loss only (its dy and hy are both
+# non-trivial; MSE's hy is 0); a real GPU checks both on 1000 images
+LOSSES = ["map"] if SIMULATOR else ["mse", "map"]
+
+
+def images(n, seed=0):
+    return np.random.default_rng(seed).uniform(-0.1, 1.175, (n, 1, 32, 32)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    cpu = LeNet5(device="cpu", seed=11)
+    gpu = LeNet5(device="gpu")
+    gpu.set_parameters(cpu.parameters())
+    return cpu, gpu
+
+
+def test_parameters_move_losslessly(pair, tmp_path):
+    cpu, gpu = pair
+    for k, v in cpu.parameters().items():
+        np.testing.assert_array_equal(gpu.parameters()[k], v)
+    gpu.save(tmp_path / "g.npz")
+    back = LeNet5.load(tmp_path / "g.npz", device="cpu")
+    for k, v in cpu.parameters().items():
+        np.testing.assert_array_equal(back.parameters()[k], v)
+
+
+def test_forward_and_predict_match_cpu(pair):
+    cpu, gpu = pair
+    x = images(N_IMAGES, seed=1)
+    assert_close(gpu.forward(x), cpu.forward(x).astype(np.float64), what="penalties")
+    np.testing.assert_array_equal(gpu.predict(x), cpu.predict(x))
+
+
+def test_forward_in_chunks(pair):
+    _, gpu = pair
+    x = images(3, seed=2)
+    whole = gpu.forward(x)
+    gpu.max_batch = 2
+    try:
+        assert_close(gpu.forward(x), whole, what="chunked penalties")
+    finally:
+        gpu.max_batch = gpu.ops.max_batch
+
+
+def test_device_input_gives_device_output(pair):
+    from numba import cuda
+    cpu, gpu = pair
+    x = images(3, seed=3)
+    y = gpu.forward(cuda.to_device(x))
+    assert hasattr(y, "copy_to_host")
+    assert_close(y.copy_to_host(), cpu.forward(x), what="penalties from device input")
+    np.testing.assert_array_equal(gpu.predict(cuda.to_device(x)).copy_to_host(), cpu.predict(x))
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_gradients_and_curvature_match_cpu(pair, loss):
+    cpu, gpu = pair
+    n = 1 if SIMULATOR else 1000
+    x = images(n, seed=4)
+    labels = np.random.default_rng(5).integers(0, 10, n)
+    value_cpu, grads_cpu = cpu.gradients(x, labels, loss)
+    value_gpu, grads_gpu = gpu.gradients(x, labels, loss)
+    assert abs(value_gpu - value_cpu) <= 1e-5 * abs(value_cpu)
+    for k in grads_cpu:
+        assert_close(grads_gpu[k], grads_cpu[k], what=f"d{k}")
+    h_cpu = cpu.second_derivatives(x, labels, loss)
+    h_gpu = gpu.second_derivatives(x, labels, loss)
+    for k in h_cpu:
+        assert_close(h_gpu[k], h_cpu[k], what=f"h{k}")
+
+
+def test_training_pass_matches_cpu(pair):
+    # the same recipe, seed and data on both devices take the same steps
+    from lenet.train import Trainer
+    cpu, gpu = pair
+    n = 2 if SIMULATOR else 512
+    x = images(n, seed=6)
+    labels = np.random.default_rng(7).integers(0, 10, n)
+    a = LeNet5(device="cpu", seed=3)
+    b = LeNet5(device="gpu")
+    b.set_parameters(a.parameters())
+    for model in (a, b):
+        Trainer(model, x, labels, recipe="sgd", batch_size=2, seed=1).train_pass()
+    pa, pb = a.parameters(), b.parameters()
+    for k in pa:
+        assert_close(pb[k], pa[k], what=k)
+
+
+@pytest.mark.skipif(SIMULATOR, reason="CuPy needs a real GPU; the simulator cannot run it")
+def test_cupy_input_without_host_copy(pair):
+    cp = pytest.importorskip("cupy", reason="CuPy is not installed")
+    cpu, gpu = pair
+    x = images(257, seed=8)
+    y = gpu.forward(cp.asarray(x))
+    assert_close(np.asarray(cp.asarray(y).get()), cpu.forward(x), what="penalties from CuPy")
+
+
+@pytest.mark.skipif(SIMULATOR, reason="the MNIST test set is too large for the simulator")
+def test_same_predictions_on_mnist_test_set(pair, mnist_dir):
+    from lenet.data import load_mnist, preprocess
+    cpu, gpu = pair
+    images_, _ = load_mnist("test", mnist_dir)
+    x = preprocess(images_)
+    np.testing.assert_array_equal(gpu.predict(x), cpu.predict(x))
