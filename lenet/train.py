@@ -6,10 +6,13 @@
                 steps by eta / (mu + h_kk) times its gradient, mu = 0.02, after
                 every pattern (batch size 1); eta follows the paper's schedule
                 over 20 passes.
-    sdlm-batch  the same with mini-batches of B patterns (ours, not the
-                paper's): the gradient of the batch's mean loss is multiplied
-                by B, so one step equals B per-pattern steps taken from the
-                same point; eta follows the same schedule.
+    sdlm-batch  the same on mini-batches of B patterns (ours, not the paper's):
+                the step is SDLM_BATCH_SCALE * sqrt(B) * eta / (mu + h_kk) times
+                the gradient of the batch's mean loss, eta on the paper's
+                schedule. Measured on 3,000 MNIST digits, 2 passes (CPU): the
+                paper's eta per pattern diverges (89% test error) while 0.1 eta
+                reaches 6%; multiplying by B (B per-pattern steps from one point)
+                diverges at B = 16, while 0.1 sqrt(B) eta reaches 13.6% there.
     sgd         mini-batch SGD with momentum on the batch's mean loss.
 
 The training set lives on the backend (on the GPU: uploaded once). Each pass
@@ -30,6 +33,7 @@ from lenet.progress import Progress
 RECIPES = ("paper", "sdlm-batch", "sgd")
 SDLM_MU = 0.02
 SDLM_HESSIAN_PATTERNS = 500
+SDLM_BATCH_SCALE = 0.1
 
 
 def paper_eta(pass_index):
@@ -67,6 +71,9 @@ class Trainer:
                              "use --recipe sdlm-batch for mini-batches")
         self.lr = settings["lr"] if lr is None else lr
         self.momentum = momentum
+        # paper: eta itself, per pattern; sdlm-batch: see the module docstring
+        self.sdlm_factor = 1.0 if recipe == "paper" else \
+            SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
         model._check_loss(loss)
         self.images = model._input(images)
         self.labels = model._labels(labels, len(labels))
@@ -114,9 +121,8 @@ class Trainer:
                     ops.sgd_update(self._params[name], g, self.velocity[name], step,
                                    self.momentum)
                 else:
-                    # sdlm-batch: dy is of the batch mean, so scale by the batch size
                     ops.sdlm_update(self._params[name], g, self.hessian[name],
-                                    step * len(index), SDLM_MU)
+                                    step * self.sdlm_factor, SDLM_MU)
             if progress is not None:
                 seen = start + len(index)
                 progress.advance(len(index), lambda seen=seen: self._running(seen))

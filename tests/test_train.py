@@ -30,14 +30,14 @@ def test_sgd_learns_digits(small_mnist, tmp_path):
     model = LeNet5(seed=0)
     before = error_rate(model, *test_set)
     log = tmp_path / "log.jsonl"
-    records = train(model, train_set, test_set, recipe="sgd", epochs=3, progress=False,
+    records = train(model, train_set, test_set, recipe="sgd", epochs=6, progress=False,
                     checkpoint=tmp_path / "m.npz", log=log, out=lambda s: None)
     losses = [r["train_loss"] for r in records]
     assert losses[-1] < losses[0] < 84  # 84 = penalty of an untrained net's zero output
     assert before > 0.8
     assert records[-1]["test_error"] < 0.10, records  # beats 90% accuracy on held-out digits
     lines = [json.loads(s) for s in log.read_text().splitlines()]
-    assert [r["pass"] for r in lines] == [1, 2, 3]
+    assert [r["pass"] for r in lines] == [1, 2, 3, 4, 5, 6]
     back = LeNet5.load(tmp_path / "m.npz")
     assert error_rate(back, *test_set) == records[-1]["test_error"]
 
@@ -82,9 +82,10 @@ def test_sdlm_recipes_run_and_lower_the_loss(small_mnist, recipe):
     (x, y), _ = small_mnist
     model = LeNet5(seed=2)
     trainer = Trainer(model, x[:1000], y[:1000], recipe=recipe, seed=0)
-    first = [trainer.train_pass()[0]]
-    assert np.isfinite(first[0])
+    losses = [trainer.train_pass()[0] for _ in range(2)]
     assert all(np.isfinite(v).all() for v in model.parameters().values())
+    if recipe == "sdlm-batch":  # the paper's literal step sizes do not train here
+        assert losses[1] < losses[0] < 84
 
 
 def test_paper_recipe_refuses_batches(small_mnist):
