@@ -1,12 +1,20 @@
-"""The `lenet` command (also `python -m lenet`): train, evaluate, predict, draw.
+"""The `lenet` command (also `python -m lenet`): train, evaluate, predict, draw, time.
+
+    lenet train     train LeNet-5 on MNIST, write a checkpoint and a JSON-lines log
+    lenet eval      error rate of a checkpoint on the MNIST test (or training) set
+    lenet predict   digits in PNG/JPEG files or in an IDX file (lenet/images.py)
+    lenet show      pictures: feature maps, RBF prototypes, curves, errors (lenet/show.py)
+    lenet bench     the benchmark suite (bench/cli.py), its arguments passed through
 
 Each subcommand has an `add_<name>` function that declares its options and a
 `run_<name>` function that does the work. A user's mistake (a missing data
-directory, a file that is not a checkpoint) is reported as one line on stderr
-with exit status 2, never as a traceback.
+directory, a file that is not a checkpoint, an unreadable image) is reported
+as one line `lenet <command>: error: ...` on stderr with exit status 2, never
+as a traceback. Tested end to end by tests/test_cli.py.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -19,20 +27,35 @@ class UserError(Exception):
     """A mistake in what the user asked for: printed as one line, exit 2."""
 
 
+DEVICES = ["cpu", "gpu", "auto"]
+
+
 def _data_help():
     return ("directory with the four MNIST IDX files (.gz or raw); default: $LENET_DATA, "
             "else ~/.cache/lenet/mnist. Missing files are downloaded when the internet "
             "can be reached")
 
 
-def load_split(split, directory):
-    """(preprocessed images, int64 labels) of one MNIST split, or a UserError."""
-    from lenet.data import MNISTError, load_mnist, preprocess
+def _device_help():
+    return ("where to run: NumPy on the CPU, the CUDA kernels, or the GPU when one "
+            "is present (default: auto)")
+
+
+def load_raw(split, directory):
+    """(uint8 images (N,28,28), int64 labels) of one MNIST split, or a UserError."""
+    from lenet.data import MNISTError, load_mnist
     try:
         images, labels = load_mnist(split, directory)
     except MNISTError as e:
-        raise UserError(str(e)) from e
-    return preprocess(images), labels.astype(np.int64)
+        raise UserError(_one_line(e)) from e
+    return images, labels.astype(np.int64)
+
+
+def load_split(split, directory):
+    """(preprocessed images, int64 labels) of one MNIST split, or a UserError."""
+    from lenet.data import preprocess
+    images, labels = load_raw(split, directory)
+    return preprocess(images), labels
 
 
 def load_model(path, device):
@@ -41,6 +64,24 @@ def load_model(path, device):
         return LeNet5.load(path, device=device)
     except CheckpointError as e:
         raise UserError(str(e)) from e
+    except (NotImplementedError, ValueError) as e:  # no GPU backend, bad dtype for it
+        raise UserError(f"cannot use device {device!r}: {e}") from e
+
+
+def _one_line(error):
+    """The message of `error` on one line. MNISTError explains itself over several
+    lines, with indented lists (mirrors and reasons, file names): list items are
+    joined with ", ", sentences with " ", and a list ends with "; "."""
+    text, last_indented = "", False
+    for line in str(error).splitlines():
+        if not line.strip():
+            continue
+        indented = line[:1].isspace()
+        if text:
+            text += ", " if indented and last_indented else "; " if last_indented else " "
+        text += line.strip()
+        last_indented = indented
+    return text
 
 
 # ------------------------------------------------------------------- train
@@ -145,15 +186,223 @@ def run_eval(args):
     return 0
 
 
+# ----------------------------------------------------------------- predict
+
+def add_predict(sub):
+    p = sub.add_parser("predict", help="the digit in each PNG/JPEG file (or IDX entry)",
+                       description="Predict the digit in each image file. Any size, colour "
+                       "or grey, dark ink on light paper or light on dark: each image is "
+                       "turned into a centred 28x28 digit the way MNIST was made (see "
+                       "lenet/images.py). Prints the digit and the ten RBF penalties "
+                       "(smaller is better) per image.")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files, one "
+                   "digit each")
+    p.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="a .npz written by `lenet train`")
+    p.add_argument("--idx", metavar="FILE", help="an IDX image file (e.g. MNIST's "
+                   "t10k-images-idx3-ubyte.gz) to take digits from, with --index")
+    p.add_argument("--index", nargs="+", type=int, metavar="K", help="which digits of "
+                   "--idx (0-based)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help=_device_help())
+    p.add_argument("--json", action="store_true", help="print a JSON list of {\"file\", "
+                   "\"digit\", \"penalties\"} (IDX entries also have \"index\")")
+    return p
+
+
+def _idx_digits(path, indices):
+    """uint8 (K,28,28) entries `indices` of the IDX image file `path`."""
+    from lenet.data import MNISTError, read_idx
+    try:
+        images = read_idx(path)
+    except MNISTError as e:
+        raise UserError(_one_line(e)) from e
+    if images.ndim != 3:
+        raise UserError(f"{path}: holds labels, not images")
+    bad = [k for k in indices if not 0 <= k < len(images)]
+    if bad:
+        raise UserError(f"--index {bad[0]} is out of range: {path} holds {len(images)} "
+                        f"images (0..{len(images) - 1})")
+    return images[indices]
+
+
+def run_predict(args):
+    from lenet.data import preprocess
+    from lenet.images import ImageError, load_digits
+    if not args.images and args.idx is None:
+        raise UserError("give IMAGE files, or --idx FILE --index K")
+    if (args.idx is None) != (args.index is None):
+        raise UserError("--idx and --index go together")
+    model = load_model(args.checkpoint, args.device)
+    try:
+        digits = load_digits(args.images)
+    except ImageError as e:
+        raise UserError(str(e)) from e
+    names = [{"file": path} for path in args.images]
+    if args.idx is not None:
+        digits = np.concatenate([digits, _idx_digits(args.idx, args.index)])
+        names += [{"file": args.idx, "index": k} for k in args.index]
+    penalties = np.asarray(model.forward(preprocess(digits)))
+    results = [dict(name, digit=int(y.argmin()), penalties=[float(v) for v in y])
+               for name, y in zip(names, penalties, strict=True)]
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    labels = [r["file"] + (f"[{r['index']}]" if "index" in r else "") for r in results]
+    width = max(len(label) for label in labels)
+    print(f"{'image':<{width}}  digit  penalties of 0..9 (smaller is better)")
+    for label, r in zip(labels, results, strict=True):
+        values = " ".join(f"{v:7.2f}" for v in r["penalties"])
+        print(f"{label:<{width}}  {r['digit']:5d}  {values}")
+    return 0
+
+
+# -------------------------------------------------------------------- show
+
+def add_show(sub):
+    p = sub.add_parser("show", help="draw PNG pictures: feature maps, RBF prototypes, "
+                       "training curves, test errors",
+                       description="Draw one picture and write it as a PNG into --out "
+                       "(fixed size, see lenet/show.py); prints its path.")
+    modes = p.add_subparsers(dest="mode", metavar="MODE", required=True)
+
+    def mode(name, help, description):
+        m = modes.add_parser(name, help=help, description=description)
+        m.add_argument("--out", default=".", metavar="DIR", help="directory for the PNG "
+                       f"(created if needed; default: .); the file is DIR/{name}.png")
+        return m
+
+    m = mode("maps", "the output of every layer for one digit",
+             "The activations of every layer for one digit: input, C1, S2, C3, S4, C5 "
+             "(120 as a 20x6 grid), F6 (84 as the 7x12 grid the RBF compares with its "
+             "bitmaps, beside the winner's bitmap) and the ten RBF penalties, the winner "
+             "highlighted. 1400x700 pixels.")
+    m.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="a .npz written by `lenet train`")
+    which = m.add_mutually_exclusive_group(required=True)
+    which.add_argument("--image", metavar="FILE", help="a PNG or JPEG of one digit")
+    which.add_argument("--index", type=int, metavar="K", help="MNIST test digit K (0-based)")
+    m.add_argument("--data", metavar="DIR", help=_data_help())
+    m.add_argument("--device", choices=DEVICES, default="auto", help=_device_help())
+
+    mode("prototypes", "the ten 7x12 RBF bitmaps (no checkpoint needed)",
+         "The ten fixed 7x12 bitmaps that the output layer's RBF units compare F6 "
+         "with (+1 ink, -1 background). 1000x250 pixels.")
+
+    m = mode("curves", "training curves from the log of `lenet train`",
+             "Train and test error per pass (log scale) and the training loss, from the "
+             "JSON-lines log that `lenet train` writes beside its checkpoint. "
+             "1000x400 pixels.")
+    m.add_argument("--log", required=True, metavar="FILE", help="a .log.jsonl written by "
+                   "`lenet train`")
+
+    m = mode("errors", "confusion matrix and the worst mistakes on the test set",
+             "The 10x10 confusion matrix of a checkpoint on the 10,000 MNIST test digits "
+             "and the misclassified digits it was most sure of (largest margin between "
+             "the smallest and second smallest penalty). 1400x650 pixels.")
+    m.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="a .npz written by `lenet train`")
+    m.add_argument("--data", metavar="DIR", help=_data_help())
+    m.add_argument("--device", choices=DEVICES, default="auto", help=_device_help())
+    m.add_argument("--count", type=int, default=24, help="how many mistakes to draw, "
+                   "at most 24 (default 24)")
+    return p
+
+
+def _out_file(directory, name):
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UserError(f"--out {directory}: not a directory")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {directory}: cannot create it ({e.strerror})") from e
+    return os.path.join(directory, name + ".png")
+
+
+def _show_maps(args, show):
+    from lenet.data import preprocess
+    from lenet.images import ImageError, mnist_digit
+    model = load_model(args.checkpoint, args.device)
+    if args.image is not None:
+        try:
+            digit = mnist_digit(args.image)
+        except ImageError as e:
+            raise UserError(str(e)) from e
+        caption = os.path.basename(args.image)
+    else:
+        images, labels = load_raw("test", args.data)
+        if not 0 <= args.index < len(images):
+            raise UserError(f"--index {args.index} is out of range: the MNIST test set "
+                            f"holds {len(images)} digits (0..{len(images) - 1})")
+        digit = images[args.index]
+        caption = f"MNIST test digit #{args.index} (label {labels[args.index]})"
+    activations = model._forward(model._input(preprocess(digit)))
+    return show.draw_maps(_out_file(args.out, "maps"),
+                          [model.ops.to_host(a) for a in activations], caption)
+
+
+def _show_errors(args, show):
+    from lenet.data import preprocess
+    if not 1 <= args.count <= show.MAX_ERRORS:
+        raise UserError(f"--count must lie in 1..{show.MAX_ERRORS}, not {args.count}")
+    model = load_model(args.checkpoint, args.device)
+    images, labels = load_raw("test", args.data)
+    penalties = np.asarray(model.forward(preprocess(images)))
+    return show.draw_errors(_out_file(args.out, "errors"), images, labels, penalties,
+                            count=args.count, caption=os.path.basename(args.checkpoint))
+
+
+def _show_curves(args, show):
+    try:
+        records = show.read_log(args.log)
+    except show.LogError as e:
+        raise UserError(str(e)) from e
+    return show.draw_curves(_out_file(args.out, "curves"), records,
+                            caption=os.path.basename(args.log))
+
+
+def run_show(args):
+    from lenet import show
+    if args.mode == "maps":
+        path = _show_maps(args, show)
+    elif args.mode == "errors":
+        path = _show_errors(args, show)
+    elif args.mode == "curves":
+        path = _show_curves(args, show)
+    else:
+        path = show.draw_prototypes(_out_file(args.out, "prototypes"))
+    print(path)
+    return 0
+
+
+# ------------------------------------------------------------------- bench
+
+def add_bench(sub):
+    return sub.add_parser("bench", add_help=False,
+                          help="the benchmark suite (bench package); `lenet bench --help` "
+                          "shows its options",
+                          description="Runs the benchmark suite: `lenet bench ARGS` is "
+                          "`bench.cli.main(ARGS)`.")
+
+
+def run_bench(args, rest):
+    try:
+        from bench import cli as bench_cli
+    except ImportError as e:
+        raise UserError(f"the benchmark suite (bench.cli) cannot be imported: {e}") from e
+    return bench_cli.main(rest)
+
+
 # -------------------------------------------------------------------- main
 
-COMMANDS = {"train": (add_train, run_train), "eval": (add_eval, run_eval)}
+COMMANDS = {"train": (add_train, run_train), "eval": (add_eval, run_eval),
+            "predict": (add_predict, run_predict), "show": (add_show, run_show),
+            "bench": (add_bench, run_bench)}
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="lenet", description="LeNet-5 (LeCun et al. 1998) on hand-written CUDA "
-        "kernels, with a NumPy reference on the CPU.")
+        "kernels, with a NumPy reference on the CPU. `lenet COMMAND --help` tells more.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add, _ in COMMANDS.values():
         add(sub)
@@ -161,8 +410,13 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
+        if args.command == "bench":
+            return run_bench(args, rest) or 0
         return COMMANDS[args.command][1](args) or 0
     except UserError as e:
         print(f"lenet {args.command}: error: {e}", file=sys.stderr)

@@ -1,0 +1,263 @@
+"""Pictures of LeNet-5 as PNG files: feature maps, RBF prototypes, curves, errors.
+
+Each `draw_*` function draws one figure on matplotlib's Agg canvas (no display
+needed), writes it as a PNG of a fixed size and returns the path:
+
+    draw_maps        1400x700  every layer's output for one digit, input to penalties
+    draw_prototypes  1000x250  the ten 7x12 RBF bitmaps
+    draw_curves      1000x400  error per pass (log scale) and training loss
+    draw_errors      1400x650  test-set confusion matrix and the surest mistakes
+
+Grey maps use one scale for every squashed layer: white is -1.7159 and black
++1.7159, the range of f(a) = 1.7159 tanh(2a/3), so ink reads dark as on paper.
+`lenet show MODE --help` (lenet/cli.py) gives the commands; tests/test_cli.py
+checks that each writes a PNG of its size.
+"""
+
+import json
+import math
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
+
+from lenet.architecture import BITMAP_HEIGHT, BITMAP_WIDTH, RBF_CENTERS
+
+DPI = 100
+FIGSIZE = {"maps": (14, 7), "prototypes": (10, 2.5), "curves": (10, 4), "errors": (14, 6.5)}
+SQUASH = 1.7159       # f(a) lies in (-SQUASH, SQUASH)
+INPUT_RANGE = (-0.1, 1.175)  # lenet.data.preprocess: background, full ink
+MAX_ERRORS = 24       # the mistakes grid of draw_errors: 4 rows of 6
+WINNER, OTHERS = "tab:red", "0.7"
+LOG_KEYS = ("pass", "test_error", "running_train_error", "train_loss")
+
+
+class LogError(ValueError):
+    """A training log that cannot be read."""
+
+
+class _PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers (0.6, 2, 10), thinned as LogFormatter thins them."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def _figure(kind):
+    fig = Figure(figsize=FIGSIZE[kind], dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def _grey(ax, image, vmin=-SQUASH, vmax=SQUASH):
+    ax.imshow(image, cmap="gray_r", vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _maps_column(fig, cell, maps, columns):
+    """Draw (K,H,W) maps in a grid of `columns` columns inside one gridspec cell."""
+    rows = math.ceil(len(maps) / columns)
+    grid = cell.subgridspec(rows, columns, wspace=0.08, hspace=0.08)
+    for k, m in enumerate(maps):
+        _grey(fig.add_subplot(grid[k % rows, k // rows]), m)
+
+
+def draw_maps(path, activations, caption):
+    """Every layer of one digit. activations: host arrays [input (1,1,32,32),
+    C1 (1,6,28,28), S2 (1,6,14,14), C3 (1,16,10,10), S4 (1,16,5,5), C5 (1,120),
+    F6 (1,84), penalties (1,10)], as LeNet5._forward returns them."""
+    x0, c1, s2, c3, s4, c5, f6, y = (np.asarray(a, np.float64)[0] for a in activations)
+    winner = int(y.argmin())
+    fig = _figure("maps")
+    fig.suptitle(f"{caption}: LeNet-5 says {winner}", fontsize=14)
+    columns = fig.add_gridspec(1, 8, width_ratios=[2.2, 1, 1, 1.7, 1.7, 1, 1.1, 2.4],
+                               left=0.02, right=0.985, top=0.86, bottom=0.08, wspace=0.3)
+    titles = ["input 32x32", "C1 6@28x28", "S2 6@14x14", "C3 16@10x10", "S4 16@5x5",
+              "C5 120\n(as 20x6)", "F6 84\n(as 7x12)",
+              "output: RBF penalties"]
+    for k, title in enumerate(titles):
+        box = columns[0, k].get_position(fig)
+        fig.text((box.x0 + box.x1) / 2, 0.875, title, ha="center", va="bottom", fontsize=11)
+
+    _grey(fig.add_subplot(columns[0, 0]), x0[0], *INPUT_RANGE)
+    _maps_column(fig, columns[0, 1], c1, 1)
+    _maps_column(fig, columns[0, 2], s2, 1)
+    _maps_column(fig, columns[0, 3], c3, 2)
+    _maps_column(fig, columns[0, 4], s4, 2)
+    _grey(fig.add_subplot(columns[0, 5]), c5.reshape(20, 6))
+    f6_cell = columns[0, 6].subgridspec(2, 1, hspace=0.15)
+    for k, (image, label) in enumerate([(f6, "F6 output"),
+                                        (RBF_CENTERS[winner], f"RBF bitmap of {winner}")]):
+        ax = fig.add_subplot(f6_cell[k])
+        _grey(ax, image.reshape(BITMAP_HEIGHT, BITMAP_WIDTH))
+        ax.set_xlabel(label, fontsize=9)
+
+    ax = fig.add_subplot(columns[0, 7].subgridspec(5, 1)[1:4])
+    digits = np.arange(10)
+    ax.barh(digits, y, color=[WINNER if d == winner else OTHERS for d in digits])
+    ax.set_yticks(digits)
+    ax.invert_yaxis()
+    ax.set_xlim(0, y.max() * 1.3)
+    for d in digits:  # the winner's bar may be too short to see: colour its labels too
+        ax.text(y[d], d, f" {y[d]:.1f}", va="center", fontsize=8,
+                color=WINNER if d == winner else "black")
+    ax.get_yticklabels()[winner].set(color=WINNER, fontweight="bold")
+    ax.set_xlabel("penalty (smaller wins)")
+    ax.set_ylabel("digit")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.text(0.5, 0.015, f"grey scale of every layer after the input: white -{SQUASH}, "
+             f"black +{SQUASH} (the range of the squashing function); input: white "
+             "background -0.1, black ink 1.175", ha="center", fontsize=9, color="0.3")
+    return _save(fig, path)
+
+
+def draw_prototypes(path):
+    """The ten RBF bitmaps (lenet.RBF_CENTERS, +1 ink), one panel per digit."""
+    fig = _figure("prototypes")
+    fig.suptitle("the output layer's ten RBF prototypes (7x12; ink +1, background -1)",
+                 fontsize=12)
+    grid = fig.add_gridspec(1, 10, left=0.02, right=0.98, top=0.78, bottom=0.04, wspace=0.25)
+    for d in range(10):
+        ax = fig.add_subplot(grid[0, d])
+        ax.imshow(RBF_CENTERS[d].reshape(BITMAP_HEIGHT, BITMAP_WIDTH), cmap="gray_r",
+                  vmin=-1.6, vmax=1.2, interpolation="nearest")  # -1 light grey, +1 black
+        ax.set_xticks(np.arange(-0.5, BITMAP_WIDTH), minor=True)
+        ax.set_yticks(np.arange(-0.5, BITMAP_HEIGHT), minor=True)
+        ax.grid(which="minor", color="white", linewidth=0.6)
+        ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+        ax.set_title(str(d), fontsize=11)
+    return _save(fig, path)
+
+
+def read_log(path):
+    """The per-pass records of a `lenet train` JSON-lines log, sorted by pass."""
+    try:
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
+    except FileNotFoundError:
+        raise LogError(f"{path}: no such log file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LogError(f"{path}: cannot read it ({e})") from e
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise LogError(f"{path}: line {number} is not JSON; not a log of "
+                           "`lenet train`") from None
+        bad = [k for k in LOG_KEYS if not isinstance(record, dict)
+               or not isinstance(record.get(k), (int, float))]
+        if bad:
+            raise LogError(f"{path}: line {number} has no number {', '.join(bad)}; not a "
+                           "log of `lenet train`")
+        records.append(record)
+    if not records:
+        raise LogError(f"{path}: empty log, no pass recorded")
+    return sorted(records, key=lambda r: r["pass"])
+
+
+def draw_curves(path, records, caption):
+    """Error rates (percent, log scale) and training loss per pass."""
+    passes = [r["pass"] for r in records]
+
+    def series(key):
+        return [100 * r[key] if r.get(key) is not None else np.nan for r in records]
+
+    fig = _figure("curves")
+    fig.suptitle(f"training of {caption}", fontsize=12)
+    ax_err, ax_loss = fig.subplots(1, 2, gridspec_kw={"left": 0.08, "right": 0.98,
+                                                      "bottom": 0.13, "top": 0.86,
+                                                      "wspace": 0.22})
+    lines = [("test_error", "o-", "tab:red", 1.0, "test error"),
+             ("train_error", "s-", "tab:blue", 1.0, "training error"),
+             ("running_train_error", "^--", "tab:blue", 0.5, "training error during the pass")]
+    for key, style, color, alpha, label in lines:
+        values = series(key)
+        if np.all(np.isnan(values)):  # train_error under `lenet train --fast`
+            continue
+        ax_err.plot(passes, values, style, color=color, alpha=alpha,
+                    label=f"{label}: {values[-1]:.2f}% at the end")
+    ax_err.set_yscale("log")
+    ax_err.set_ylabel("error (%)")
+    ax_err.set_title("error rate", fontsize=11)
+    ax_err.legend(fontsize=9)
+    losses = [r["train_loss"] for r in records]
+    ax_loss.plot(passes, losses, "o-", color="0.3", label=f"{losses[-1]:.3g} at the end")
+    ax_loss.legend(fontsize=9)
+    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("mean loss per pattern")
+    ax_loss.set_title("training loss", fontsize=11)
+    for ax in (ax_err, ax_loss):
+        ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False,
+                                                        minor_thresholds=(2, 0.5)))
+        ax.set_xlabel("pass")
+        ax.set_xticks(passes if len(passes) <= 20 else ax.get_xticks())
+        ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+def confusion(labels, predicted):
+    """int64 (10,10): row = true digit, column = predicted digit."""
+    counts = np.zeros((10, 10), np.int64)
+    np.add.at(counts, (labels, predicted), 1)
+    return counts
+
+
+def surest_mistakes(labels, penalties, count):
+    """Indices of misclassified digits, largest margin first, at most `count`.
+    The margin is the second smallest penalty minus the smallest."""
+    two = np.partition(penalties, 1, axis=1)[:, :2]
+    margin = two[:, 1] - two[:, 0]
+    wrong = np.flatnonzero(penalties.argmin(axis=1) != labels)
+    return wrong[np.argsort(-margin[wrong], kind="stable")][:count], margin
+
+
+def draw_errors(path, images, labels, penalties, count=MAX_ERRORS, caption=""):
+    """Confusion matrix and the `count` surest mistakes. images uint8 (N,28,28),
+    labels (N,), penalties (N,10)."""
+    predicted = penalties.argmin(axis=1)
+    counts = confusion(labels, predicted)
+    errors = int(len(labels) - np.trace(counts))
+    fig = _figure("errors")
+    fig.suptitle(f"{caption} on the {len(labels):,} MNIST test digits: {errors} errors "
+                 f"({100 * errors / len(labels):.2f}%)", fontsize=14)
+
+    ax = fig.add_axes([0.05, 0.09, 0.36, 0.78])
+    cmap = matplotlib.colormaps["Blues"].with_extremes(bad="white")
+    ax.imshow(np.ma.masked_equal(counts, 0), cmap=cmap,
+              norm=LogNorm(vmin=1, vmax=max(2, counts.max())))
+    for (t, p), n in np.ndenumerate(counts):
+        if n:
+            dark = n > counts.max() ** 0.6
+            ax.text(p, t, str(n), ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_title("confusion matrix (counts)", fontsize=11)
+
+    worst, margin = surest_mistakes(labels, penalties, count)
+    grid = fig.add_gridspec(4, 6, left=0.47, right=0.99, top=0.84, bottom=0.04,
+                            wspace=0.1, hspace=0.45)
+    fig.text(0.73, 0.875, "the surest mistakes: true→predicted (margin between the two "
+             "smallest penalties)", ha="center", fontsize=11)
+    for k, i in enumerate(worst):
+        sub = fig.add_subplot(grid[k // 6, k % 6])
+        _grey(sub, images[i], 0, 255)
+        sub.set_title(f"{labels[i]}→{predicted[i]}", fontsize=11, color=WINNER, pad=2)
+        sub.set_xlabel(f"#{i}  {margin[i]:.1f}", fontsize=7, labelpad=1)
+    if not len(worst):
+        fig.text(0.73, 0.45, "no mistakes", ha="center", fontsize=14)
+    return _save(fig, path)
+

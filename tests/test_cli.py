@@ -1,0 +1,276 @@
+"""The `lenet` command end to end: every subcommand through `python -m lenet`.
+
+A tiny checkpoint is trained once per module (2,000 digits, one pass, on the
+CPU); the other commands run on it and are checked against the same
+computation done here in-process. User mistakes must give one line
+`lenet <command>: error: ...` on stderr and exit status 2. Needs MNIST
+(LENET_DATA, see conftest.py); about a minute on two cores, most of it training.
+
+    LENET_DATA=../shared/data/mnist python -m pytest -q tests/test_cli.py
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lenet import images as digit_images
+from lenet.data import find_file, load_mnist, preprocess
+from lenet.model import LeNet5
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMANDS = ("train", "eval", "predict", "show", "bench")
+SHOW_MODES = ("maps", "prototypes", "curves", "errors")
+PLAIN = range(10)     # the first ten MNIST test digits, saved as they are
+ALTERED = (0, 1, 2)   # ... of which these are also saved inverted, enlarged and as JPEG
+
+
+def lenet(*args):
+    """Run `python -m lenet ARGS` from the repository root; the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "lenet", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def ok(*args):
+    result = lenet(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_dir):
+    """(checkpoint, log, stdout) of `lenet train` on 2,000 digits for one pass."""
+    out = tmp_path_factory.mktemp("train") / "ckpt.npz"
+    stdout = ok("train", "--device", "cpu", "--data", mnist_dir, "--train-size", 2000,
+                "--epochs", 1, "--fast", "--no-progress", "--out", out)
+    return out, out.with_name("ckpt.log.jsonl"), stdout
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return LeNet5.load(trained[0], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def test_set(mnist_dir):
+    """uint8 images (10000,28,28) and labels of the MNIST test set."""
+    return load_mnist("test", mnist_dir)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, test_set):
+    """Image files: name -> (path, index of the MNIST test digit drawn in it)."""
+    images = test_set[0]
+    folder = tmp_path_factory.mktemp("images")
+    made = {}
+
+    def save(name, image, k, **options):
+        path = folder / name
+        image.save(path, **options)
+        made[name] = (path, k)
+
+    for k in PLAIN:  # 28x28 grey, light ink on black, as MNIST stores them
+        save(f"plain{k}.png", Image.fromarray(images[k]), k)
+    for k in ALTERED:
+        save(f"inverted{k}.png", Image.fromarray(255 - images[k]), k)
+        # dark blue ink on cream paper, 2.5 times larger, off centre in 80x100
+        big = np.asarray(Image.fromarray(images[k]).resize((70, 70), Image.Resampling.BICUBIC))
+        ink = np.zeros((100, 80), np.float64)
+        ink[20:90, 4:74] = big / 255.0
+        paper, pen = np.array([250, 245, 230.0]), np.array([30, 30, 120.0])
+        rgb = paper + ink[..., None] * (pen - paper)
+        colour = Image.fromarray(np.rint(rgb).astype(np.uint8), mode="RGB")
+        save(f"enlarged{k}.png", colour, k)
+        save(f"enlarged{k}.jpg", colour, k, quality=90)
+    save("blank.png", Image.new("L", (40, 50), 255), None)
+    (folder / "text.png").write_text("not an image\n")
+    made["text.png"] = (folder / "text.png", None)
+    return made
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory):
+    """A data directory whose four MNIST files are corrupt (so nothing is downloaded)."""
+    folder = tmp_path_factory.mktemp("bad_data")
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (folder / (name + ".gz")).write_bytes(b"not gzip at all")
+    return folder
+
+
+# ------------------------------------------------------------ train, eval
+
+def test_train_prints_passes_and_writes_checkpoint_and_log(trained):
+    checkpoint, log, stdout = trained
+    assert re.search(r"^pass +1: loss [\d.]+ +train error [\d.]+% +test error [\d.]+%",
+                     stdout, re.M), stdout
+    assert checkpoint.is_file() and log.is_file()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["pass"] for r in records] == [1]
+    assert records[0]["train_error"] is None  # --fast
+    for key in ("running_train_error", "test_error", "train_loss"):
+        assert np.isfinite(records[0][key])
+
+
+def test_eval_error_is_one_minus_in_process_accuracy(trained, model, test_set, mnist_dir):
+    stdout = ok("eval", "--checkpoint", trained[0], "--data", mnist_dir, "--device", "cpu")
+    percent, errors, total = re.search(r"test error: ([\d.]+)% \((\d+) of (\d+)\)",
+                                       stdout).groups()
+    images, labels = test_set
+    accuracy = np.mean(model.predict(preprocess(images)) == labels)
+    assert int(total) == len(labels)
+    assert int(errors) == round((1 - accuracy) * len(labels))
+    assert float(percent) == pytest.approx(100 * (1 - accuracy), abs=0.005)
+
+
+# ---------------------------------------------------------------- predict
+
+def test_predict_image_files(trained, model, test_set, files):
+    names = [n for n in files if n not in ("blank.png", "text.png")]
+    out = json.loads(ok("predict", "--checkpoint", trained[0], "--device", "cpu", "--json",
+                        *(files[n][0] for n in names)))
+    assert [r["file"] for r in out] == [str(files[n][0]) for n in names]
+    got = {n: r for n, r in zip(names, out, strict=True)}
+    penalties = np.array([r["penalties"] for r in out])
+    assert penalties.shape == (len(names), 10) and np.all(np.isfinite(penalties))
+
+    # exactly what the model gives in-process on the same pipeline's pixels
+    digits = digit_images.load_digits([files[n][0] for n in names])
+    expected = model.forward(preprocess(digits))
+    np.testing.assert_array_equal(penalties.astype(np.float32), expected)
+    assert [r["digit"] for r in out] == list(expected.argmin(axis=1))
+
+    # plain MNIST digits: the pipeline keeps them (nearly) as they are
+    originals = test_set[0][list(PLAIN)]
+    direct = model.predict(preprocess(originals))
+    agree = sum(got[f"plain{k}.png"]["digit"] == direct[k] for k in PLAIN)
+    assert agree >= 9, f"only {agree} of 10 plain digits predicted as on the raw pixels"
+
+    for k in ALTERED:
+        # dark ink on white paper is the same digit as light ink on black: the same
+        # pixels (the penalties may differ in the last bit, from their place in the batch)
+        inverted, plain = got[f"inverted{k}.png"], got[f"plain{k}.png"]
+        np.testing.assert_array_equal(digit_images.mnist_digit(files[f"inverted{k}.png"][0]),
+                                      digit_images.mnist_digit(files[f"plain{k}.png"][0]))
+        assert inverted["digit"] == plain["digit"]
+        np.testing.assert_allclose(inverted["penalties"], plain["penalties"], rtol=1e-5)
+        # enlarged colour copies (PNG and JPEG) come back close to the original pixels,
+        # up to a one-pixel shift (centring rounds the centre of mass to a whole pixel)
+        for name in (f"enlarged{k}.png", f"enlarged{k}.jpg"):
+            restored = digit_images.mnist_digit(files[name][0]).astype(np.float64)
+            correlation = max(np.corrcoef(np.roll(restored, (dy, dx), axis=(0, 1)).ravel(),
+                                          originals[k].ravel())[0, 1]
+                              for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+            assert correlation > 0.9, (name, correlation)
+
+
+def test_predict_idx_equals_in_process(trained, model, test_set, mnist_dir):
+    idx = find_file(mnist_dir, "t10k-images-idx3-ubyte")
+    chosen = [0, 7, 4242, 9999]
+    out = json.loads(ok("predict", "--checkpoint", trained[0], "--device", "cpu", "--json",
+                        "--idx", idx, "--index", *chosen))
+    expected = model.forward(preprocess(test_set[0][chosen]))
+    assert [(r["file"], r["index"]) for r in out] == [(idx, k) for k in chosen]
+    np.testing.assert_array_equal(np.array([r["penalties"] for r in out], np.float32),
+                                  expected)
+    assert [r["digit"] for r in out] == list(expected.argmin(axis=1))
+    # the plain-text table says the same
+    table = ok("predict", "--checkpoint", trained[0], "--device", "cpu", "--idx", idx,
+               "--index", *chosen).splitlines()[1:]
+    assert [int(line.split()[1]) for line in table] == list(expected.argmin(axis=1))
+
+
+# ------------------------------------------------------------------- show
+
+def png_size(path):
+    with Image.open(path) as image:
+        image.load()  # decodes the whole file
+        return image.format, image.size
+
+
+@pytest.mark.parametrize("mode", SHOW_MODES)
+def test_show_writes_png_of_stated_size(mode, trained, files, mnist_dir, tmp_path):
+    checkpoint, log, _ = trained
+    device = ("--device", "cpu")
+    args = {"maps": ("--checkpoint", checkpoint, "--index", 0, "--data", mnist_dir, *device),
+            "prototypes": (),
+            "curves": ("--log", log),
+            "errors": ("--checkpoint", checkpoint, "--data", mnist_dir, *device)}[mode]
+    size = {"maps": (1400, 700), "prototypes": (1000, 250), "curves": (1000, 400),
+            "errors": (1400, 650)}[mode]
+    stdout = ok("show", mode, *args, "--out", tmp_path / "pictures")
+    path = tmp_path / "pictures" / f"{mode}.png"
+    assert stdout.strip() == str(path)
+    assert png_size(path) == ("PNG", size)
+    if mode == "maps":  # the same from an image file
+        ok("show", "maps", "--checkpoint", checkpoint, "--image", files["enlarged1.jpg"][0],
+           *device, "--out", tmp_path)
+        assert png_size(tmp_path / "maps.png") == ("PNG", size)
+
+
+# ---------------------------------------------------------- user mistakes
+
+def mistakes(trained, files, bad_data, mnist_dir):
+    checkpoint, log, _ = trained
+    text = files["text.png"][0]
+    idx = find_file(mnist_dir, "t10k-images-idx3-ubyte")
+    cpu = ("--device", "cpu")
+    return {
+        "train: corrupt data": ("train", "--data", bad_data, *cpu, "--out", text.parent / "x"),
+        "eval: corrupt data": ("eval", "--checkpoint", checkpoint, "--data", bad_data, *cpu),
+        "eval: text as checkpoint": ("eval", "--checkpoint", text, "--data", mnist_dir),
+        "predict: text as checkpoint": ("predict", "--checkpoint", text,
+                                        files["plain0.png"][0]),
+        "predict: not an image": ("predict", "--checkpoint", checkpoint, *cpu, text),
+        "predict: missing image": ("predict", "--checkpoint", checkpoint, *cpu,
+                                   text.parent / "no.png"),
+        "predict: blank image": ("predict", "--checkpoint", checkpoint, *cpu,
+                                 files["blank.png"][0]),
+        "predict: index out of range": ("predict", "--checkpoint", checkpoint, *cpu,
+                                        "--idx", idx, "--index", 3, 10000),
+        "show: bad log": ("show", "curves", "--log", text, "--out", text.parent),
+        "show: text as checkpoint": ("show", "maps", "--checkpoint", text, "--index", 0),
+        "show: corrupt data": ("show", "errors", "--checkpoint", checkpoint, "--data",
+                               bad_data, *cpu),
+    }
+
+
+def test_user_mistakes_are_one_line_and_exit_2(trained, files, bad_data, mnist_dir):
+    failures = []
+    for what, args in mistakes(trained, files, bad_data, mnist_dir).items():
+        result = lenet(*args)
+        lines = result.stderr.splitlines()
+        if (result.returncode != 2 or len(lines) != 1 or "Traceback" in result.stderr
+                or not lines[0].startswith(f"lenet {args[0]}: error: ")):
+            failures.append(f"{what}: exit {result.returncode}, stderr {result.stderr!r}")
+    assert not failures, "\n".join(failures)
+
+
+# ------------------------------------------------------------------- help
+
+def test_help_lists_every_command():
+    stdout = ok("--help")
+    for command in COMMANDS:
+        assert re.search(rf"^\s+{command}\s+\S", stdout, re.M), (command, stdout)
+
+
+@pytest.mark.parametrize("args", [(c,) for c in COMMANDS if c != "bench"]
+                         + [("show", m) for m in SHOW_MODES])
+def test_each_subcommand_has_help(args):
+    stdout = ok(*args, "--help")
+    assert stdout.startswith(f"usage: lenet {' '.join(args)}")
+
+
+def test_bench_help_is_the_suites():
+    try:
+        import bench.cli  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"the benchmark suite is not importable: {e}")
+    ok("bench", "--help")
