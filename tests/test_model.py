@@ -207,7 +207,7 @@ def test_load_rejects_bad_files(tmp_path):
     params["C5.bias"] = params["C5.bias"][:100]
     np.savez(tmp_path / "shape.npz", **params,
              __meta__=np.frombuffer(__import__("json").dumps(meta).encode(), np.uint8))
-    for name, message in [("truncated.npz", "not a readable"), ("text.npz", "not a readable"),
+    for name, message in [("truncated.npz", "not a .npz"), ("text.npz", "not a .npz"),
                           ("other.npz", "no __meta__"), ("pickled.npz", "not a readable"),
                           ("shape.npz", "C5.bias has shape"), ("missing.npz", "no such")]:
         with pytest.raises(CheckpointError, match=message) as e:
