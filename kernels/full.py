@@ -32,7 +32,7 @@ Test: pytest -q tests/test_layer_kernels.py -k full
 import math
 
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, float64
 
 SQUASH_A = float32(1.7159)
 SQUASH_S = float32(2.0 / 3.0)
@@ -133,14 +133,14 @@ def full_backward_params_kernel_v1(dweight, dbias, dout, out, x, order):
         return
     i = k % (n_in + 1)
     o = k // (n_in + 1)
-    acc = float32(0)
+    acc = float64(0)  # float64: a sum over the whole batch (10^4+ terms)
     for n in range(x.shape[0]):
         xv = power(x[n, i], order) if i < n_in else float32(1)
         acc += through_squash(dout[n, o], out[n, o], order) * xv
     if i < n_in:
-        dweight[o, i] = acc
+        dweight[o, i] = float32(acc)
     else:
-        dbias[o] = acc
+        dbias[o] = float32(acc)
 
 
 @cuda.jit
@@ -183,8 +183,8 @@ def full_backward_params_kernel_v2(dweight, dbias, dout, out, x, order):
     o0 = cuda.blockIdx.y * TILE
     o = o0 + ty
     i = cuda.blockIdx.x * TILE + tx
-    acc = float32(0)
-    acc_bias = float32(0)
+    acc = float64(0)  # float64: sums over the whole batch (10^4+ terms)
+    acc_bias = float64(0)
     for n0 in range(0, n_img, TILE):
         n = n0 + ty  # the batch row this thread stages
         go = o0 + tx
@@ -198,9 +198,9 @@ def full_backward_params_kernel_v2(dweight, dbias, dout, out, x, order):
             acc_bias += g
         cuda.syncthreads()  # all reads are done before the next step overwrites the tiles
     if o < n_out and i < n_in:
-        dweight[o, i] = acc
+        dweight[o, i] = float32(acc)
     if cuda.blockIdx.x == 0 and tx == 0 and o < n_out:
-        dbias[o] = acc_bias
+        dbias[o] = float32(acc_bias)
 
 
 # ---------------------------------------------------------------------- launchers

@@ -44,6 +44,12 @@ SQUASH_S = 2.0 / 3.0
 MAP_J = 10.0
 
 
+def _batch_sum(a, axis):
+    """Sum over the batch (and pixels) accumulated in float64, returned in a's
+    dtype: float32 sums of 10^4+ terms that cancel lose too many digits."""
+    return a.sum(axis=axis, dtype=np.float64).astype(a.dtype, copy=False)
+
+
 # --------------------------------------------------------------------- squash
 
 def squash_ref(a):
@@ -113,7 +119,7 @@ def conv_backward_ref(da, x, weight, table):
     dweight = np.tensordot(da, cols, axes=([0, 2, 3], [0, 2, 3]))
     dweight = _masked(dweight, table)
     dx = _full_correlation(da, _masked(weight, table))
-    return dx, dweight, da.sum(axis=(0, 2, 3))
+    return dx, dweight, _batch_sum(da, (0, 2, 3))
 
 
 def conv_backward2_ref(ha, x, weight, table):
@@ -124,7 +130,7 @@ def conv_backward2_ref(ha, x, weight, table):
     hweight = _masked(np.tensordot(ha, cols, axes=([0, 2, 3], [0, 2, 3])), table)
     w = _masked(weight, table)
     hx = _full_correlation(ha, w * w)
-    return hx, hweight, ha.sum(axis=(0, 2, 3))
+    return hx, hweight, _batch_sum(ha, (0, 2, 3))
 
 
 # ------------------------------------------------------------------ subsample
@@ -151,15 +157,15 @@ def subsample_ref(x, coef, bias):
 def subsample_backward_ref(da, x, coef):
     """Returns dx (N,C,H,W), dcoef (C,), dbias (C,)."""
     dx = _upsample(da * coef[None, :, None, None])
-    dcoef = (da * _block_sum(x)).sum(axis=(0, 2, 3))
-    return dx, dcoef, da.sum(axis=(0, 2, 3))
+    dcoef = _batch_sum(da * _block_sum(x), (0, 2, 3))
+    return dx, dcoef, _batch_sum(da, (0, 2, 3))
 
 
 def subsample_backward2_ref(ha, x, coef):
     """Returns hx = ha * coef^2 spread over each block, hcoef = sum ha * s^2, hbias."""
     s = _block_sum(x)
     hx = _upsample(ha * (coef * coef)[None, :, None, None])
-    return hx, (ha * s * s).sum(axis=(0, 2, 3)), ha.sum(axis=(0, 2, 3))
+    return hx, _batch_sum(ha * s * s, (0, 2, 3)), _batch_sum(ha, (0, 2, 3))
 
 
 # ----------------------------------------------------------------------- full
@@ -174,12 +180,12 @@ def full_ref(x, weight, bias):
 
 def full_backward_ref(da, x, weight):
     """Returns dx (N,I), dweight (O,I), dbias (O,)."""
-    return da @ weight, da.T @ x, da.sum(axis=0)
+    return da @ weight, da.T @ x, _batch_sum(da, 0)
 
 
 def full_backward2_ref(ha, x, weight):
     """Returns hx = ha @ weight^2, hweight = ha.T @ x^2, hbias = sum ha."""
-    return ha @ (weight * weight), ha.T @ (x * x), ha.sum(axis=0)
+    return ha @ (weight * weight), ha.T @ (x * x), _batch_sum(ha, 0)
 
 
 # ------------------------------------------------------------------------ rbf

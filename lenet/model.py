@@ -138,8 +138,8 @@ class LeNet5:
         """Replace every parameter after checking names, shapes, dtypes,
         finiteness and the C3 zeros."""
         check_parameters(params)
-        for name in PARAMETER_SHAPES:
-            self._params[name] = self.ops.asarray(np.asarray(params[name], dtype=self.dtype))
+        for name in PARAMETER_SHAPES:  # copies: training must not change the caller's arrays
+            self._params[name] = self.ops.asarray(np.array(params[name], dtype=self.dtype))
 
     @staticmethod
     def num_parameters():

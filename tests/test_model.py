@@ -238,3 +238,12 @@ def test_device_choice():
         LeNet5(device="tpu")
     with pytest.raises(ValueError, match="float32 only"):
         LeNet5(device="gpu", dtype=np.float64)
+
+
+def test_set_parameters_copies():
+    # training updates the model's arrays in place: never the caller's dict
+    m = LeNet5(seed=0)
+    params = m.parameters()
+    m.set_parameters(params)
+    m._params["F6.bias"] += 1.0
+    assert not np.array_equal(params["F6.bias"], m.parameters()["F6.bias"])
