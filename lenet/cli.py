@@ -389,7 +389,7 @@ def run_bench(args, rest):
         from bench import cli as bench_cli
     except ImportError as e:
         raise UserError(f"the benchmark suite (bench.cli) cannot be imported: {e}") from e
-    return bench_cli.main(rest)
+    return bench_cli.main(rest, prog="lenet bench")
 
 
 # -------------------------------------------------------------------- main

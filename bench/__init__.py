@@ -1,0 +1,28 @@
+"""Benchmarks of LeNet-5: this project's CUDA kernels against the CPU, PyTorch and CuPy.
+
+    python -m bench --quick                       # a short run of what this machine has
+    python -m bench                               # the full suite (writes bench/results/...)
+    python -m bench --impl gpu,torch-cuda --what inference,train-step
+    python -m bench --help                        # every option
+
+Implementations (bench/impls.py; each is skipped, with the reason, where it
+cannot run): gpu (LeNet5(device="gpu")), torch-cuda, cupy (im2col + cuBLAS,
+forward only), cpu (LeNet5(device="cpu"), NumPy), torch-cpu. PyTorch and CuPy
+are optional and never dependencies.
+
+Rows (bench/suite.py): whole-network inference, each layer's forward, one
+training step, one training pass over 60,000 images, at batch sizes 1, 64,
+1024, 10000 and 60000 (the CPU rows up to --max-cpu-batch). Every row is first
+checked against the float64 CPU reference (kernels/reference.py, tolerance of
+kernels/tolerance.py) on its own inputs: a wrong result is FAILED and not timed.
+Then warm-up, then samples between device synchronisations until --repeats and
+--min-time; median and spread are reported with images/s, GFLOP/s (FLOP counts
+in bench/flops.py), the fraction of the device's float32 peak and GPU speed-ups
+over the CPU rows. Timings under the CUDA simulator are refused.
+
+Output (bench/report.py), in --out (default bench/results/<date>-<device>/):
+results.json (machine, versions, commit, every sample), results.md (tables,
+columns per implementation), throughput.png (images/s against batch size).
+
+Tests: pytest -q tests/test_bench.py
+"""

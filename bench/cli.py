@@ -1,0 +1,206 @@
+"""The `python -m bench` command (and `lenet bench`): options, run, write results.
+
+main(argv) parses the options, runs bench.suite and writes results.json,
+results.md and throughput.png to --out. Exit status: 0 when every row that ran
+passed its check, 1 when some row FAILED or raised (ERROR), 2 when nothing asked
+for can run here (for example only GPU rows under the CUDA simulator) or an
+option is wrong, 130 when interrupted (the rows measured so far are written).
+"""
+
+import argparse
+import os
+import sys
+import warnings
+
+from bench import flops, impls, machine, report, suite
+
+QUICK = {"batch_sizes": [1, 64, 1024], "repeats": 1, "min_time": 0.05, "warmup": 1,
+         "pass_images": 6000, "pass_repeats": 1, "cpu_peak_matmul": 1024,
+         "whats": ["inference", "layers", "train-step"]}
+
+
+def _ints(text):
+    try:
+        values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, not {text!r}")
+    return values
+
+
+def _choices(allowed):
+    def parse(text):
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if values == ["all"]:
+            return list(allowed)
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"{', '.join(bad) or 'nothing'}: choose from "
+                                             f"{', '.join(allowed)} (comma-separated) or all")
+        return values
+    return parse
+
+
+def build_parser(prog="python -m bench"):
+    d = suite.Config()
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Benchmark LeNet-5: this project's CUDA kernels (gpu) and NumPy model "
+        "(cpu) against the same network in PyTorch (torch-cuda, torch-cpu) and a CuPy "
+        "im2col+cuBLAS baseline (cupy). Every row is checked against the float64 CPU "
+        "reference before it is timed (a mismatch is FAILED, not timed); GPU rows are "
+        "refused under the CUDA simulator. Writes results.json (every sample), results.md "
+        "and throughput.png. Progress goes to stderr.",
+        epilog="Exit status: 0 all rows passed, 1 some row FAILED or ERROR, 2 nothing can "
+        "run or bad options, 130 interrupted. The FLOP counts per layer (bench/flops.py) are "
+        "printed in results.md and results.json.")
+    p.add_argument("--impl", type=_choices(impls.ORDER), default=list(impls.ORDER),
+                   help="implementations, comma-separated (default: all; those that "
+                   "cannot run here are skipped with the reason): " + ", ".join(impls.ORDER))
+    p.add_argument("--what", type=_choices(suite.WHATS), default=None,
+                   help="what to measure, comma-separated (default: all; with --quick "
+                   "inference,layers,train-step): inference = whole-network forward; layers "
+                   "= each layer's forward alone; train-step = forward + backward + SGD "
+                   "update; train-pass = one SGD pass over --pass-images images")
+    p.add_argument("--layers", type=_choices(flops.LAYERS), default=list(flops.LAYERS),
+                   help="layers for the layer rows (default: all: C1,S2,C3,S4,C5,F6,RBF)")
+    p.add_argument("--batch-sizes", type=_ints, default=None,
+                   help="batch sizes of the inference, layer and train-step rows (default: "
+                   f"{','.join(map(str, d.batch_sizes))}; with --quick "
+                   f"{','.join(map(str, QUICK['batch_sizes']))})")
+    p.add_argument("--max-cpu-batch", type=int, default=d.max_cpu_batch,
+                   help="largest batch the CPU rows (cpu, torch-cpu) run, to keep runs short "
+                   f"(default: {d.max_cpu_batch}); larger ones show as not run")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"at least this many timing samples per row (default: {d.repeats}; "
+                   f"--quick {QUICK['repeats']})")
+    p.add_argument("--min-time", type=float, default=None,
+                   help="and keep sampling until the samples add up to this many seconds "
+                   f"(default: {d.min_time}; --quick {QUICK['min_time']})")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed calls after the checked one, before the samples "
+                   f"(default: {d.warmup}; --quick {QUICK['warmup']})")
+    p.add_argument("--pass-batch-sizes", type=_ints, default=d.pass_batch_sizes,
+                   help="batch sizes of the train-pass rows (default: "
+                   f"{','.join(map(str, d.pass_batch_sizes))}, the sgd recipe's)")
+    p.add_argument("--pass-images", type=int, default=None,
+                   help=f"images in a training pass (default: {d.pass_images:,}, MNIST's "
+                   f"training set; --quick {QUICK['pass_images']})")
+    p.add_argument("--pass-repeats", type=int, default=None,
+                   help=f"timed passes per train-pass row (default: {d.pass_repeats}; "
+                   f"--quick {QUICK['pass_repeats']})")
+    p.add_argument("--unique-images", type=int, default=d.unique_images,
+                   help="distinct random images; larger batches repeat them, which keeps the "
+                   f"float64 reference of the checks affordable (default: {d.unique_images})")
+    p.add_argument("--peak-gflops", type=float, default=None,
+                   help="the GPU's float32 peak in GFLOP/s for the fraction-of-peak "
+                   "figures (default: the datasheet value of known devices: H100 SXM and "
+                   "H200 67,000, H100 PCIe 51,200)")
+    p.add_argument("--cpu-peak-gflops", type=float, default=None,
+                   help="the CPU's float32 peak (default: measured once with a large float32 "
+                   "NumPy matmul on all BLAS threads)")
+    p.add_argument("--rtol", type=float, default=d.rtol,
+                   help=f"relative error bound of the checks (default: {d.rtol:.0e}, "
+                   "kernels/tolerance.py's float32 bound)")
+    p.add_argument("--torch-rtol", type=float, default=d.torch_rtol,
+                   help=f"the bound for the PyTorch rows (default: {d.torch_rtol:.0e}: TF32 "
+                   "is off, so they compute in float32, but cuDNN's autotuned algorithms sum "
+                   "in other orders; a C1 weight gradient was 1.9e-5 off on an H100)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the parameters and the random inputs (default: 0)")
+    p.add_argument("--quick", action="store_true",
+                   help="a short run: batch sizes 1,64,1024, 1 sample of at least 0.05 s, "
+                   "no training pass unless --what asks (explicit options win)")
+    p.add_argument("--out", default=None,
+                   help="directory for the results (default: "
+                   "bench/results/<date>-<device>/)")
+    return p
+
+
+def config_from(args):
+    cfg = suite.Config(impls=args.impl, layers=args.layers, max_cpu_batch=args.max_cpu_batch,
+                       pass_batch_sizes=args.pass_batch_sizes, unique_images=args.unique_images,
+                       peak_gflops=args.peak_gflops, cpu_peak_gflops=args.cpu_peak_gflops,
+                       rtol=args.rtol, torch_rtol=args.torch_rtol, seed=args.seed)
+    for key, attr in (("whats", "what"), ("batch_sizes", "batch_sizes"), ("repeats", "repeats"),
+                      ("min_time", "min_time"), ("warmup", "warmup"),
+                      ("pass_images", "pass_images"), ("pass_repeats", "pass_repeats")):
+        value = getattr(args, attr)
+        if value is None and args.quick:
+            value = QUICK[key]
+        if value is not None:
+            setattr(cfg, key, value)
+    if args.quick:
+        cfg.cpu_peak_matmul = QUICK["cpu_peak_matmul"]
+    for name in ("repeats", "pass_repeats", "pass_images", "unique_images", "max_cpu_batch"):
+        if getattr(cfg, name) < 1:
+            raise suite.SuiteError(f"--{name.replace('_', '-')} must be at least 1")
+    if cfg.min_time < 0 or cfg.warmup < 0:
+        raise suite.SuiteError("--min-time and --warmup must not be negative")
+    return cfg
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv=None, prog="python -m bench"):
+    """Run the suite with command-line arguments `argv` (default sys.argv[1:]);
+    returns the exit status. `lenet bench` passes prog="lenet bench"."""
+    args = build_parser(prog).parse_args(argv)
+    # Numba's advice about small grids at batch size 1: expected here, and noise
+    warnings.filterwarnings("ignore", message=".*GPU under-utilization")
+    command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = config_from(args)
+        runner = suite.Suite(cfg, log)
+        runner.setup()
+        interrupted = runner.run()
+    except suite.SuiteError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    results = collect(runner, command, interrupted)
+    device = runner.device_name or "cpu-" + machine.cpu_model()
+    out = args.out or os.path.join(machine.ROOT, "bench", "results",
+                                   f"{machine.today()}-{machine.slug(device)}")
+    paths = report.write_all(results, out)
+    print(f"results: {paths['results.md']}\n         {paths['results.json']}\n"
+          f"         {paths['throughput.png']}")
+    if interrupted:
+        return 130
+    return 1 if any(r["status"] in ("FAILED", "ERROR") for r in results["rows"]) else 0
+
+
+def collect(runner, command, interrupted):
+    """Everything about the run, JSON-ready."""
+    from dataclasses import asdict
+    commit, dirty = machine.git_commit()
+    gpu_peak, gpu_source = runner.peak["gpu"]
+    cpu_peak, cpu_source = runner.peak["cpu"]
+    implementations = {name: {"status": "ran", **info} for name, info in runner.info.items()}
+    implementations.update({name: {"status": "not run", "kind": impls.KIND[name],
+                                   "reason": reason}
+                            for name, reason in runner.unavailable.items()})
+    return {
+        "schema": "lenet5-bench/1",
+        "date": machine.now(),
+        "command": command,
+        "commit": commit,
+        "dirty": dirty,
+        "machine": machine.describe_machine(),
+        "device": {"name": runner.device_name, "peak_gflops": gpu_peak,
+                   "peak_source": gpu_source},
+        "cpu": {"peak_gflops": cpu_peak, "peak_source": cpu_source},
+        "versions": machine.versions(),
+        "implementations": implementations,
+        "settings": asdict(runner.cfg),
+        "flops_per_image": {**{layer: flops.flops(layer) for layer in flops.LAYERS},
+                            "forward": flops.forward_flops(),
+                            "train_step": flops.train_flops()},
+        "connections_per_image": {layer: flops.connections(layer) for layer in flops.LAYERS},
+        "napkin": flops.napkin_lines(),
+        "interrupted": interrupted,
+        "rows": runner.rows,
+    }

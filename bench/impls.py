@@ -1,0 +1,174 @@
+"""The implementations the suite compares, behind one small interface.
+
+    gpu         this project's CUDA kernels: LeNet5(device="gpu"); timed between
+                numba.cuda.synchronize() calls
+    torch-cuda  the same network in PyTorch on the GPU (bench/torch_lenet.py)
+    cupy        a CuPy baseline: im2col + cuBLAS matmul (bench/cupy_lenet.py),
+                forward only
+    cpu         this project's NumPy model: LeNet5(device="cpu")
+    torch-cpu   the PyTorch network on the CPU
+
+ORDER is the order of the columns of the tables: each GPU figure beside the
+PyTorch figure it is compared with, then the CPU ones.
+
+An implementation offers, each returning a zero-argument `run` callable (or an
+object with run()) that the suite checks once against the reference and then
+times: inference(x), layer(name, x), train_step(x, labels, lr, momentum) and
+train_pass(images, labels, batch_size, lr, momentum). Inputs are host NumPy
+arrays; each implementation moves them to its device once, outside the timed
+region. A constructor that cannot work here raises Unavailable with the reason.
+
+Training checks: a step object's outputs() gives, after one step from the
+initial parameters and zero momentum, the per-pattern losses ("loss"), every
+gradient ("grad.<name>") and the momentum state: "velocity.<name>" (ours:
+v = momentum*v - lr*g, so -lr*g after one step) or "momentum.<name>" (PyTorch's
+SGD: b = momentum*b + g, so g after one step; the two updates are the same).
+"""
+
+import numpy as np
+
+from bench import machine
+from bench.workload import apply_layer
+from kernels.reference import MAP_J
+
+ORDER = ("gpu", "torch-cuda", "cupy", "cpu", "torch-cpu")
+KIND = {"gpu": "gpu", "torch-cuda": "gpu", "cupy": "gpu", "cpu": "cpu", "torch-cpu": "cpu"}
+ALL_WHATS = frozenset({"inference", "layer", "train-step", "train-pass"})
+
+
+class Unavailable(Exception):
+    """An implementation that cannot run on this machine; the message says why."""
+
+
+def create(name, params):
+    """The implementation called `name`, holding `params` (a dict of float32 arrays)."""
+    if name in ("cpu", "gpu"):
+        return ProjectImpl(name, params)
+    if name in ("torch-cpu", "torch-cuda"):
+        try:
+            from bench.torch_lenet import TorchImpl
+        except ImportError as e:
+            raise Unavailable(f"PyTorch is not installed ({e})") from e
+        return TorchImpl(name.split("-")[1], params)
+    if name == "cupy":
+        from bench.cupy_lenet import CuPyImpl
+        return CuPyImpl(params)
+    raise ValueError(f"unknown implementation {name!r}; choose from {', '.join(ORDER)}")
+
+
+class ProjectImpl:
+    """This project's model, LeNet5(device="cpu" or "gpu")."""
+
+    whats = ALL_WHATS
+
+    def __init__(self, device, params):
+        self.name = self.kind = device
+        self.params = params
+        if device == "gpu":
+            reason = machine.simulator_reason()
+            if reason:
+                raise Unavailable(f"refused: {reason}")
+            try:
+                from numba import cuda
+            except ImportError as e:
+                raise Unavailable(f"numba-cuda is not installed ({e})") from e
+            if not cuda.is_available():
+                raise Unavailable("no CUDA GPU (numba.cuda.is_available() is False)")
+            self._sync = cuda.synchronize
+        else:
+            self._sync = _no_sync
+        from lenet.model import LeNet5
+        try:
+            self.model = LeNet5(device=device)
+        except NotImplementedError as e:
+            raise Unavailable(str(e)) from e
+        self.reset()
+
+    def info(self):
+        if self.kind == "cpu":
+            threads, how = machine.numpy_blas_threads()
+            return {"threads": threads, "threads_source": how}
+        from numba import cuda
+        name = cuda.get_current_device().name
+        return {"device": name.decode() if isinstance(name, bytes) else str(name)}
+
+    def reset(self):
+        # copies: on the CPU set_parameters keeps the arrays it is given, and the
+        # training rows update them in place
+        self.model.set_parameters({k: np.array(v, copy=True) for k, v in self.params.items()})
+
+    def sync(self):
+        self._sync()
+
+    def to_host(self, y):
+        return np.asarray(self.model.ops.to_host(y))
+
+    def release(self):
+        pass
+
+    def inference(self, x):
+        xd = self.model.ops.asarray(x)
+        return lambda: self.model.forward(xd)
+
+    def layer(self, layer, x):
+        xd = self.model.ops.asarray(x)
+        return lambda: apply_layer(self.model, layer, xd)
+
+    def train_step(self, x, labels, lr, momentum):
+        return _ProjectStep(self.model, x, labels, lr, momentum)
+
+    def train_pass(self, images, labels, batch_size, lr, momentum, seed=0):
+        return _ProjectPass(self.model, images, labels, batch_size, lr, momentum, seed)
+
+
+def _no_sync():
+    pass
+
+
+class _ProjectStep:
+    """One SGD step as lenet.train.Trainer takes it, on a batch already on the device."""
+
+    def __init__(self, model, x, labels, lr, momentum):
+        self.model, self.ops = model, model.ops
+        self.x = model._input(x)
+        self.labels = model._labels(labels, len(labels))
+        self.lr, self.momentum = lr, momentum
+        self.velocity = {k: self.ops.asarray(np.zeros(v.shape, np.float32))
+                         for k, v in model.parameters().items()}
+        self._last = None
+
+    def run(self):
+        model, ops = self.model, self.ops
+        acts = model._forward(self.x)
+        losses, dy, _ = ops.loss(acts[-1], self.labels, "mse", MAP_J)
+        grads = model._backward(acts, dy)
+        for name, g in grads.items():
+            ops.sgd_update(model._params[name], g, self.velocity[name], self.lr, self.momentum)
+        self._last = (losses, grads)
+
+    def outputs(self):
+        losses, grads = self._last
+        out = {"loss": self.ops.to_host(losses)}
+        out.update({f"grad.{k}": self.ops.to_host(g) for k, g in grads.items()})
+        out.update({f"velocity.{k}": self.ops.to_host(v) for k, v in self.velocity.items()})
+        return out
+
+
+class _ProjectPass:
+    """lenet.train.Trainer(recipe="sgd").train_pass() over the images."""
+
+    def __init__(self, model, images, labels, batch_size, lr, momentum, seed):
+        from lenet.train import Trainer
+        self.make = lambda im, lab: Trainer(model, im, lab, recipe="sgd", batch_size=batch_size,
+                                            lr=lr, momentum=momentum, seed=seed)
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.trainer = None
+
+    def warm_up(self):
+        """A pass over two batches: compiles everything a full pass runs."""
+        n = min(len(self.labels), 2 * self.batch_size)
+        self.make(self.images[:n], self.labels[:n]).train_pass()
+        self.trainer = self.make(self.images, self.labels)
+
+    def run(self):
+        return self.trainer.train_pass()

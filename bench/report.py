@@ -1,0 +1,212 @@
+"""Writing a run's results: results.json (everything, every sample),
+results.md (tables, columns per implementation) and throughput.png."""
+
+import json
+import os
+
+from bench import flops
+from bench.impls import ORDER
+
+COLORS = {"gpu": "tab:blue", "torch-cuda": "tab:orange", "cupy": "tab:green",
+          "cpu": "tab:red", "torch-cpu": "tab:purple"}
+SECTIONS = (("inference", "Inference (whole network, forward)"),
+            ("layer", "Layers (forward of each layer on its own)"),
+            ("train-step", "Training step (forward, MSE loss, backward, SGD-momentum update)"),
+            ("train-pass", "Training pass (one SGD pass of lenet.train.Trainer, or the same loop "
+                           "in PyTorch)"))
+
+
+def write_all(results, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {name: os.path.join(out_dir, name)
+             for name in ("results.json", "results.md", "throughput.png")}
+    with open(paths["results.json"], "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    with open(paths["results.md"], "w") as f:
+        f.write(markdown(results))
+    plot(results, paths["throughput.png"])
+    return paths
+
+
+# ------------------------------------------------------------------ formatting
+
+def _worst_errors(results):
+    worst = {}
+    for r in results["rows"]:
+        if r["status"] == "ok" and r.get("check_error") is not None:
+            worst[r["impl"]] = max(worst.get(r["impl"], 0.0), r["check_error"])
+    return ", ".join(f"{n} {worst[n]:.1e}" for n in ORDER if n in worst) or "none"
+
+
+def si(x):
+    """1234567 -> '1.23M'."""
+    if x is None:
+        return "-"
+    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= factor:
+            return f"{x / factor:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def _cell(row, metric, cap):
+    if row is None:
+        return "n/a"
+    if row["status"] == "skipped":
+        return f"not run (N > {cap})" if "max-cpu-batch" in (row["reason"] or "") else "not run"
+    if row["status"] != "ok":
+        return f"**{row['status']}**"
+    if metric == "rate":
+        n = row["images"]
+        return f"{si(row['images_per_s'])} [{si(n / row['max_s'])}-{si(n / row['min_s'])}]"
+    if metric == "seconds":
+        return f"{row['median_s']:.3g} [{row['min_s']:.3g}-{row['max_s']:.3g}]"
+    frac = row["peak_fraction"]
+    return f"{row['gflops']:.3g}" + (f" ({100 * frac:.2g}%)" if frac is not None else "")
+
+
+def _table(header, lines):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in line) + " |" for line in lines]
+    return out
+
+
+def _section(results, what, impls):
+    rows = [r for r in results["rows"] if r["what"] == what]
+    if not rows:
+        return []
+    cap = results["settings"]["max_cpu_batch"]
+    keys = sorted({(r["layer"] or "", r["batch"]) for r in rows},
+                  key=lambda k: (flops.LAYERS.index(k[0]) if k[0] else 0, k[1]))
+    index = {(r["layer"] or "", r["batch"], r["impl"]): r for r in rows}
+    lead = (["layer"] if what == "layer" else []) + ["batch"]
+
+    def lines(metric):
+        return [([layer] if what == "layer" else []) + [f"{batch:,}"] +
+                [_cell(index.get((layer, batch, name)), metric, cap) for name in impls]
+                for layer, batch in keys]
+
+    out = []
+    if what == "train-pass":
+        images = rows[0]["images"]
+        out += [f"Seconds per pass over {images:,} images, median [min-max]:", ""]
+        out += _table(lead + list(impls), lines("seconds")) + [""]
+    out += ["Images per second, median [min-max of the samples]:", ""]
+    out += _table(lead + list(impls), lines("rate")) + [""]
+    out += ["GFLOP/s at the median (fraction of the device's float32 peak):", ""]
+    out += _table(lead + list(impls), lines("gflops")) + [""]
+    gpus = [n for n in impls if results["implementations"][n]["kind"] == "gpu"]
+    cpus = [n for n in impls if results["implementations"][n]["kind"] == "cpu"]
+    pairs = [(g, c) for g in gpus for c in cpus]
+    if pairs:
+        speed = []
+        for layer, batch in keys:
+            cells = []
+            for g, c in pairs:
+                s = (index.get((layer, batch, g)) or {}).get("speedup", {}).get(c)
+                cells.append(f"{s:,.3g}x" if s else "-")
+            speed.append(([layer] if what == "layer" else []) + [f"{batch:,}"] + cells)
+        out += ["Speed-up of each GPU row over each CPU row at the same batch size:", ""]
+        out += _table(lead + [f"{g} / {c}" for g, c in pairs], speed) + [""]
+    return out
+
+
+def markdown(results):
+    m, dev, v = results["machine"], results["device"], results["versions"]
+    impls = [n for n in ORDER if n in results["implementations"]
+             and results["implementations"][n]["status"] == "ran"]
+    s = results["settings"]
+    commit = results["commit"] + (" (with uncommitted changes)" if results.get("dirty") else "")
+    cpu_peak = results["cpu"]["peak_gflops"]
+    gpu_peak = dev["peak_gflops"]
+    out = [f"# LeNet-5 benchmarks: {dev['name'] or 'no GPU'}, {m['cpu_model']}", "",
+           f"{results['date']} on `{m['hostname']}`, commit `{commit}`.", "",
+           f"Command: `{results['command']}`", ""]
+    facts = [("GPU", f"{dev['name'] or 'none'}; float32 peak "
+              f"{f'{gpu_peak:,.0f} GFLOP/s' if gpu_peak else 'unknown'} ({dev['peak_source']})"),
+             ("CPU", f"{m['cpu_model']}, {m['cpu_cores']} logical cores ({m['usable_cores']} "
+              f"usable); NumPy BLAS threads: {m['numpy_blas_threads']}"
+              + "".join(f"; {n} threads: {i['threads']}"
+                        for n, i in results["implementations"].items()
+                        if n == "torch-cpu" and "threads" in i)
+              + f"; float32 peak {f'{cpu_peak:,.0f} GFLOP/s' if cpu_peak else 'unknown'} "
+              f"({results['cpu']['peak_source']})"),
+             ("versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)),
+             ("timing", f"after a checked run and {s['warmup']} warm-up call(s): samples until "
+              f"at least {s['repeats']} and {s['min_time']} s (passes: {s['pass_repeats']}); "
+              "median and [min-max] of the samples"),
+             ("CPU rows", f"batches up to --max-cpu-batch {s['max_cpu_batch']:,} images")]
+    for name, info in results["implementations"].items():
+        if info["status"] != "ran":
+            facts.append((f"{name}", f"not run: {info['reason']}"))
+    out += _table(["", ""], facts) + [""]
+    out += ["## How it was measured", "",
+            "- Each row first runs once on the benchmark's own inputs and is compared with "
+            "the float64 CPU reference (`kernels/reference.py`) with `kernels/tolerance.py`'s "
+            f"relative error bound ({s['rtol']:.0e}; PyTorch rows {s['torch_rtol']:.0e}: TF32 "
+            "is off, but cuDNN's autotuned algorithms sum in other orders): outputs, or for "
+            "training every gradient, the momentum state and the per-pattern losses. A row "
+            "that fails is **FAILED** and not timed. Largest relative error of the rows that "
+            "passed: "
+            + _worst_errors(results) + ".",
+            "- Then warm-up (JIT compilation and cuDNN autotuning excluded), then samples, "
+            "each a loop of calls between two device synchronisations.",
+            "- Inputs are random in the preprocessed range [-0.1, 1.175] with random labels, "
+            f"resident on the device; batches above {s['unique_images']:,} images repeat "
+            f"the first {s['unique_images']:,} (every output is still checked).",
+            "- A training pass is `lenet.train.Trainer(recipe='sgd').train_pass()` for this "
+            "project's models and the same loop in PyTorch; it is checked as a training "
+            "step at its batch size.", ""]
+    out += ["## FLOPs per image (napkin maths)", ""]
+    out += _table(["layer", "connections", "FLOPs", "counted as"],
+                  [(layer, f"{c:,}" if c is not None else "", f"{f:,}", formula)
+                   for layer, formula, c, f in flops.napkin_rows()])
+    out += ["", "A connection is one multiply-add (2 FLOPs); tanh is not counted; a training "
+            "step counts 3x the forward.", ""]
+    for what, title in SECTIONS:
+        section = _section(results, what, impls)
+        if section:
+            out += [f"## {title}", ""] + section
+    bad = [r for r in results["rows"] if r["status"] in ("FAILED", "ERROR")]
+    if bad:
+        out += ["## Rows that failed", ""]
+        out += [f"- {r['impl']} {r['layer'] or r['what']} N={r['batch']}: {r['status']}: "
+                f"{r['reason']}" for r in bad] + [""]
+    if results.get("interrupted"):
+        out += ["**The run was interrupted: rows are missing.**", ""]
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------ plot
+
+def plot(results, path):
+    """images/s against batch size, log-log, one line per implementation."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = [(w, t) for w, t in (("inference", "inference"), ("train-step", "training step"))
+              if any(r["what"] == w and r["status"] == "ok" for r in results["rows"])]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4.5),
+                             squeeze=False)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no inference or training-step rows", ha="center")
+        axes[0][0].set_axis_off()
+    for ax, (what, title) in zip(axes[0], panels, strict=False):
+        for name in ORDER:
+            rows = sorted((r for r in results["rows"] if r["what"] == what and
+                           r["impl"] == name and r["status"] == "ok"), key=lambda r: r["batch"])
+            if rows:
+                ax.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows],
+                        marker="o", label=name, color=COLORS[name])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size (images)")
+        ax.set_ylabel("images / s (median)")
+        ax.set_title(f"LeNet-5 {title}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{results['device']['name'] or 'CPU only'} / {results['machine']['cpu_model']}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,288 @@
+"""The benchmark suite: plan the rows, check each against the reference, time it.
+
+A row is one implementation doing one thing at one batch size:
+
+    inference    whole-network forward, images -> penalties
+    layer        one layer's forward on its own (C1, S2, C3, S4, C5, F6, RBF)
+    train-step   forward, MSE loss, backward, SGD-with-momentum update
+    train-pass   one pass of SGD over --pass-images images at a batch size
+
+Each row is first run once on the benchmark's inputs and compared with the
+float64 CPU reference (kernels.tolerance): a mismatch marks it FAILED and it is
+not timed; an exception marks it ERROR. Then it is warmed up and timed
+(bench.timing). A train-pass row is checked as a train-step at its batch size,
+warmed up on a pass over two batches, and timed over whole passes.
+"""
+
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench import flops, impls, machine, timing
+from bench.workload import Workload
+from kernels.tolerance import RELATIVE_ERROR, assert_close, relative_error
+
+WHATS = ("inference", "layers", "train-step", "train-pass")
+STEP_WHATS = ("inference", "layers", "train-step")
+
+
+class SuiteError(Exception):
+    """Nothing can be run as asked: printed as one line, exit status 2."""
+
+
+@dataclass
+class Config:
+    impls: list = field(default_factory=lambda: list(impls.ORDER))
+    whats: list = field(default_factory=lambda: list(WHATS))
+    layers: list = field(default_factory=lambda: list(flops.LAYERS))
+    batch_sizes: list = field(default_factory=lambda: [1, 64, 1024, 10000, 60000])
+    max_cpu_batch: int = 10000
+    repeats: int = 3
+    min_time: float = 0.5
+    warmup: int = 2
+    pass_batch_sizes: list = field(default_factory=lambda: [32])
+    pass_images: int = 60000
+    pass_repeats: int = 2
+    unique_images: int = 10000
+    lr: float = 2e-3
+    momentum: float = 0.9
+    seed: int = 0
+    rtol: float = float(RELATIVE_ERROR[np.dtype(np.float32)])
+    # cuDNN's autotuned algorithms (cudnn.benchmark) sum in other orders than a
+    # direct float32 sum: a C1 weight gradient was 1.9e-5 off on an H100, TF32 off
+    torch_rtol: float = 1e-4
+    peak_gflops: float = None
+    cpu_peak_gflops: float = None
+    cpu_peak_matmul: int = machine.CPU_PEAK_MATMUL
+
+
+class CheckFailed(Exception):
+    """A result that does not match the reference; `error` is its relative error."""
+
+    def __init__(self, message, error=None):
+        super().__init__(message)
+        self.error = error
+
+
+def check_close(out, ref, rtol, what):
+    """Relative error of out against ref; CheckFailed when over rtol (the shared
+    float32 tolerance goes through kernels.tolerance.assert_close itself)."""
+    try:
+        if rtol == RELATIVE_ERROR[np.dtype(np.float32)]:
+            return float(assert_close(out, ref, np.float32, what=what))
+        out, ref = np.asarray(out), np.asarray(ref)
+        if out.shape != ref.shape:
+            raise AssertionError(f"{what}: shape {out.shape}, expected {ref.shape}")
+        if not np.all(np.isfinite(out)):
+            raise AssertionError(f"{what}: non-finite elements")
+        err = relative_error(out, ref)
+        if not err <= rtol:
+            raise AssertionError(f"{what}: relative error {err:.2e} > {rtol:.0e}")
+        return float(err)
+    except AssertionError as e:
+        out, ref = np.asarray(out), np.asarray(ref)
+        err = float(relative_error(out, ref)) if out.shape == ref.shape else None
+        raise CheckFailed(str(e), err if err is not None and np.isfinite(err) else None) \
+            from None
+
+
+def expected_step(ref, key, lr):
+    """Reference of one output of a training step (see bench.impls)."""
+    kind, _, name = key.partition(".")
+    if kind == "velocity":
+        return -lr * ref[f"grad.{name}"]
+    if kind == "momentum":
+        return ref[f"grad.{name}"]
+    return ref[key]
+
+
+class Suite:
+    def __init__(self, cfg, log):
+        self.cfg, self.log = cfg, log
+        self.impls, self.unavailable, self.info = {}, {}, {}
+        self.rows = []
+
+    # ----------------------------------------------------------------- setup
+    def setup(self):
+        from lenet.model import LeNet5
+        self.params = LeNet5(device="cpu", seed=self.cfg.seed).parameters()
+        for name in impls.ORDER:
+            if name not in self.cfg.impls:
+                continue
+            self.log(f"setting up {name}")
+            try:
+                impl = impls.create(name, self.params)
+            except impls.Unavailable as e:
+                self.unavailable[name] = str(e)
+                self.log(f"{name}: not run: {e}")
+                continue
+            self.impls[name] = impl
+            self.info[name] = {"kind": impl.kind, **impl.info()}
+        if not self.impls:
+            reasons = "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
+            raise SuiteError(f"none of the implementations asked for can run here ({reasons})")
+        sizes = list(self.cfg.batch_sizes) + list(self.cfg.pass_batch_sizes)
+        if "train-pass" in self.cfg.whats:
+            sizes.append(self.cfg.pass_images)
+        self.peaks()
+        self.workload = Workload(self.params, min(self.cfg.unique_images, max(sizes)),
+                                 seed=self.cfg.seed, log=self.log)
+
+    def plan(self):
+        """(what, layer, batch, implementation) of every row, one implementation
+        after the other (so that one library's threads or caches do not disturb the
+        next one's rows), smaller batches first, training passes last."""
+        cfg, rows = self.cfg, []
+        for name, impl in self.impls.items():
+            for n in cfg.batch_sizes:
+                for what in STEP_WHATS:
+                    if what not in cfg.whats:
+                        continue
+                    targets = [("layer", layer) for layer in cfg.layers] \
+                        if what == "layers" else [(what, None)]
+                    rows += [(kind, layer, n, name) for kind, layer in targets
+                             if kind in impl.whats]
+        if "train-pass" in cfg.whats:
+            for name, impl in self.impls.items():
+                rows += [("train-pass", None, bs, name) for bs in cfg.pass_batch_sizes
+                         if "train-pass" in impl.whats]
+        return rows
+
+    # ------------------------------------------------------------------- run
+    def run(self):
+        plan = self.plan()
+        self.log(f"{len(plan)} rows to run")
+        last, interrupted = None, False
+        for i, (what, layer, n, name) in enumerate(plan, 1):
+            if last is not None and (n, name) != last:
+                self.impls[last[1]].release()
+            last = (n, name)
+            label = f"[{i}/{len(plan)}] {name:<10} {layer or what:<10} N={n:<6}"
+            try:
+                row = self.run_row(self.impls[name], what, layer, n, label)
+            except KeyboardInterrupt:
+                self.log("interrupted: writing the rows measured so far")
+                interrupted = True
+                break
+            self.rows.append(row)
+        derive(self.rows, self.peak)
+        return interrupted
+
+    def peaks(self):
+        cfg = self.cfg
+        names = [v.get("device") for v in self.info.values() if v["kind"] == "gpu"]
+        self.device_name = next((d for d in names if d), None)
+        if cfg.peak_gflops:
+            gpu = (cfg.peak_gflops, "given with --peak-gflops")
+        elif self.device_name:
+            gpu = machine.known_gpu_peak(self.device_name)
+        else:
+            gpu = (None, "no GPU row ran")
+        if cfg.cpu_peak_gflops:
+            cpu = (cfg.cpu_peak_gflops, "given with --cpu-peak-gflops")
+        elif any(v["kind"] == "cpu" for v in self.info.values()):
+            self.log(f"measuring the CPU's float32 peak ({cfg.cpu_peak_matmul}^2 matmul)")
+            cpu = machine.measure_cpu_peak(cfg.cpu_peak_matmul)
+        else:
+            cpu = (None, "no CPU row ran")
+        self.peak = {"gpu": gpu, "cpu": cpu}
+        return self.peak
+
+    def run_row(self, impl, what, layer, n, label):
+        cfg = self.cfg
+        row = {"impl": impl.name, "kind": impl.kind, "what": what, "layer": layer,
+               "batch": n, "images": cfg.pass_images if what == "train-pass" else n,
+               "status": "ok", "reason": None, "check_error": None, "samples": []}
+        if impl.kind == "cpu" and what != "train-pass" and n > cfg.max_cpu_batch:
+            row.update(status="skipped", reason=f"batch above --max-cpu-batch {cfg.max_cpu_batch}")
+            return row
+        self.log(f"{label} checking")
+        rtol = cfg.torch_rtol if impl.name.startswith("torch") else cfg.rtol
+        row["rtol"] = rtol
+        try:
+            impl.reset()
+            run, row["check_error"] = self.checked(impl, what, layer, n, rtol)
+            if what == "train-pass":
+                run.warm_up()
+                last = {}
+
+                def run_pass(p=run):
+                    last["result"] = p.run()
+                measured = timing.measure(run_pass, impl.sync, cfg.pass_repeats, 0.0, warmup=0)
+                loss, error = last["result"]
+                row["pass_loss"], row["pass_running_error"] = float(loss), float(error)
+                if not np.isfinite(loss):
+                    raise CheckFailed(f"the pass's mean loss is {loss}")
+            else:
+                measured = timing.measure(run, impl.sync, cfg.repeats, cfg.min_time, cfg.warmup)
+            row.update(measured)
+        except CheckFailed as e:
+            row.update(status="FAILED", reason=str(e), samples=[], check_error=e.error)
+        except Exception as e:  # an implementation that raises: report, go on
+            row.update(status="ERROR", reason=f"{type(e).__name__}: {e}", samples=[])
+            self.log(traceback.format_exc().rstrip())
+        self.log(f"{label} {describe(row, what)}")
+        return row
+
+    def checked(self, impl, what, layer, n, rtol):
+        """(the callable to time, largest relative error), after one checked run."""
+        w = self.workload
+        if what in ("inference", "layer"):
+            x = w.images(n)[0] if what == "inference" else w.layer_input(layer, n)
+            run = impl.inference(x) if what == "inference" else impl.layer(layer, x)
+            y = run()
+            impl.sync()
+            ref = w.inference_ref(n) if what == "inference" else w.layer_ref(layer, n)
+            return run, check_close(impl.to_host(y), ref, rtol, what=layer or "penalties")
+        x, labels = w.images(n)         # train-pass: checked as a step at its batch size
+        step = impl.train_step(x, labels, self.cfg.lr, self.cfg.momentum)
+        step.run()
+        impl.sync()
+        outputs, ref = step.outputs(), w.step_ref(n)
+        missing = sorted(k for k in ref if k not in outputs)
+        if missing:
+            raise CheckFailed(f"the step gives no {', '.join(missing)}")
+        err = max(check_close(out, expected_step(ref, key, self.cfg.lr), rtol, what=key)
+                  for key, out in outputs.items())
+        if what == "train-step":
+            return step.run, err
+        impl.reset()
+        images, labels = w.images(self.cfg.pass_images)
+        return impl.train_pass(images, labels, n, self.cfg.lr, self.cfg.momentum,
+                               seed=self.cfg.seed), err
+
+
+def describe(row, what):
+    if row["status"] != "ok":
+        return f"{row['status']}: {row['reason']}"
+    s = timing.summarize(row["samples"])
+    rate = row["images"] / s["median_s"]
+    head = f"{s['median_s']:.3f} s per pass, " if what == "train-pass" else ""
+    return (f"check ok (rel. err {row['check_error']:.1e}); {head}{rate:,.0f} images/s "
+            f"[{row['images'] / s['max_s']:,.0f} - {row['images'] / s['min_s']:,.0f}], "
+            f"{s['n_samples']} samples x {row['calls_per_sample']} calls")
+
+
+def derive(rows, peak):
+    """Add median/spread, images/s, GFLOP/s, fraction of peak and speed-ups to the rows."""
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        row.update(timing.summarize(row["samples"]))
+        per_image = flops.flops_per_image(row["what"], row["layer"])
+        row["flops_per_image"] = per_image
+        row["images_per_s"] = row["images"] / row["median_s"]
+        row["gflops"] = row["images_per_s"] * per_image / 1e9
+        device_peak = peak[row["kind"]][0]
+        row["peak_fraction"] = row["gflops"] / device_peak if device_peak else None
+    by_key = {(r["what"], r["layer"], r["batch"], r["impl"]): r for r in rows
+              if r["status"] == "ok"}
+    for row in rows:
+        if row["status"] != "ok" or row["kind"] != "gpu":
+            continue
+        row["speedup"] = {}
+        for other in ("cpu", "torch-cpu"):
+            base = by_key.get((row["what"], row["layer"], row["batch"], other))
+            if base is not None:
+                row["speedup"][other] = base["median_s"] / row["median_s"]

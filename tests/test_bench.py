@@ -1,0 +1,274 @@
+"""Tests of the benchmark suite (bench/): options, output files, FLOP counts,
+the correctness gate before timing, the refusal to time the CUDA simulator, and
+the comparison implementations (PyTorch when installed, the CuPy baseline's
+maths through NumPy). Small and CPU-only: batches of a few images, 1 sample.
+
+    pytest -q tests/test_bench.py
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench import cli, flops, impls, machine, timing
+from bench.workload import Workload, take
+from kernels.tolerance import assert_close
+from lenet import C3_TABLE
+from lenet.model import LeNet5
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--repeats", "1", "--min-time", "0", "--warmup", "1", "--cpu-peak-gflops", "100"]
+
+
+def run_bench(*args):
+    """`python -m bench args` in a subprocess: (exit status, stdout, stderr)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    p = subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def load(out_dir):
+    with open(os.path.join(out_dir, "results.json")) as f:
+        return json.load(f)
+
+
+def rows_by(results, **match):
+    return [r for r in results["rows"] if all(r[k] == v for k, v in match.items())]
+
+
+# ----------------------------------------------------------------- the command
+
+def test_help_documents_every_option():
+    status, out, _ = run_bench("--help")
+    assert status == 0
+    for option in ("--impl", "--what", "--batch-sizes", "--repeats", "--min-time", "--quick",
+                   "--out", "--max-cpu-batch", "--peak-gflops", "--layers", "--pass-images"):
+        assert option in out, option
+    for word in ("gpu", "torch-cuda", "cupy", "cpu", "torch-cpu", "train-pass", "simulator"):
+        assert word in out, word
+
+
+def test_bad_options_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--impl", "tpu"])
+    assert e.value.code == 2
+    assert "choose from" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """A --quick CPU-only run at batch sizes 1 and 8."""
+    out = str(tmp_path_factory.mktemp("bench") / "quick")
+    status, stdout, stderr = run_bench(
+        "--quick", "--impl", "cpu", "--batch-sizes", "1,8", "--repeats", "1",
+        "--what", "inference,layers,train-step", "--out", out)
+    return status, stdout, stderr, out
+
+
+def test_quick_run_writes_json_with_everything(quick_run):
+    status, stdout, stderr, out = quick_run
+    assert status == 0, stderr
+    results = load(out)
+    for key in ("hostname", "cpu_model", "cpu_cores", "numpy_blas_threads"):
+        assert key in results["machine"]
+    for key in ("python", "numpy", "numba", "numba-cuda", "cupy", "torch"):
+        assert key in results["versions"]
+    assert results["commit"] == "unknown" or len(results["commit"]) == 40
+    assert results["date"] and results["cpu"]["peak_gflops"] > 0
+    rows = results["rows"]
+    assert {(r["what"], r["layer"]) for r in rows} == \
+        {("inference", None), ("train-step", None)} | {("layer", n) for n in flops.LAYERS}
+    assert {r["batch"] for r in rows} == {1, 8}
+    for r in rows:
+        assert r["impl"] == "cpu" and r["status"] == "ok", r
+        assert r["samples"] and all(s > 0 for s in r["samples"])
+        assert r["check_error"] <= 1e-5
+        assert r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["images_per_s"] == pytest.approx(r["batch"] / r["median_s"])
+        assert r["gflops"] == pytest.approx(r["images_per_s"] * r["flops_per_image"] / 1e9)
+    assert set(results["implementations"]) == {"cpu"}  # only what was asked for
+    assert "[1/" in stderr and "checking" in stderr  # progress on stderr
+
+
+def test_quick_run_writes_markdown_and_png(quick_run):
+    _, _, _, out = quick_run
+    with open(os.path.join(out, "results.md")) as f:
+        md = f.read()
+    for text in ("## Inference", "## Layers", "## Training step", "| batch | cpu |",
+                 "FLOPs per image", "122,304", "max-cpu-batch"):
+        assert text in md, text
+    from PIL import Image
+    with Image.open(os.path.join(out, "throughput.png")) as image:
+        image.load()
+        assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
+
+
+# ------------------------------------------------------------------ FLOP counts
+
+def test_flops_are_twice_the_papers_connections():
+    # Connections as the paper's section II.B counts them, worked out here by hand.
+    paper = {
+        "C1": (5 * 5 + 1) * 6 * 28 * 28,                 # 122,304
+        "S2": (4 + 1) * 6 * 14 * 14,                     # 5,880
+        "C3": (60 * 5 * 5 + 16) * 10 * 10,               # 151,600
+        "S4": (4 + 1) * 16 * 5 * 5,                      # 2,000
+        "C5": (16 * 5 * 5 + 1) * 120,                    # 48,120
+        "F6": (120 + 1) * 84,                            # 10,164
+    }
+    assert paper == {"C1": 122_304, "S2": 5_880, "C3": 151_600, "S4": 2_000,
+                     "C5": 48_120, "F6": 10_164}
+    for layer, count in paper.items():
+        assert flops.connections(layer) == count, layer
+        assert flops.flops(layer) == 2 * count, layer
+    assert flops.connections("RBF") == 840 and flops.flops("RBF") == 3 * 840
+    assert sum(flops.connections(layer) for layer in flops.LAYERS) == 340_908
+    assert flops.forward_flops() == 2 * sum(paper.values()) + 3 * 840
+    assert flops.train_flops() == 3 * flops.forward_flops()
+
+
+# -------------------------------------------------------- checks before timing
+
+def test_wrong_output_is_failed_and_not_timed(tmp_path, monkeypatch):
+    original = impls.ProjectImpl.inference
+
+    def off_by_a_little(self, x):
+        run = original(self, x)
+        return lambda: run() * np.float32(1.0001)   # relative error 1e-4 > 1e-5
+    monkeypatch.setattr(impls.ProjectImpl, "inference", off_by_a_little)
+    timed = []
+    original_measure = timing.measure
+    monkeypatch.setattr(timing, "measure",
+                        lambda *a, **k: timed.append(1) or original_measure(*a, **k))
+    out = str(tmp_path / "failed")
+    status = cli.main(["--impl", "cpu", "--what", "inference", "--batch-sizes", "3,9",
+                       "--max-cpu-batch", "4", "--out", out, *FAST])
+    assert status == 1
+    results = load(out)
+    failed, capped = rows_by(results, batch=3)[0], rows_by(results, batch=9)[0]
+    assert failed["status"] == "FAILED" and "relative error" in failed["reason"]
+    assert failed["check_error"] == pytest.approx(1e-4, rel=0.01)
+    assert failed["samples"] == [] and "median_s" not in failed and not timed
+    assert capped["status"] == "skipped" and "max-cpu-batch" in capped["reason"]
+    with open(os.path.join(out, "results.md")) as f:
+        md = f.read()
+    assert "**FAILED**" in md and "not run (N > 4)" in md
+
+
+def test_wrong_update_is_failed(tmp_path, monkeypatch):
+    from lenet.ops_cpu import CPUOps
+    original = CPUOps.sgd_update
+    monkeypatch.setattr(CPUOps, "sgd_update", lambda self, p, g, v, lr, m:
+                        original(self, p, g, v, 1.01 * lr, m))
+    out = str(tmp_path / "update")
+    assert cli.main(["--impl", "cpu", "--what", "train-step", "--batch-sizes", "2",
+                     "--out", out, *FAST]) == 1
+    row = load(out)["rows"][0]
+    assert row["status"] == "FAILED" and "velocity." in row["reason"] and row["samples"] == []
+
+
+def test_simulator_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
+    assert machine.simulator_reason() is not None
+    assert cli.main(["--impl", "gpu", "--out", str(tmp_path / "gpu"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "simulator" in err and "gpu" in err
+    assert not os.path.exists(tmp_path / "gpu")
+    out = str(tmp_path / "both")
+    assert cli.main(["--impl", "gpu,cpu", "--what", "inference", "--batch-sizes", "2",
+                     "--out", out, *FAST]) == 0
+    results = load(out)
+    gpu = results["implementations"]["gpu"]
+    assert gpu["status"] == "not run" and "simulator" in gpu["reason"]
+    assert {r["impl"] for r in results["rows"]} == {"cpu"}
+    with open(os.path.join(out, "results.md")) as f:
+        assert "simulator" in f.read()
+
+
+# ------------------------------------------------------------ inputs, timing
+
+def test_repeated_batches_have_exact_references():
+    params = LeNet5(device="cpu", seed=1).parameters()
+    w = Workload(params, unique=4, seed=3)
+    ref = LeNet5(device="cpu", dtype=np.float64)
+    ref.set_parameters({k: v.astype(np.float64) for k, v in params.items()})
+    for n in (3, 8, 10):    # a prefix, whole repeats, and a partial repeat
+        x, labels = w.images(n)
+        assert x.shape == (n, 1, 32, 32) and x.dtype == np.float32 and np.all(x != 0)
+        loss, grads = ref.gradients(x.astype(np.float64), labels)
+        expected = w.step_ref(n)
+        assert expected["loss"].mean() == pytest.approx(loss, rel=1e-12)
+        for name, g in grads.items():
+            assert_close(expected[f"grad.{name}"], g, np.float64, what=name)
+        assert_close(w.inference_ref(n), ref.forward(x.astype(np.float64)), np.float64)
+    assert np.array_equal(take(np.arange(4), 10), [0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+
+
+def test_measure_takes_enough_samples():
+    calls = []
+    result = timing.measure(lambda: calls.append(1), lambda: None, repeats=5, min_time=0.01)
+    assert len(result["samples"]) >= 5 and sum(result["samples"]) * result["calls_per_sample"] \
+        >= 0.01 * 0.5
+    assert len(calls) == result["warmup_calls"] + result["calls_per_sample"] * \
+        len(result["samples"])
+    s = timing.summarize([3.0, 1.0, 2.0])
+    assert (s["min_s"], s["median_s"], s["max_s"]) == (1.0, 2.0, 3.0)
+
+
+# -------------------------------------------------- comparison implementations
+
+def _reference_run(params, n=5, seed=4):
+    w = Workload(params, unique=n, seed=seed)
+    return w, w.images(n)[0]
+
+
+def test_cupy_baseline_maths_through_numpy():
+    from bench.cupy_lenet import ArrayLeNet5
+    params = LeNet5(device="cpu", seed=2).parameters()
+    w, x = _reference_run(params)
+    net = ArrayLeNet5(params, np)
+    assert_close(net.forward(x), w.inference_ref(len(x)), np.float32, what="penalties")
+    for layer in flops.LAYERS:
+        assert_close(net.layer(layer, w.layer_input(layer, len(x))), w.layer_ref(layer, len(x)),
+                     np.float32, what=layer)
+
+
+def test_torch_network_matches_the_cpu_model():
+    torch = pytest.importorskip("torch")
+    from bench.torch_lenet import TorchImpl, TorchLeNet5
+    model = LeNet5(device="cpu", seed=5)
+    params = model.parameters()
+    w, x = _reference_run(params)
+    net = TorchLeNet5(params, torch.device("cpu"))
+    with torch.no_grad():
+        y = net.forward(torch.from_numpy(x)).numpy()
+    assert_close(y, model.forward(x).astype(np.float64), np.float32, what="vs cpu model")
+    assert_close(y, w.inference_ref(len(x)), np.float32, what="vs float64 reference")
+    # one training step: losses, gradients, momentum buffers
+    impl = TorchImpl("cpu", params)
+    images, labels = w.images(len(x))
+    step = impl.train_step(images, labels, lr=0.01, momentum=0.9)
+    step.run()
+    out, ref = step.outputs(), w.step_ref(len(x))
+    assert_close(out["loss"], ref["loss"], np.float32, what="loss")
+    for name in params:
+        assert_close(out[f"grad.{name}"], ref[f"grad.{name}"], np.float32, what=name)
+        assert_close(out[f"momentum.{name}"], ref[f"grad.{name}"], np.float32, what=name)
+    c3 = impl.net.p["C3.weight"].detach().numpy()      # after the step
+    assert np.all(c3[~C3_TABLE.T] == 0) and np.all(c3[C3_TABLE.T] != 0)
+
+
+def test_torch_cpu_rows_run(tmp_path):
+    pytest.importorskip("torch")
+    out = str(tmp_path / "torch")
+    assert cli.main(["--impl", "torch-cpu", "--what", "inference,train-step,train-pass",
+                     "--batch-sizes", "2", "--pass-batch-sizes", "4", "--pass-images", "8",
+                     "--pass-repeats", "1", "--out", out, *FAST]) == 0
+    results = load(out)
+    assert {r["what"] for r in results["rows"]} == {"inference", "train-step", "train-pass"}
+    assert all(r["status"] == "ok" and r["samples"] for r in results["rows"])
+    assert results["implementations"]["torch-cpu"]["threads"] >= 1
