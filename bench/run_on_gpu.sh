@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One session on a lent GPU machine: the whole test suite, the benchmarks and a
+# training run, each logged with the device, date and commit. Usage:
+#   bash bench/run_on_gpu.sh MNIST_DIR OUT_DIR [tests] [bench] [train]
+# (the device tool: carry a copy of MNIST in an ignored folder, e.g. .carry/mnist)
+set -uo pipefail
+data=$1; out=$2; shift 2
+steps=${*:-tests bench train}
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 LENET_DATA=$data
+header() {
+    echo "# $1"
+    echo "# device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
+    echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit: $(git rev-parse HEAD 2>/dev/null || cat .commit 2>/dev/null)"
+}
+for step in $steps; do
+    case $step in
+    tests)
+        { header "pytest on a real GPU"; timeout 300 python -m pytest -q -ra 2>&1; } \
+            | tee "$out/tests.log" | tail -30 ;;
+    bench)
+        timeout 330 python -m bench --out "$out/bench" --impl gpu,torch-cuda,cupy,cpu,torch-cpu \
+            --pass-repeats 1 2>&1 | tail -40 ;;
+    train)
+        { header "lenet train --device gpu"; timeout 240 python -m lenet train --device gpu \
+            --data "$data" --recipe sgd --epochs 10 --no-progress --out "$out/sgd.npz" 2>&1; } \
+            | tee "$out/train-sgd.log" | tail -15 ;;
+    esac
+done
