@@ -142,7 +142,13 @@ def versions():
 
 
 def git_commit(root=ROOT):
-    """(commit, dirty) of the working tree, or ("unknown", None)."""
+    """(commit, dirty) of the working tree; where there is no git checkout (the
+    device tool sends a copy without .git), the hash in a `.commit` file written
+    beside it by the person who sent it; else ("unknown", None)."""
+    recorded = os.path.join(root, ".commit")
+    if not os.path.isdir(os.path.join(root, ".git")) and os.path.isfile(recorded):
+        with open(recorded) as f:
+            return f.read().strip() or "unknown", None
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
