@@ -46,21 +46,16 @@ H100 (module constants below), not yet tuned on one.
 Test: pytest -q tests/test_conv_kernels.py (uses the CUDA simulator when there is no GPU).
 """
 
-import math
 
 import numpy as np
 from numba import cuda, float32
 
-from kernels.reference import SQUASH_A, SQUASH_S
+from kernels.common import squash, through_squash
 
 K = 5                       # kernel size of every LeNet-5 convolution
 KK = K * K
 
 # f and f' in float32: numpy scalars become float32 constants inside kernels.
-_A = np.float32(SQUASH_A)
-_S = np.float32(SQUASH_S)
-_AA = np.float32(SQUASH_A * SQUASH_A)
-_S_OVER_A = np.float32(SQUASH_S / SQUASH_A)
 
 # Shared-memory tiles (float32 elements): each kernel's stay under the 48 KiB of static
 # shared memory a block may have.
@@ -135,16 +130,6 @@ def conv_table(table):
 
 # ------------------------------------------------------------------ kernels
 
-@cuda.jit(device=True)
-def _squash_grad(dout, out, second):
-    """da = dout f'(a) (second == 0) or ha = hout f'(a)^2 (second == 1), f'(a) from out."""
-    d = _S_OVER_A * (_AA - out * out)
-    g = dout * d
-    if second:
-        g *= d
-    return g
-
-
 @cuda.jit
 def conv_forward_kernel_v1(out, x, weight, bias, in_maps, in_counts):
     # one thread per output pixel (n, m, y, x)
@@ -162,7 +147,7 @@ def conv_forward_kernel_v1(out, x, weight, bias, in_maps, in_counts):
         for u in range(K):
             for v in range(K):
                 acc += weight[m, c, u, v] * x[n, c, yy + u, xx + v]
-    out[n, m, yy, xx] = _A * math.tanh(_S * acc)
+    out[n, m, yy, xx] = squash(acc)
 
 
 @cuda.jit
@@ -210,7 +195,7 @@ def conv_forward_kernel_v2(out, x, weight, bias, in_maps, in_counts, imgs, maps)
             for u in range(K):
                 for v in range(K):
                     acc += w_sh[wb + u * K + v] * x_sh[xb + u * w + v]
-        out[n0 + ni, m, yy, xx] = _A * math.tanh(_S * acc)
+        out[n0 + ni, m, yy, xx] = squash(acc)
 
 
 @cuda.jit
@@ -234,8 +219,8 @@ def conv_backward_weight_kernel_v1(dweight, dbias, dout, out, x, slot, second):
                         xv = x[n, c, yy + u, xx + v]
                         if second:
                             xv *= xv
-                        image += _squash_grad(dout[n, m, yy, xx], out[n, m, yy, xx],
-                                              second) * xv
+                        image += through_squash(dout[n, m, yy, xx], out[n, m, yy, xx],
+                                                1 + second) * xv
                 total += image
         dweight[m, c, u, v] = total
     elif i < n_weights + n_maps:
@@ -245,7 +230,7 @@ def conv_backward_weight_kernel_v1(dweight, dbias, dout, out, x, slot, second):
             image = float32(0.0)
             for yy in range(ho):
                 for xx in range(wo):
-                    image += _squash_grad(dout[n, m, yy, xx], out[n, m, yy, xx], second)
+                    image += through_squash(dout[n, m, yy, xx], out[n, m, yy, xx], 1 + second)
             total += image
         dbias[m] = total
 
@@ -282,7 +267,7 @@ def conv_backward_weight_kernel_v2(dweight_part, dbias_part, dout, out, x, slot,
             n = n0 + (p // pixels) % n_piece
             yy = (p // wo) % ho
             xx = p % wo
-            g_sh[p] = _squash_grad(dout[n, m0 + ml, yy, xx], out[n, m0 + ml, yy, xx], second)
+            g_sh[p] = through_squash(dout[n, m0 + ml, yy, xx], out[n, m0 + ml, yy, xx], 1 + second)
         cuda.syncthreads()  # wait until the piece's da is in shared memory
         for s in range(tid, params, step):
             ml = s // per_map
@@ -357,7 +342,8 @@ def conv_backward_input_kernel_v1(dx, dout, out, weight, out_maps, out_counts, s
                 wv = weight[m, c, u, v]
                 if second:
                     wv *= wv
-                g = _squash_grad(dout[n, m, yy - u, xx - v], out[n, m, yy - u, xx - v], second)
+                g = through_squash(dout[n, m, yy - u, xx - v], out[n, m, yy - u, xx - v],
+                                   1 + second)
                 acc += g * wv
     dx[n, c, yy, xx] = acc
 
@@ -378,8 +364,8 @@ def conv_backward_input_kernel_v2(dx, dout, out, weight, out_maps, out_counts, i
     for p in range(tid, n_here * per_img, step):
         n = n0 + p // per_img
         m = (p // (ho * wo)) % n_maps
-        g_sh[p] = _squash_grad(dout[n, m, (p // wo) % ho, p % wo],
-                               out[n, m, (p // wo) % ho, p % wo], second)
+        g_sh[p] = through_squash(dout[n, m, (p // wo) % ho, p % wo],
+                                 out[n, m, (p // wo) % ho, p % wo], 1 + second)
     cuda.syncthreads()  # wait until the block's da is in shared memory
 
     image = c_in * h * w

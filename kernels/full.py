@@ -31,31 +31,13 @@ Test: pytest -q tests/test_layer_kernels.py -k full
 
 import math
 
-import numpy as np
 from numba import cuda, float32, float64
 
-SQUASH_A = float32(1.7159)
-SQUASH_S = float32(2.0 / 3.0)
-SQUASH_A2 = float32(1.7159 * 1.7159)
-SQUASH_S_OVER_A = float32((2.0 / 3.0) / 1.7159)
+from kernels.common import check_device_array, squash, through_squash
 
 BLOCK = 128  # v1: threads per block
 TILE = 16    # v2: blocks of TILE x TILE threads, shared tiles of TILE x TILE floats
 TILE_PAD = TILE + 1  # a tile row plus one padding column (a literal: shared shapes must be)
-
-
-@cuda.jit(device=True)
-def squash(a):
-    return SQUASH_A * math.tanh(SQUASH_S * a)
-
-
-@cuda.jit(device=True)
-def through_squash(d, out, order):
-    """d f'(a) for order 1, d f'(a)^2 for order 2, with f'(a) from the output f(a)."""
-    fp = SQUASH_S_OVER_A * (SQUASH_A2 - out * out)
-    if order == 2:
-        fp = fp * fp
-    return d * fp
 
 
 @cuda.jit(device=True)
@@ -206,15 +188,7 @@ def full_backward_params_kernel_v2(dweight, dbias, dout, out, x, order):
 # ---------------------------------------------------------------------- launchers
 
 def _check(name, a, shape):
-    """ValueError unless `a` is a C-contiguous float32 device array of this shape."""
-    if isinstance(a, np.ndarray):
-        raise ValueError(f"full: {name} is a host array; pass a device array")
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"full: {name} has shape {tuple(a.shape)}, expected {tuple(shape)}")
-    if a.dtype != np.float32:
-        raise ValueError(f"full: {name} has dtype {a.dtype}, expected float32")
-    if not (a.is_c_contiguous() if hasattr(a, "is_c_contiguous") else a.flags.c_contiguous):
-        raise ValueError(f"full: {name} must be C-contiguous")
+    check_device_array("full", name, a, shape)
 
 
 def _check_layer(x, weight, batch_out=(), batch_in=(), params=(), per_out=()):

@@ -19,8 +19,9 @@ Test: pytest -q tests/test_layer_kernels.py -k rbf
 
 import math
 
-import numpy as np
 from numba import cuda, float32
+
+from kernels.common import check_device_array
 
 N_CLASSES = 10   # RBF units
 N_INPUTS = 84    # F6 outputs, 7 x 12 bitmap pixels
@@ -95,15 +96,7 @@ def rbf_backward2_kernel(hx, hy, dy, x, centers):
 # ---------------------------------------------------------------------- launchers
 
 def _check(name, a, shape):
-    """ValueError unless `a` is a C-contiguous float32 device array of this shape."""
-    if isinstance(a, np.ndarray):
-        raise ValueError(f"rbf: {name} is a host array; pass a device array")
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"rbf: {name} has shape {tuple(a.shape)}, expected {tuple(shape)}")
-    if a.dtype != np.float32:
-        raise ValueError(f"rbf: {name} has dtype {a.dtype}, expected float32")
-    if not (a.is_c_contiguous() if hasattr(a, "is_c_contiguous") else a.flags.c_contiguous):
-        raise ValueError(f"rbf: {name} must be C-contiguous")
+    check_device_array("rbf", name, a, shape)
 
 
 def _check_layer(x, centers, per_input=(), per_class=()):

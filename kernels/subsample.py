@@ -36,13 +36,9 @@ Test: pytest -q tests/test_layer_kernels.py -k subsample
 
 import math
 
-import numpy as np
 from numba import cuda, float32
 
-SQUASH_A = float32(1.7159)
-SQUASH_S = float32(2.0 / 3.0)
-SQUASH_A2 = float32(1.7159 * 1.7159)
-SQUASH_S_OVER_A = float32((2.0 / 3.0) / 1.7159)
+from kernels.common import check_device_array, squash, through_squash
 
 BLOCK = 256          # threads per block of the one-thread-per-pixel kernels
 REDUCE_BLOCK = 256   # threads per block of the reducing kernels (a power of two)
@@ -50,20 +46,6 @@ MAX_BLOCKS_PER_MAP = 64  # v2: at most this many blocks per map; threads loop ov
 
 
 # ---------------------------------------------------------------- device helpers
-
-@cuda.jit(device=True)
-def squash(a):
-    return SQUASH_A * math.tanh(SQUASH_S * a)
-
-
-@cuda.jit(device=True)
-def through_squash(d, out, order):
-    """d f'(a) for order 1, d f'(a)^2 for order 2, with f'(a) from the output f(a)."""
-    fp = SQUASH_S_OVER_A * (SQUASH_A2 - out * out)
-    if order == 2:
-        fp = fp * fp
-    return d * fp
-
 
 @cuda.jit(device=True)
 def block_sum(x, n, c, i, j):
@@ -198,15 +180,7 @@ def zero_pair_kernel(a, b):
 # --------------------------------------------------------------------- launchers
 
 def _check(name, a, shape):
-    """ValueError unless `a` is a C-contiguous float32 device array of this shape."""
-    if isinstance(a, np.ndarray):
-        raise ValueError(f"subsample: {name} is a host array; pass a device array")
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"subsample: {name} has shape {tuple(a.shape)}, expected {tuple(shape)}")
-    if a.dtype != np.float32:
-        raise ValueError(f"subsample: {name} has dtype {a.dtype}, expected float32")
-    if not (a.is_c_contiguous() if hasattr(a, "is_c_contiguous") else a.flags.c_contiguous):
-        raise ValueError(f"subsample: {name} must be C-contiguous")
+    check_device_array("subsample", name, a, shape)
 
 
 def _check_layer(x, pooled, grad_x, coef, more=()):
