@@ -110,26 +110,26 @@ def _full_correlation(d, weight):
     return np.ascontiguousarray(dx.transpose(0, 3, 1, 2))
 
 
-def conv_backward_ref(da, x, weight, table):
+def conv_backward_ref(da, x, weight, table, need_dx=True):
     """Gradients of the loss through conv_ref given da = dE/da (N,M,Ho,Wo):
-    returns dx (N,C,H,W), dweight (M,C,K,K) (zero where the table has no
-    connection) and dbias (M,)."""
+    returns dx (N,C,H,W) (None unless need_dx: C1 needs none), dweight
+    (M,C,K,K) (zero where the table has no connection) and dbias (M,)."""
     k = weight.shape[-1]
     cols = sliding_window_view(x, (k, k), axis=(2, 3))
     dweight = np.tensordot(da, cols, axes=([0, 2, 3], [0, 2, 3]))
     dweight = _masked(dweight, table)
-    dx = _full_correlation(da, _masked(weight, table))
+    dx = _full_correlation(da, _masked(weight, table)) if need_dx else None
     return dx, dweight, _batch_sum(da, (0, 2, 3))
 
 
-def conv_backward2_ref(ha, x, weight, table):
+def conv_backward2_ref(ha, x, weight, table, need_hx=True):
     """Gauss-Newton second derivatives through conv_ref given ha = d2E/da2:
     hx = full correlation of ha with weight^2, hweight = sum ha * x^2."""
     k = weight.shape[-1]
     cols = sliding_window_view(x * x, (k, k), axis=(2, 3))
     hweight = _masked(np.tensordot(ha, cols, axes=([0, 2, 3], [0, 2, 3])), table)
     w = _masked(weight, table)
-    hx = _full_correlation(ha, w * w)
+    hx = _full_correlation(ha, w * w) if need_hx else None
     return hx, hweight, _batch_sum(ha, (0, 2, 3))
 
 

@@ -216,37 +216,29 @@ class LeNet5:
 
     def _backward(self, acts, dy):
         """Gradients of every parameter (backend arrays) given dE/dy."""
-        p, t, ops = self._params, self._tables, self.ops
-        x0, x1, x2, x3, x4, x5, x6, _ = acts
-        g = {}
-        d6 = ops.rbf_backward(dy, x6, self._centers)
-        d5, g["F6.weight"], g["F6.bias"] = ops.full_backward(d6, x6, x5, p["F6.weight"])
-        d5 = d5.reshape(d5.shape[0], d5.shape[1], 1, 1)
-        x5 = x5.reshape(d5.shape)
-        d4, g["C5.weight"], g["C5.bias"] = ops.conv_backward(d5, x5, x4, p["C5.weight"], t["C5"])
-        d3, g["S4.coef"], g["S4.bias"] = ops.subsample_backward(d4, x4, x3, p["S4.coef"])
-        d2, g["C3.weight"], g["C3.bias"] = ops.conv_backward(d3, x3, x2, p["C3.weight"], t["C3"])
-        d1, g["S2.coef"], g["S2.bias"] = ops.subsample_backward(d2, x2, x1, p["S2.coef"])
-        _, g["C1.weight"], g["C1.bias"] = ops.conv_backward(d1, x1, x0, p["C1.weight"],
-                                                             t["C1"], need_dx=False)
-        return g
+        return self._propagate(acts, self.ops.rbf_backward(dy, acts[6], self._centers), "")
 
     def _backward2(self, acts, hy, dy):
         """Gauss-Newton diagonal second derivatives of every parameter."""
+        return self._propagate(acts, self.ops.rbf_backward2(hy, dy, acts[6], self._centers), "2")
+
+    def _propagate(self, acts, d6, order):
+        """From F6 down to C1: gradients (order "") or Gauss-Newton curvature
+        (order "2") of every parameter, given that of F6's output."""
         p, t, ops = self._params, self._tables, self.ops
+        conv, subsample, full = (getattr(ops, f"{op}_backward{order}")
+                                 for op in ("conv", "subsample", "full"))
         x0, x1, x2, x3, x4, x5, x6, _ = acts
-        h = {}
-        h6 = ops.rbf_backward2(hy, dy, x6, self._centers)
-        h5, h["F6.weight"], h["F6.bias"] = ops.full_backward2(h6, x6, x5, p["F6.weight"])
-        h5 = h5.reshape(h5.shape[0], h5.shape[1], 1, 1)
-        x5 = x5.reshape(h5.shape)
-        h4, h["C5.weight"], h["C5.bias"] = ops.conv_backward2(h5, x5, x4, p["C5.weight"], t["C5"])
-        h3, h["S4.coef"], h["S4.bias"] = ops.subsample_backward2(h4, x4, x3, p["S4.coef"])
-        h2, h["C3.weight"], h["C3.bias"] = ops.conv_backward2(h3, x3, x2, p["C3.weight"], t["C3"])
-        h1, h["S2.coef"], h["S2.bias"] = ops.subsample_backward2(h2, x2, x1, p["S2.coef"])
-        _, h["C1.weight"], h["C1.bias"] = ops.conv_backward2(h1, x1, x0, p["C1.weight"],
-                                                              t["C1"], need_hx=False)
-        return h
+        g = {}
+        d5, g["F6.weight"], g["F6.bias"] = full(d6, x6, x5, p["F6.weight"])
+        d5 = d5.reshape(d5.shape[0], d5.shape[1], 1, 1)
+        x5 = x5.reshape(d5.shape)
+        d4, g["C5.weight"], g["C5.bias"] = conv(d5, x5, x4, p["C5.weight"], t["C5"])
+        d3, g["S4.coef"], g["S4.bias"] = subsample(d4, x4, x3, p["S4.coef"])
+        d2, g["C3.weight"], g["C3.bias"] = conv(d3, x3, x2, p["C3.weight"], t["C3"])
+        d1, g["S2.coef"], g["S2.bias"] = subsample(d2, x2, x1, p["S2.coef"])
+        _, g["C1.weight"], g["C1.bias"] = conv(d1, x1, x0, p["C1.weight"], t["C1"], False)
+        return g
 
     def _loss_and_derivatives(self, x, labels, loss, j):
         self._check_loss(loss)
