@@ -10,7 +10,9 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 LENET_DATA=$data
 header() {
     echo "# $1"
     echo "# device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
-    echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit: $(git rev-parse HEAD 2>/dev/null || cat .commit 2>/dev/null)"
+    # the device tool's copy has no .git: the sender writes the hash to .commit
+    if [ -d .git ]; then commit=$(git rev-parse HEAD); else commit=$(cat .commit 2>/dev/null); fi
+    echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit: ${commit:-unknown}"
 }
 for step in $steps; do
     case $step in
@@ -18,7 +20,7 @@ for step in $steps; do
         { header "pytest on a real GPU"; timeout 300 python -m pytest -q -ra 2>&1; } \
             | tee "$out/tests.log" | tail -30 ;;
     bench)
-        timeout 330 python -m bench --out "$out/bench" --impl gpu,torch-cuda,cupy,cpu,torch-cpu \
+        timeout -s INT 330 python -m bench --out "$out/bench" --impl gpu,torch-cuda,cupy,cpu,torch-cpu \
             --pass-repeats 1 2>&1 | tail -40 ;;
     train)
         { header "lenet train --device gpu"; timeout 240 python -m lenet train --device gpu \
