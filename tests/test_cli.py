@@ -12,8 +12,10 @@ computation done here in-process. User mistakes must give one line
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -274,3 +276,27 @@ def test_bench_help_is_the_suites():
     except ImportError as e:
         pytest.skip(f"the benchmark suite is not importable: {e}")
     ok("bench", "--help")
+
+
+def test_ctrl_c_keeps_the_last_complete_checkpoint(mnist_dir, tmp_path):
+    # interrupt `lenet train` once its first pass is saved: the checkpoint of that
+    # pass must load, nothing half-written may remain, and the exit status is 130
+    out = tmp_path / "ckpt.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "lenet", "train", "--device", "cpu",
+                             "--data", str(mnist_dir), "--train-size", "500", "--epochs",
+                             "1000", "--fast", "--no-progress", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert out.exists(), "no pass completed"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    LeNet5.load(out)  # a complete, valid checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.log.jsonl", "ckpt.npz"]
