@@ -97,9 +97,10 @@ def add_train(sub):
                    help="where to train: NumPy on the CPU, the CUDA kernels, or the GPU "
                    "when one is present (default: auto)")
     p.add_argument("--recipe", choices=RECIPES, default="sgd",
-                   help="paper: per-pattern stochastic diagonal Levenberg-Marquardt "
-                   "(20 passes); sdlm-batch: the same on mini-batches; sgd: mini-batch SGD "
-                   "with momentum (default)")
+                   help="paper: per-pattern stochastic diagonal Levenberg-Marquardt as "
+                   "published (20 passes; its step sizes diverge in this implementation, see "
+                   "README); sdlm-batch: the same on mini-batches with 0.1 sqrt(batch) times "
+                   "the paper's steps; sgd: mini-batch SGD with momentum (default)")
     p.add_argument("--epochs", type=int, help="passes over the training set "
                    "(default: 20 for paper and sdlm-batch, 10 for sgd)")
     p.add_argument("--batch-size", type=int, help="patterns per update (default: 1 for "
