@@ -108,6 +108,9 @@ def add_train(sub):
     p.add_argument("--lr", type=float, help="sgd step size (default 2e-3); the SDLM "
                    "recipes follow the paper's schedule")
     p.add_argument("--momentum", type=float, default=0.9, help="sgd momentum (default 0.9)")
+    p.add_argument("--mu", type=float, default=0.02, help="SDLM's mu in eta / (mu + h): the "
+                   "paper's 0.02 by default; with this implementation's curvature estimates "
+                   "the paper's steps train at mu = 0.2 (see README)")
     p.add_argument("--loss", choices=["mse", "map"], default="mse",
                    help="mse: paper eq. 8, the correct class's penalty; map: paper eq. 9, "
                    f"which also pushes wrong classes up (j = {MAP_J:g})")
@@ -129,6 +132,8 @@ def run_train(args):
     from lenet.train import train
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, not {args.epochs}")
+    if args.mu <= 0:
+        raise UserError(f"--mu must be positive, not {args.mu}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
     if args.recipe == "paper" and args.batch_size not in (None, 1):
@@ -151,7 +156,7 @@ def run_train(args):
     try:
         train(model, train_set, test_set, recipe=args.recipe, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-              loss=args.loss, seed=args.seed, checkpoint=args.out, log=log,
+              loss=args.loss, seed=args.seed, mu=args.mu, checkpoint=args.out, log=log,
               progress=not args.no_progress, evaluate_train=not args.fast)
     except KeyboardInterrupt:
         kept = (f"the last complete pass is in {args.out}" if os.path.exists(args.out)

@@ -59,7 +59,7 @@ class Trainer:
     """Runs passes of one recipe over a training set held on the model's backend."""
 
     def __init__(self, model, images, labels, recipe="sgd", batch_size=None, lr=None,
-                 momentum=0.9, loss="mse", j=MAP_J, seed=0):
+                 momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU):
         settings = default_settings(recipe)
         self.model, self.ops = model, model.ops
         self.recipe, self.loss, self.j = recipe, loss, j
@@ -71,6 +71,9 @@ class Trainer:
                              "use --recipe sdlm-batch for mini-batches")
         self.lr = settings["lr"] if lr is None else lr
         self.momentum = momentum
+        if mu <= 0:
+            raise ValueError(f"mu must be positive, not {mu}")
+        self.mu = mu
         # paper: eta itself, per pattern; sdlm-batch: see the module docstring
         self.sdlm_factor = 1.0 if recipe == "paper" else \
             SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
@@ -122,7 +125,7 @@ class Trainer:
                                    self.momentum)
                 else:
                     ops.sdlm_update(self._params[name], g, self.hessian[name],
-                                    step * self.sdlm_factor, SDLM_MU)
+                                    step * self.sdlm_factor, self.mu)
             if progress is not None:
                 seen = start + len(index)
                 progress.advance(len(index), lambda seen=seen: self._running(seen))
@@ -141,7 +144,7 @@ def error_rate(model, images, labels):
 
 
 def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None, lr=None,
-          momentum=0.9, loss="mse", j=MAP_J, seed=0, checkpoint=None, log=None,
+          momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU, checkpoint=None, log=None,
           progress=True, evaluate_train=True, out=print):
     """Train `model` in place for `epochs` passes; after each pass print the
     train and test error, append a JSON line to `log` and save `checkpoint`.
@@ -150,7 +153,7 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
     Returns the list of per-pass records."""
     epochs = epochs or default_settings(recipe)["epochs"]
     trainer = Trainer(model, *train_set, recipe=recipe, batch_size=batch_size, lr=lr,
-                      momentum=momentum, loss=loss, j=j, seed=seed)
+                      momentum=momentum, loss=loss, j=j, seed=seed, mu=mu)
     out(f"training LeNet-5 on {model.device}: recipe {recipe}, loss {loss}, "
         f"{epochs} passes, batch size {trainer.batch_size}, {trainer.n} patterns")
     records = []
@@ -160,7 +163,7 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
         train_loss, running_error = trainer.train_pass(bar)
         bar.close()
         seconds = time.perf_counter() - started
-        record = {"pass": epoch + 1, "recipe": recipe, "loss": loss,
+        record = {"pass": epoch + 1, "recipe": recipe, "loss": loss, "mu": trainer.mu,
                   "step_size": trainer.step_size() if recipe == "sgd" else paper_eta(epoch),
                   "train_loss": train_loss, "running_train_error": running_error,
                   "train_error": error_rate(model, *train_set) if evaluate_train else None,
