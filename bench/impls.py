@@ -93,9 +93,8 @@ class ProjectImpl:
         return {"device": name.decode() if isinstance(name, bytes) else str(name)}
 
     def reset(self):
-        # copies: on the CPU set_parameters keeps the arrays it is given, and the
-        # training rows update them in place
-        self.model.set_parameters({k: np.array(v, copy=True) for k, v in self.params.items()})
+        # set_parameters copies, so the training rows never change self.params
+        self.model.set_parameters(self.params)
 
     def sync(self):
         self._sync()

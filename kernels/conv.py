@@ -55,8 +55,6 @@ from kernels.common import squash, through_squash
 K = 5                       # kernel size of every LeNet-5 convolution
 KK = K * K
 
-# f and f' in float32: numpy scalars become float32 constants inside kernels.
-
 # Shared-memory tiles (float32 elements): each kernel's stay under the 48 KiB of static
 # shared memory a block may have.
 X_SHARED = 4096    # forward v2: input maps of a block's images (C1 1024, C3 1176, C5 400 each)

@@ -44,6 +44,10 @@ def _device_help():
 def load_raw(split, directory):
     """(uint8 images (N,28,28), int64 labels) of one MNIST split, or a UserError."""
     from lenet.data import MNISTError, load_mnist
+    if directory is not None and not os.path.isdir(directory):
+        # a mistyped --data must not become a new directory and a download
+        raise UserError(f"no such directory: {directory} (give the directory that holds the "
+                        "MNIST files, or leave --data out to use $LENET_DATA or the cache)")
     try:
         images, labels = load_mnist(split, directory)
     except MNISTError as e:
@@ -115,12 +119,13 @@ def add_train(sub):
                    help="mse: paper eq. 8, the correct class's penalty; map: paper eq. 9, "
                    f"which also pushes wrong classes up (j = {MAP_J:g})")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and "
-                   "shuffling: the same seed on the same device repeats a run")
+                   "shuffling: the same seed on the same device repeats a run bit for bit "
+                   "(on the GPU for batches of up to 4096 images)")
     p.add_argument("--train-size", type=int, help="use only the first N training digits")
     p.add_argument("--out", default="lenet5.npz", help="checkpoint to write (default "
                    "lenet5.npz)")
-    p.add_argument("--log", help="append one JSON line per pass to this file (default: "
-                   "the checkpoint's name with .log.jsonl)")
+    p.add_argument("--log", help="write one JSON line per pass to this file, replacing an "
+                   "older one (default: the checkpoint's name with .log.jsonl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--fast", action="store_true", help="skip the full training-set error "
                    "after each pass (print the running error of the pass instead)")
@@ -143,7 +148,10 @@ def run_train(args):
     if not os.path.isdir(out_dir):
         raise UserError(f"cannot write {args.out}: directory {out_dir} does not exist")
     train_set = load_split("train", args.data)
-    if args.train_size:
+    if args.train_size is not None:
+        if not 1 <= args.train_size <= len(train_set[1]):
+            raise UserError(f"--train-size must lie in 1..{len(train_set[1])}, "
+                            f"not {args.train_size}")
         train_set = (train_set[0][:args.train_size], train_set[1][:args.train_size])
     test_set = load_split("test", args.data)
     try:
@@ -153,18 +161,24 @@ def run_train(args):
     log = args.log or os.path.splitext(args.out)[0] + ".log.jsonl"
     if os.path.exists(log):
         os.remove(log)
+    before = _mtime(args.out)
     try:
         train(model, train_set, test_set, recipe=args.recipe, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
               loss=args.loss, seed=args.seed, mu=args.mu, checkpoint=args.out, log=log,
               progress=not args.no_progress, evaluate_train=not args.fast)
     except KeyboardInterrupt:
-        kept = (f"the last complete pass is in {args.out}" if os.path.exists(args.out)
-                else "no pass was completed, nothing saved")
+        saved = _mtime(args.out) not in (None, before)  # written by this run
+        kept = (f"the last complete pass is in {args.out}" if saved
+                else f"no pass was completed; {args.out} was not written")
         print(f"\ninterrupted; {kept}", file=sys.stderr)
         return 130
     print(f"checkpoint: {args.out}\nlog: {log}")
     return 0
+
+
+def _mtime(path):
+    return os.stat(path).st_mtime_ns if os.path.exists(path) else None
 
 
 # -------------------------------------------------------------------- eval

@@ -155,7 +155,10 @@ class LeNet5:
         if len(shape) != 4 or shape[1:] != (1, 32, 32):
             raise ValueError(f"images must have shape (N,1,32,32) or (N,32,32), not "
                              f"{tuple(x.shape)}; lenet.data.preprocess pads 28x28 digits")
-        if np.dtype(x.dtype).kind != "f":
+        # a device array of another library (PyTorch) may have a dtype NumPy cannot read
+        cai = getattr(x, "__cuda_array_interface__", None)
+        dtype = np.dtype(cai["typestr"]) if cai is not None else np.dtype(x.dtype)
+        if dtype.kind != "f":
             raise TypeError(f"images must be floating point (float32), not {x.dtype}; "
                             "lenet.data.preprocess maps uint8 pixels to the paper's range")
         return self.ops.asarray(x).reshape(shape)

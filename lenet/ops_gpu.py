@@ -1,10 +1,10 @@
 """The GPU backend: the op interface of `lenet.ops_cpu.CPUOps` on Numba device arrays.
 
-Each op allocates its output from a buffer cache keyed by (op, shape, dtype),
-so a training loop or repeated forward passes reuse device memory instead of
-allocating per call. A buffer is overwritten by the next call of the same op
-with the same shape: the model copies what it hands to a user (`forward`,
-`predict`) into fresh arrays. Inputs may be NumPy arrays (copied to the device
+Each op takes its output from a buffer cache, one buffer per (op, trailing
+shape, dtype) grown to the largest batch seen, so a training loop or repeated
+forward passes reuse device memory instead of allocating per call. A buffer is
+overwritten by the next call of the same op: the model copies what it hands to
+a user (`forward`, `predict`) into fresh arrays. Inputs may be NumPy arrays (copied to the device
 once) or any object with `__cuda_array_interface__` (CuPy, PyTorch CUDA
 tensors, Numba device arrays), used in place without a host round trip.
 """
@@ -38,11 +38,23 @@ class GPUOps:
         self._buffers = {}
 
     def _out(self, tag, shape, dtype=np.float32):
-        key = (tag, tuple(int(s) for s in shape), np.dtype(dtype).str)
+        """A cached output buffer for one batch: one per (op, trailing shape,
+        dtype), grown to the largest batch asked for and handed out as a view of
+        its first rows, so that varying batch sizes do not pile up buffers."""
+        shape = tuple(int(s) for s in shape)
+        key = (tag, shape[1:], np.dtype(dtype).str)
         buf = self._buffers.get(key)
-        if buf is None:
-            buf = self._buffers[key] = cuda.device_array(key[1], dtype=dtype)
-        return buf
+        if buf is None or buf.shape[0] < shape[0]:
+            buf = self._buffers[key] = cuda.device_array(shape, dtype=dtype)
+        return buf if buf.shape[0] == shape[0] else buf[:shape[0]]
+
+    def _param_out(self, tag, shape):
+        """A cached buffer shaped like a parameter (its gradient or curvature),
+        keyed by the whole shape: C1's, C3's and C5's biases must not share one."""
+        key = (tag, tuple(int(s) for s in shape))
+        if key not in self._buffers:
+            self._buffers[key] = cuda.device_array(key[1], dtype=np.float32)
+        return self._buffers[key]
 
     # ------------------------------------------------------------- memory
     def asarray(self, x, dtype=None):
@@ -81,15 +93,15 @@ class GPUOps:
 
     def conv_backward(self, dout, out, x, weight, table, need_dx=True):
         dx = self._out("conv_dx", x.shape) if need_dx else None
-        dw = self._out("conv_dw", weight.shape)
-        db = self._out("conv_db", weight.shape[:1])
+        dw = self._param_out("conv_dw", weight.shape)
+        db = self._param_out("conv_db", weight.shape[:1])
         conv.conv_backward(dx, dw, db, dout, out, x, weight, table)
         return dx, dw, db
 
     def conv_backward2(self, hout, out, x, weight, table, need_hx=True):
         hx = self._out("conv_hx", x.shape) if need_hx else None
-        hw = self._out("conv_hw", weight.shape)
-        hb = self._out("conv_hb", weight.shape[:1])
+        hw = self._param_out("conv_hw", weight.shape)
+        hb = self._param_out("conv_hb", weight.shape[:1])
         conv.conv_backward2(hx, hw, hb, hout, out, x, weight, table)
         return hx, hw, hb
 
@@ -100,15 +112,15 @@ class GPUOps:
         return out
 
     def subsample_backward(self, dout, out, x, coef):
-        dx, dc, db = (self._out(t, s) for t, s in
-                      (("sub_dx", x.shape), ("sub_dc", coef.shape), ("sub_db", coef.shape)))
+        dx = self._out("sub_dx", x.shape)
+        dc, db = self._param_out("sub_dc", coef.shape), self._param_out("sub_db", coef.shape)
         subsample.subsample_backward(dx, dc, db, dout, out, x, coef,
                                      version=self._subsample_version(x))
         return dx, dc, db
 
     def subsample_backward2(self, hout, out, x, coef):
-        hx, hc, hb = (self._out(t, s) for t, s in
-                      (("sub_hx", x.shape), ("sub_hc", coef.shape), ("sub_hb", coef.shape)))
+        hx = self._out("sub_hx", x.shape)
+        hc, hb = self._param_out("sub_hc", coef.shape), self._param_out("sub_hb", coef.shape)
         subsample.subsample_backward2(hx, hc, hb, hout, out, x, coef,
                                       version=self._subsample_version(x))
         return hx, hc, hb
@@ -122,16 +134,16 @@ class GPUOps:
         return out
 
     def full_backward(self, dout, out, x, weight):
-        dx, dw, db = (self._out(t, s) for t, s in
-                      (("full_dx", x.shape), ("full_dw", weight.shape),
-                       ("full_db", weight.shape[:1])))
+        dx = self._out("full_dx", x.shape)
+        dw = self._param_out("full_dw", weight.shape)
+        db = self._param_out("full_db", weight.shape[:1])
         full.full_backward(dx, dw, db, dout, out, x, weight)
         return dx, dw, db
 
     def full_backward2(self, hout, out, x, weight):
-        hx, hw, hb = (self._out(t, s) for t, s in
-                      (("full_hx", x.shape), ("full_hw", weight.shape),
-                       ("full_hb", weight.shape[:1])))
+        hx = self._out("full_hx", x.shape)
+        hw = self._param_out("full_hw", weight.shape)
+        hb = self._param_out("full_hb", weight.shape[:1])
         full.full_backward2(hx, hw, hb, hout, out, x, weight)
         return hx, hw, hb
 

@@ -65,7 +65,7 @@ class Trainer:
         settings = default_settings(recipe)
         self.model, self.ops = model, model.ops
         self.recipe, self.loss, self.j = recipe, loss, j
-        self.batch_size = int(batch_size or settings["batch_size"])
+        self.batch_size = int(settings["batch_size"] if batch_size is None else batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
         if recipe == "paper" and self.batch_size != 1:
@@ -80,9 +80,11 @@ class Trainer:
         self.sdlm_factor = 1.0 if recipe == "paper" else \
             SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
         model._check_loss(loss)
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = model._input(images)
-        self.labels = model._labels(labels, len(labels))
-        self.n = len(labels)
+        self.n = self.images.shape[0]
+        self.labels = model._labels(labels, self.n)
         self.rng = np.random.default_rng(seed)
         params = model._params
         zeros = {k: np.zeros(v.shape, model.dtype) for k, v in model.parameters().items()}
@@ -93,7 +95,11 @@ class Trainer:
         self.pass_index = 0
 
     def step_size(self):
-        return paper_eta(self.pass_index) if self.recipe != "sgd" else self.lr
+        """The global step of the coming pass: sgd's lr, or the paper's eta for
+        this pass times the recipe's factor (1 for paper, 0.1 sqrt(B) for sdlm-batch)."""
+        if self.recipe == "sgd":
+            return self.lr
+        return paper_eta(self.pass_index) * self.sdlm_factor
 
     def estimate_hessian(self):
         """h_kk: the Gauss-Newton diagonal averaged over 500 random patterns."""
@@ -126,8 +132,7 @@ class Trainer:
                     ops.sgd_update(self._params[name], g, self.velocity[name], step,
                                    self.momentum)
                 else:
-                    ops.sdlm_update(self._params[name], g, self.hessian[name],
-                                    step * self.sdlm_factor, self.mu)
+                    ops.sdlm_update(self._params[name], g, self.hessian[name], step, self.mu)
             if progress is not None:
                 seen = start + len(index)
                 progress.advance(len(index), lambda seen=seen: self._running(seen))
@@ -153,7 +158,9 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
 
     train_set and test_set are (preprocessed images, labels) pairs.
     Returns the list of per-pass records."""
-    epochs = epochs or default_settings(recipe)["epochs"]
+    epochs = default_settings(recipe)["epochs"] if epochs is None else epochs
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, not {epochs}")
     trainer = Trainer(model, *train_set, recipe=recipe, batch_size=batch_size, lr=lr,
                       momentum=momentum, loss=loss, j=j, seed=seed, mu=mu)
     out(f"training LeNet-5 on {model.device}: recipe {recipe}, loss {loss}, "
@@ -161,12 +168,13 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
     records = []
     for epoch in range(epochs):
         started = time.perf_counter()
+        step = trainer.step_size()
         bar = Progress(trainer.n, f"pass {epoch + 1}/{epochs}", enabled=progress)
         train_loss, running_error = trainer.train_pass(bar)
         bar.close()
         seconds = time.perf_counter() - started
-        record = {"pass": epoch + 1, "recipe": recipe, "loss": loss, "mu": trainer.mu,
-                  "step_size": trainer.step_size() if recipe == "sgd" else paper_eta(epoch),
+        record = {"pass": epoch + 1, "recipe": recipe, "loss": loss, "step_size": step,
+                  "mu": None if recipe == "sgd" else trainer.mu,
                   "train_loss": train_loss, "running_train_error": running_error,
                   "train_error": error_rate(model, *train_set) if evaluate_train else None,
                   "test_error": error_rate(model, *test_set),

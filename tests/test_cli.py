@@ -241,6 +241,13 @@ def mistakes(trained, files, bad_data, mnist_dir):
         "show: text as checkpoint": ("show", "maps", "--checkpoint", text, "--index", 0),
         "show: corrupt data": ("show", "errors", "--checkpoint", checkpoint, "--data",
                                bad_data, *cpu),
+        # a mistyped --data must be refused, not created and downloaded into
+        "train: no such data directory": ("train", "--data", text.parent / "no-such-dir",
+                                          *cpu, "--out", text.parent / "x"),
+        "train: train size 0": ("train", "--data", mnist_dir, "--train-size", 0, *cpu,
+                                "--out", text.parent / "x"),
+        "train: train size too large": ("train", "--data", mnist_dir, "--train-size", 60001,
+                                        *cpu, "--out", text.parent / "x"),
     }
 
 
@@ -248,6 +255,8 @@ def test_user_mistakes_are_one_line_and_exit_2(trained, files, bad_data, mnist_d
     failures = []
     for what, args in mistakes(trained, files, bad_data, mnist_dir).items():
         result = lenet(*args)
+        if what == "train: no such data directory":
+            assert not os.path.exists(args[2]), "the directory was created"
         lines = result.stderr.splitlines()
         if (result.returncode != 2 or len(lines) != 1 or "Traceback" in result.stderr
                 or not lines[0].startswith(f"lenet {args[0]}: error: ")):

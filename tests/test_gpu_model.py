@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 from conftest import SIMULATOR
 
+from kernels import reference as ref
 from kernels.tolerance import assert_close
 from lenet import LeNet5
 
 N_IMAGES = 2 if SIMULATOR else 3001
 # the simulator runs every CUDA thread in Python: one backward pass over one image
-# takes minutes there, so it checks the MAP loss only (its dy and hy are both
-# non-trivial; MSE's hy is 0); a real GPU checks both on 1000 images
+# takes minutes there, so it checks the MAP loss only (with j = 90 its dy and hy
+# are both non-trivial for an untrained net, whose penalties are near 84; MSE's
+# hy is 0); a real GPU checks both on 1000 images
 LOSSES = ["map"] if SIMULATOR else ["mse", "map"]
 
 
@@ -74,13 +76,17 @@ def test_gradients_and_curvature_match_cpu(pair, loss):
     n = 1 if SIMULATOR else 1000
     x = images(n, seed=4)
     labels = np.random.default_rng(5).integers(0, 10, n)
-    value_cpu, grads_cpu = cpu.gradients(x, labels, loss)
-    value_gpu, grads_gpu = gpu.gradients(x, labels, loss)
+    j = 90.0
+    if loss == "map":  # the check below is about MAP, not MSE in disguise
+        _, _, hy = ref.map_loss_ref(cpu.forward(x).astype(np.float64), labels, j)
+        assert hy.max() > 1e-3 / n
+    value_cpu, grads_cpu = cpu.gradients(x, labels, loss, j)
+    value_gpu, grads_gpu = gpu.gradients(x, labels, loss, j)
     assert abs(value_gpu - value_cpu) <= 1e-5 * abs(value_cpu)
     for k in grads_cpu:
         assert_close(grads_gpu[k], grads_cpu[k], what=f"d{k}")
-    h_cpu = cpu.second_derivatives(x, labels, loss)
-    h_gpu = gpu.second_derivatives(x, labels, loss)
+    h_cpu = cpu.second_derivatives(x, labels, loss, j)
+    h_gpu = gpu.second_derivatives(x, labels, loss, j)
     for k in h_cpu:
         assert_close(h_gpu[k], h_cpu[k], what=f"h{k}")
 

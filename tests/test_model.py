@@ -117,12 +117,26 @@ def test_forward_rejects_bad_images():
 
 # ---------------------------------------------------------------- gradients
 
+# An untrained net gives every class a penalty near 84; with the default j = 10
+# MAP's extra terms would be ~1e-33 and the test would check MSE again. j = 90
+# puts exp(-j) among the exp(-y_i), so every term of eq. 9 counts.
+MAP_TEST_J = 90.0
+
+
+def test_map_test_setting_is_not_trivial():
+    m = LeNet5(seed=1, dtype=np.float64)
+    acts = m._forward(m._input(images(3, seed=6)))
+    _, dy, hy = ref.map_loss_ref(acts[-1], np.array([3, 7, 1]), MAP_TEST_J)
+    _, dy_mse, _ = ref.mse_loss_ref(acts[-1], np.array([3, 7, 1]))
+    assert hy.max() > 1e-3 and np.abs(dy - dy_mse).max() > 1e-3
+
+
 @pytest.mark.parametrize("loss", ["mse", "map"])
 def test_gradients_match_finite_differences(loss):
     r = np.random.default_rng(5)
     m = LeNet5(seed=1, dtype=np.float64)
     x, labels = images(3, seed=6), np.array([3, 7, 1])
-    value, grads = m.gradients(x, labels, loss)
+    value, grads = m.gradients(x, labels, loss, MAP_TEST_J)
     p = m.parameters()
     assert set(grads) == set(p) and all(grads[k].shape == p[k].shape for k in p)
     assert np.all(grads["C3.weight"][~C3_TABLE.T] == 0)
@@ -135,14 +149,14 @@ def test_gradients_match_finite_differences(loss):
             q = {k: v.copy() for k, v in p.items()}
             q[name][i] += eps
             m.set_parameters(q)
-            hi, _ = m.gradients(x, labels, loss)
+            hi, _ = m.gradients(x, labels, loss, MAP_TEST_J)
             q[name][i] -= 2 * eps
             m.set_parameters(q)
-            lo, _ = m.gradients(x, labels, loss)
+            lo, _ = m.gradients(x, labels, loss, MAP_TEST_J)
             numeric = (hi - lo) / (2 * eps)
             assert abs(numeric - grads[name][i]) <= 1e-6 * max(1.0, abs(numeric)), (name, i)
         m.set_parameters(p)
-    assert abs(value - m.gradients(x, labels, loss)[0]) == 0
+    assert abs(value - m.gradients(x, labels, loss, MAP_TEST_J)[0]) == 0
 
 
 def test_second_derivatives_of_f6_are_gauss_newton():
@@ -157,7 +171,7 @@ def test_second_derivatives_of_f6_are_gauss_newton():
     h = m.second_derivatives(x, labels, "mse")
     np.testing.assert_allclose(h["F6.weight"], expected, rtol=1e-12)
     for loss in ("mse", "map"):
-        h = m.second_derivatives(x, labels, loss)
+        h = m.second_derivatives(x, labels, loss, MAP_TEST_J)
         assert all(v.min() >= 0 for v in h.values()), loss
         assert np.all(h["C3.weight"][~C3_TABLE.T] == 0)
 

@@ -53,39 +53,43 @@ def test_training_is_reproducible(small_mnist):
         np.testing.assert_array_equal(results[0][k], results[1][k])
 
 
-def test_sdlm_step_is_eta_over_mu_plus_h(small_mnist):
-    # one per-pattern step of the paper's recipe, recomputed by hand
+@pytest.mark.parametrize("recipe, batch, factor", [("paper", 1, 1.0),
+                                                    ("sdlm-batch", 4, 0.1 * 2)])
+def test_sdlm_step_is_eta_over_mu_plus_h(small_mnist, recipe, batch, factor):
+    # one step of train_pass, recomputed by hand: the curvature is the mean
+    # Gauss-Newton diagonal over the (here: all) patterns, held for the pass,
+    # and each parameter moves by factor * eta / (mu + h) times its gradient
     (x, y), _ = small_mnist
+    x, y = x[:batch], y[:batch]
     model = LeNet5(seed=1, dtype=np.float64)
-    trainer = Trainer(model, x[:600], y[:600], recipe="paper", seed=0)
-    trainer.estimate_hessian()
-    hess = {k: model.ops.to_host(v) for k, v in trainer.hessian.items()}
     before = model.parameters()
-    first = np.random.default_rng(0)  # the trainer's generator, replayed
-    chosen = first.choice(600, 500, replace=False)
-    expected_h = model.second_derivatives(x[chosen], y[chosen])
-    for k in hess:
-        np.testing.assert_allclose(hess[k], expected_h[k], rtol=1e-12)
-    _, grads = model.gradients(x[:1], y[:1])
-    # apply exactly one pattern through the trainer's update
-    for name, g in grads.items():
-        model.ops.sdlm_update(model._params[name], model.ops.asarray(g), trainer.hessian[name],
-                              paper_eta(0), SDLM_MU)
+    h = model.second_derivatives(x, y)
+    _, grads = model.gradients(x, y)
+    Trainer(model, x, y, recipe=recipe, batch_size=batch, seed=0, mu=0.05).train_pass()
     after = model.parameters()
     for k in before:
-        np.testing.assert_allclose(after[k], before[k] - 5e-4 / (0.02 + hess[k]) * grads[k],
-                                   rtol=1e-12, atol=1e-15)
+        step = factor * paper_eta(0) / (0.05 + h[k]) * grads[k]
+        np.testing.assert_allclose(after[k], before[k] - step, rtol=1e-10, atol=1e-14,
+                                   err_msg=k)
 
 
-@pytest.mark.parametrize("recipe", ["paper", "sdlm-batch"])
-def test_sdlm_recipes_run_and_lower_the_loss(small_mnist, recipe):
+@pytest.mark.parametrize("recipe, mu", [("paper", 0.2), ("sdlm-batch", SDLM_MU)])
+def test_sdlm_recipes_lower_the_loss(small_mnist, recipe, mu):
+    # the paper's own mu = 0.02 diverges with these curvature estimates (README)
     (x, y), _ = small_mnist
     model = LeNet5(seed=2)
-    trainer = Trainer(model, x[:1000], y[:1000], recipe=recipe, seed=0)
+    trainer = Trainer(model, x[:1000], y[:1000], recipe=recipe, seed=0, mu=mu)
     losses = [trainer.train_pass()[0] for _ in range(2)]
     assert all(np.isfinite(v).all() for v in model.parameters().values())
-    if recipe == "sdlm-batch":  # the paper's literal step sizes do not train here
-        assert losses[1] < losses[0] < 84
+    assert losses[1] < losses[0] < 84
+
+
+def test_trainer_rejects_mismatched_data(small_mnist):
+    (x, y), _ = small_mnist
+    with pytest.raises(ValueError, match="6 images but 3 labels"):
+        Trainer(LeNet5(), x[:6], y[:3])
+    with pytest.raises(ValueError, match="batch size must be at least 1"):
+        Trainer(LeNet5(), x[:6], y[:6], batch_size=0)
 
 
 def test_paper_recipe_refuses_batches(small_mnist):
