@@ -40,6 +40,8 @@ def check_device_array(op, name, a, shape, dtype=np.float32):
     of `dtype` and `shape`."""
     if isinstance(a, np.ndarray):
         raise ValueError(f"{op}: {name} is a host array; pass a device array")
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        raise ValueError(f"{op}: {name} is a {type(a).__name__}, not a device array")
     if tuple(a.shape) != tuple(shape):
         raise ValueError(f"{op}: {name} has shape {tuple(a.shape)}, expected {tuple(shape)}")
     if a.dtype != dtype:

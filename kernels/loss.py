@@ -30,6 +30,8 @@ import math
 import numpy as np
 from numba import cuda, float32
 
+from kernels.common import check_device_array
+
 N_CLASSES = 10
 BLOCK = 128  # threads per block
 KIND_MSE = 0
@@ -80,18 +82,6 @@ def loss_forward_backward_kernel(losses, dy, hy, y, labels, kind, j, inv_n):
         hy[n, i] = p * q * inv_n
 
 
-def _check(name, a, shape, dtype):
-    """ValueError unless `a` is a C-contiguous device array of this shape and dtype."""
-    if isinstance(a, np.ndarray):
-        raise ValueError(f"loss: {name} is a host array; pass a device array")
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"loss: {name} has shape {tuple(a.shape)}, expected {tuple(shape)}")
-    if a.dtype != dtype:
-        raise ValueError(f"loss: {name} has dtype {a.dtype}, expected {np.dtype(dtype)}")
-    if not (a.is_c_contiguous() if hasattr(a, "is_c_contiguous") else a.flags.c_contiguous):
-        raise ValueError(f"loss: {name} must be C-contiguous")
-
-
 def loss_forward_backward(losses, dy, hy, y, labels, kind, j):
     """Per-pattern losses (N,) and dy, hy (N,10) of their mean, from y (N,10) and
     labels (N,) int32; kind "mse" or "map", j the MAP constant (unused by mse)."""
@@ -100,11 +90,11 @@ def loss_forward_backward(losses, dy, hy, y, labels, kind, j):
     if len(getattr(y, "shape", ())) != 2:
         raise ValueError(f"loss: y must be (N,{N_CLASSES}), got shape {getattr(y, 'shape', None)}")
     n_img = y.shape[0]
-    _check("y", y, (n_img, N_CLASSES), np.float32)
-    _check("labels", labels, (n_img,), np.int32)
-    _check("losses", losses, (n_img,), np.float32)
-    _check("dy", dy, (n_img, N_CLASSES), np.float32)
-    _check("hy", hy, (n_img, N_CLASSES), np.float32)
+    check_device_array("loss", "y", y, (n_img, N_CLASSES), np.float32)
+    check_device_array("loss", "labels", labels, (n_img,), np.int32)
+    check_device_array("loss", "losses", losses, (n_img,), np.float32)
+    check_device_array("loss", "dy", dy, (n_img, N_CLASSES), np.float32)
+    check_device_array("loss", "hy", hy, (n_img, N_CLASSES), np.float32)
     if not math.isfinite(j):
         raise ValueError(f"loss: j must be finite, got {j!r}")
     inv_n = np.float32(1.0 / n_img) if n_img else np.float32(0)
