@@ -111,17 +111,18 @@ def test_training_pass_matches_cpu():
         assert_close(pb[k], pa[k], what=k)
 
 
+@pytest.mark.skipif(SIMULATOR, reason="the simulator runs blocks one after another, so its "
+                    "atomics cannot race: bit-reproducibility is a property of a real GPU")
 def test_gpu_training_is_reproducible():
     # the same seed on the same device repeats a run bit for bit
     from lenet.train import Trainer
-    n = 2 if SIMULATOR else 256
+    n = 256
     x = images(n, seed=9)
     labels = np.random.default_rng(10).integers(0, 10, n)
     runs = []
     for _ in range(2):
         model = LeNet5(device="gpu", seed=4)
-        Trainer(model, x, labels, recipe="sgd", batch_size=2 if SIMULATOR else 16,
-                seed=2).train_pass()
+        Trainer(model, x, labels, recipe="sgd", batch_size=16, seed=2).train_pass()
         runs.append(model.parameters())
     for k in runs[0]:
         np.testing.assert_array_equal(runs[0][k], runs[1][k], err_msg=k)
