@@ -42,18 +42,6 @@ def pytest_report_header(config):
            f"kernel batch sizes {BATCHES}"
 
 
-# The simulator-heavy files run first. Run after tests/test_cli.py in the same
-# process, one simulated conv test took 45 s instead of 13 s (2026-11-22, cause
-# not found: no threads are left behind and gc is not it), and the whole suite
-# 21 min instead of about 12.
-SIMULATOR_HEAVY = ("test_conv_kernels.py", "test_layer_kernels.py", "test_gpu_model.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    if SIMULATOR:
-        items.sort(key=lambda item: item.path.name not in SIMULATOR_HEAVY)  # stable sort
-
-
 @pytest.fixture(scope="session")
 def mnist_dir():
     """The MNIST directory from LENET_DATA; skips with a reason when absent."""
