@@ -33,14 +33,14 @@ import math
 
 from numba import cuda, float32, float64
 
-from kernels.common import check_device_array, squash, through_squash
+from kernels.common import check_device_array, device_function, squash, through_squash
 
 BLOCK = 128  # v1: threads per block
 TILE = 16    # v2: blocks of TILE x TILE threads, shared tiles of TILE x TILE floats
 TILE_PAD = TILE + 1  # a tile row plus one padding column (a literal: shared shapes must be)
 
 
-@cuda.jit(device=True)
+@device_function
 def power(v, order):
     """v for order 1, v^2 for order 2."""
     return v * v if order == 2 else v

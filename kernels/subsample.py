@@ -38,7 +38,7 @@ import math
 
 from numba import cuda, float32
 
-from kernels.common import check_device_array, squash, through_squash
+from kernels.common import check_device_array, device_function, squash, through_squash
 
 BLOCK = 256          # threads per block of the one-thread-per-pixel kernels
 REDUCE_BLOCK = 256   # threads per block of the reducing kernels (a power of two)
@@ -47,7 +47,7 @@ MAX_BLOCKS_PER_MAP = 64  # v2: at most this many blocks per map; threads loop ov
 
 # ---------------------------------------------------------------- device helpers
 
-@cuda.jit(device=True)
+@device_function
 def block_sum(x, n, c, i, j):
     """The sum of x[n, c]'s 2x2 block (i, j)."""
     return (x[n, c, 2 * i, 2 * j] + x[n, c, 2 * i, 2 * j + 1]

@@ -34,6 +34,8 @@ import math
 import numpy as np
 from numba import cuda, float32
 
+from kernels.common import device_function
+
 BLOCK = 256  # threads per block (a power of two: sum_into reduces a block as a tree)
 
 
@@ -94,7 +96,7 @@ def gather_kernel(out_images, out_labels, images, labels, index):
         out_labels[b] = labels[src]
 
 
-@cuda.jit(device=True)
+@device_function
 def argmin_row(y, n):
     """The first i with the smallest y[n, i]."""
     best = 0
