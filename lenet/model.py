@@ -62,15 +62,29 @@ def _make_ops(device, dtype):
     raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', not {device!r}")
 
 
-def init_parameters(seed=None, dtype=np.float32):
-    """The paper's initialisation: every weight and bias uniform in
-    [-2.4/F, 2.4/F], F the fan-in of the unit it belongs to; C3's weights are
-    exact zeros where the connection table has no connection."""
+INITS = ("fan-in", "sqrt-fan-in")
+
+
+def init_parameters(seed=None, dtype=np.float32, init="fan-in"):
+    """The paper's initialisation: every weight and bias uniform in [-2.4/F, 2.4/F],
+    F the fan-in of the unit it belongs to; C3's weights are exact zeros where the
+    connection table has no connection.
+
+    init="sqrt-fan-in" draws from [-2.4/sqrt(F), 2.4/sqrt(F)] instead. It is what the
+    paper's stated reason for its choice asks for ("that the initial standard
+    deviation of the weighted sums be in the same range for each unit, and fall
+    within the normal operating region of the sigmoid"): with inputs of variance
+    about 1, a weighted sum over F inputs has standard deviation 1.39 / sqrt(F)
+    under the paper's letter (0.07 for C5), 1.39 for every unit under sqrt(F).
+    It matters for SDLM: see lenet/train.py."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, not {init!r}")
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in PARAMETER_SHAPES.items():
         layer = name.split(".")[0]
-        limit = 2.4 / np.asarray(fan_in(layer), dtype=np.float64)
+        f = np.asarray(fan_in(layer), dtype=np.float64)
+        limit = 2.4 / (f if init == "fan-in" else np.sqrt(f))
         if np.ndim(limit):  # per output map: broadcast along axis 0
             limit = limit.reshape((-1,) + (1,) * (len(shape) - 1))
         value = rng.uniform(-1.0, 1.0, size=shape) * limit
@@ -110,9 +124,10 @@ class LeNet5:
 
     device: "cpu" (NumPy), "gpu" (Numba CUDA kernels) or "auto" (the GPU when
     one is present). dtype: float32, or float64 on the CPU for checking.
+    seed, init: the initial parameters' seed and range (see init_parameters).
     """
 
-    def __init__(self, device="cpu", seed=None, dtype=np.float32):
+    def __init__(self, device="cpu", seed=None, dtype=np.float32, init="fan-in"):
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, not {dtype}")
@@ -123,7 +138,7 @@ class LeNet5:
         self._tables = {k: self.ops.prepare_table(t) for k, t in CONV_TABLES.items()}
         self._centers = self.ops.asarray(RBF_CENTERS)
         self._params = {}
-        self.set_parameters(init_parameters(seed, dtype))
+        self.set_parameters(init_parameters(seed, dtype, init))
 
     def __repr__(self):
         return f"LeNet5(device={self.device!r}, dtype={self.dtype.name})"

@@ -4,9 +4,8 @@ Each kernel version runs on the C1, C3 and C5 shapes of LeNet-5 at the batch siz
 conftest.BATCHES, with seeded random inputs (weights three times the paper's
 initial range, C3's exactly zero off the table) and outputs poisoned with NaN, and is
 compared with kernels/reference.py (float64, on the same float32 inputs) under the one
-float32 tolerance of kernels/tolerance.py. Under the CUDA simulator, where every CUDA
-thread is a Python thread, the launches of tens of thousands of threads are
-skipped with the reason shown; a GPU runs everything.
+float32 tolerance of kernels/tolerance.py. The simulator and a GPU run the same cases,
+at the batch sizes conftest.BATCHES gives each.
 
     pytest -q tests/test_conv_kernels.py
 """
@@ -32,13 +31,6 @@ CASES = [(layer, n, version) for layer in SHAPES for n in BATCHES for version in
 def _case_id(case):
     layer, n, version = case
     return f"{layer}-n{n}-v{version}"
-
-
-def _backward_too_slow_for_simulator(layer, version):
-    """The reason a backward case is skipped under the simulator, or None."""
-    if SIMULATOR and layer == "C5" and version == 1:
-        return "simulator: weights v1 on C5 runs one Python thread per weight (48,120)"
-    return None
 
 
 # ------------------------------------------------------------------ data
@@ -151,8 +143,6 @@ def test_conv_forward(layer, n, version):
 @pytest.mark.parametrize("layer, n, version", CASES, ids=map(_case_id, CASES))
 def test_conv_backward(layer, n, version, second):
     """conv_backward (dx, dweight, dbias) and conv_backward2 (hx, hweight, hbias)."""
-    if reason := _backward_too_slow_for_simulator(layer, version):
-        pytest.skip(reason)
     x, weight, _, dout, hout, out = _inputs(layer, n)
     table = CONV_TABLES[layer]
     # The backend asks no dx of C1: its n=1 case (every C1 case under the simulator,

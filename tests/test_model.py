@@ -80,6 +80,37 @@ def test_initialisation_follows_fan_in():
     assert np.array_equal(p["C5.weight"], LeNet5(seed=3).parameters()["C5.weight"])
 
 
+@pytest.mark.parametrize("init, scale", [("fan-in", lambda f: f),
+                                         ("sqrt-fan-in", lambda f: np.sqrt(f))])
+def test_initialisation_ranges(init, scale):
+    # every parameter divided by its bound 2.4 / scale(F) is uniform on [-1, 1]: none
+    # beyond 1, and the mean magnitude of all 60,000 is 1/2 (standard error 0.0012).
+    # F counted here from the paper's layer table, not from lenet.architecture
+    fans = {"C1": 25, "S2": 4, "S4": 4, "C5": 400, "F6": 120}
+    p = LeNet5(seed=5, init=init).parameters()
+    normalised = []
+    for name, value in p.items():
+        layer = name.split(".")[0]
+        if layer == "C3":  # per map: 25 times the number of connected S2 maps
+            bound = 2.4 / scale(25.0 * C3_TABLE.sum(axis=0))
+            bound = bound.reshape((16,) + (1,) * (value.ndim - 1))
+            value = value / bound
+            value = value[C3_TABLE.T] if value.ndim == 4 else value
+        else:
+            value = value / (2.4 / scale(float(fans[layer])))
+        normalised.append(value.ravel())
+    normalised = np.abs(np.concatenate(normalised))
+    assert normalised.size == 60_000
+    assert normalised.max() <= 1.0
+    assert abs(normalised.mean() - 0.5) < 0.006
+    assert np.all(p["C3.weight"][~C3_TABLE.T] == 0)
+
+
+def test_initialisation_rejects_unknown_scheme():
+    with pytest.raises(ValueError, match="init must be one of"):
+        LeNet5(init="xavier")
+
+
 # ---------------------------------------------------------------- forward
 
 def test_forward_matches_layer_by_layer_reference():
