@@ -91,6 +91,7 @@ def _one_line(error):
 # ------------------------------------------------------------------- train
 
 def add_train(sub):
+    from lenet.model import INITS
     from lenet.train import RECIPES
     p = sub.add_parser("train", help="train LeNet-5 on MNIST and write a checkpoint",
                        description="Train LeNet-5 on the 60,000 MNIST training digits, "
@@ -109,8 +110,8 @@ def add_train(sub):
                    "(default: 20 for paper and sdlm-batch, 10 for sgd)")
     p.add_argument("--batch-size", type=int, help="patterns per update (default: 1 for "
                    "paper, 16 for sdlm-batch, 32 for sgd)")
-    p.add_argument("--lr", type=float, help="sgd step size (default 2e-3); the SDLM "
-                   "recipes follow the paper's schedule")
+    p.add_argument("--lr", type=float, help="sgd's step size (default 2e-3); the SDLM "
+                   "recipes follow the paper's schedule and refuse --lr")
     p.add_argument("--momentum", type=float, default=0.9, help="sgd momentum (default 0.9)")
     p.add_argument("--mu", type=float, default=0.02, help="SDLM's mu in eta / (mu + h): the "
                    "paper's 0.02 by default; with this implementation's curvature estimates "
@@ -118,6 +119,10 @@ def add_train(sub):
     p.add_argument("--loss", choices=["mse", "map"], default="mse",
                    help="mse: paper eq. 8, the correct class's penalty; map: paper eq. 9, "
                    f"which also pushes wrong classes up (j = {MAP_J:g})")
+    p.add_argument("--init", choices=INITS, default="fan-in",
+                   help="initial weights uniform in 2.4/F (fan-in: the paper's letter, "
+                   "default) or 2.4/sqrt(F) (sqrt-fan-in: what the paper's stated reason "
+                   "for the range asks for); F is a unit's fan-in")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and "
                    "shuffling: the same seed on the same device repeats a run bit for bit "
                    "(on the GPU for batches of up to 4096 images)")
@@ -141,6 +146,9 @@ def run_train(args):
         raise UserError(f"--mu must be positive, not {args.mu}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.lr is not None and args.recipe != "sgd":
+        raise UserError(f"--lr is sgd's step size; the {args.recipe} recipe follows the "
+                        "paper's schedule of eta (see --help)")
     if args.recipe == "paper" and args.batch_size not in (None, 1):
         raise UserError("the paper's recipe updates after every pattern; use --recipe "
                         "sdlm-batch for mini-batches")
@@ -155,7 +163,7 @@ def run_train(args):
         train_set = (train_set[0][:args.train_size], train_set[1][:args.train_size])
     test_set = load_split("test", args.data)
     try:
-        model = LeNet5(device=args.device, seed=args.seed)
+        model = LeNet5(device=args.device, seed=args.seed, init=args.init)
     except NotImplementedError as e:
         raise UserError(str(e)) from e
     log = args.log or os.path.splitext(args.out)[0] + ".log.jsonl"

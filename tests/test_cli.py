@@ -248,6 +248,10 @@ def mistakes(trained, files, bad_data, mnist_dir):
                                 "--out", text.parent / "x"),
         "train: train size too large": ("train", "--data", mnist_dir, "--train-size", 60001,
                                         *cpu, "--out", text.parent / "x"),
+        # an SDLM recipe follows the paper's schedule: a step size given to it is refused,
+        # not silently ignored
+        "train: --lr with sdlm": ("train", "--data", mnist_dir, "--recipe", "paper",
+                                  "--lr", 0.01, *cpu, "--out", text.parent / "x"),
     }
 
 
