@@ -12,7 +12,7 @@ tensors, Numba device arrays), used in place without a host round trip.
 import numpy as np
 from numba import cuda
 
-from kernels import conv, full, loss, rbf, subsample, update
+from kernels import conv, full, loss, rbf, sdlm, subsample, update
 
 
 def _device_view(x):
@@ -192,6 +192,15 @@ class GPUOps:
 
     def sdlm_update(self, param, grad, hess, eta, mu):
         update.sdlm_update(param, grad, hess, eta, mu)
+
+    def sdlm_steps(self, params, hess, stats, images, labels, order, start, count, eta, mu,
+                   kind, j, centers, c3_table):
+        """Per-pattern SDLM steps for order[start:start + count], fused into one kernel
+        (kernels/sdlm.py): what the batch-of-one loop does, without ~40 launches a pattern."""
+        if "sdlm_scratch" not in self._buffers:
+            self._buffers["sdlm_scratch"] = sdlm.make_scratch(centers)
+        sdlm.sdlm_steps(params, hess, self._buffers["sdlm_scratch"], stats, images, labels,
+                        order, start, count, eta, mu, kind, j, c3_table)
 
     def scale_add(self, acc, x, scale):
         update.scale_add(acc, x, scale)

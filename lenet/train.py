@@ -22,6 +22,10 @@
                 diverges at B = 16, while 0.1 sqrt(B) eta reaches 13.6% there.
     sgd         mini-batch SGD with momentum on the batch's mean loss.
 
+On the GPU the paper's recipe runs its per-pattern steps in one fused kernel
+(kernels/sdlm.py) instead of ~40 launches a pattern; everything else, and the CPU,
+goes layer by layer through the backend's ops.
+
 The training set lives on the backend (on the GPU: uploaded once). Each pass
 shuffles with a seeded host permutation (one index array per pass is the only
 upload), gathers batches with the backend's gather op, and accumulates loss and
@@ -41,6 +45,7 @@ RECIPES = ("paper", "sdlm-batch", "sgd")
 SDLM_MU = 0.02
 SDLM_HESSIAN_PATTERNS = 500
 SDLM_BATCH_SCALE = 0.1
+FUSED_CHUNK = 2000  # patterns per launch of the fused paper-recipe kernel
 
 
 def paper_eta(pass_index):
@@ -66,7 +71,7 @@ class Trainer:
     """Runs passes of one recipe over a training set held on the model's backend."""
 
     def __init__(self, model, images, labels, recipe="sgd", batch_size=None, lr=None,
-                 momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU):
+                 momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU, fused=True):
         settings = default_settings(recipe)
         self.model, self.ops = model, model.ops
         self.recipe, self.loss, self.j = recipe, loss, j
@@ -98,6 +103,9 @@ class Trainer:
         self.stats = self.ops.asarray(np.zeros(2, np.float64), dtype=np.float64)
         self._params = params
         self.pass_index = 0
+        # the paper's batch-of-one steps in one kernel where the backend has it (GPU);
+        # fused=False keeps the layer-by-layer loop, which the tests compare it with
+        self.fused = fused and hasattr(self.ops, "sdlm_steps")
 
     def step_size(self):
         """The global step of the coming pass: sgd's lr, or the paper's eta for
@@ -125,6 +133,9 @@ class Trainer:
         step = self.step_size()
         order = ops.asarray(self.rng.permutation(self.n), dtype=np.int32)
         ops.fill(self.stats, 0.0)
+        if self.recipe == "paper" and self.fused:
+            self._fused_pass(order, step, progress)
+            return self._finish_pass()
         for start in range(0, self.n, bs):
             index = order[start:start + bs]
             x, labels = ops.gather(self.images, self.labels, index)
@@ -141,8 +152,24 @@ class Trainer:
             if progress is not None:
                 seen = start + len(index)
                 progress.advance(len(index), lambda seen=seen: self._running(seen))
+        return self._finish_pass()
+
+    def _fused_pass(self, order, step, progress):
+        """The paper's per-pattern steps through the backend's fused kernel, in chunks
+        of FUSED_CHUNK patterns between progress updates."""
+        model = self.model
+        for start in range(0, self.n, FUSED_CHUNK):
+            count = min(FUSED_CHUNK, self.n - start)
+            self.ops.sdlm_steps(self._params, self.hessian, self.stats, self.images,
+                                self.labels, order, start, count, step, self.mu, self.loss,
+                                self.j, model._centers, model._tables["C3"])
+            if progress is not None:
+                seen = start + count
+                progress.advance(count, lambda seen=seen: self._running(seen))
+
+    def _finish_pass(self):
         self.pass_index += 1
-        loss_sum, errors = ops.to_host(self.stats)
+        loss_sum, errors = self.ops.to_host(self.stats)
         return loss_sum / self.n, errors / self.n
 
     def _running(self, seen):

@@ -10,6 +10,7 @@ from conftest import SIMULATOR
 
 from kernels import reference as ref
 from kernels.tolerance import assert_close
+from kernels.tolerance import relative_error as ref_relative_error
 from lenet import LeNet5
 
 N_IMAGES = 2 if SIMULATOR else 3001
@@ -109,6 +110,36 @@ def test_training_pass_matches_cpu():
     pa, pb = a.parameters(), b.parameters()
     for k in pa:
         assert_close(pb[k], pa[k], what=k)
+
+
+@pytest.mark.parametrize("loss", ["mse", "map"])
+def test_fused_paper_steps_match_cpu(loss):
+    # the paper's recipe on the GPU runs its per-pattern steps in one kernel
+    # (kernels/sdlm.py); the CPU model takes them layer by layer through the reference
+    # ops, in float64, from the same float32 parameters, curvature patterns and order
+    from lenet.train import Trainer
+    n = 3 if SIMULATOR else 200
+    x = images(n, seed=8)
+    labels = np.random.default_rng(9).integers(0, 10, n)
+    a = LeNet5(device="cpu", seed=4, dtype=np.float64, init="sqrt-fan-in")
+    b = LeNet5(device="gpu")
+    start = {k: v.astype(np.float32) for k, v in a.parameters().items()}
+    b.set_parameters(start)
+    a.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
+    ta, tb = (Trainer(m, x, labels, recipe="paper", seed=2, mu=0.2, loss=loss, j=20)
+              for m in (a, b))
+    assert tb.fused and not ta.fused  # the GPU takes the fused kernel, the CPU the loop
+    (loss_a, err_a), (loss_b, err_b) = ta.train_pass(), tb.train_pass()
+    assert abs(loss_b - loss_a) <= 1e-5 * abs(loss_a)
+    assert err_b == err_a
+    pa, pb = a.parameters(), b.parameters()
+    for k in pa:
+        assert_close(pb[k], pa[k], what=k)
+        # every parameter moved, by the reference's step (a looser bound: a step is a
+        # small difference of float32 numbers)
+        step_a, step_b = pa[k] - start[k], pb[k] - start[k]
+        assert np.abs(step_a).max() > 0, k
+        assert ref_relative_error(step_b, step_a) < 1e-3, k
 
 
 @pytest.mark.skipif(SIMULATOR, reason="the simulator runs blocks one after another, so its "
