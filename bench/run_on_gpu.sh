@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One session on a lent GPU machine: the whole test suite, the benchmarks and a
 # training run, each logged with the device, date and commit. Usage:
-#   bash bench/run_on_gpu.sh MNIST_DIR OUT_DIR [tests] [bench] [train]
+#   bash bench/run_on_gpu.sh MNIST_DIR OUT_DIR [tests] [bench] [train] [paper]
 # (the device tool: carry a copy of MNIST in an ignored folder, e.g. .carry/mnist)
 set -uo pipefail
 data=$1; out=$2; shift 2
@@ -26,5 +26,10 @@ for step in $steps; do
         { header "lenet train --device gpu"; timeout 240 python -m lenet train --device gpu \
             --data "$data" --recipe sgd --epochs 10 --no-progress --out "$out/sgd.npz" 2>&1; } \
             | tee "$out/train-sgd.log" | tail -15 ;;
+    paper)  # the paper's recipe, 20 per-pattern passes through the fused kernel
+        { header "lenet train --device gpu --recipe paper"; timeout 540 python -m lenet train \
+            --device gpu --data "$data" --recipe paper --mu 0.2 --init sqrt-fan-in \
+            --no-progress --out "$out/paper.npz" 2>&1; } \
+            | tee "$out/train-paper.log" | tail -25 ;;
     esac
 done
