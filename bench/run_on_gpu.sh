@@ -28,7 +28,7 @@ for step in $steps; do
             | tee "$out/train-sgd.log" | tail -15 ;;
     paper)  # the paper's recipe, 20 per-pattern passes through the fused kernel
         { header "lenet train --device gpu --recipe paper"; timeout 540 python -m lenet train \
-            --device gpu --data "$data" --recipe paper --mu 0.2 --init sqrt-fan-in \
+            --device gpu --data "$data" --recipe paper --mu 1 --init sqrt-fan-in \
             --no-progress --out "$out/paper.npz" 2>&1; } \
             | tee "$out/train-paper.log" | tail -25 ;;
     esac
