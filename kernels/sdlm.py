@@ -48,7 +48,7 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from kernels.common import check_device_array, squash, through_squash
+from kernels.common import check_device_array, device_function, squash, through_squash
 from kernels.loss import KIND_MSE, KINDS, N_CLASSES
 
 BLOCK = 256  # threads of the one block
@@ -83,6 +83,26 @@ def make_scratch(centers):
                for name, shape in SCRATCH_SHAPES.items()}
     scratch["centers"] = centers
     return scratch
+
+
+@device_function
+def subsample_step(coef, bias, h_coef, h_bias, x, d, k, n_maps, size, eta, mu):
+    """The SDLM step of one subsampling parameter: map k's coefficient for k < n_maps,
+    map k - n_maps's bias otherwise. x is the layer's input (n_maps, 2 size, 2 size),
+    d the delta at its output (n_maps, size, size)."""
+    m = k % n_maps
+    g = float32(0.0)
+    for r in range(size * size):
+        i, jx = r // size, r % size
+        if k < n_maps:
+            g += d[m, i, jx] * (x[m, 2 * i, 2 * jx] + x[m, 2 * i, 2 * jx + 1]
+                                + x[m, 2 * i + 1, 2 * jx] + x[m, 2 * i + 1, 2 * jx + 1])
+        else:
+            g += d[m, i, jx]
+    if k < n_maps:
+        coef[m] -= eta / (mu + h_coef[m]) * g
+    else:
+        bias[m] -= eta / (mu + h_bias[m]) * g
 
 
 @cuda.jit
@@ -218,21 +238,8 @@ def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b
             g = d4[c, yy // 2, xx // 2] * s4c[c]
             d3[c, yy, xx] = through_squash(g, a3[c, yy, xx], 1)
         cuda.syncthreads()
-        for c in range(t, 2 * C3_MAPS, nt):  # S4 update: coefficient, then bias, per map
-            m = c % C3_MAPS
-            g = float32(0.0)
-            for r in range(S4_SIZE * S4_SIZE):
-                yy, xx = 2 * (r // S4_SIZE), 2 * (r % S4_SIZE)
-                if c < C3_MAPS:
-                    s = a3[m, yy, xx] + a3[m, yy, xx + 1] + a3[m, yy + 1, xx] \
-                        + a3[m, yy + 1, xx + 1]
-                    g += d4[m, r // S4_SIZE, r % S4_SIZE] * s
-                else:
-                    g += d4[m, r // S4_SIZE, r % S4_SIZE]
-            if c < C3_MAPS:
-                s4c[m] -= eta / (mu + h4c[m]) * g
-            else:
-                s4b[m] -= eta / (mu + h4b[m]) * g
+        for k in range(t, 2 * C3_MAPS, nt):  # S4 update
+            subsample_step(s4c, s4b, h4c, h4b, a3, d4, k, C3_MAPS, S4_SIZE, eta, mu)
         for i in range(t, C1_MAPS * S2_SIZE * S2_SIZE, nt):  # S2 delta, through C3's table
             c, r = i // (S2_SIZE * S2_SIZE), i % (S2_SIZE * S2_SIZE)
             yy, xx = r // S2_SIZE, r % S2_SIZE
@@ -268,21 +275,8 @@ def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b
             g = d2[c, yy // 2, xx // 2] * s2c[c]
             d1[c, yy, xx] = through_squash(g, a1[c, yy, xx], 1)
         cuda.syncthreads()
-        for c in range(t, 2 * C1_MAPS, nt):  # S2 update: coefficient, then bias, per map
-            m = c % C1_MAPS
-            g = float32(0.0)
-            for r in range(S2_SIZE * S2_SIZE):
-                yy, xx = 2 * (r // S2_SIZE), 2 * (r % S2_SIZE)
-                if c < C1_MAPS:
-                    s = a1[m, yy, xx] + a1[m, yy, xx + 1] + a1[m, yy + 1, xx] \
-                        + a1[m, yy + 1, xx + 1]
-                    g += d2[m, r // S2_SIZE, r % S2_SIZE] * s
-                else:
-                    g += d2[m, r // S2_SIZE, r % S2_SIZE]
-            if c < C1_MAPS:
-                s2c[m] -= eta / (mu + h2c[m]) * g
-            else:
-                s2b[m] -= eta / (mu + h2b[m]) * g
+        for k in range(t, 2 * C1_MAPS, nt):  # S2 update
+            subsample_step(s2c, s2b, h2c, h2b, a1, d2, k, C1_MAPS, S2_SIZE, eta, mu)
         for i in range(t, C1_MAPS * (KK + 1), nt):  # C1 update
             m, q = i // (KK + 1), i % (KK + 1)
             g = float32(0.0)
