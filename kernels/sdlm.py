@@ -63,8 +63,14 @@ S4_SIZE = 5
 C5_UNITS = 120
 F6_UNITS = 84
 
-PARAM_NAMES = ("C1.weight", "C1.bias", "S2.coef", "S2.bias", "C3.weight", "C3.bias",
-               "S4.coef", "S4.bias", "C5.weight", "C5.bias", "F6.weight", "F6.bias")
+PARAM_SHAPES = {  # the kernel's argument order
+    "C1.weight": (C1_MAPS, 1, K, K), "C1.bias": (C1_MAPS,),
+    "S2.coef": (C1_MAPS,), "S2.bias": (C1_MAPS,),
+    "C3.weight": (C3_MAPS, C1_MAPS, K, K), "C3.bias": (C3_MAPS,),
+    "S4.coef": (C3_MAPS,), "S4.bias": (C3_MAPS,),
+    "C5.weight": (C5_UNITS, C3_MAPS, K, K), "C5.bias": (C5_UNITS,),
+    "F6.weight": (F6_UNITS, C5_UNITS), "F6.bias": (F6_UNITS,),
+}
 
 SCRATCH_SHAPES = {  # name: shape; a* outputs of each layer, d* deltas, dy dE/dy
     "a1": (C1_MAPS, C1_SIZE, C1_SIZE), "a2": (C1_MAPS, S2_SIZE, S2_SIZE),
@@ -85,6 +91,33 @@ def make_scratch(centers):
     return scratch
 
 
+# ------------------------------------------- subsampling (S2, S4) for one image
+
+@device_function
+def pool_sum(x, m, i, j):
+    """The sum of x[m]'s 2x2 block (i, j): kernels.subsample.block_sum for one image."""
+    return (x[m, 2 * i, 2 * j] + x[m, 2 * i, 2 * j + 1]
+            + x[m, 2 * i + 1, 2 * j] + x[m, 2 * i + 1, 2 * j + 1])
+
+
+@device_function
+def subsample_forward_at(out, x, coef, bias, k, size):
+    """Output pixel k of out (maps, size, size) = f(coef * pool_sum(x) + bias)."""
+    m, r = k // (size * size), k % (size * size)
+    i, j = r // size, r % size
+    out[m, i, j] = squash(coef[m] * pool_sum(x, m, i, j) + bias[m])
+
+
+@device_function
+def subsample_delta_at(d_x, d_out, x, coef, k, size):
+    """Delta at input pixel k of a subsampling layer whose output is (maps, size, size):
+    d_out spread over the 2x2 block times coef, through the squash that made x."""
+    w = 2 * size
+    m, r = k // (w * w), k % (w * w)
+    yy, xx = r // w, r % w
+    d_x[m, yy, xx] = through_squash(d_out[m, yy // 2, xx // 2] * coef[m], x[m, yy, xx], 1)
+
+
 @device_function
 def subsample_step(coef, bias, h_coef, h_bias, x, d, k, n_maps, size, eta, mu):
     """The SDLM step of one subsampling parameter: map k's coefficient for k < n_maps,
@@ -93,17 +126,15 @@ def subsample_step(coef, bias, h_coef, h_bias, x, d, k, n_maps, size, eta, mu):
     m = k % n_maps
     g = float32(0.0)
     for r in range(size * size):
-        i, jx = r // size, r % size
-        if k < n_maps:
-            g += d[m, i, jx] * (x[m, 2 * i, 2 * jx] + x[m, 2 * i, 2 * jx + 1]
-                                + x[m, 2 * i + 1, 2 * jx] + x[m, 2 * i + 1, 2 * jx + 1])
-        else:
-            g += d[m, i, jx]
+        i, j = r // size, r % size
+        g += d[m, i, j] * (pool_sum(x, m, i, j) if k < n_maps else float32(1.0))
     if k < n_maps:
         coef[m] -= eta / (mu + h_coef[m]) * g
     else:
         bias[m] -= eta / (mu + h_bias[m]) * g
 
+
+# ------------------------------------------------------------------ the kernel
 
 @cuda.jit
 def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b,
@@ -126,11 +157,8 @@ def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b
                     acc += c1w[m, 0, u, v] * images[n, 0, yy + u, xx + v]
             a1[m, yy, xx] = squash(acc)
         cuda.syncthreads()
-        for i in range(t, C1_MAPS * S2_SIZE * S2_SIZE, nt):
-            c, r = i // (S2_SIZE * S2_SIZE), i % (S2_SIZE * S2_SIZE)
-            yy, xx = 2 * (r // S2_SIZE), 2 * (r % S2_SIZE)
-            s = a1[c, yy, xx] + a1[c, yy, xx + 1] + a1[c, yy + 1, xx] + a1[c, yy + 1, xx + 1]
-            a2[c, r // S2_SIZE, r % S2_SIZE] = squash(s2c[c] * s + s2b[c])
+        for k in range(t, C1_MAPS * S2_SIZE * S2_SIZE, nt):
+            subsample_forward_at(a2, a1, s2c, s2b, k, S2_SIZE)
         cuda.syncthreads()
         for i in range(t, C3_MAPS * C3_SIZE * C3_SIZE, nt):
             m, r = i // (C3_SIZE * C3_SIZE), i % (C3_SIZE * C3_SIZE)
@@ -143,11 +171,8 @@ def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b
                         acc += c3w[m, c, u, v] * a2[c, yy + u, xx + v]
             a3[m, yy, xx] = squash(acc)
         cuda.syncthreads()
-        for i in range(t, C3_MAPS * S4_SIZE * S4_SIZE, nt):
-            c, r = i // (S4_SIZE * S4_SIZE), i % (S4_SIZE * S4_SIZE)
-            yy, xx = 2 * (r // S4_SIZE), 2 * (r % S4_SIZE)
-            s = a3[c, yy, xx] + a3[c, yy, xx + 1] + a3[c, yy + 1, xx] + a3[c, yy + 1, xx + 1]
-            a4[c, r // S4_SIZE, r % S4_SIZE] = squash(s4c[c] * s + s4b[c])
+        for k in range(t, C3_MAPS * S4_SIZE * S4_SIZE, nt):
+            subsample_forward_at(a4, a3, s4c, s4b, k, S4_SIZE)
         cuda.syncthreads()
         for m in range(t, C5_UNITS, nt):
             acc = c5b[m]
@@ -232,11 +257,8 @@ def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b
                 c5w[m, c, u, v] -= eta / (mu + h5w[m, c, u, v]) * (d5[m] * a4[c, u, v])
             else:
                 c5b[m] -= eta / (mu + h5b[m]) * d5[m]
-        for i in range(t, C3_MAPS * C3_SIZE * C3_SIZE, nt):  # C3 delta, through S4
-            c, r = i // (C3_SIZE * C3_SIZE), i % (C3_SIZE * C3_SIZE)
-            yy, xx = r // C3_SIZE, r % C3_SIZE
-            g = d4[c, yy // 2, xx // 2] * s4c[c]
-            d3[c, yy, xx] = through_squash(g, a3[c, yy, xx], 1)
+        for k in range(t, C3_MAPS * C3_SIZE * C3_SIZE, nt):  # C3 delta, through S4
+            subsample_delta_at(d3, d4, a3, s4c, k, S4_SIZE)
         cuda.syncthreads()
         for k in range(t, 2 * C3_MAPS, nt):  # S4 update
             subsample_step(s4c, s4b, h4c, h4b, a3, d4, k, C3_MAPS, S4_SIZE, eta, mu)
@@ -269,11 +291,8 @@ def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b
                 for r in range(C3_SIZE * C3_SIZE):
                     g += d3[m, r // C3_SIZE, r % C3_SIZE]
                 c3b[m] -= eta / (mu + h3b[m]) * g
-        for i in range(t, C1_MAPS * C1_SIZE * C1_SIZE, nt):  # C1 delta, through S2
-            c, r = i // (C1_SIZE * C1_SIZE), i % (C1_SIZE * C1_SIZE)
-            yy, xx = r // C1_SIZE, r % C1_SIZE
-            g = d2[c, yy // 2, xx // 2] * s2c[c]
-            d1[c, yy, xx] = through_squash(g, a1[c, yy, xx], 1)
+        for k in range(t, C1_MAPS * C1_SIZE * C1_SIZE, nt):  # C1 delta, through S2
+            subsample_delta_at(d1, d2, a1, s2c, k, S2_SIZE)
         cuda.syncthreads()
         for k in range(t, 2 * C1_MAPS, nt):  # S2 update
             subsample_step(s2c, s2b, h2c, h2b, a1, d2, k, C1_MAPS, S2_SIZE, eta, mu)
@@ -296,7 +315,7 @@ def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b
 def sdlm_steps(params, hess, scratch, stats, images, labels, order, start, count, eta, mu,
                kind, j, table):
     """Per-pattern SDLM steps for patterns order[start:start + count] (see the module
-    docstring). params and hess: dicts keyed like PARAM_NAMES; table: the C3
+    docstring). params and hess: dicts keyed like PARAM_SHAPES; table: the C3
     kernels.conv.ConvTable; stats (2,) float64."""
     if kind not in KINDS:
         raise ValueError(f"sdlm_steps: kind {kind!r}, expected one of {sorted(KINDS)}")
@@ -308,14 +327,19 @@ def sdlm_steps(params, hess, scratch, stats, images, labels, order, start, count
     if not 0 <= start <= start + count <= order.shape[0]:
         raise ValueError(f"sdlm_steps: patterns {start}..{start + count} outside the "
                          f"order of {order.shape[0]}")
-    for name in PARAM_NAMES:
-        shape = params[name].shape
+    for name, shape in PARAM_SHAPES.items():
         check_device_array("sdlm_steps", name, params[name], shape)
         check_device_array("sdlm_steps", f"h {name}", hess[name], shape)
+    for name, shape in SCRATCH_SHAPES.items():
+        check_device_array("sdlm_steps", f"scratch {name}", scratch[name], shape)
+    check_device_array("sdlm_steps", "centers", scratch["centers"], (N_CLASSES, F6_UNITS))
+    if (table.c_in, table.n_maps) != (C1_MAPS, C3_MAPS):
+        raise ValueError(f"sdlm_steps: the C3 table links {table.c_in} maps to "
+                         f"{table.n_maps}, expected {C1_MAPS} to {C3_MAPS}")
     if count == 0:
         return
     sdlm_steps_kernel[1, BLOCK](
-        *(params[name] for name in PARAM_NAMES), *(hess[name] for name in PARAM_NAMES),
+        *(params[name] for name in PARAM_SHAPES), *(hess[name] for name in PARAM_SHAPES),
         *(scratch[name] for name in SCRATCH_SHAPES), scratch["centers"], stats, images,
         labels, order, start, count, np.float32(eta), np.float32(mu), KINDS[kind],
         np.float32(j), table.in_maps, table.in_counts, table.out_maps, table.out_counts)

@@ -142,6 +142,24 @@ def test_fused_paper_steps_match_cpu(loss):
         assert ref_relative_error(step_b, step_a) < 1e-3, k
 
 
+def test_fused_steps_refuse_a_wrong_shape():
+    # the fused kernel indexes with LeNet-5's sizes: any other shape is refused by name
+    from numba import cuda
+
+    from kernels import sdlm
+    from kernels.conv import conv_table
+    from lenet.architecture import C3_TABLE, RBF_CENTERS
+    params = {k: cuda.to_device(np.zeros(v, np.float32)) for k, v in sdlm.PARAM_SHAPES.items()}
+    hess = dict(params)
+    params["C5.weight"] = cuda.to_device(np.zeros((120, 16, 5, 4), np.float32))
+    args = (sdlm.make_scratch(cuda.to_device(RBF_CENTERS.astype(np.float32))),
+            cuda.to_device(np.zeros(2)), cuda.to_device(np.zeros((2, 1, 32, 32), np.float32)),
+            cuda.to_device(np.zeros(2, np.int32)), cuda.to_device(np.arange(2, dtype=np.int32)),
+            0, 2, 5e-4, 1.0, "mse", 10.0, conv_table(C3_TABLE))
+    with pytest.raises(ValueError, match=r"C5.weight has shape \(120, 16, 5, 4\)"):
+        sdlm.sdlm_steps(params, hess, *args)
+
+
 @pytest.mark.skipif(SIMULATOR, reason="the simulator runs blocks one after another, so its "
                     "atomics cannot race: bit-reproducibility is a property of a real GPU")
 def test_gpu_training_is_reproducible():
