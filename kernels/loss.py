@@ -30,7 +30,7 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from kernels.common import check_device_array
+from kernels.common import check_device_array, device_function
 
 N_CLASSES = 10
 BLOCK = 128  # threads per block
@@ -39,47 +39,51 @@ KIND_MAP = 1
 KINDS = {"mse": KIND_MSE, "map": KIND_MAP}
 
 
-@cuda.jit
-def loss_forward_backward_kernel(losses, dy, hy, y, labels, kind, j, inv_n):
-    # one thread per pattern n
-    n = cuda.grid(1)
-    if n >= y.shape[0]:
-        return
-    label = labels[n]
+@device_function
+def pattern_loss(y, label, kind, j, scale, dy, hy):
+    """One pattern's loss from its penalties y (10,), writing dE/dy * scale into dy (10,)
+    and the Gauss-Newton d2E/dy2 * scale into hy (10,). A label outside 0..9 gives NaN
+    for all three. Shared by this module's kernel and kernels/sdlm.py."""
     if label < 0 or label >= N_CLASSES:
-        losses[n] = math.nan
         for i in range(N_CLASSES):
-            dy[n, i] = math.nan
-            hy[n, i] = math.nan
-        return
+            dy[i] = math.nan
+            hy[i] = math.nan
+        return float32(math.nan)
 
     if kind == KIND_MSE:
-        losses[n] = y[n, label]
         for i in range(N_CLASSES):
-            dy[n, i] = inv_n if i == label else float32(0)
-            hy[n, i] = float32(0)
-        return
+            dy[i] = scale if i == label else float32(0)
+            hy[i] = float32(0)
+        return y[label]
 
     # MAP: the exponents are z = (-j, -y_0, ..., -y_9); imax = -1 stands for -j
     zmax = -j
     imax = -1
     for i in range(N_CLASSES):
-        if -y[n, i] > zmax:
-            zmax = -y[n, i]
+        if -y[i] > zmax:
+            zmax = -y[i]
             imax = i
     # r = the sum of every term exp(z - zmax) but the largest, which is exactly 1
     r = float32(0) if imax == -1 else math.exp(-j - zmax)
     for i in range(N_CLASSES):
         if i != imax:
-            r += math.exp(-y[n, i] - zmax)
+            r += math.exp(-y[i] - zmax)
     total = float32(1) + r
-    losses[n] = (y[n, label] + zmax) + math.log1p(r)
     for i in range(N_CLASSES):
-        e = math.exp(-y[n, i] - zmax)
+        e = math.exp(-y[i] - zmax)
         p = e / total
         q = (r if i == imax else total - e) / total  # 1 - p, without cancellation
-        dy[n, i] = (q if i == label else -p) * inv_n
-        hy[n, i] = p * q * inv_n
+        dy[i] = (q if i == label else -p) * scale
+        hy[i] = p * q * scale
+    return (y[label] + zmax) + math.log1p(r)
+
+
+@cuda.jit
+def loss_forward_backward_kernel(losses, dy, hy, y, labels, kind, j, inv_n):
+    # one thread per pattern n
+    n = cuda.grid(1)
+    if n < y.shape[0]:
+        losses[n] = pattern_loss(y[n], labels[n], kind, j, inv_n, dy[n], hy[n])
 
 
 def loss_forward_backward(losses, dy, hy, y, labels, kind, j):

@@ -12,7 +12,10 @@ constant j), the gradient of every parameter, and the update
     param -= eta / (mu + h) * gradient          (h: the held Gauss-Newton diagonal)
 
 so each pattern sees the parameters its predecessor left. stats (2,) float64 gains the
-patterns' losses (stats[0]) and misclassifications (stats[1]).
+patterns' losses (stats[0]) and misclassifications (stats[1]). The loss and dE/dy come
+from kernels.loss.pattern_loss, as in the batched loss kernel; a label outside 0..9
+(which the launcher cannot see without a copy) makes them NaN, and so the pass's loss
+and every parameter it updates after that pattern.
 
 Why one kernel: per-pattern updates are sequential by nature, and the layer-by-layer
 loop launches about 40 small kernels per pattern. Each launch costs more than its work,
@@ -43,13 +46,11 @@ One version. CPU reference: lenet.train.Trainer with recipe "paper" on the CPU m
 (kernels/reference.py, batch size 1). Test: pytest -q tests/test_gpu_model.py -k fused
 """
 
-import math
-
 import numpy as np
 from numba import cuda, float32
 
 from kernels.common import check_device_array, device_function, squash, through_squash
-from kernels.loss import KIND_MSE, KINDS, N_CLASSES
+from kernels.loss import KINDS, N_CLASSES, pattern_loss
 
 BLOCK = 256  # threads of the one block
 K = 5
@@ -76,6 +77,7 @@ SCRATCH_SHAPES = {  # name: shape; a* outputs of each layer, d* deltas, dy dE/dy
     "a1": (C1_MAPS, C1_SIZE, C1_SIZE), "a2": (C1_MAPS, S2_SIZE, S2_SIZE),
     "a3": (C3_MAPS, C3_SIZE, C3_SIZE), "a4": (C3_MAPS, S4_SIZE, S4_SIZE),
     "a5": (C5_UNITS,), "a6": (F6_UNITS,), "y": (N_CLASSES,), "dy": (N_CLASSES,),
+    "hy": (N_CLASSES,),  # d2E/dy2, which kernels.loss.pattern_loss writes; unused here
     "d1": (C1_MAPS, C1_SIZE, C1_SIZE), "d2": (C1_MAPS, S2_SIZE, S2_SIZE),
     "d3": (C3_MAPS, C3_SIZE, C3_SIZE), "d4": (C3_MAPS, S4_SIZE, S4_SIZE),
     "d5": (C5_UNITS,), "d6": (F6_UNITS,),
@@ -139,7 +141,7 @@ def subsample_step(coef, bias, h_coef, h_bias, x, d, k, n_maps, size, eta, mu):
 @cuda.jit
 def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b,
                       h1w, h1b, h2c, h2b, h3w, h3b, h4c, h4b, h5w, h5b, h6w, h6b,
-                      a1, a2, a3, a4, a5, a6, y, dy, d1, d2, d3, d4, d5, d6, centers,
+                      a1, a2, a3, a4, a5, a6, y, dy, hy, d1, d2, d3, d4, d5, d6, centers,
                       stats, images, labels, order, start, count, eta, mu, kind, j,
                       in_maps, in_counts, out_maps, out_counts):
     t = cuda.threadIdx.x
@@ -203,21 +205,7 @@ def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b
             for k in range(1, N_CLASSES):
                 if y[k] < y[best]:
                     best = k
-            if kind == KIND_MSE:
-                loss = y[label]
-                for k in range(N_CLASSES):
-                    dy[k] = float32(1.0) if k == label else float32(0.0)
-            else:  # MAP, stably: exponents relative to the largest, as kernels/loss.py
-                zmax = -j
-                for k in range(N_CLASSES):
-                    zmax = max(zmax, -y[k])
-                total = math.exp(-j - zmax)
-                for k in range(N_CLASSES):
-                    total += math.exp(-y[k] - zmax)
-                loss = y[label] + zmax + math.log(total)
-                for k in range(N_CLASSES):
-                    q = math.exp(-y[k] - zmax) / total
-                    dy[k] = (float32(1.0) - q) if k == label else -q
+            loss = pattern_loss(y, label, kind, j, float32(1.0), dy, hy)
             stats[0] += loss
             if best != label:
                 stats[1] += 1.0

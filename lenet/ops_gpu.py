@@ -10,7 +10,7 @@ tensors, Numba device arrays), used in place without a host round trip.
 """
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
 
 from kernels import conv, full, loss, rbf, sdlm, subsample, update
 
@@ -84,26 +84,59 @@ class GPUOps:
         dst[start:start + src.shape[0]].copy_to_device(src)
 
     # ------------------------------------------------------------- layers
+    # A convolution whose kernel covers its whole input and whose table connects every
+    # input map to every output map (LeNet-5's C5: 16@5x5 -> 120@1x1) is a full
+    # connection, out (N,M) = f(x (N,C*K*K) @ weight (M,C*K*K).T + bias): it runs on
+    # kernels/full.py's shared-tile matrix kernels, through views of the same arrays.
+    # The convolution kernels' v2 C5 forward ran at 7.5M images/s on an H100 against
+    # F6's 309M through the full kernel (bench/results/2026-11-22-h100).
+    #
+    # Off under the CUDA simulator, where every barrier of the full kernels' 16x16-thread
+    # tiles is a wait on 256 Python threads: C5 on 2 images took 13 s forward and 64 s
+    # backward there, against 0.9 s and 3.5 s on the convolution kernels, and the
+    # model's tests would take three times as long. tests/test_gpu_model.py turns it on
+    # for its C5-shaped check of this path.
+    whole_input_as_full = not config.ENABLE_CUDASIM
+
+    def _is_full_connection(self, x, weight, table):
+        return (self.whole_input_as_full and x.shape[2] == weight.shape[2]
+                and x.shape[3] == weight.shape[3] and bool(table.table.all()))
+
+    @staticmethod
+    def _flat(*arrays):
+        """(N, ...) device arrays as (N, rest) views."""
+        return [a.reshape(a.shape[0], a.size // a.shape[0]) for a in arrays]
+
     def conv(self, x, weight, bias, table):
         n, _, h, w = x.shape
         m, _, k, _ = weight.shape
         out = self._out("conv", (n, m, h - k + 1, w - k + 1))
-        conv.conv_forward(out, x, weight, bias, table)
+        if self._is_full_connection(x, weight, table):
+            full.full_forward(*self._flat(out, x, weight), bias)
+        else:
+            conv.conv_forward(out, x, weight, bias, table)
         return out
 
+    def _conv_backward(self, order, tag, d, out, x, weight, table, need_dx):
+        """conv_backward (order 1) and conv_backward2 (order 2)."""
+        full_connection = self._is_full_connection(x, weight, table)
+        dx = self._out(f"conv_{tag}x", x.shape) if need_dx or full_connection else None
+        dw = self._param_out(f"conv_{tag}w", weight.shape)
+        db = self._param_out(f"conv_{tag}b", weight.shape[:1])
+        if full_connection:
+            dx2, dw2, d2, out2, x2, w2 = self._flat(dx, dw, d, out, x, weight)
+            backward = full.full_backward if order == 1 else full.full_backward2
+            backward(dx2, dw2, db, d2, out2, x2, w2)
+        else:
+            backward = conv.conv_backward if order == 1 else conv.conv_backward2
+            backward(dx, dw, db, d, out, x, weight, table)
+        return dx if need_dx else None, dw, db
+
     def conv_backward(self, dout, out, x, weight, table, need_dx=True):
-        dx = self._out("conv_dx", x.shape) if need_dx else None
-        dw = self._param_out("conv_dw", weight.shape)
-        db = self._param_out("conv_db", weight.shape[:1])
-        conv.conv_backward(dx, dw, db, dout, out, x, weight, table)
-        return dx, dw, db
+        return self._conv_backward(1, "d", dout, out, x, weight, table, need_dx)
 
     def conv_backward2(self, hout, out, x, weight, table, need_hx=True):
-        hx = self._out("conv_hx", x.shape) if need_hx else None
-        hw = self._param_out("conv_hw", weight.shape)
-        hb = self._param_out("conv_hb", weight.shape[:1])
-        conv.conv_backward2(hx, hw, hb, hout, out, x, weight, table)
-        return hx, hw, hb
+        return self._conv_backward(2, "h", hout, out, x, weight, table, need_hx)
 
     def subsample(self, x, coef, bias):
         n, c, h, w = x.shape
