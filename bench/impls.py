@@ -13,8 +13,10 @@ PyTorch figure it is compared with, then the CPU ones.
 
 An implementation offers, each returning a zero-argument `run` callable (or an
 object with run()) that the suite checks once against the reference and then
-times: inference(x), layer(name, x), train_step(x, labels, lr, momentum) and
-train_pass(images, labels, batch_size, lr, momentum). Inputs are host NumPy
+times: inference(x), layer(name, x), train_step(x, labels, lr, momentum),
+train_pass(images, labels, batch_size, lr, momentum) and, for this project's
+models only (PyTorch and CuPy have no SDLM), paper_pass(images, labels, mu).
+Inputs are host NumPy
 arrays; each implementation moves them to its device once, outside the timed
 region. A constructor that cannot work here raises Unavailable with the reason.
 
@@ -23,6 +25,9 @@ initial parameters and zero momentum, the per-pattern losses ("loss"), every
 gradient ("grad.<name>") and the momentum state: "velocity.<name>" (ours:
 v = momentum*v - lr*g, so -lr*g after one step) or "momentum.<name>" (PyTorch's
 SGD: b = momentum*b + g, so g after one step; the two updates are the same).
+A paper pass's checked(images, labels) runs the recipe over those few patterns
+from the model's current parameters and gives the pass's (mean loss, running
+error) and every parameter afterwards, on the host.
 """
 
 import numpy as np
@@ -33,7 +38,8 @@ from kernels.reference import MAP_J
 
 ORDER = ("gpu", "torch-cuda", "cupy", "cpu", "torch-cpu")
 KIND = {"gpu": "gpu", "torch-cuda": "gpu", "cupy": "gpu", "cpu": "cpu", "torch-cpu": "cpu"}
-ALL_WHATS = frozenset({"inference", "layer", "train-step", "train-pass"})
+ALL_WHATS = frozenset({"inference", "layer", "train-step", "train-pass", "paper-pass"})
+PAPER_WARMUP_PATTERNS = 2   # a paper pass's warm-up: compiles the fused and curvature kernels
 
 
 class Unavailable(Exception):
@@ -119,6 +125,9 @@ class ProjectImpl:
     def train_pass(self, images, labels, batch_size, lr, momentum, seed=0):
         return _ProjectPass(self.model, images, labels, batch_size, lr, momentum, seed)
 
+    def paper_pass(self, images, labels, mu, seed=0, loss="mse"):
+        return _ProjectPaperPass(self.model, images, labels, mu, seed, loss)
+
 
 def _no_sync():
     pass
@@ -158,16 +167,42 @@ class _ProjectPass:
 
     def __init__(self, model, images, labels, batch_size, lr, momentum, seed):
         from lenet.train import Trainer
+        self.model = model
         self.make = lambda im, lab: Trainer(model, im, lab, recipe="sgd", batch_size=batch_size,
                                             lr=lr, momentum=momentum, seed=seed)
-        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.images, self.labels = images, labels
+        self.warmup_images = 2 * batch_size
         self.trainer = None
 
     def warm_up(self):
-        """A pass over two batches: compiles everything a full pass runs."""
-        n = min(len(self.labels), 2 * self.batch_size)
+        """A pass over the first `warmup_images` images (sgd: two batches; paper:
+        PAPER_WARMUP_PATTERNS patterns): compiles everything a full pass runs. The
+        timed passes then go on from the parameters it leaves, each from the last."""
+        n = min(len(self.labels), self.warmup_images)
         self.make(self.images[:n], self.labels[:n]).train_pass()
         self.trainer = self.make(self.images, self.labels)
 
     def run(self):
+        """One timed pass; returns (mean loss, running error rate)."""
         return self.trainer.train_pass()
+
+    def checked(self, images, labels):
+        """One pass over `images` from the model's current parameters:
+        ((mean loss, running error rate), {name: host parameter after the pass})."""
+        result = self.make(images, labels).train_pass()
+        return result, self.model.parameters()
+
+
+class _ProjectPaperPass(_ProjectPass):
+    """lenet.train.Trainer(recipe="paper").train_pass() over the images: the
+    curvature estimate on min(500, n) patterns, then one SDLM step per pattern
+    (the fused kernel on the GPU, NumPy layer by layer on the CPU)."""
+
+    def __init__(self, model, images, labels, mu, seed, loss):
+        from lenet.train import Trainer
+        self.model = model
+        self.make = lambda im, lab: Trainer(model, im, lab, recipe="paper", mu=mu, loss=loss,
+                                            seed=seed)
+        self.images, self.labels = images, labels
+        self.warmup_images = PAPER_WARMUP_PATTERNS
+        self.trainer = None

@@ -6,12 +6,18 @@ A row is one implementation doing one thing at one batch size:
     layer        one layer's forward on its own (C1, S2, C3, S4, C5, F6, RBF)
     train-step   forward, MSE loss, backward, SGD-with-momentum update
     train-pass   one pass of SGD over --pass-images images at a batch size
+    paper-pass   one pass of the paper's recipe over --pass-images images: the
+                 curvature estimate, then one SDLM step per pattern (batch size
+                 1); this project's gpu and cpu only (PyTorch, CuPy: no SDLM)
 
 Each row is first run once on the benchmark's inputs and compared with the
 float64 CPU reference (kernels.tolerance): a mismatch marks it FAILED and it is
 not timed; an exception marks it ERROR. Then it is warmed up and timed
 (bench.timing). A train-pass row is checked as a train-step at its batch size,
-warmed up on a pass over two batches, and timed over whole passes.
+warmed up on a pass over two batches, and timed over whole passes. A paper-pass
+row is checked by a pass over PAPER_CHECK_PATTERNS patterns against the same
+pass in float64 (every parameter afterwards, the pass's loss and running error),
+warmed up on a pass over 2 patterns, and timed over whole passes like train-pass.
 """
 
 import traceback
@@ -23,8 +29,15 @@ from bench import flops, impls, machine, timing
 from bench.workload import Workload
 from kernels.tolerance import RELATIVE_ERROR, assert_close, relative_error
 
-WHATS = ("inference", "layers", "train-step", "train-pass")
+WHATS = ("inference", "layers", "train-step", "train-pass", "paper-pass")
 STEP_WHATS = ("inference", "layers", "train-step")
+PASS_WHATS = ("train-pass", "paper-pass")
+PAPER_BATCH = 1     # the paper's recipe steps after every pattern
+PAPER_LOSS = "mse"
+# A paper-pass row's check is a pass over this many patterns: float32 rounding over
+# the sequential per-pattern steps grows, roughly doubling every 4 patterns, so a
+# short pass keeps it well under the tolerance.
+PAPER_CHECK_PATTERNS = 8
 
 
 class SuiteError(Exception):
@@ -44,6 +57,10 @@ class Config:
     pass_batch_sizes: list = field(default_factory=lambda: [32])
     pass_images: int = 60000
     pass_repeats: int = 2
+    # mu of the paper-pass rows: 1 trains from the benchmark's parameters (the
+    # paper's 2.4/F init); the paper's 0.02 diverges from them within a pass
+    # (lenet/train.py), which would make the timed pass produce NaN
+    paper_mu: float = 1.0
     unique_images: int = 10000
     lr: float = 2e-3
     momentum: float = 0.9
@@ -123,7 +140,7 @@ class Suite:
             reasons = "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
             raise SuiteError(f"none of the implementations asked for can run here ({reasons})")
         sizes = list(self.cfg.batch_sizes) + list(self.cfg.pass_batch_sizes)
-        if "train-pass" in self.cfg.whats:
+        if any(what in self.cfg.whats for what in PASS_WHATS):
             sizes.append(self.cfg.pass_images)
         self.peaks()
         self.workload = Workload(self.params, min(self.cfg.unique_images, max(sizes)),
@@ -143,10 +160,12 @@ class Suite:
                         if what == "layers" else [(what, None)]
                     rows += [(kind, layer, n, name) for kind, layer in targets
                              if kind in impl.whats]
-        if "train-pass" in cfg.whats:
+        for what in PASS_WHATS:
+            if what not in cfg.whats:
+                continue
+            sizes = cfg.pass_batch_sizes if what == "train-pass" else [PAPER_BATCH]
             for name, impl in self.impls.items():
-                rows += [("train-pass", None, bs, name) for bs in cfg.pass_batch_sizes
-                         if "train-pass" in impl.whats]
+                rows += [(what, None, bs, name) for bs in sizes if what in impl.whats]
         return rows
 
     # ------------------------------------------------------------------- run
@@ -192,9 +211,11 @@ class Suite:
     def run_row(self, impl, what, layer, n, label):
         cfg = self.cfg
         row = {"impl": impl.name, "kind": impl.kind, "what": what, "layer": layer,
-               "batch": n, "images": cfg.pass_images if what == "train-pass" else n,
+               "batch": n, "images": cfg.pass_images if what in PASS_WHATS else n,
                "status": "ok", "reason": None, "check_error": None, "samples": []}
-        if impl.kind == "cpu" and what != "train-pass" and n > cfg.max_cpu_batch:
+        if what == "paper-pass":
+            row["mu"] = cfg.paper_mu
+        if impl.kind == "cpu" and what not in PASS_WHATS and n > cfg.max_cpu_batch:
             row.update(status="skipped", reason=f"batch above --max-cpu-batch {cfg.max_cpu_batch}")
             return row
         self.log(f"{label} checking")
@@ -203,7 +224,7 @@ class Suite:
         try:
             impl.reset()
             run, row["check_error"] = self.checked(impl, what, layer, n, rtol)
-            if what == "train-pass":
+            if what in PASS_WHATS:
                 run.warm_up()
                 last = {}
 
@@ -228,6 +249,8 @@ class Suite:
     def checked(self, impl, what, layer, n, rtol):
         """(the callable to time, largest relative error), after one checked run."""
         w = self.workload
+        if what == "paper-pass":
+            return self.checked_paper_pass(impl, rtol)
         if what in ("inference", "layer"):
             x = w.images(n)[0] if what == "inference" else w.layer_input(layer, n)
             run = impl.inference(x) if what == "inference" else impl.layer(layer, x)
@@ -252,13 +275,37 @@ class Suite:
         return impl.train_pass(images, labels, n, self.cfg.lr, self.cfg.momentum,
                                seed=self.cfg.seed), err
 
+    def checked_paper_pass(self, impl, rtol):
+        """(the paper pass to time, largest relative error) after a pass of the recipe
+        over PAPER_CHECK_PATTERNS patterns from the starting parameters, compared
+        with the same pass (seed, mu, patterns) in float64: every parameter after
+        it, the pass's mean loss and its running error. The model is reset after
+        the check, so that the timed passes start from the starting parameters."""
+        cfg, w = self.cfg, self.workload
+        images, labels = w.images(cfg.pass_images)
+        run = impl.paper_pass(images, labels, cfg.paper_mu, seed=cfg.seed, loss=PAPER_LOSS)
+        (loss, error), params = run.checked(*w.images(PAPER_CHECK_PATTERNS))
+        ref = w.paper_ref(PAPER_CHECK_PATTERNS, cfg.paper_mu, cfg.seed, PAPER_LOSS)
+        missing = sorted(k for k in ref["params"] if k not in params)
+        if missing:
+            raise CheckFailed(f"the pass gives no {', '.join(missing)}")
+        err = max(check_close(params[name], p, rtol, what=name)
+                  for name, p in ref["params"].items())
+        err = max(err, check_close(np.array([loss]), np.array([ref["loss"]]), rtol,
+                                   what="the pass's mean loss"))
+        if float(error) != ref["error"]:
+            raise CheckFailed(f"the pass's running error is {float(error):.4g}, the "
+                              f"reference's {ref['error']:.4g}", err)
+        impl.reset()
+        return run, err
+
 
 def describe(row, what):
     if row["status"] != "ok":
         return f"{row['status']}: {row['reason']}"
     s = timing.summarize(row["samples"])
     rate = row["images"] / s["median_s"]
-    head = f"{s['median_s']:.3f} s per pass, " if what == "train-pass" else ""
+    head = f"{s['median_s']:.3f} s per pass, " if what in PASS_WHATS else ""
     return (f"check ok (rel. err {row['check_error']:.1e}); {head}{rate:,.0f} images/s "
             f"[{row['images'] / s['max_s']:,.0f} - {row['images'] / s['min_s']:,.0f}], "
             f"{s['n_samples']} samples x {row['calls_per_sample']} calls")

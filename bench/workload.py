@@ -14,12 +14,18 @@ on those images, rounded to float32 (realistic values, not zeros).
 References are computed with kernels/reference.py through LeNet5(device="cpu",
 dtype=float64) on the float32 inputs cast to float64 (what kernels/tolerance.py
 asks for), in chunks of CHUNK images.
+
+The paper-pass rows' reference (paper_ref) is one pass of the paper's recipe
+(lenet.train.Trainer(recipe="paper")) over the first few images, run on its own
+float64 model from the same parameters: it trains, so it cannot share the
+reference model of the other rows.
 """
 
 import numpy as np
 
 from kernels.reference import MAP_J
 from lenet.model import LeNet5
+from lenet.train import Trainer
 
 BACKGROUND, INK = -0.1, 1.175      # lenet.data.preprocess's range
 CHUNK = 1024
@@ -47,6 +53,13 @@ def apply_layer(model, layer, x):
     raise ValueError(f"unknown layer {layer!r}")
 
 
+def float64_model(params):
+    """LeNet5(device="cpu", dtype=float64) holding `params` cast to float64."""
+    model = LeNet5(device="cpu", dtype=np.float64)
+    model.set_parameters({k: v.astype(np.float64) for k, v in params.items()})
+    return model
+
+
 class Workload:
     """Inputs and references of every batch size, computed once and cached."""
 
@@ -61,6 +74,7 @@ class Workload:
         self._penalties = None       # float64 (unique, 10)
         self._layer_refs = {}
         self._step_refs = {}
+        self._paper_refs = {}
 
     # ----------------------------------------------------------------- inputs
     def _base(self):
@@ -79,8 +93,7 @@ class Workload:
     @property
     def reference_model(self):
         if self._ref is None:
-            self._ref = LeNet5(device="cpu", dtype=np.float64)
-            self._ref.set_parameters({k: v.astype(np.float64) for k, v in self.params.items()})
+            self._ref = float64_model(self.params)
         return self._ref
 
     def _forward_base(self):
@@ -152,3 +165,20 @@ class Workload:
         result = dict(self._step_refs[key])
         result["loss"] = take(result["loss"], n)
         return result
+
+    def paper_ref(self, n, mu, seed, loss="mse"):
+        """One pass of the paper's recipe over the first n images in float64, from
+        the benchmark's parameters: {"params": every parameter after the pass,
+        "loss": the pass's mean loss, "error": its running error rate}. The
+        Trainer's seed draws the curvature patterns and the order, as it does for
+        the implementation checked against this."""
+        key = (n, mu, seed, loss)
+        if key not in self._paper_refs:
+            images, labels = self.images(n)
+            model = float64_model(self.params)
+            self.log(f"reference: float64 pass of the paper's recipe over {n} images")
+            mean_loss, error = Trainer(model, images, labels, recipe="paper", mu=mu,
+                                       loss=loss, seed=seed).train_pass()
+            self._paper_refs[key] = {"params": model.parameters(), "loss": float(mean_loss),
+                                     "error": float(error)}
+        return self._paper_refs[key]
