@@ -63,7 +63,9 @@ def build_parser(prog="python -m bench"):
                    help="what to measure, comma-separated (default: all; with --quick "
                    "inference,layers,train-step): inference = whole-network forward; layers "
                    "= each layer's forward alone; train-step = forward + backward + SGD "
-                   "update; train-pass = one SGD pass over --pass-images images")
+                   "update; train-pass = one SGD pass over --pass-images images; paper-pass "
+                   "= one pass of the paper's recipe (curvature estimate, then an SDLM step "
+                   "per pattern) over --pass-images images, gpu and cpu only")
     p.add_argument("--layers", type=_choices(flops.LAYERS), default=list(flops.LAYERS),
                    help="layers for the layer rows (default: all: C1,S2,C3,S4,C5,F6,RBF)")
     p.add_argument("--batch-sizes", type=_ints, default=None,
@@ -86,11 +88,17 @@ def build_parser(prog="python -m bench"):
                    help="batch sizes of the train-pass rows (default: "
                    f"{','.join(map(str, d.pass_batch_sizes))}, the sgd recipe's)")
     p.add_argument("--pass-images", type=int, default=None,
-                   help=f"images in a training pass (default: {d.pass_images:,}, MNIST's "
-                   f"training set; --quick {QUICK['pass_images']})")
+                   help=f"images in a training pass, train-pass and paper-pass (default: "
+                   f"{d.pass_images:,}, MNIST's training set; --quick {QUICK['pass_images']})")
     p.add_argument("--pass-repeats", type=int, default=None,
-                   help=f"timed passes per train-pass row (default: {d.pass_repeats}; "
-                   f"--quick {QUICK['pass_repeats']})")
+                   help=f"timed passes per train-pass and paper-pass row (default: "
+                   f"{d.pass_repeats}; --quick {QUICK['pass_repeats']})")
+    p.add_argument("--paper-mu", type=float, default=d.paper_mu,
+                   help=f"mu of the paper-pass rows (default: {d.paper_mu:g}). Not the "
+                   "paper's 0.02: from the benchmark's parameters (the paper's 2.4/F "
+                   "initialisation) mu 0.02 diverges within a pass (README: within 500 MNIST "
+                   "patterns), so the timed pass would run a saturated network or end in "
+                   "NaN; mu 1 is the README's best setting and keeps the pass finite")
     p.add_argument("--unique-images", type=int, default=d.unique_images,
                    help="distinct random images; larger batches repeat them, which keeps the "
                    f"float64 reference of the checks affordable (default: {d.unique_images})")
@@ -123,7 +131,8 @@ def config_from(args):
     cfg = suite.Config(impls=args.impl, layers=args.layers, max_cpu_batch=args.max_cpu_batch,
                        pass_batch_sizes=args.pass_batch_sizes, unique_images=args.unique_images,
                        peak_gflops=args.peak_gflops, cpu_peak_gflops=args.cpu_peak_gflops,
-                       rtol=args.rtol, torch_rtol=args.torch_rtol, seed=args.seed)
+                       rtol=args.rtol, torch_rtol=args.torch_rtol, seed=args.seed,
+                       paper_mu=args.paper_mu)
     for key, attr in (("whats", "what"), ("batch_sizes", "batch_sizes"), ("repeats", "repeats"),
                       ("min_time", "min_time"), ("warmup", "warmup"),
                       ("pass_images", "pass_images"), ("pass_repeats", "pass_repeats")):
@@ -137,6 +146,8 @@ def config_from(args):
     for name in ("repeats", "pass_repeats", "pass_images", "unique_images", "max_cpu_batch"):
         if getattr(cfg, name) < 1:
             raise suite.SuiteError(f"--{name.replace('_', '-')} must be at least 1")
+    if not cfg.paper_mu > 0:
+        raise suite.SuiteError("--paper-mu must be positive")
     if cfg.min_time < 0 or cfg.warmup < 0:
         raise suite.SuiteError("--min-time and --warmup must not be negative")
     return cfg

@@ -4,8 +4,8 @@ results.md (tables, columns per implementation) and throughput.png."""
 import json
 import os
 
-from bench import flops
-from bench.impls import ORDER
+from bench import flops, suite
+from bench.impls import ORDER, PAPER_WARMUP_PATTERNS
 
 COLORS = {"gpu": "tab:blue", "torch-cuda": "tab:orange", "cupy": "tab:green",
           "cpu": "tab:red", "torch-cpu": "tab:purple"}
@@ -13,7 +13,10 @@ SECTIONS = (("inference", "Inference (whole network, forward)"),
             ("layer", "Layers (forward of each layer on its own)"),
             ("train-step", "Training step (forward, MSE loss, backward, SGD-momentum update)"),
             ("train-pass", "Training pass (one SGD pass of lenet.train.Trainer, or the same loop "
-                           "in PyTorch)"))
+                           "in PyTorch)"),
+            ("paper-pass", "Training pass, the paper's recipe (curvature estimate, then one SDLM "
+                           "step per pattern; this project only)"))
+PASS_WHATS = ("train-pass", "paper-pass")
 
 
 def write_all(results, out_dir):
@@ -75,6 +78,15 @@ def _section(results, what, impls):
     rows = [r for r in results["rows"] if r["what"] == what]
     if not rows:
         return []
+    out = []
+    if what == "paper-pass":
+        # PyTorch and CuPy have no SDLM: their columns would be n/a throughout
+        impls = [n for n in impls if any(r["impl"] == n for r in rows)]
+        mu = results["settings"].get("paper_mu")
+        out += [f"`Trainer(recipe='paper', mu={mu:g}, loss='mse').train_pass()`, batch size 1: "
+                "the time of a pass includes the curvature estimate on min(500, N) patterns. "
+                "GFLOP/s count a training step's FLOPs per pattern; the curvature estimate "
+                "and the SDLM update are not counted.", ""]
     cap = results["settings"]["max_cpu_batch"]
     keys = sorted({(r["layer"] or "", r["batch"]) for r in rows},
                   key=lambda k: (flops.LAYERS.index(k[0]) if k[0] else 0, k[1]))
@@ -86,12 +98,12 @@ def _section(results, what, impls):
                 [_cell(index.get((layer, batch, name)), metric, cap) for name in impls]
                 for layer, batch in keys]
 
-    out = []
-    if what == "train-pass":
+    if what in PASS_WHATS:
         images = rows[0]["images"]
         out += [f"Seconds per pass over {images:,} images, median [min-max]:", ""]
         out += _table(lead + list(impls), lines("seconds")) + [""]
-    out += ["Images per second, median [min-max of the samples]:", ""]
+    unit = "Images (patterns)" if what == "paper-pass" else "Images"
+    out += [f"{unit} per second, median [min-max of the samples]:", ""]
     out += _table(lead + list(impls), lines("rate")) + [""]
     out += ["GFLOP/s at the median (fraction of the device's float32 peak):", ""]
     out += _table(lead + list(impls), lines("gflops")) + [""]
@@ -108,6 +120,12 @@ def _section(results, what, impls):
             speed.append(([layer] if what == "layer" else []) + [f"{batch:,}"] + cells)
         out += ["Speed-up of each GPU row over each CPU row at the same batch size:", ""]
         out += _table(lead + [f"{g} / {c}" for g, c in pairs], speed) + [""]
+    if what == "paper-pass":
+        ends = [f"{r['impl']} {r['pass_loss']:.4g} / {100 * r['pass_running_error']:.1f}%"
+                for r in rows if r["status"] == "ok" and "pass_loss" in r]
+        if ends:
+            out += ["Mean loss / running error of the last timed pass (random labels, so "
+                    "only a sign that the pass stays finite): " + ", ".join(ends) + ".", ""]
     return out
 
 
@@ -156,7 +174,25 @@ def markdown(results):
             f"the first {s['unique_images']:,} (every output is still checked).",
             "- A training pass is `lenet.train.Trainer(recipe='sgd').train_pass()` for this "
             "project's models and the same loop in PyTorch; it is checked as a training "
-            "step at its batch size.", ""]
+            "step at its batch size and warmed up on a pass over two batches. The model is "
+            "reset to the starting parameters after the check, not between passes: the "
+            "warm-up and each timed pass go on from the parameters the one before left."]
+    if any(r["what"] == "paper-pass" for r in results["rows"]):
+        out += [f"- A paper pass is the paper's recipe, `lenet.train.Trainer(recipe='paper', "
+                f"mu={s['paper_mu']:g}, loss='mse').train_pass()` over {s['pass_images']:,} "
+                "images: the Gauss-Newton curvature estimate on min(500, N) patterns "
+                "(included in the pass's time), then one SDLM step per pattern (batch size "
+                "1). mu is --paper-mu: the paper's 0.02 diverges from these parameters (the "
+                "paper's 2.4/F initialisation). On the GPU the per-pattern steps run in one "
+                "fused kernel (`kernels/sdlm.py`), on the CPU layer by layer through NumPy; "
+                "PyTorch and CuPy have no counterpart. It is checked by a pass over "
+                f"{suite.PAPER_CHECK_PATTERNS} patterns from the starting parameters against "
+                "the same pass in float64 (every parameter afterwards, the pass's mean loss "
+                f"and running error), then warmed up on a pass over {PAPER_WARMUP_PATTERNS} "
+                "patterns and timed like a training pass (reset after the check, not between "
+                "passes). Its GFLOP/s count a training step's FLOPs per pattern, not the "
+                "curvature estimate."]
+    out += [""]
     out += ["## FLOPs per image (napkin maths)", ""]
     out += _table(["layer", "connections", "FLOPs", "counted as"],
                   [(layer, f"{c:,}" if c is not None else "", f"{f:,}", formula)
