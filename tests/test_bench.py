@@ -10,11 +10,12 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from bench import cli, flops, impls, machine, timing
+from bench import cli, flops, impls, machine, suite, timing
 from bench.workload import Workload, take
 from kernels.tolerance import assert_close
 from lenet import C3_TABLE
@@ -47,9 +48,11 @@ def test_help_documents_every_option():
     status, out, _ = run_bench("--help")
     assert status == 0
     for option in ("--impl", "--what", "--batch-sizes", "--repeats", "--min-time", "--quick",
-                   "--out", "--max-cpu-batch", "--peak-gflops", "--layers", "--pass-images"):
+                   "--out", "--max-cpu-batch", "--peak-gflops", "--layers", "--pass-images",
+                   "--paper-mu"):
         assert option in out, option
-    for word in ("gpu", "torch-cuda", "cupy", "cpu", "torch-cpu", "train-pass", "simulator"):
+    for word in ("gpu", "torch-cuda", "cupy", "cpu", "torch-cpu", "train-pass", "paper-pass",
+                 "simulator", "0.02"):
         assert word in out, word
 
 
@@ -187,6 +190,93 @@ def test_simulator_is_refused(tmp_path, monkeypatch, capsys):
     assert {r["impl"] for r in results["rows"]} == {"cpu"}
     with open(os.path.join(out, "results.md")) as f:
         assert "simulator" in f.read()
+
+
+# ----------------------------------------------------- the paper's recipe rows
+
+PAPER = ["--impl", "cpu", "--what", "paper-pass", "--pass-images", "16", "--pass-repeats", "1",
+         "--batch-sizes", "1", *FAST]
+
+
+def test_paper_pass_row_runs_and_is_reported(tmp_path):
+    out = str(tmp_path / "paper")
+    assert cli.main([*PAPER, "--out", out]) == 0
+    results = load(out)
+    [row] = results["rows"]
+    assert (row["what"], row["impl"], row["batch"], row["images"]) == ("paper-pass", "cpu", 1, 16)
+    assert row["status"] == "ok" and len(row["samples"]) == 1 and row["samples"][0] > 0
+    assert 0 < row["check_error"] <= 1e-5
+    assert row["mu"] == results["settings"]["paper_mu"] == 1.0
+    assert np.isfinite(row["pass_loss"]) and 0 <= row["pass_running_error"] <= 1
+    assert row["images_per_s"] == pytest.approx(16 / row["median_s"])
+    assert row["flops_per_image"] == flops.train_flops()
+    with open(os.path.join(out, "results.md")) as f:
+        md = f.read()
+    section = md[md.index("## Training pass, the paper's recipe"):]
+    for text in ("Seconds per pass over 16 images", "Images (patterns) per second",
+                 "| batch | cpu |", "| 1 |", "curvature estimate", "Mean loss / running error"):
+        assert text in section, text
+    assert "A paper pass is the paper's recipe" in md and "mu=1," in md
+    assert "torch-cpu" not in section
+
+
+@pytest.mark.parametrize("wrong", ["mu", "parameter", "error"])
+def test_wrong_paper_pass_is_failed_and_not_timed(tmp_path, monkeypatch, wrong):
+    if wrong == "mu":        # the whole pass with another mu: every parameter is off
+        original = impls.ProjectImpl.paper_pass
+        monkeypatch.setattr(impls.ProjectImpl, "paper_pass", lambda self, images, labels, mu, **k:
+                            original(self, images, labels, 1.1 * mu, **k))
+    else:                    # one parameter 1e-4 off, or the running error one pattern off
+        checked = impls._ProjectPaperPass.checked
+
+        def off(self, images, labels):
+            (loss, error), params = checked(self, images, labels)
+            if wrong == "parameter":
+                params["F6.bias"] = params["F6.bias"] * np.float32(1.0001)
+            else:
+                error += 1 / len(labels)
+            return (loss, error), params
+        monkeypatch.setattr(impls._ProjectPaperPass, "checked", off)
+    timed = []
+    monkeypatch.setattr(timing, "measure", lambda *a, **k: timed.append(1))
+    monkeypatch.setattr(impls._ProjectPaperPass, "warm_up", lambda self: timed.append(1))
+    out = str(tmp_path / "wrong")
+    assert cli.main([*PAPER, "--out", out]) == 1
+    [row] = load(out)["rows"]
+    assert row["status"] == "FAILED" and row["samples"] == [] and "median_s" not in row
+    assert not timed
+    reason = {"mu": "relative error", "parameter": "F6.bias", "error": "running error"}[wrong]
+    assert reason in row["reason"], row["reason"]
+    if wrong == "parameter":
+        assert row["check_error"] == pytest.approx(1e-4, rel=0.05)
+    with open(os.path.join(out, "results.md")) as f:
+        assert "- cpu paper-pass N=1: FAILED" in f.read()
+
+
+def test_only_this_projects_models_get_paper_pass_rows():
+    from bench.cupy_lenet import CuPyImpl
+    whats = {"gpu": impls.ProjectImpl.whats, "cupy": CuPyImpl.whats,
+             "cpu": impls.ProjectImpl.whats}
+    try:
+        from bench.torch_lenet import TorchImpl
+        whats.update({"torch-cuda": TorchImpl.whats, "torch-cpu": TorchImpl.whats})
+    except ImportError:
+        pass
+    runner = suite.Suite(suite.Config(batch_sizes=[1]), log=lambda message: None)
+    runner.impls = {name: SimpleNamespace(whats=whats[name]) for name in impls.ORDER
+                    if name in whats}
+    rows = runner.plan()
+    assert [r for r in rows if r[0] == "paper-pass"] == \
+        [("paper-pass", None, 1, "gpu"), ("paper-pass", None, 1, "cpu")]
+    assert rows[-2:] == [("paper-pass", None, 1, "gpu"), ("paper-pass", None, 1, "cpu")]
+    assert {r[3] for r in rows if r[0] == "train-pass"} == set(whats) - {"cupy"}
+    # in the full default run after train-pass, not in --quick's; --paper-mu reaches the suite
+    parse = cli.build_parser().parse_args
+    assert cli.config_from(parse([])).whats[-2:] == ["train-pass", "paper-pass"]
+    assert "paper-pass" not in cli.config_from(parse(["--quick"])).whats
+    assert cli.config_from(parse(["--paper-mu", "0.5"])).paper_mu == 0.5
+    with pytest.raises(suite.SuiteError, match="--paper-mu"):
+        cli.config_from(parse(["--paper-mu", "0"]))
 
 
 # ------------------------------------------------------------ inputs, timing
