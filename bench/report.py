@@ -82,11 +82,10 @@ def _section(results, what, impls):
     if what == "paper-pass":
         # PyTorch and CuPy have no SDLM: their columns would be n/a throughout
         impls = [n for n in impls if any(r["impl"] == n for r in rows)]
-        mu = results["settings"].get("paper_mu")
-        out += [f"`Trainer(recipe='paper', mu={mu:g}, loss='mse').train_pass()`, batch size 1: "
-                "the time of a pass includes the curvature estimate on min(500, N) patterns. "
-                "GFLOP/s count a training step's FLOPs per pattern; the curvature estimate "
-                "and the SDLM update are not counted.", ""]
+        out += [f"mu {results['settings'].get('paper_mu', '?')} (--paper-mu), batch size 1. "
+                "The time of a pass includes its curvature estimate on min(500, N) patterns; "
+                "GFLOP/s count a training step's FLOPs per pattern, not the curvature "
+                "estimate or the SDLM update.", ""]
     cap = results["settings"]["max_cpu_batch"]
     keys = sorted({(r["layer"] or "", r["batch"]) for r in rows},
                   key=lambda k: (flops.LAYERS.index(k[0]) if k[0] else 0, k[1]))
