@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# One session on a lent GPU machine: the whole test suite, the benchmarks and a
-# training run, each logged with the device, date and commit. Usage:
-#   bash bench/run_on_gpu.sh MNIST_DIR OUT_DIR [tests] [bench] [train] [paper]
-# (the device tool: carry a copy of MNIST in an ignored folder, e.g. .carry/mnist)
+# One session on a lent GPU machine: the whole test suite, the benchmarks and
+# training runs, each logged with the device, date and commit. Usage:
+#   bash bench/run_on_gpu.sh MNIST_DIR OUT_DIR [tests] [bench] [passes] [train] [paper]
+# (the device tool: carry a copy of MNIST in an ignored folder, e.g. .carry/mnist,
+# and .whl/ with a threadpoolctl wheel: pip download threadpoolctl --no-deps -d .whl).
+# Each step fits the device tool's 10 minutes a command; measured on an H100:
+# tests 2.5 min; bench (inference, layers, training steps) about 6.5 min.
+# Estimated: passes (training passes, SGD and the paper's recipe, each implementation)
+# about 6 min, most of it the CPU rows; train 1.5 min; paper (20 passes) a few minutes.
+# Three device calls: "tests paper", "bench", "passes train".
 set -uo pipefail
 data=$1; out=$2; shift 2
 steps=${*:-tests bench train}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 LENET_DATA=$data
+# a dependency the device's Python lacks (it has no network): carry its wheel in .whl/
+python -c "import threadpoolctl" 2>/dev/null || pip install -q --no-deps --no-index .whl/threadpoolctl-*.whl
 header() {
     echo "# $1"
     echo "# device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
@@ -19,9 +27,12 @@ for step in $steps; do
     tests)
         { header "pytest on a real GPU"; timeout 300 python -m pytest -q -ra 2>&1; } \
             | tee "$out/tests.log" | tail -30 ;;
-    bench)
-        timeout -s INT 330 python -m bench --out "$out/bench" --impl gpu,torch-cuda,cupy,cpu,torch-cpu \
-            --pass-repeats 1 2>&1 | tail -40 ;;
+    bench)  # SIGINT: the suite writes the rows measured so far
+        timeout -s INT 560 python -m bench --out "$out/bench" --impl gpu,torch-cuda,cupy,cpu,torch-cpu \
+            --what inference,layers,train-step 2>&1 | tail -40 ;;
+    passes)
+        timeout -s INT 560 python -m bench --out "$out/bench-passes" \
+            --impl gpu,torch-cuda,cpu,torch-cpu --what train-pass,paper-pass 2>&1 | tail -40 ;;
     train)
         { header "lenet train --device gpu"; timeout 240 python -m lenet train --device gpu \
             --data "$data" --recipe sgd --epochs 10 --no-progress --out "$out/sgd.npz" 2>&1; } \

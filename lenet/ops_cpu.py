@@ -14,12 +14,22 @@ f(a), so pre-activations are never stored).
                 *_backward2                        (Gauss-Newton curvature)
     loss        loss(y, labels, kind, j) -> (per-pattern losses, dy, hy)
     training    gather, argmin, accumulate_stats, sgd_update, sdlm_update,
-                scale_add, fill
+                scale_add, fill, threads_for(batch_size)
 """
+
+import contextlib
 
 import numpy as np
 
 from kernels import reference as ref
+
+# Training batches up to this size run with BLAS on one thread (threads_for). Measured
+# with lenet.train.Trainer on the 2-core development machine: one thread ran the
+# paper's batch-of-one pass 2.2x as fast as OpenBLAS's default two (816-909 against
+# 363-421 patterns/s), and SGD at batch 8 and 32 2.5x and 2.2x as fast; on the 16-core
+# H100 machine the batch-32 SGD pass took 57.8 s (1,040 patterns/s) with 16 threads,
+# about half what one core does here. Each op on so few images is too small to share.
+SINGLE_THREAD_BATCH = 64
 
 
 class CPUOps:
@@ -34,6 +44,15 @@ class CPUOps:
 
     def to_host(self, x):
         return np.array(x, copy=True)
+
+    def threads_for(self, batch_size):
+        """A context for a training loop over batches of `batch_size`: BLAS limited to
+        one thread for batches up to SINGLE_THREAD_BATCH (restored on exit), else
+        nothing."""
+        if batch_size > SINGLE_THREAD_BATCH:
+            return contextlib.nullcontext()
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(limits=1, user_api="blas")
 
     def prepare_table(self, table):
         return np.asarray(table, dtype=bool)

@@ -9,6 +9,8 @@ once) or any object with `__cuda_array_interface__` (CuPy, PyTorch CUDA
 tensors, Numba device arrays), used in place without a host round trip.
 """
 
+import contextlib
+
 import numpy as np
 from numba import config, cuda
 
@@ -68,6 +70,10 @@ class GPUOps:
                 raise ValueError("device array must be C-contiguous")
             return arr
         return cuda.to_device(np.ascontiguousarray(x, dtype=dtype))
+
+    def threads_for(self, batch_size):
+        """CPUOps's thread limit for small batches; nothing to limit here."""
+        return contextlib.nullcontext()
 
     def to_host(self, x):
         if isinstance(x, np.ndarray):

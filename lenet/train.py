@@ -27,6 +27,9 @@ On the GPU the paper's recipe runs its per-pattern steps in one fused kernel
 (kernels/sdlm.py) instead of ~40 launches a pattern; everything else, and the CPU,
 goes layer by layer through the backend's ops.
 
+On the CPU, passes over batches of up to 64 run with BLAS on one thread (measured
+faster: lenet.ops_cpu.SINGLE_THREAD_BATCH).
+
 The training set lives on the backend (on the GPU: uploaded once). Each pass
 shuffles with a seeded host permutation (one index array per pass is the only
 upload), gathers batches with the backend's gather op, and accumulates loss and
@@ -128,6 +131,10 @@ class Trainer:
 
     def train_pass(self, progress=None):
         """One pass over the training set; returns (mean loss, running error rate)."""
+        with self.ops.threads_for(self.batch_size):
+            return self._train_pass(progress)
+
+    def _train_pass(self, progress):
         ops, bs = self.ops, self.batch_size
         if self.recipe != "sgd":
             self.estimate_hessian()

@@ -96,3 +96,26 @@ def test_paper_recipe_refuses_batches(small_mnist):
     (x, y), _ = small_mnist
     with pytest.raises(ValueError, match="sdlm-batch"):
         Trainer(LeNet5(), x[:10], y[:10], recipe="paper", batch_size=8)
+
+
+@pytest.mark.parametrize("batch, threads", [(1, 1), (64, 1), (65, 3)])
+def test_cpu_passes_on_small_batches_use_one_blas_thread(batch, threads):
+    # tiny per-batch ops run faster on one BLAS thread (lenet.ops_cpu.SINGLE_THREAD_BATCH);
+    # the limit holds during the pass only
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    model = LeNet5(seed=0)
+    seen = []
+    loss = model.ops.loss
+    model.ops.loss = lambda *a: (seen.append(blas_threads()), loss(*a))[1]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.1, 1.175, (batch, 1, 32, 32)).astype(np.float32)
+    with threadpool_limits(limits=3, user_api="blas"):
+        assert blas_threads() == {3}
+        recipe = "paper" if batch == 1 else "sgd"
+        Trainer(model, x, rng.integers(0, 10, batch), recipe=recipe, batch_size=batch).train_pass()
+        assert blas_threads() == {3}
+    assert seen and all(s == {threads} for s in seen), seen
