@@ -6,6 +6,7 @@ import os
 
 from bench import flops, suite
 from bench.impls import ORDER, PAPER_WARMUP_PATTERNS
+from lenet.ops_cpu import SINGLE_THREAD_BATCH
 
 COLORS = {"gpu": "tab:blue", "torch-cuda": "tab:orange", "cupy": "tab:green",
           "cpu": "tab:red", "torch-cpu": "tab:purple"}
@@ -175,7 +176,11 @@ def markdown(results):
             "project's models and the same loop in PyTorch; it is checked as a training "
             "step at its batch size and warmed up on a pass over two batches. The model is "
             "reset to the starting parameters after the check, not between passes: the "
-            "warm-up and each timed pass go on from the parameters the one before left."]
+            "warm-up and each timed pass go on from the parameters the one before left. "
+            "This project's CPU model runs passes over batches of up to "
+            f"{SINGLE_THREAD_BATCH} (and the paper's recipe) with BLAS on one thread "
+            "(`lenet.ops_cpu.SINGLE_THREAD_BATCH`), which was measured faster for such "
+            "small batches than all threads."]
     if any(r["what"] == "paper-pass" for r in results["rows"]):
         out += [f"- A paper pass is the paper's recipe, `lenet.train.Trainer(recipe='paper', "
                 f"mu={s['paper_mu']:g}, loss='mse').train_pass()` over {s['pass_images']:,} "

@@ -24,7 +24,8 @@ import numpy as np
 from kernels import reference as ref
 
 # Training batches up to this size run with BLAS on one thread (threads_for). Measured
-# with lenet.train.Trainer on the 2-core development machine: one thread ran the
+# with lenet.train.Trainer on the 2-core development machine, while another job held
+# one of its cores (so two threads contended): one thread ran the
 # paper's batch-of-one pass 2.2x as fast as OpenBLAS's default two (816-909 against
 # 363-421 patterns/s), and SGD at batch 8 and 32 2.5x and 2.2x as fast; on the 16-core
 # H100 machine the batch-32 SGD pass took 57.8 s (1,040 patterns/s) with 16 threads,
