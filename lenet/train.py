@@ -27,8 +27,8 @@ On the GPU the paper's recipe runs its per-pattern steps in one fused kernel
 (kernels/sdlm.py) instead of ~40 launches a pattern; everything else, and the CPU,
 goes layer by layer through the backend's ops.
 
-On the CPU, passes over batches of up to 64 run with BLAS on one thread (measured
-faster: lenet.ops_cpu.SINGLE_THREAD_BATCH).
+On the CPU, passes over batches of up to 64 run with BLAS on one thread
+(lenet.ops_cpu.SINGLE_THREAD_BATCH: as fast on an idle machine, faster on a busy one).
 
 The training set lives on the backend (on the GPU: uploaded once). Each pass
 shuffles with a seeded host permutation (one index array per pass is the only
