@@ -74,7 +74,8 @@ def build_parser(prog="python -m bench"):
                    f"{','.join(map(str, QUICK['batch_sizes']))})")
     p.add_argument("--max-cpu-batch", type=int, default=d.max_cpu_batch,
                    help="largest batch the CPU rows (cpu, torch-cpu) run, to keep runs short "
-                   f"(default: {d.max_cpu_batch}); larger ones show as not run")
+                   f"(default: {d.max_cpu_batch}), training passes included; larger ones "
+                   "show as not run")
     p.add_argument("--repeats", type=int, default=None,
                    help=f"at least this many timing samples per row (default: {d.repeats}; "
                    f"--quick {QUICK['repeats']})")
@@ -86,7 +87,9 @@ def build_parser(prog="python -m bench"):
                    f"(default: {d.warmup}; --quick {QUICK['warmup']})")
     p.add_argument("--pass-batch-sizes", type=_ints, default=d.pass_batch_sizes,
                    help="batch sizes of the train-pass rows (default: "
-                   f"{','.join(map(str, d.pass_batch_sizes))}, the sgd recipe's)")
+                   f"{','.join(map(str, d.pass_batch_sizes))}: the sgd recipe's, then up to "
+                   "one step per pass; the CPU rows stop at --max-cpu-batch; a pass at "
+                   "batch 1 is the paper-pass row)")
     p.add_argument("--pass-images", type=int, default=None,
                    help=f"images in a training pass, train-pass and paper-pass (default: "
                    f"{d.pass_images:,}, MNIST's training set; --quick {QUICK['pass_images']})")
