@@ -121,6 +121,36 @@ def test_train_prints_passes_and_writes_checkpoint_and_log(trained):
         assert np.isfinite(records[0][key])
 
 
+def test_paper_recipe_on_both_devices(mnist_dir, tmp_path):
+    # `lenet train --recipe paper` end to end on each device (the GPU's per-pattern steps
+    # are the fused kernel; without a GPU, conftest.py has chosen the CUDA simulator,
+    # which this subprocess inherits): the same seed and digits take the same steps.
+    # A few digits: float32 rounding over sequential steps differs between the devices
+    # and grows (tests/test_gpu_model.py, the fused test)
+    from conftest import SIMULATOR
+
+    from kernels.tolerance import assert_close
+    n = 2 if SIMULATOR else 16
+    runs = {}
+    for device in ("cpu", "gpu"):
+        out = tmp_path / f"{device}.npz"
+        stdout = ok("train", "--device", device, "--recipe", "paper", "--mu", 1, "--init",
+                    "sqrt-fan-in", "--epochs", 1, "--train-size", n, "--test-size", n,
+                    "--data", mnist_dir, "--no-progress", "--out", out)
+        assert f"training LeNet-5 on {device}: recipe paper" in stdout, stdout
+        record, = [json.loads(line) for line in
+                   out.with_suffix(".log.jsonl").read_text().splitlines()]
+        runs[device] = LeNet5.load(out, device="cpu").parameters(), record
+    (p_cpu, r_cpu), (p_gpu, r_gpu) = runs["cpu"], runs["gpu"]
+    for k in p_cpu:
+        assert_close(p_gpu[k], p_cpu[k], what=k)
+        assert not np.array_equal(p_gpu[k], LeNet5(seed=0, init="sqrt-fan-in").parameters()[k])
+    assert r_gpu["device"] == "gpu" and r_cpu["device"] == "cpu"
+    assert abs(r_gpu["train_loss"] - r_cpu["train_loss"]) <= 1e-5 * r_cpu["train_loss"]
+    for key in ("running_train_error", "train_error", "test_error"):
+        assert r_gpu[key] == r_cpu[key], key
+
+
 def test_eval_error_is_one_minus_in_process_accuracy(trained, model, test_set, mnist_dir):
     stdout = ok("eval", "--checkpoint", trained[0], "--data", mnist_dir, "--device", "cpu")
     percent, errors, total = re.search(r"test error: ([\d.]+)% \((\d+) of (\d+)\)",
@@ -248,6 +278,8 @@ def mistakes(trained, files, bad_data, mnist_dir):
                                 "--out", text.parent / "x"),
         "train: train size too large": ("train", "--data", mnist_dir, "--train-size", 60001,
                                         *cpu, "--out", text.parent / "x"),
+        "train: test size too large": ("train", "--data", mnist_dir, "--test-size", 10001,
+                                       *cpu, "--out", text.parent / "x"),
         # an SDLM recipe follows the paper's schedule: a step size given to it is refused,
         # not silently ignored
         "train: --lr with sdlm": ("train", "--data", mnist_dir, "--recipe", "paper",
