@@ -23,14 +23,16 @@ import numpy as np
 
 from kernels import reference as ref
 
-# Training batches up to this size run with BLAS on one thread (threads_for): each op
-# on so few images is too small to share between threads. Measured with
+# Training batches up to this size run with BLAS on one thread (threads_for), so that
+# a busy machine does not slow them down. Measured with
 # lenet.train.Trainer on the 2-core development machine: idle, one thread ran
 # within 8% of OpenBLAS's default two (paper's recipe 1,030-1,040 against
 # 1,020-1,050 patterns/s; SGD at batch 32 2,010-2,040 against 2,180-2,230); with
 # another job on one core, one thread was 2.2x as fast (816-909 against 363-421 for
 # the paper's recipe, and 2.2x for SGD at batch 32). On the 16-core H100 machine the
-# batch-32 SGD pass ran 1,040 patterns/s on 16 threads, half this machine's rate.
+# batch-32 SGD pass ran 1,040 patterns/s on 16 threads (README: 57.8 s a pass, from a
+# run whose log was not kept), half this machine's rate; not yet measured there with
+# one thread.
 SINGLE_THREAD_BATCH = 64
 
 

@@ -94,8 +94,9 @@ class GPUOps:
     # input map to every output map (LeNet-5's C5: 16@5x5 -> 120@1x1) is a full
     # connection, out (N,M) = f(x (N,C*K*K) @ weight (M,C*K*K).T + bias): it runs on
     # kernels/full.py's shared-tile matrix kernels, through views of the same arrays.
-    # The convolution kernels' v2 C5 forward ran at 7.5M images/s on an H100 against
-    # F6's 309M through the full kernel (bench/results/2026-11-22-h100).
+    # The convolution kernels' v2 C5 forward ran at 7.5M images/s on an H100, 720
+    # GFLOP/s; the full kernel ran F6 at 6,300 GFLOP/s (309M images/s), which would be
+    # about 65M images/s for C5's 4.7x the work (bench/results/2026-11-22-h100).
     #
     # Off under the CUDA simulator, where every barrier of the full kernels' 16x16-thread
     # tiles is a wait on 256 Python threads: C5 on 2 images took 13 s forward and 64 s
@@ -111,7 +112,7 @@ class GPUOps:
     @staticmethod
     def _flat(*arrays):
         """(N, ...) device arrays as (N, rest) views."""
-        return [a.reshape(a.shape[0], a.size // a.shape[0]) for a in arrays]
+        return [a.reshape(a.shape[0], int(np.prod(a.shape[1:]))) for a in arrays]
 
     def conv(self, x, weight, bias, table):
         n, _, h, w = x.shape

@@ -28,7 +28,8 @@ On the GPU the paper's recipe runs its per-pattern steps in one fused kernel
 goes layer by layer through the backend's ops.
 
 On the CPU, passes over batches of up to 64 run with BLAS on one thread
-(lenet.ops_cpu.SINGLE_THREAD_BATCH: as fast on an idle machine, faster on a busy one).
+(lenet.ops_cpu.SINGLE_THREAD_BATCH: within 8% of two threads on an idle 2-core
+machine, 2.2x faster with its other core busy).
 
 The training set lives on the backend (on the GPU: uploaded once). Each pass
 shuffles with a seeded host permutation (one index array per pass is the only
