@@ -50,6 +50,22 @@ def test_forward_and_predict_match_cpu(pair):
     np.testing.assert_array_equal(gpu.predict(x), cpu.predict(x))
 
 
+def test_forward_with_c5_on_the_full_connection_kernels(pair, monkeypatch):
+    # on a GPU C5 always runs on kernels/full.py; the simulator runs it there only when
+    # asked (GPUOps.whole_input_as_full), which it is here for the whole network
+    from kernels import conv
+    from lenet.ops_gpu import GPUOps
+    cpu, gpu = pair
+    monkeypatch.setattr(GPUOps, "whole_input_as_full", True)
+    ran = []
+    conv_forward = conv.conv_forward
+    monkeypatch.setattr(conv, "conv_forward", lambda out, *a: (ran.append(out.shape[1]),
+                                                              conv_forward(out, *a))[1])
+    x = images(N_IMAGES, seed=1)
+    assert_close(gpu.forward(x), cpu.forward(x).astype(np.float64), what="penalties")
+    assert ran == [6, 16]  # C1 and C3 on the convolution kernels, C5 not
+
+
 def test_forward_in_chunks(pair):
     _, gpu = pair
     x = images(3, seed=2)
