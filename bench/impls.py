@@ -123,10 +123,12 @@ class ProjectImpl:
         return _ProjectStep(self.model, x, labels, lr, momentum)
 
     def train_pass(self, images, labels, batch_size, lr, momentum, seed=0):
-        return _ProjectPass(self.model, images, labels, batch_size, lr, momentum, seed)
+        return _ProjectPass(self.model, images, labels, 2 * batch_size, recipe="sgd",
+                            batch_size=batch_size, lr=lr, momentum=momentum, seed=seed)
 
     def paper_pass(self, images, labels, mu, seed=0, loss="mse"):
-        return _ProjectPaperPass(self.model, images, labels, mu, seed, loss)
+        return _ProjectPass(self.model, images, labels, PAPER_WARMUP_PATTERNS,
+                            recipe="paper", mu=mu, loss=loss, seed=seed)
 
 
 def _no_sync():
@@ -163,16 +165,20 @@ class _ProjectStep:
 
 
 class _ProjectPass:
-    """lenet.train.Trainer(recipe="sgd").train_pass() over the images."""
+    """lenet.train.Trainer(model, images, labels, **options).train_pass() over the
+    images: sgd's (ProjectImpl.train_pass) or the paper's recipe (paper_pass: the
+    curvature estimate on min(500, n) patterns, then one SDLM step per pattern, the
+    fused kernel on the GPU, NumPy layer by layer on the CPU)."""
 
-    def __init__(self, model, images, labels, batch_size, lr, momentum, seed):
-        from lenet.train import Trainer
-        self.model = model
-        self.make = lambda im, lab: Trainer(model, im, lab, recipe="sgd", batch_size=batch_size,
-                                            lr=lr, momentum=momentum, seed=seed)
+    def __init__(self, model, images, labels, warmup_images, **options):
+        self.model, self.options = model, options
         self.images, self.labels = images, labels
-        self.warmup_images = 2 * batch_size
+        self.warmup_images = warmup_images
         self.trainer = None
+
+    def make(self, images, labels):
+        from lenet.train import Trainer
+        return Trainer(self.model, images, labels, **self.options)
 
     def warm_up(self):
         """A pass over the first `warmup_images` images (sgd: two batches; paper:
@@ -191,18 +197,3 @@ class _ProjectPass:
         ((mean loss, running error rate), {name: host parameter after the pass})."""
         result = self.make(images, labels).train_pass()
         return result, self.model.parameters()
-
-
-class _ProjectPaperPass(_ProjectPass):
-    """lenet.train.Trainer(recipe="paper").train_pass() over the images: the
-    curvature estimate on min(500, n) patterns, then one SDLM step per pattern
-    (the fused kernel on the GPU, NumPy layer by layer on the CPU)."""
-
-    def __init__(self, model, images, labels, mu, seed, loss):
-        from lenet.train import Trainer
-        self.model = model
-        self.make = lambda im, lab: Trainer(model, im, lab, recipe="paper", mu=mu, loss=loss,
-                                            seed=seed)
-        self.images, self.labels = images, labels
-        self.warmup_images = PAPER_WARMUP_PATTERNS
-        self.trainer = None

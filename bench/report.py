@@ -17,7 +17,6 @@ SECTIONS = (("inference", "Inference (whole network, forward)"),
                            "in PyTorch)"),
             ("paper-pass", "Training pass, the paper's recipe (curvature estimate, then one SDLM "
                            "step per pattern; this project only)"))
-PASS_WHATS = ("train-pass", "paper-pass")
 
 
 def write_all(results, out_dir):
@@ -98,7 +97,7 @@ def _section(results, what, impls):
                 [_cell(index.get((layer, batch, name)), metric, cap) for name in impls]
                 for layer, batch in keys]
 
-    if what in PASS_WHATS:
+    if what in suite.PASS_WHATS:
         images = rows[0]["images"]
         out += [f"Seconds per pass over {images:,} images, median [min-max]:", ""]
         out += _table(lead + list(impls), lines("seconds")) + [""]

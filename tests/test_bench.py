@@ -227,7 +227,7 @@ def test_wrong_paper_pass_is_failed_and_not_timed(tmp_path, monkeypatch, wrong):
         monkeypatch.setattr(impls.ProjectImpl, "paper_pass", lambda self, images, labels, mu, **k:
                             original(self, images, labels, 1.1 * mu, **k))
     else:                    # one parameter 1e-4 off, or the running error one pattern off
-        checked = impls._ProjectPaperPass.checked
+        checked = impls._ProjectPass.checked
 
         def off(self, images, labels):
             (loss, error), params = checked(self, images, labels)
@@ -236,10 +236,10 @@ def test_wrong_paper_pass_is_failed_and_not_timed(tmp_path, monkeypatch, wrong):
             else:
                 error += 1 / len(labels)
             return (loss, error), params
-        monkeypatch.setattr(impls._ProjectPaperPass, "checked", off)
+        monkeypatch.setattr(impls._ProjectPass, "checked", off)
     timed = []
     monkeypatch.setattr(timing, "measure", lambda *a, **k: timed.append(1))
-    monkeypatch.setattr(impls._ProjectPaperPass, "warm_up", lambda self: timed.append(1))
+    monkeypatch.setattr(impls._ProjectPass, "warm_up", lambda self: timed.append(1))
     out = str(tmp_path / "wrong")
     assert cli.main([*PAPER, "--out", out]) == 1
     [row] = load(out)["rows"]
