@@ -30,6 +30,7 @@ from lenet.ops_cpu import CPUOps
 FORMAT = "lenet5-checkpoint"
 FORMAT_VERSION = 1
 LOSSES = ("mse", "map")
+PATHS = ("fused", "layers")
 
 
 class CheckpointError(ValueError):
@@ -125,9 +126,12 @@ class LeNet5:
     device: "cpu" (NumPy), "gpu" (Numba CUDA kernels) or "auto" (the GPU when
     one is present). dtype: float32, or float64 on the CPU for checking.
     seed, init: the initial parameters' seed and range (see init_parameters).
+    path: how forward and predict run on the GPU: "fused" (the default there: the whole
+    network in one kernel launch, kernels/forward.py) or "layers" (one launch per layer,
+    the kernels training uses); the CPU runs layer by layer ("layers", its default).
     """
 
-    def __init__(self, device="cpu", seed=None, dtype=np.float32, init="fan-in"):
+    def __init__(self, device="cpu", seed=None, dtype=np.float32, init="fan-in", path=None):
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, not {dtype}")
@@ -139,6 +143,7 @@ class LeNet5:
         self._centers = self.ops.asarray(RBF_CENTERS)
         self._params = {}
         self.set_parameters(init_parameters(seed, dtype, init))
+        self.path = self._forward_path(path)
 
     def __repr__(self):
         return f"LeNet5(device={self.device!r}, dtype={self.dtype.name})"
@@ -162,8 +167,25 @@ class LeNet5:
         return sum(trainable_count(name) for name in PARAMETER_SHAPES)
 
     # --------------------------------------------------------------- forward
+    def _forward_path(self, path):
+        fused = hasattr(self.ops, "infer")
+        if path is None:
+            return "fused" if fused else "layers"
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, not {path!r}")
+        if path == "fused" and not fused:
+            raise ValueError(f"path='fused' needs device='gpu'; the {self.device} model runs "
+                             "layer by layer (path='layers')")
+        return path
+
     def _input(self, x):
         """Check and move one batch of images to the backend as (N,1,32,32)."""
+        shape = self._image_shape(x)
+        return self.ops.asarray(x).reshape(shape)
+
+    def _image_shape(self, x):
+        """(N,1,32,32) for images x of shape (N,1,32,32) or (N,32,32) and a float dtype;
+        ValueError or TypeError otherwise."""
         shape = tuple(x.shape)
         if len(shape) == 3:
             shape = (shape[0], 1) + shape[1:]
@@ -176,7 +198,7 @@ class LeNet5:
         if dtype.kind != "f":
             raise TypeError(f"images must be floating point (float32), not {x.dtype}; "
                             "lenet.data.preprocess maps uint8 pixels to the paper's range")
-        return self.ops.asarray(x).reshape(shape)
+        return shape
 
     def _forward(self, x):
         """All activations of one batch (backend arrays), input first."""
@@ -200,6 +222,9 @@ class LeNet5:
     def forward(self, x):
         """Penalties (N,10) of preprocessed images x (N,1,32,32) or (N,32,32).
         Returns a NumPy array for NumPy input, a backend array otherwise."""
+        if self.path == "fused":
+            return self.ops.infer(x, self._image_shape(x), self._params, self._tables["C3"],
+                                  self._centers, "penalties")
         host = isinstance(x, np.ndarray)
         out = np.empty((x.shape[0], 10), self.dtype) if host else \
             self.ops.empty((x.shape[0], 10))
@@ -213,6 +238,9 @@ class LeNet5:
 
     def predict(self, x):
         """Class indices (N,): the RBF unit with the smallest penalty."""
+        if self.path == "fused":
+            return self.ops.infer(x, self._image_shape(x), self._params, self._tables["C3"],
+                                  self._centers, "classes")
         y = self.forward(x)
         return y.argmin(axis=1) if isinstance(y, np.ndarray) else self.ops.argmin(y)
 

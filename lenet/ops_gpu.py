@@ -7,6 +7,10 @@ overwritten by the next call of the same op: the model copies what it hands to
 a user (`forward`, `predict`) into fresh arrays. Inputs may be NumPy arrays (copied to the device
 once) or any object with `__cuda_array_interface__` (CuPy, PyTorch CUDA
 tensors, Numba device arrays), used in place without a host round trip.
+
+`infer` is the fused forward path (kernels/forward.py): the whole network in one launch,
+reading every parameter from one flat device buffer (kernels.layers.PARAMETER_AT) whose
+named views replace the model's parameter arrays the first time (see _flat_parameters).
 """
 
 import contextlib
@@ -14,7 +18,8 @@ import contextlib
 import numpy as np
 from numba import config, cuda
 
-from kernels import conv, full, loss, rbf, sdlm, subsample, update
+from kernels import conv, full, layers, loss, rbf, sdlm, subsample, update
+from kernels import forward as fused
 
 
 def _device_view(x):
@@ -38,6 +43,9 @@ class GPUOps:
         if not cuda.is_available():
             raise NotImplementedError("no CUDA GPU is available (and the CUDA simulator is off)")
         self._buffers = {}
+        self._fused = None          # kernels.forward.FusedForward, made on first use
+        self._flat = None           # the flat parameter buffer
+        self._flat_ids = None       # ids of the views of it that the model's dict holds
 
     def _out(self, tag, shape, dtype=np.float32):
         """A cached output buffer for one batch: one per (op, trailing shape,
@@ -88,6 +96,40 @@ class GPUOps:
 
     def copy_into(self, dst, start, src):
         dst[start:start + src.shape[0]].copy_to_device(src)
+
+    # ------------------------------------------------------------ fused path
+    def infer(self, x, shape, params, table, centers, want):
+        """The whole forward pass in one launch per batch (per CHUNK images for NumPy
+        input): penalties (N,10) float32 (want="penalties") or classes (N,) (want=
+        "classes") of images x already checked to be `shape` (N,1,32,32). NumPy in, NumPy
+        out (classes as intp, like argmin); a device array in, read in place, a fresh
+        device array out (classes int32)."""
+        if self._fused is None:
+            self._fused = fused.FusedForward(table, centers.reshape(-1))
+        flat = self._flat_parameters(params)
+        n = shape[0]
+        if isinstance(x, np.ndarray):
+            return self._fused.host(x.reshape(n, layers.IN_LEN), flat, want)
+        return self._fused.device(self.asarray(x).reshape(n, layers.IN_LEN), flat, want)
+
+    def _flat_parameters(self, params):
+        """The flat parameter buffer of the fused kernel, with params (the model's dict,
+        in PARAMETER_SHAPES order) made views of it: copied in, and the dict's arrays
+        replaced by the views, whenever the dict holds other arrays than last time (a
+        new model, set_parameters). Training updates the views in place, so the buffer
+        follows it; the check is 12 id() calls."""
+        ids = tuple(map(id, params.values()))
+        if ids == self._flat_ids:
+            return self._flat
+        if self._flat is None:
+            self._flat = cuda.device_array(layers.PARAMETERS_LEN, np.float32)
+        for name, shape in layers.PARAMETER_SHAPES:
+            at, size = layers.PARAMETER_AT[name], int(np.prod(shape))
+            view = self._flat[at:at + size].reshape(shape)
+            view.copy_to_device(params[name])
+            params[name] = view
+        self._flat_ids = tuple(map(id, params.values()))
+        return self._flat
 
     # ------------------------------------------------------------- layers
     # A convolution whose kernel covers its whole input and whose table connects every

@@ -1,0 +1,379 @@
+"""The whole LeNet-5 forward pass in one kernel launch, built from kernels/layers.py.
+
+    forward_kernel(penalties, classes, x, params, table, centers)
+
+x (N, 1024) float32 preprocessed images -> penalties (N, 10) float32 (RBF outputs,
+smaller is better) and classes (N,) int32 (the argmin), all in one launch at any N; no
+activation goes to global memory. params is the flat parameter buffer
+(kernels.layers.PARAMETER_AT), table c3_table()'s C3 connection lists, centers the RBF
+bitmaps (10*84,).
+
+One block (THREADS threads) per group of IMAGES images, striding over the groups. Per
+group, with | a syncthreads:
+
+    inputs -> shared | C1+S2, 98 tasks an image | C3+S4, 80 tasks an image | C5 partial
+    sums | C5 | F6 partial sums | F6 | RBF penalties | argmin
+
+Shared memory (45.7 KB): C1..S4's parameters (2,616 floats, staged once per block), a
+1,024-float row per image that holds the input, then S4, C5, F6 and the penalties, and
+a 1,176-float row per image for S2, then the full connections' partial sums. C5's and
+F6's weights (233 KB) are read from global memory (L2) once per group, in 32-byte
+sectors. The code generation rules of kernels/layers.py hold here too: unsigned indices,
+constant shapes, no runtime division but by the group's image count.
+
+The stage kernels run one piece at a time over a batch (one block per IMAGES images),
+which is how tests/test_forward_kernels.py checks each piece against the reference and
+how the census sees each piece alone:
+
+    c1s2_kernel(s2, c1, x, params)          S2 (N, 1176) and C1 (N, 4704) from x (N, 1024)
+    c3s4_kernel(s4, c3, s2, params, table)  S4 (N, 400) and C3 (N, 1600) from S2
+    dense_kernel(out, x, w, b)              f(x w^T + b): C5 (N,400)->(N,120), F6 ->(N,84)
+    rbf_kernel(penalties, classes, x6, centers)
+
+FusedForward holds what a model needs to launch forward_kernel with no per-call checks
+or allocation (lenet/ops_gpu.py uses it). CPU reference: the layer ops of
+kernels/reference.py composed in order (lenet.ops_cpu). Test: pytest -q
+tests/test_forward_kernels.py
+"""
+
+import numpy as np
+from numba import config, cuda, float32, int32, uint32
+
+from kernels.common import kernel
+from kernels.layers import (
+    B1_AT,
+    B2_AT,
+    B3_AT,
+    B4_AT,
+    B5_AT,
+    B6_AT,
+    C1_MAPS,
+    C1_SIZE,
+    C1S2_TASKS,
+    C2_AT,
+    C3_MAPS,
+    C3_SIZE,
+    C3S4_TASKS,
+    C4_AT,
+    C5_INPUTS,
+    C5_UNITS,
+    CONV_PARAMETERS_LEN,
+    DENSE_SPLIT,
+    DENSE_UNITS,
+    F6_UNITS,
+    IMAGES,
+    IN_LEN,
+    N_CLASSES,
+    PARAMETERS_LEN,
+    S2_LEN,
+    S4_LEN,
+    TABLE_ROW,
+    W1_AT,
+    W3_AT,
+    W5_AT,
+    W6_AT,
+    argmin10,
+    c1s2_forward,
+    c3_table,
+    c3s4_forward,
+    dense_finish,
+    dense_partials,
+    rbf_penalty,
+)
+
+THREADS = 256                      # threads per block
+BLOCKS_PER_SM = 3                  # launch bound: registers for 3 resident blocks an SM
+# (the simulator's cuda.jit takes no launch_bounds)
+LAUNCH_BOUNDS = {} if config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, BLOCKS_PER_SM)}
+C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE
+C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE
+# where a group's row of buffer A keeps each stage (the input is dead once S2 is done)
+S4_AT, A5_AT = 0, S4_LEN
+A6_AT = A5_AT + C5_UNITS
+Y_AT = A6_AT + F6_UNITS
+BUF_A_LEN = IMAGES * IN_LEN        # shared buffer A: input, then S4, C5, F6, penalties
+BUF_B_LEN = IMAGES * S2_LEN        # shared buffer B: S2, then partial sums
+C5_THREADS = DENSE_SPLIT * (C5_UNITS // DENSE_UNITS)    # 240
+F6_THREADS = DENSE_SPLIT * (F6_UNITS // DENSE_UNITS)    # 168
+assert Y_AT + N_CLASSES <= IN_LEN and DENSE_SPLIT * IMAGES * C5_UNITS <= IMAGES * S2_LEN
+assert C5_UNITS % DENSE_UNITS == 0 and F6_UNITS % DENSE_UNITS == 0
+assert C5_THREADS <= THREADS and F6_THREADS <= THREADS
+
+
+# ------------------------------------------------------------------ the fused kernel
+
+@kernel("void(float32[:, ::1], int32[::1], float32[:, ::1], float32[::1], int32[::1], "
+        "float32[::1])", **LAUNCH_BOUNDS)
+def forward_kernel(penalties, classes, x, params, table, centers):
+    # one block per group of IMAGES images (striding); threads over each stage's tasks
+    buf_a = cuda.shared.array(BUF_A_LEN, float32)
+    buf_b = cuda.shared.array(BUF_B_LEN, float32)
+    conv = cuda.shared.array(CONV_PARAMETERS_LEN, float32)
+    t = uint32(cuda.threadIdx.x)
+    n = uint32(x.shape[0])
+    for i in range(t, uint32(CONV_PARAMETERS_LEN), uint32(THREADS)):
+        conv[i] = params[i]
+    w1, b1 = conv[W1_AT:B1_AT], conv[B1_AT:C2_AT]
+    c2, b2 = conv[C2_AT:B2_AT], conv[B2_AT:W3_AT]
+    w3, b3 = conv[W3_AT:B3_AT], conv[B3_AT:C4_AT]
+    c4, b4 = conv[C4_AT:B4_AT], conv[B4_AT:W5_AT]
+    w5, b5 = params[W5_AT:B5_AT], params[B5_AT:W6_AT]
+    w6, b6 = params[W6_AT:B6_AT], params[B6_AT:PARAMETERS_LEN]
+    groups = (n + uint32(IMAGES - 1)) // uint32(IMAGES)
+    for group in range(uint32(cuda.blockIdx.x), groups, uint32(cuda.gridDim.x)):
+        n0 = group * uint32(IMAGES)
+        here = min(uint32(IMAGES), n - n0)
+        for i in range(t, uint32(IMAGES * IN_LEN), uint32(THREADS)):
+            g = i // uint32(IN_LEN)   # rows past N get zeros, which the full connections read
+            buf_a[i] = x[n0 + g, i % uint32(IN_LEN)] if g < here else float32(0.0)
+        cuda.syncthreads()  # the group's inputs (and, the first time, the parameters) are staged
+        for q in range(t, here * uint32(C1S2_TASKS), uint32(THREADS)):
+            g, task = q % here, q // here
+            c1s2_forward(buf_b[g * uint32(S2_LEN):], buf_b, buf_a[g * uint32(IN_LEN):],
+                         w1, b1, c2, b2, task, False)
+        cuda.syncthreads()  # S2 is complete; the inputs are dead
+        for q in range(t, here * uint32(C3S4_TASKS), uint32(THREADS)):
+            g, task = q % here, q // here
+            c3s4_forward(buf_a[g * uint32(IN_LEN) + uint32(S4_AT):], buf_a,
+                         buf_b[g * uint32(S2_LEN):], w3, b3, c4, b4, table, task, False)
+        cuda.syncthreads()  # S4 is complete; S2 is dead
+        if t < uint32(C5_THREADS):
+            dense_partials(buf_b, buf_a[S4_AT:], IN_LEN, w5, C5_INPUTS, C5_UNITS, t)
+        cuda.syncthreads()  # C5's partial sums are complete
+        for q in range(t, here * uint32(C5_UNITS), uint32(THREADS)):
+            dense_finish(buf_a[A5_AT:], IN_LEN, buf_b, b5, C5_UNITS,
+                         q // uint32(C5_UNITS), q % uint32(C5_UNITS))
+        cuda.syncthreads()  # C5 is complete
+        if t < uint32(F6_THREADS):
+            dense_partials(buf_b, buf_a[A5_AT:], IN_LEN, w6, C5_UNITS, F6_UNITS, t)
+        cuda.syncthreads()  # F6's partial sums are complete
+        for q in range(t, here * uint32(F6_UNITS), uint32(THREADS)):
+            dense_finish(buf_a[A6_AT:], IN_LEN, buf_b, b6, F6_UNITS,
+                         q // uint32(F6_UNITS), q % uint32(F6_UNITS))
+        cuda.syncthreads()  # F6 is complete
+        for q in range(t, here * uint32(N_CLASSES), uint32(THREADS)):
+            g, i = q // uint32(N_CLASSES), q % uint32(N_CLASSES)
+            y = rbf_penalty(buf_a[g * uint32(IN_LEN) + uint32(A6_AT):], centers, i)
+            buf_a[g * uint32(IN_LEN) + uint32(Y_AT) + i] = y
+            penalties[n0 + g, i] = y
+        cuda.syncthreads()  # the penalties are complete
+        if t < here:
+            classes[n0 + t] = int32(argmin10(buf_a[t * uint32(IN_LEN) + uint32(Y_AT):]))
+        cuda.syncthreads()  # buffer A is read before the next group's inputs overwrite it
+
+
+# -------------------------------------------------------------------- stage kernels
+
+@kernel("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1])")
+def c1s2_kernel(s2, c1, x, params):
+    # one block per IMAGES images; threads over (task, image)
+    n0 = uint32(cuda.blockIdx.x) * uint32(IMAGES)
+    here = min(uint32(IMAGES), uint32(x.shape[0]) - n0)
+    w1, b1 = params[W1_AT:B1_AT], params[B1_AT:C2_AT]
+    c2, b2 = params[C2_AT:B2_AT], params[B2_AT:W3_AT]
+    for q in range(uint32(cuda.threadIdx.x), here * uint32(C1S2_TASKS), uint32(THREADS)):
+        n = n0 + q % here
+        c1s2_forward(s2[n], c1[n], x[n], w1, b1, c2, b2, q // here, True)
+
+
+@kernel("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1], int32[::1])")
+def c3s4_kernel(s4, c3, s2, params, table):
+    # one block per IMAGES images; threads over (task, image)
+    n0 = uint32(cuda.blockIdx.x) * uint32(IMAGES)
+    here = min(uint32(IMAGES), uint32(s2.shape[0]) - n0)
+    w3, b3 = params[W3_AT:B3_AT], params[B3_AT:C4_AT]
+    c4, b4 = params[C4_AT:B4_AT], params[B4_AT:W5_AT]
+    for q in range(uint32(cuda.threadIdx.x), here * uint32(C3S4_TASKS), uint32(THREADS)):
+        n = n0 + q % here
+        c3s4_forward(s4[n], c3[n], s2[n], w3, b3, c4, b4, table, q // here, True)
+
+
+DENSE_IN_MAX = C5_INPUTS    # widest full connection dense_kernel takes
+DENSE_X_LEN = IMAGES * DENSE_IN_MAX
+DENSE_PART_LEN = DENSE_SPLIT * IMAGES * C5_UNITS
+
+
+@kernel("void(float32[:, ::1], float32[:, ::1], float32[::1], float32[::1])")
+def dense_kernel(out, x, w, b):
+    # one block per IMAGES images: their inputs staged (zero rows past N), then one thread
+    # per (unit group, input lane) for the partial sums and per (image, unit) for the rest
+    xs = cuda.shared.array(DENSE_X_LEN, float32)
+    part = cuda.shared.array(DENSE_PART_LEN, float32)
+    t = uint32(cuda.threadIdx.x)
+    n_in, n_out = uint32(x.shape[1]), uint32(out.shape[1])
+    n0 = uint32(cuda.blockIdx.x) * uint32(IMAGES)
+    here = min(uint32(IMAGES), uint32(x.shape[0]) - n0)
+    for i in range(t, uint32(IMAGES) * n_in, uint32(THREADS)):
+        g = i // n_in
+        xs[i] = x[n0 + g, i % n_in] if g < here else float32(0.0)
+    cuda.syncthreads()  # the block's inputs are staged
+    if t < uint32(DENSE_SPLIT) * ((n_out + uint32(DENSE_UNITS - 1)) // uint32(DENSE_UNITS)):
+        dense_partials(part, xs, n_in, w, n_in, n_out, t)
+    cuda.syncthreads()  # the partial sums are complete
+    for q in range(t, here * n_out, uint32(THREADS)):
+        g, o = q // n_out, q % n_out
+        dense_finish(out[n0 + g], 0, part, b, n_out, g, o)
+
+
+@kernel("void(float32[:, ::1], int32[::1], float32[:, ::1], float32[::1])")
+def rbf_kernel(penalties, classes, x6, centers):
+    # one thread per image: its 10 penalties, then their argmin
+    n = uint32(cuda.grid(1))
+    if n < uint32(x6.shape[0]):
+        for i in range(N_CLASSES):
+            penalties[n, i] = rbf_penalty(x6[n], centers, uint32(i))
+        classes[n] = int32(argmin10(penalties[n]))
+
+
+# ---------------------------------------------------------------------- launchers
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _check(op, name, a, shape, dtype=np.float32):
+    """ValueError unless `a` is a C-contiguous device array of shape and dtype."""
+    if isinstance(a, np.ndarray) or not hasattr(a, "is_c_contiguous"):
+        raise ValueError(f"{op}: {name} must be a Numba device array, got {type(a).__name__}")
+    if tuple(a.shape) != tuple(shape) or np.dtype(a.dtype) != np.dtype(dtype) \
+            or not a.is_c_contiguous():
+        raise ValueError(f"{op}: {name} is {np.dtype(a.dtype).name} {tuple(a.shape)}, "
+                         f"expected C-contiguous {np.dtype(dtype).name} {tuple(shape)}")
+
+
+def groups(n):
+    """Blocks of forward_kernel (and the stage kernels) for n images."""
+    return _cdiv(n, IMAGES)
+
+
+def forward(penalties, classes, x, params, table, centers):
+    """penalties (N,10) and classes (N,) int32 of images x (N,1024): forward_kernel after
+    checking every argument (FusedForward.run launches it without checks)."""
+    n = x.shape[0] if len(getattr(x, "shape", ())) == 2 else None
+    _check("forward", "x", x, (n, IN_LEN))
+    _check("forward", "penalties", penalties, (n, N_CLASSES))
+    _check("forward", "classes", classes, (n,), np.int32)
+    _check("forward", "params", params, (PARAMETERS_LEN,))
+    _check("forward", "table", table, (C3_MAPS * TABLE_ROW,), np.int32)
+    _check("forward", "centers", centers, (N_CLASSES * F6_UNITS,))
+    if n:
+        forward_kernel[groups(n), THREADS](penalties, classes, x, params, table, centers)
+
+
+def c1s2(s2, c1, x, params):
+    n = x.shape[0]
+    for name, a, shape in (("s2", s2, (n, S2_LEN)), ("c1", c1, (n, C1_LEN)),
+                           ("x", x, (n, IN_LEN)), ("params", params, (PARAMETERS_LEN,))):
+        _check("c1s2", name, a, shape)
+    c1s2_kernel[groups(n), THREADS](s2, c1, x, params)
+
+
+def c3s4(s4, c3, s2, params, table):
+    n = s2.shape[0]
+    for name, a, shape in (("s4", s4, (n, S4_LEN)), ("c3", c3, (n, C3_LEN)),
+                           ("s2", s2, (n, S2_LEN)), ("params", params, (PARAMETERS_LEN,))):
+        _check("c3s4", name, a, shape)
+    _check("c3s4", "table", table, (C3_MAPS * TABLE_ROW,), np.int32)
+    c3s4_kernel[groups(n), THREADS](s4, c3, s2, params, table)
+
+
+def dense(out, x, w, b):
+    """out (N,O) = f(x (N,I) @ w (O*I,).T + b (O,)), I <= 400, O <= 120, O % 4 == 0."""
+    n, n_in = x.shape
+    n_out = b.shape[0]
+    if n_in > DENSE_IN_MAX or n_out > C5_UNITS or n_out % DENSE_UNITS:
+        raise ValueError(f"dense: {n_in} inputs and {n_out} units; dense_kernel takes at most "
+                         f"{DENSE_IN_MAX} and {C5_UNITS}, units a multiple of {DENSE_UNITS}")
+    for name, a, shape in (("out", out, (n, n_out)), ("x", x, (n, n_in)),
+                           ("w", w, (n_out * n_in,)), ("b", b, (n_out,))):
+        _check("dense", name, a, shape)
+    dense_kernel[groups(n), THREADS](out, x, w, b)
+
+
+def rbf(penalties, classes, x6, centers):
+    n = x6.shape[0]
+    _check("rbf", "penalties", penalties, (n, N_CLASSES))
+    _check("rbf", "classes", classes, (n,), np.int32)
+    _check("rbf", "x6", x6, (n, F6_UNITS))
+    _check("rbf", "centers", centers, (N_CLASSES * F6_UNITS,))
+    rbf_kernel[_cdiv(n, 128), 128](penalties, classes, x6, centers)
+
+
+# ------------------------------------------------------------------- model runner
+
+CHUNK = 16384   # images per host round trip for NumPy input: 64 MB of pinned input
+
+
+class FusedForward:
+    """forward_kernel for a model: the C3 table and the RBF centers on the device, and
+    every buffer a call needs allocated once and grown when a larger batch comes, so a
+    call checks nothing and allocates only the array it returns.
+
+    device(x, params, want)  x (N,1024) device array, read in place -> a fresh device
+                             array: penalties (N,10) or classes (N,) int32 (want)
+    host(x, params, want)    x (N,1024) NumPy, any float dtype -> a fresh NumPy array,
+                             through one pinned buffer each way per CHUNK images
+    """
+
+    def __init__(self, table, centers):
+        """table: the C3 kernels.conv.ConvTable; centers: the RBF bitmaps, 840 float32
+        on the device or on the host."""
+        self.table = c3_table(table)
+        if isinstance(centers, np.ndarray):
+            centers = cuda.to_device(np.ascontiguousarray(centers, np.float32).reshape(-1))
+        _check("FusedForward", "centers", centers, (N_CLASSES * F6_UNITS,))
+        self.centers = centers
+        self.stream = cuda.stream()
+        self._scratch = {}   # (name, dtype) -> device buffer of at least the largest batch
+
+    def _grown(self, name, n, width, dtype, alloc):
+        """A buffer of at least n rows (n images), kept for the next call."""
+        key = (name, np.dtype(dtype).str)
+        buf = self._scratch.get(key)
+        if buf is None or buf.shape[0] < n:
+            shape = (n, width) if width else (n,)
+            buf = self._scratch[key] = alloc(shape, dtype)
+        return buf
+
+    def _outputs(self, n, want, fresh):
+        """(penalties, classes) device arrays for n images: the wanted one `fresh`ly
+        allocated if asked, the other (and both when not) from the kept scratch."""
+        pen = self._grown("penalties", n, N_CLASSES, np.float32, cuda.device_array)
+        cls = self._grown("classes", n, 0, np.int32, cuda.device_array)
+        pen, cls = pen[:n], cls[:n]
+        if fresh and want == "penalties":
+            pen = cuda.device_array((n, N_CLASSES), np.float32)
+        elif fresh:
+            cls = cuda.device_array(n, np.int32)
+        return pen, cls
+
+    def device(self, x, params, want):
+        n = x.shape[0]
+        pen, cls = self._outputs(n, want, fresh=True)
+        if n:
+            forward_kernel[groups(n), THREADS](pen, cls, x, params, self.table, self.centers)
+        return pen if want == "penalties" else cls
+
+    def host(self, x, params, want):
+        n = x.shape[0]
+        out = np.empty((n, N_CLASSES), np.float32) if want == "penalties" \
+            else np.empty(n, np.intp)
+        m = min(n, CHUNK)
+        if m == 0:
+            return out
+        x_pin = self._grown("x pinned", m, IN_LEN, np.float32, cuda.pinned_array)
+        x_dev = self._grown("x", m, IN_LEN, np.float32, cuda.device_array)
+        pen, cls = self._outputs(m, want, fresh=False)
+        y_dev = pen if want == "penalties" else cls
+        y_pin = self._grown(f"{want} pinned", m, N_CLASSES if want == "penalties" else 0,
+                            y_dev.dtype, cuda.pinned_array)
+        for start in range(0, n, m):
+            k = min(m, n - start)
+            np.copyto(x_pin[:k], x[start:start + k], casting="same_kind")
+            x_dev[:k].copy_to_device(x_pin[:k], stream=self.stream)
+            forward_kernel[groups(k), THREADS, self.stream](pen[:k], cls[:k], x_dev[:k], params,
+                                                            self.table, self.centers)
+            y_dev[:k].copy_to_host(y_pin[:k], stream=self.stream)
+            self.stream.synchronize()
+            out[start:start + k] = y_pin[:k]
+        return out
