@@ -29,6 +29,7 @@ how the census sees each piece alone:
     c3s4_kernel(s4, c3, s2, params, table)  S4 (N, 400) and C3 (N, 1600) from S2
     dense_kernel(out, x, w, b)              f(x w^T + b): C5 (N,400)->(N,120), F6 ->(N,84)
     rbf_kernel(penalties, classes, x6, centers)
+    squash_kernel(out, a)                   kernels.layers.squash elementwise (its accuracy test)
 
 FusedForward holds what a model needs to launch forward_kernel with no per-call checks
 or allocation (lenet/ops_gpu.py uses it). CPU reference: the layer ops of
@@ -79,6 +80,7 @@ from kernels.layers import (
     dense_finish,
     dense_partials,
     rbf_penalty,
+    squash,
 )
 
 THREADS = 256                      # threads per block
@@ -225,6 +227,14 @@ def rbf_kernel(penalties, classes, x6, centers):
         classes[n] = int32(argmin10(penalties[n]))
 
 
+@kernel("void(float32[::1], float32[::1])")
+def squash_kernel(out, a):
+    # one thread per element
+    i = uint32(cuda.grid(1))
+    if i < uint32(a.shape[0]):
+        out[i] = squash(a[i])
+
+
 # ---------------------------------------------------------------------- launchers
 
 def _cdiv(a, b):
@@ -258,6 +268,19 @@ def forward(penalties, classes, x, params, table, centers):
     _check("forward", "centers", centers, (N_CLASSES * F6_UNITS,))
     if n:
         forward_kernel[groups(n), THREADS](penalties, classes, x, params, table, centers)
+
+
+def squash_all(a):
+    """kernels.layers.squash of every element of a float32 NumPy array, on the device (in
+    the simulator, the plain function element by element: a kernel there is a Python
+    thread per element)."""
+    a = np.ascontiguousarray(a, np.float32).ravel()
+    if config.ENABLE_CUDASIM:
+        with np.errstate(over="ignore"):   # the polynomial's a^2 of a huge a, not selected
+            return np.array([squash(v) for v in a], np.float32)
+    out = cuda.device_array_like(a)
+    squash_kernel[max(1, _cdiv(a.size, 256)), 256](out, cuda.to_device(a))
+    return out.copy_to_host()
 
 
 def c1s2(s2, c1, x, params):

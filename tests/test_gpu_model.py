@@ -1,4 +1,5 @@
-"""The GPU model against the CPU model with the same parameters.
+"""The GPU model against the CPU model with the same parameters: the layer-by-layer path
+(path="layers", what training runs); the fused forward path is tests/test_forward_kernels.py.
 
 Runs on a real GPU with thousands of images and in the CUDA simulator (chosen by
 conftest.py when there is no GPU) with a few. Interop with CuPy needs a real GPU.
@@ -28,7 +29,7 @@ def images(n, seed=0):
 @pytest.fixture(scope="module")
 def pair():
     cpu = LeNet5(device="cpu", seed=11)
-    gpu = LeNet5(device="gpu")
+    gpu = LeNet5(device="gpu", path="layers")
     gpu.set_parameters(cpu.parameters())
     return cpu, gpu
 
