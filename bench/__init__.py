@@ -6,13 +6,15 @@
     python -m bench --help                        # every option
 
 Implementations (bench/impls.py; each is skipped, with the reason, where it
-cannot run): gpu (LeNet5(device="gpu")), torch-cuda, cupy (im2col + cuBLAS,
+cannot run): gpu (LeNet5(device="gpu"): the fused forward), gpu-layers (its
+layer-by-layer forward, inference only), torch-cuda, cupy (im2col + cuBLAS,
 forward only), cpu (LeNet5(device="cpu"), NumPy), torch-cpu. PyTorch and CuPy
 are optional and never dependencies.
 
 Rows (bench/suite.py): whole-network inference, each layer's forward, one
 training step, one training pass over 60,000 images, at batch sizes 1, 64,
-1024, 10000 and 60000 (the CPU rows up to --max-cpu-batch). Every row is first
+1024, 10000 and 60000, inference also at 1,000,000 (the CPU rows up to
+--max-cpu-batch); inference at batch 1 also as a latency in microseconds. Every row is first
 checked against the float64 CPU reference (kernels/reference.py, tolerance of
 kernels/tolerance.py) on its own inputs: a wrong result is FAILED and not timed.
 Then warm-up, then samples between device synchronisations until --repeats and

@@ -70,7 +70,8 @@ def build_parser(prog="python -m bench"):
                    help="layers for the layer rows (default: all: C1,S2,C3,S4,C5,F6,RBF)")
     p.add_argument("--batch-sizes", type=_ints, default=None,
                    help="batch sizes of the inference, layer and train-step rows (default: "
-                   f"{','.join(map(str, d.batch_sizes))}; with --quick "
+                   f"{','.join(map(str, d.batch_sizes))}, and for inference "
+                   f"{','.join(map(str, d.inference_batch_sizes))}; with --quick "
                    f"{','.join(map(str, QUICK['batch_sizes']))})")
     p.add_argument("--max-cpu-batch", type=int, default=d.max_cpu_batch,
                    help="largest batch the CPU rows (cpu, torch-cpu) run, to keep runs short "
@@ -146,6 +147,8 @@ def config_from(args):
             setattr(cfg, key, value)
     if args.quick:
         cfg.cpu_peak_matmul = QUICK["cpu_peak_matmul"]
+    if args.batch_sizes is not None or args.quick:   # one list for every step row
+        cfg.inference_batch_sizes = list(cfg.batch_sizes)
     for name in ("repeats", "pass_repeats", "pass_images", "unique_images", "max_cpu_batch"):
         if getattr(cfg, name) < 1:
             raise suite.SuiteError(f"--{name.replace('_', '-')} must be at least 1")

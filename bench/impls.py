@@ -1,7 +1,10 @@
 """The implementations the suite compares, behind one small interface.
 
-    gpu         this project's CUDA kernels: LeNet5(device="gpu"); timed between
+    gpu         this project's CUDA kernels: LeNet5(device="gpu"), whose forward pass
+                is the fused kernel (kernels/forward.py); timed between
                 numba.cuda.synchronize() calls
+    gpu-layers  the same model on the layer-by-layer path, LeNet5(device="gpu",
+                path="layers"): inference rows only (its layers and training are gpu's)
     torch-cuda  the same network in PyTorch on the GPU (bench/torch_lenet.py)
     cupy        a CuPy baseline: im2col + cuBLAS matmul (bench/cupy_lenet.py),
                 forward only
@@ -36,8 +39,9 @@ from bench import machine
 from bench.workload import apply_layer
 from kernels.reference import MAP_J
 
-ORDER = ("gpu", "torch-cuda", "cupy", "cpu", "torch-cpu")
-KIND = {"gpu": "gpu", "torch-cuda": "gpu", "cupy": "gpu", "cpu": "cpu", "torch-cpu": "cpu"}
+ORDER = ("gpu", "gpu-layers", "torch-cuda", "cupy", "cpu", "torch-cpu")
+KIND = {"gpu": "gpu", "gpu-layers": "gpu", "torch-cuda": "gpu", "cupy": "gpu", "cpu": "cpu",
+        "torch-cpu": "cpu"}
 ALL_WHATS = frozenset({"inference", "layer", "train-step", "train-pass", "paper-pass"})
 PAPER_WARMUP_PATTERNS = 2   # a paper pass's warm-up: compiles the fused and curvature kernels
 
@@ -50,6 +54,8 @@ def create(name, params):
     """The implementation called `name`, holding `params` (a dict of float32 arrays)."""
     if name in ("cpu", "gpu"):
         return ProjectImpl(name, params)
+    if name == "gpu-layers":
+        return ProjectImpl("gpu", params, path="layers")
     if name in ("torch-cpu", "torch-cuda"):
         try:
             from bench.torch_lenet import TorchImpl
@@ -63,12 +69,15 @@ def create(name, params):
 
 
 class ProjectImpl:
-    """This project's model, LeNet5(device="cpu" or "gpu")."""
+    """This project's model, LeNet5(device="cpu" or "gpu"), on its default forward path
+    or on `path` (then named "<device>-<path>", inference rows only)."""
 
     whats = ALL_WHATS
 
-    def __init__(self, device, params):
+    def __init__(self, device, params, path=None):
         self.name = self.kind = device
+        if path is not None:
+            self.name, self.whats = f"{device}-{path}", frozenset({"inference"})
         self.params = params
         if device == "gpu":
             reason = machine.simulator_reason()
@@ -85,7 +94,7 @@ class ProjectImpl:
             self._sync = _no_sync
         from lenet.model import LeNet5
         try:
-            self.model = LeNet5(device=device)
+            self.model = LeNet5(device=device, path=path)
         except NotImplementedError as e:
             raise Unavailable(str(e)) from e
         self.reset()

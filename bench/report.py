@@ -68,6 +68,12 @@ def _cell(row, metric, cap):
     return f"{row['gflops']:.3g}" + (f" ({100 * frac:.2g}%)" if frac is not None else "")
 
 
+def _microseconds(row, cap):
+    if row is None or row["status"] != "ok":
+        return _cell(row, "rate", cap)
+    return f"{1e6 * row['median_s']:.3g} [{1e6 * row['min_s']:.3g}-{1e6 * row['max_s']:.3g}]"
+
+
 def _table(header, lines):
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in line) + " |" for line in lines]
@@ -101,6 +107,11 @@ def _section(results, what, impls):
         images = rows[0]["images"]
         out += [f"Seconds per pass over {images:,} images, median [min-max]:", ""]
         out += _table(lead + list(impls), lines("seconds")) + [""]
+    if what == "inference" and any((index.get(("", 1, n)) or {}).get("status") == "ok"
+                                   for n in impls):
+        out += ["Latency at batch 1, microseconds per call, median [min-max]:", ""]
+        out += _table(list(impls), [[_microseconds(index.get(("", 1, n)), cap)
+                                     for n in impls]]) + [""]
     unit = "Images (patterns)" if what == "paper-pass" else "Images"
     out += [f"{unit} per second, median [min-max of the samples]:", ""]
     out += _table(lead + list(impls), lines("rate")) + [""]

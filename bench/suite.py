@@ -50,6 +50,9 @@ class Config:
     whats: list = field(default_factory=lambda: list(WHATS))
     layers: list = field(default_factory=lambda: list(flops.LAYERS))
     batch_sizes: list = field(default_factory=lambda: [1, 64, 1024, 10000, 60000])
+    # inference rows also at a million images (the unique images repeated)
+    inference_batch_sizes: list = field(
+        default_factory=lambda: [1, 64, 1024, 10000, 60000, 1000000])
     max_cpu_batch: int = 10000
     repeats: int = 3
     min_time: float = 0.5
@@ -156,10 +159,12 @@ class Suite:
         after the other (so that one library's threads or caches do not disturb the
         next one's rows), smaller batches first, training passes last."""
         cfg, rows = self.cfg, []
+        step_sizes = sorted(set(cfg.batch_sizes) | set(cfg.inference_batch_sizes))
         for name, impl in self.impls.items():
-            for n in cfg.batch_sizes:
+            for n in step_sizes:
                 for what in STEP_WHATS:
-                    if what not in cfg.whats:
+                    sizes = cfg.inference_batch_sizes if what == "inference" else cfg.batch_sizes
+                    if what not in cfg.whats or n not in sizes:
                         continue
                     targets = [("layer", layer) for layer in cfg.layers] \
                         if what == "layers" else [(what, None)]
