@@ -1,0 +1,237 @@
+"""Stage kernels that run each backward piece of kernels/layers_backward.py over a batch:
+how tests/test_backward_pieces.py checks every piece against kernels/reference.py (both
+orders: gradients and Gauss-Newton curvature), and how the compile census sees each
+piece alone. They are not the training path (the layer kernels of kernels/conv.py and
+friends are, until the fused training step is built from the same pieces); parameter
+gradients are summed over the whole batch in one block, in a fixed order.
+
+    rbf_delta_kernel(d6, dy, hy, x6, centers, order)      (image, F6 unit) per thread
+    dense_delta_kernel(dx, d, w, x, order)                (image, input) per thread
+    dense_grads_kernel(dw, db, d, x, order)               a weight or a bias per thread
+    subsample_delta_kernel(dx, d, x, coef, size, order)   (image, input pixel) per thread
+    subsample_grads_kernel(dcoef, dbias, d, x, size, order)   one thread per map
+    c1_grads_kernel(dw, db, d, x, order)                  one block: (map, band) tasks
+    c3_grads_kernel(dw, db, d, x, table, order)           one block: (pair, band) tasks
+    c3_delta_kernel(d2, d3, w3, x2, out_table, order)     one block per IMAGES images
+
+Arrays are float32 (N, per-image length) or flat parameter arrays; order is 1 or 2.
+Test: pytest -q tests/test_backward_pieces.py
+"""
+
+from numba import config, cuda, float32, int32, uint32
+
+from kernels.common import kernel
+from kernels.layers import C1_MAPS, C3_MAPS, C3_MAX_IN, IMAGES, TABLE_ROW, K
+from kernels.layers_backward import (
+    c1_weight_grads,
+    c3_delta,
+    c3_weight_grads,
+    dense_bias_grad,
+    dense_delta,
+    dense_weight_grad,
+    rbf_delta,
+    subsample_delta,
+    subsample_grads,
+)
+
+THREADS = 128
+# the one-thread-per-element kernels stride over their elements with at most this many
+# blocks: a harness needs no more, and the simulator creates a Python thread per thread
+MAX_BLOCKS = 8 if config.ENABLE_CUDASIM else 1024
+KK1 = K * K + 1                      # a weight-gradient task's sums: 25 weights and a bias
+C1_TASKS = C1_MAPS * 7 * 2           # (map, band of 4 rows, half row)
+C3_TASKS = C3_MAPS * C3_MAX_IN * 2   # (map, slot in its input list, band of 5 rows)
+C1_PART_LEN = C1_TASKS * KK1
+C3_PART_LEN = C3_TASKS * KK1
+
+
+@kernel("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], "
+        "float32[::1], int32)")
+def rbf_delta_kernel(d6, dy, hy, x6, centers, order):
+    # threads stride over (image n, F6 unit j)
+    for i in range(uint32(cuda.grid(1)), uint32(d6.shape[0]) * uint32(d6.shape[1]),
+                   uint32(cuda.gridsize(1))):
+        n, j = i // uint32(d6.shape[1]), i % uint32(d6.shape[1])
+        rbf_delta(d6[n], dy[n], hy[n], x6[n], centers, order, j)
+
+
+@kernel("void(float32[:, ::1], float32[:, ::1], float32[::1], float32[:, ::1], int32)")
+def dense_delta_kernel(dx, d, w, x, order):
+    # threads stride over (image n, input unit i)
+    n_in = uint32(dx.shape[1])
+    for t in range(uint32(cuda.grid(1)), uint32(dx.shape[0]) * n_in, uint32(cuda.gridsize(1))):
+        n, i = t // n_in, t % n_in
+        dense_delta(dx[n], d[n], w, x[n], n_in, uint32(d.shape[1]), order, i)
+
+
+@kernel("void(float32[:, ::1], float32[::1], float32[::1], float32[::1], int32)")
+def dense_grads_kernel(dw, db, d, x, order):
+    # threads stride over the weights (o, i), then the biases o, each summing over the
+    # batch; d (N * n_out,) and x (N * n_in,) flat
+    n_out, n_in = uint32(dw.shape[0]), uint32(dw.shape[1])
+    images = uint32(d.shape[0]) // n_out
+    for t in range(uint32(cuda.grid(1)), n_out * n_in + n_out, uint32(cuda.gridsize(1))):
+        if t < n_out * n_in:
+            o, i = t // n_in, t % n_in
+            dw[o, i] = dense_weight_grad(d, n_out, x, n_in, images, order, o, i)
+        else:
+            o = t - n_out * n_in
+            db[o] = dense_bias_grad(d, n_out, images, o)
+
+
+@kernel("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1], int32, int32)")
+def subsample_delta_kernel(dx, d, x, coef, size, order):
+    # threads stride over (image n, input pixel k); the output size at run time
+    per = uint32(dx.shape[1])
+    for t in range(uint32(cuda.grid(1)), uint32(dx.shape[0]) * per, uint32(cuda.gridsize(1))):
+        n, k = t // per, t % per
+        subsample_delta(dx[n], d[n], x[n], coef, uint32(coef.shape[0]), uint32(size), order, k)
+
+
+@kernel("void(float32[::1], float32[::1], float32[::1], float32[::1], int32, int32)")
+def subsample_grads_kernel(dcoef, dbias, d, x, size, order):
+    # one thread per map m, summing over the batch; d (N * maps * size^2,) and x flat
+    m = uint32(cuda.grid(1))
+    maps = uint32(dcoef.shape[0])
+    if m < maps:
+        per = maps * uint32(size) * uint32(size)
+        gc, gb = subsample_grads(d, per, x, uint32(4) * per, uint32(d.shape[0]) // per,
+                                 uint32(size), order, m)
+        dcoef[m] = gc
+        dbias[m] = gb
+
+
+@kernel("void(float32[:, :, :, ::1], float32[::1], float32[:, ::1], float32[:, ::1], int32)")
+def c1_grads_kernel(dw, db, d, x, order):
+    # one block; one thread per (map m, band of 4 rows, half row) task summing over the
+    # batch into shared partial sums, then one per (map, weight or bias) adding its 14
+    part = cuda.shared.array(C1_PART_LEN, float32)
+    t = uint32(cuda.threadIdx.x)
+    n_img = uint32(d.shape[0])
+    for task in range(t, uint32(C1_TASKS), uint32(THREADS)):
+        m, band, half = task // uint32(14), (task // uint32(2)) % uint32(7), task % uint32(2)
+        out = part[task * uint32(KK1):]
+        for n in range(n_img):
+            c1_weight_grads(out, d[n, m * uint32(784):], x[n], uint32(4) * band,
+                            uint32(14) * half, order, n > 0)
+        if n_img == 0:
+            for q in range(KK1):
+                out[q] = float32(0.0)
+    cuda.syncthreads()  # every task's sums are in shared memory
+    for s in range(t, uint32(C1_MAPS * KK1), uint32(THREADS)):
+        m, q = s // uint32(KK1), s % uint32(KK1)
+        total = float32(0.0)
+        for task in range(m * uint32(14), m * uint32(14) + uint32(14)):
+            total += part[task * uint32(KK1) + q]
+        if q < uint32(K * K):
+            dw[m, 0, q // uint32(K), q % uint32(K)] = total
+        else:
+            db[m] = total
+
+
+@kernel("void(float32[:, :, :, ::1], float32[::1], float32[:, ::1], float32[:, ::1], "
+        "int32[::1], int32)")
+def c3_grads_kernel(dw, db, d, x, table, order):
+    # one block; one thread per (C3 map m, slot j of its input list, band of 5 rows) task
+    # summing over the batch into shared partial sums, then one per (m, c, weight) or
+    # bias adding its 2 bands; pairs off the table get exact zeros
+    part = cuda.shared.array(C3_PART_LEN, float32)
+    t = uint32(cuda.threadIdx.x)
+    n_img = uint32(d.shape[0])
+    for task in range(t, uint32(C3_TASKS), uint32(THREADS)):
+        m, j, band = task // uint32(12), (task // uint32(2)) % uint32(6), task % uint32(2)
+        row = m * uint32(TABLE_ROW)
+        if j < uint32(table[row]):
+            c = uint32(table[row + uint32(1) + j])
+            out = part[task * uint32(KK1):]
+            for n in range(n_img):
+                c3_weight_grads(out, d[n, m * uint32(100):], x[n, c * uint32(196):],
+                                uint32(5) * band, order, n > 0)
+            if n_img == 0:
+                for q in range(KK1):
+                    out[q] = float32(0.0)
+    cuda.syncthreads()  # every task's sums are in shared memory
+    for s in range(t, uint32(C3_MAPS * C1_MAPS * K * K + C3_MAPS), uint32(THREADS)):
+        if s < uint32(C3_MAPS * C1_MAPS * K * K):
+            m, c, q = s // uint32(150), (s // uint32(25)) % uint32(6), s % uint32(25)
+            total = float32(0.0)
+            row = m * uint32(TABLE_ROW)
+            for j in range(uint32(table[row])):
+                if uint32(table[row + uint32(1) + j]) == c:
+                    at = (m * uint32(12) + j * uint32(2)) * uint32(KK1) + q
+                    total = part[at] + part[at + uint32(KK1)]
+            dw[m, c, q // uint32(K), q % uint32(K)] = total
+        else:
+            m = s - uint32(C3_MAPS * C1_MAPS * K * K)   # every pair of m sums the same d:
+            at = m * uint32(12) * uint32(KK1) + uint32(K * K)   # take its first pair's
+            db[m] = part[at] + part[at + uint32(KK1)]
+
+
+@kernel("void(float32[:, ::1], float32[:, ::1], float32[::1], float32[:, ::1], int32[::1], "
+        "int32)")
+def c3_delta_kernel(d2, d3, w3, x2, out_table, order):
+    # one block per IMAGES images; threads over (task, image), 42 tasks an image
+    n0 = uint32(cuda.blockIdx.x) * uint32(IMAGES)
+    here = min(uint32(IMAGES), uint32(d2.shape[0]) - n0)
+    for q in range(uint32(cuda.threadIdx.x), here * uint32(42), uint32(THREADS)):
+        n = n0 + q % here
+        c3_delta(d2[n], d3[n], w3, x2[n], out_table, q // here, order)
+
+
+# ---------------------------------------------------------------------- launchers
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _order(order):
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 (gradients) or 2 (Gauss-Newton), not {order!r}")
+    return int32(order)
+
+
+def _blocks(count):
+    return max(1, min(MAX_BLOCKS, _cdiv(count, THREADS)))
+
+
+def rbf_delta_all(d6, dy, hy, x6, centers, order):
+    rbf_delta_kernel[_blocks(d6.size), THREADS](d6, dy, hy, x6, centers, _order(order))
+
+
+def dense_delta_all(dx, d, w, x, order):
+    dense_delta_kernel[_blocks(dx.size), THREADS](dx, d, w, x, _order(order))
+
+
+def dense_grads_all(dw, db, d, x, order):
+    """dw (O,I), db (O,) from d (N,O) and x (N,I), summed over the batch."""
+    dense_grads_kernel[_blocks(dw.size + db.size), THREADS](
+        dw, db, d.reshape(d.size), x.reshape(x.size), _order(order))
+
+
+def _size(d, maps):
+    return int(round((d.shape[1] // maps) ** 0.5))
+
+
+def subsample_delta_all(dx, d, x, coef, order):
+    subsample_delta_kernel[_blocks(dx.size), THREADS](
+        dx, d, x, coef, _size(d, coef.shape[0]), _order(order))
+
+
+def subsample_grads_all(dcoef, dbias, d, x, order):
+    subsample_grads_kernel[1, THREADS](dcoef, dbias, d.reshape(d.size), x.reshape(x.size),
+                                       _size(d, dcoef.shape[0]), _order(order))
+
+
+def c1_grads_all(dw, db, d, x, order):
+    c1_grads_kernel[1, THREADS](dw, db, d, x, _order(order))
+
+
+def c3_grads_all(dw, db, d, x, table, order):
+    c3_grads_kernel[1, THREADS](dw, db, d, x, table, _order(order))
+
+
+def c3_delta_all(d2, d3, w3, x2, out_table, order):
+    n = d2.shape[0]
+    if n:
+        c3_delta_kernel[_cdiv(n, IMAGES), THREADS](d2, d3, w3, x2, out_table, _order(order))
+

@@ -1,0 +1,269 @@
+"""One-image layer pieces of LeNet-5 (backward): deltas, their Gauss-Newton counterparts
+and parameter-gradient contributions, as device functions, for the fused training step
+and the per-pattern SDLM kernel to be assembled from (with kernels/layers.py's forward
+pieces and kernels.loss.pattern_loss), each tested on its own against
+kernels/reference.py.
+
+A delta is dE/da at a layer's pre-activation a (its output is f(a)). order 1 gives
+gradients; order 2 the Gauss-Newton second derivatives of the paper's SDLM recipe
+(weights and inputs squared, f'(a)^2, f'' dropped: kernels/reference.py's *_backward2_ref).
+f'(a) is taken from the layer's output (kernels.common.through_squash). Arrays are 1-D
+and C-ordered per image, as in kernels/layers.py; where a piece sums over images it
+reads image g at g * stride, so a block of several images (the training step) and one
+image (SDLM, images = 1) call the same code.
+
+    rbf_delta(d6, dy, hy, x6, centers, order, j)    F6 unit j's delta from the loss's
+                                   dE/dy (and d2E/dy2 for order 2) through the RBF
+    dense_delta(dx, d, w, x, n_in, n_out, order, i)   input unit i's delta below a full
+                                   connection (C5 -> S4, F6 -> C5): sum_o d[o] w[o, i]
+    dense_weight_grad(d, ds, x, xs, images, n_in, order, o, i)   sum over images of
+                                   d[o] x[i] (x^2): one weight's gradient contribution
+    dense_bias_grad(d, ds, images, order, o)         sum over images of d[o]
+    subsample_delta(dx, d, x, coef, maps, size, order, k)   input pixel k's delta below
+                                   S2 or S4: coef d[block] (coef^2 for order 2)
+    subsample_grads(d, ds, x, xs, images, size, order, m)   (coefficient, bias)
+                                   gradient contributions of map m
+    c1_weight_grads(out, d, x, y0, x0, order, accumulate)   C1: one map's 25 weights and
+    c3_weight_grads(out, d, x, y0, order, accumulate)   bias (C3: one connected pair's)
+                                   over a band of output rows: register tile of 26 sums
+    c3_delta(d2, d3, w3, x2, out_table, task, order)   S2's delta below C3, task (S2
+                                   map c, row pair): walks c's output list (10 C3 maps)
+
+The gradient pieces return or write sums; the caller writes them, adds them to a
+block's partial sums (in a fixed order: no atomics) or takes the SDLM step with them.
+
+Tests: pytest -q tests/test_backward_pieces.py; the stage kernels that run each piece
+over a batch are kernels/backward.py.
+"""
+
+import numpy as np
+from numba import cuda, float32, uint32
+
+from kernels.common import device_function, through_squash
+from kernels.layers import (
+    C1_MAPS,
+    C1_SIZE,
+    C3_SIZE,
+    F6_UNITS,
+    IN_SIZE,
+    N_CLASSES,
+    S2_SIZE,
+    K,
+    registers,
+)
+
+C1_GRAD_COLS = C1_SIZE // 2     # c1_weight_grads covers half a row of C1 per call
+C1_GRAD_WIN = C1_GRAD_COLS + K - 1
+C3_GRAD_WIN = C3_SIZE + K - 1
+OUT_TABLE_ROW = 1 + 16          # c3_out_table row: count, then up to 16 C3 maps
+GRAD_SUMS = K * K + 1           # a weight-gradient task's sums: 25 weights and the bias
+
+
+# --------------------------------------------------------------------------- RBF
+
+@device_function
+def rbf_delta(d6, dy, hy, x6, centers, order, j):
+    """F6 unit j of one image. order 1: d6[j] = f'(a6_j) sum_i dy_i 2 (x6_j - c_ij);
+    order 2: f'(a6_j)^2 sum_i (2 dy_i + 4 hy_i (x6_j - c_ij)^2) (y's own curvature kept:
+    kernels.reference.rbf_backward2_ref). dy, hy (10,); x6 (84,) F6's output."""
+    xj = x6[j]
+    g = float32(0.0)
+    for i in range(uint32(N_CLASSES)):
+        diff = xj - centers[i * uint32(F6_UNITS) + uint32(j)]
+        if order == 2:
+            g += float32(2.0) * dy[i] + float32(4.0) * hy[i] * diff * diff
+        else:
+            g += float32(2.0) * dy[i] * diff
+    d6[j] = through_squash(g, xj, order)
+
+
+# ------------------------------------------------------------ full connections
+
+@device_function
+def dense_delta(dx, d, w, x, n_in, n_out, order, i):
+    """Input unit i below a full connection of one image: dx[i] = f'(x_i) sum_o d[o]
+    w[o, i] (order 2: f'(x_i)^2 sum_o d[o] w[o, i]^2). d (n_out,) the delta above, w
+    (n_out * n_in,) row-major, x (n_in,) the input (a layer's output). Threads with
+    consecutive i read consecutive weights."""
+    g = float32(0.0)
+    at = uint32(i)
+    for o in range(uint32(n_out)):
+        wv = w[at]
+        if order == 2:
+            wv = wv * wv
+        g += d[o] * wv
+        at += uint32(n_in)
+    dx[i] = through_squash(g, x[i], order)
+
+
+@device_function
+def dense_weight_grad(d, d_stride, x, x_stride, images, order, o, i):
+    """sum over `images` images g of d[g * d_stride + o] x[g * x_stride + i] (x^2 for
+    order 2): weight (o, i)'s gradient contribution."""
+    g = float32(0.0)
+    for n in range(uint32(images)):
+        xv = x[n * uint32(x_stride) + uint32(i)]
+        if order == 2:
+            xv = xv * xv
+        g += d[n * uint32(d_stride) + uint32(o)] * xv
+    return g
+
+
+@device_function
+def dense_bias_grad(d, d_stride, images, o):
+    """sum over `images` images g of d[g * d_stride + o]: bias o's contribution (either
+    order: a bias's input is 1)."""
+    g = float32(0.0)
+    for n in range(uint32(images)):
+        g += d[n * uint32(d_stride) + uint32(o)]
+    return g
+
+
+# ------------------------------------------------------------------ subsampling
+
+@device_function
+def subsample_delta(dx, d, x, coef, maps, size, order, k):
+    """Input pixel k (map m, row y, column x) below a subsampling layer with `maps` maps
+    of size x size outputs, one image: dx[k] = f'(x_k) coef[m] d[m, y/2, x/2] (order 2:
+    f'^2 coef^2 d). x (maps * (2 size)^2,) is the layer's input (C1's or C3's output)."""
+    w = uint32(2 * size)
+    m = uint32(k) // (w * w)
+    r = uint32(k) % (w * w)
+    g = coef[m]
+    if order == 2:
+        g = g * g
+    g *= d[(m * uint32(size) + (r // w) // uint32(2)) * uint32(size) + (r % w) // uint32(2)]
+    dx[k] = through_squash(g, x[k], order)
+
+
+@device_function
+def subsample_grads(d, d_stride, x, x_stride, images, size, order, m):
+    """(sum of d s, sum of d) over map m's size x size outputs and `images` images: the
+    coefficient's and the bias's gradient contributions (order 2: sum h s^2, sum h),
+    s = the 2x2 input block sums; d the delta at the layer's pre-activation, x its input."""
+    gc = float32(0.0)
+    gb = float32(0.0)
+    w = uint32(2 * size)
+    for n in range(uint32(images)):
+        d0 = n * uint32(d_stride) + uint32(m) * uint32(size * size)
+        x0 = n * uint32(x_stride) + uint32(m) * w * w
+        for i in range(uint32(size)):
+            for j in range(uint32(size)):
+                at = x0 + uint32(2) * i * w + uint32(2) * j
+                s = (x[at] + x[at + uint32(1)]) + (x[at + w] + x[at + w + uint32(1)])
+                dv = d[d0 + i * uint32(size) + j]
+                gc += dv * (s * s if order == 2 else s)
+                gb += dv
+    return gc, gb
+
+
+# ------------------------------------------------------------------ convolutions
+
+@device_function
+def c1_weight_grads(out, d, x, y0, x0, order, accumulate):
+    """C1 map's 25 weight sums and its bias sum over the output rows y0 .. y0 + 3 and
+    columns x0 .. x0 + 13 of one image, into out (26,) (added to it if accumulate):
+    out[5 u + v] = sum d[y, x] x[y + u, x + v] (x^2 for order 2), out[25] = sum d.
+    d (28*28,) one C1 map's delta, x (32*32,) the input image."""
+    acc = registers.local.array(GRAD_SUMS, float32)
+    row = registers.local.array(C1_GRAD_WIN, float32)
+    dr = registers.local.array(C1_GRAD_COLS, float32)
+    for q in range(GRAD_SUMS):
+        acc[q] = float32(0.0)
+    for y in range(uint32(y0), uint32(y0) + uint32(4)):
+        for c in range(uint32(C1_GRAD_COLS)):
+            dr[c] = d[y * uint32(C1_SIZE) + uint32(x0) + c]
+            acc[K * K] += dr[c]
+        for u in range(uint32(K)):
+            at = (y + u) * uint32(IN_SIZE) + uint32(x0)
+            for c in range(uint32(C1_GRAD_WIN)):
+                xv = x[at + c]
+                row[c] = xv * xv if order == 2 else xv
+            for v in range(K):
+                for c in range(C1_GRAD_COLS):
+                    acc[u * uint32(K) + v] += dr[c] * row[c + v]
+    for q in range(uint32(GRAD_SUMS)):
+        out[q] = (out[q] if accumulate else float32(0.0)) + acc[q]
+
+
+@device_function
+def c3_weight_grads(out, d, x, y0, order, accumulate):
+    """One connected pair (C3 map m, S2 map c): its 25 weight sums and m's bias sum over
+    the output rows y0 .. y0 + 4 of one image, into out (26,) (added to it if
+    accumulate). d (10*10,) the delta of C3 map m, x (14*14,) S2 map c's output."""
+    acc = registers.local.array(GRAD_SUMS, float32)
+    row = registers.local.array(C3_GRAD_WIN, float32)
+    dr = registers.local.array(C3_SIZE, float32)
+    for q in range(GRAD_SUMS):
+        acc[q] = float32(0.0)
+    for y in range(uint32(y0), uint32(y0) + uint32(5)):
+        for c in range(uint32(C3_SIZE)):
+            dr[c] = d[y * uint32(C3_SIZE) + c]
+            acc[K * K] += dr[c]
+        for u in range(uint32(K)):
+            at = (y + u) * uint32(S2_SIZE)
+            for c in range(uint32(C3_GRAD_WIN)):
+                xv = x[at + c]
+                row[c] = xv * xv if order == 2 else xv
+            for v in range(K):
+                for c in range(C3_SIZE):
+                    acc[u * uint32(K) + v] += dr[c] * row[c + v]
+    for q in range(uint32(GRAD_SUMS)):
+        out[q] = (out[q] if accumulate else float32(0.0)) + acc[q]
+
+
+@device_function
+def c3_delta(d2, d3, w3, x2, out_table, task, order):
+    """S2 map c's rows 2r and 2r + 1 of one image's delta below C3, task = 7 c + r:
+    d2[c, y, x] = f'(x2) sum over C3 maps m that read c, u, v of d3[m, y - u, x - v]
+    w3[m, c, u, v] (order 2: f'^2, w^2). d3 (16*10*10,), w3 (16*6*25,), x2 (6*14*14,)
+    S2's output; out_table c3_out_table()'s rows. Per C3 map, 25 weights and 5 pairs of
+    10-delta rows feed a 2x14 register tile."""
+    c = uint32(task) // uint32(S2_SIZE // 2)
+    r = uint32(task) % uint32(S2_SIZE // 2)
+    acc = registers.local.array((2, S2_SIZE), float32)
+    for p in range(2):
+        for q in range(S2_SIZE):
+            acc[p, q] = float32(0.0)
+    top = registers.local.array(C3_SIZE, float32)
+    bottom = registers.local.array(C3_SIZE, float32)
+    row0 = c * uint32(OUT_TABLE_ROW)
+    for jj in range(uint32(out_table[row0])):
+        m = uint32(out_table[row0 + uint32(1) + jj])
+        w_at = (m * uint32(C1_MAPS) + c) * uint32(K * K)
+        for u in range(uint32(K)):
+            # S2 rows 2r, 2r + 1 read C3 rows 2r - u and 2r + 1 - u, zero outside 0..9;
+            # an invalid row is read at row 0 (a valid address) and replaced by zeros
+            y = uint32(2) * r
+            ok_top = y >= u and y - u < uint32(C3_SIZE)
+            ok_bottom = y + uint32(1) >= u and y + uint32(1) - u < uint32(C3_SIZE)
+            at_top = (m * uint32(C3_SIZE) + (y - u if ok_top else uint32(0))) * uint32(C3_SIZE)
+            at_bottom = (m * uint32(C3_SIZE) + (y + uint32(1) - u if ok_bottom else uint32(0))) \
+                * uint32(C3_SIZE)
+            for q in range(uint32(C3_SIZE)):
+                top[q] = d3[at_top + q] if ok_top else float32(0.0)
+                bottom[q] = d3[at_bottom + q] if ok_bottom else float32(0.0)
+            for v in range(K):
+                wv = w3[w_at + u * uint32(K) + uint32(v)]
+                if order == 2:
+                    wv = wv * wv
+                for q in range(C3_SIZE):          # S2 column q + v reads C3 column q
+                    acc[0, q + v] += wv * top[q]
+                    acc[1, q + v] += wv * bottom[q]
+    for p in range(uint32(2)):
+        for q in range(uint32(S2_SIZE)):
+            at = (c * uint32(S2_SIZE) + uint32(2) * r + p) * uint32(S2_SIZE) + q
+            d2[at] = through_squash(acc[p, q], x2[at], order)
+
+
+def c3_out_table(table):
+    """The (6*17,) int32 device array of a kernels.conv.ConvTable that c3_delta reads:
+    row c = (number of C3 maps that read S2 map c, those maps, -1 padding)."""
+    if table.c_in != C1_MAPS or table.max_out > OUT_TABLE_ROW - 1:
+        raise ValueError(f"c3_out_table: the table has {table.c_in} input maps feeding up to "
+                         f"{table.max_out}, expected {C1_MAPS} feeding at most "
+                         f"{OUT_TABLE_ROW - 1}")
+    rows = np.full((C1_MAPS, OUT_TABLE_ROW), -1, np.int32)
+    rows[:, 0] = table.out_counts_host
+    rows[:, 1:1 + table.max_out] = table.out_maps_host
+    return cuda.to_device(rows.reshape(-1))
