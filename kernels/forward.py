@@ -40,7 +40,7 @@ tests/test_forward_kernels.py
 import numpy as np
 from numba import config, cuda, float32, int32, uint32
 
-from kernels.common import kernel
+from kernels.common import device_function, kernel
 from kernels.layers import (
     B1_AT,
     B2_AT,
@@ -104,6 +104,17 @@ assert C5_THREADS <= THREADS and F6_THREADS <= THREADS
 
 # ------------------------------------------------------------------ the fused kernel
 
+@device_function
+def image_task(q, here, tasks):
+    """(image, task) of work item q of a group of `here` images with `tasks` tasks each.
+    A full group interleaves the images (q = IMAGES task + image), so that the lanes of a
+    warp share a task's layer map; a partial one (the last) goes image by image. Both
+    divide by constants only."""
+    if here == uint32(IMAGES):
+        return q % uint32(IMAGES), q // uint32(IMAGES)
+    return q // uint32(tasks), q % uint32(tasks)
+
+
 @kernel("void(float32[:, ::1], int32[::1], float32[:, ::1], float32[::1], int32[::1], "
         "float32[::1])", **LAUNCH_BOUNDS)
 def forward_kernel(penalties, classes, x, params, table, centers):
@@ -130,12 +141,12 @@ def forward_kernel(penalties, classes, x, params, table, centers):
             buf_a[i] = x[n0 + g, i % uint32(IN_LEN)] if g < here else float32(0.0)
         cuda.syncthreads()  # the group's inputs (and, the first time, the parameters) are staged
         for q in range(t, here * uint32(C1S2_TASKS), uint32(THREADS)):
-            g, task = q % here, q // here
+            g, task = image_task(q, here, C1S2_TASKS)
             c1s2_forward(buf_b[g * uint32(S2_LEN):], buf_b, buf_a[g * uint32(IN_LEN):],
                          w1, b1, c2, b2, task, False)
         cuda.syncthreads()  # S2 is complete; the inputs are dead
         for q in range(t, here * uint32(C3S4_TASKS), uint32(THREADS)):
-            g, task = q % here, q // here
+            g, task = image_task(q, here, C3S4_TASKS)
             c3s4_forward(buf_a[g * uint32(IN_LEN) + uint32(S4_AT):], buf_a,
                          buf_b[g * uint32(S2_LEN):], w3, b3, c4, b4, table, task, False)
         cuda.syncthreads()  # S4 is complete; S2 is dead
@@ -348,22 +359,29 @@ class FusedForward:
         self.centers = centers
         self.stream = cuda.stream()
         self._scratch = {}   # (name, dtype) -> device buffer of at least the largest batch
+        self._views = {}     # (name, dtype, n) -> its first n rows (slicing costs microseconds)
 
     def _grown(self, name, n, width, dtype, alloc):
-        """A buffer of at least n rows (n images), kept for the next call."""
+        """The first n rows of a buffer of at least n rows, kept for the next call."""
         key = (name, np.dtype(dtype).str)
+        view = self._views.get(key + (n,))
+        if view is not None:
+            return view
         buf = self._scratch.get(key)
         if buf is None or buf.shape[0] < n:
             shape = (n, width) if width else (n,)
             buf = self._scratch[key] = alloc(shape, dtype)
-        return buf
+            self._views = {k: v for k, v in self._views.items() if k[:2] != key}
+        if len(self._views) > 64:
+            self._views.clear()
+        view = self._views[key + (n,)] = buf if buf.shape[0] == n else buf[:n]
+        return view
 
     def _outputs(self, n, want, fresh):
         """(penalties, classes) device arrays for n images: the wanted one `fresh`ly
         allocated if asked, the other (and both when not) from the kept scratch."""
         pen = self._grown("penalties", n, N_CLASSES, np.float32, cuda.device_array)
         cls = self._grown("classes", n, 0, np.int32, cuda.device_array)
-        pen, cls = pen[:n], cls[:n]
         if fresh and want == "penalties":
             pen = cuda.device_array((n, N_CLASSES), np.float32)
         elif fresh:
@@ -392,11 +410,14 @@ class FusedForward:
                             y_dev.dtype, cuda.pinned_array)
         for start in range(0, n, m):
             k = min(m, n - start)
-            np.copyto(x_pin[:k], x[start:start + k], casting="same_kind")
-            x_dev[:k].copy_to_device(x_pin[:k], stream=self.stream)
-            forward_kernel[groups(k), THREADS, self.stream](pen[:k], cls[:k], x_dev[:k], params,
+            if k < m:   # the last, shorter chunk
+                x_pin, x_dev, y_pin, y_dev = x_pin[:k], x_dev[:k], y_pin[:k], y_dev[:k]
+                pen, cls = pen[:k], cls[:k]
+            np.copyto(x_pin, x[start:start + k], casting="same_kind")
+            x_dev.copy_to_device(x_pin, stream=self.stream)
+            forward_kernel[groups(k), THREADS, self.stream](pen, cls, x_dev, params,
                                                             self.table, self.centers)
-            y_dev[:k].copy_to_host(y_pin[:k], stream=self.stream)
+            y_dev.copy_to_host(y_pin, stream=self.stream)
             self.stream.synchronize()
-            out[start:start + k] = y_pin[:k]
+            out[start:start + k] = y_pin
         return out
