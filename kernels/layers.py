@@ -22,22 +22,24 @@ register tiles (cuda.local.array) in registers.
     dense_partials(...)       C5 or F6 (a full connection) for up to IMAGES images: thread
     dense_finish(...)         (unit group, input lane) sums 4 units x IMAGES images over
                               every DENSE_SPLIT-th input; the finish adds the partial sums
-                              in a fixed order (deterministic, no atomics) and squashes
-    rbf_penalty(y, x6, centers, i)   y[i] = sum_j (x6[j] - centers[i, j])^2
+                              in a fixed order (deterministic, no atomics) and squashes;
+                              one image (SDLM) passes x_stride 0: the same latency
+    rbf_penalty(x6, centers, i)   sum_j (x6[j] - centers[i, j])^2 of one image
     argmin10(y)               the first index of the smallest of 10 penalties
 
 squash: A tanh(S a) = A S a + a z P(z), z = a^2, a degree-3 P, for |a| < 1, and
 copysign(A - 2A / (1 + 2^(|a| 2S log2 e)), a) above, with the hardware's ex2.approx and
-rcp.approx (inline PTX): 15 instructions, no branch, no libdevice. Its worst relative
-error over every float32 input, with those two instructions at their documented error
-bounds, is 4e-7 (bench/results/2026-12-02-squash-accuracy/). libdevice's tanhf, which
-the layer-by-layer kernels use, is the same scheme with A and S applied outside (24).
+rcp.approx (inline PTX): 16 PTX instructions, no branch, no libdevice. Its worst
+relative error over every float32 input, with those two instructions at their documented
+error bounds, is 3.9e-7 (bench/results/2026-12-02-squash-accuracy/). libdevice's tanhf,
+which the layer-by-layer kernels use, is the same scheme with A and S applied outside
+(24 instructions).
 
 Under the CUDA simulator the pieces are plain Python (kernels.common.device_function)
 and ex2/rcp are math.exp2 and a division.
 
 Tests: pytest -q tests/test_forward_kernels.py (each piece on its own, then the fused
-kernel); census: python -m bench.ptx.
+kernel); compile census: bench/results/2026-12-02-fused-census/.
 """
 
 import math

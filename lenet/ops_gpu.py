@@ -44,8 +44,8 @@ class GPUOps:
             raise NotImplementedError("no CUDA GPU is available (and the CUDA simulator is off)")
         self._buffers = {}
         self._fused = None          # kernels.forward.FusedForward, made on first use
-        self._flat = None           # the flat parameter buffer
-        self._flat_ids = None       # ids of the views of it that the model's dict holds
+        self._params_flat = None    # the flat parameter buffer of the fused path
+        self._params_ids = None     # ids of the views of it that the model's dict holds
 
     def _out(self, tag, shape, dtype=np.float32):
         """A cached output buffer for one batch: one per (op, trailing shape,
@@ -119,17 +119,17 @@ class GPUOps:
         new model, set_parameters). Training updates the views in place, so the buffer
         follows it; the check is 12 id() calls."""
         ids = tuple(map(id, params.values()))
-        if ids == self._flat_ids:
-            return self._flat
-        if self._flat is None:
-            self._flat = cuda.device_array(layers.PARAMETERS_LEN, np.float32)
+        if ids == self._params_ids:
+            return self._params_flat
+        if self._params_flat is None:
+            self._params_flat = cuda.device_array(layers.PARAMETERS_LEN, np.float32)
         for name, shape in layers.PARAMETER_SHAPES:
             at, size = layers.PARAMETER_AT[name], int(np.prod(shape))
-            view = self._flat[at:at + size].reshape(shape)
+            view = self._params_flat[at:at + size].reshape(shape)
             view.copy_to_device(params[name])
             params[name] = view
-        self._flat_ids = tuple(map(id, params.values()))
-        return self._flat
+        self._params_ids = tuple(map(id, params.values()))
+        return self._params_flat
 
     # ------------------------------------------------------------- layers
     # A convolution whose kernel covers its whole input and whose table connects every
