@@ -72,10 +72,17 @@ def build_parser(prog="python -m bench"):
                    help="batch sizes of the inference, layer and train-step rows (default: "
                    f"{','.join(map(str, d.batch_sizes))}; with --quick "
                    f"{','.join(map(str, QUICK['batch_sizes']))})")
+    p.add_argument("--layer-batch-sizes", type=_ints, default=None,
+                   help="batch sizes of the layer rows alone (default: --batch-sizes)")
+    p.add_argument("--step-batch-sizes", type=_ints, default=None,
+                   help="batch sizes of the train-step rows alone (default: --batch-sizes)")
     p.add_argument("--max-cpu-batch", type=int, default=d.max_cpu_batch,
                    help="largest batch the CPU rows (cpu, torch-cpu) run, to keep runs short "
                    f"(default: {d.max_cpu_batch}), training passes included; larger ones "
                    "show as not run")
+    p.add_argument("--max-cpu-pass-images", type=int, default=d.max_cpu_pass_images,
+                   help="CPU training-pass rows (train-pass, paper-pass) over more than this "
+                   "many images show as not run (default: no limit)")
     p.add_argument("--repeats", type=int, default=None,
                    help=f"at least this many timing samples per row (default: {d.repeats}; "
                    f"--quick {QUICK['repeats']})")
@@ -132,6 +139,9 @@ def build_parser(prog="python -m bench"):
 
 def config_from(args):
     cfg = suite.Config(impls=args.impl, layers=args.layers, max_cpu_batch=args.max_cpu_batch,
+                       layer_batch_sizes=args.layer_batch_sizes,
+                       step_batch_sizes=args.step_batch_sizes,
+                       max_cpu_pass_images=args.max_cpu_pass_images,
                        pass_batch_sizes=args.pass_batch_sizes, unique_images=args.unique_images,
                        peak_gflops=args.peak_gflops, cpu_peak_gflops=args.cpu_peak_gflops,
                        rtol=args.rtol, torch_rtol=args.torch_rtol, seed=args.seed,

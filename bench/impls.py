@@ -3,6 +3,9 @@
     gpu         this project's CUDA kernels: LeNet5(device="gpu"); timed between
                 numba.cuda.synchronize() calls
     torch-cuda  the same network in PyTorch on the GPU (bench/torch_lenet.py)
+    torch-compile  that network through torch.compile(mode="reduce-overhead"):
+                Inductor's Triton kernels replayed as CUDA graphs; inference and
+                training steps only (each batch size costs a compile)
     cupy        a CuPy baseline: im2col + cuBLAS matmul (bench/cupy_lenet.py),
                 forward only
     cpu         this project's NumPy model: LeNet5(device="cpu")
@@ -36,8 +39,9 @@ from bench import machine
 from bench.workload import apply_layer
 from kernels.reference import MAP_J
 
-ORDER = ("gpu", "torch-cuda", "cupy", "cpu", "torch-cpu")
-KIND = {"gpu": "gpu", "torch-cuda": "gpu", "cupy": "gpu", "cpu": "cpu", "torch-cpu": "cpu"}
+ORDER = ("gpu", "torch-cuda", "torch-compile", "cupy", "cpu", "torch-cpu")
+KIND = {"gpu": "gpu", "torch-cuda": "gpu", "torch-compile": "gpu", "cupy": "gpu", "cpu": "cpu",
+        "torch-cpu": "cpu"}
 ALL_WHATS = frozenset({"inference", "layer", "train-step", "train-pass", "paper-pass"})
 PAPER_WARMUP_PATTERNS = 2   # a paper pass's warm-up: compiles the fused and curvature kernels
 
@@ -56,6 +60,12 @@ def create(name, params):
         except ImportError as e:
             raise Unavailable(f"PyTorch is not installed ({e})") from e
         return TorchImpl(name.split("-")[1], params)
+    if name == "torch-compile":
+        try:
+            from bench.torch_lenet import TorchCompileImpl
+        except ImportError as e:
+            raise Unavailable(f"PyTorch is not installed ({e})") from e
+        return TorchCompileImpl(params)
     if name == "cupy":
         from bench.cupy_lenet import CuPyImpl
         return CuPyImpl(params)

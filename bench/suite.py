@@ -50,7 +50,10 @@ class Config:
     whats: list = field(default_factory=lambda: list(WHATS))
     layers: list = field(default_factory=lambda: list(flops.LAYERS))
     batch_sizes: list = field(default_factory=lambda: [1, 64, 1024, 10000, 60000])
+    layer_batch_sizes: list = None   # the layer rows' batch sizes (None: batch_sizes)
+    step_batch_sizes: list = None    # the train-step rows' (None: batch_sizes)
     max_cpu_batch: int = 10000
+    max_cpu_pass_images: int = None  # CPU pass rows over more images show as not run
     repeats: int = 3
     min_time: float = 0.5
     warmup: int = 2
@@ -142,7 +145,7 @@ class Suite:
         if not self.impls:
             reasons = "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
             raise SuiteError(f"none of the implementations asked for can run here ({reasons})")
-        sizes = list(self.cfg.batch_sizes)
+        sizes = [n for what in STEP_WHATS for n in self.batch_sizes(what)]
         if "train-pass" in self.cfg.whats:
             sizes += list(self.cfg.pass_batch_sizes)
         if any(what in self.cfg.whats for what in PASS_WHATS):
@@ -151,15 +154,22 @@ class Suite:
         self.workload = Workload(self.params, min(self.cfg.unique_images, max(sizes)),
                                  seed=self.cfg.seed, log=self.log)
 
+    def batch_sizes(self, what):
+        """The batch sizes of the inference, layers or train-step rows."""
+        cfg = self.cfg
+        own = {"layers": cfg.layer_batch_sizes, "train-step": cfg.step_batch_sizes}.get(what)
+        return list(own or cfg.batch_sizes)
+
     def plan(self):
         """(what, layer, batch, implementation) of every row, one implementation
         after the other (so that one library's threads or caches do not disturb the
         next one's rows), smaller batches first, training passes last."""
         cfg, rows = self.cfg, []
+        sizes = {what: self.batch_sizes(what) for what in STEP_WHATS if what in cfg.whats}
         for name, impl in self.impls.items():
-            for n in cfg.batch_sizes:
+            for n in sorted({n for s in sizes.values() for n in s}):
                 for what in STEP_WHATS:
-                    if what not in cfg.whats:
+                    if what not in sizes or n not in sizes[what]:
                         continue
                     targets = [("layer", layer) for layer in cfg.layers] \
                         if what == "layers" else [(what, None)]
@@ -223,6 +233,11 @@ class Suite:
             row["mu"] = cfg.paper_mu
         if impl.kind == "cpu" and what != "paper-pass" and n > cfg.max_cpu_batch:
             row.update(status="skipped", reason=f"batch above --max-cpu-batch {cfg.max_cpu_batch}")
+            return row
+        if impl.kind == "cpu" and what in PASS_WHATS and cfg.max_cpu_pass_images is not None \
+                and cfg.pass_images > cfg.max_cpu_pass_images:
+            row.update(status="skipped", reason="pass above --max-cpu-pass-images "
+                       f"{cfg.max_cpu_pass_images}")
             return row
         self.log(f"{label} checking")
         rtol = cfg.torch_rtol if impl.name.startswith("torch") else cfg.rtol
