@@ -472,7 +472,7 @@ def test_gpu_session_script_and_readme_give_the_same_call():
         script = f.read()
     with open(os.path.join(ROOT, "README.md")) as f:
         assert call in f.read()
-    assert call in script and "BUDGET=525" in script
+    assert call in script and "GPU_SESSION_BUDGET:-525" in script
     script_path = os.path.join(ROOT, "bench", "gpu_session.sh")
     assert subprocess.run(["bash", "-n", script_path]).returncode == 0
     assert not os.path.exists(os.path.join(ROOT, "bench", "run_on_gpu.sh"))
