@@ -372,6 +372,9 @@ def kernels_block():
                      ("yes: " + ", ".join(f"`{p}`" for p in changed) if changed else "no")]
         out.append(f"| `{path}` | {what} | {census.get(path, '') if path != MODEL[0] else ''} "
                    f"| " + " | ".join(cells) + " |")
+    if any(run["tests"]["cases"] is None for run in runs):
+        out += ["", "A run with a log and no JUnit XML (`tests.xml`) names only its failures: "
+                "there, \"passed\" means none of the module's tests is among them."]
     return out
 
 
