@@ -37,6 +37,10 @@
 #      throughput.png and ptx.md, and regenerates the README's results (python -m
 #      bench.report --readme); review and commit both. Then give_back, unless there is
 #      time to run it again at the end.
+# A rerun of some parts only, with a smaller budget (seconds for the parts; timeout_s
+# 15 more), for example at the end of a session:
+#          run(command="GPU_SESSION_PARTS='bench train' GPU_SESSION_BUDGET=285 bash bench/gpu_session.sh",
+#              carry=[".carry"], timeout_s=300)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 PYTHON=python3
@@ -62,6 +66,7 @@ if [ "${1:-}" = --collect ]; then
 fi
 
 BUDGET=${GPU_SESSION_BUDGET:-525}   # seconds for all parts: timeout_s (540) less the copy back
+PARTS=" ${GPU_SESSION_PARTS:-tests census bench train} "   # e.g. "bench train" for a rerun
 OUT=${OUT:-/tmp/gpu-session}
 mkdir -p "$OUT"
 [ -f .carry/commit ] && cp .carry/commit .commit     # what bench.machine.git_commit reads
@@ -73,7 +78,8 @@ header() {  # the first lines of a log: what, where, when, which commit
     echo "# device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
     echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit: $COMMIT"
 }
-cap() {  # a part's limit: its own, or what is left of the budget
+cap() {  # a part's limit: its own, or what is left of the budget; 0 for a part not asked for
+    [[ $PARTS == *" $2 "* ]] || { echo 0; return; }
     local left=$((BUDGET - SECONDS - 5))
     left=$(( left > 0 ? left : 0 ))
     echo $(( $1 < left ? $1 : left ))
@@ -83,7 +89,7 @@ record() {  # NAME EXIT START LIMIT COMMAND...: into session.json
     shift 4
     $PYTHON -m bench.session record --budget $BUDGET "$OUT" "$name" "$rc" \
         $((SECONDS - start)) "$limit" -- "$@"
-    if [ "$rc" = -1 ]; then echo "=== $name: skipped, too little time left"
+    if [ "$rc" = -1 ]; then echo "=== $name: skipped (not asked for, or too little time left)"
     else echo "=== $name: exit $rc after $((SECONDS - start)) s (limit $limit s; $SECONDS s in all)"
     fi
 }
@@ -99,7 +105,7 @@ session() {
     $PYTHON -c "import xdist" 2>/dev/null && xdist=(-n 6 --dist loadfile)
 
     # 1. the whole test suite on the GPU
-    start=$SECONDS; limit=$(cap 210)
+    start=$SECONDS; limit=$(cap 210 tests)
     cmd=(timeout -s INT -k 15 "$limit" $PYTHON -m pytest -q -ra --durations=20
          -p no:cacheprovider --junitxml="$OUT/tests.xml" "${xdist[@]}")
     if [ "$limit" -ge 20 ]; then
@@ -109,7 +115,7 @@ session() {
     record tests "$rc" "$start" "$limit" "${cmd[@]}"
 
     # 2. the compile census on the device
-    start=$SECONDS; limit=$(cap 60)
+    start=$SECONDS; limit=$(cap 60 census)
     cmd=(timeout -k 10 "$limit" $PYTHON -m bench.ptx --device --out /tmp/ptx)
     if [ "$limit" -ge 20 ]; then
         "${cmd[@]}" 2>&1; rc=$?
@@ -118,7 +124,7 @@ session() {
     record census "$rc" "$start" "$limit" "${cmd[@]}"
 
     # 3. the short benchmark (SIGINT: it writes the rows measured so far)
-    start=$SECONDS; limit=$(cap 170)
+    start=$SECONDS; limit=$(cap 170 bench)
     cmd=(timeout -s INT -k 20 "$limit" $PYTHON -m bench --out /tmp/bench
          --impl gpu,torch-cuda,torch-compile,cpu,torch-cpu
          --what inference,layers,train-step,paper-pass --batch-sizes 1,1024,60000
@@ -133,7 +139,7 @@ session() {
 
     # 4. the paper's recipe on MNIST for the time that is left (SIGINT keeps the last
     #    complete pass in the log)
-    start=$SECONDS; limit=$(cap 600)
+    start=$SECONDS; limit=$(cap 600 train)
     cmd=(timeout -s INT -k 20 "$limit" $PYTHON -m lenet train --device gpu
          --data "$LENET_DATA" --recipe paper --init sqrt-fan-in --mu 1 --epochs 20
          --no-progress --out /tmp/train/paper.npz --log "$OUT/paper.log.jsonl")

@@ -334,16 +334,25 @@ def census(kernels, device=False, ptxas=None, arch=None, log=None):
                 body, labels = instructions(ptx)
                 entry["mix"] = mix(body)
                 entry["loops"] = loop_mix(body, labels)
+                figures = None
                 if ptxas:
-                    entry.update(parse_ptxas(run_ptxas(ptxas, ptx, arch, k)))
+                    try:
+                        figures = parse_ptxas(run_ptxas(ptxas, ptx, arch, k))
+                    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                        if not device:
+                            raise
+                        # on a GPU a toolkit older than numba-cuda's NVVM may refuse the
+                        # PTX: the driver's figures below still stand
+                        entry["ptxas_error"] = str(e)[-300:]
                 if device:
                     entry["driver"] = driver_figures(k, signature)
-                    if not ptxas:   # the driver's local memory is the stack frame
-                        entry.update(registers=entry["driver"]["registers"],
-                                     shared_bytes=entry["driver"]["shared_bytes"],
-                                     stack_bytes=entry["driver"]["local_bytes"],
-                                     spill_store_bytes=0, spill_load_bytes=0,
-                                     spills_known=False)
+                if figures is None:   # the driver's local memory is the stack frame
+                    figures = {"registers": entry["driver"]["registers"],
+                               "shared_bytes": entry["driver"]["shared_bytes"],
+                               "stack_bytes": entry["driver"]["local_bytes"],
+                               "spill_store_bytes": 0, "spill_load_bytes": 0,
+                               "spills_known": False}
+                entry.update(figures)
             except Exception as e:  # a kernel that does not compile: reported, not fatal
                 entry["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:400]}"
             entry["seconds"] = round(time.perf_counter() - start, 3)

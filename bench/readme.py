@@ -103,6 +103,7 @@ def test_results(run_dir):
             seconds = re.search(r" in ([\d.]+)s", last[-1])
             out["seconds"] = float(seconds.group(1)) if seconds else None
         out["failed"] = re.findall(r"^(?:FAILED|ERROR) (tests/[\w/.]+)::(\S+)", text, re.M)
+        out["interrupted"] = "KeyboardInterrupt" in text
         out["source"] = log
     if os.path.isfile(xml):
         cases = []
@@ -338,6 +339,7 @@ def kernels_block():
         out += [f"The last GPU run of the whole suite: [`{_rel(whole['tests']['source'])}`]"
                 f"({_rel(whole['tests']['source'])}) ({whole['device']}, {whole['date']}, "
                 f"commit {_short(whole['commit'])}) ends in `{whole['tests'].get('summary')}`"
+                + (" (cut short by its time limit)" if whole["tests"].get("interrupted") else "")
                 + (f"; failed: `{failed}`" if failed else "") + ".", ""]
     if census_file:
         path, c = census_file
