@@ -48,7 +48,8 @@ def build_parser(prog="python -m bench"):
     p = argparse.ArgumentParser(
         prog=prog,
         description="Benchmark LeNet-5: this project's CUDA kernels (gpu) and NumPy model "
-        "(cpu) against the same network in PyTorch (torch-cuda, torch-cpu) and a CuPy "
+        "(cpu) against the same network in PyTorch (torch-cuda, torch-compile, torch-cpu) "
+        "and a CuPy "
         "im2col+cuBLAS baseline (cupy). Every row is checked against the float64 CPU "
         "reference before it is timed (a mismatch is FAILED, not timed); GPU rows are "
         "refused under the CUDA simulator. Writes results.json (every sample), results.md "

@@ -239,14 +239,20 @@ class TorchCompileImpl(TorchImpl):
         return {**super().info(), "compile_mode": COMPILE_MODE, "fullgraph": True}
 
     def reset(self):
-        # a fresh network and fresh compiled functions for every row: a compiled
-        # function's guards hold its tensors, and too many recompiles of one function
-        # would make Dynamo fall back to eager code
-        torch._dynamo.reset()
-        super().reset()
-        self._forward = torch.compile(self.net.forward, mode=COMPILE_MODE, fullgraph=True)
-        self._step_losses = torch.compile(super().step_losses, mode=COMPILE_MODE,
-                                          fullgraph=True)
+        # One network and one pair of compiled functions for all rows: a new network
+        # would fail the compiled code's guards and cost a compile per row (tens of
+        # seconds). A row's reset copies the starting parameters into the same tensors;
+        # a new batch size recompiles once with a dynamic batch (Dynamo's default).
+        if getattr(self, "net", None) is None:
+            super().reset()
+            self._forward = torch.compile(self.net.forward, mode=COMPILE_MODE, fullgraph=True)
+            self._step_losses = torch.compile(super().step_losses, mode=COMPILE_MODE,
+                                              fullgraph=True)
+            return
+        with torch.no_grad():
+            for name, p in self.net.p.items():
+                p.copy_(torch.from_numpy(np.ascontiguousarray(self.params[name])))
+                p.grad = None
 
     def forward(self, x):
         torch.compiler.cudagraph_mark_step_begin()  # the last call's outputs are done with

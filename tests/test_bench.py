@@ -384,6 +384,11 @@ def test_rows_have_their_own_batch_sizes():
                     ("inference", None, 1024), ("inference", None, 60000),
                     ("layer", "C1", 60000), ("layer", "F6", 60000),
                     ("train-step", None, 60000), ("paper-pass", None, 1)]
+    # torch.compile's rows (a compile per new batch size) come after every other row
+    runner.impls = {"torch-compile": SimpleNamespace(whats={"inference"}),
+                    "gpu": SimpleNamespace(whats=impls.ProjectImpl.whats)}
+    assert [r[3] for r in runner.plan()][-3:] == ["torch-compile"] * 3
+    assert runner.plan()[-4] == ("paper-pass", None, 1, "gpu")
     cpu = SimpleNamespace(name="cpu", kind="cpu")
     row = runner.run_row(cpu, "paper-pass", None, 1, "label")
     assert row["status"] == "skipped" and "--max-cpu-pass-images 0" in row["reason"]
