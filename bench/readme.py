@@ -247,6 +247,9 @@ def throughput_block():
     if bad:
         out += ["", f"Rows that failed their check or raised: {len(bad)} (see "
                 f"[results.md]({_rel(os.path.dirname(path))}/results.md))."]
+    png = os.path.join(os.path.dirname(path), "throughput.png")
+    if os.path.isfile(png):
+        out += ["", f"![throughput against batch size]({_rel(png)})"]
     return out
 
 
