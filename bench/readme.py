@@ -13,7 +13,9 @@ and this module rewrites what is between them; the rest of the README stays as w
     kernels       per kernel module: its kernels, the committed offline compile census
                   (bench/results/*-offline-ptx/ptx.json), the last GPU run whose test
                   suite tested it (tests.xml, or tests.log), whether its tests passed
-                  there, and whether it or kernels/common.py changed since (git)
+                  there, and whether it or kernels/common.py changed since (by content:
+                  each run records the SHA-256 of the sources it ran, sources.json or
+                  session.json's "sources", so no git history is needed)
     gpu-session   what each part of bench/gpu_session.sh took on the last GPU
 
 A module's tests are the ones its docstring names ("Test: pytest -q tests/FILE.py
@@ -24,10 +26,10 @@ regenerated.
 
 import ast
 import glob
+import hashlib
 import json
 import os
 import re
-import subprocess
 import xml.etree.ElementTree as ET
 
 from bench.machine import ROOT
@@ -59,17 +61,27 @@ def _short(commit):
     return commit[:7] if commit and re.fullmatch(r"[0-9a-f]{7,40}", commit) else "unknown"
 
 
-def git(*args):
-    """git's output in ROOT, or None where git or the history is not there."""
-    try:
-        p = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
+SOURCES = ("kernels/*.py", "lenet/*.py", "tests/*.py")  # what a run's record hashes
+
+
+def file_digest(path):
+    """SHA-256 of a file under ROOT, or None where it does not exist."""
+    full = os.path.join(ROOT, path)
+    if not os.path.isfile(full):
         return None
-    return p.stdout if p.returncode == 0 else None
+    with open(full, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
-def git_available():
-    return git("rev-parse", "HEAD") is not None
+def source_digests(root=ROOT):
+    """{path: SHA-256} of the sources a GPU run tests (SOURCES), for its record."""
+    out = {}
+    for pattern in SOURCES:
+        for full in sorted(glob.glob(os.path.join(root, pattern))):
+            rel = os.path.relpath(full, root)
+            with open(full, "rb") as f:
+                out[rel] = hashlib.sha256(f.read()).hexdigest()
+    return out
 
 
 # ------------------------------------------------------------------ GPU runs
@@ -139,8 +151,22 @@ def gpu_runs():
         if os.path.isfile(os.path.join(d, "tests.log")):
             header = log_header(os.path.join(d, "tests.log"))
             info = {k: info[k] or header[k] for k in info}
-        runs.append({"dir": d, **info, "tests": tests})
+        runs.append({"dir": d, **info, "tests": tests, "sources": run_sources(d)})
     return sorted(runs, key=lambda r: (r["date"] or "", r["dir"]))
+
+
+def run_sources(run_dir):
+    """{path: SHA-256} of what a run tested: its session.json's "sources", else its
+    sources.json; None where neither says."""
+    for name, key in (("session.json", "sources"), ("sources.json", None)):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                data = json.load(f)
+            found = data.get(key) if key else data.get("sources")
+            if found:
+                return found
+    return None
 
 
 def module_tests(path):
@@ -166,18 +192,17 @@ def outcome_in(run, test_file, word):
         failed = [n for f, n, o in tests["cases"] if chosen(f, n) and o == "failed"]
         return ", ".join(parts) + (f" ({', '.join(failed[:3])})" if failed else "")
     # a -q log: its summary names the failures; the rest of an existing file passed
-    if run["commit"] and git("cat-file", "-e", f"{run['commit']}:{test_file}") is None:
+    if run["sources"] is not None and test_file not in run["sources"]:
         return None
     failed = [n for f, n in tests["failed"] if chosen(f, n)]
     return f"failed: {', '.join(failed)}" if failed else "passed"
 
 
-def changed_since(commit, paths):
-    """The paths that differ between commit and the working tree, or None (unknown)."""
-    if not commit or git("cat-file", "-e", f"{commit}^{{commit}}") is None:
+def changed_since(run, paths):
+    """The paths whose content differs from what `run` tested, or None (unknown)."""
+    if run["sources"] is None:
         return None
-    out = git("diff", "--name-only", commit, "--", *paths)
-    return None if out is None else [p for p in paths if p in out.split()]
+    return [p for p in paths if run["sources"].get(p) != file_digest(p)]
 
 
 # ------------------------------------------------------------------- blocks
@@ -358,8 +383,8 @@ def kernels_block():
         tested = None
         if tests:
             for run in runs:
-                if run["commit"] and git("cat-file", "-e", f"{run['commit']}:{path}") is None:
-                    continue   # the module did not exist at that commit
+                if run["sources"] is not None and path not in run["sources"]:
+                    continue   # the module did not exist in that run
                 result = outcome_in(run, *tests)
                 if result is not None:
                     tested = (run, result)
@@ -370,7 +395,7 @@ def kernels_block():
             cells = ["**never**", f"{which}: not run on a GPU", ""]
         else:
             run, result = tested
-            changed = changed_since(run["commit"], [path, "kernels/common.py"])
+            changed = changed_since(run, [path, "kernels/common.py"])
             cells = [f"{run['device']}, {run['date']}, commit {_short(run['commit'])}",
                      f"{which}: {'**' + result + '**' if 'fail' in result else result}",
                      "unknown" if changed is None else

@@ -11,7 +11,8 @@ and writes the folder's README.md; then `python -m bench.report --readme` puts t
 run into the README.
 
 session.json: {"schema", "device", "driver", "date", "commit", "budget_s",
-"parts": [{"name", "command", "exit", "seconds", "limit_s", "status"}]}; status is
+"parts": [{"name", "command", "exit", "seconds", "limit_s", "status"}], "sources":
+{path: SHA-256 of the kernels, model and tests the session ran}}; status is
 "ok", "failed" (non-zero exit), "timed out" (the part's own timeout) or "skipped".
 """
 
@@ -24,6 +25,7 @@ import subprocess
 import sys
 
 from bench import machine
+from bench.readme import source_digests
 
 PARTS = ("tests", "census", "bench", "train")   # gpu_session.sh's parts, in order of value
 FILES = {  # what each part leaves in $OUT (at most 8 files come back from the device)
@@ -60,7 +62,8 @@ def record(out, name, exit_code, seconds, limit, command, budget=None):
         commit, dirty = machine.git_commit()
         session = {"schema": "lenet5-gpu-session/1", "device": device, "driver": driver,
                    "date": machine.now(), "commit": commit, "dirty": dirty,
-                   "budget_s": budget, "versions": machine.versions(), "parts": []}
+                   "budget_s": budget, "versions": machine.versions(), "parts": [],
+                   "sources": source_digests()}
     session["parts"].append({"name": name, "command": command, "exit": exit_code,
                              "seconds": seconds, "limit_s": limit,
                              "status": status_of(exit_code),

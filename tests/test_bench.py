@@ -432,7 +432,15 @@ def test_session_records_parts_and_collects_them(tmp_path, quick_run):
     text = open(os.path.join(dest, "README.md")).read()
     assert "| tests | `pytest -q` | 43 s | 210 s | failed (exit 1) | tests.log |" in text
     assert ptx.markdown(census).startswith("# Compile census: sm_90")
-    run = {"dir": dest, "commit": None, "tests": readme.test_results(dest)}
+    # the session recorded what it ran by content: unchanged sources read as such
+    recorded = readme.run_sources(dest)
+    assert recorded["kernels/conv.py"] == readme.file_digest("kernels/conv.py")
+    assert readme.changed_since({"sources": recorded}, ["kernels/conv.py"]) == []
+    recorded["kernels/conv.py"] = "0" * 64
+    assert readme.changed_since({"sources": recorded}, ["kernels/conv.py"]) == \
+        ["kernels/conv.py"]
+    assert readme.changed_since({"sources": None}, ["kernels/conv.py"]) is None
+    run = {"dir": dest, "commit": None, "tests": readme.test_results(dest), "sources": None}
     assert run["tests"]["failed"] == [("tests/test_x.py", "test_y")]
     assert run["tests"]["counts"] == {"failed": 1, "passed": 9}
     assert readme.outcome_in(run, "tests/test_x.py", None) == "failed: test_y"
@@ -449,7 +457,7 @@ def test_junit_results_count_each_modules_tests(tmp_path):
         'name="test_full_backward[3]"><failure message="x"/></testcase><testcase '
         'classname="tests.test_layer_kernels" name="test_rbf_forward"><skipped/></testcase>'
         '</testsuite></testsuites>')
-    run = {"commit": None, "tests": readme.test_results(str(tmp_path))}
+    run = {"commit": None, "tests": readme.test_results(str(tmp_path)), "sources": None}
     assert readme.outcome_in(run, "tests/test_layer_kernels.py", "full") == \
         "1 passed, 1 failed (test_full_backward[3])"
     assert readme.outcome_in(run, "tests/test_layer_kernels.py", "rbf") is None  # skipped
@@ -459,12 +467,9 @@ def test_junit_results_count_each_modules_tests(tmp_path):
 
 def test_readme_results_are_generated_from_the_committed_files():
     """README.md's generated blocks are what python -m bench.report --readme makes now:
-    a new result, or a kernel change since a GPU run, needs the README regenerated."""
+    a new result, or a kernel change since a GPU run, needs the README regenerated.
+    No git history is needed: runs record their sources' SHA-256."""
     from bench import readme
-    if not readme.git_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI needs the git history to check the README's GPU claims")
-        pytest.skip("no git history here (the README's 'changed since' column needs it)")
     with open(readme.README) as f:
         text = f.read()
     assert readme.generate(text) == text, \
