@@ -269,9 +269,11 @@ def identify(idx):
     return known.get(idx.sha256("stored")) or known.get(idx.sha256("data"))
 
 
-def _not_official(idx, ds, official):
-    found = identify(idx)
-    actual = f"SHA-256 of its content {idx.sha256('data')}"
+def _not_official(idx, ds, official, found):
+    """The error for a file of data set ds that is not its official file `official`;
+    `found`: the (data set, file) it is by checksum, or None."""
+    digests = (f" (SHA-256 of its content {idx.sha256('data')}, expected "
+               f"{official.raw_sha256})" if official.raw_sha256 else "")
     if found and found[0] is not ds:
         hint = (f"; it is {found[0].title}'s {_base(found[1].name)}: name that data set "
                 f"(--dataset {found[0].name}; load_dataset({found[0].name!r}))")
@@ -280,9 +282,8 @@ def _not_official(idx, ds, official):
     else:
         hint = ("; to use other MNIST-format files, read their directory without naming a "
                 "data set (--data DIR alone; load_directory), which compares no checksums")
-    return MNISTError(f"{idx.path}: not {ds.title}'s official {_base(official.name)} "
-                      f"({actual}, expected {official.raw_sha256 or official.sha256})"
-                      f"{hint}")
+    return MNISTError(f"{idx.path}: not {ds.title}'s official {_base(official.name)}"
+                      f"{digests}{hint}")
 
 
 # ---------------------------------------------------------------- downloads
@@ -525,8 +526,13 @@ def read_split(split="train", name=None, directory=None, download_missing=True, 
                              f"{ds.title}'s {split} split has {ds.counts[split]:,}; not "
                              f"{ds.title}'s official file")
     for kind in KINDS:
-        if _matches(files[kind], ds.files[(split, kind)]) is False:
-            raise _not_official(files[kind], ds, ds.files[(split, kind)])
+        # the official file, or one we cannot tell (no published checksum of its content)
+        # unless we know it as another file
+        official = ds.files[(split, kind)]
+        status = _matches(files[kind], official)
+        found = identify(files[kind]) if status is not True else None
+        if status is False or found:
+            raise _not_official(files[kind], ds, official, found)
     if ds.transposed:
         images = np.ascontiguousarray(images.transpose(0, 2, 1))
     return Split(images, labels, ds, directory)

@@ -595,6 +595,23 @@ def test_named_data_set_mismatch_says_what_the_file_is_not(tmp_path, monkeypatch
     assert split.dataset.name == "kmnist" and split.classes[:2] == ("o", "ki")
 
 
+def test_unverifiable_files_are_checked_by_what_we_know(tmp_path, monkeypatch):
+    # KMNIST publishes only the SHA-256 of its .gz files: a decompressed copy cannot be
+    # verified and loads on its structure and counts, unless we know it as another
+    # data set's file
+    images, labels = idx_bytes(tiny_images(2)), idx_bytes(tiny_labels(2))
+    write(tmp_path / TEST_IMAGES, images)
+    write(tmp_path / TEST_LABELS, labels)
+    counts = {"train": 2, "test": 2}
+    fake_dataset(monkeypatch, "kmnist", counts)
+    got, _ = data.load_dataset("kmnist", "test", tmp_path, download=False)
+    np.testing.assert_array_equal(got, tiny_images(2))
+    fake_dataset(monkeypatch, "mnist", counts, {("test", "images"): images})
+    with pytest.raises(MNISTError, match=f"not Kuzushiji-MNIST's official {TEST_IMAGES}; "
+                       f"it is MNIST's {TEST_IMAGES}: name that data set"):
+        data.load_dataset("kmnist", "test", tmp_path, download=False)
+
+
 def test_structure_comes_before_checksums(tmp_path, monkeypatch):
     write(tmp_path / TEST_IMAGES, idx_bytes(tiny_images(2))[:-5])
     write(tmp_path / TEST_LABELS, idx_bytes(tiny_labels(2)))
