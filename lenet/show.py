@@ -108,12 +108,13 @@ def draw_maps(path, activations, caption, classes=DIGITS):
     ax = fig.add_subplot(columns[0, 7].subgridspec(5, 1)[1:4])
     digits = np.arange(10)
     ax.barh(digits, y, color=[WINNER if d == winner else OTHERS for d in digits])
-    ax.set_yticks(digits, [_label(classes, d) for d in digits])
+    ax.set_yticks(digits)  # names that are words go beside the values (too wide here)
     ax.invert_yaxis()
-    ax.set_xlim(0, y.max() * 1.3)
+    ax.set_xlim(0, y.max() * (1.3 if tuple(classes) == DIGITS else 1.6))
+    named = tuple(classes) != DIGITS
     for d in digits:  # the winner's bar may be too short to see: colour its labels too
-        ax.text(y[d], d, f" {y[d]:.1f}", va="center", fontsize=8,
-                color=WINNER if d == winner else "black")
+        ax.text(y[d], d, f" {y[d]:.1f}" + (f"  {classes[d]}" if named else ""), va="center",
+                fontsize=8, color=WINNER if d == winner else "black")
     ax.get_yticklabels()[winner].set(color=WINNER, fontweight="bold")
     ax.set_xlabel("penalty (smaller wins)")
     ax.set_ylabel("digit" if tuple(classes) == DIGITS else "class")
@@ -270,8 +271,8 @@ def draw_errors(path, images, labels, penalties, count=MAX_ERRORS, caption="",
     for k, i in enumerate(worst):
         sub = fig.add_subplot(grid[k // 6, k % 6])
         _grey(sub, images[i], 0, 255)
-        title = f"{classes[labels[i]]}→{classes[predicted[i]]}"
-        sub.set_title(title, fontsize=11 if len(title) < 12 else 7, color=WINNER, pad=2)
+        sub.set_title(f"{classes[labels[i]]}→{classes[predicted[i]]}",
+                      fontsize=7 if named else 11, color=WINNER, pad=2)
         sub.set_xlabel(f"#{i}  {margin[i]:.1f}", fontsize=7, labelpad=1)
     if not len(worst):
         fig.text(0.73, 0.45, "no mistakes", ha="center", fontsize=14)
