@@ -42,6 +42,12 @@ class CheckpointError(ValueError):
     """A file that is not a valid LeNet-5 checkpoint."""
 
 
+def on_device(x):
+    """True for a device array: any with __cuda_array_interface__, or a Numba one
+    (the CUDA simulator's have none)."""
+    return hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host")
+
+
 def gpu_available():
     """True when a real CUDA GPU can be used. The CUDA simulator does not count:
     device="auto" never picks it (device="gpu" runs on it, for tests)."""
@@ -177,7 +183,7 @@ class LeNet5:
     def _images(x):
         """x as an array (lists and tuples converted), its shape and dtype checked."""
         cai = getattr(x, "__cuda_array_interface__", None)
-        if cai is None and not isinstance(x, np.ndarray):
+        if not on_device(x) and not isinstance(x, np.ndarray):
             try:
                 x = np.asarray(x)
             except ValueError as e:  # ragged nested lists
@@ -261,7 +267,7 @@ class LeNet5:
 
     def _labels(self, labels, n):
         """Labels (n,) of integers 0..9 (an array, list or tuple) on the backend."""
-        if not hasattr(labels, "__cuda_array_interface__"):
+        if not on_device(labels):
             labels = np.asarray(labels)
         if tuple(labels.shape) != (n,):
             raise ValueError(f"labels must have shape ({n},), one per image, not "

@@ -51,7 +51,7 @@ import time
 import numpy as np
 
 from kernels.reference import MAP_J
-from lenet.model import TMP_PREFIX, is_checkpoint
+from lenet.model import TMP_PREFIX, is_checkpoint, on_device
 from lenet.progress import Progress
 
 RECIPES = ("paper", "sdlm-batch", "sgd")
@@ -216,8 +216,7 @@ def penalties(model, images, progress=None):
 
 def error_rate(model, images, labels, progress=None):
     """Fraction of images whose predicted class differs from the label."""
-    labels = np.asarray(model.ops.to_host(labels) if not isinstance(labels, np.ndarray)
-                        and hasattr(labels, "__cuda_array_interface__") else labels)
+    labels = np.asarray(model.ops.to_host(labels) if on_device(labels) else labels)
     if len(labels) == 0:
         raise ValueError("no images to evaluate: the set is empty")
     return float(np.mean(penalties(model, images, progress).argmin(axis=1) != labels))

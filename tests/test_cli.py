@@ -138,6 +138,12 @@ def odd_files(tmp_path_factory, trained):
         idx_file(tiny / f"{prefix}-images-idx3-ubyte", np.zeros((3, 28, 28)))
         idx_file(tiny / f"{prefix}-labels-idx1-ubyte", [1, 2, 3])
     made["tiny"] = tiny
+    empty = folder / "empty"  # well-formed files of no images
+    empty.mkdir()
+    for prefix in ("train", "t10k"):
+        idx_file(empty / f"{prefix}-images-idx3-ubyte", np.zeros((0, 28, 28)))
+        idx_file(empty / f"{prefix}-labels-idx1-ubyte", np.zeros(0))
+    made["empty"] = empty
     # a directory where an IDX file should be
     hole = folder / "hole"
     hole.mkdir()
@@ -331,6 +337,12 @@ def mistakes(trained, files, bad_data, mnist_dir, odd):
                                                        "--out", text.parent / "x"),
         "eval: plain directory without the files": ("eval", "--checkpoint", checkpoint,
                                                     "--data", text.parent, *cpu),
+        "eval: files of no images": ("eval", "--checkpoint", checkpoint, "--data",
+                                     odd["empty"], *cpu),
+        "train: files of no images": ("train", "--data", odd["empty"], *cpu, "--out",
+                                      text.parent / "x"),
+        "show: files of no images": ("show", "errors", "--checkpoint", checkpoint, "--data",
+                                     odd["empty"], *cpu),
         # checkpoints and images
         "eval: __meta__ not an object": ("eval", "--checkpoint", odd["meta-list"], *cpu),
         "eval: a directory as checkpoint": ("eval", "--checkpoint", odd["ckpt-dir"], *cpu),
@@ -386,6 +398,9 @@ MESSAGES = {
     "train: a directory in place of an IDX file": "train-images-idx3-ubyte: is a directory, "
                                                   "not an IDX file",
     "eval: plain directory without the files": "t10k-images-idx3-ubyte(.gz): file not found",
+    "eval: files of no images": "the test files hold no images",
+    "train: files of no images": "hold no images",
+    "show: files of no images": "the test files hold no images",
     "eval: __meta__ not an object": "corrupt __meta__ record (a JSON list, not an object)",
     "eval: a directory as checkpoint": "ckpt-dir.npz: is a directory, not a checkpoint file",
     "predict: over Pillow's pixel limit": "huge10000.png: too large: more than",
