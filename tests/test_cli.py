@@ -280,6 +280,18 @@ def test_predict_idx_equals_in_process(trained, model, test_set, mnist_dir):
     assert [int(line.split()[1]) for line in table] == list(expected.argmin(axis=1))
 
 
+def test_predict_takes_emnist_files_upright(trained, model, test_set, tmp_path):
+    # an IDX file under an EMNIST name holds its images transposed: predict turns them
+    # back, so the transposed copy of MNIST digits is predicted as the digits
+    digits = test_set[0][:3]
+    path = tmp_path / "emnist-digits-test-images-idx3-ubyte"
+    idx_file(path, digits.transpose(0, 2, 1))
+    out = json.loads(ok("predict", "--checkpoint", trained[0], "--device", "cpu", "--json",
+                        "--idx", path, "--index", 0, 1, 2))
+    np.testing.assert_array_equal(np.array([r["penalties"] for r in out], np.float32),
+                                  model.forward(preprocess(digits)))
+
+
 # ------------------------------------------------------------------- show
 
 def png_size(path):
