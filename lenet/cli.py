@@ -62,7 +62,9 @@ def load_data(split, args, default="mnist"):
     """One split as a lenet.data.Split (uint8 images, labels, data set), or a UserError.
     --dataset names the data set; --data alone is a plain directory; neither: `default`."""
     from lenet.data import MNISTError, read_split
-    name = args.dataset or (None if args.data is not None else default or "mnist")
+    from lenet.datasets import DATASETS
+    default = default if default in DATASETS else "mnist"  # a checkpoint's may be unknown
+    name = args.dataset or (None if args.data is not None else default)
     if args.data is not None and not os.path.isdir(args.data):
         # a mistyped --data must not become a new directory and a download
         raise UserError(f"no such directory: {args.data} (give the directory that holds the "
