@@ -420,20 +420,40 @@ MESSAGES = {
 }
 
 
+def in_process(args, capsys):
+    """(exit status, stderr) of `lenet ARGS` run here through lenet.cli.main (a start of
+    Python per mistake would cost more than most mistakes); an exception is a status."""
+    from lenet.cli import main
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as e:
+        status = e.code
+    except Exception as e:  # a traceback for the user
+        status = f"{type(e).__name__}: {e}"
+    return status, capsys.readouterr().err
+
+
 def test_user_mistakes_are_one_line_and_exit_2(trained, files, bad_data, mnist_dir,
-                                               odd_files):
+                                               odd_files, capsys):
     before = {path: path.read_bytes() for path in (odd_files["notes"], trained[0])}
     failures = []
     for what, args in mistakes(trained, files, bad_data, mnist_dir, odd_files).items():
-        result = lenet(*args)
+        status, stderr = in_process(args, capsys)
         if what == "train: no such data directory":
             assert not os.path.exists(args[2]), "the directory was created"
-        lines = result.stderr.splitlines()
-        if (result.returncode != 2 or len(lines) != 1 or "Traceback" in result.stderr
-                or not lines[0].startswith(f"lenet {args[0]}: error: ")
+        lines = stderr.splitlines()
+        if (status != 2 or len(lines) != 1 or not lines[0].startswith(f"lenet {args[0]}: "
+                                                                       "error: ")
                 or MESSAGES.get(what, "") not in lines[0]):
-            failures.append(f"{what}: exit {result.returncode}, stderr {result.stderr!r}")
+            failures.append(f"{what}: exit {status}, stderr {stderr!r}")
     assert not failures, "\n".join(failures)
+    # and through `python -m lenet`, one of each command
+    for what in ("train: --lr -0.01", "eval: __meta__ not an object",
+                 "predict: over Pillow's pixel limit", "show: bad log"):
+        args = mistakes(trained, files, bad_data, mnist_dir, odd_files)[what]
+        result = lenet(*args)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, \
+            (what, result.stderr)
     for path, content in before.items():  # nothing of the user's was touched
         assert path.read_bytes() == content, path
     assert not (files["text.png"][0].parent / "x.npz").exists()
