@@ -271,8 +271,13 @@ def _launch_sdlm():
                     1, 3, 0.01, 1.0, "mse", 10.0, conv.conv_table(C3_TABLE))
 
 
+def _launch_inputs():
+    from kernels import inputs
+    inputs.first_nonfinite(_device((3, 1, 4, 4)))
+
+
 LAUNCHES = (_launch_conv, _launch_full, _launch_loss, _launch_rbf, _launch_subsample,
-            _launch_update, _launch_sdlm)
+            _launch_update, _launch_sdlm, _launch_inputs)
 
 
 def test_every_kernel_signature_is_launched_by_its_launcher(monkeypatch):
