@@ -7,9 +7,10 @@
 
 Implementations (bench/impls.py; each is skipped, with the reason, where it
 cannot run): gpu (LeNet5(device="gpu"): the fused forward), gpu-layers (its
-layer-by-layer forward, inference only), torch-cuda, cupy (im2col + cuBLAS,
-forward only), cpu (LeNet5(device="cpu"), NumPy), torch-cpu. PyTorch and CuPy
-are optional and never dependencies.
+layer-by-layer forward, inference only), torch-cuda, torch-compile (torch.compile
+with CUDA graphs; inference and training steps, planned last: each new batch size
+costs a compile), cupy (im2col + cuBLAS, forward only), cpu (LeNet5(device="cpu"),
+NumPy), torch-cpu. PyTorch and CuPy are optional and never dependencies.
 
 Rows (bench/suite.py): whole-network inference, each layer's forward, one
 training step, one training pass over 60,000 images, at batch sizes 1, 64,
@@ -25,6 +26,10 @@ over the CPU rows. Timings under the CUDA simulator are refused.
 Output (bench/report.py), in --out (default bench/results/<date>-<device>/):
 results.json (machine, versions, commit, every sample), results.md (tables,
 columns per implementation), throughput.png (images/s against batch size).
+
+Beside it: bench/ptx.py (python -m bench.ptx, the compile census of every kernel),
+bench/gpu_session.sh (one prepared GPU session; bench/session.py keeps its books)
+and bench/readme.py (python -m bench.report --readme: the README's GPU claims).
 
 Tests: pytest -q tests/test_bench.py
 """

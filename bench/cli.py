@@ -48,7 +48,8 @@ def build_parser(prog="python -m bench"):
     p = argparse.ArgumentParser(
         prog=prog,
         description="Benchmark LeNet-5: this project's CUDA kernels (gpu) and NumPy model "
-        "(cpu) against the same network in PyTorch (torch-cuda, torch-cpu) and a CuPy "
+        "(cpu) against the same network in PyTorch (torch-cuda, torch-compile, torch-cpu) "
+        "and a CuPy "
         "im2col+cuBLAS baseline (cupy). Every row is checked against the float64 CPU "
         "reference before it is timed (a mismatch is FAILED, not timed); GPU rows are "
         "refused under the CUDA simulator. Writes results.json (every sample), results.md "
@@ -73,10 +74,17 @@ def build_parser(prog="python -m bench"):
                    f"{','.join(map(str, d.batch_sizes))}, and for inference "
                    f"{','.join(map(str, d.inference_batch_sizes))}; with --quick "
                    f"{','.join(map(str, QUICK['batch_sizes']))})")
+    p.add_argument("--layer-batch-sizes", type=_ints, default=None,
+                   help="batch sizes of the layer rows alone (default: --batch-sizes)")
+    p.add_argument("--step-batch-sizes", type=_ints, default=None,
+                   help="batch sizes of the train-step rows alone (default: --batch-sizes)")
     p.add_argument("--max-cpu-batch", type=int, default=d.max_cpu_batch,
                    help="largest batch the CPU rows (cpu, torch-cpu) run, to keep runs short "
                    f"(default: {d.max_cpu_batch}), training passes included; larger ones "
                    "show as not run")
+    p.add_argument("--max-cpu-pass-images", type=int, default=d.max_cpu_pass_images,
+                   help="CPU training-pass rows (train-pass, paper-pass) over more than this "
+                   "many images show as not run (default: no limit)")
     p.add_argument("--repeats", type=int, default=None,
                    help=f"at least this many timing samples per row (default: {d.repeats}; "
                    f"--quick {QUICK['repeats']})")
@@ -133,6 +141,9 @@ def build_parser(prog="python -m bench"):
 
 def config_from(args):
     cfg = suite.Config(impls=args.impl, layers=args.layers, max_cpu_batch=args.max_cpu_batch,
+                       layer_batch_sizes=args.layer_batch_sizes,
+                       step_batch_sizes=args.step_batch_sizes,
+                       max_cpu_pass_images=args.max_cpu_pass_images,
                        pass_batch_sizes=args.pass_batch_sizes, unique_images=args.unique_images,
                        peak_gflops=args.peak_gflops, cpu_peak_gflops=args.cpu_peak_gflops,
                        rtol=args.rtol, torch_rtol=args.torch_rtol, seed=args.seed,
@@ -148,7 +159,7 @@ def config_from(args):
     if args.quick:
         cfg.cpu_peak_matmul = QUICK["cpu_peak_matmul"]
     if args.batch_sizes is not None or args.quick:   # one list for every step row
-        cfg.inference_batch_sizes = list(cfg.batch_sizes)
+        cfg.inference_batch_sizes = None
     for name in ("repeats", "pass_repeats", "pass_images", "unique_images", "max_cpu_batch"):
         if getattr(cfg, name) < 1:
             raise suite.SuiteError(f"--{name.replace('_', '-')} must be at least 1")

@@ -6,6 +6,9 @@
     gpu-layers  the same model on the layer-by-layer path, LeNet5(device="gpu",
                 path="layers"): inference rows only (its layers and training are gpu's)
     torch-cuda  the same network in PyTorch on the GPU (bench/torch_lenet.py)
+    torch-compile  that network through torch.compile(mode="reduce-overhead"):
+                Inductor's Triton kernels replayed as CUDA graphs; inference and
+                training steps only (each batch size costs a compile)
     cupy        a CuPy baseline: im2col + cuBLAS matmul (bench/cupy_lenet.py),
                 forward only
     cpu         this project's NumPy model: LeNet5(device="cpu")
@@ -39,8 +42,9 @@ from bench import machine
 from bench.workload import apply_layer
 from kernels.reference import MAP_J
 
-ORDER = ("gpu", "gpu-layers", "torch-cuda", "cupy", "cpu", "torch-cpu")
-KIND = {"gpu": "gpu", "gpu-layers": "gpu", "torch-cuda": "gpu", "cupy": "gpu", "cpu": "cpu",
+ORDER = ("gpu", "gpu-layers", "torch-cuda", "torch-compile", "cupy", "cpu", "torch-cpu")
+KIND = {"gpu": "gpu", "gpu-layers": "gpu", "torch-cuda": "gpu", "torch-compile": "gpu",
+        "cupy": "gpu", "cpu": "cpu",
         "torch-cpu": "cpu"}
 ALL_WHATS = frozenset({"inference", "layer", "train-step", "train-pass", "paper-pass"})
 PAPER_WARMUP_PATTERNS = 2   # a paper pass's warm-up: compiles the fused and curvature kernels
@@ -62,6 +66,12 @@ def create(name, params):
         except ImportError as e:
             raise Unavailable(f"PyTorch is not installed ({e})") from e
         return TorchImpl(name.split("-")[1], params)
+    if name == "torch-compile":
+        try:
+            from bench.torch_lenet import TorchCompileImpl
+        except ImportError as e:
+            raise Unavailable(f"PyTorch is not installed ({e})") from e
+        return TorchCompileImpl(params)
     if name == "cupy":
         from bench.cupy_lenet import CuPyImpl
         return CuPyImpl(params)

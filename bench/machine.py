@@ -143,12 +143,14 @@ def versions():
 
 def git_commit(root=ROOT):
     """(commit, dirty) of the working tree; where there is no git checkout (the
-    device tool sends a copy without .git), the hash in a `.commit` file written
-    beside it by the person who sent it; else ("unknown", None)."""
+    device tool sends a copy without .git), the hash on the first line of a `.commit`
+    file written beside it by the sender (bench/gpu_session.sh --prepare), "dirty" on
+    a second line if the sender had uncommitted changes; else ("unknown", None)."""
     recorded = os.path.join(root, ".commit")
-    if not os.path.isdir(os.path.join(root, ".git")) and os.path.isfile(recorded):
+    if not os.path.exists(os.path.join(root, ".git")) and os.path.isfile(recorded):
         with open(recorded) as f:
-            return f.read().strip() or "unknown", None
+            lines = f.read().split()
+        return (lines[0] if lines else "unknown"), ("dirty" in lines[1:]) if lines else None
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()

@@ -8,8 +8,8 @@ from bench import flops, suite
 from bench.impls import ORDER, PAPER_WARMUP_PATTERNS
 from lenet.ops_cpu import SINGLE_THREAD_BATCH
 
-COLORS = {"gpu": "tab:blue", "torch-cuda": "tab:orange", "cupy": "tab:green",
-          "cpu": "tab:red", "torch-cpu": "tab:purple"}
+COLORS = {"gpu": "tab:blue", "torch-cuda": "tab:orange", "torch-compile": "tab:brown",
+          "cupy": "tab:green", "cpu": "tab:red", "torch-cpu": "tab:purple"}
 SECTIONS = (("inference", "Inference (whole network, forward)"),
             ("layer", "Layers (forward of each layer on its own)"),
             ("train-step", "Training step (forward, MSE loss, backward, SGD-momentum update)"),
@@ -21,11 +21,16 @@ SECTIONS = (("inference", "Inference (whole network, forward)"),
 
 def write_all(results, out_dir):
     os.makedirs(out_dir, exist_ok=True)
-    paths = {name: os.path.join(out_dir, name)
-             for name in ("results.json", "results.md", "throughput.png")}
-    with open(paths["results.json"], "w") as f:
+    path = os.path.join(out_dir, "results.json")
+    with open(path, "w") as f:
         json.dump(results, f, indent=1)
         f.write("\n")
+    return {"results.json": path, **render(results, out_dir)}
+
+
+def render(results, out_dir):
+    """results.md and throughput.png from a run's results (as in results.json)."""
+    paths = {name: os.path.join(out_dir, name) for name in ("results.md", "throughput.png")}
     with open(paths["results.md"], "w") as f:
         f.write(markdown(results))
     plot(results, paths["throughput.png"])
@@ -56,7 +61,10 @@ def _cell(row, metric, cap):
     if row is None:
         return "n/a"
     if row["status"] == "skipped":
-        return f"not run (N > {cap})" if "max-cpu-batch" in (row["reason"] or "") else "not run"
+        reason = row["reason"] or ""
+        if "max-cpu-batch" in reason:
+            return f"not run (N > {cap})"
+        return "not run (pass too long)" if "max-cpu-pass-images" in reason else "not run"
     if row["status"] != "ok":
         return f"**{row['status']}**"
     if metric == "rate":
@@ -261,3 +269,35 @@ def plot(results, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ command line
+
+def main(argv=None):
+    """python -m bench.report --readme [--check] | --render DIR."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m bench.report",
+                                description="Regenerate the README's results from the "
+                                "committed JSON and logs under bench/results/ (--readme), or "
+                                "a run's results.md and throughput.png from its results.json "
+                                "(--render DIR).")
+    p.add_argument("--readme", action="store_true",
+                   help="rewrite README.md's generated blocks (bench/readme.py)")
+    p.add_argument("--check", action="store_true",
+                   help="with --readme: exit 1 if they are out of date, change nothing")
+    p.add_argument("--render", metavar="DIR", help="write DIR/results.md and "
+                   "DIR/throughput.png from DIR/results.json")
+    args = p.parse_args(argv)
+    if args.render:
+        with open(os.path.join(args.render, "results.json")) as f:
+            render(json.load(f), args.render)
+        return 0
+    if args.readme:
+        from bench import readme
+        return readme.main(check=args.check)
+    p.error("nothing to do: --readme or --render DIR")
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

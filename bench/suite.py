@@ -32,6 +32,7 @@ from kernels.tolerance import RELATIVE_ERROR, assert_close, relative_error
 WHATS = ("inference", "layers", "train-step", "train-pass", "paper-pass")
 STEP_WHATS = ("inference", "layers", "train-step")
 PASS_WHATS = ("train-pass", "paper-pass")
+LAST = ("torch-compile",)   # planned after every other row (see plan)
 PAPER_BATCH = 1     # the paper's recipe steps after every pattern
 PAPER_LOSS = "mse"
 # A paper-pass row's check is a pass over this many patterns: float32 rounding over
@@ -50,10 +51,14 @@ class Config:
     whats: list = field(default_factory=lambda: list(WHATS))
     layers: list = field(default_factory=lambda: list(flops.LAYERS))
     batch_sizes: list = field(default_factory=lambda: [1, 64, 1024, 10000, 60000])
-    # inference rows also at a million images (the unique images repeated)
+    # inference rows also at a million images (the unique images repeated); None:
+    # batch_sizes (as with --batch-sizes or --quick)
     inference_batch_sizes: list = field(
         default_factory=lambda: [1, 64, 1024, 10000, 60000, 1000000])
+    layer_batch_sizes: list = None   # the layer rows' batch sizes (None: batch_sizes)
+    step_batch_sizes: list = None    # the train-step rows' (None: batch_sizes)
     max_cpu_batch: int = 10000
+    max_cpu_pass_images: int = None  # CPU pass rows over more images show as not run
     repeats: int = 3
     min_time: float = 0.5
     warmup: int = 2
@@ -145,7 +150,7 @@ class Suite:
         if not self.impls:
             reasons = "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
             raise SuiteError(f"none of the implementations asked for can run here ({reasons})")
-        sizes = list(self.cfg.batch_sizes)
+        sizes = [n for what in STEP_WHATS for n in self.batch_sizes(what)]
         if "train-pass" in self.cfg.whats:
             sizes += list(self.cfg.pass_batch_sizes)
         if any(what in self.cfg.whats for what in PASS_WHATS):
@@ -154,17 +159,23 @@ class Suite:
         self.workload = Workload(self.params, min(self.cfg.unique_images, max(sizes)),
                                  seed=self.cfg.seed, log=self.log)
 
+    def batch_sizes(self, what):
+        """The batch sizes of the inference, layers or train-step rows."""
+        cfg = self.cfg
+        own = {"inference": cfg.inference_batch_sizes, "layers": cfg.layer_batch_sizes,
+               "train-step": cfg.step_batch_sizes}.get(what)
+        return list(own or cfg.batch_sizes)
+
     def plan(self):
         """(what, layer, batch, implementation) of every row, one implementation
         after the other (so that one library's threads or caches do not disturb the
         next one's rows), smaller batches first, training passes last."""
         cfg, rows = self.cfg, []
-        step_sizes = sorted(set(cfg.batch_sizes) | set(cfg.inference_batch_sizes))
+        sizes = {what: self.batch_sizes(what) for what in STEP_WHATS if what in cfg.whats}
         for name, impl in self.impls.items():
-            for n in step_sizes:
+            for n in sorted({n for s in sizes.values() for n in s}):
                 for what in STEP_WHATS:
-                    sizes = cfg.inference_batch_sizes if what == "inference" else cfg.batch_sizes
-                    if what not in cfg.whats or n not in sizes:
+                    if what not in sizes or n not in sizes[what]:
                         continue
                     targets = [("layer", layer) for layer in cfg.layers] \
                         if what == "layers" else [(what, None)]
@@ -177,7 +188,8 @@ class Suite:
             sizes = cfg.pass_batch_sizes if what == "train-pass" else [PAPER_BATCH]
             for name, impl in self.impls.items():
                 rows += [(what, None, bs, name) for bs in sizes if what in impl.whats]
-        return rows
+        # torch.compile's rows last: each new batch size costs a compile (tens of seconds)
+        return [r for r in rows if r[3] not in LAST] + [r for r in rows if r[3] in LAST]
 
     # ------------------------------------------------------------------- run
     def run(self):
@@ -228,6 +240,11 @@ class Suite:
             row["mu"] = cfg.paper_mu
         if impl.kind == "cpu" and what != "paper-pass" and n > cfg.max_cpu_batch:
             row.update(status="skipped", reason=f"batch above --max-cpu-batch {cfg.max_cpu_batch}")
+            return row
+        if impl.kind == "cpu" and what in PASS_WHATS and cfg.max_cpu_pass_images is not None \
+                and cfg.pass_images > cfg.max_cpu_pass_images:
+            row.update(status="skipped", reason="pass above --max-cpu-pass-images "
+                       f"{cfg.max_cpu_pass_images}")
             return row
         self.log(f"{label} checking")
         rtol = cfg.torch_rtol if impl.name.startswith("torch") else cfg.rtol

@@ -10,6 +10,11 @@
     loss        MSE (paper eq. 8): the penalty of the correct class, mean over
                 the batch; SGD with momentum through torch.optim.SGD
 
+TorchCompileImpl (torch-compile) runs the same functions through
+torch.compile(mode="reduce-overhead", fullgraph=True): Inductor's fused Triton kernels,
+replayed as CUDA graphs (the SGD update stays eager). A function that does not
+compile whole raises, so a row is never eager code under the compiled name.
+
 Parameters are loaded from the project's model (names of
 lenet.architecture.PARAMETER_SHAPES). Float32 only: TF32 is switched off for
 cuBLAS and cuDNN, so the check uses the project's float32 tolerance.
@@ -122,12 +127,19 @@ class TorchImpl:
         if self.kind == "gpu":
             torch.cuda.empty_cache()
 
+    def forward(self, x):
+        return self.net.forward(x)
+
+    def step_losses(self, x, labels):
+        """Per-pattern losses of a training step (the graph its backward runs through)."""
+        return self.net.losses(self.net.forward(x), labels)
+
     def inference(self, x):
         xd = self.upload(x)
 
         def run():
             with torch.inference_mode():
-                return self.net.forward(xd)
+                return self.forward(xd)
         return run
 
     def layer(self, layer, x):
@@ -147,14 +159,14 @@ class TorchImpl:
 
 class _TorchStep:
     def __init__(self, impl, x, labels, lr, momentum):
-        self.net = impl.net
+        self.impl, self.net = impl, impl.net
         self.x, self.labels = impl.upload(x), impl.upload(labels.astype(np.int64))
         self.opt = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=momentum)
         self._losses = None
 
     def run(self):
         self.opt.zero_grad(set_to_none=True)
-        losses = self.net.losses(self.net.forward(self.x), self.labels)
+        losses = self.impl.step_losses(self.x, self.labels)
         losses.mean().backward()
         self.opt.step()
         self._losses = losses
@@ -202,3 +214,50 @@ class _TorchPass:
 
     def run(self):
         return self._pass(len(self.labels))
+
+
+COMPILE_MODE = "reduce-overhead"   # Inductor's kernels, launched as CUDA graph replays
+
+
+class TorchCompileImpl(TorchImpl):
+    """torch-compile: torch-cuda's network through torch.compile with CUDA graphs."""
+
+    whats = frozenset({"inference", "train-step"})
+
+    def __init__(self, params, device="cuda"):   # device "cpu": for tests only
+        if device == "cuda":
+            if not torch.cuda.is_available():
+                raise Unavailable("PyTorch sees no CUDA GPU (torch.cuda.is_available() is False)")
+            try:
+                import triton  # noqa: F401  (Inductor's GPU code generator)
+            except ImportError as e:
+                raise Unavailable(f"torch.compile needs Triton on the GPU ({e})") from e
+        super().__init__(device, params)
+        self.name = "torch-compile"
+
+    def info(self):
+        return {**super().info(), "compile_mode": COMPILE_MODE, "fullgraph": True}
+
+    def reset(self):
+        # One network and one pair of compiled functions for all rows: a new network
+        # would fail the compiled code's guards and cost a compile per row (tens of
+        # seconds). A row's reset copies the starting parameters into the same tensors;
+        # a new batch size recompiles once with a dynamic batch (Dynamo's default).
+        if getattr(self, "net", None) is None:
+            super().reset()
+            self._forward = torch.compile(self.net.forward, mode=COMPILE_MODE, fullgraph=True)
+            self._step_losses = torch.compile(super().step_losses, mode=COMPILE_MODE,
+                                              fullgraph=True)
+            return
+        with torch.no_grad():
+            for name, p in self.net.p.items():
+                p.copy_(torch.from_numpy(np.ascontiguousarray(self.params[name])))
+                p.grad = None
+
+    def forward(self, x):
+        torch.compiler.cudagraph_mark_step_begin()  # the last call's outputs are done with
+        return self._forward(x)
+
+    def step_losses(self, x, labels):
+        torch.compiler.cudagraph_mark_step_begin()
+        return self._step_losses(x, labels)

@@ -111,8 +111,8 @@ class Kernel:
     def dispatcher(self):
         """The numba dispatcher (compiled on first use on a GPU)."""
         if self._dispatcher is None:
-            if config.ENABLE_CUDASIM:
-                self._dispatcher = cuda.jit(self.py_func, **self.options)
+            if config.ENABLE_CUDASIM:  # the simulator's jit takes no compile options
+                self._dispatcher = cuda.jit(self.py_func)
             else:
                 sig = self.signatures[0] if len(self.signatures) == 1 else self.signatures
                 self._dispatcher = cuda.jit(sig, **self.options)(self.py_func)

@@ -48,9 +48,9 @@ Test: pytest -q tests/test_conv_kernels.py (uses the CUDA simulator when there i
 
 
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, int32, int64, void
 
-from kernels.common import squash, through_squash
+from kernels.common import kernel, squash, through_squash
 
 K = 5                       # kernel size of every LeNet-5 convolution
 KK = K * K
@@ -65,6 +65,11 @@ ACC_SHARED = 4096  # weights v2: sums of a block's parameters (C*K*K + 1 per out
 THREADS = 128       # block size of the one-thread-per-element kernels
 MIN_BLOCKS = 264    # launchers shrink the images per block to get this many (2 per H100 SM)
 MIN_CHUNK_PIXELS = 256  # weights v2: a chunk sums at least this many pixels (when N allows)
+
+# Kernel argument types: C-contiguous device arrays of float32 (F1..F5: 1-D to 5-D) and
+# int32 (I1, I2: the table's index lists); sizes and flags are int64 (Python ints).
+F1, F2, F4, F5 = float32[::1], float32[:, ::1], float32[:, :, :, ::1], float32[:, :, :, :, ::1]
+I1, I2 = int32[::1], int32[:, ::1]
 
 
 # -------------------------------------------------------------------- table
@@ -128,7 +133,7 @@ def conv_table(table):
 
 # ------------------------------------------------------------------ kernels
 
-@cuda.jit
+@kernel(void(F4, F4, F4, F1, I2, I1))
 def conv_forward_kernel_v1(out, x, weight, bias, in_maps, in_counts):
     # one thread per output pixel (n, m, y, x)
     i = cuda.grid(1)
@@ -148,7 +153,7 @@ def conv_forward_kernel_v1(out, x, weight, bias, in_maps, in_counts):
     out[n, m, yy, xx] = squash(acc)
 
 
-@cuda.jit
+@kernel(void(F4, F4, F4, F1, I2, I1, int64, int64))
 def conv_forward_kernel_v2(out, x, weight, bias, in_maps, in_counts, imgs, maps):
     # one block per (`imgs` images, `maps` output maps); one thread per output pixel, striding
     x_sh = cuda.shared.array(X_SHARED, float32)
@@ -196,7 +201,7 @@ def conv_forward_kernel_v2(out, x, weight, bias, in_maps, in_counts, imgs, maps)
         out[n0 + ni, m, yy, xx] = squash(acc)
 
 
-@cuda.jit
+@kernel(void(F4, F1, F4, F4, F4, I2, int64))
 def conv_backward_weight_kernel_v1(dweight, dbias, dout, out, x, slot, second):
     # one thread per weight (m, c, u, v), then one per bias m
     i = cuda.grid(1)
@@ -233,7 +238,7 @@ def conv_backward_weight_kernel_v1(dweight, dbias, dout, out, x, slot, second):
         dbias[m] = total
 
 
-@cuda.jit
+@kernel(void(F5, F2, F4, F4, F4, I2, int64, int64, int64, int64))
 def conv_backward_weight_kernel_v2(dweight_part, dbias_part, dout, out, x, slot,
                                    maps, imgs, piece, second):
     # one block per (`maps` output maps, chunk of `imgs` images); one thread per parameter
@@ -299,7 +304,7 @@ def conv_backward_weight_kernel_v2(dweight_part, dbias_part, dout, out, x, slot,
             dweight_part[chunk, m0 + ml, r // KK, (r // K) % K, r % K] = acc_sh[s]
 
 
-@cuda.jit
+@kernel(void(F4, F1, F5, F2))
 def conv_backward_weight_finish_kernel(dweight, dbias, dweight_part, dbias_part):
     # one thread per weight (m, c, u, v), then one per bias m: adds up the chunks
     i = cuda.grid(1)
@@ -320,7 +325,7 @@ def conv_backward_weight_finish_kernel(dweight, dbias, dweight_part, dbias_part)
         dbias[i - n_weights] = total
 
 
-@cuda.jit
+@kernel(void(F4, F4, F4, F4, I2, I1, int64))
 def conv_backward_input_kernel_v1(dx, dout, out, weight, out_maps, out_counts, second):
     # one thread per input pixel (n, c, y, x)
     i = cuda.grid(1)
@@ -346,7 +351,7 @@ def conv_backward_input_kernel_v1(dx, dout, out, weight, out_maps, out_counts, s
     dx[n, c, yy, xx] = acc
 
 
-@cuda.jit
+@kernel(void(F4, F4, F4, F4, I2, I1, int64, int64))
 def conv_backward_input_kernel_v2(dx, dout, out, weight, out_maps, out_counts, imgs, second):
     # one block per `imgs` images; one thread per input pixel (n, c, y, x) of them, striding
     g_sh = cuda.shared.array(G_SHARED, float32)

@@ -85,8 +85,7 @@ from kernels.layers import (
 
 THREADS = 256                      # threads per block
 BLOCKS_PER_SM = 3                  # launch bound: registers for 3 resident blocks an SM
-# (the simulator's cuda.jit takes no launch_bounds)
-LAUNCH_BOUNDS = {} if config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, BLOCKS_PER_SM)}
+LAUNCH_BOUNDS = {"launch_bounds": (THREADS, BLOCKS_PER_SM)}
 C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE
 C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE
 # where a group's row of buffer A keeps each stage (the input is dead once S2 is done)

@@ -31,13 +31,18 @@ Test: pytest -q tests/test_layer_kernels.py -k full
 
 import math
 
-from numba import cuda, float32, float64
+from numba import cuda, float32, float64, int64, void
 
-from kernels.common import check_device_array, device_function, squash, through_squash
+from kernels.common import check_device_array, device_function, kernel, squash, through_squash
 
 BLOCK = 128  # v1: threads per block
 TILE = 16    # v2: blocks of TILE x TILE threads, shared tiles of TILE x TILE floats
 TILE_PAD = TILE + 1  # a tile row plus one padding column (a literal: shared shapes must be)
+
+# Kernel argument types: C-contiguous float32 device arrays; order (1 or 2) is an int64
+F1, F2 = float32[::1], float32[:, ::1]
+FLOAT64_SUMS = {"float64": "the parameter gradients sum over the whole batch (10^4+ terms) "
+                           "in a float64 accumulator"}
 
 
 @device_function
@@ -48,7 +53,7 @@ def power(v, order):
 
 # ------------------------------------------------------------------------ forward
 
-@cuda.jit
+@kernel(void(F2, F2, F2, F1))
 def full_forward_kernel_v1(out, x, weight, bias):
     # one thread per output element (n, o)
     k = cuda.grid(1)
@@ -63,7 +68,7 @@ def full_forward_kernel_v1(out, x, weight, bias):
     out[n, o] = squash(acc)
 
 
-@cuda.jit
+@kernel(void(F2, F2, F2, F1))
 def full_forward_kernel_v2(out, x, weight, bias):
     # one thread per output element (n, o) = (tile row + ty, tile column + tx)
     xs = cuda.shared.array((TILE, TILE), float32)      # xs[ty, k] = x[n0 + ty, i0 + k]
@@ -91,7 +96,7 @@ def full_forward_kernel_v2(out, x, weight, bias):
 
 # ----------------------------------------------------------------------- backward
 
-@cuda.jit
+@kernel(void(F2, F2, F2, F2, int64))
 def full_backward_dx_kernel_v1(dx, dout, out, weight, order):
     # one thread per input element (n, i)
     k = cuda.grid(1)
@@ -106,7 +111,7 @@ def full_backward_dx_kernel_v1(dx, dout, out, weight, order):
     dx[n, i] = acc
 
 
-@cuda.jit
+@kernel(void(F2, F1, F2, F2, F2, int64), allow=FLOAT64_SUMS)
 def full_backward_params_kernel_v1(dweight, dbias, dout, out, x, order):
     # one thread per parameter (o, i), i = I meaning the bias, summing over the batch
     k = cuda.grid(1)
@@ -125,7 +130,7 @@ def full_backward_params_kernel_v1(dweight, dbias, dout, out, x, order):
         dbias[o] = float32(acc)
 
 
-@cuda.jit
+@kernel(void(F2, F2, F2, F2, int64))
 def full_backward_dx_kernel_v2(dx, dout, out, weight, order):
     # one thread per input element (n, i) = (tile row + ty, tile column + tx)
     gs = cuda.shared.array((TILE, TILE), float32)  # gs[ty, k] = g[n0 + ty, o0 + k]
@@ -151,7 +156,7 @@ def full_backward_dx_kernel_v2(dx, dout, out, weight, order):
         dx[n, i] = acc
 
 
-@cuda.jit
+@kernel(void(F2, F1, F2, F2, F2, int64), allow=FLOAT64_SUMS)
 def full_backward_params_kernel_v2(dweight, dbias, dout, out, x, order):
     # one thread per weight (o, i) = (tile row + ty, tile column + tx), looping over the
     # batch in TILE-row steps; the threads tx = 0 of the first column of blocks also

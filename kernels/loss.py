@@ -28,9 +28,9 @@ Test: pytest -q tests/test_layer_kernels.py -k loss
 import math
 
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, int32, int64, void
 
-from kernels.common import check_device_array, device_function
+from kernels.common import check_device_array, device_function, kernel
 
 N_CLASSES = 10
 BLOCK = 128  # threads per block
@@ -78,7 +78,8 @@ def pattern_loss(y, label, kind, j, scale, dy, hy):
     return (y[label] + zmax) + math.log1p(r)
 
 
-@cuda.jit
+@kernel(void(float32[::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], int32[::1],
+             int64, float32, float32))
 def loss_forward_backward_kernel(losses, dy, hy, y, labels, kind, j, inv_n):
     # one thread per pattern n
     n = cuda.grid(1)

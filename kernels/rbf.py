@@ -19,13 +19,14 @@ Test: pytest -q tests/test_layer_kernels.py -k rbf
 
 import math
 
-from numba import cuda, float32
+from numba import cuda, float32, void
 
-from kernels.common import check_device_array
+from kernels.common import check_device_array, kernel
 
 N_CLASSES = 10   # RBF units
 N_INPUTS = 84    # F6 outputs, 7 x 12 bitmap pixels
 BLOCK = 128      # threads per block
+F2 = float32[:, ::1]  # every argument: a C-contiguous float32 device array
 
 
 @cuda.jit(device=True)
@@ -36,7 +37,7 @@ def stage_centers(cs, centers):
         cs[k // N_INPUTS, k % N_INPUTS] = centers[k // N_INPUTS, k % N_INPUTS]
 
 
-@cuda.jit
+@kernel(void(F2, F2, F2))
 def rbf_forward_kernel(y, x, centers):
     # one thread per output (n, i)
     cs = cuda.shared.array((N_CLASSES, N_INPUTS), float32)
@@ -54,7 +55,7 @@ def rbf_forward_kernel(y, x, centers):
     y[n, i] = acc
 
 
-@cuda.jit
+@kernel(void(F2, F2, F2, F2))
 def rbf_backward_kernel(dx, dy, x, centers):
     # one thread per input element (n, j)
     cs = cuda.shared.array((N_CLASSES, N_INPUTS), float32)
@@ -72,7 +73,7 @@ def rbf_backward_kernel(dx, dy, x, centers):
     dx[n, j] = float32(2) * acc
 
 
-@cuda.jit
+@kernel(void(F2, F2, F2, F2, F2))
 def rbf_backward2_kernel(hx, hy, dy, x, centers):
     # one thread per input element (n, j)
     cs = cuda.shared.array((N_CLASSES, N_INPUTS), float32)

@@ -47,9 +47,9 @@ One version. CPU reference: lenet.train.Trainer with recipe "paper" on the CPU m
 """
 
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, float64, int32, int64, void
 
-from kernels.common import check_device_array, device_function, squash, through_squash
+from kernels.common import check_device_array, device_function, kernel, squash, through_squash
 from kernels.loss import KINDS, N_CLASSES, pattern_loss
 
 BLOCK = 256  # threads of the one block
@@ -138,7 +138,19 @@ def subsample_step(coef, bias, h_coef, h_bias, x, d, k, n_maps, size, eta, mu):
 
 # ------------------------------------------------------------------ the kernel
 
-@cuda.jit
+# The kernel's arguments: params and hess (PARAM_SHAPES order), scratch (SCRATCH_SHAPES
+# order), centers, stats, images, labels, order, start, count, eta, mu, kind, j, and the
+# C3 table's index lists; arrays C-contiguous
+F = {1: float32[::1], 2: float32[:, ::1], 3: float32[:, :, ::1], 4: float32[:, :, :, ::1]}
+_PARAMS = [F[len(shape)] for shape in PARAM_SHAPES.values()]
+SIGNATURE = void(*_PARAMS, *_PARAMS, *(F[len(shape)] for shape in SCRATCH_SHAPES.values()),
+                 float32[:, ::1], float64[::1], float32[:, :, :, ::1], int32[::1], int32[::1],
+                 int64, int64, float32, float32, int64, float32,
+                 int32[:, ::1], int32[::1], int32[:, ::1], int32[::1])
+
+
+@kernel(SIGNATURE, allow={"float64": "stats (2,) float64: the pass's running sums of the loss "
+                          "and of the errors, added to once a pattern by one thread"})
 def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b,
                       h1w, h1b, h2c, h2b, h3w, h3b, h4c, h4b, h5w, h5b, h6w, h6b,
                       a1, a2, a3, a4, a5, a6, y, dy, hy, d1, d2, d3, d4, d5, d6, centers,

@@ -36,13 +36,16 @@ Test: pytest -q tests/test_layer_kernels.py -k subsample
 
 import math
 
-from numba import cuda, float32
+from numba import cuda, float32, int64, void
 
-from kernels.common import check_device_array, device_function, squash, through_squash
+from kernels.common import check_device_array, device_function, kernel, squash, through_squash
 
 BLOCK = 256          # threads per block of the one-thread-per-pixel kernels
 REDUCE_BLOCK = 256   # threads per block of the reducing kernels (a power of two)
 MAX_BLOCKS_PER_MAP = 64  # v2: at most this many blocks per map; threads loop over the rest
+
+# Kernel argument types: C-contiguous float32 device arrays; order (1 or 2) is an int64
+F1, F4 = float32[::1], float32[:, :, :, ::1]
 
 
 # ---------------------------------------------------------------- device helpers
@@ -69,7 +72,7 @@ def reduce_pair(buf, t):
 
 # ----------------------------------------------------------------------- kernels
 
-@cuda.jit
+@kernel(void(F4, F4, F1, F1))
 def subsample_forward_kernel(out, x, coef, bias):
     # one thread per output pixel (n, c, i, j)
     k = cuda.grid(1)
@@ -83,7 +86,7 @@ def subsample_forward_kernel(out, x, coef, bias):
     out[n, c, i, j] = squash(coef[c] * block_sum(x, n, c, i, j) + bias[c])
 
 
-@cuda.jit
+@kernel(void(F4, F4, F4, F1, int64))
 def subsample_backward_dx_kernel_v1(dx, dout, out, coef, order):
     # one thread per input pixel (n, c, y, x)
     k = cuda.grid(1)
@@ -101,7 +104,7 @@ def subsample_backward_dx_kernel_v1(dx, dout, out, coef, order):
     dx[n, c, y, xx] = cf * g
 
 
-@cuda.jit
+@kernel(void(F1, F1, F4, F4, F4, int64))
 def subsample_backward_params_kernel_v1(dcoef, dbias, dout, out, x, order):
     # one block per map c; its threads stride over the map's output pixels (n, i, j)
     c = cuda.blockIdx.x
@@ -129,7 +132,7 @@ def subsample_backward_params_kernel_v1(dcoef, dbias, dout, out, x, order):
         dbias[c] = buf[1, 0]
 
 
-@cuda.jit
+@kernel(void(F4, F1, F1, F4, F4, F4, F1, int64))
 def subsample_backward_kernel_v2(dx, dcoef, dbias, dout, out, x, coef, order):
     # one thread per output pixel (n, i, j) of map c = blockIdx.y, looping with a stride
     # of the grid's x extent; it writes dx's 2x2 block and one atomic per block and map
@@ -168,7 +171,7 @@ def subsample_backward_kernel_v2(dx, dcoef, dbias, dout, out, x, coef, order):
         cuda.atomic.add(dbias, c, buf[1, 0])
 
 
-@cuda.jit
+@kernel(void(F1, F1))
 def zero_pair_kernel(a, b):
     # one thread per element of a and of b (same length)
     k = cuda.grid(1)

@@ -32,16 +32,23 @@ Test: pytest -q tests/test_layer_kernels.py -k update
 import math
 
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, float64, int32, int64, uint8, void
 
-from kernels.common import device_function
+from kernels.common import device_function, kernel
 
 BLOCK = 256  # threads per block (a power of two: sum_into reduces a block as a tree)
+
+# Kernel argument types: C-contiguous device arrays (the launchers pass flat views)
+F1, F2, I1 = float32[::1], float32[:, ::1], int32[::1]
+FILL_TYPES = (float32, float64, int32, int64, uint8)   # fill's dtypes
+COUNT_TYPES = (int32, int64, float32, float64)         # count_errors' counter dtypes
+SUM_TYPES = (float32, float64)                         # sum_into's total dtypes
+FLOAT64_TOTAL = {"float64": "the float64 signature: a running total that spares float32 rounding"}
 
 
 # -------------------------------------------------------------------- kernels
 
-@cuda.jit
+@kernel(void(F1, F1, F1, float32, float32))
 def sgd_update_kernel(param, grad, velocity, lr, momentum):
     # one thread per element k
     k = cuda.grid(1)
@@ -51,7 +58,7 @@ def sgd_update_kernel(param, grad, velocity, lr, momentum):
         param[k] += v
 
 
-@cuda.jit
+@kernel(void(F1, F1, F1, float32, float32))
 def sdlm_update_kernel(param, grad, hess, eta, mu):
     # one thread per element k
     k = cuda.grid(1)
@@ -59,7 +66,7 @@ def sdlm_update_kernel(param, grad, hess, eta, mu):
         param[k] -= eta / (mu + hess[k]) * grad[k]
 
 
-@cuda.jit
+@kernel(void(F1, F1, float32))
 def scale_add_kernel(acc, x, scale):
     # one thread per element k
     k = cuda.grid(1)
@@ -67,7 +74,7 @@ def scale_add_kernel(acc, x, scale):
         acc[k] += scale * x[k]
 
 
-@cuda.jit
+@kernel(*(void(t[::1], t) for t in FILL_TYPES))
 def fill_kernel(x, value):
     # one thread per element k
     k = cuda.grid(1)
@@ -75,7 +82,7 @@ def fill_kernel(x, value):
         x[k] = value
 
 
-@cuda.jit
+@kernel(void(F2, I1, F2, I1, I1), void(F2, I1, F2, I1, int64[::1]))
 def gather_kernel(out_images, out_labels, images, labels, index):
     # one thread per output pixel (b, p) of the flattened (B, P) out_images; p = 0 also
     # copies the label
@@ -106,7 +113,7 @@ def argmin_row(y, n):
     return best
 
 
-@cuda.jit
+@kernel(void(I1, F2))
 def argmin_rows_kernel(out, y):
     # one thread per row n
     n = cuda.grid(1)
@@ -114,7 +121,7 @@ def argmin_rows_kernel(out, y):
         out[n] = argmin_row(y, n)
 
 
-@cuda.jit
+@kernel(*(void(t[::1], F2, I1, t) for t in COUNT_TYPES), allow=FLOAT64_TOTAL)
 def count_errors_kernel(out, y, labels, one):
     # one thread per row n; an atomic add of 1 per wrong row
     n = cuda.grid(1)
@@ -122,7 +129,7 @@ def count_errors_kernel(out, y, labels, one):
         cuda.atomic.add(out, 0, one)
 
 
-@cuda.jit
+@kernel(*(void(t[::1], F1) for t in SUM_TYPES), allow=FLOAT64_TOTAL)
 def sum_into_kernel(out, x):
     # one thread per element k; the block's sum is reduced in shared memory and added to
     # out[0] with one atomic per block

@@ -1,20 +1,27 @@
 """The `lenet` command (also `python -m lenet`): train, evaluate, predict, draw, time.
 
-    lenet train     train LeNet-5 on MNIST, write a checkpoint and a JSON-lines log
-    lenet eval      error rate of a checkpoint on the MNIST test (or training) set
-    lenet predict   digits in PNG/JPEG files or in an IDX file (lenet/images.py)
+    lenet train     train LeNet-5 on an MNIST-format data set, write a checkpoint and a
+                    JSON-lines log
+    lenet eval      error rate of a checkpoint on a test (or training) set
+    lenet predict   classes of PNG/JPEG files or of IDX entries (lenet/images.py)
     lenet show      pictures: feature maps, RBF prototypes, curves, errors (lenet/show.py)
     lenet bench     the benchmark suite (bench/cli.py), its arguments passed through
+
+Data: `--dataset NAME` (mnist, fashion-mnist, kmnist, emnist-digits, qmnist: official
+files, checked and downloaded, lenet/data.py) and `--data DIR` (that data set's
+directory; alone, any directory of MNIST-format files, read as it is).
 
 Each subcommand has an `add_<name>` function that declares its options and a
 `run_<name>` function that does the work. A user's mistake (a missing data
 directory, a file that is not a checkpoint, an unreadable image) is reported
 as one line `lenet <command>: error: ...` on stderr with exit status 2, never
-as a traceback. Tested end to end by tests/test_cli.py.
+as a traceback; output cut short by a closed pipe (`| head`) ends quietly.
+Tested end to end by tests/test_cli.py.
 """
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -30,10 +37,20 @@ class UserError(Exception):
 DEVICES = ["cpu", "gpu", "auto"]
 
 
-def _data_help():
-    return ("directory with the four MNIST IDX files (.gz or raw); default: $LENET_DATA, "
-            "else ~/.cache/lenet/mnist. Missing files are downloaded when the internet "
-            "can be reached")
+def add_data_options(p):
+    from lenet.datasets import DATASETS
+    p.add_argument("--dataset", choices=list(DATASETS), metavar="NAME",
+                   help=f"a data set by name ({', '.join(DATASETS)}): its official files, "
+                   "checked by SHA-256, from --data DIR or its default directory "
+                   "(~/.cache/lenet/NAME; for mnist $LENET_DATA if set; for fashion-mnist "
+                   "also Debian's /usr/share/datasets/fashion-mnist); missing files are "
+                   "downloaded when the internet can be reached. Default: mnist, or the "
+                   "checkpoint's data set")
+    p.add_argument("--data", metavar="DIR",
+                   help="the data set's directory; without --dataset, any directory of "
+                   "MNIST-format IDX files under MNIST's names (train-images-idx3-ubyte, "
+                   "train-labels-idx1-ubyte, t10k-..., raw or .gz), read as they are: "
+                   "their structure is checked, no checksum, nothing downloaded")
 
 
 def _device_help():
@@ -41,25 +58,25 @@ def _device_help():
             "is present (default: auto)")
 
 
-def load_raw(split, directory):
-    """(uint8 images (N,28,28), int64 labels) of one MNIST split, or a UserError."""
-    from lenet.data import MNISTError, load_mnist
-    if directory is not None and not os.path.isdir(directory):
+def load_data(split, args, default="mnist"):
+    """One split as a lenet.data.Split (uint8 images, labels, data set), or a UserError.
+    --dataset names the data set; --data alone is a plain directory; neither: `default`."""
+    from lenet.data import MNISTError, read_split
+    from lenet.datasets import DATASETS
+    default = default if default in DATASETS else "mnist"  # a checkpoint's may be unknown
+    name = args.dataset or (None if args.data is not None else default)
+    if args.data is not None and not os.path.isdir(args.data):
         # a mistyped --data must not become a new directory and a download
-        raise UserError(f"no such directory: {directory} (give the directory that holds the "
-                        "MNIST files, or leave --data out to use $LENET_DATA or the cache)")
+        raise UserError(f"no such directory: {args.data} (give the directory that holds the "
+                        "data set's files, or leave --data out to use its default directory)")
     try:
-        images, labels = load_mnist(split, directory)
+        return read_split(split, name, args.data)
     except MNISTError as e:
         raise UserError(_one_line(e)) from e
-    return images, labels.astype(np.int64)
 
 
-def load_split(split, directory):
-    """(preprocessed images, int64 labels) of one MNIST split, or a UserError."""
-    from lenet.data import preprocess
-    images, labels = load_raw(split, directory)
-    return preprocess(images), labels
+def _labels(split):
+    return split.labels.astype(np.int64)
 
 
 def load_model(path, device):
@@ -93,11 +110,12 @@ def _one_line(error):
 def add_train(sub):
     from lenet.model import INITS
     from lenet.train import RECIPES, SDLM_MU
-    p = sub.add_parser("train", help="train LeNet-5 on MNIST and write a checkpoint",
-                       description="Train LeNet-5 on the 60,000 MNIST training digits, "
-                       "printing train and test error after every pass and saving the "
-                       "checkpoint after each one (Ctrl-C keeps the last complete one).")
-    p.add_argument("--data", help=_data_help())
+    p = sub.add_parser("train", help="train LeNet-5 and write a checkpoint",
+                       description="Train LeNet-5 on the training set of an MNIST-format "
+                       "data set (default: the 60,000 MNIST digits), printing train and "
+                       "test error after every pass and saving the checkpoint after each "
+                       "one (Ctrl-C keeps the last complete one).")
+    add_data_options(p)
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where to train: NumPy on the CPU, the CUDA kernels, or the GPU "
                    "when one is present (default: auto)")
@@ -113,7 +131,8 @@ def add_train(sub):
                    "paper, 16 for sdlm-batch, 32 for sgd)")
     p.add_argument("--lr", type=float, help="sgd's step size (default 2e-3); the SDLM "
                    "recipes follow the paper's schedule and refuse --lr")
-    p.add_argument("--momentum", type=float, default=0.9, help="sgd momentum (default 0.9)")
+    p.add_argument("--momentum", type=float, default=0.9, help="sgd momentum, in [0, 1) "
+                   "(default 0.9)")
     p.add_argument("--mu", type=float, default=SDLM_MU, help="SDLM's mu in eta / (mu + h): "
                    "the paper's 0.02 by default, which diverges here; 0.2 to 2 train, 1 best "
                    "(see README)")
@@ -125,30 +144,47 @@ def add_train(sub):
                    "default) or 2.4/sqrt(F) (sqrt-fan-in: what the paper's stated reason "
                    "for the range asks for); F is a unit's fan-in")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and "
-                   "shuffling: the same seed on the same device repeats a run bit for bit "
-                   "(on the GPU for batches of up to 4096 images)")
-    p.add_argument("--train-size", type=int, help="use only the first N training digits")
+                   "shuffling, 0 or more: the same seed on the same device repeats a run "
+                   "bit for bit (on the GPU for batches of up to 4096 images)")
+    p.add_argument("--train-size", type=int, help="use only the first N training images")
     p.add_argument("--test-size", type=int, help="report the test error on only the first N "
-                   "test digits (default: all 10,000)")
+                   "test images (default: all)")
     p.add_argument("--out", default="lenet5.npz", help="checkpoint to write (default "
-                   "lenet5.npz)")
-    p.add_argument("--log", help="write one JSON line per pass to this file, replacing an "
-                   "older one (default: the checkpoint's name with .log.jsonl)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   "lenet5.npz); an existing file is overwritten only if it is a LeNet-5 "
+                   "checkpoint, and only once the first pass has completed")
+    p.add_argument("--log", help="the run's log, one JSON line per pass (default: the "
+                   "checkpoint's name with .log.jsonl); an older log there is replaced once "
+                   "the first pass has completed (not before), and a file that is not a "
+                   "training log is never overwritten")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--fast", action="store_true", help="skip the full training-set error "
                    "after each pass (print the running error of the pass instead)")
     return p
 
 
-def run_train(args):
-    from lenet.model import LeNet5
-    from lenet.train import train
+def _check_numbers(args):
+    """UserError for a nonsensical number among the training options."""
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, not {args.epochs}")
-    if args.mu <= 0:
-        raise UserError(f"--mu must be positive, not {args.mu}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise UserError(f"--lr must be a positive number, not {args.lr}")
+    if not (math.isfinite(args.momentum) and 0 <= args.momentum < 1):
+        raise UserError(f"--momentum must lie in [0, 1), not {args.momentum}")
+    if not (math.isfinite(args.mu) and args.mu > 0):
+        raise UserError(f"--mu must be a positive number, not {args.mu}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be 0 or more, not {args.seed}")
+    for option, value in (("--train-size", args.train_size), ("--test-size", args.test_size)):
+        if value is not None and value < 1:
+            raise UserError(f"{option} must be at least 1, not {value}")
+
+
+def run_train(args):
+    from lenet.model import LeNet5
+    from lenet.train import check_outputs, train
+    _check_numbers(args)
     if args.lr is not None and args.recipe != "sgd":
         raise UserError(f"--lr is sgd's step size; the {args.recipe} recipe follows the "
                         "paper's schedule of eta (see --help)")
@@ -158,19 +194,27 @@ def run_train(args):
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise UserError(f"cannot write {args.out}: directory {out_dir} does not exist")
-    train_set = _first(load_split("train", args.data), args.train_size, "--train-size")
-    test_set = _first(load_split("test", args.data), args.test_size, "--test-size")
+    log = args.log or os.path.splitext(args.out)[0] + ".log.jsonl"
+    try:
+        check_outputs(args.out, log)
+    except ValueError as e:
+        raise UserError(f"{e} (--out {args.out}, --log {log})") from e
+    train_split = load_data("train", args)
+    test_split = load_data("test", args)
+    train_set = _first(train_split, args.train_size, "--train-size")
+    test_set = _first(test_split, args.test_size, "--test-size")
+    print(f"data: {train_split.title} from {train_split.directory} "
+          f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
     try:
         model = LeNet5(device=args.device, seed=args.seed, init=args.init)
     except NotImplementedError as e:
         raise UserError(str(e)) from e
+    model.classes = train_split.classes
+    model.dataset = train_split.dataset.name if train_split.dataset else None
     if args.recipe == "paper" and args.mu < 0.1:
         print(f"note: with mu = {args.mu:g} the paper's recipe has diverged in our MNIST runs; "
               "--mu 1 --init sqrt-fan-in trained best (1.14-1.31% test error after 20 "
               "passes from three seeds, README)", file=sys.stderr)
-    log = args.log or os.path.splitext(args.out)[0] + ".log.jsonl"
-    if os.path.exists(log):
-        os.remove(log)
     before = _mtime(args.out)
     try:
         train(model, train_set, test_set, recipe=args.recipe, epochs=args.epochs,
@@ -179,8 +223,8 @@ def run_train(args):
               progress=not args.no_progress, evaluate_train=not args.fast)
     except KeyboardInterrupt:
         saved = _mtime(args.out) not in (None, before)  # written by this run
-        kept = (f"the last complete pass is in {args.out}" if saved
-                else f"no pass was completed; {args.out} was not written")
+        kept = (f"the last complete pass is in {args.out}, its log in {log}" if saved
+                else f"no pass was completed; {args.out} and {log} were not changed")
         print(f"\ninterrupted; {kept}", file=sys.stderr)
         return 130
     print(f"checkpoint: {args.out}\nlog: {log}")
@@ -188,12 +232,15 @@ def run_train(args):
 
 
 def _first(split, n, option):
-    """The first n (images, labels) of a split; all of it when n is None."""
-    if n is None:
-        return split
-    if not 1 <= n <= len(split[1]):
-        raise UserError(f"{option} must lie in 1..{len(split[1])}, not {n}")
-    return split[0][:n], split[1][:n]
+    """(preprocessed images, int64 labels) of the first n of a Split; all when n is None."""
+    from lenet.data import preprocess
+    total = len(split.labels)
+    if n is not None and not 1 <= n <= total:
+        raise UserError(f"{option} must lie in 1..{total}, not {n}")
+    if total == 0:
+        raise UserError(f"{split.directory}: the {split.title} files hold no images")
+    n = total if n is None else n
+    return preprocess(split.images[:n]), _labels(split)[:n]
 
 
 def _mtime(path):
@@ -203,60 +250,82 @@ def _mtime(path):
 # -------------------------------------------------------------------- eval
 
 def add_eval(sub):
-    p = sub.add_parser("eval", help="test error of a checkpoint on the MNIST test set",
-                       description="Print the error rate of a checkpoint on the 10,000 MNIST "
-                       "test digits (or the training set).")
+    p = sub.add_parser("eval", help="error rate of a checkpoint on a test set",
+                       description="Print the error rate of a checkpoint on the test set "
+                       "(or the training set) of its data set, or of the one given.")
     p.add_argument("--checkpoint", required=True, help="a .npz written by `lenet train`")
-    p.add_argument("--data", help=_data_help())
+    add_data_options(p)
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where to run (default: auto)")
     p.add_argument("--split", choices=["test", "train"], default="test",
-                   help="which MNIST set (default: test)")
+                   help="which set (default: test)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
+def _note_other_data(model, split, checkpoint):
+    if model.dataset and split.dataset and model.dataset != split.dataset.name:
+        print(f"note: {checkpoint} was trained on {model.dataset}; these are "
+              f"{split.dataset.title}'s images", file=sys.stderr)
+
+
 def run_eval(args):
+    from lenet.data import preprocess
+    from lenet.progress import Progress
+    from lenet.train import error_rate
     model = load_model(args.checkpoint, args.device)
-    images, labels = load_split(args.split, args.data)
-    predicted = np.asarray(model.predict(images))
-    errors = int(np.count_nonzero(predicted != labels))
-    print(f"{args.split} error: {100 * errors / len(labels):.2f}% ({errors} of {len(labels)}) "
-          f"[{args.checkpoint}, {model.device}]")
+    split = load_data(args.split, args, default=model.dataset)
+    _note_other_data(model, split, args.checkpoint)
+    labels = _labels(split)
+    if len(labels) == 0:
+        raise UserError(f"{split.directory}: the {args.split} files hold no images")
+    bar = Progress(len(labels), f"{args.split} error", enabled=not args.no_progress)
+    rate = error_rate(model, preprocess(split.images), labels, bar)
+    bar.close(keep=False)
+    errors = round(rate * len(labels))
+    print(f"{args.split} error: {100 * rate:.2f}% ({errors} of {len(labels)}) "
+          f"[{args.checkpoint}, {model.device}, {split.title}]")
     return 0
 
 
 # ----------------------------------------------------------------- predict
 
 def add_predict(sub):
-    p = sub.add_parser("predict", help="the digit in each PNG/JPEG file (or IDX entry)",
-                       description="Predict the digit in each image file. Any size, colour "
-                       "or grey, dark ink on light paper or light on dark: each image is "
-                       "turned into a centred 28x28 digit the way MNIST was made (see "
-                       "lenet/images.py). Prints the digit and the ten RBF penalties "
-                       "(smaller is better) per image.")
+    p = sub.add_parser("predict", help="the class of each PNG/JPEG file (or IDX entry)",
+                       description="Predict the class (the digit, for MNIST) of each image "
+                       "file. Any size, colour or grey, dark ink on light paper or light on "
+                       "dark: each image is turned into a centred 28x28 image the way MNIST "
+                       "was made (see lenet/images.py). Prints the class, its name from "
+                       "the checkpoint's data set, and the ten RBF penalties (smaller is "
+                       "better) per image.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files, one "
                    "digit each")
     p.add_argument("--checkpoint", required=True, metavar="FILE",
                    help="a .npz written by `lenet train`")
     p.add_argument("--idx", metavar="FILE", help="an IDX image file (e.g. MNIST's "
-                   "t10k-images-idx3-ubyte.gz) to take digits from, with --index")
-    p.add_argument("--index", nargs="+", type=int, metavar="K", help="which digits of "
+                   "t10k-images-idx3-ubyte.gz) to take images from, with --index")
+    p.add_argument("--index", nargs="+", type=int, metavar="K", help="which images of "
                    "--idx (0-based)")
     p.add_argument("--device", choices=DEVICES, default="auto", help=_device_help())
     p.add_argument("--json", action="store_true", help="print a JSON list of {\"file\", "
-                   "\"digit\", \"penalties\"} (IDX entries also have \"index\")")
+                   "\"class\" (0..9), \"name\", \"penalties\"}; IDX entries also have "
+                   "\"index\"; for digit data sets \"digit\" repeats the class")
     return p
 
 
 def _idx_digits(path, indices):
-    """uint8 (K,28,28) entries `indices` of the IDX image file `path`."""
+    """uint8 (K,28,28) entries `indices` of the IDX image file `path` (upright: a file
+    under an EMNIST name is transposed back)."""
     from lenet.data import MNISTError, read_idx
+    from lenet.datasets import DATASETS
     try:
-        images = read_idx(path)
+        images = read_idx(path, "images")
     except MNISTError as e:
         raise UserError(_one_line(e)) from e
-    if images.ndim != 3:
-        raise UserError(f"{path}: holds labels, not images")
+    name = os.path.basename(path).removesuffix(".gz")
+    if any(f.name.removesuffix(".gz") == name for ds in DATASETS.values() if ds.transposed
+           for f in ds.files.values()):
+        images = images.transpose(0, 2, 1)
     bad = [k for k in indices if not 0 <= k < len(images)]
     if bad:
         raise UserError(f"--index {bad[0]} is out of range: {path} holds {len(images)} "
@@ -281,17 +350,27 @@ def run_predict(args):
         digits = np.concatenate([digits, _idx_digits(args.idx, args.index)])
         names += [{"file": args.idx, "index": k} for k in args.index]
     penalties = np.asarray(model.forward(preprocess(digits)))
-    results = [dict(name, digit=int(y.argmin()), penalties=[float(v) for v in y])
-               for name, y in zip(names, penalties, strict=True)]
+    digits_only = tuple(model.classes) == tuple(str(d) for d in range(10))
+    results = []
+    for name, y in zip(names, penalties, strict=True):
+        k = int(y.argmin())
+        result = dict(name, **{"class": k, "name": model.classes[k]})
+        if digits_only:
+            result["digit"] = k
+        results.append(dict(result, penalties=[float(v) for v in y]))
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
     labels = [r["file"] + (f"[{r['index']}]" if "index" in r else "") for r in results]
     width = max(len(label) for label in labels)
-    print(f"{'image':<{width}}  digit  penalties of 0..9 (smaller is better)")
+    names_width = 0 if digits_only else max(len(c) for c in model.classes) + 1
+    head = "digit" if digits_only else "class"
+    print(f"{'image':<{width}}  {head}{'':<{names_width}}  penalties of classes 0..9 "
+          "(smaller is better)")
     for label, r in zip(labels, results, strict=True):
         values = " ".join(f"{v:7.2f}" for v in r["penalties"])
-        print(f"{label:<{width}}  {r['digit']:5d}  {values}")
+        name = "" if digits_only else f" {r['name']:<{names_width - 1}}"
+        print(f"{label:<{width}}  {r['class']:5d}{name}  {values}")
     return 0
 
 
@@ -319,8 +398,9 @@ def add_show(sub):
                    help="a .npz written by `lenet train`")
     which = m.add_mutually_exclusive_group(required=True)
     which.add_argument("--image", metavar="FILE", help="a PNG or JPEG of one digit")
-    which.add_argument("--index", type=int, metavar="K", help="MNIST test digit K (0-based)")
-    m.add_argument("--data", metavar="DIR", help=_data_help())
+    which.add_argument("--index", type=int, metavar="K", help="test image K (0-based) of "
+                       "the checkpoint's data set, or of the one given")
+    add_data_options(m)
     m.add_argument("--device", choices=DEVICES, default="auto", help=_device_help())
 
     mode("prototypes", "the ten 7x12 RBF bitmaps (no checkpoint needed)",
@@ -335,13 +415,15 @@ def add_show(sub):
                    "`lenet train`")
 
     m = mode("errors", "confusion matrix and the worst mistakes on the test set",
-             "The 10x10 confusion matrix of a checkpoint on the 10,000 MNIST test digits "
-             "and the misclassified digits it was most sure of (largest margin between "
-             "the smallest and second smallest penalty). 1400x650 pixels.")
+             "The 10x10 confusion matrix of a checkpoint on the test set of its data set "
+             "(or of the one given) and the misclassified images it was most sure of "
+             "(largest margin between the smallest and second smallest penalty). "
+             "1400x650 pixels.")
     m.add_argument("--checkpoint", required=True, metavar="FILE",
                    help="a .npz written by `lenet train`")
-    m.add_argument("--data", metavar="DIR", help=_data_help())
+    add_data_options(m)
     m.add_argument("--device", choices=DEVICES, default="auto", help=_device_help())
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
     m.add_argument("--count", type=int, default=24, help="how many mistakes to draw, "
                    "at most 24 (default 24)")
     return p
@@ -368,26 +450,41 @@ def _show_maps(args, show):
             raise UserError(str(e)) from e
         caption = os.path.basename(args.image)
     else:
-        images, labels = load_raw("test", args.data)
-        if not 0 <= args.index < len(images):
-            raise UserError(f"--index {args.index} is out of range: the MNIST test set "
-                            f"holds {len(images)} digits (0..{len(images) - 1})")
-        digit = images[args.index]
-        caption = f"MNIST test digit #{args.index} (label {labels[args.index]})"
+        split = load_data("test", args, default=model.dataset)
+        _note_other_data(model, split, args.checkpoint)
+        n = len(split.labels)
+        if not 0 <= args.index < n:
+            raise UserError(f"--index {args.index} is out of range: the {split.title} test "
+                            f"set holds {n} images" + (f" (0..{n - 1})" if n else ""))
+        digit = split.images[args.index]
+        label = int(split.labels[args.index])
+        named = split.classes[label] if split.classes[label] != str(label) else ""
+        caption = (f"{split.title} test {split.dataset.noun if split.dataset else 'image'} "
+                   f"#{args.index} (label {label}{' ' + named if named else ''})")
     activations = model._forward(model._input(preprocess(digit)))
     return show.draw_maps(_out_file(args.out, "maps"),
-                          [model.ops.to_host(a) for a in activations], caption)
+                          [model.ops.to_host(a) for a in activations], caption,
+                          classes=model.classes)
 
 
 def _show_errors(args, show):
     from lenet.data import preprocess
     if not 1 <= args.count <= show.MAX_ERRORS:
         raise UserError(f"--count must lie in 1..{show.MAX_ERRORS}, not {args.count}")
+    from lenet.progress import Progress
+    from lenet.train import penalties
     model = load_model(args.checkpoint, args.device)
-    images, labels = load_raw("test", args.data)
-    penalties = np.asarray(model.forward(preprocess(images)))
-    return show.draw_errors(_out_file(args.out, "errors"), images, labels, penalties,
-                            count=args.count, caption=os.path.basename(args.checkpoint))
+    split = load_data("test", args, default=model.dataset)
+    _note_other_data(model, split, args.checkpoint)
+    if len(split.labels) == 0:
+        raise UserError(f"{split.directory}: the test files hold no images")
+    bar = Progress(len(split.labels), "test set", enabled=not args.no_progress)
+    y = penalties(model, preprocess(split.images), bar)
+    bar.close(keep=False)
+    noun = split.dataset.noun if split.dataset else "image"
+    return show.draw_errors(_out_file(args.out, "errors"), split.images, _labels(split), y,
+                            count=args.count, caption=os.path.basename(args.checkpoint),
+                            classes=split.classes, data=f"{split.title} test {noun}s")
 
 
 def _show_curves(args, show):
@@ -455,8 +552,17 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == "bench":
-            return run_bench(args, rest) or 0
-        return COMMANDS[args.command][1](args) or 0
+            status = run_bench(args, rest) or 0
+        else:
+            status = COMMANDS[args.command][1](args) or 0
+        sys.stdout.flush()  # here, so that a closed pipe is caught below
+        return status
     except UserError as e:
         print(f"lenet {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`lenet predict ... | head -1`): stop quietly, as Unix
+        # tools do, with the status of a process ended by SIGPIPE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13

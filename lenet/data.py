@@ -1,337 +1,421 @@
-"""MNIST loading: read, check, download and preprocess the four IDX files.
+"""MNIST-format data: read and check IDX files, load data sets, download, preprocess.
 
-The MNIST database (LeCun, Cortes, Burges) comes as four IDX files, usually
-gzip-compressed: 60,000 training and 10,000 test images of 28x28 uint8 pixels,
-each with a uint8 label 0..9. This module
+An MNIST-format data set is four IDX files, usually gzip-compressed: training and
+test images of 28x28 uint8 pixels and their labels 0..9. This module
 
-* reads an IDX file, gzipped (``.gz``) or raw, and checks everything it can:
-  magic number, dimensions, exact length, label range and, for the four known
-  file names, the SHA-256 of the decompressed bytes (``read_idx``);
-* downloads missing files from a list of mirrors, verifying each download and
-  writing it atomically (``download``);
-* puts it together: ``load_mnist("train")`` / ``load_mnist("test")`` return
-  ``(images uint8 (N, 28, 28), labels uint8 (N,))`` from a data directory,
-  by default ``$LENET_DATA`` or a per-user cache (``default_data_dir``);
+* reads an IDX file, gzipped (``.gz``) or raw, and checks its structure: magic
+  number, dimensions, exact length, label range (``read_idx``). Labels are uint8
+  vectors (idx1-ubyte) or, as QMNIST publishes them, int32 rows whose first
+  number is the class (idx2-int);
+* loads a data set known by name, ``load_dataset("fashion-mnist", "train")``: the
+  names, sizes and SHA-256 checksums of its official files are in
+  lenet/datasets.py (mnist, fashion-mnist, kmnist, emnist-digits, qmnist). Missing
+  files are downloaded into its directory and kept only when their checksum
+  matches (lenet/download.py); a file that is there but is not the official one
+  is an error that says which data set it is not (and which it is, when we know
+  its checksum). Nothing the user put there is ever deleted or replaced;
+* loads any directory of MNIST-format files under MNIST's four names,
+  ``load_directory(DIR, "test")``, with the structural checks only;
 * turns images into network input: ``preprocess`` pads them to 32x32 and maps
   pixels so that background is -0.1 and full ink is 1.175 (as in LeNet-5).
 
-Every problem with a file raises ``MNISTError`` with a message that names the
-file and the problem. Only the standard library and numpy are used.
+Structural checks, and the image and label counts, come before any checksum, so
+that the clearer message wins. Every problem with a file raises ``MNISTError`` with
+a message that names the file and the problem. Only the standard library and numpy.
 
-Test with ``pytest tests/test_data.py``; set ``LENET_DATA`` to a directory
-holding the real files (e.g. ``LENET_DATA=../shared/data/mnist``) to also run
-the tests that need them; no test reaches the outside network.
+Test with ``pytest tests/test_data.py``; set ``LENET_DATA`` to a directory holding
+the real MNIST files (e.g. ``LENET_DATA=../shared/data/mnist``) to also run the tests
+that need them; no test reaches the outside network.
 """
 
 import gzip
 import hashlib
 import os
 import struct
-import sys
-import tempfile
-import urllib.error
-import urllib.request
 import zlib
-from http.client import HTTPException
+from dataclasses import dataclass
 
 import numpy as np
 
-# (split, kind) -> base name of the IDX file (the downloads are "<name>.gz").
+from lenet.datasets import DATASETS, DIGITS, MNIST, Dataset
+
+SPLITS = ("train", "test")
+KINDS = ("images", "labels")
+
+# (split, kind) -> file name (without .gz) in a plain directory of MNIST-format files
 FILES = {
     ("train", "images"): "train-images-idx3-ubyte",
     ("train", "labels"): "train-labels-idx1-ubyte",
     ("test", "images"): "t10k-images-idx3-ubyte",
     ("test", "labels"): "t10k-labels-idx1-ubyte",
 }
-
-SPLITS = ("train", "test")
-
-# Official SHA-256 of each decompressed file.
-SHA256 = {
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}
-
-# Base URLs tried in order; each serves "<name>.gz".
-MIRRORS = [
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-]
+MIRRORS = list(MNIST.mirrors)
 
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 LABEL_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
+INT_LABEL_MAGIC = 3074  # 0x00000c02: int32, 2 dimensions (QMNIST: class in column 0)
 IMAGE_SIZE = 28
-
-_CHUNK = 1 << 16
 
 
 class MNISTError(Exception):
-    """A problem with an MNIST file: missing, corrupt, wrong content, or not downloadable."""
+    """A problem with an MNIST-format file: missing, corrupt, not the official one, or not
+    downloadable."""
+
+
+@dataclass
+class Split:
+    """One split as loaded: uint8 images (N, 28, 28), uint8 labels (N,), the named data
+    set the files are (None for a directory whose files we do not recognise), the class
+    names, and the directory read."""
+    images: np.ndarray
+    labels: np.ndarray
+    dataset: Dataset | None
+    directory: str
+
+    @property
+    def classes(self):
+        return self.dataset.classes if self.dataset else DIGITS
+
+    @property
+    def title(self):
+        """The data set's name, or the directory's for unrecognised files."""
+        if self.dataset:
+            return self.dataset.title
+        return os.path.basename(os.path.normpath(os.path.abspath(self.directory)))
+
+
+def _base(name):
+    """A file's name without directory and without a trailing ``.gz``."""
+    return os.path.basename(name).removesuffix(".gz")
+
+
+def dataset(name):
+    """The Dataset called ``name`` (lenet/datasets.py); ValueError for an unknown name."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def _cache_dir(name):
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "lenet", name)
+
+
+def default_root(name="mnist"):
+    """The directory of the data set ``name``: for mnist ``$LENET_DATA`` when set; else
+    ``$XDG_CACHE_HOME/lenet/NAME`` (``~/.cache/lenet/NAME``), unless that holds none of
+    its files and an operating-system package has installed all of them (Debian's
+    dataset-fashion-mnist: /usr/share/datasets/fashion-mnist). Nothing is created."""
+    ds = dataset(name)
+    env = os.environ.get("LENET_DATA")
+    if name == "mnist" and env:
+        return os.path.expanduser(env)
+    cache = _cache_dir(name)
+    bases = [_base(f.name) for f in ds.files.values()]
+    if not any(find_file(cache, b) for b in bases):
+        for directory in ds.system_dirs:
+            if all(find_file(directory, b) for b in bases):
+                return directory
+    return cache
 
 
 def default_data_dir():
-    """Return the MNIST directory: ``$LENET_DATA`` if set, else a per-user cache directory.
-
-    The cache directory is ``$XDG_CACHE_HOME/lenet/mnist`` when ``XDG_CACHE_HOME`` is
-    set, else ``~/.cache/lenet/mnist``. The directory is not created here.
-    """
-    env = os.environ.get("LENET_DATA")
-    if env:
-        return os.path.expanduser(env)
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "lenet", "mnist")
+    """The MNIST directory: ``default_root("mnist")``."""
+    return default_root("mnist")
 
 
-def _base_name(path):
-    """The file's name without directory and without a trailing ``.gz``."""
-    name = os.path.basename(path)
-    return name.removesuffix(".gz")
+# ------------------------------------------------------------------ reading
+
+class _IdxFile:
+    """The bytes of one file as stored, its decompressed content, and their SHA-256."""
+
+    def __init__(self, path, gz=None):
+        self.path = os.fspath(path)
+        try:
+            with open(self.path, "rb") as f:
+                self.stored = f.read()
+        except FileNotFoundError:
+            raise MNISTError(f"{self.path}: file not found") from None
+        except IsADirectoryError:
+            raise MNISTError(f"{self.path}: is a directory, not an IDX file") from None
+        except OSError as e:
+            raise MNISTError(f"{self.path}: cannot read file ({e.strerror or e})") from e
+        self.data = self.stored
+        if self.path.endswith(".gz") if gz is None else gz:
+            try:
+                self.data = gzip.decompress(self.stored)
+            except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
+                raise MNISTError(f"{self.path}: corrupt gzip file "
+                                 f"({e or type(e).__name__})") from e
+        self._digests = {}
+
+    def sha256(self, which):
+        """SHA-256 of the "stored" bytes or of the decompressed "data"."""
+        if which not in self._digests:
+            self._digests[which] = hashlib.sha256(getattr(self, which)).hexdigest()
+        return self._digests[which]
 
 
-def _read_bytes(path):
-    """Return the (decompressed, for ``.gz``) content of ``path``, raising MNISTError."""
-    try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise MNISTError(f"{path}: file not found") from None
-    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise MNISTError(f"{path}: corrupt gzip file ({e or type(e).__name__})") from e
-    except OSError as e:
-        raise MNISTError(f"{path}: cannot read file ({e})") from e
-
-
-def _parse_idx(data, path):
-    """Check the IDX header and length of ``data`` and return it as a uint8 array."""
+def _parse_idx(data, path, kind=None):
+    """Check the IDX header, length and labels of ``data``; return (kind, array): uint8
+    images (N, 28, 28) or uint8 labels (N,). ``kind`` None: whichever the header says."""
     if len(data) < 4:
         raise MNISTError(f"{path}: truncated file ({len(data)} bytes, no IDX header)")
     (magic,) = struct.unpack(">I", data[:4])
+    ndim = magic & 0xFF
     if magic == IMAGE_MAGIC:
-        ndim = 3
+        found, dtype = "images", np.dtype(np.uint8)
     elif magic == LABEL_MAGIC:
-        ndim = 1
+        found, dtype = "labels", np.dtype(np.uint8)
+    elif magic == INT_LABEL_MAGIC:
+        found, dtype = "labels", np.dtype(">i4")
     else:
         raise MNISTError(
             f"{path}: bad magic number 0x{magic:08x} (expected 0x{IMAGE_MAGIC:08x} for "
-            f"images or 0x{LABEL_MAGIC:08x} for labels); not an MNIST IDX file"
+            f"images, 0x{LABEL_MAGIC:08x} or 0x{INT_LABEL_MAGIC:08x} for labels); not an "
+            "MNIST-format IDX file"
         )
+    if kind is not None and found != kind:
+        raise MNISTError(f"{path}: holds {found}, not {kind} (magic number 0x{magic:08x})")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise MNISTError(f"{path}: truncated file ({len(data)} bytes, header needs {header})")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    if ndim == 3 and dims[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise MNISTError(
-            f"{path}: wrong dimensions {dims[1]}x{dims[2]} "
-            f"(expected {IMAGE_SIZE}x{IMAGE_SIZE} images)"
-        )
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    if found == "images" and dims[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise MNISTError(f"{path}: wrong dimensions {dims[1]}x{dims[2]} "
+                         f"(expected {IMAGE_SIZE}x{IMAGE_SIZE} images)")
+    if ndim == 2 and dims[1] < 1:
+        raise MNISTError(f"{path}: label rows of {dims[1]} numbers (expected at least 1)")
+    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(data) < expected:
-        raise MNISTError(
-            f"{path}: truncated file (length mismatch: {len(data)} bytes, "
-            f"expected {expected} for dimensions {dims})"
-        )
+        raise MNISTError(f"{path}: truncated file (length mismatch: {len(data)} bytes, "
+                         f"expected {expected} for dimensions {dims})")
     if len(data) > expected:
-        raise MNISTError(
-            f"{path}: length mismatch ({len(data) - expected} trailing bytes: {len(data)} bytes, "
-            f"expected {expected} for dimensions {dims})"
-        )
-    array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
-    if ndim == 1 and array.size and array.max() > 9:
-        bad = int(np.argmax(array > 9))
-        raise MNISTError(
-            f"{path}: label out of range 0..9 (label {int(array[bad])} at index {bad})"
-        )
-    return array
+        raise MNISTError(f"{path}: length mismatch ({len(data) - expected} trailing bytes: "
+                         f"{len(data)} bytes, expected {expected} for dimensions {dims})")
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    if found == "labels":
+        labels = array if ndim == 1 else array[:, 0]
+        bad = np.flatnonzero((labels < 0) | (labels > 9))
+        if bad.size:
+            raise MNISTError(f"{path}: label out of range 0..9 (label {int(labels[bad[0]])} "
+                             f"at index {bad[0]})")
+        return found, labels.astype(np.uint8)
+    return found, array.copy()
 
 
-def read_idx(path, verify=True):
-    """Read one MNIST IDX file, gzipped (``.gz``) or raw, and check it thoroughly.
+def read_idx(path, kind=None):
+    """Read one MNIST-format IDX file, gzipped (``.gz``) or raw, and check its structure.
 
-    Checks the magic number (2051: images, 3-dim uint8, 28x28; 2049: labels, 1-dim
-    uint8), the dimensions, the exact file length and that labels are in 0..9. When
-    ``verify`` is true and the file's name (without ``.gz``) is one of the four MNIST
-    names in ``SHA256``, the SHA-256 of the decompressed bytes must match too.
+    Images: magic 2051, uint8, N x 28 x 28. Labels: magic 2049, uint8 (N,); or magic
+    3074, int32 rows (N, K) with the class in the first column (QMNIST). The file's
+    length must be exact and every label in 0..9. ``kind`` "images" or "labels" also
+    requires that kind.
 
-    Returns a writable uint8 array of shape (N, 28, 28) for images or (N,) for labels.
+    Returns a writable uint8 array: (N, 28, 28) images or (N,) labels.
     Raises MNISTError naming ``path`` and the problem.
     """
-    path = os.fspath(path)
-    data = _read_bytes(path)
-    array = _parse_idx(data, path)
-    expected = SHA256.get(_base_name(path)) if verify else None
-    if expected is not None:
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != expected:
-            raise MNISTError(
-                f"{path}: checksum mismatch (SHA-256 of the decompressed content is {actual}, "
-                f"expected {expected}); the file is not the official "
-                f"{_base_name(path)}; delete it and download it again"
-            )
-    return array
+    if kind not in (None, *KINDS):
+        raise ValueError(f"kind must be 'images', 'labels' or None, not {kind!r}")
+    idx = _IdxFile(path)
+    return _parse_idx(idx.data, idx.path, kind)[1]
 
 
 def find_file(directory, name):
-    """Return the path of ``name`` or ``name + ".gz"`` in ``directory`` (raw first), or None."""
+    """The path of ``name`` or ``name + ".gz"`` in ``directory`` (raw first), or None.
+    Whatever is there counts, a directory too (reading it is then an error)."""
     for candidate in (name, name + ".gz"):
         path = os.path.join(os.fspath(directory), candidate)
-        if os.path.isfile(path):
+        if os.path.lexists(path):
             return path
     return None
 
 
-def _manual_instructions(directory):
-    """Text telling the user where to put the four files by hand."""
-    names = "\n".join(f"    {name}.gz" for name in FILES.values())
-    return (
-        f"Put the four MNIST files (gzipped as below, or decompressed without .gz) "
-        f"by hand in\n    {os.path.abspath(directory)}\n{names}\n"
-        "or set LENET_DATA to a directory that holds them."
-    )
+# ---------------------------------------------------------------- checksums
+
+def _known_files():
+    """SHA-256 -> (data set, file) for every published file and decompressed content."""
+    known = {}
+    for ds in DATASETS.values():
+        for f in ds.files.values():
+            for digest in (f.sha256, f.raw_sha256):
+                if digest:
+                    known[digest] = (ds, f)
+    return known
 
 
-def _size(n):
-    """``n`` bytes as a short human-readable string."""
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+def _matches(idx, official):
+    """True if the file is the official one (byte for byte, or by decompressed content),
+    False if it is not, None if we cannot tell (no decompressed checksum is known)."""
+    if official.sha256 and idx.sha256("stored") == official.sha256:
+        return True
+    if official.raw_sha256:
+        return idx.sha256("data") == official.raw_sha256
+    return None
 
 
-def _fetch(url, dest, timeout, progress, label):
-    """Stream ``url`` into the open binary file ``dest``; raise OSError on a short transfer."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        received = 0
-        try:
-            while chunk := response.read(_CHUNK):
-                dest.write(chunk)
-                received += len(chunk)
-                if progress:
-                    if total:
-                        done = f"{100 * received // total:3d}% of {_size(total)}"
-                    else:
-                        done = _size(received)
-                    sys.stderr.write(f"\rdownloading {label}: {done}")
-                    sys.stderr.flush()
-        finally:
-            if progress and received:
-                sys.stderr.write("\n")
-                sys.stderr.flush()
-        if total is not None and received != total:
-            raise OSError(f"connection closed after {received} of {total} bytes")
+def identify(idx):
+    """(data set, file) that an _IdxFile is, by checksum, or None."""
+    known = _known_files()
+    return known.get(idx.sha256("stored")) or known.get(idx.sha256("data"))
 
 
-def _gzip_sha256(path):
-    """SHA-256 hex digest of the decompressed content of the gzip file ``path``."""
-    digest = hashlib.sha256()
-    with gzip.open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _not_official(idx, ds, official, found):
+    """The error for a file of data set ds that is not its official file `official`;
+    `found`: the (data set, file) it is by checksum, or None."""
+    digests = (f" (SHA-256 of its content {idx.sha256('data')}, expected "
+               f"{official.raw_sha256})" if official.raw_sha256 else "")
+    if found and found[0] is not ds:
+        hint = (f"; it is {found[0].title}'s {_base(found[1].name)}: name that data set "
+                f"(--dataset {found[0].name}; load_dataset({found[0].name!r}))")
+    elif found:
+        hint = f"; it is {ds.title}'s {_base(found[1].name)}"
+    else:
+        hint = ("; to use other MNIST-format files, read their directory without naming a "
+                "data set (--data DIR alone; load_directory), which compares no checksums")
+    return MNISTError(f"{idx.path}: not {ds.title}'s official {_base(official.name)}"
+                      f"{digests}{hint}")
 
 
-def _reason(error):
-    """A short description of why a download failed."""
-    if isinstance(error, urllib.error.URLError) and not isinstance(error, urllib.error.HTTPError):
-        error = error.reason  # "<urlopen error [Errno 111] ...>" -> "[Errno 111] ..."
-    return str(error) or type(error).__name__
+# ---------------------------------------------------------------- downloads
+
+def _manual_instructions(ds, directory):
+    """Text telling the user where to put the files by hand."""
+    names = "\n".join(f"    {f.name}" for f in ds.files.values())
+    where = (f" (they are in {ds.archive.name}, {' or '.join(ds.archive.urls)})"
+             if ds.archive else "")
+    extra = " or set LENET_DATA to a directory that holds them." if ds.name == "mnist" else ""
+    return (f"Put the four {ds.title} files{where} (gzipped as below, or decompressed "
+            f"without .gz) by hand in\n    {os.path.abspath(directory)}\n{names}\n{extra}")
 
 
-def download(name, directory, mirrors=MIRRORS, timeout=30, progress=True):
-    """Download ``<name>.gz`` into ``directory``, trying each mirror in turn; return its path.
-
-    ``name`` is one of the four MNIST base names (see ``FILES``); the URL is
-    ``<mirror><name>.gz``. Each download goes to a temporary file in ``directory``
-    and is kept (renamed to ``<name>.gz`` with ``os.replace``) only if the SHA-256
-    of its decompressed content matches ``SHA256``; a network error, short transfer,
-    corrupt gzip or wrong checksum moves on to the next mirror, and an existing
-    ``<name>.gz`` is left untouched unless a verified download replaces it.
-    ``progress`` shows a one-line counter on stderr.
-
-    Raises MNISTError, with each mirror's reason and where to put the files by hand,
-    when no mirror gives a good file.
-    """
-    if name not in SHA256:
-        raise ValueError(f"unknown MNIST file {name!r}; expected one of {sorted(SHA256)}")
-    if isinstance(mirrors, str):
-        mirrors = [mirrors]
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    target = os.path.join(directory, name + ".gz")
-    failures = []
-    for mirror in mirrors:
-        url = mirror.rstrip("/") + "/" + name + ".gz"
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
-        try:
-            try:
-                with os.fdopen(fd, "wb") as dest:
-                    _fetch(url, dest, timeout, progress, name + ".gz")
-            except (OSError, HTTPException) as e:  # URLError, HTTPError, timeouts: OSErrors
-                failures.append(f"{url}: {_reason(e)}")
-                continue
-            try:
-                actual = _gzip_sha256(tmp)
-            except (OSError, EOFError, zlib.error) as e:
-                failures.append(f"{url}: corrupt gzip file ({_reason(e)})")
-                continue
-            if actual != SHA256[name]:
-                failures.append(f"{url}: checksum mismatch (SHA-256 {actual})")
-                continue
-            os.replace(tmp, target)
-            return target
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    reasons = "\n".join(f"  {failure}" for failure in failures) or "  (no mirrors given)"
-    raise MNISTError(
-        f"could not download {name}.gz to {target}:\n{reasons}\n"
-        f"This machine may be offline. {_manual_instructions(directory)}"
-    )
+def download(name, directory, mirrors=None, timeout=30, progress=True, dataset_name="mnist"):
+    """Download the official file ``name`` of a data set into ``directory``: see
+    lenet/download.py."""
+    from lenet.download import download as fetch
+    return fetch(name, directory, mirrors, timeout, progress, dataset_name)
 
 
-def load_mnist(split="train", directory=None, download_missing=True, mirrors=MIRRORS):
-    """Load one MNIST split; return ``(images uint8 (N, 28, 28), labels uint8 (N,))``.
+# ------------------------------------------------------------------ loading
 
-    ``split`` is "train" (60,000 images) or "test" (10,000). ``directory`` defaults to
-    ``default_data_dir()``. Files may be raw or gzipped. Missing files are downloaded
-    from ``mirrors`` into ``directory`` (created if needed) when ``download_missing``
-    is true; otherwise a missing directory or file raises MNISTError. Every file is
-    checked by ``read_idx`` (checksums included), and the image and label counts
-    must agree.
+def _check_pair(images, labels, directory, split):
+    if len(images) != len(labels):
+        raise MNISTError(f"{directory}: {split} split has {len(images)} images but "
+                         f"{len(labels)} labels")
+
+
+def read_split(split="train", name=None, directory=None, download_missing=True, mirrors=None):
+    """Load one split as a ``Split`` (images, labels, data set, directory).
+
+    With ``name`` (a data set of lenet/datasets.py): its official files from
+    ``directory`` (default ``default_root(name)``), downloading missing ones when
+    ``download_missing`` is true. Without ``name``: the MNIST-named files of the plain
+    directory ``directory``, structural checks only, never downloading; ``dataset`` is
+    then the data set whose files they are by checksum, if any.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    directory = default_data_dir() if directory is None else os.fspath(directory)
+    if name is None:
+        if directory is None:
+            raise ValueError("read_split needs a data set name or a directory")
+        return _read_directory(split, os.fspath(directory))
+    ds = dataset(name)
+    directory = default_root(name) if directory is None else os.fspath(directory)
     if not download_missing and not os.path.isdir(directory):
-        raise MNISTError(
-            f"MNIST directory {directory} does not exist and downloading is disabled. "
-            + _manual_instructions(directory)
-        )
-    arrays = {}
-    for kind in ("images", "labels"):
+        raise MNISTError(f"{ds.title} directory {directory} does not exist and downloading "
+                         "is disabled. " + _manual_instructions(ds, directory))
+    files = {}
+    for kind in KINDS:
+        official = ds.files[(split, kind)]
+        path = find_file(directory, _base(official.name))
+        if path is None:
+            if not download_missing:
+                raise MNISTError(f"{os.path.join(directory, _base(official.name))}(.gz): file "
+                                 f"not found and downloading is disabled. "
+                                 f"{_manual_instructions(ds, directory)}")
+            path = download(official.name, directory, mirrors=mirrors, dataset_name=name)
+        files[kind] = _IdxFile(path)
+    images = _parse_idx(files["images"].data, files["images"].path, "images")[1]
+    labels = _parse_idx(files["labels"].data, files["labels"].path, "labels")[1]
+    _check_pair(images, labels, directory, split)
+    for kind, array in (("images", images), ("labels", labels)):
+        if len(array) != ds.counts[split]:
+            raise MNISTError(f"{files[kind].path}: holds {len(array):,} {kind}, but "
+                             f"{ds.title}'s {split} split has {ds.counts[split]:,}; not "
+                             f"{ds.title}'s official file")
+    for kind in KINDS:
+        # the official file, or one we cannot tell (no published checksum of its content)
+        # unless we know it as another file
+        official = ds.files[(split, kind)]
+        status = _matches(files[kind], official)
+        found = identify(files[kind]) if status is not True else None
+        if status is False or found:
+            raise _not_official(files[kind], ds, official, found)
+    if ds.transposed:
+        images = np.ascontiguousarray(images.transpose(0, 2, 1))
+    return Split(images, labels, ds, directory)
+
+
+def _read_directory(split, directory):
+    if not os.path.isdir(directory):
+        raise MNISTError(f"{directory}: no such directory")
+    files = {}
+    for kind in KINDS:
         name = FILES[(split, kind)]
         path = find_file(directory, name)
         if path is None:
-            if not download_missing:
-                raise MNISTError(
-                    f"{os.path.join(directory, name)}(.gz): file not found and downloading is "
-                    f"disabled. {_manual_instructions(directory)}"
-                )
-            path = download(name, directory, mirrors=mirrors)
-        arrays[kind] = read_idx(path)
-        expected_ndim = 3 if kind == "images" else 1
-        if arrays[kind].ndim != expected_ndim:
-            raise MNISTError(f"{path}: holds {arrays[kind].ndim}-dim data, not {kind}")
-    images, labels = arrays["images"], arrays["labels"]
-    if len(images) != len(labels):
-        raise MNISTError(
-            f"{directory}: {split} split has {len(images)} images but {len(labels)} labels"
-        )
-    return images, labels
+            raise MNISTError(f"{os.path.join(directory, name)}(.gz): file not found. "
+                             + (_other_names_hint(directory) or "To download MNIST into "
+                                "this directory, name the data set (--dataset mnist --data "
+                                "DIR; load_dataset)."))
+        files[kind] = _IdxFile(path)
+    images = _parse_idx(files["images"].data, files["images"].path, "images")[1]
+    labels = _parse_idx(files["labels"].data, files["labels"].path, "labels")[1]
+    _check_pair(images, labels, directory, split)
+    found = [identify(files[kind]) for kind in KINDS]
+    same = found[0] and found[1] and found[0][0] is found[1][0] and not found[0][0].transposed
+    return Split(images, labels, found[0][0] if same else None, directory)
 
+
+def _other_names_hint(directory):
+    """A sentence naming the data set whose file names the directory holds, if any."""
+    for ds in DATASETS.values():
+        names = [_base(f.name) for f in ds.files.values()]
+        if names != [FILES[k] for k in ds.files] and any(find_file(directory, n)
+                                                         for n in names):
+            return (f"The directory holds {ds.title}'s files: name that data set "
+                    f"(--dataset {ds.name} --data DIR; load_dataset).")
+    return ""
+
+
+def load_dataset(name, split="train", root=None, download=True, mirrors=None):
+    """Load one split of a named data set: ``(images uint8 (N, 28, 28), labels uint8 (N,))``.
+
+    ``name``: mnist, fashion-mnist, kmnist, emnist-digits or qmnist (lenet/datasets.py);
+    ``split``: "train" or "test"; ``root``: the directory of its files (default
+    ``default_root(name)``). Missing files are downloaded there when ``download`` is
+    true. Every file is checked (structure, counts, then checksum): see ``read_split``.
+    """
+    s = read_split(split, name, root, download, mirrors)
+    return s.images, s.labels
+
+
+def load_directory(directory, split="train"):
+    """Load one split of any directory of MNIST-format files under MNIST's names
+    (``train-images-idx3-ubyte`` ...; raw or ``.gz``): ``(images, labels)``, after the
+    structural checks only."""
+    s = read_split(split, None, directory)
+    return s.images, s.labels
+
+
+def load_mnist(split="train", directory=None, download_missing=True, mirrors=None):
+    """``load_dataset("mnist", split, directory)``; ``directory`` defaults to
+    ``$LENET_DATA`` or the per-user cache."""
+    s = read_split(split, "mnist", directory, download_missing, mirrors)
+    return s.images, s.labels
+
+
+# --------------------------------------------------------------- preprocess
 
 # Pixel value v (0..255) -> -0.1 + v / 255 * 1.275, computed in float64 and rounded once,
 # so that 0 gives exactly float32(-0.1) and 255 exactly float32(1.175).

@@ -26,12 +26,15 @@ the 10,000 test digits 85% come back identical and 99% within 11 grey levels
 in every pixel (stretching 254 to 255, faint edge pixels left out of the crop);
 a few are shifted by one pixel or rescaled (those that touch MNIST's edge).
 `load_digits(paths)` returns uint8 (N,28,28) ready for `lenet.data.preprocess`.
-Every problem with a file raises `ImageError` naming the file.
+Every problem with a file raises `ImageError` naming the file; an image of more
+pixels than Pillow's limit against decompression bombs (`Image.MAX_IMAGE_PIXELS`,
+89 million by default) is refused from its header, before it is decoded.
 
 Tested by `tests/test_cli.py` (the `lenet predict` tests).
 """
 
 import os
+import warnings
 
 import numpy as np
 
@@ -51,7 +54,15 @@ def read_grey(path):
     from PIL import Image, UnidentifiedImageError
     path = os.fspath(path)
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # Pillow warns above its limit, raises above twice it
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                image = Image.open(path)
+            except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+                raise ImageError(f"{path}: too large: more than {Image.MAX_IMAGE_PIXELS:,} "
+                                 "pixels (Pillow's limit against decompression bombs); "
+                                 "scale it down first") from None
+        with image:
             image.load()
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 rgba = image.convert("RGBA")
@@ -59,6 +70,8 @@ def read_grey(path):
                 image = Image.alpha_composite(white, rgba)
             grey = image.convert("L") if image.mode not in ("I", "I;16", "F") else image
             array = np.asarray(grey, dtype=np.float64)
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except UnidentifiedImageError:

@@ -11,7 +11,8 @@ that. The layers, in the paper's order:
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import time
 import zipfile
 
 import numpy as np
@@ -31,10 +32,21 @@ FORMAT = "lenet5-checkpoint"
 FORMAT_VERSION = 1
 LOSSES = ("mse", "map")
 PATHS = ("fused", "layers")
+DIGITS = tuple(str(d) for d in range(10))
+# A save writes ".lenet-<pid>-<random>.npz.tmp" beside the checkpoint and renames it;
+# one left by a killed save is removed by the next save in that directory.
+TMP_PREFIX, TMP_SUFFIX = ".lenet-", ".npz.tmp"
+TMP_MAX_AGE = 3600  # seconds: older temporary files are leftovers whatever their pid
 
 
 class CheckpointError(ValueError):
     """A file that is not a valid LeNet-5 checkpoint."""
+
+
+def on_device(x):
+    """True for a device array: any with __cuda_array_interface__, or a Numba one
+    (the CUDA simulator's have none)."""
+    return hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host")
 
 
 def gpu_available():
@@ -129,7 +141,12 @@ class LeNet5:
     path: how forward and predict run on the GPU: "fused" (the default there: the whole
     network in one kernel launch, kernels/forward.py) or "layers" (one launch per layer,
     the kernels training uses); the CPU runs layer by layer ("layers", its default).
+    classes, dataset: the names of the ten classes and the data set trained on (saved
+    with the checkpoint; `lenet predict` and `lenet show` name classes with them).
     """
+
+    classes = DIGITS
+    dataset = None
 
     def __init__(self, device="cpu", seed=None, dtype=np.float32, init="fan-in", path=None):
         dtype = np.dtype(dtype)
@@ -178,14 +195,15 @@ class LeNet5:
                              "layer by layer (path='layers')")
         return path
 
-    def _input(self, x):
-        """Check and move one batch of images to the backend as (N,1,32,32)."""
-        shape = self._image_shape(x)
-        return self.ops.asarray(x).reshape(shape)
-
-    def _image_shape(self, x):
-        """(N,1,32,32) for images x of shape (N,1,32,32) or (N,32,32) and a float dtype;
-        ValueError or TypeError otherwise."""
+    @staticmethod
+    def _images(x):
+        """x as an array (lists and tuples converted), its shape and dtype checked."""
+        cai = getattr(x, "__cuda_array_interface__", None)
+        if not on_device(x) and not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x)
+            except ValueError as e:  # ragged nested lists
+                raise ValueError(f"images must be an array of shape (N,1,32,32): {e}") from None
         shape = tuple(x.shape)
         if len(shape) == 3:
             shape = (shape[0], 1) + shape[1:]
@@ -193,12 +211,52 @@ class LeNet5:
             raise ValueError(f"images must have shape (N,1,32,32) or (N,32,32), not "
                              f"{tuple(x.shape)}; lenet.data.preprocess pads 28x28 digits")
         # a device array of another library (PyTorch) may have a dtype NumPy cannot read
-        cai = getattr(x, "__cuda_array_interface__", None)
         dtype = np.dtype(cai["typestr"]) if cai is not None else np.dtype(x.dtype)
         if dtype.kind != "f":
-            raise TypeError(f"images must be floating point (float32), not {x.dtype}; "
+            raise TypeError(f"images must be floating point (float32), not {dtype}; "
                             "lenet.data.preprocess maps uint8 pixels to the paper's range")
-        return shape
+        return x
+
+    def _input(self, x, offset=0):
+        """Check and move one batch of images to the backend as (N,1,32,32), refusing
+        NaN and infinite values (_refuse_nonfinite)."""
+        x = self._images(x)
+        with np.errstate(over="ignore"):  # too large for float32: refused just below
+            x = self.ops.asarray(x).reshape((x.shape[0], 1, 32, 32))
+        self._refuse_nonfinite(x, offset)
+        return x
+
+    def _refuse_nonfinite(self, x, offset=0):
+        """ValueError naming the first image (offset + its index) of x (N,1,32,32) that
+        holds a NaN or an infinity; for device input the check runs on the device
+        (kernels/inputs.py), without a host copy."""
+        n = x.shape[0]
+        if isinstance(x, np.ndarray):
+            bad = ~np.isfinite(x.reshape(n, 32 * 32)).all(axis=1)
+            first = int(np.argmax(bad)) if bad.any() else -1
+        else:
+            from kernels.inputs import first_nonfinite
+            first = first_nonfinite(x)
+        if first >= 0:
+            raise ValueError(f"image {offset + first} contains NaN or infinite values "
+                             f"(as {self.dtype.name}); images must be finite")
+
+    def _infer(self, x, want):
+        """The fused path: penalties or classes of checked images in one launch per chunk
+        (lenet/ops_gpu.py GPUOps.infer); host input is cast to float32 and checked on the
+        host first, device input checked on the device and read in place."""
+        x = self._images(x)
+        n = x.shape[0]
+        if n == 0:
+            return np.empty((0, 10), self.dtype) if want == "penalties" else \
+                np.empty((0,), np.intp)
+        if isinstance(x, np.ndarray):
+            with np.errstate(over="ignore"):  # too large for float32: refused just below
+                x = np.ascontiguousarray(x, dtype=self.dtype).reshape((n, 1, 32, 32))
+        else:
+            x = self.ops.asarray(x).reshape((n, 1, 32, 32))
+        self._refuse_nonfinite(x)
+        return self.ops.infer(x, x.shape, self._params, self._tables["C3"], self._centers, want)
 
     def _forward(self, x):
         """All activations of one batch (backend arrays), input first."""
@@ -220,16 +278,17 @@ class LeNet5:
             yield start, x[start:start + self.max_batch]
 
     def forward(self, x):
-        """Penalties (N,10) of preprocessed images x (N,1,32,32) or (N,32,32).
-        Returns a NumPy array for NumPy input, a backend array otherwise."""
+        """Penalties (N,10) of preprocessed images x (N,1,32,32) or (N,32,32) (a NumPy
+        or device array, or nested lists). Returns a NumPy array for host input, a
+        backend array for device input; N = 0 gives an empty result."""
         if self.path == "fused":
-            return self.ops.infer(x, self._image_shape(x), self._params, self._tables["C3"],
-                                  self._centers, "penalties")
+            return self._infer(x, "penalties")
+        x = self._images(x)
         host = isinstance(x, np.ndarray)
         out = np.empty((x.shape[0], 10), self.dtype) if host else \
             self.ops.empty((x.shape[0], 10))
         for start, chunk in self._chunks(x):
-            y = self._forward(self._input(chunk))[-1]
+            y = self._forward(self._input(chunk, offset=start))[-1]
             if host:
                 out[start:start + len(y)] = self.ops.to_host(y)
             else:
@@ -239,8 +298,7 @@ class LeNet5:
     def predict(self, x):
         """Class indices (N,): the RBF unit with the smallest penalty."""
         if self.path == "fused":
-            return self.ops.infer(x, self._image_shape(x), self._params, self._tables["C3"],
-                                  self._centers, "classes")
+            return self._infer(x, "classes")
         y = self.forward(x)
         return y.argmin(axis=1) if isinstance(y, np.ndarray) else self.ops.argmin(y)
 
@@ -250,12 +308,15 @@ class LeNet5:
             raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
 
     def _labels(self, labels, n):
-        labels = np.asarray(labels) if isinstance(labels, (list, tuple)) else labels
+        """Labels (n,) of integers 0..9 (an array, list or tuple) on the backend."""
+        if not on_device(labels):
+            labels = np.asarray(labels)
         if tuple(labels.shape) != (n,):
-            raise ValueError(f"labels must have shape ({n},), not {tuple(labels.shape)}")
+            raise ValueError(f"labels must have shape ({n},), one per image, not "
+                             f"{tuple(labels.shape)}")
         if isinstance(labels, np.ndarray):
             if labels.dtype.kind not in "iu":
-                raise TypeError(f"labels must be integers, not {labels.dtype}")
+                raise TypeError(f"labels must be integers 0..9, not {labels.dtype}")
             if n and (labels.min() < 0 or labels.max() > 9):
                 raise ValueError("labels must lie in 0..9")
         return self.ops.asarray(labels, dtype=np.int32)
@@ -289,6 +350,8 @@ class LeNet5:
     def _loss_and_derivatives(self, x, labels, loss, j):
         self._check_loss(loss)
         x = self._input(x)
+        if x.shape[0] == 0:
+            raise ValueError("an empty batch has no mean loss: give at least one image")
         labels = self._labels(labels, x.shape[0])
         acts = self._forward(x)
         losses, dy, hy = self.ops.loss(acts[-1], labels, loss, j)
@@ -309,16 +372,22 @@ class LeNet5:
 
     # ----------------------------------------------------------- checkpoints
     def save(self, path):
-        """Write parameters and a description to `path` (.npz), atomically."""
+        """Write parameters and a description to `path` (.npz), atomically: a temporary
+        file beside it, renamed over it. The file gets the usual mode (0666 less the
+        umask). Temporary files that killed saves left in that directory are removed."""
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "dtype": self.dtype.name,
                 "shapes": {k: list(v) for k, v in PARAMETER_SHAPES.items()},
                 "c3_table": C3_TABLE.astype(int).tolist(),
-                "rbf_centers_sha256": _centers_digest()}
+                "rbf_centers_sha256": _centers_digest(),
+                "dataset": self.dataset, "classes": list(self.classes)}
         arrays = self.parameters()
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".lenet-", suffix=".npz.tmp", dir=directory)
+        remove_leftovers(directory)
+        tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+                           f"{TMP_SUFFIX}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
@@ -336,6 +405,8 @@ class LeNet5:
         params, meta = read_checkpoint(path)
         model = cls(device=device, dtype=np.float32 if device != "cpu" else meta["dtype"])
         model.set_parameters(params)
+        model.classes = tuple(meta.get("classes", DIGITS))
+        model.dataset = meta.get("dataset")
         return model
 
 
@@ -343,9 +414,59 @@ def _centers_digest():
     return hashlib.sha256(RBF_CENTERS.astype("<f8").tobytes()).hexdigest()
 
 
+def _running(pid):
+    """True if a process `pid` exists (of any user)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # none, or no pid can be that large
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def remove_leftovers(directory):
+    """Remove the temporary files of saves that were killed before renaming them
+    (kill -9, a crash): those of processes that no longer run, and any older than
+    TMP_MAX_AGE. Those of running saves are left alone."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        if not (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)):
+            continue
+        path = os.path.join(directory, name)
+        pid = name[len(TMP_PREFIX):].split("-")[0]
+        try:
+            stale = (not pid.isdigit() or not _running(int(pid))
+                     or now - os.lstat(path).st_mtime > TMP_MAX_AGE)
+            if stale and not os.path.isdir(path):
+                os.unlink(path)
+        except OSError:  # gone meanwhile, or not ours to remove
+            pass
+
+
+def is_checkpoint(path):
+    """True if `path` is a file written by LeNet5.save (any version of the format)."""
+    try:
+        if not os.path.isfile(path) or not zipfile.is_zipfile(path):
+            return False
+        with np.load(path, allow_pickle=False) as f:
+            if "__meta__" not in f.files:
+                return False
+            meta = json.loads(f["__meta__"].tobytes().decode())
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
 def read_checkpoint(path):
     """(parameters, description) of a checkpoint; CheckpointError if it is not one."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     if not zipfile.is_zipfile(path):
@@ -361,6 +482,9 @@ def read_checkpoint(path):
         meta = json.loads(arrays.pop("__meta__").tobytes().decode())
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: corrupt __meta__ record ({e})") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: corrupt __meta__ record (a JSON "
+                              f"{type(meta).__name__}, not an object)")
     if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format {meta.get('format')!r} version "
                               f"{meta.get('version')!r}, expected {FORMAT!r} {FORMAT_VERSION}")
@@ -370,6 +494,12 @@ def read_checkpoint(path):
         raise CheckpointError(f"{path}: made with other RBF bitmaps than this version's")
     if meta.get("dtype") not in ("float32", "float64"):
         raise CheckpointError(f"{path}: unknown dtype {meta.get('dtype')!r}")
+    classes = meta.get("classes", DIGITS)
+    if (not isinstance(classes, (list, tuple)) or len(classes) != 10
+            or not all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path}: class names {classes!r} are not ten strings")
+    if not isinstance(meta.get("dataset"), (str, type(None))):
+        raise CheckpointError(f"{path}: data set {meta.get('dataset')!r} is not a name")
     try:
         check_parameters(arrays)
     except ValueError as e:

@@ -1,5 +1,7 @@
 """A one-line progress bar on stderr (no dependency): count, rate, ETA, and a
-status string the caller computes only when the line is redrawn."""
+status string the caller computes only when the line is redrawn. It is drawn as
+soon as it is made (so a slow first step, such as compiling CUDA kernels, shows
+what is running) and then at most every `interval` seconds."""
 
 import sys
 import time
@@ -13,6 +15,9 @@ class Progress:
         self.interval, self.width = interval, width
         self.started = self.last = time.perf_counter()
         self.status = ""
+        self._drawn = 0  # length of the line on screen
+        if self.enabled:
+            self._draw(self.started)
 
     def advance(self, count, status=None):
         """Count `count` more items; `status` is a callable returning a short string."""
@@ -27,15 +32,22 @@ class Progress:
     def _draw(self, now):
         elapsed = max(now - self.started, 1e-9)
         rate = self.done / elapsed
-        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        left = f"{(self.total - self.done) / rate:4.0f}s" if rate > 0 else "   ?"
         filled = int(self.width * self.done / max(self.total, 1))
         bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} "
-                          f"{rate:,.0f}/s ETA {left:4.0f}s {self.status}   ")
+        line = (f"{self.label} [{bar}] {self.done}/{self.total} {rate:,.0f}/s ETA {left} "
+                f"{self.status}")
+        self.stream.write(f"\r{line:<{self._drawn}}")
+        self._drawn = len(line)
         self.stream.flush()
 
-    def close(self):
-        if self.enabled:
+    def close(self, keep=True):
+        """Draw the final state and end the line (keep), or erase the line."""
+        if not self.enabled:
+            return
+        if keep:
             self._draw(time.perf_counter())
             self.stream.write("\n")
-            self.stream.flush()
+        else:
+            self.stream.write("\r" + " " * self._drawn + "\r")
+        self.stream.flush()

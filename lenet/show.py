@@ -10,6 +10,8 @@ needed), writes it as a PNG of a fixed size and returns the path:
 
 Grey maps use one scale for every squashed layer: white is -1.7159 and black
 +1.7159, the range of f(a) = 1.7159 tanh(2a/3), so ink reads dark as on paper.
+Classes are named by the data set's class names (the digits for MNIST, "Trouser"
+... for Fashion-MNIST), passed as `classes`.
 `lenet show MODE --help` (lenet/cli.py) gives the commands; tests/test_cli.py
 checks that each writes a PNG of its size.
 """
@@ -33,6 +35,7 @@ INPUT_RANGE = (-0.1, 1.175)  # lenet.data.preprocess: background, full ink
 MAX_ERRORS = 24       # the mistakes grid of draw_errors: 4 rows of 6
 WINNER, OTHERS = "tab:red", "0.7"
 LOG_KEYS = ("pass", "test_error", "running_train_error", "train_loss")
+DIGITS = tuple(str(d) for d in range(10))
 
 
 class LogError(ValueError):
@@ -71,14 +74,15 @@ def _maps_column(fig, cell, maps, columns):
         _grey(fig.add_subplot(grid[k % rows, k // rows]), m)
 
 
-def draw_maps(path, activations, caption):
-    """Every layer of one digit. activations: host arrays [input (1,1,32,32),
+def draw_maps(path, activations, caption, classes=DIGITS):
+    """Every layer of one image. activations: host arrays [input (1,1,32,32),
     C1 (1,6,28,28), S2 (1,6,14,14), C3 (1,16,10,10), S4 (1,16,5,5), C5 (1,120),
-    F6 (1,84), penalties (1,10)], as LeNet5._forward returns them."""
+    F6 (1,84), penalties (1,10)], as LeNet5._forward returns them; classes: the ten
+    class names."""
     x0, c1, s2, c3, s4, c5, f6, y = (np.asarray(a, np.float64)[0] for a in activations)
     winner = int(y.argmin())
     fig = _figure("maps")
-    fig.suptitle(f"{caption}: LeNet-5 says {winner}", fontsize=14)
+    fig.suptitle(f"{caption}: LeNet-5 says {classes[winner]}", fontsize=14)
     columns = fig.add_gridspec(1, 8, width_ratios=[2.2, 1, 1, 1.7, 1.7, 1, 1.1, 2.4],
                                left=0.02, right=0.985, top=0.86, bottom=0.08, wspace=0.3)
     titles = ["input 32x32", "C1 6@28x28", "S2 6@14x14", "C3 16@10x10", "S4 16@5x5",
@@ -96,7 +100,7 @@ def draw_maps(path, activations, caption):
     _grey(fig.add_subplot(columns[0, 5]), c5.reshape(20, 6))
     f6_cell = columns[0, 6].subgridspec(2, 1, hspace=0.15)
     for k, (image, label) in enumerate([(f6, "F6 output"),
-                                        (RBF_CENTERS[winner], f"RBF bitmap of {winner}")]):
+                                        (RBF_CENTERS[winner], f"RBF bitmap {winner}")]):
         ax = fig.add_subplot(f6_cell[k])
         _grey(ax, image.reshape(BITMAP_HEIGHT, BITMAP_WIDTH))
         ax.set_xlabel(label, fontsize=9)
@@ -104,20 +108,26 @@ def draw_maps(path, activations, caption):
     ax = fig.add_subplot(columns[0, 7].subgridspec(5, 1)[1:4])
     digits = np.arange(10)
     ax.barh(digits, y, color=[WINNER if d == winner else OTHERS for d in digits])
-    ax.set_yticks(digits)
+    ax.set_yticks(digits)  # names that are words go beside the values (too wide here)
     ax.invert_yaxis()
-    ax.set_xlim(0, y.max() * 1.3)
+    ax.set_xlim(0, y.max() * (1.3 if tuple(classes) == DIGITS else 1.6))
+    named = tuple(classes) != DIGITS
     for d in digits:  # the winner's bar may be too short to see: colour its labels too
-        ax.text(y[d], d, f" {y[d]:.1f}", va="center", fontsize=8,
-                color=WINNER if d == winner else "black")
+        ax.text(y[d], d, f" {y[d]:.1f}" + (f"  {classes[d]}" if named else ""), va="center",
+                fontsize=8, color=WINNER if d == winner else "black")
     ax.get_yticklabels()[winner].set(color=WINNER, fontweight="bold")
     ax.set_xlabel("penalty (smaller wins)")
-    ax.set_ylabel("digit")
+    ax.set_ylabel("digit" if tuple(classes) == DIGITS else "class")
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, 0.015, f"grey scale of every layer after the input: white -{SQUASH}, "
              f"black +{SQUASH} (the range of the squashing function); input: white "
              "background -0.1, black ink 1.175", ha="center", fontsize=9, color="0.3")
     return _save(fig, path)
+
+
+def _label(classes, k):
+    """Class k as a tick label: its name, with its number when the name is a word."""
+    return classes[k] if classes[k] == str(k) else f"{classes[k]} ({k})"
 
 
 def draw_prototypes(path):
@@ -222,17 +232,20 @@ def surest_mistakes(labels, penalties, count):
     return wrong[np.argsort(-margin[wrong], kind="stable")][:count], margin
 
 
-def draw_errors(path, images, labels, penalties, count=MAX_ERRORS, caption=""):
+def draw_errors(path, images, labels, penalties, count=MAX_ERRORS, caption="",
+                classes=DIGITS, data="MNIST test digits"):
     """Confusion matrix and the `count` surest mistakes. images uint8 (N,28,28),
-    labels (N,), penalties (N,10)."""
+    labels (N,), penalties (N,10); classes: the ten class names; data: what the images
+    are ("MNIST test digits")."""
     predicted = penalties.argmin(axis=1)
     counts = confusion(labels, predicted)
     errors = int(len(labels) - np.trace(counts))
     fig = _figure("errors")
-    fig.suptitle(f"{caption} on the {len(labels):,} MNIST test digits: {errors} errors "
-                 f"({100 * errors / len(labels):.2f}%)", fontsize=14)
+    fig.suptitle(f"{caption} on the {len(labels):,} {data}: {errors} errors "
+                 f"({100 * errors / max(len(labels), 1):.2f}%)", fontsize=14)
 
-    ax = fig.add_axes([0.05, 0.09, 0.36, 0.78])
+    named = tuple(classes) != DIGITS  # word labels need more room
+    ax = fig.add_axes([0.1, 0.15, 0.31, 0.72] if named else [0.05, 0.09, 0.36, 0.78])
     cmap = matplotlib.colormaps["Blues"].with_extremes(bad="white")
     ax.imshow(np.ma.masked_equal(counts, 0), cmap=cmap,
               norm=LogNorm(vmin=1, vmax=max(2, counts.max())))
@@ -241,10 +254,13 @@ def draw_errors(path, images, labels, penalties, count=MAX_ERRORS, caption=""):
             dark = n > counts.max() ** 0.6
             ax.text(p, t, str(n), ha="center", va="center", fontsize=8,
                     color="white" if dark else "black")
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
+    ax.set_xticks(range(10), [_label(classes, k) for k in range(10)],
+                  rotation=45 if named else 0, ha="right" if named else "center",
+                  fontsize=8 if named else None)
+    ax.set_yticks(range(10), [_label(classes, k) for k in range(10)],
+                  fontsize=8 if named else None)
+    ax.set_xlabel("predicted " + ("class" if named else "digit"))
+    ax.set_ylabel("true " + ("class" if named else "digit"))
     ax.set_title("confusion matrix (counts)", fontsize=11)
 
     worst, margin = surest_mistakes(labels, penalties, count)
@@ -255,7 +271,8 @@ def draw_errors(path, images, labels, penalties, count=MAX_ERRORS, caption=""):
     for k, i in enumerate(worst):
         sub = fig.add_subplot(grid[k // 6, k % 6])
         _grey(sub, images[i], 0, 255)
-        sub.set_title(f"{labels[i]}→{predicted[i]}", fontsize=11, color=WINNER, pad=2)
+        sub.set_title(f"{classes[labels[i]]}→{classes[predicted[i]]}",
+                      fontsize=7 if named else 11, color=WINNER, pad=2)
         sub.set_xlabel(f"#{i}  {margin[i]:.1f}", fontsize=7, labelpad=1)
     if not len(worst):
         fig.text(0.73, 0.45, "no mistakes", ha="center", fontsize=14)

@@ -35,15 +35,23 @@ The training set lives on the backend (on the GPU: uploaded once). Each pass
 shuffles with a seeded host permutation (one index array per pass is the only
 upload), gathers batches with the backend's gather op, and accumulates loss and
 error counts on the backend; the host reads back only the figures it prints.
+
+`train` writes the checkpoint after every pass and the log of the run (one JSON line
+per pass): the log replaces an older one only once the first pass has completed, so
+an interrupted first pass leaves the previous checkpoint and its log as they were.
+It refuses to overwrite a file that is not a checkpoint or not a log
+(`check_outputs`). The error rates after each pass are computed with a progress bar.
 """
 
 import json
+import math
 import os
 import time
 
 import numpy as np
 
 from kernels.reference import MAP_J
+from lenet.model import TMP_PREFIX, is_checkpoint, on_device
 from lenet.progress import Progress
 
 RECIPES = ("paper", "sdlm-batch", "sgd")
@@ -88,8 +96,12 @@ class Trainer:
                              "use --recipe sdlm-batch for mini-batches")
         self.lr = settings["lr"] if lr is None else lr
         self.momentum = momentum
-        if mu <= 0:
-            raise ValueError(f"mu must be positive, not {mu}")
+        if recipe == "sgd" and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"the step size lr must be a positive number, not {self.lr}")
+        if not (math.isfinite(momentum) and 0 <= momentum < 1):
+            raise ValueError(f"momentum must lie in [0, 1), not {momentum}")
+        if not (math.isfinite(mu) and mu > 0):
+            raise ValueError(f"mu must be a positive number, not {mu}")
         self.mu = mu
         # paper: eta itself, per pattern; sdlm-batch: see the module docstring
         self.sdlm_factor = 1.0 if recipe == "paper" else \
@@ -99,6 +111,8 @@ class Trainer:
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = model._input(images)
         self.n = self.images.shape[0]
+        if self.n == 0:
+            raise ValueError("no training images: the training set is empty")
         self.labels = model._labels(labels, self.n)
         self.rng = np.random.default_rng(seed)
         params = model._params
@@ -186,22 +200,52 @@ class Trainer:
         return f"loss {loss_sum / seen:.3f} err {100 * errors / seen:.2f}%"
 
 
-def error_rate(model, images, labels):
+def penalties(model, images, progress=None):
+    """Penalties (N,10) of `images` on the host, from model.forward on chunks of
+    model.max_batch images (the chunks forward makes itself, so the figures are the
+    same as one call's), advancing the Progress `progress` after each chunk."""
+    n = len(images)
+    out = np.empty((n, 10), model.dtype)
+    for start in range(0, n, model.max_batch):
+        chunk = images[start:start + model.max_batch]
+        out[start:start + len(chunk)] = model.ops.to_host(model.forward(chunk))
+        if progress is not None:
+            progress.advance(len(chunk))
+    return out
+
+
+def error_rate(model, images, labels, progress=None):
     """Fraction of images whose predicted class differs from the label."""
-    return float(np.mean(np.asarray(model.ops.to_host(model.predict(images))) != labels))
+    labels = np.asarray(model.ops.to_host(labels) if on_device(labels) else labels)
+    if len(labels) == 0:
+        raise ValueError("no images to evaluate: the set is empty")
+    return float(np.mean(penalties(model, images, progress).argmin(axis=1) != labels))
+
+
+def _evaluate(model, images, labels, what, enabled):
+    bar = Progress(len(labels), f"{what} error", enabled=enabled)
+    try:
+        return error_rate(model, images, labels, bar)
+    finally:
+        bar.close(keep=False)
 
 
 def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None, lr=None,
           momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU, checkpoint=None, log=None,
           progress=True, evaluate_train=True, out=print):
     """Train `model` in place for `epochs` passes; after each pass print the
-    train and test error, append a JSON line to `log` and save `checkpoint`.
+    train and test error, save `checkpoint` and write a JSON line to `log` (which
+    replaces an older log when the first pass has completed, and is appended to
+    after the later ones).
 
     train_set and test_set are (preprocessed images, labels) pairs.
     Returns the list of per-pass records."""
     epochs = default_settings(recipe)["epochs"] if epochs is None else epochs
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, not {epochs}")
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be a whole number of at least 1, not {epochs}")
+    if len(test_set[1]) == 0:
+        raise ValueError("no test images: the test set is empty")
+    check_outputs(checkpoint, log)
     trainer = Trainer(model, *train_set, recipe=recipe, batch_size=batch_size, lr=lr,
                       momentum=momentum, loss=loss, j=j, seed=seed, mu=mu)
     out(f"training LeNet-5 on {model.device}: recipe {recipe}, loss {loss}, "
@@ -217,10 +261,11 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
         record = {"pass": epoch + 1, "recipe": recipe, "loss": loss, "step_size": step,
                   "mu": None if recipe == "sgd" else trainer.mu,
                   "train_loss": train_loss, "running_train_error": running_error,
-                  "train_error": error_rate(model, *train_set) if evaluate_train else None,
-                  "test_error": error_rate(model, *test_set),
+                  "train_error": _evaluate(model, *train_set, "training", progress)
+                  if evaluate_train else None,
+                  "test_error": _evaluate(model, *test_set, "test", progress),
                   "seconds": seconds, "patterns_per_second": trainer.n / seconds,
-                  "device": model.device}
+                  "device": model.device, "dataset": model.dataset}
         records.append(record)
         train_err = record["train_error"]
         out(f"pass {epoch + 1:2d}: loss {train_loss:.4f}  train error "
@@ -230,12 +275,57 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
         if checkpoint:
             model.save(checkpoint)
         if log:
-            _append_json_line(log, record)
+            _write_json_line(log, record, replace=epoch == 0)
     return records
 
 
-def _append_json_line(path, record):
+def is_training_log(path):
+    """True if `path` is empty or every line of it is a JSON object with a "pass"."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    record = json.loads(line)
+                    if not isinstance(record, dict) or "pass" not in record:
+                        return False
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
+def check_outputs(checkpoint, log):
+    """ValueError unless `train` may write these files: a checkpoint path where no file
+    or a LeNet-5 checkpoint is, a log path where no file or a training log is, and not
+    the same file."""
+    if checkpoint and log and os.path.realpath(checkpoint) == os.path.realpath(log):
+        raise ValueError(f"the log and the checkpoint are the same file ({log}); give "
+                         "the log another name")
+    for path, what, ok in ((checkpoint, "a LeNet-5 checkpoint", is_checkpoint),
+                           (log, "a training log (JSON lines)", is_training_log)):
+        if not path or not os.path.lexists(path):
+            continue
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a directory; give a file name")
+        if not ok(path):
+            raise ValueError(f"{path} exists and is not {what}; refusing to overwrite it "
+                             "(give another name)")
+
+
+def _write_json_line(path, record, replace):
+    """Append `record` as a JSON line to `path`; with replace, write it as the whole
+    file instead (through a temporary file renamed over it)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    line = json.dumps(record) + "\n"
+    if not replace:
+        with open(path, "a") as f:
+            f.write(line)
+        return
+    tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-log.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(line)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

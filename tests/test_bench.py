@@ -365,3 +365,124 @@ def test_torch_cpu_rows_run(tmp_path):
     assert {r["what"] for r in results["rows"]} == {"inference", "train-step", "train-pass"}
     assert all(r["status"] == "ok" and r["samples"] for r in results["rows"])
     assert results["implementations"]["torch-cpu"]["threads"] >= 1
+
+
+# ------------------------------------------------- the short form of a GPU session
+
+def test_rows_have_their_own_batch_sizes():
+    """The GPU session's short benchmark: inference at 1, 1,024 and 60,000, layers at
+    60,000, training steps at 64 and 60,000; CPU passes can be left out."""
+    args = cli.build_parser().parse_args(
+        ["--what", "inference,layers,train-step,paper-pass", "--batch-sizes", "1,1024,60000",
+         "--layer-batch-sizes", "60000", "--step-batch-sizes", "64,60000",
+         "--max-cpu-pass-images", "0", "--layers", "C1,F6"])
+    cfg = cli.config_from(args)
+    runner = suite.Suite(cfg, log=lambda message: None)
+    runner.impls = {"gpu": SimpleNamespace(whats=impls.ProjectImpl.whats)}
+    rows = [(what, layer, n) for what, layer, n, _ in runner.plan()]
+    assert rows == [("inference", None, 1), ("train-step", None, 64),
+                    ("inference", None, 1024), ("inference", None, 60000),
+                    ("layer", "C1", 60000), ("layer", "F6", 60000),
+                    ("train-step", None, 60000), ("paper-pass", None, 1)]
+    # torch.compile's rows (a compile per new batch size) come after every other row
+    runner.impls = {"torch-compile": SimpleNamespace(whats={"inference"}),
+                    "gpu": SimpleNamespace(whats=impls.ProjectImpl.whats)}
+    assert [r[3] for r in runner.plan()][-3:] == ["torch-compile"] * 3
+    assert runner.plan()[-4] == ("paper-pass", None, 1, "gpu")
+    cpu = SimpleNamespace(name="cpu", kind="cpu")
+    row = runner.run_row(cpu, "paper-pass", None, 1, "label")
+    assert row["status"] == "skipped" and "--max-cpu-pass-images 0" in row["reason"]
+
+
+def test_torch_compile_says_why_it_cannot_run():
+    try:
+        import torch
+    except ImportError:
+        with pytest.raises(impls.Unavailable, match="PyTorch is not installed"):
+            impls.create("torch-compile", {})
+        return
+    if not torch.cuda.is_available():
+        with pytest.raises(impls.Unavailable, match="no CUDA GPU"):
+            impls.create("torch-compile", {})
+    assert impls.KIND["torch-compile"] == "gpu" and "torch-compile" in impls.ORDER
+
+
+def test_session_records_parts_and_collects_them(tmp_path, quick_run):
+    from bench import ptx, readme, session
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tests.log").write_text("# pytest\n# device: NVIDIA H200, 580.1\n"
+                                   "# date: 2026-12-03T10:00:00Z  commit: " + "a" * 40 + "\n"
+                                   "FAILED tests/test_x.py::test_y - boom\n"
+                                   "1 failed, 9 passed in 42.50s\n")
+    session.record(str(out), "tests", 1, 43, 210, "pytest -q", budget=525)
+    with open(os.path.join(quick_run[3], "results.json")) as f:
+        (out / "results.json").write_text(f.read())
+    session.record(str(out), "bench", 124, 170, 170, "python -m bench")
+    census = {"mode": "offline", "target": "sm_90", "date": "2026-12-03T10:00:00",
+              "commit": "a" * 40, "toolkit": "ptxas 13.0", "versions": {}, "command": "c",
+              "kernels": [], "unused_allowances": {}}
+    (out / "ptx.json").write_text(json.dumps(census))
+    saved = json.loads((out / "session.json").read_text())
+    assert [(p["name"], p["status"], p["files"]) for p in saved["parts"]] == \
+        [("tests", "failed", ["tests.log"]), ("bench", "timed out", ["results.json"])]
+    dest = session.collect(str(out), dest=str(tmp_path / "run"))
+    for name in ("results.md", "throughput.png", "ptx.md", "README.md", "session.json"):
+        assert os.path.isfile(os.path.join(dest, name)), name
+    text = open(os.path.join(dest, "README.md")).read()
+    assert "| tests | `pytest -q` | 43 s | 210 s | failed (exit 1) | tests.log |" in text
+    assert ptx.markdown(census).startswith("# Compile census: sm_90")
+    # the session recorded what it ran by content: unchanged sources read as such
+    recorded = readme.run_sources(dest)
+    assert recorded["kernels/conv.py"] == readme.file_digest("kernels/conv.py")
+    assert readme.changed_since({"sources": recorded}, ["kernels/conv.py"]) == []
+    recorded["kernels/conv.py"] = "0" * 64
+    assert readme.changed_since({"sources": recorded}, ["kernels/conv.py"]) == \
+        ["kernels/conv.py"]
+    assert readme.changed_since({"sources": None}, ["kernels/conv.py"]) is None
+    run = {"dir": dest, "commit": None, "tests": readme.test_results(dest), "sources": None}
+    assert run["tests"]["failed"] == [("tests/test_x.py", "test_y")]
+    assert run["tests"]["counts"] == {"failed": 1, "passed": 9}
+    assert readme.outcome_in(run, "tests/test_x.py", None) == "failed: test_y"
+    assert readme.outcome_in(run, "tests/test_z.py", "word") == "passed"
+    assert readme.log_header(os.path.join(dest, "tests.log")) == \
+        {"device": "NVIDIA H200", "date": "2026-12-03", "commit": "a" * 40}
+
+
+def test_junit_results_count_each_modules_tests(tmp_path):
+    from bench import readme
+    (tmp_path / "tests.xml").write_text(
+        '<testsuites><testsuite><testcase classname="tests.test_layer_kernels" '
+        'name="test_full_forward[1]"/><testcase classname="tests.test_layer_kernels" '
+        'name="test_full_backward[3]"><failure message="x"/></testcase><testcase '
+        'classname="tests.test_layer_kernels" name="test_rbf_forward"><skipped/></testcase>'
+        '</testsuite></testsuites>')
+    run = {"commit": None, "tests": readme.test_results(str(tmp_path)), "sources": None}
+    assert readme.outcome_in(run, "tests/test_layer_kernels.py", "full") == \
+        "1 passed, 1 failed (test_full_backward[3])"
+    assert readme.outcome_in(run, "tests/test_layer_kernels.py", "rbf") is None  # skipped
+    assert [readme.rate(x) for x in (719.5, 1070.8, 19000, 4702666)] == \
+        ["720", "1.07k", "19.0k", "4.70M"]
+
+
+def test_readme_results_are_generated_from_the_committed_files():
+    """README.md's generated blocks are what python -m bench.report --readme makes now:
+    a new result, or a kernel change since a GPU run, needs the README regenerated.
+    No git history is needed: runs record their sources' SHA-256."""
+    from bench import readme
+    with open(readme.README) as f:
+        text = f.read()
+    assert readme.generate(text) == text, \
+        "README.md is out of date: run python -m bench.report --readme"
+
+
+def test_gpu_session_script_and_readme_give_the_same_call():
+    call = 'run(command="bash bench/gpu_session.sh", carry=[".carry"], timeout_s=540)'
+    with open(os.path.join(ROOT, "bench", "gpu_session.sh")) as f:
+        script = f.read()
+    with open(os.path.join(ROOT, "README.md")) as f:
+        assert call in f.read()
+    assert call in script and "GPU_SESSION_BUDGET:-525" in script
+    script_path = os.path.join(ROOT, "bench", "gpu_session.sh")
+    assert subprocess.run(["bash", "-n", script_path]).returncode == 0
+    assert not os.path.exists(os.path.join(ROOT, "bench", "run_on_gpu.sh"))

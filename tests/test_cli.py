@@ -13,9 +13,11 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -105,6 +107,64 @@ def bad_data(tmp_path_factory):
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (folder / (name + ".gz")).write_bytes(b"not gzip at all")
     return folder
+
+
+def idx_file(path, array):
+    """Write a uint8 array as an IDX file: images if 3-dim, labels if 1-dim."""
+    array = np.asarray(array, np.uint8)
+    magic = 2051 if array.ndim == 3 else 2049
+    path.write_bytes(struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.tobytes())
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory, trained):
+    """Files a user may point `lenet` at by mistake, each made here."""
+    folder = tmp_path_factory.mktemp("odd")
+    made = {"notes": folder / "notes.txt", "log": folder / "old.log.jsonl"}
+    made["notes"].write_text("my notes, not a checkpoint\n")
+    made["log"].write_text('{"pass": 1, "test_error": 0.5}\n')
+    # a checkpoint whose __meta__ is valid JSON but not an object
+    with np.load(trained[0]) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["__meta__"] = np.frombuffer(b"[1, 2, 3]", np.uint8)
+    np.savez(folder / "meta-list.npz", **arrays)
+    made["meta-list"] = folder / "meta-list.npz"
+    (folder / "ckpt-dir.npz").mkdir()
+    made["ckpt-dir"] = folder / "ckpt-dir.npz"
+    # tiny MNIST-format files under MNIST's names: a plain directory, not MNIST itself
+    tiny = folder / "tiny"
+    tiny.mkdir()
+    for prefix in ("train", "t10k"):
+        idx_file(tiny / f"{prefix}-images-idx3-ubyte", np.zeros((3, 28, 28)))
+        idx_file(tiny / f"{prefix}-labels-idx1-ubyte", [1, 2, 3])
+    made["tiny"] = tiny
+    empty = folder / "empty"  # well-formed files of no images
+    empty.mkdir()
+    for prefix in ("train", "t10k"):
+        idx_file(empty / f"{prefix}-images-idx3-ubyte", np.zeros((0, 28, 28)))
+        idx_file(empty / f"{prefix}-labels-idx1-ubyte", np.zeros(0))
+    made["empty"] = empty
+    # a directory where an IDX file should be
+    hole = folder / "hole"
+    hole.mkdir()
+    (hole / "train-images-idx3-ubyte").mkdir()
+    idx_file(hole / "train-labels-idx1-ubyte", [1, 2, 3])
+    made["hole"] = hole
+    # PNG headers announcing more pixels than Pillow's limit (1x and 2x: warning, error)
+    for side in (10000, 20000):
+        made[f"huge{side}"] = folder / f"huge{side}.png"
+        made[f"huge{side}"].write_bytes(png_header(side, side))
+    return made
+
+
+def png_header(width, height):
+    """A grey PNG of width x height pixels with no pixel data: enough for Pillow's open."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + \
+            struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8,
+                                                              0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
 
 
 # ------------------------------------------------------------ train, eval
@@ -220,6 +280,18 @@ def test_predict_idx_equals_in_process(trained, model, test_set, mnist_dir):
     assert [int(line.split()[1]) for line in table] == list(expected.argmin(axis=1))
 
 
+def test_predict_takes_emnist_files_upright(trained, model, test_set, tmp_path):
+    # an IDX file under an EMNIST name holds its images transposed: predict turns them
+    # back, so the transposed copy of MNIST digits is predicted as the digits
+    digits = test_set[0][:3]
+    path = tmp_path / "emnist-digits-test-images-idx3-ubyte"
+    idx_file(path, digits.transpose(0, 2, 1))
+    out = json.loads(ok("predict", "--checkpoint", trained[0], "--device", "cpu", "--json",
+                        "--idx", path, "--index", 0, 1, 2))
+    np.testing.assert_array_equal(np.array([r["penalties"] for r in out], np.float32),
+                                  model.forward(preprocess(digits)))
+
+
 # ------------------------------------------------------------------- show
 
 def png_size(path):
@@ -250,12 +322,46 @@ def test_show_writes_png_of_stated_size(mode, trained, files, mnist_dir, tmp_pat
 
 # ---------------------------------------------------------- user mistakes
 
-def mistakes(trained, files, bad_data, mnist_dir):
+def mistakes(trained, files, bad_data, mnist_dir, odd):
     checkpoint, log, _ = trained
     text = files["text.png"][0]
     idx = find_file(mnist_dir, "t10k-images-idx3-ubyte")
     cpu = ("--device", "cpu")
+    train = ("train", "--data", mnist_dir, *cpu, "--out", text.parent / "x.npz")
     return {
+        # numbers that make no sense
+        **{f"train: {option} {value}": (*train, option, value) for option, value in [
+            ("--lr", -0.01), ("--lr", 0), ("--lr", "nan"), ("--momentum", 1),
+            ("--momentum", -0.5), ("--mu", 0), ("--mu", "inf"), ("--epochs", 0),
+            ("--batch-size", 0), ("--seed", -1), ("--test-size", 0), ("--train-size", -5)]},
+        # files of the user's that training must not overwrite
+        "train: --out a text file": ("train", "--data", mnist_dir, *cpu, "--out",
+                                     odd["notes"]),
+        "train: --log a text file": (*train, "--log", odd["notes"]),
+        "train: --log equal to --out": ("train", "--data", mnist_dir, *cpu, "--out",
+                                        checkpoint, "--log", checkpoint),
+        "train: --out a directory": ("train", "--data", mnist_dir, *cpu, "--out",
+                                     odd["ckpt-dir"]),
+        # data
+        "train: tiny files named as MNIST": ("train", "--dataset", "mnist", "--data",
+                                             odd["tiny"], *cpu, "--out", text.parent / "x"),
+        "train: a directory in place of an IDX file": ("train", "--data", odd["hole"], *cpu,
+                                                       "--out", text.parent / "x"),
+        "eval: plain directory without the files": ("eval", "--checkpoint", checkpoint,
+                                                    "--data", text.parent, *cpu),
+        "eval: files of no images": ("eval", "--checkpoint", checkpoint, "--data",
+                                     odd["empty"], *cpu),
+        "train: files of no images": ("train", "--data", odd["empty"], *cpu, "--out",
+                                      text.parent / "x"),
+        "show: files of no images": ("show", "errors", "--checkpoint", checkpoint, "--data",
+                                     odd["empty"], *cpu),
+        # checkpoints and images
+        "eval: __meta__ not an object": ("eval", "--checkpoint", odd["meta-list"], *cpu),
+        "eval: a directory as checkpoint": ("eval", "--checkpoint", odd["ckpt-dir"], *cpu),
+        "predict: over Pillow's pixel limit": ("predict", "--checkpoint", checkpoint, *cpu,
+                                               odd["huge10000"]),
+        "predict: over twice Pillow's pixel limit": ("predict", "--checkpoint", checkpoint,
+                                                     *cpu, odd["huge20000"]),
         "train: corrupt data": ("train", "--data", bad_data, *cpu, "--out", text.parent / "x"),
         "eval: corrupt data": ("eval", "--checkpoint", checkpoint, "--data", bad_data, *cpu),
         "eval: text as checkpoint": ("eval", "--checkpoint", text, "--data", mnist_dir),
@@ -288,17 +394,69 @@ def mistakes(trained, files, bad_data, mnist_dir):
     }
 
 
-def test_user_mistakes_are_one_line_and_exit_2(trained, files, bad_data, mnist_dir):
+# what each mistake's one line must say
+MESSAGES = {
+    "train: --lr -0.01": "--lr must be a positive number, not -0.01",
+    "train: --lr nan": "--lr must be a positive number, not nan",
+    "train: --momentum 1": "--momentum must lie in [0, 1), not 1.0",
+    "train: --mu inf": "--mu must be a positive number, not inf",
+    "train: --seed -1": "--seed must be 0 or more, not -1",
+    "train: --out a text file": "notes.txt exists and is not a LeNet-5 checkpoint; refusing "
+                                "to overwrite it",
+    "train: --log a text file": "notes.txt exists and is not a training log",
+    "train: --log equal to --out": "the log and the checkpoint are the same file",
+    "train: --out a directory": "ckpt-dir.npz is a directory",
+    "train: tiny files named as MNIST": "holds 3 images, but MNIST's train split has 60,000",
+    "train: a directory in place of an IDX file": "train-images-idx3-ubyte: is a directory, "
+                                                  "not an IDX file",
+    "eval: plain directory without the files": "t10k-images-idx3-ubyte(.gz): file not found",
+    "eval: files of no images": "the test files hold no images",
+    "train: files of no images": "hold no images",
+    "show: files of no images": "the test files hold no images",
+    "eval: __meta__ not an object": "corrupt __meta__ record (a JSON list, not an object)",
+    "eval: a directory as checkpoint": "ckpt-dir.npz: is a directory, not a checkpoint file",
+    "predict: over Pillow's pixel limit": "huge10000.png: too large: more than",
+    "predict: over twice Pillow's pixel limit": "huge20000.png: too large: more than",
+}
+
+
+def in_process(args, capsys):
+    """(exit status, stderr) of `lenet ARGS` run here through lenet.cli.main (a start of
+    Python per mistake would cost more than most mistakes); an exception is a status."""
+    from lenet.cli import main
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as e:
+        status = e.code
+    except Exception as e:  # a traceback for the user
+        status = f"{type(e).__name__}: {e}"
+    return status, capsys.readouterr().err
+
+
+def test_user_mistakes_are_one_line_and_exit_2(trained, files, bad_data, mnist_dir,
+                                               odd_files, capsys):
+    before = {path: path.read_bytes() for path in (odd_files["notes"], trained[0])}
     failures = []
-    for what, args in mistakes(trained, files, bad_data, mnist_dir).items():
-        result = lenet(*args)
+    for what, args in mistakes(trained, files, bad_data, mnist_dir, odd_files).items():
+        status, stderr = in_process(args, capsys)
         if what == "train: no such data directory":
             assert not os.path.exists(args[2]), "the directory was created"
-        lines = result.stderr.splitlines()
-        if (result.returncode != 2 or len(lines) != 1 or "Traceback" in result.stderr
-                or not lines[0].startswith(f"lenet {args[0]}: error: ")):
-            failures.append(f"{what}: exit {result.returncode}, stderr {result.stderr!r}")
+        lines = stderr.splitlines()
+        if (status != 2 or len(lines) != 1 or not lines[0].startswith(f"lenet {args[0]}: "
+                                                                       "error: ")
+                or MESSAGES.get(what, "") not in lines[0]):
+            failures.append(f"{what}: exit {status}, stderr {stderr!r}")
     assert not failures, "\n".join(failures)
+    # and through `python -m lenet`, one of each command
+    for what in ("train: --lr -0.01", "eval: __meta__ not an object",
+                 "predict: over Pillow's pixel limit", "show: bad log"):
+        args = mistakes(trained, files, bad_data, mnist_dir, odd_files)[what]
+        result = lenet(*args)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, \
+            (what, result.stderr)
+    for path, content in before.items():  # nothing of the user's was touched
+        assert path.read_bytes() == content, path
+    assert not (files["text.png"][0].parent / "x.npz").exists()
 
 
 # ------------------------------------------------------------------- help
@@ -346,3 +504,115 @@ def test_ctrl_c_keeps_the_last_complete_checkpoint(mnist_dir, tmp_path):
     assert "interrupted" in stderr and "Traceback" not in stderr
     LeNet5.load(out)  # a complete, valid checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.log.jsonl", "ckpt.npz"]
+
+
+# ------------------------------------------------- pipes, progress, caches
+
+def test_predict_into_a_closed_pipe_ends_quietly(trained, mnist_dir):
+    # `lenet predict --json ... | head -1`: the reader is gone before the output is
+    # written; no traceback, the status of a process ended by SIGPIPE
+    idx = find_file(mnist_dir, "t10k-images-idx3-ubyte")
+    proc = subprocess.Popen([sys.executable, "-m", "lenet", "predict", "--json",
+                             "--checkpoint", str(trained[0]), "--device", "cpu",
+                             "--idx", idx, "--index", *map(str, range(50))],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and stderr == "", stderr
+    # and through a shell pipeline, as a user types it
+    shell = subprocess.run(["bash", "-c", f"{sys.executable} -m lenet predict --json "
+                            f"--checkpoint {trained[0]} --device cpu --idx {idx} "
+                            "--index 0 1 2 | head -1"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert shell.stdout == "[\n" and shell.stderr == ""
+
+
+def test_eval_shows_progress_and_makes_no_empty_cache(trained, tmp_path):
+    # offline (every proxy a closed port), no --data and no LENET_DATA: the download
+    # fails in one line, and ~/.cache/lenet/mnist is not left behind empty
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LENET_DATA", "XDG_CACHE_HOME", "no_proxy", "NO_PROXY")}
+    env.update(HOME=str(tmp_path), http_proxy="http://127.0.0.1:9",
+               https_proxy="http://127.0.0.1:9")
+    result = subprocess.run([sys.executable, "-m", "lenet", "eval", "--checkpoint",
+                             str(trained[0]), "--device", "cpu"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "could not download" in result.stderr, result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_eval_progress_goes_to_stderr(trained, mnist_dir):
+    result = lenet("eval", "--checkpoint", trained[0], "--data", mnist_dir, "--device", "cpu")
+    assert result.returncode == 0 and "test error [" in result.stderr
+    assert "10000/10000" in result.stderr
+
+
+# ------------------------------------ Fashion-MNIST from Debian's package
+
+DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    """Debian's Fashion-MNIST (.ci/run installs it); skipped where it is not installed,
+    except in CI, where that is a failure."""
+    if not os.path.isdir(DEBIAN_FASHION):
+        if os.environ.get("CI"):
+            pytest.fail(f"{DEBIAN_FASHION} is missing: .ci/run installs dataset-fashion-mnist")
+        pytest.skip("Debian's dataset-fashion-mnist is not installed "
+                    f"(apt-get install dataset-fashion-mnist puts it in {DEBIAN_FASHION})")
+    return DEBIAN_FASHION
+
+
+def offline(tmp_path):
+    """An environment with an empty cache and no network (every proxy a closed port)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("no_proxy", "NO_PROXY")}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), http_proxy="http://127.0.0.1:9",
+               https_proxy="http://127.0.0.1:9")
+    return env
+
+
+def test_fashion_mnist_trains_from_debian_offline(fashion, tmp_path):
+    # one pass on 6,000 images through `lenet train --dataset fashion-mnist`, found in
+    # Debian's directory (the cache is empty and the network closed); seed 0 gave 31.7%
+    # test error on 2,000 test images (chance: 90%)
+    env = offline(tmp_path)
+
+    def run(*args):
+        result = subprocess.run([sys.executable, "-m", "lenet", *map(str, args)], cwd=ROOT,
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    out = tmp_path / "fashion.npz"
+    stdout = run("train", "--dataset", "fashion-mnist", "--device", "cpu", "--train-size",
+                 6000, "--test-size", 2000, "--epochs", 1, "--fast", "--no-progress",
+                 "--out", out)
+    assert f"data: Fashion-MNIST from {fashion} (6,000 training, 2,000 test images)" in stdout
+    record, = [json.loads(line) for line in
+               out.with_suffix(".log.jsonl").read_text().splitlines()]
+    assert record["dataset"] == "fashion-mnist"
+    assert record["test_error"] < 0.45, record
+    model = LeNet5.load(out)
+    assert model.dataset == "fashion-mnist" and model.classes[9] == "Ankle boot"
+    assert not (tmp_path / "cache").exists()
+    # eval takes the checkpoint's data set; read as a plain directory, Debian's files
+    # are recognised as Fashion-MNIST by their checksums
+    for args in ((), ("--data", fashion)):
+        stdout = run("eval", "--checkpoint", out, "--device", "cpu", "--no-progress", *args)
+        assert stdout.rstrip().endswith(", cpu, Fashion-MNIST]"), stdout
+    # predict names the classes
+    idx = os.path.join(fashion, "t10k-images-idx3-ubyte.gz")
+    results = json.loads(run("predict", "--checkpoint", out, "--device", "cpu", "--json",
+                             "--idx", idx, "--index", 0, 1, 2))
+    for r in results:
+        assert r["name"] == model.classes[r["class"]] and "digit" not in r
+    table = run("predict", "--checkpoint", out, "--device", "cpu", "--idx", idx, "--index",
+                0, 1).splitlines()
+    assert table[0].split()[1] == "class"
+    for line, r in zip(table[1:], results, strict=False):
+        assert f"{r['class']:5d} {r['name']}" in line
+    # and the pictures too
+    run("show", "errors", "--checkpoint", out, "--device", "cpu", "--no-progress", "--out",
+        tmp_path)
+    assert png_size(tmp_path / "errors.png") == ("PNG", (1400, 650))

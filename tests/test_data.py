@@ -7,16 +7,21 @@ network: downloads come from an HTTP server on 127.0.0.1 started by the tests.
 """
 
 import gzip
+import hashlib
 import http.server
+import io
 import os
+import pathlib
 import socket
 import struct
 import threading
+import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from lenet import data
+from lenet import data, datasets
 from lenet.data import MNISTError
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -279,7 +284,7 @@ def test_read_idx_rejects_bad_file(tmp_path, case):
     name, content, words = _bad_files()[case]
     path = write(tmp_path / name, content)
     with pytest.raises(MNISTError) as excinfo:
-        data.read_idx(path, verify=False)
+        data.read_idx(path)
     message = str(excinfo.value)
     assert name in message
     assert words in message.lower()
@@ -288,20 +293,6 @@ def test_read_idx_rejects_bad_file(tmp_path, case):
 def test_read_idx_missing_file(tmp_path):
     with pytest.raises(MNISTError, match="nothere-idx1-ubyte.*not found"):
         data.read_idx(tmp_path / "nothere-idx1-ubyte")
-
-
-@pytest.mark.parametrize("suffix", ["", ".gz"])
-def test_read_idx_checksum_mismatch(tmp_path, suffix):
-    content = idx_bytes(tiny_labels(10))  # a valid labels file, but not the real one
-    pack = gzip.compress if suffix else bytes
-    path = write(tmp_path / (TEST_LABELS + suffix), pack(content))
-    with pytest.raises(MNISTError) as excinfo:
-        data.read_idx(path)
-    message = str(excinfo.value)
-    assert TEST_LABELS + suffix in message
-    assert "checksum" in message
-    # With verify=False the same file is accepted.
-    np.testing.assert_array_equal(data.read_idx(path, verify=False), tiny_labels(10))
 
 
 def test_find_file(tmp_path):
@@ -335,26 +326,29 @@ def test_load_mnist_missing_file_offline(tmp_path):
     assert TEST_IMAGES in str(excinfo.value)
 
 
-def test_load_mnist_default_directory_and_count_mismatch(tmp_path, monkeypatch):
-    # Tiny files under the real names: switch the checksum table off for this test.
-    monkeypatch.setattr(data, "SHA256", {})
+def test_load_mnist_counts_come_before_checksums(tmp_path, monkeypatch):
+    # tiny files under MNIST's names: the image/label count mismatch is reported first,
+    # then that MNIST's test split has 10,000, never a checksum
     monkeypatch.setenv("LENET_DATA", str(tmp_path))
     write(tmp_path / (TEST_IMAGES + ".gz"), gzip.compress(idx_bytes(tiny_images(3))))
-    write(tmp_path / TEST_LABELS, idx_bytes(tiny_labels(3)))
-    images, labels = data.load_mnist("test", download_missing=False)
-    assert images.shape == (3, 28, 28) and labels.shape == (3,)
-
     write(tmp_path / TEST_LABELS, idx_bytes(tiny_labels(4)))
     with pytest.raises(MNISTError, match="3 images but 4 labels"):
         data.load_mnist("test", download_missing=False)
+    write(tmp_path / TEST_LABELS, idx_bytes(tiny_labels(3)))
+    with pytest.raises(MNISTError, match="holds 3 images, but MNIST's test split has 10,000"):
+        data.load_mnist("test", download_missing=False)
+    # the same files are fine as a plain directory
+    images, labels = data.load_directory(tmp_path, "test")
+    assert images.shape == (3, 28, 28) and labels.shape == (3,)
 
 
-def test_load_mnist_rejects_labels_in_images_slot(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SHA256", {})
+def test_load_mnist_rejects_labels_in_images_slot(tmp_path):
     write(tmp_path / TEST_IMAGES, idx_bytes(tiny_labels(3)))
     write(tmp_path / TEST_LABELS, idx_bytes(tiny_labels(3)))
-    with pytest.raises(MNISTError, match=TEST_IMAGES):
+    with pytest.raises(MNISTError, match=TEST_IMAGES + ": holds labels, not images"):
         data.load_mnist("test", directory=tmp_path, download_missing=False)
+    with pytest.raises(MNISTError, match=TEST_IMAGES + ": holds labels, not images"):
+        data.load_directory(tmp_path, "test")
 
 
 # ---------------------------------------------------------------------------
@@ -461,3 +455,273 @@ def test_load_mnist_downloads_missing_test_files(server, tmp_path):
     # A second load finds the files and needs no mirror.
     images2, _ = data.load_mnist("test", directory=directory, mirrors=[])
     np.testing.assert_array_equal(images, images2)
+
+
+# ---------------------------------------------------------------------------
+# named data sets, plain directories and their checks (small files made here)
+
+
+def int_labels_bytes(rows):
+    """QMNIST's label format: magic 0x00000c02, int32 rows (N, K), class in column 0."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return struct.pack(">I2I", 0x0C02, *rows.shape) + rows.astype(">i4").tobytes()
+
+
+def fake_dataset(monkeypatch, name, counts, contents=None):
+    """Register data set `name` as a copy of lenet/datasets.py's with small counts and,
+    for each (split, kind) in `contents`, the checksum of the given file's content."""
+    ds = datasets.DATASETS[name]
+    files = dict(ds.files)
+    for (split, kind), content in (contents or {}).items():
+        files[(split, kind)] = replace(files[(split, kind)], size=None, sha256=None,
+                                       raw_sha256=hashlib.sha256(content).hexdigest())
+    fake = replace(ds, counts=counts, files=files)
+    monkeypatch.setitem(datasets.DATASETS, name, fake)
+    return fake
+
+
+def test_qmnist_int32_labels_take_the_first_column(tmp_path):
+    rows = np.array([[3, 10, 500, 1, 51, 7, 0, 0], [9, 4, 2, 0, 57, 8, 0, 0]])
+    path = write(tmp_path / "qmnist-test-labels-idx2-int", int_labels_bytes(rows))
+    labels = data.read_idx(path)
+    assert labels.tolist() == [3, 9] and labels.dtype == np.uint8
+    for bad, words in [([[3, 0], [10, 0]], "label 10 at index 1"),
+                       ([[-1, 0]], "label -1 at index 0")]:
+        write(path, int_labels_bytes(bad))
+        with pytest.raises(MNISTError, match=words):
+            data.read_idx(path)
+    write(path, int_labels_bytes(rows)[:-1])
+    with pytest.raises(MNISTError, match="truncated"):
+        data.read_idx(path)
+
+
+def test_qmnist_by_name(tmp_path, monkeypatch):
+    images = tiny_images(2)
+    labels = int_labels_bytes([[4, 1, 2, 3, 4, 5, 6, 7], [8, 1, 2, 3, 4, 5, 6, 7]])
+    write(tmp_path / "qmnist-test-images-idx3-ubyte.gz", gzip.compress(idx_bytes(images)))
+    write(tmp_path / "qmnist-test-labels-idx2-int.gz", gzip.compress(labels))
+    fake_dataset(monkeypatch, "qmnist", {"train": 2, "test": 2})
+    # the labels' decompressed checksum is QMNIST's official one: these are not those
+    with pytest.raises(MNISTError, match="not QMNIST's official qmnist-test-labels-idx2-int"):
+        data.load_dataset("qmnist", "test", tmp_path, download=False)
+    fake_dataset(monkeypatch, "qmnist", {"train": 2, "test": 2},
+                 {("test", "labels"): labels})
+    got_images, got_labels = data.load_dataset("qmnist", "test", tmp_path, download=False)
+    np.testing.assert_array_equal(got_images, images)  # QMNIST's images are not transposed
+    assert got_labels.tolist() == [4, 8]
+
+
+def test_emnist_digits_are_transposed_back(tmp_path, monkeypatch):
+    upright = np.zeros((2, 28, 28), np.uint8)
+    upright[:, 3:25, 13:15] = 255  # a vertical bar (a "1")
+    upright[1, 3:5, 5:15] = 255    # ... with a flag at the top left
+    stored = upright.transpose(0, 2, 1)  # EMNIST stores images column by column
+    write(tmp_path / "emnist-digits-test-images-idx3-ubyte.gz",
+          gzip.compress(idx_bytes(stored)))
+    write(tmp_path / "emnist-digits-test-labels-idx1-ubyte.gz",
+          gzip.compress(idx_bytes(np.array([1, 7], np.uint8))))
+    fake_dataset(monkeypatch, "emnist-digits", {"train": 2, "test": 2})
+    images, labels = data.load_dataset("emnist-digits", "test", tmp_path, download=False)
+    np.testing.assert_array_equal(images, upright)
+    assert images.flags.c_contiguous and labels.tolist() == [1, 7]
+
+
+def test_emnist_digits_download_from_the_archive(server, tmp_path, monkeypatch):
+    # EMNIST is published as one zip of every split: it is downloaded, checked by its
+    # size and SHA-256, the four Digits files are taken out, and the zip is not kept
+    members = {}
+    for split, n in (("train", 3), ("test", 2)):
+        members[f"gzip/emnist-digits-{split}-images-idx3-ubyte.gz"] = \
+            gzip.compress(idx_bytes(tiny_images(n)))
+        members[f"gzip/emnist-digits-{split}-labels-idx1-ubyte.gz"] = \
+            gzip.compress(idx_bytes(tiny_labels(n)))
+    members["gzip/emnist-letters-test-labels-idx1-ubyte.gz"] = b"not wanted"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, content in members.items():
+            z.writestr(name, content)
+    archive = buffer.getvalue()
+    ds = fake_dataset(monkeypatch, "emnist-digits", {"train": 3, "test": 2})
+    official = replace(ds.archive, size=len(archive),
+                       sha256=hashlib.sha256(archive).hexdigest())
+    monkeypatch.setitem(datasets.DATASETS, "emnist-digits", replace(ds, archive=official))
+    server.routes["/good/gzip.zip"] = ("ok", archive)
+    server.routes["/bad/gzip.zip"] = ("ok", archive[:-1] + b"x")
+    root = tmp_path / "emnist"
+    images, labels = data.load_dataset("emnist-digits", "test", root,
+                                       mirrors=[server.mirror("bad") + "gzip.zip",
+                                                server.mirror("good") + "gzip.zip"])
+    np.testing.assert_array_equal(images, tiny_images(2).transpose(0, 2, 1))
+    assert labels.tolist() == tiny_labels(2).tolist()
+    assert sorted(os.listdir(root)) == sorted(n.removeprefix("gzip/") for n in members
+                                              if "digits" in n)
+    # a bad archive only: nothing is kept, and the directory made for it is removed again
+    other = tmp_path / "new" / "emnist"
+    with pytest.raises(MNISTError, match="bad/gzip.zip: checksum mismatch"):
+        data.load_dataset("emnist-digits", "test", other,
+                          mirrors=[server.mirror("bad") + "gzip.zip"])
+    assert not (tmp_path / "new").exists()
+
+
+def test_named_data_set_mismatch_says_what_the_file_is_not(tmp_path, monkeypatch):
+    # a file that is not the official one: an error naming the data set it is not, and
+    # the one it is when its checksum is known; nothing is deleted or replaced
+    good, other = idx_bytes(tiny_images(2)), idx_bytes(tiny_images(2)[::-1])
+    labels = idx_bytes(tiny_labels(2))
+    write(tmp_path / TEST_IMAGES, other)
+    write(tmp_path / (TEST_LABELS + ".gz"), gzip.compress(labels))
+    counts = {"train": 2, "test": 2}
+    fake_dataset(monkeypatch, "mnist", counts,
+                 {("test", "images"): good, ("test", "labels"): labels})
+    with pytest.raises(MNISTError) as e:
+        data.load_dataset("mnist", "test", tmp_path, mirrors=[closed_port_url()])
+    message = str(e.value)
+    assert message.startswith(f"{tmp_path / TEST_IMAGES}: not MNIST's official {TEST_IMAGES}")
+    assert hashlib.sha256(other).hexdigest() in message and "--data DIR alone" in message
+    assert "delete" not in message and "download" not in message
+    fake_dataset(monkeypatch, "kmnist", counts, {("test", "images"): other})
+    with pytest.raises(MNISTError, match=f"it is Kuzushiji-MNIST's {TEST_IMAGES}: name "
+                       "that data set \\(--dataset kmnist"):
+        data.load_dataset("mnist", "test", tmp_path, download=False)
+    assert (tmp_path / TEST_IMAGES).read_bytes() == other  # untouched
+    assert sorted(os.listdir(tmp_path)) == [TEST_IMAGES, TEST_LABELS + ".gz"]
+    # as a plain directory the same files load, and are recognised as KMNIST's only
+    # when both files are
+    split = data.read_split("test", None, tmp_path)
+    assert split.dataset is None and split.classes == tuple("0123456789")
+    fake_dataset(monkeypatch, "kmnist", counts,
+                 {("test", "images"): other, ("test", "labels"): labels})
+    split = data.read_split("test", None, tmp_path)
+    assert split.dataset.name == "kmnist" and split.classes[:2] == ("o", "ki")
+
+
+def test_unverifiable_files_are_checked_by_what_we_know(tmp_path, monkeypatch):
+    # KMNIST publishes only the SHA-256 of its .gz files: a decompressed copy cannot be
+    # verified and loads on its structure and counts, unless we know it as another
+    # data set's file
+    images, labels = idx_bytes(tiny_images(2)), idx_bytes(tiny_labels(2))
+    write(tmp_path / TEST_IMAGES, images)
+    write(tmp_path / TEST_LABELS, labels)
+    counts = {"train": 2, "test": 2}
+    fake_dataset(monkeypatch, "kmnist", counts)
+    got, _ = data.load_dataset("kmnist", "test", tmp_path, download=False)
+    np.testing.assert_array_equal(got, tiny_images(2))
+    fake_dataset(monkeypatch, "mnist", counts, {("test", "images"): images})
+    with pytest.raises(MNISTError, match=f"not Kuzushiji-MNIST's official {TEST_IMAGES}; "
+                       f"it is MNIST's {TEST_IMAGES}: name that data set"):
+        data.load_dataset("kmnist", "test", tmp_path, download=False)
+
+
+def test_structure_comes_before_checksums(tmp_path, monkeypatch):
+    write(tmp_path / TEST_IMAGES, idx_bytes(tiny_images(2))[:-5])
+    write(tmp_path / TEST_LABELS, idx_bytes(tiny_labels(2)))
+    fake_dataset(monkeypatch, "mnist", {"train": 2, "test": 2})
+    with pytest.raises(MNISTError, match=f"{TEST_IMAGES}: truncated"):
+        data.load_dataset("mnist", "test", tmp_path, download=False)
+
+
+def test_a_directory_in_place_of_a_file_is_an_error_not_a_download(tmp_path):
+    (tmp_path / TEST_IMAGES).mkdir()
+    write(tmp_path / TEST_LABELS, idx_bytes(tiny_labels(2)))
+    for load in (lambda: data.load_dataset("mnist", "test", tmp_path,
+                                           mirrors=[closed_port_url()]),
+                 lambda: data.load_directory(tmp_path, "test")):
+        with pytest.raises(MNISTError, match=f"{TEST_IMAGES}: is a directory, not an IDX"):
+            load()
+    assert sorted(os.listdir(tmp_path)) == [TEST_IMAGES, TEST_LABELS]
+
+
+def test_plain_directory_names_the_files_it_needs(tmp_path):
+    with pytest.raises(MNISTError, match=f"{TEST_IMAGES}\\(.gz\\): file not found.*"
+                       "--dataset mnist --data DIR"):
+        data.load_directory(tmp_path, "test")
+    write(tmp_path / "qmnist-test-images-idx3-ubyte.gz", b"")
+    with pytest.raises(MNISTError, match="holds QMNIST's files: name that data set "
+                       "\\(--dataset qmnist --data DIR"):
+        data.load_directory(tmp_path, "test")
+    with pytest.raises(MNISTError, match="no such directory"):
+        data.load_directory(tmp_path / "nothere", "test")
+
+
+def test_unknown_data_set_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown data set 'cifar10'; known: mnist, "
+                       "fashion-mnist, kmnist, emnist-digits, qmnist"):
+        data.load_dataset("cifar10", "test", tmp_path)
+
+
+def test_failed_download_leaves_no_empty_directory(tmp_path, monkeypatch):
+    # `lenet eval` offline must not leave an empty ~/.cache/lenet/mnist behind
+    monkeypatch.delenv("LENET_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(var, "*")
+    with pytest.raises(MNISTError, match="could not download"):
+        data.load_dataset("mnist", "test", mirrors=[closed_port_url()])
+    assert os.listdir(tmp_path) == []
+
+
+def test_default_root_finds_operating_system_packages(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    system = tmp_path / "usr-share"
+    system.mkdir()
+    ds = datasets.DATASETS["kmnist"]
+    monkeypatch.setitem(datasets.DATASETS, "kmnist", replace(ds, system_dirs=(str(system),)))
+    cache = os.path.join(tmp_path, "cache", "lenet", "kmnist")
+    assert data.default_root("kmnist") == cache  # the package has not all the files
+    for f in ds.files.values():
+        write(system / f.name, b"")
+    assert data.default_root("kmnist") == str(system)
+    os.makedirs(cache)
+    write(tmp_path / "cache" / "lenet" / "kmnist" / TEST_LABELS, b"")
+    assert data.default_root("kmnist") == cache  # a cache with files wins
+
+
+# ---------------------------------------------------------------------------
+# Debian's dataset-fashion-mnist (installed by .ci/run)
+
+DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
+# The gzip time stamps of the published Fashion-MNIST files (their headers, as
+# https://github.com/zalandoresearch/fashion-mnist serves them).
+FASHION_MTIMES = {"train": 0x59A7E9DE, "t10k": 0x59A7E9F3}
+
+
+def debian_fashion():
+    """Debian's Fashion-MNIST directory; skip where it is not installed, except in CI."""
+    if os.path.isdir(DEBIAN_FASHION):
+        return DEBIAN_FASHION
+    if os.environ.get("CI"):
+        pytest.fail(f"{DEBIAN_FASHION} is missing: .ci/run installs dataset-fashion-mnist")
+    pytest.skip("Debian's dataset-fashion-mnist is not installed "
+                f"(apt-get install dataset-fashion-mnist puts it in {DEBIAN_FASHION})")
+
+
+def test_debian_fashion_mnist_files_are_the_published_ones():
+    # Debian ships the published .gz files with the gzip header's file name left out and
+    # a new time stamp: put back, every file is byte for byte the one whose size and
+    # SHA-256 lenet/datasets.py has from TFDS, and its content has the decompressed
+    # SHA-256 there
+    directory = debian_fashion()
+    for official in datasets.FASHION_MNIST.files.values():
+        stored = (pathlib.Path(directory) / official.name).read_bytes()
+        assert stored[:4] == b"\x1f\x8b\x08\x00", official.name  # deflate, no name field
+        mtime = FASHION_MTIMES[official.name.split("-")[0]]
+        published = (stored[:3] + b"\x08" + struct.pack("<I", mtime) + stored[8:10]
+                     + official.name.removesuffix(".gz").encode() + b"\x00" + stored[10:])
+        assert len(published) == official.size, official.name
+        assert hashlib.sha256(published).hexdigest() == official.sha256, official.name
+        content = gzip.decompress(stored)
+        assert hashlib.sha256(content).hexdigest() == official.raw_sha256, official.name
+
+
+def test_fashion_mnist_loads_by_name_from_debian(tmp_path, monkeypatch):
+    directory = debian_fashion()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty cache: use Debian's
+    split = data.read_split("test", "fashion-mnist", download_missing=False)
+    assert split.directory == directory and split.dataset is datasets.FASHION_MNIST
+    assert np.bincount(split.labels, minlength=10).tolist() == [1000] * 10
+    assert split.classes[9] == "Ankle boot"
+    # read as a plain directory it is recognised by its checksums
+    assert data.read_split("test", None, directory).dataset is datasets.FASHION_MNIST
+    # and it is not MNIST
+    with pytest.raises(MNISTError, match="not MNIST's official .* it is Fashion-MNIST's"):
+        data.load_dataset("mnist", "test", directory, download=False)

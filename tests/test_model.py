@@ -292,3 +292,200 @@ def test_set_parameters_copies():
     m.set_parameters(params)
     m._params["F6.bias"] += 1.0
     assert not np.array_equal(params["F6.bias"], m.parameters()["F6.bias"])
+
+
+# ------------------------------------------------------- bad and empty input
+
+def test_forward_refuses_nonfinite_images_naming_the_first():
+    m = LeNet5(seed=0)
+    x = images(9, dtype=np.float32)
+    x[7, 0, 3, 4] = np.inf
+    x[5, 0, 31, 0] = np.nan
+    with pytest.raises(ValueError, match="^image 5 contains NaN or infinite values"):
+        m.forward(x)
+    m.max_batch = 3  # in chunks the index is still the image's in the whole batch
+    with pytest.raises(ValueError, match="^image 5 contains NaN"):
+        m.predict(x)
+    with pytest.raises(ValueError, match="^image 0 contains NaN"):
+        m.gradients(x[5:6], [3])
+    big = images(2)  # float64 finite, but infinite as the model's float32
+    big[1, 0, 0, 0] = 1e300
+    with pytest.raises(ValueError, match="^image 1 contains NaN or infinite values "
+                       r"\(as float32\)"):
+        m.forward(big)
+    assert np.all(np.isfinite(LeNet5(seed=0, dtype=np.float64).forward(big)))
+
+
+def test_first_nonfinite_kernel_matches_reference():
+    # the device check that forward runs on device input, against its CPU reference,
+    # in awkward sizes and image shapes; the images never come back to the host
+    from numba import cuda
+
+    from kernels.inputs import first_nonfinite, first_nonfinite_ref
+    r = np.random.default_rng(3)
+    for shape, bad in [((1, 1, 32, 32), []), ((5, 3, 7), [(4, 2, 6)]),
+                       ((7, 1, 5, 5), [(6, 0, 0, 0), (2, 0, 4, 1), (3, 0, 0, 0)]),
+                       ((3, 1, 32, 32), [(0, 0, 0, 0)]), ((0, 1, 32, 32), [])]:
+        x = r.standard_normal(shape).astype(np.float32)
+        for k, index in enumerate(bad):
+            x[index] = (np.nan, np.inf, -np.inf)[k % 3]
+        device = cuda.to_device(x)
+
+        def no_copy(*args, **kwargs):
+            raise AssertionError("the images were copied to the host")
+
+        device.copy_to_host = no_copy
+        expected = first_nonfinite_ref(x)
+        assert expected == (min(i[0] for i in bad) if bad else -1)
+        assert first_nonfinite(device) == expected, shape
+
+
+def _address(a):
+    """Where a device array's data lies (the simulator's wrap a NumPy array)."""
+    cai = getattr(a, "__cuda_array_interface__", None)
+    return cai["data"][0] if cai else a._ary.__array_interface__["data"][0]
+
+
+def test_device_input_is_checked_on_the_device(monkeypatch):
+    # the device array itself goes to the check kernel, no copy to the host and back (on
+    # a GPU; under the simulator GPUOps.asarray copies the simulator's arrays, which have
+    # no __cuda_array_interface__, so there only the kernel's part is checked)
+    from conftest import SIMULATOR
+    from numba import cuda
+
+    from kernels import inputs
+    m = LeNet5(device="gpu", seed=0)
+    x = images(3, dtype=np.float32)
+    x[2, 0, 5, 5] = -np.inf
+    device = cuda.to_device(x)
+    checked = []
+    check = inputs.first_nonfinite
+    monkeypatch.setattr(inputs, "first_nonfinite",
+                        lambda a: checked.append(_address(a)) or check(a))
+    with pytest.raises(ValueError, match="^image 2 contains NaN or infinite values"):
+        m.forward(device)
+    with pytest.raises(ValueError, match="^image 0 contains NaN or infinite values"):
+        m.gradients(device[2:], cuda.to_device(np.array([1], np.int32)))
+    assert len(checked) == 2
+    if not SIMULATOR:
+        assert checked == [_address(device), _address(device[2:])]
+
+
+def test_lists_and_tuples_are_arrays_and_scalars_are_refused():
+    m = LeNet5(seed=0, dtype=np.float64)
+    x = images(2)
+    np.testing.assert_array_equal(m.forward(x.tolist()), m.forward(x))
+    np.testing.assert_array_equal(m.predict(tuple(x)), m.predict(x))
+    loss, _ = m.gradients(x, [3, 7])
+    assert loss == m.gradients(x, np.array([3, 7]))[0] == m.gradients(x, (3, 7))[0]
+    assert m.second_derivatives(x[:1], [4])["F6.bias"].shape == (84,)
+    cases = [(lambda: m.gradients(x[:1], 3), ValueError, r"labels must have shape \(1,\)"),
+             (lambda: m.gradients(x, [3.0, 7.0]), TypeError, "labels must be integers"),
+             (lambda: m.gradients(x, [True, False]), TypeError, "labels must be integers"),
+             (lambda: m.gradients(x, [3, 10]), ValueError, "labels must lie in 0..9"),
+             (lambda: m.forward(0.5), ValueError, r"shape \(N,1,32,32\)"),
+             (lambda: m.forward("digits"), ValueError, r"shape \(N,1,32,32\)"),
+             (lambda: m.forward([x[0], x[1, 0, :5]]), ValueError, r"shape \(N,1,32,32\)"),
+             (lambda: m.forward([[["a"] * 32] * 32]), TypeError, "floating point")]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+
+
+def test_empty_batches():
+    m = LeNet5(seed=0)
+    empty = np.zeros((0, 1, 32, 32), np.float32)
+    assert m.forward(empty).shape == (0, 10)
+    assert m.predict(empty).shape == (0,)
+    assert m.forward(np.zeros((0, 32, 32), np.float32)).shape == (0, 10)
+    for call in (m.gradients, m.second_derivatives):
+        with pytest.raises(ValueError, match="empty batch"):
+            call(empty, np.zeros(0, np.int64))
+    with pytest.raises(TypeError, match="floating point"):  # checked even when empty
+        m.forward(np.zeros((0, 32, 32), np.uint8))
+
+
+# ------------------------------------------------------------- checkpoints
+
+def _save_with_meta(path, params, meta):
+    np.savez(path, **params,
+             __meta__=np.frombuffer(__import__("json").dumps(meta).encode(), np.uint8))
+
+
+def test_checkpoint_meta_must_be_an_object(tmp_path):
+    good = tmp_path / "good.npz"
+    LeNet5(seed=0).save(good)
+    params, meta = read_checkpoint(good)
+    for name, value, message in [("list.npz", [meta], "a JSON list, not an object"),
+                                 ("number.npz", 3, "a JSON int, not an object"),
+                                 ("classes.npz", {**meta, "classes": ["a"] * 9},
+                                  "are not ten strings"),
+                                 ("dataset.npz", {**meta, "dataset": 3}, "is not a name")]:
+        _save_with_meta(tmp_path / name, params, value)
+        with pytest.raises(CheckpointError, match=message):
+            LeNet5.load(tmp_path / name)
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(CheckpointError, match="dir.npz: is a directory, not a checkpoint"):
+        LeNet5.load(tmp_path / "dir.npz")
+
+
+def test_classes_and_data_set_travel_with_the_checkpoint(tmp_path):
+    m = LeNet5(seed=0)
+    assert m.classes == tuple("0123456789") and m.dataset is None
+    m.save(tmp_path / "digits.npz")
+    back = LeNet5.load(tmp_path / "digits.npz")
+    assert back.classes == tuple("0123456789") and back.dataset is None
+    m.classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                 "Sneaker", "Bag", "Ankle boot")
+    m.dataset = "fashion-mnist"
+    m.save(tmp_path / "fashion.npz")
+    back = LeNet5.load(tmp_path / "fashion.npz")
+    assert back.classes == m.classes and back.dataset == "fashion-mnist"
+    assert LeNet5().classes == tuple("0123456789")  # set on that model only
+    # a checkpoint of before class names were saved loads with the digits
+    params, meta = read_checkpoint(tmp_path / "digits.npz")
+    del meta["classes"], meta["dataset"]
+    _save_with_meta(tmp_path / "old.npz", params, meta)
+    assert LeNet5.load(tmp_path / "old.npz").classes == tuple("0123456789")
+
+
+def test_is_checkpoint(tmp_path):
+    from lenet.model import is_checkpoint
+    LeNet5(seed=0).save(tmp_path / "m.npz")
+    (tmp_path / "notes.txt").write_text("my notes")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    params, meta = read_checkpoint(tmp_path / "m.npz")
+    _save_with_meta(tmp_path / "v2.npz", params, {**meta, "version": 2})
+    assert is_checkpoint(tmp_path / "m.npz") and is_checkpoint(tmp_path / "v2.npz")
+    for name in ("notes.txt", "other.npz", "missing.npz", "."):
+        assert not is_checkpoint(tmp_path / name), name
+
+
+def test_save_removes_leftovers_of_killed_saves(tmp_path):
+    import subprocess
+    import sys
+    import time
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    names = {f".lenet-{dead}-0a1b2c3d.npz.tmp": False,   # its process is gone: removed
+             ".lenet-k3j2h1g0.npz.tmp": False,           # an older version's: removed
+             f".lenet-{os.getpid()}-old.npz.tmp": False,  # alive, but an hour old
+             f".lenet-{os.getpid()}-0a1b2c3d.npz.tmp": True,  # a save running now: kept
+             ".lenet-notes.txt": True, "other.npz.tmp": True}
+    for name in names:
+        (tmp_path / name).write_bytes(b"partial")
+    hour_ago = time.time() - 3700
+    os.utime(tmp_path / f".lenet-{os.getpid()}-old.npz.tmp", (hour_ago, hour_ago))
+    LeNet5(seed=0).save(tmp_path / "m.npz")
+    kept = sorted(n for n, keep in names.items() if keep)
+    assert sorted(os.listdir(tmp_path)) == sorted(kept + ["m.npz"])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoint_mode_follows_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        LeNet5(seed=0).save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o666 & ~umask

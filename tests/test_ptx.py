@@ -1,0 +1,341 @@
+"""The compile census (bench/ptx.py) as a test: every CUDA kernel compiles for the
+H200 (sm_90) on this machine, GPU or not, and does not spill, use local memory or
+compute in float64 unless its allow= says why; and every signature of every kernel is
+what its launcher passes.
+
+The census runs `python -m bench.ptx` in a subprocess: it needs the CUDA simulator off,
+which this process (tests/conftest.py) may have turned on. It needs the CUDA toolkit
+($CUDA_HOME, default /usr/local/cuda); without one these tests skip with the reason,
+except in CI (CI=true), where they fail.
+
+    pytest -q tests/test_ptx.py
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from bench import ptx
+from kernels import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The kernels that may compute in float64, each a float64 accumulator on purpose: a
+# new one needs its reason in its allow= and its name here.
+FLOAT64_ACCUMULATORS = {
+    "kernels.full.full_backward_params_kernel_v1",   # batch sums of the weight gradients
+    "kernels.full.full_backward_params_kernel_v2",
+    "kernels.sdlm.sdlm_steps_kernel",                # the pass's loss and error totals
+    "kernels.update.count_errors_kernel",            # its float64 counter signature
+    "kernels.update.sum_into_kernel",                # its float64 total signature
+}
+
+
+@pytest.fixture(scope="module")
+def census(tmp_path_factory):
+    """ptx.json of `python -m bench.ptx` over every kernel."""
+    problem = ptx.toolkit_problem()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs the CUDA toolkit for the compile census: {problem}")
+        pytest.skip(f"no CUDA toolkit for the compile census: {problem}")
+    out = tmp_path_factory.mktemp("ptx")
+    env = dict(os.environ, PYTHONPATH=ROOT, NUMBA_ENABLE_CUDASIM="0")
+    p = subprocess.run([sys.executable, "-m", "bench.ptx", "--out", str(out)], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode in (0, 1), p.stderr[-3000:]   # 1: problems, asserted below
+    with open(out / "ptx.json") as f:
+        results = json.load(f)
+    results["markdown"] = (out / "ptx.md").read_text()
+    return results
+
+
+def all_kernels():
+    return ptx.load_kernels()
+
+
+def test_every_kernel_compiles_for_sm_90(census):
+    assert census["compute_capability"] == [9, 0]
+    compiled = {(e["kernel"], e["signature_index"]) for e in census["kernels"]}
+    expected = {(k.name, i) for k in all_kernels() for i in range(len(k.signatures))}
+    assert compiled == expected
+    broken = [f"{e['kernel']}: {e['error']}" for e in census["kernels"] if e.get("error")]
+    assert not broken, "\n".join(broken)
+    for e in census["kernels"]:
+        assert e["registers"] > 0 and e["mix"]["instructions"] > 0, e["kernel"]
+
+
+def test_no_spills_local_memory_or_float64_unless_allowed(census):
+    bad = [f"{e['kernel']} {e['variant']}: {p}" for e in census["kernels"] for p in e["problems"]]
+    assert not bad, "\n".join(bad)
+    assert "## Problems" not in census["markdown"]
+
+
+def test_every_allowance_is_needed(census):
+    assert census["unused_allowances"] == {}
+
+
+def test_float64_only_in_the_listed_accumulators(census):
+    uses = {e["kernel"] for e in census["kernels"] if e["mix"]["float64_ops"]}
+    assert uses <= FLOAT64_ACCUMULATORS, sorted(uses - FLOAT64_ACCUMULATORS)
+    allowed = {k.name for k in all_kernels() if "float64" in k.allow}
+    assert allowed <= FLOAT64_ACCUMULATORS, sorted(allowed - FLOAT64_ACCUMULATORS)
+
+
+def test_census_reports_the_inner_loops(census):
+    """The figures the fused-inference target is stated in: the FMA share of the
+    innermost loops. conv_forward_kernel_v1's innermost loop is the one over connected
+    input maps, its 5x5 multiply-adds unrolled: 25 FMAs per trip."""
+    entry = next(e for e in census["kernels"]
+                 if e["kernel"] == "kernels.conv.conv_forward_kernel_v1")
+    hot = entry["loops"]["hot"]
+    assert hot["fma_f32"] == 25
+    assert 0 < hot["fma_share"] < 1
+    assert "| conv.conv_forward_kernel_v1 |" in census["markdown"]
+
+
+# ------------------------------------------------------------- reading PTX
+
+PTX = """
+.visible .entry k(
+\t.param .u64 k_param_0
+)
+{
+\t.reg .f32 \t%f<9>;
+\tld.param.u64 \t%rd1, [k_param_0];
+$L__BB0_1:                      // outer loop
+\tmov.f32 \t%f1, 0f00000000;
+$L__BB0_2:
+\tfma.rn.f32 \t%f2, %f1, %f1, %f1;
+\tfma.rn.f32 \t%f3, %f2, %f1, %f1;
+\tadd.s64 \t%rd2, %rd2, 1;
+\t@%p1 bra \t$L__BB0_2;
+\tcvt.f64.f32 \t%fd1, %f3;
+\tadd.f64 \t%fd2, %fd1, %fd1;
+\tld.global.f64 \t%fd3, [%rd1];
+\tdiv.s64 \t%rd3, %rd2, %rd4;
+\t@!%p2 bra.uni \t$L__BB0_1;
+\tret;
+}
+"""
+
+
+def test_instruction_mix_of_a_small_ptx():
+    instrs, labels = ptx.instructions(PTX)
+    assert [op for op, _ in instrs][:3] == ["ld.param.u64", "mov.f32", "fma.rn.f32"]
+    assert labels == {"$L__BB0_1": 1, "$L__BB0_2": 2}
+    m = ptx.mix(instrs)
+    # cvt.f64.f32 and add.f64 compute in float64; a load of one does not
+    assert m == {"fma_f32": 2, "instructions": 12, "fma_share": 2 / 12, "float64_ops": 2,
+                 "int64_divrem": 1}
+
+
+def test_loops_are_found_from_backward_branches():
+    instrs, labels = ptx.instructions(PTX)
+    assert ptx.loops(instrs, labels) == [(1, 10), (2, 5)]
+    assert ptx.innermost([(1, 10), (2, 5)]) == [(2, 5)]
+    lm = ptx.loop_mix(instrs, labels)
+    assert lm["inner_loops"] == 1
+    assert lm["hot"] == {"fma_f32": 2, "instructions": 4, "fma_share": 0.5, "float64_ops": 0,
+                         "int64_divrem": 0}
+
+
+def test_ptxas_log_is_parsed():
+    log = ("ptxas info    : Function properties for k\n"
+           "    8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n"
+           "ptxas info    : Used 92 registers, used 1 barriers, 2048 bytes smem, "
+           "400 bytes cmem[0]\n")
+    assert ptx.parse_ptxas(log) == {"registers": 92, "barriers": 1, "shared_bytes": 2048,
+                                    "stack_bytes": 8, "spill_store_bytes": 4,
+                                    "spill_load_bytes": 12}
+
+
+def test_problems_name_what_is_not_allowed():
+    entry = {"allow": {"float64": "why"}, "spill_store_bytes": 4, "spill_load_bytes": 0,
+             "stack_bytes": 16, "mix": {"float64_ops": 3}}
+    found = ptx.problems(entry)
+    assert len(found) == 2 and "spills 4 B" in found[0] and "16 B of local memory" in found[1]
+    entry["allow"] = {"float64": "why", "spills": "why", "local_memory": "why"}
+    assert ptx.problems(entry) == []
+    entry["kernel"] = "k"
+    entry["mix"]["float64_ops"] = 0
+    assert ptx.unused_allowances([entry]) == {"k": ["float64"]}
+
+
+def test_missing_toolkit_is_named(tmp_path):
+    assert "no ptxas" in ptx.toolkit_problem(str(tmp_path))
+
+
+# ---------------------------------------------- every signature is launched
+
+class _Launch:
+    """kernel[grid, block](*args) that checks args against the signatures and records
+    which one they fit, without running the kernel (the kernel tests run them)."""
+
+    def __init__(self, kernel, seen):
+        self.kernel, self.seen = kernel, seen
+
+    def __call__(self, *args):
+        self.kernel.check_args(args)   # TypeError naming the argument if none fits
+        for i, argtypes in enumerate(self.kernel.argtypes):
+            if common._mismatch(argtypes, args, self.kernel.py_func) is None:
+                self.seen.add((self.kernel.name, i))
+                return
+
+
+def _device(shape, dtype=np.float32):
+    return cuda.device_array(shape, dtype=dtype)
+
+
+def _launch_conv():
+    from kernels import conv
+    table = conv.conv_table(np.array([[True, False, True], [True, True, False]]))
+    n, c, m, h = 3, 2, 3, 12
+    x, w, b = _device((n, c, h, h)), _device((m, c, 5, 5)), _device((m,))
+    out = _device((n, m, h - 4, h - 4))
+    for version in (1, 2):
+        conv.conv_forward(out, x, w, b, table, version=version)
+        conv.conv_backward(_device(x.shape), _device(w.shape), _device(b.shape),
+                           _device(out.shape), out, x, w, table, version=version)
+    big = _device((64, c, h, h))   # enough pixels for several chunks: the finishing kernel
+    conv.conv_backward2(None, _device(w.shape), _device(b.shape), _device((64, m, 8, 8)),
+                        _device((64, m, 8, 8)), big, w, table)
+
+
+def _launch_full():
+    from kernels import full
+    n, i, o = 3, 7, 5
+    x, w, b, out = _device((n, i)), _device((o, i)), _device((o,)), _device((n, o))
+    for version in (1, 2):
+        full.full_forward(out, x, w, b, version=version)
+        full.full_backward(_device(x.shape), _device(w.shape), _device(b.shape),
+                           _device(out.shape), out, x, w, version=version)
+
+
+def _launch_loss():
+    from kernels import loss
+    n = 3
+    loss.loss_forward_backward(_device((n,)), _device((n, 10)), _device((n, 10)),
+                               _device((n, 10)), _device((n,), np.int32), "map", 10.0)
+
+
+def _launch_rbf():
+    from kernels import rbf
+    n = 3
+    x, c = _device((n, 84)), _device((10, 84))
+    rbf.rbf_forward(_device((n, 10)), x, c)
+    rbf.rbf_backward(_device((n, 84)), _device((n, 10)), x, c)
+    rbf.rbf_backward2(_device((n, 84)), _device((n, 10)), _device((n, 10)), x, c)
+
+
+def _launch_subsample():
+    from kernels import subsample
+    x, small, coef = _device((3, 2, 4, 4)), _device((3, 2, 2, 2)), _device((2,))
+    subsample.subsample_forward(small, x, coef, _device((2,)))
+    for version in (1, 2):
+        subsample.subsample_backward(_device(x.shape), _device((2,)), _device((2,)),
+                                     _device(small.shape), small, x, coef, version=version)
+
+
+def _launch_update():
+    from kernels import update
+    a = [_device((2, 3)) for _ in range(3)]
+    update.sgd_update(*a, 0.1, 0.9)
+    update.sdlm_update(*a, 0.1, 0.02)
+    update.scale_add(a[0], a[1], 0.5)
+    for dtype in (np.float32, np.float64, np.int32, np.int64, np.uint8):
+        update.fill(_device((5,), dtype), 1)
+    for dtype in (np.int32, np.int64):
+        update.gather(_device((2, 1, 4, 4)), _device((2,), np.int32), _device((6, 1, 4, 4)),
+                      _device((6,), np.int32), _device((2,), dtype))
+    y, labels = _device((4, 10)), _device((4,), np.int32)
+    update.argmin_rows(_device((4,), np.int32), y)
+    for dtype in (np.int32, np.int64, np.float32, np.float64):
+        update.count_errors(_device((1,), dtype), y, labels)
+    for dtype in (np.float32, np.float64):
+        update.sum_into(_device((1,), dtype), _device((7,)))
+
+
+def _launch_sdlm():
+    from kernels import conv, sdlm
+    from lenet.architecture import C3_TABLE
+    params = {k: _device(s) for k, s in sdlm.PARAM_SHAPES.items()}
+    hess = {k: _device(s) for k, s in sdlm.PARAM_SHAPES.items()}
+    sdlm.sdlm_steps(params, hess, sdlm.make_scratch(_device((10, 84))), _device((2,), np.float64),
+                    _device((5, 1, 32, 32)), _device((5,), np.int32), _device((5,), np.int32),
+                    1, 3, 0.01, 1.0, "mse", 10.0, conv.conv_table(C3_TABLE))
+
+
+def _launch_inputs():
+    from kernels import inputs
+    inputs.first_nonfinite(_device((3, 1, 4, 4)))
+
+
+def _launch_forward():
+    from kernels import conv, forward, layers
+    from lenet.architecture import C3_TABLE
+    n, params = 3, _device((layers.PARAMETERS_LEN,))
+    table, centers = layers.c3_table(conv.conv_table(C3_TABLE)), _device((10 * 84,))
+    penalties, classes = _device((n, 10)), _device((n,), np.int32)
+    forward.forward(penalties, classes, _device((n, layers.IN_LEN)), params, table, centers)
+    s2, s4 = _device((n, layers.S2_LEN)), _device((n, layers.S4_LEN))
+    forward.c1s2(s2, _device((n, 6 * 28 * 28)), _device((n, layers.IN_LEN)), params)
+    forward.c3s4(s4, _device((n, 16 * 10 * 10)), s2, params, table)
+    forward.dense(_device((n, 120)), s4, _device((120 * 400,)), _device((120,)))
+    forward.rbf(penalties, classes, _device((n, 84)), centers)
+    forward.squash_kernel[1, 32](_device((5,)), _device((5,)))  # squash_all is Python here
+
+
+def _launch_backward():
+    from kernels import backward as bw
+    from kernels import conv, layers, layers_backward
+    from lenet.architecture import C3_TABLE
+    n, table = 3, conv.conv_table(C3_TABLE)
+    bw.rbf_delta_all(_device((n, 84)), _device((n, 10)), _device((n, 10)), _device((n, 84)),
+                     _device((10 * 84,)), 1)
+    bw.dense_delta_all(_device((n, 120)), _device((n, 84)), _device((84 * 120,)),
+                       _device((n, 120)), 2)
+    bw.dense_grads_all(_device((84, 120)), _device((84,)), _device((n, 84)),
+                       _device((n, 120)), 1)
+    d, x = _device((n, 16 * 25)), _device((n, 16 * 100))
+    bw.subsample_delta_all(_device((n, 16 * 100)), d, x, _device((16,)), 1)
+    bw.subsample_grads_all(_device((16,)), _device((16,)), d, x, 2)
+    bw.c1_grads_all(_device((6, 1, 5, 5)), _device((6,)), _device((n, 6 * 28 * 28)),
+                    _device((n, layers.IN_LEN)), 1)
+    bw.c3_grads_all(_device((16, 6, 5, 5)), _device((16,)), _device((n, 16 * 100)),
+                    _device((n, layers.S2_LEN)), layers.c3_table(table), 1)
+    bw.c3_delta_all(_device((n, layers.S2_LEN)), _device((n, 16 * 100)),
+                    _device((16 * 6 * 25,)), _device((n, layers.S2_LEN)),
+                    layers_backward.c3_out_table(table), 1)
+
+
+LAUNCHES = (_launch_conv, _launch_full, _launch_loss, _launch_rbf, _launch_subsample,
+            _launch_update, _launch_sdlm, _launch_inputs, _launch_forward, _launch_backward)
+
+
+def test_every_kernel_signature_is_launched_by_its_launcher(monkeypatch):
+    """Each launcher once, on small device arrays: every signature of every kernel in
+    KERNELS must be what some launcher passes, or a signature could go unchecked.
+    A kernel added to a new module needs a launch here."""
+    seen = set()
+    monkeypatch.setattr(common.Kernel, "__getitem__", lambda self, launch: _Launch(self, seen))
+    for launch in LAUNCHES:
+        launch()
+    expected = {(k.name, i) for k in all_kernels() for i in range(len(k.signatures))}
+    missing = sorted(f"{name} signature {i}" for name, i in expected - seen)
+    assert not missing, ("never launched (add a launch of its launcher to LAUNCHES in "
+                         "tests/test_ptx.py): " + ", ".join(missing))
+
+
+def test_a_launch_that_does_not_fit_is_refused(monkeypatch):
+    """The check itself: a float64 array where the signature says float32."""
+    from kernels import update
+    seen = set()
+    monkeypatch.setattr(common.Kernel, "__getitem__", lambda self, launch: _Launch(self, seen))
+    with pytest.raises(TypeError, match="scale_add_kernel.*acc is float64"):
+        update.scale_add_kernel[1, 1](_device((3,), np.float64), _device((3,)), np.float32(1))
