@@ -15,6 +15,8 @@ f(a), so pre-activations are never stored).
     loss        loss(y, labels, kind, j) -> (per-pattern losses, dy, hy)
     training    gather, argmin, accumulate_stats, sgd_update, sdlm_update,
                 scale_add, fill, threads_for(batch_size)
+    fused       sdlm_steps (the paper's per-pattern steps, kernels/sdlm_cpu.py, as
+                lenet.ops_gpu.GPUOps.sdlm_steps), penalties (a whole-network forward)
 """
 
 import contextlib
@@ -141,3 +143,20 @@ class CPUOps:
 
     def fill(self, x, value):
         x[...] = value
+
+    # -------------------------------------------------------------- fused
+    def sdlm_steps(self, params, hess, stats, images, labels, order, start, count, eta, mu,
+                   kind, j, centers, c3_table):
+        """Per-pattern SDLM steps for order[start:start + count], compiled with Numba
+        (kernels/sdlm_cpu.py): what the batch-of-one loop does, on one thread."""
+        from kernels.sdlm_cpu import sdlm_steps_cpu
+        sdlm_steps_cpu(params, hess, stats, images, labels, order, start, count, eta, mu,
+                       kind, j, centers, c3_table)
+
+    def penalties(self, params, images, centers, c3_table):
+        """RBF penalties (N,10) of images (N,1,32,32) through the compiled one-image
+        forward (kernels/sdlm_cpu.py): the model's forward without ~10 array ops a layer."""
+        from kernels.sdlm_cpu import penalties_cpu
+        out = np.empty((images.shape[0], 10), images.dtype)
+        penalties_cpu(out, images, params, centers, c3_table)
+        return out

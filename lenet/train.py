@@ -53,12 +53,26 @@ SDLM_BATCH_SCALE = 0.1
 FUSED_CHUNK = 2000  # patterns per launch of the fused paper-recipe kernel
 
 
-def paper_eta(pass_index):
-    """The paper's global step size for pass `pass_index` (0-based)."""
-    for last_pass, eta in ((2, 5e-4), (5, 2e-4), (8, 1e-4), (12, 5e-5)):
-        if pass_index < last_pass:
+# eta of the SDLM recipes per pass: (passes before which it holds, eta), in order.
+# "paper" is the paper's; "paper-floor" keeps its 5e-5 from pass 9 on instead of
+# dropping to 1e-5 at pass 13 (late steps 5x larger; docs/reproduction.md).
+SCHEDULES = {
+    "paper": ((2, 5e-4), (5, 2e-4), (8, 1e-4), (12, 5e-5), (None, 1e-5)),
+    "paper-floor": ((2, 5e-4), (5, 2e-4), (8, 1e-4), (None, 5e-5)),
+}
+# which patterns the curvature is estimated on before each pass: 500 drawn at random,
+# or the 500 the pass shows first (as Lush's compute-diaghessian reads the next ones)
+HESSIAN_SAMPLES = ("random", "consecutive")
+
+
+def paper_eta(pass_index, schedule="paper"):
+    """The global step size eta for pass `pass_index` (0-based) under `schedule`
+    (SCHEDULES; "paper" is the paper's)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {tuple(SCHEDULES)}, not {schedule!r}")
+    for last_pass, eta in SCHEDULES[schedule]:
+        if last_pass is None or pass_index < last_pass:
             return eta
-    return 1e-5
 
 
 def default_settings(recipe):
@@ -76,7 +90,8 @@ class Trainer:
     """Runs passes of one recipe over a training set held on the model's backend."""
 
     def __init__(self, model, images, labels, recipe="sgd", batch_size=None, lr=None,
-                 momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU, fused=True):
+                 momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU, fused=True,
+                 schedule="paper", shuffle=True, hessian_sample="random", distort=False):
         settings = default_settings(recipe)
         self.model, self.ops = model, model.ops
         self.recipe, self.loss, self.j = recipe, loss, j
@@ -91,6 +106,11 @@ class Trainer:
         if mu <= 0:
             raise ValueError(f"mu must be positive, not {mu}")
         self.mu = mu
+        paper_eta(0, schedule)  # refuses an unknown schedule
+        if hessian_sample not in HESSIAN_SAMPLES:
+            raise ValueError(f"hessian_sample must be one of {HESSIAN_SAMPLES}, not "
+                             f"{hessian_sample!r}")
+        self.schedule, self.shuffle, self.hessian_sample = schedule, shuffle, hessian_sample
         # paper: eta itself, per pattern; sdlm-batch: see the module docstring
         self.sdlm_factor = 1.0 if recipe == "paper" else \
             SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
@@ -101,6 +121,10 @@ class Trainer:
         self.n = self.images.shape[0]
         self.labels = model._labels(labels, self.n)
         self.rng = np.random.default_rng(seed)
+        # distortions draw from their own stream: runs without them stay as they were
+        self.distort = distort
+        self.distort_rng = np.random.default_rng([seed, 1]) if distort else None
+        self.distorted = self.ops.empty(self.images.shape) if distort else None
         params = model._params
         zeros = {k: np.zeros(v.shape, model.dtype) for k, v in model.parameters().items()}
         self.velocity = {k: self.ops.asarray(z) for k, z in zeros.items()}
@@ -117,13 +141,16 @@ class Trainer:
         this pass times the recipe's factor (1 for paper, 0.1 sqrt(B) for sdlm-batch)."""
         if self.recipe == "sgd":
             return self.lr
-        return paper_eta(self.pass_index) * self.sdlm_factor
+        return paper_eta(self.pass_index, self.schedule) * self.sdlm_factor
 
-    def estimate_hessian(self):
-        """h_kk: the Gauss-Newton diagonal averaged over 500 random patterns."""
-        count = min(SDLM_HESSIAN_PATTERNS, self.n)
-        index = self.ops.asarray(self.rng.choice(self.n, count, replace=False), dtype=np.int32)
-        x, labels = self.ops.gather(self.images, self.labels, index)
+    def estimate_hessian(self, index=None, images=None):
+        """h_kk: the Gauss-Newton diagonal averaged over the patterns `index` of
+        `images` (default: 500 drawn at random from the training set)."""
+        if index is None:
+            index = self.rng.choice(self.n, min(SDLM_HESSIAN_PATTERNS, self.n), replace=False)
+        index = self.ops.asarray(index, dtype=np.int32)
+        x, labels = self.ops.gather(self.images if images is None else images, self.labels,
+                                    index)
         acts = self.model._forward(x)
         _, dy, hy = self.ops.loss(acts[-1], labels, self.loss, self.j)
         for name, h in self.model._backward2(acts, hy, dy).items():
@@ -137,17 +164,22 @@ class Trainer:
 
     def _train_pass(self, progress):
         ops, bs = self.ops, self.batch_size
-        if self.recipe != "sgd":
-            self.estimate_hessian()
+        images = self._pass_images()
+        sdlm, count = self.recipe != "sgd", min(SDLM_HESSIAN_PATTERNS, self.n)
+        if sdlm and self.hessian_sample == "random":
+            self.estimate_hessian(self.rng.choice(self.n, count, replace=False), images)
         step = self.step_size()
-        order = ops.asarray(self.rng.permutation(self.n), dtype=np.int32)
+        order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        if sdlm and self.hessian_sample == "consecutive":
+            self.estimate_hessian(order[:count], images)
+        order = ops.asarray(order, dtype=np.int32)
         ops.fill(self.stats, 0.0)
         if self.recipe == "paper" and self.fused:
-            self._fused_pass(order, step, progress)
+            self._fused_pass(images, order, step, progress)
             return self._finish_pass()
         for start in range(0, self.n, bs):
             index = order[start:start + bs]
-            x, labels = ops.gather(self.images, self.labels, index)
+            x, labels = ops.gather(images, self.labels, index)
             acts = self.model._forward(x)
             losses, dy, _ = ops.loss(acts[-1], labels, self.loss, self.j)
             ops.accumulate_stats(self.stats, losses, acts[-1], labels)
@@ -163,13 +195,23 @@ class Trainer:
                 progress.advance(len(index), lambda seen=seen: self._running(seen))
         return self._finish_pass()
 
-    def _fused_pass(self, order, step, progress):
+    def _pass_images(self):
+        """The training images of the coming pass: with distortions, every pattern
+        distorted anew (kernels/distort.py) into a buffer on the backend."""
+        if not self.distort:
+            return self.images
+        from kernels.distort import draw_distortions
+        params = self.ops.asarray(draw_distortions(self.distort_rng, self.n))
+        self.ops.distort(self.distorted, self.images, params)
+        return self.distorted
+
+    def _fused_pass(self, images, order, step, progress):
         """The paper's per-pattern steps through the backend's fused kernel, in chunks
         of FUSED_CHUNK patterns between progress updates."""
         model = self.model
         for start in range(0, self.n, FUSED_CHUNK):
             count = min(FUSED_CHUNK, self.n - start)
-            self.ops.sdlm_steps(self._params, self.hessian, self.stats, self.images,
+            self.ops.sdlm_steps(self._params, self.hessian, self.stats, images,
                                 self.labels, order, start, count, step, self.mu, self.loss,
                                 self.j, model._centers, model._tables["C3"])
             if progress is not None:
@@ -187,13 +229,19 @@ class Trainer:
 
 
 def error_rate(model, images, labels):
-    """Fraction of images whose predicted class differs from the label."""
+    """Fraction of images whose predicted class differs from the label. On the CPU
+    the penalties come from the compiled whole-network forward (CPUOps.penalties)."""
+    if hasattr(model.ops, "penalties"):
+        y = model.ops.penalties(model._params, model._input(images), model._centers,
+                                model._tables["C3"])
+        return float(np.mean(y.argmin(axis=1) != labels))
     return float(np.mean(np.asarray(model.ops.to_host(model.predict(images))) != labels))
 
 
 def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None, lr=None,
           momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU, checkpoint=None, log=None,
-          progress=True, evaluate_train=True, out=print):
+          progress=True, evaluate_train=True, out=print, schedule="paper", shuffle=True,
+          hessian_sample="random", distort=False):
     """Train `model` in place for `epochs` passes; after each pass print the
     train and test error, append a JSON line to `log` and save `checkpoint`.
 
@@ -203,7 +251,8 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, not {epochs}")
     trainer = Trainer(model, *train_set, recipe=recipe, batch_size=batch_size, lr=lr,
-                      momentum=momentum, loss=loss, j=j, seed=seed, mu=mu)
+                      momentum=momentum, loss=loss, j=j, seed=seed, mu=mu, schedule=schedule,
+                      shuffle=shuffle, hessian_sample=hessian_sample, distort=distort)
     out(f"training LeNet-5 on {model.device}: recipe {recipe}, loss {loss}, "
         f"{epochs} passes, batch size {trainer.batch_size}, {trainer.n} patterns")
     records = []
@@ -221,6 +270,9 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
                   "test_error": error_rate(model, *test_set),
                   "seconds": seconds, "patterns_per_second": trainer.n / seconds,
                   "device": model.device}
+        if recipe != "sgd":  # the SDLM choices that docs/reproduction.md compares
+            record.update(schedule=schedule, shuffle=shuffle, hessian_sample=hessian_sample,
+                          distort=distort)
         records.append(record)
         train_err = record["train_error"]
         out(f"pass {epoch + 1:2d}: loss {train_loss:.4f}  train error "
