@@ -17,6 +17,7 @@ f(a), so pre-activations are never stored).
                 scale_add, fill, threads_for(batch_size)
     fused       sdlm_steps (the paper's per-pattern steps, kernels/sdlm_cpu.py, as
                 lenet.ops_gpu.GPUOps.sdlm_steps), penalties (a whole-network forward)
+    distortions distort(out, images, params) (kernels/distort.py)
 """
 
 import contextlib
@@ -160,3 +161,8 @@ class CPUOps:
         out = np.empty((images.shape[0], 10), images.dtype)
         penalties_cpu(out, images, params, centers, c3_table)
         return out
+
+    def distort(self, out, images, params):
+        """out = images under the affine distortions params (N,6) (kernels/distort.py)."""
+        from kernels.distort import distort_cpu
+        distort_cpu(out, images, params)

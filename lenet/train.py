@@ -14,6 +14,10 @@
                 second (16%), when saturated C5 units' curvature falls to ~5e-5.
                 mu = 0.2 trains from either: 1.50% and 1.39% after 20 passes; from
                 sqrt-fan-in, mu = 0.5 and 1 reach 1.21% and 1.14%.
+    lecun       the paper's recipe as LeCun's own code starts it: Lush's
+                initialisation (init "lush": lenet.model.init_parameters) with
+                mu = LECUN_MU and the schedule LECUN_SCHEDULE, the settings that
+                reproduced the paper's figures here (docs/reproduction.md).
     sdlm-batch  the same on mini-batches of B patterns (ours, not the paper's):
                 the step is SDLM_BATCH_SCALE * sqrt(B) * eta / (mu + h_kk) times
                 the gradient of the batch's mean loss, eta on the paper's
@@ -23,9 +27,14 @@
                 diverges at B = 16, while 0.1 sqrt(B) eta reaches 13.6% there.
     sgd         mini-batch SGD with momentum on the batch's mean loss.
 
-On the GPU the paper's recipe runs its per-pattern steps in one fused kernel
-(kernels/sdlm.py) instead of ~40 launches a pattern; everything else, and the CPU,
-goes layer by layer through the backend's ops.
+The per-pattern recipes run their steps in one fused kernel where the backend has one:
+on the GPU kernels/sdlm.py instead of ~40 launches a pattern, on the CPU the compiled
+loop of kernels/sdlm_cpu.py instead of ~40 NumPy operations (Trainer(fused=False) keeps
+the layer-by-layer loop, the reference); everything else goes layer by layer through
+the backend's ops. Options of the SDLM recipes: the eta schedule (SCHEDULES), patterns
+shuffled or in order, the curvature's patterns (HESSIAN_SAMPLES), and the paper's
+random affine distortions drawn anew for every pattern of every pass
+(kernels/distort.py; with 10% of patterns left as they are).
 
 On the CPU, passes over batches of up to 64 run with BLAS on one thread
 (lenet.ops_cpu.SINGLE_THREAD_BATCH: within 8% of two threads on an idle 2-core
@@ -46,8 +55,11 @@ import numpy as np
 from kernels.reference import MAP_J
 from lenet.progress import Progress
 
-RECIPES = ("paper", "sdlm-batch", "sgd")
+RECIPES = ("paper", "lecun", "sdlm-batch", "sgd")
+PER_PATTERN = ("paper", "lecun")  # the recipes that update after every pattern
 SDLM_MU = 0.02
+LECUN_MU = 1.0  # lecun's mu and schedule: docs/reproduction.md
+LECUN_SCHEDULE = "paper"
 SDLM_HESSIAN_PATTERNS = 500
 SDLM_BATCH_SCALE = 0.1
 FUSED_CHUNK = 2000  # patterns per launch of the fused paper-recipe kernel
@@ -76,13 +88,19 @@ def paper_eta(pass_index, schedule="paper"):
 
 
 def default_settings(recipe):
-    """Epochs, batch size and step size that each recipe uses unless told."""
+    """Epochs, batch size, step size, mu, eta schedule and initialisation (the model's:
+    lenet.model.init_parameters) that each recipe uses unless told."""
+    sdlm = {"lr": None, "mu": SDLM_MU, "schedule": "paper", "init": "fan-in"}
     if recipe == "paper":
-        return {"epochs": 20, "batch_size": 1, "lr": None}
+        return {"epochs": 20, "batch_size": 1, **sdlm}
+    if recipe == "lecun":
+        return {"epochs": 20, "batch_size": 1, "lr": None, "mu": LECUN_MU,
+                "schedule": LECUN_SCHEDULE, "init": "lush"}
     if recipe == "sdlm-batch":
-        return {"epochs": 20, "batch_size": 16, "lr": None}
+        return {"epochs": 20, "batch_size": 16, **sdlm}
     if recipe == "sgd":
-        return {"epochs": 10, "batch_size": 32, "lr": 2e-3}
+        return {"epochs": 10, "batch_size": 32, "lr": 2e-3, "mu": None, "schedule": None,
+                "init": "fan-in"}
     raise ValueError(f"recipe must be one of {RECIPES}, not {recipe!r}")
 
 
@@ -90,29 +108,32 @@ class Trainer:
     """Runs passes of one recipe over a training set held on the model's backend."""
 
     def __init__(self, model, images, labels, recipe="sgd", batch_size=None, lr=None,
-                 momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU, fused=True,
-                 schedule="paper", shuffle=True, hessian_sample="random", distort=False):
+                 momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=None, fused=True,
+                 schedule=None, shuffle=True, hessian_sample="random", distort=False):
         settings = default_settings(recipe)
         self.model, self.ops = model, model.ops
         self.recipe, self.loss, self.j = recipe, loss, j
         self.batch_size = int(settings["batch_size"] if batch_size is None else batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
-        if recipe == "paper" and self.batch_size != 1:
+        if recipe in PER_PATTERN and self.batch_size != 1:
             raise ValueError("the paper's recipe updates after every pattern (batch size 1); "
                              "use --recipe sdlm-batch for mini-batches")
         self.lr = settings["lr"] if lr is None else lr
         self.momentum = momentum
-        if mu <= 0:
+        mu = settings["mu"] if mu is None else mu
+        if recipe != "sgd" and not mu > 0:
             raise ValueError(f"mu must be positive, not {mu}")
         self.mu = mu
-        paper_eta(0, schedule)  # refuses an unknown schedule
+        schedule = settings["schedule"] if schedule is None else schedule
+        if recipe != "sgd":
+            paper_eta(0, schedule)  # refuses an unknown schedule
         if hessian_sample not in HESSIAN_SAMPLES:
             raise ValueError(f"hessian_sample must be one of {HESSIAN_SAMPLES}, not "
                              f"{hessian_sample!r}")
         self.schedule, self.shuffle, self.hessian_sample = schedule, shuffle, hessian_sample
         # paper: eta itself, per pattern; sdlm-batch: see the module docstring
-        self.sdlm_factor = 1.0 if recipe == "paper" else \
+        self.sdlm_factor = 1.0 if recipe in PER_PATTERN else \
             SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
         model._check_loss(loss)
         if len(images) != len(labels):
@@ -174,7 +195,7 @@ class Trainer:
             self.estimate_hessian(order[:count], images)
         order = ops.asarray(order, dtype=np.int32)
         ops.fill(self.stats, 0.0)
-        if self.recipe == "paper" and self.fused:
+        if self.recipe in PER_PATTERN and self.fused:
             self._fused_pass(images, order, step, progress)
             return self._finish_pass()
         for start in range(0, self.n, bs):
@@ -239,8 +260,8 @@ def error_rate(model, images, labels):
 
 
 def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None, lr=None,
-          momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU, checkpoint=None, log=None,
-          progress=True, evaluate_train=True, out=print, schedule="paper", shuffle=True,
+          momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=None, checkpoint=None, log=None,
+          progress=True, evaluate_train=True, out=print, schedule=None, shuffle=True,
           hessian_sample="random", distort=False):
     """Train `model` in place for `epochs` passes; after each pass print the
     train and test error, append a JSON line to `log` and save `checkpoint`.
@@ -271,8 +292,8 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
                   "seconds": seconds, "patterns_per_second": trainer.n / seconds,
                   "device": model.device}
         if recipe != "sgd":  # the SDLM choices that docs/reproduction.md compares
-            record.update(schedule=schedule, shuffle=shuffle, hessian_sample=hessian_sample,
-                          distort=distort)
+            record.update(schedule=trainer.schedule, shuffle=shuffle,
+                          hessian_sample=hessian_sample, distort=distort)
         records.append(record)
         train_err = record["train_error"]
         out(f"pass {epoch + 1:2d}: loss {train_loss:.4f}  train error "
