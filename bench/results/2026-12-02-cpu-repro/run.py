@@ -47,6 +47,12 @@ SETTINGS = {
     "lush-mu1-ordered": {"shuffle": False},
     "lush-mu1-consecutive": {"hessian_sample": "consecutive"},
     "lush-mu1-ordered-consecutive": {"shuffle": False, "hessian_sample": "consecutive"},
+    "lush-mu0.3": {"mu": 0.3},
+    "lush-mu0.5-ordered": {"mu": 0.5, "shuffle": False},
+    "lush-mu0.5-consecutive": {"mu": 0.5, "hessian_sample": "consecutive"},
+    "lush-mu0.5-ordered-consecutive": {"mu": 0.5, "shuffle": False,
+                                       "hessian_sample": "consecutive"},
+    "lush-mu0.2-map": {"mu": 0.2, "loss": "map"},
     "lush-mu1-distort": {"distort": True},
     "lush-mu0.5-distort": {"mu": 0.5, "distort": True},
     "sqrt-mu1": {"init": "sqrt-fan-in"},  # the earlier best setting, for comparison
