@@ -53,6 +53,8 @@ SETTINGS = {
     "lush-mu0.5-ordered-consecutive": {"mu": 0.5, "shuffle": False,
                                        "hessian_sample": "consecutive"},
     "lush-mu0.2-map": {"mu": 0.2, "loss": "map"},
+    "lush-mu0.5-map-floor": {"mu": 0.5, "loss": "map", "schedule": "paper-floor"},
+    "lush-mu0.5-map-distort": {"mu": 0.5, "loss": "map", "distort": True},
     "lush-mu1-distort": {"distort": True},
     "lush-mu0.5-distort": {"mu": 0.5, "distort": True},
     "sqrt-mu1": {"init": "sqrt-fan-in"},  # the earlier best setting, for comparison
