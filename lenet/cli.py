@@ -109,7 +109,7 @@ def _one_line(error):
 
 def add_train(sub):
     from lenet.model import INITS
-    from lenet.train import RECIPES, SDLM_MU
+    from lenet.train import HESSIAN_SAMPLES, LECUN_MU, LECUN_SCHEDULE, RECIPES, SCHEDULES, SDLM_MU
     p = sub.add_parser("train", help="train LeNet-5 and write a checkpoint",
                        description="Train LeNet-5 on the training set of an MNIST-format "
                        "data set (default: the 60,000 MNIST digits), printing train and "
@@ -122,27 +122,45 @@ def add_train(sub):
     p.add_argument("--recipe", choices=RECIPES, default="sgd",
                    help="paper: per-pattern stochastic diagonal Levenberg-Marquardt as "
                    "published (20 passes; with the paper's mu and initialisation it diverges "
-                   "here, --mu 1 --init sqrt-fan-in trains best, see README); sdlm-batch: "
+                   "here); lecun: the same as LeCun's own code starts it, Lush's "
+                   f"initialisation (--init lush), mu {LECUN_MU:g}, schedule {LECUN_SCHEDULE} "
+                   "(docs/reproduction.md); sdlm-batch: "
                    "the same on mini-batches with 0.1 sqrt(batch) times the paper's steps; "
                    "sgd: mini-batch SGD with momentum (default)")
     p.add_argument("--epochs", type=int, help="passes over the training set "
-                   "(default: 20 for paper and sdlm-batch, 10 for sgd)")
+                   "(default: 20 for paper, lecun and sdlm-batch, 10 for sgd)")
     p.add_argument("--batch-size", type=int, help="patterns per update (default: 1 for "
-                   "paper, 16 for sdlm-batch, 32 for sgd)")
+                   "paper and lecun, 16 for sdlm-batch, 32 for sgd)")
     p.add_argument("--lr", type=float, help="sgd's step size (default 2e-3); the SDLM "
                    "recipes follow the paper's schedule and refuse --lr")
     p.add_argument("--momentum", type=float, default=0.9, help="sgd momentum, in [0, 1) "
                    "(default 0.9)")
-    p.add_argument("--mu", type=float, default=SDLM_MU, help="SDLM's mu in eta / (mu + h): "
-                   "the paper's 0.02 by default, which diverges here; 0.2 to 2 train, 1 best "
-                   "(see README)")
+    p.add_argument("--mu", type=float, help="SDLM's mu in eta / (mu + h) (default: the "
+                   f"paper's {SDLM_MU:g}, which diverges here; lecun: {LECUN_MU:g}; see "
+                   "docs/reproduction.md)")
+    p.add_argument("--schedule", choices=list(SCHEDULES), help="the SDLM recipes' eta per "
+                   "pass: paper (5e-4 for 2 passes, 2e-4 for 3, 1e-4 for 3, 5e-5 for 4, then "
+                   "1e-5) or paper-floor (the same, but 5e-5 from pass 9 on); default: "
+                   f"paper (lecun: {LECUN_SCHEDULE})")
+    p.add_argument("--ordered", action="store_true", help="show the patterns in the "
+                   "training set's order every pass (default: shuffled anew each pass)")
+    p.add_argument("--hessian-sample", choices=HESSIAN_SAMPLES, default="random",
+                   help="the SDLM recipes' curvature patterns before each pass: 500 drawn at "
+                   "random (default) or the 500 the pass shows first (consecutive, as "
+                   "Lush's compute-diaghessian reads them)")
+    p.add_argument("--distort", action="store_true", help="the paper's random affine "
+                   "distortions (translation, scaling, squeezing, horizontal shearing), drawn "
+                   "anew for every pattern of every pass, 10%% left undistorted; ranges in "
+                   "kernels/distort.py, examples: lenet show distortions")
     p.add_argument("--loss", choices=["mse", "map"], default="mse",
                    help="mse: paper eq. 8, the correct class's penalty; map: paper eq. 9, "
                    f"which also pushes wrong classes up (j = {MAP_J:g})")
-    p.add_argument("--init", choices=INITS, default="fan-in",
+    p.add_argument("--init", choices=INITS,
                    help="initial weights uniform in 2.4/F (fan-in: the paper's letter, "
-                   "default) or 2.4/sqrt(F) (sqrt-fan-in: what the paper's stated reason "
-                   "for the range asks for); F is a unit's fan-in")
+                   "default), 2.4/sqrt(F) (sqrt-fan-in: what the paper's stated reason "
+                   "for the range asks for) or 1/sqrt(F) with biases 0 and subsampling "
+                   "coefficients 0.5 (lush: LeCun's Lush and EBLearn code, the lecun "
+                   "recipe's default); F is a unit's fan-in")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and "
                    "shuffling, 0 or more: the same seed on the same device repeats a run "
                    "bit for bit (on the GPU for batches of up to 4096 images)")
@@ -163,16 +181,18 @@ def add_train(sub):
 
 
 def _check_numbers(args):
-    """UserError for a nonsensical number among the training options."""
+    """UserError for a nonsensical number or combination among the training options."""
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, not {args.epochs}")
+    if args.recipe == "sgd" and (args.schedule or args.hessian_sample != "random"):
+        raise UserError("--schedule and --hessian-sample belong to the SDLM recipes, not sgd")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise UserError(f"--lr must be a positive number, not {args.lr}")
     if not (math.isfinite(args.momentum) and 0 <= args.momentum < 1):
         raise UserError(f"--momentum must lie in [0, 1), not {args.momentum}")
-    if not (math.isfinite(args.mu) and args.mu > 0):
+    if args.mu is not None and not (math.isfinite(args.mu) and args.mu > 0):
         raise UserError(f"--mu must be a positive number, not {args.mu}")
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, not {args.seed}")
@@ -183,13 +203,13 @@ def _check_numbers(args):
 
 def run_train(args):
     from lenet.model import LeNet5
-    from lenet.train import check_outputs, train
+    from lenet.train import check_outputs, default_settings, train
     _check_numbers(args)
     if args.lr is not None and args.recipe != "sgd":
         raise UserError(f"--lr is sgd's step size; the {args.recipe} recipe follows the "
                         "paper's schedule of eta (see --help)")
-    if args.recipe == "paper" and args.batch_size not in (None, 1):
-        raise UserError("the paper's recipe updates after every pattern; use --recipe "
+    if args.recipe in ("paper", "lecun") and args.batch_size not in (None, 1):
+        raise UserError(f"the {args.recipe} recipe updates after every pattern; use --recipe "
                         "sdlm-batch for mini-batches")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
@@ -206,21 +226,25 @@ def run_train(args):
     print(f"data: {train_split.title} from {train_split.directory} "
           f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
     try:
-        model = LeNet5(device=args.device, seed=args.seed, init=args.init)
+        model = LeNet5(device=args.device, seed=args.seed,
+                       init=args.init or default_settings(args.recipe)["init"])
     except NotImplementedError as e:
         raise UserError(str(e)) from e
     model.classes = train_split.classes
     model.dataset = train_split.dataset.name if train_split.dataset else None
-    if args.recipe == "paper" and args.mu < 0.1:
-        print(f"note: with mu = {args.mu:g} the paper's recipe has diverged in our MNIST runs; "
-              "--mu 1 --init sqrt-fan-in trained best (1.14-1.31% test error after 20 "
-              "passes from three seeds, README)", file=sys.stderr)
+    mu = default_settings(args.recipe)["mu"] if args.mu is None else args.mu
+    if args.recipe == "paper" and mu < 0.1:
+        print(f"note: with mu = {mu:g} the paper's recipe has diverged in our MNIST runs; "
+              "--recipe lecun reproduces the paper's figures (docs/reproduction.md)",
+              file=sys.stderr)
     before = _mtime(args.out)
     try:
         train(model, train_set, test_set, recipe=args.recipe, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
               loss=args.loss, seed=args.seed, mu=args.mu, checkpoint=args.out, log=log,
-              progress=not args.no_progress, evaluate_train=not args.fast)
+              progress=not args.no_progress, evaluate_train=not args.fast,
+              schedule=args.schedule, shuffle=not args.ordered,
+              hessian_sample=args.hessian_sample, distort=args.distort)
     except KeyboardInterrupt:
         saved = _mtime(args.out) not in (None, before)  # written by this run
         kept = (f"the last complete pass is in {args.out}, its log in {log}" if saved
@@ -426,6 +450,15 @@ def add_show(sub):
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     m.add_argument("--count", type=int, default=24, help="how many mistakes to draw, "
                    "at most 24 (default 24)")
+
+    m = mode("distortions", "random affine distortions of training digits (train --distort)",
+             "Ten training images, one of each class, as they are and under "
+             f"{DISTORTION_COLUMNS} random affine distortions drawn as `lenet train "
+             "--distort` draws them (kernels/distort.py: translation, scaling, squeezing, "
+             "horizontal shearing; some rows are left undistorted, as in training). "
+             "1300x1150 pixels.")
+    add_data_options(m)
+    m.add_argument("--seed", type=int, default=0, help="seed of the distortions (default 0)")
     return p
 
 
@@ -487,6 +520,25 @@ def _show_errors(args, show):
                             classes=split.classes, data=f"{split.title} test {noun}s")
 
 
+DISTORTION_COLUMNS = 11
+
+
+def _show_distortions(args, show):
+    from kernels.distort import distort_cpu, draw_distortions
+    from lenet.data import preprocess
+    split = load_data("train", args)
+    images, labels = split.images, split.labels
+    first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
+    x = preprocess(images[first])
+    shown = np.repeat(x, DISTORTION_COLUMNS, axis=0)
+    params = draw_distortions(np.random.default_rng(args.seed), len(shown))
+    out = np.empty_like(shown)
+    distort_cpu(out, shown, params)
+    return show.draw_distortions(_out_file(args.out, "distortions"), x,
+                                 out.reshape(10, DISTORTION_COLUMNS, 32, 32),
+                                 caption=f"seed {args.seed}")
+
+
 def _show_curves(args, show):
     try:
         records = show.read_log(args.log)
@@ -504,6 +556,8 @@ def run_show(args):
         path = _show_errors(args, show)
     elif args.mode == "curves":
         path = _show_curves(args, show)
+    elif args.mode == "distortions":
+        path = _show_distortions(args, show)
     else:
         path = show.draw_prototypes(_out_file(args.out, "prototypes"))
     print(path)

@@ -75,7 +75,7 @@ def _make_ops(device, dtype):
     raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', not {device!r}")
 
 
-INITS = ("fan-in", "sqrt-fan-in")
+INITS = ("fan-in", "sqrt-fan-in", "lush")
 
 
 def init_parameters(seed=None, dtype=np.float32, init="fan-in"):
@@ -89,7 +89,15 @@ def init_parameters(seed=None, dtype=np.float32, init="fan-in"):
     within the normal operating region of the sigmoid"): with inputs of variance
     about 1, a weighted sum over F inputs has standard deviation 1.39 / sqrt(F)
     under the paper's letter (0.07 for C5), 1.39 for every unit under sqrt(F).
-    It matters for SDLM: see lenet/train.py."""
+    It matters for SDLM: see lenet/train.py.
+
+    init="lush" is what LeCun's own code does: Lush's gblearn2 `forget 1 2`
+    (packages/gblearn2/gb-modules-nn.lsh in github.com/barak/lush: c-layer, f-layer
+    and s-layer `forget (v p)`, called with v = 1, p = 2 by demos/lenet5.lsh) and
+    EBLearn's `forget_param_linear(1, 0.5)` (github.com/Augertron/eblearn): weights
+    uniform in [-1/sqrt(F), 1/sqrt(F)], F counting only connected inputs (C3: per map,
+    from the table), every bias 0 and every subsampling coefficient 1/sqrt(4) = 0.5.
+    With the paper's recipe it trains best of the three (docs/reproduction.md)."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, not {init!r}")
     rng = np.random.default_rng(seed)
@@ -97,10 +105,13 @@ def init_parameters(seed=None, dtype=np.float32, init="fan-in"):
     for name, shape in PARAMETER_SHAPES.items():
         layer = name.split(".")[0]
         f = np.asarray(fan_in(layer), dtype=np.float64)
-        limit = 2.4 / (f if init == "fan-in" else np.sqrt(f))
+        limit = {"fan-in": 2.4 / f, "sqrt-fan-in": 2.4 / np.sqrt(f),
+                 "lush": 1.0 / np.sqrt(f)}[init]
         if np.ndim(limit):  # per output map: broadcast along axis 0
             limit = limit.reshape((-1,) + (1,) * (len(shape) - 1))
         value = rng.uniform(-1.0, 1.0, size=shape) * limit
+        if init == "lush" and not name.endswith(".weight"):
+            value = np.full(shape, 0.5 if name.endswith(".coef") else 0.0)
         if name.endswith(".weight") and layer in CONV_TABLES:
             value = value * CONV_TABLES[layer].T[:, :, None, None]
         params[name] = value.astype(dtype)
@@ -138,9 +149,10 @@ class LeNet5:
     device: "cpu" (NumPy), "gpu" (Numba CUDA kernels) or "auto" (the GPU when
     one is present). dtype: float32, or float64 on the CPU for checking.
     seed, init: the initial parameters' seed and range (see init_parameters).
-    path: how forward and predict run on the GPU: "fused" (the default there: the whole
-    network in one kernel launch, kernels/forward.py) or "layers" (one launch per layer,
-    the kernels training uses); the CPU runs layer by layer ("layers", its default).
+    path: how forward and predict run: "fused" (the default: the whole network in one
+    kernel launch on the GPU, kernels/forward.py; the compiled one-image forward on the
+    CPU, kernels/sdlm_cpu.py) or "layers" (layer by layer, through the ops training
+    uses: one launch per layer on the GPU, kernels/reference.py's NumPy on the CPU).
     classes, dataset: the names of the ten classes and the data set trained on (saved
     with the checkpoint; `lenet predict` and `lenet show` name classes with them).
     """
@@ -191,8 +203,8 @@ class LeNet5:
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, not {path!r}")
         if path == "fused" and not fused:
-            raise ValueError(f"path='fused' needs device='gpu'; the {self.device} model runs "
-                             "layer by layer (path='layers')")
+            raise ValueError(f"path='fused' is not available on the {self.device} model; "
+                             "it runs layer by layer (path='layers')")
         return path
 
     @staticmethod

@@ -15,6 +15,9 @@ f(a), so pre-activations are never stored).
     loss        loss(y, labels, kind, j) -> (per-pattern losses, dy, hy)
     training    gather, argmin, accumulate_stats, sgd_update, sdlm_update,
                 scale_add, fill, threads_for(batch_size)
+    fused       sdlm_steps (the paper's per-pattern steps, kernels/sdlm_cpu.py, as
+                lenet.ops_gpu.GPUOps.sdlm_steps), penalties (a whole-network forward)
+    distortions distort(out, images, params) (kernels/distort.py)
 """
 
 import contextlib
@@ -141,3 +144,26 @@ class CPUOps:
 
     def fill(self, x, value):
         x[...] = value
+
+    # -------------------------------------------------------------- fused
+    def sdlm_steps(self, params, hess, stats, images, labels, order, start, count, eta, mu,
+                   kind, j, centers, c3_table):
+        """Per-pattern SDLM steps for order[start:start + count], compiled with Numba
+        (kernels/sdlm_cpu.py): what the batch-of-one loop does, on one thread."""
+        from kernels.sdlm_cpu import sdlm_steps_cpu
+        sdlm_steps_cpu(params, hess, stats, images, labels, order, start, count, eta, mu,
+                       kind, j, centers, c3_table)
+
+    def infer(self, x, shape, params, table, centers, want):
+        """The model's fused path on the CPU: penalties (N,10) (want="penalties") or
+        classes (N,) of checked images x `shape` (N,1,32,32), through the compiled
+        one-image forward (kernels/sdlm_cpu.py) instead of ~10 array ops a layer."""
+        from kernels.sdlm_cpu import penalties_cpu
+        out = np.empty((shape[0], 10), x.dtype)
+        penalties_cpu(out, x.reshape(shape), params, centers, table)
+        return out if want == "penalties" else out.argmin(axis=1)
+
+    def distort(self, out, images, params):
+        """out = images under the affine distortions params (N,6) (kernels/distort.py)."""
+        from kernels.distort import distort_cpu
+        distort_cpu(out, images, params)

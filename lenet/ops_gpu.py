@@ -284,6 +284,12 @@ class GPUOps:
         sdlm.sdlm_steps(params, hess, self._buffers["sdlm_scratch"], stats, images, labels,
                         order, start, count, eta, mu, kind, j, c3_table)
 
+    def distort(self, out, images, params):
+        """out = images under the affine distortions params (N,6), on the device
+        (kernels/distort.py): no image leaves it."""
+        from kernels.distort import distort
+        distort(out, images, params)
+
     def scale_add(self, acc, x, scale):
         update.scale_add(acc, x, scale)
 

@@ -278,3 +278,23 @@ def draw_errors(path, images, labels, penalties, count=MAX_ERRORS, caption="",
         fig.text(0.73, 0.45, "no mistakes", ha="center", fontsize=14)
     return _save(fig, path)
 
+
+DISTORTIONS_FIGSIZE = (13, 11.5)
+
+
+def draw_distortions(path, originals, distorted, caption=""):
+    """Training digits and their random affine distortions: originals (R,1,32,32) and
+    distorted (R,K,32,32), preprocessed images, one row per digit."""
+    rows, columns = distorted.shape[:2]
+    fig = Figure(figsize=DISTORTIONS_FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.suptitle(f"random affine distortions ({caption}): translation, scaling, squeezing, "
+                 "horizontal shearing", fontsize=13)
+    grid = fig.add_gridspec(rows, columns + 1, left=0.02, right=0.98, top=0.93, bottom=0.02,
+                            wspace=0.08, hspace=0.08)
+    for r in range(rows):
+        _grey(fig.add_subplot(grid[r, 0]), originals[r, 0], *INPUT_RANGE)
+        for c in range(columns):
+            _grey(fig.add_subplot(grid[r, c + 1]), distorted[r, c], *INPUT_RANGE)
+    fig.text(0.02 + 0.96 / (columns + 1) / 2, 0.935, "original", ha="center", fontsize=10)
+    return _save(fig, path)

@@ -14,6 +14,10 @@
                 second (16%), when saturated C5 units' curvature falls to ~5e-5.
                 mu = 0.2 trains from either: 1.50% and 1.39% after 20 passes; from
                 sqrt-fan-in, mu = 0.5 and 1 reach 1.21% and 1.14%.
+    lecun       the paper's recipe as LeCun's own code starts it: Lush's
+                initialisation (init "lush": lenet.model.init_parameters) with
+                mu = LECUN_MU and the schedule LECUN_SCHEDULE, the settings that
+                reproduced the paper's figures here (docs/reproduction.md).
     sdlm-batch  the same on mini-batches of B patterns (ours, not the paper's):
                 the step is SDLM_BATCH_SCALE * sqrt(B) * eta / (mu + h_kk) times
                 the gradient of the batch's mean loss, eta on the paper's
@@ -23,9 +27,14 @@
                 diverges at B = 16, while 0.1 sqrt(B) eta reaches 13.6% there.
     sgd         mini-batch SGD with momentum on the batch's mean loss.
 
-On the GPU the paper's recipe runs its per-pattern steps in one fused kernel
-(kernels/sdlm.py) instead of ~40 launches a pattern; everything else, and the CPU,
-goes layer by layer through the backend's ops.
+The per-pattern recipes run their steps in one fused kernel where the backend has one:
+on the GPU kernels/sdlm.py instead of ~40 launches a pattern, on the CPU the compiled
+loop of kernels/sdlm_cpu.py instead of ~40 NumPy operations (Trainer(fused=False) keeps
+the layer-by-layer loop, the reference); everything else goes layer by layer through
+the backend's ops. Options of the SDLM recipes: the eta schedule (SCHEDULES), patterns
+shuffled or in order, the curvature's patterns (HESSIAN_SAMPLES), and the paper's
+random affine distortions drawn anew for every pattern of every pass
+(kernels/distort.py; with 10% of patterns left as they are).
 
 On the CPU, passes over batches of up to 64 run with BLAS on one thread
 (lenet.ops_cpu.SINGLE_THREAD_BATCH: within 8% of two threads on an idle 2-core
@@ -54,29 +63,52 @@ from kernels.reference import MAP_J
 from lenet.model import TMP_PREFIX, is_checkpoint, on_device
 from lenet.progress import Progress
 
-RECIPES = ("paper", "sdlm-batch", "sgd")
+RECIPES = ("paper", "lecun", "sdlm-batch", "sgd")
+PER_PATTERN = ("paper", "lecun")  # the recipes that update after every pattern
 SDLM_MU = 0.02
+LECUN_MU = 1.0  # lecun's mu and schedule: docs/reproduction.md
+LECUN_SCHEDULE = "paper"
 SDLM_HESSIAN_PATTERNS = 500
 SDLM_BATCH_SCALE = 0.1
 FUSED_CHUNK = 2000  # patterns per launch of the fused paper-recipe kernel
 
 
-def paper_eta(pass_index):
-    """The paper's global step size for pass `pass_index` (0-based)."""
-    for last_pass, eta in ((2, 5e-4), (5, 2e-4), (8, 1e-4), (12, 5e-5)):
-        if pass_index < last_pass:
+# eta of the SDLM recipes per pass: (passes before which it holds, eta), in order.
+# "paper" is the paper's; "paper-floor" keeps its 5e-5 from pass 9 on instead of
+# dropping to 1e-5 at pass 13 (late steps 5x larger; docs/reproduction.md).
+SCHEDULES = {
+    "paper": ((2, 5e-4), (5, 2e-4), (8, 1e-4), (12, 5e-5), (None, 1e-5)),
+    "paper-floor": ((2, 5e-4), (5, 2e-4), (8, 1e-4), (None, 5e-5)),
+}
+# which patterns the curvature is estimated on before each pass: 500 drawn at random,
+# or the 500 the pass shows first (as Lush's compute-diaghessian reads the next ones)
+HESSIAN_SAMPLES = ("random", "consecutive")
+
+
+def paper_eta(pass_index, schedule="paper"):
+    """The global step size eta for pass `pass_index` (0-based) under `schedule`
+    (SCHEDULES; "paper" is the paper's)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {tuple(SCHEDULES)}, not {schedule!r}")
+    for last_pass, eta in SCHEDULES[schedule]:
+        if last_pass is None or pass_index < last_pass:
             return eta
-    return 1e-5
 
 
 def default_settings(recipe):
-    """Epochs, batch size and step size that each recipe uses unless told."""
+    """Epochs, batch size, step size, mu, eta schedule and initialisation (the model's:
+    lenet.model.init_parameters) that each recipe uses unless told."""
+    sdlm = {"lr": None, "mu": SDLM_MU, "schedule": "paper", "init": "fan-in"}
     if recipe == "paper":
-        return {"epochs": 20, "batch_size": 1, "lr": None}
+        return {"epochs": 20, "batch_size": 1, **sdlm}
+    if recipe == "lecun":
+        return {"epochs": 20, "batch_size": 1, "lr": None, "mu": LECUN_MU,
+                "schedule": LECUN_SCHEDULE, "init": "lush"}
     if recipe == "sdlm-batch":
-        return {"epochs": 20, "batch_size": 16, "lr": None}
+        return {"epochs": 20, "batch_size": 16, **sdlm}
     if recipe == "sgd":
-        return {"epochs": 10, "batch_size": 32, "lr": 2e-3}
+        return {"epochs": 10, "batch_size": 32, "lr": 2e-3, "mu": None, "schedule": None,
+                "init": "fan-in"}
     raise ValueError(f"recipe must be one of {RECIPES}, not {recipe!r}")
 
 
@@ -84,27 +116,36 @@ class Trainer:
     """Runs passes of one recipe over a training set held on the model's backend."""
 
     def __init__(self, model, images, labels, recipe="sgd", batch_size=None, lr=None,
-                 momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU, fused=True):
+                 momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=None, fused=True,
+                 schedule=None, shuffle=True, hessian_sample="random", distort=False):
         settings = default_settings(recipe)
         self.model, self.ops = model, model.ops
         self.recipe, self.loss, self.j = recipe, loss, j
         self.batch_size = int(settings["batch_size"] if batch_size is None else batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
-        if recipe == "paper" and self.batch_size != 1:
+        if recipe in PER_PATTERN and self.batch_size != 1:
             raise ValueError("the paper's recipe updates after every pattern (batch size 1); "
                              "use --recipe sdlm-batch for mini-batches")
         self.lr = settings["lr"] if lr is None else lr
         self.momentum = momentum
+        mu = settings["mu"] if mu is None else mu
         if recipe == "sgd" and not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"the step size lr must be a positive number, not {self.lr}")
         if not (math.isfinite(momentum) and 0 <= momentum < 1):
             raise ValueError(f"momentum must lie in [0, 1), not {momentum}")
-        if not (math.isfinite(mu) and mu > 0):
+        if mu is not None and not (math.isfinite(mu) and mu > 0):
             raise ValueError(f"mu must be a positive number, not {mu}")
         self.mu = mu
+        schedule = settings["schedule"] if schedule is None else schedule
+        if recipe != "sgd":
+            paper_eta(0, schedule)  # refuses an unknown schedule
+        if hessian_sample not in HESSIAN_SAMPLES:
+            raise ValueError(f"hessian_sample must be one of {HESSIAN_SAMPLES}, not "
+                             f"{hessian_sample!r}")
+        self.schedule, self.shuffle, self.hessian_sample = schedule, shuffle, hessian_sample
         # paper: eta itself, per pattern; sdlm-batch: see the module docstring
-        self.sdlm_factor = 1.0 if recipe == "paper" else \
+        self.sdlm_factor = 1.0 if recipe in PER_PATTERN else \
             SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
         model._check_loss(loss)
         if len(images) != len(labels):
@@ -115,6 +156,10 @@ class Trainer:
             raise ValueError("no training images: the training set is empty")
         self.labels = model._labels(labels, self.n)
         self.rng = np.random.default_rng(seed)
+        # distortions draw from their own stream: runs without them stay as they were
+        self.distort = distort
+        self.distort_rng = np.random.default_rng([seed, 1]) if distort else None
+        self.distorted = self.ops.empty(self.images.shape) if distort else None
         params = model._params
         zeros = {k: np.zeros(v.shape, model.dtype) for k, v in model.parameters().items()}
         self.velocity = {k: self.ops.asarray(z) for k, z in zeros.items()}
@@ -131,13 +176,16 @@ class Trainer:
         this pass times the recipe's factor (1 for paper, 0.1 sqrt(B) for sdlm-batch)."""
         if self.recipe == "sgd":
             return self.lr
-        return paper_eta(self.pass_index) * self.sdlm_factor
+        return paper_eta(self.pass_index, self.schedule) * self.sdlm_factor
 
-    def estimate_hessian(self):
-        """h_kk: the Gauss-Newton diagonal averaged over 500 random patterns."""
-        count = min(SDLM_HESSIAN_PATTERNS, self.n)
-        index = self.ops.asarray(self.rng.choice(self.n, count, replace=False), dtype=np.int32)
-        x, labels = self.ops.gather(self.images, self.labels, index)
+    def estimate_hessian(self, index=None, images=None):
+        """h_kk: the Gauss-Newton diagonal averaged over the patterns `index` of
+        `images` (default: 500 drawn at random from the training set)."""
+        if index is None:
+            index = self.rng.choice(self.n, min(SDLM_HESSIAN_PATTERNS, self.n), replace=False)
+        index = self.ops.asarray(index, dtype=np.int32)
+        x, labels = self.ops.gather(self.images if images is None else images, self.labels,
+                                    index)
         acts = self.model._forward(x)
         _, dy, hy = self.ops.loss(acts[-1], labels, self.loss, self.j)
         for name, h in self.model._backward2(acts, hy, dy).items():
@@ -151,17 +199,22 @@ class Trainer:
 
     def _train_pass(self, progress):
         ops, bs = self.ops, self.batch_size
-        if self.recipe != "sgd":
-            self.estimate_hessian()
+        images = self._pass_images()
+        sdlm, count = self.recipe != "sgd", min(SDLM_HESSIAN_PATTERNS, self.n)
+        if sdlm and self.hessian_sample == "random":
+            self.estimate_hessian(self.rng.choice(self.n, count, replace=False), images)
         step = self.step_size()
-        order = ops.asarray(self.rng.permutation(self.n), dtype=np.int32)
+        order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        if sdlm and self.hessian_sample == "consecutive":
+            self.estimate_hessian(order[:count], images)
+        order = ops.asarray(order, dtype=np.int32)
         ops.fill(self.stats, 0.0)
-        if self.recipe == "paper" and self.fused:
-            self._fused_pass(order, step, progress)
+        if self.recipe in PER_PATTERN and self.fused:
+            self._fused_pass(images, order, step, progress)
             return self._finish_pass()
         for start in range(0, self.n, bs):
             index = order[start:start + bs]
-            x, labels = ops.gather(self.images, self.labels, index)
+            x, labels = ops.gather(images, self.labels, index)
             acts = self.model._forward(x)
             losses, dy, _ = ops.loss(acts[-1], labels, self.loss, self.j)
             ops.accumulate_stats(self.stats, losses, acts[-1], labels)
@@ -177,13 +230,23 @@ class Trainer:
                 progress.advance(len(index), lambda seen=seen: self._running(seen))
         return self._finish_pass()
 
-    def _fused_pass(self, order, step, progress):
+    def _pass_images(self):
+        """The training images of the coming pass: with distortions, every pattern
+        distorted anew (kernels/distort.py) into a buffer on the backend."""
+        if not self.distort:
+            return self.images
+        from kernels.distort import draw_distortions
+        params = self.ops.asarray(draw_distortions(self.distort_rng, self.n))
+        self.ops.distort(self.distorted, self.images, params)
+        return self.distorted
+
+    def _fused_pass(self, images, order, step, progress):
         """The paper's per-pattern steps through the backend's fused kernel, in chunks
         of FUSED_CHUNK patterns between progress updates."""
         model = self.model
         for start in range(0, self.n, FUSED_CHUNK):
             count = min(FUSED_CHUNK, self.n - start)
-            self.ops.sdlm_steps(self._params, self.hessian, self.stats, self.images,
+            self.ops.sdlm_steps(self._params, self.hessian, self.stats, images,
                                 self.labels, order, start, count, step, self.mu, self.loss,
                                 self.j, model._centers, model._tables["C3"])
             if progress is not None:
@@ -231,8 +294,9 @@ def _evaluate(model, images, labels, what, enabled):
 
 
 def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None, lr=None,
-          momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=SDLM_MU, checkpoint=None, log=None,
-          progress=True, evaluate_train=True, out=print):
+          momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=None, checkpoint=None, log=None,
+          progress=True, evaluate_train=True, out=print, schedule=None, shuffle=True,
+          hessian_sample="random", distort=False):
     """Train `model` in place for `epochs` passes; after each pass print the
     train and test error, save `checkpoint` and write a JSON line to `log` (which
     replaces an older log when the first pass has completed, and is appended to
@@ -247,7 +311,8 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
         raise ValueError("no test images: the test set is empty")
     check_outputs(checkpoint, log)
     trainer = Trainer(model, *train_set, recipe=recipe, batch_size=batch_size, lr=lr,
-                      momentum=momentum, loss=loss, j=j, seed=seed, mu=mu)
+                      momentum=momentum, loss=loss, j=j, seed=seed, mu=mu, schedule=schedule,
+                      shuffle=shuffle, hessian_sample=hessian_sample, distort=distort)
     out(f"training LeNet-5 on {model.device}: recipe {recipe}, loss {loss}, "
         f"{epochs} passes, batch size {trainer.batch_size}, {trainer.n} patterns")
     records = []
@@ -266,6 +331,9 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
                   "test_error": _evaluate(model, *test_set, "test", progress),
                   "seconds": seconds, "patterns_per_second": trainer.n / seconds,
                   "device": model.device, "dataset": model.dataset}
+        if recipe != "sgd":  # the SDLM choices that docs/reproduction.md compares
+            record.update(schedule=trainer.schedule, shuffle=shuffle,
+                          hessian_sample=hessian_sample, distort=distort)
         records.append(record)
         train_err = record["train_error"]
         out(f"pass {epoch + 1:2d}: loss {train_loss:.4f}  train error "

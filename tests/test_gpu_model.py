@@ -194,8 +194,8 @@ def test_fused_paper_steps_match_cpu(loss):
     start = {k: v.astype(np.float32) for k, v in a.parameters().items()}
     b.set_parameters(start)
     a.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
-    ta, tb = (Trainer(m, x, labels, recipe="paper", seed=2, mu=0.2, loss=loss, j=20)
-              for m in (a, b))
+    ta, tb = (Trainer(m, x, labels, recipe="paper", seed=2, mu=0.2, loss=loss, j=20,
+                      fused=m is b) for m in (a, b))
     assert tb.fused and not ta.fused  # the GPU takes the fused kernel, the CPU the loop
     (loss_a, err_a), (loss_b, err_b) = ta.train_pass(), tb.train_pass()
     assert abs(loss_b - loss_a) <= 1e-5 * abs(loss_a)

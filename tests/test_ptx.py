@@ -314,8 +314,14 @@ def _launch_backward():
                     layers_backward.c3_out_table(table), 1)
 
 
+def _launch_distort():
+    from kernels import distort
+    distort.distort(_device((3, 1, 32, 32)), _device((3, 1, 32, 32)), _device((3, 6)))
+
+
 LAUNCHES = (_launch_conv, _launch_full, _launch_loss, _launch_rbf, _launch_subsample,
-            _launch_update, _launch_sdlm, _launch_inputs, _launch_forward, _launch_backward)
+            _launch_update, _launch_sdlm, _launch_inputs, _launch_forward, _launch_backward,
+            _launch_distort)
 
 
 def test_every_kernel_signature_is_launched_by_its_launcher(monkeypatch):

@@ -1,0 +1,75 @@
+"""Markdown tables from runs.json (run.py --summary writes it): per setting the final
+test error over its seeds (mean, spread), best, training error, wall time; then, for
+each setting named, the test / training error per pass of every seed.
+
+    python report.py                      the summary table
+    python report.py SETTING [SETTING]    and the per-pass tables of those settings
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def pct(v):
+    return f"{100 * v:.2f}%"
+
+
+def summary(runs):
+    lines = ["| setting | what differs | seeds | test error after 20 passes: mean (min-max) "
+             "| per seed | best during training | training error (mean) | first-pass "
+             "eta/(mu+h) | wall time per run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    by = {}
+    for r in runs:
+        if r["complete"]:
+            by.setdefault(r["setting"], []).append(r)
+    for name, rs in by.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        test = np.array([r["test_error"] for r in rs])
+        train = np.array([r["train_error"] for r in rs])
+        best = min(rs, key=lambda r: r["best_test_error"])
+        rates = rs[0]["first_pass_rates"]
+        wall = np.array([r["wall_seconds"] for r in rs]) / 60
+        what = ", ".join(f"{k} {rs[0][k]}" for k in ("init", "mu", "loss", "schedule",
+                                                     "shuffle", "hessian_sample", "distort"))
+        lines.append(
+            f"| {name} | {what} | {len(rs)} | **{pct(test.mean())}** ({pct(test.min())}-"
+            f"{pct(test.max())}) | {', '.join(pct(v) for v in test)} | "
+            f"{pct(best['best_test_error'])} (seed {best['seed']}, pass {best['best_pass']}) | "
+            f"{pct(train.mean())} | {rates.get('min', float('nan')):.2g}-"
+            f"{rates.get('max', float('nan')):.2g} | {wall.min():.0f}-{wall.max():.0f} min |")
+    return "\n".join(lines)
+
+
+def per_pass(runs, name):
+    rs = sorted((r for r in runs if r["setting"] == name), key=lambda r: r["seed"])
+    head = "| pass | " + " | ".join(f"seed {r['seed']} test | seed {r['seed']} train"
+                                    for r in rs) + " |"
+    lines = [f"**{name}**", "", head, "|---|" + "---|---|" * len(rs)]
+    for p in range(max(r["passes"] for r in rs)):
+        cells = []
+        for r in rs:
+            if p < r["passes"]:
+                cells += [pct(r["test_error_per_pass"][p]), pct(r["train_error_per_pass"][p])]
+            else:
+                cells += ["", ""]
+        lines.append(f"| {p + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    with open(os.path.join(HERE, "runs.json")) as f:
+        runs = json.load(f)
+    print(summary(runs))
+    for name in sys.argv[1:]:
+        print()
+        print(per_pass(runs, name))
+
+
+if __name__ == "__main__":
+    main()
