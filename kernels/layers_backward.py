@@ -16,6 +16,9 @@ image (SDLM, images = 1) call the same code.
                                    dE/dy (and d2E/dy2 for order 2) through the RBF
     dense_delta(dx, d, w, x, n_in, n_out, order, i)   input unit i's delta below a full
                                    connection (C5 -> S4, F6 -> C5): sum_o d[o] w[o, i]
+    dense_delta_step(dx, d, w, rate, x, n_in, n_out, i)   the same (order 1) with the
+                                   per-pattern step of column i's weights in the same
+                                   pass: w[o, i] -= rate[o, i] d[o] x[i] (SDLM, one image)
     dense_weight_grad(d, ds, x, xs, images, n_in, order, o, i)   sum over images of
                                    d[o] x[i] (x^2): one weight's gradient contribution
     dense_bias_grad(d, ds, images, order, o)         sum over images of d[o]
@@ -94,6 +97,23 @@ def dense_delta(dx, d, w, x, n_in, n_out, order, i):
         g += d[o] * wv
         at += uint32(n_in)
     dx[i] = through_squash(g, x[i], order)
+
+
+@device_function
+def dense_delta_step(dx, d, w, rate, x, n_in, n_out, i):
+    """dense_delta (order 1) of input unit i of one image, and the step of the weights it
+    read: w[o, i] -= rate[o, i] d[o] x[i] (the weight's gradient is d[o] x[i]), each weight
+    read once and written once. The delta uses the weights before the step. rate
+    (n_out * n_in,) the per-weight step sizes (SDLM's eta / (mu + h))."""
+    g = float32(0.0)
+    xi = x[i]
+    at = uint32(i)
+    for o in range(uint32(n_out)):
+        wv = w[at]
+        g += d[o] * wv
+        w[at] = wv - rate[at] * (d[o] * xi)
+        at += uint32(n_in)
+    dx[i] = through_squash(g, xi, 1)
 
 
 @device_function
