@@ -32,6 +32,15 @@ image (SDLM, images = 1) call the same code.
     c3_delta(d2, d3, w3, x2, out_table, task, order)   S2's delta below C3, task (S2
                                    map c, row pair): walks c's output list (10 C3 maps)
 
+Weight-gradient tasks of a whole layer, each a register tile of 26 sums in a row of a
+partial-sum buffer (a block's shared memory), and the fixed-order totals from them:
+
+    c1_grad_sums(part, d1, x, task, order, accumulate)   C1: 84 tasks (map, band, half)
+    c1_map_sum(part, m, s)                               C1 map m's sum s (25 = bias)
+    c3_grad_sums(part, d3, a2, table, task, order, accumulate)   C3: 120 tasks (connected
+                                   pair, band), the 60 pairs numbered map by map (c3_pair)
+    c3_pair_sum(part, pair, s), c3_first_pair(table, m)  C3 pair's sum s; map m's first pair
+
 The gradient pieces return or write sums; the caller writes them, adds them to a
 block's partial sums (in a fixed order: no atomics) or takes the SDLM step with them.
 
@@ -51,6 +60,7 @@ from kernels.layers import (
     IN_SIZE,
     N_CLASSES,
     S2_SIZE,
+    TABLE_ROW,
     K,
     registers,
 )
@@ -58,6 +68,10 @@ from kernels.layers import (
 C1_GRAD_COLS = C1_SIZE // 2     # c1_weight_grads covers half a row of C1 per call
 C1_GRAD_WIN = C1_GRAD_COLS + K - 1
 C3_GRAD_WIN = C3_SIZE + K - 1
+C1_GRAD_TASKS = C1_MAPS * 7 * 2     # (C1 map, band of 4 rows, half row)
+C1_BANDS = 14                       # C1 tasks per map
+C3_PAIRS = 60                       # connected (C3 map, S2 map) pairs of Table I
+C3_GRAD_TASKS = C3_PAIRS * 2        # (connected pair, band of 5 rows)
 OUT_TABLE_ROW = 1 + 16          # c3_out_table row: count, then up to 16 C3 maps
 GRAD_SUMS = K * K + 1           # a weight-gradient task's sums: 25 weights and the bias
 
@@ -274,6 +288,69 @@ def c3_delta(d2, d3, w3, x2, out_table, task, order):
         for q in range(uint32(S2_SIZE)):
             at = (c * uint32(S2_SIZE) + uint32(2) * r + p) * uint32(S2_SIZE) + q
             d2[at] = through_squash(acc[p, q], x2[at], order)
+
+
+# ------------------------------------------------- whole-layer weight-gradient tasks
+
+@device_function
+def c1_grad_sums(part, d1, x, task, order, accumulate):
+    """C1 task `task` = 14 m + 2 band + half of one image into part[task * 26:]:
+    c1_weight_grads over rows 4 band .. 4 band + 3, columns 14 half .. 14 half + 13 of map
+    m. d1 (6*28*28,) C1's delta, x (32*32,) the image."""
+    m, band, half = task // uint32(C1_BANDS), (task // uint32(2)) % uint32(7), task % uint32(2)
+    c1_weight_grads(part[uint32(task) * uint32(GRAD_SUMS):],
+                    d1[m * uint32(C1_SIZE * C1_SIZE):], x, uint32(4) * band,
+                    uint32(C1_GRAD_COLS) * half, order, accumulate)
+
+
+@device_function
+def c1_map_sum(part, m, s):
+    """Sum s (weight 5u + v, or 25: the bias) of C1 map m: its 14 tasks' sums in order."""
+    g = float32(0.0)
+    for task in range(uint32(m) * uint32(C1_BANDS), (uint32(m) + uint32(1)) * uint32(C1_BANDS)):
+        g += part[task * uint32(GRAD_SUMS) + uint32(s)]
+    return g
+
+
+@device_function
+def c3_pair(table, pair):
+    """(C3 map m, slot jj in m's input list) of connected pair number `pair` (0..59), the
+    pairs numbered map by map in the table's order. table: c3_table()'s rows."""
+    m = uint32(0)
+    left = uint32(pair)
+    while left >= uint32(table[m * uint32(TABLE_ROW)]):
+        left -= uint32(table[m * uint32(TABLE_ROW)])
+        m += uint32(1)
+    return m, left
+
+
+@device_function
+def c3_first_pair(table, m):
+    """The number of C3 map m's first connected pair: the pairs of the maps before it."""
+    first = uint32(0)
+    for mm in range(uint32(m)):
+        first += uint32(table[mm * uint32(TABLE_ROW)])
+    return first
+
+
+@device_function
+def c3_grad_sums(part, d3, a2, table, task, order, accumulate):
+    """C3 task `task` = 2 pair + band of one image into part[task * 26:]: c3_weight_grads
+    of connected pair `pair` (C3 map m, S2 map c) over C3 rows 5 band .. 5 band + 4. d3
+    (16*10*10,) C3's delta, a2 (6*14*14,) S2's output."""
+    m, jj = c3_pair(table, uint32(task) // uint32(2))
+    c = uint32(table[m * uint32(TABLE_ROW) + uint32(1) + jj])
+    c3_weight_grads(part[uint32(task) * uint32(GRAD_SUMS):], d3[m * uint32(C3_SIZE * C3_SIZE):],
+                    a2[c * uint32(S2_SIZE * S2_SIZE):], uint32(5) * (uint32(task) % uint32(2)),
+                    order, accumulate)
+
+
+@device_function
+def c3_pair_sum(part, pair, s):
+    """Sum s (weight 5u + v, or 25: the bias of the pair's C3 map) of a connected pair:
+    its two bands' sums."""
+    at = uint32(pair) * uint32(2 * GRAD_SUMS) + uint32(s)
+    return part[at] + part[at + uint32(GRAD_SUMS)]
 
 
 def c3_out_table(table):

@@ -96,11 +96,18 @@ from kernels.layers import (
     rbf_penalty,
 )
 from kernels.layers_backward import (
+    C1_GRAD_TASKS,
+    C3_GRAD_TASKS,
+    C3_PAIRS,
     GRAD_SUMS,
     OUT_TABLE_ROW,
-    c1_weight_grads,
+    c1_grad_sums,
+    c1_map_sum,
     c3_delta,
-    c3_weight_grads,
+    c3_first_pair,
+    c3_grad_sums,
+    c3_pair,
+    c3_pair_sum,
     dense_delta_step,
     rbf_delta,
     subsample_delta,
@@ -119,9 +126,6 @@ C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE        # 4704
 C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE        # 1600
 C5_THREADS = DENSE_SPLIT * (C5_UNITS // DENSE_UNITS)   # 240: dense_partials' threads
 F6_THREADS = DENSE_SPLIT * (F6_UNITS // DENSE_UNITS)   # 168
-C3_PAIRS = 60                       # connected (C3 map, S2 map) pairs of Table I
-C3_GRAD_TASKS = C3_PAIRS * 2        # (connected pair, band of 5 rows)
-C1_GRAD_TASKS = C1_MAPS * 7 * 2     # (C1 map, band of 4 rows, half row)
 C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)   # c3_delta: (S2 map, row pair)
 
 # shared memory, one pattern: name -> (offset, length) in floats
@@ -159,29 +163,6 @@ assert C3_GRAD_TASKS <= 128 and 128 + C2_DELTA_TASKS <= THREADS - C3_MAPS
 # --------------------------------------------------------- C3's gradient and step
 
 @device_function
-def c3_pair(table, pair):
-    """(C3 map m, slot jj in m's input list) of connected pair number `pair` (0..59),
-    the pairs numbered map by map in the table's order."""
-    m = uint32(0)
-    left = uint32(pair)
-    while left >= uint32(table[m * uint32(TABLE_ROW)]):
-        left -= uint32(table[m * uint32(TABLE_ROW)])
-        m += uint32(1)
-    return m, left
-
-
-@device_function
-def c3_grad_sums(part, d3, a2, table, task):
-    """C3 gradient sums of one (connected pair, band of 5 rows) task, task = 2 pair +
-    band, into part[task * 26:] (c3_weight_grads)."""
-    m, jj = c3_pair(table, task // uint32(2))
-    c = uint32(table[m * uint32(TABLE_ROW) + uint32(1) + jj])
-    c3_weight_grads(part[task * uint32(GRAD_SUMS):], d3[m * uint32(C3_SIZE * C3_SIZE):],
-                    a2[c * uint32(S2_SIZE * S2_SIZE):], uint32(5) * (task % uint32(2)), 1,
-                    False)
-
-
-@device_function
 def c3_step(w3, b3, r3, part, table, t):
     """Thread t's share of C3's step from c3_grad_sums' sums: the connected weights, pair
     by pair, and the biases (each map's from its first pair's bias sums); r3 the rates of
@@ -192,16 +173,12 @@ def c3_step(w3, b3, r3, part, table, t):
             pair, q = s // uint32(K * K), s % uint32(K * K)
             m, jj = c3_pair(table, pair)
             c = uint32(table[m * uint32(TABLE_ROW) + uint32(1) + jj])
-            at = pair * uint32(2 * GRAD_SUMS) + q
             k = (m * uint32(C1_MAPS) + c) * uint32(K * K) + q
-            w3[k] -= r3[k] * (part[at] + part[at + uint32(GRAD_SUMS)])
+            w3[k] -= r3[k] * c3_pair_sum(part, pair, q)
         else:
             m = s - uint32(C3_PAIRS * K * K)
-            first = uint32(0)          # m's first pair: the pairs of the maps before it
-            for mm in range(m):
-                first += uint32(table[mm * uint32(TABLE_ROW)])
-            at = first * uint32(2 * GRAD_SUMS) + uint32(K * K)
-            b3[m] -= r3[uint32(B3_AT - W3_AT) + m] * (part[at] + part[at + uint32(GRAD_SUMS)])
+            b3[m] -= r3[uint32(B3_AT - W3_AT) + m] * c3_pair_sum(part, c3_first_pair(table, m),
+                                                                 uint32(K * K))
 
 
 # ------------------------------------------------------------------ the kernel
@@ -293,7 +270,7 @@ def sdlm_kernel(params, rates, stats, scratch, images, image_set, labels, order,
             g_coef, g_bias = subsample_grads(d4, 0, a3, 0, 1, S4_SIZE, 1, m)
         cuda.syncthreads()  # C3's delta is complete (S4's gradients held by their threads)
         if t < uint32(C3_GRAD_TASKS):
-            c3_grad_sums(part, d3, a2, table, t)
+            c3_grad_sums(part, d3, a2, table, t, 1, False)
         elif t >= uint32(128) and t - uint32(128) < uint32(C2_DELTA_TASKS):
             c3_delta(d2, d3, w3, a2, out_table, t - uint32(128), 1)
         elif s4_thread:
@@ -309,18 +286,14 @@ def sdlm_kernel(params, rates, stats, scratch, images, image_set, labels, order,
             g_coef, g_bias = subsample_grads(d2, 0, a1, 0, 1, S2_SIZE, 1, m)
         cuda.syncthreads()  # C1's delta is complete; C3 has stepped
         if t < uint32(C1_GRAD_TASKS):
-            band, half = (t // uint32(2)) % uint32(7), t % uint32(2)
-            c1_weight_grads(part[t * uint32(GRAD_SUMS):], d1[(t // uint32(14)) * uint32(784):],
-                            x, uint32(4) * band, uint32(14) * half, 1, False)
+            c1_grad_sums(part, d1, x, t, 1, False)
         elif s2_thread:
             c2[m] -= rt[C2_AT + m] * g_coef
             b2[m] -= rt[B2_AT + m] * g_bias
         cuda.syncthreads()  # C1's gradient sums are complete; S2 has stepped
         if t < uint32(C1_MAPS * GRAD_SUMS):
             mm, s = t // uint32(GRAD_SUMS), t % uint32(GRAD_SUMS)
-            g = float32(0.0)
-            for task in range(mm * uint32(14), mm * uint32(14) + uint32(14)):
-                g += part[task * uint32(GRAD_SUMS) + s]
+            g = c1_map_sum(part, mm, s)
             if s < uint32(K * K):
                 w1[mm * uint32(K * K) + s] -= rt[W1_AT + mm * uint32(K * K) + s] * g
             else:
