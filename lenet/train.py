@@ -60,7 +60,7 @@ import time
 import numpy as np
 
 from kernels.reference import MAP_J
-from lenet.model import TMP_PREFIX, is_checkpoint, on_device
+from lenet.model import TMP_PREFIX, check_loss, is_checkpoint, on_device
 from lenet.progress import Progress
 
 RECIPES = ("paper", "lecun", "sdlm-batch", "sgd")
@@ -113,7 +113,20 @@ def default_settings(recipe):
 
 
 class Trainer:
-    """Runs passes of one recipe over a training set held on the model's backend."""
+    """Runs passes of one recipe over a training set held on the model's backend.
+
+    fused=True (the default) takes the backend's fused paths: the per-pattern recipes'
+    steps in one kernel (GPU kernels/sdlm.py, CPU kernels/sdlm_cpu.py), and on the GPU
+    the mini-batch steps and the curvature estimate through the fused step
+    (kernels/train_step.py: three launches a step, in a lenet.workspace.Workspace made
+    once per batch size). fused=False runs everything layer by layer through the
+    backend's ops: the checked baseline.
+
+    Memory: velocity, hessian, grads and rates are FlatBuffers (named views: .views[name]
+    or [name]); the model's parameters are model.params (views of model.flat_params).
+    A pass is begin_pass(), steps (step() for mini-batches), end_pass(); train_pass()
+    does all three.
+    """
 
     def __init__(self, model, images, labels, recipe="sgd", batch_size=None, lr=None,
                  momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=None, fused=True,
@@ -147,29 +160,33 @@ class Trainer:
         # paper: eta itself, per pattern; sdlm-batch: see the module docstring
         self.sdlm_factor = 1.0 if recipe in PER_PATTERN else \
             SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
-        model._check_loss(loss)
+        check_loss(loss)
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = model._input(images)
+        self.images = model.prepare_images(images)
         self.n = self.images.shape[0]
         if self.n == 0:
             raise ValueError("no training images: the training set is empty")
-        self.labels = model._labels(labels, self.n)
+        self.labels = model.prepare_labels(labels, self.n)
         self.rng = np.random.default_rng(seed)
         # distortions draw from their own stream: runs without them stay as they were
         self.distort = distort
         self.distort_rng = np.random.default_rng([seed, 1]) if distort else None
-        self.distorted = self.ops.empty(self.images.shape) if distort else None
-        params = model._params
-        zeros = {k: np.zeros(v.shape, model.dtype) for k, v in model.parameters().items()}
-        self.velocity = {k: self.ops.asarray(z) for k, z in zeros.items()}
-        self.hessian = {k: self.ops.asarray(z) for k, z in zeros.items()}
-        self.stats = self.ops.asarray(np.zeros(2, np.float64), dtype=np.float64)
-        self._params = params
+        self.distorted = None       # the distorted training set, allocated on first use
+        ops = self.ops
+        self.velocity, self.hessian = ops.parameter_buffer(), ops.parameter_buffer()
+        self.grads, self.rates = ops.parameter_buffer(), ops.parameter_buffer()
+        self.stats = ops.asarray(np.zeros(2, np.float64), dtype=np.float64)
         self.pass_index = 0
-        # the paper's batch-of-one steps in one kernel where the backend has it (GPU);
-        # fused=False keeps the layer-by-layer loop, which the tests compare it with
-        self.fused = fused and hasattr(self.ops, "sdlm_steps")
+        per_pattern = recipe in PER_PATTERN
+        # the fused paths where the backend has them; fused=False keeps the layer-by-layer
+        # loop, which the tests compare them with
+        self.fused = fused and hasattr(ops, "sdlm_steps" if per_pattern else "workspace")
+        self.fused_curvature = fused and hasattr(ops, "workspace")
+        self.workspace = ops.workspace(self.batch_size) if self.fused and not per_pattern \
+            else None
+        self._pass = None       # (images, their (N, 1024) view, order, step size)
+        self._last = None       # the last layer-by-layer step's (losses, gradients)
 
     def step_size(self):
         """The global step of the coming pass: sgd's lr, or the paper's eta for
@@ -180,25 +197,49 @@ class Trainer:
 
     def estimate_hessian(self, index=None, images=None):
         """h_kk: the Gauss-Newton diagonal averaged over the patterns `index` of
-        `images` (default: 500 drawn at random from the training set)."""
+        `images` (default: 500 drawn at random from the training set), into
+        self.hessian."""
         if index is None:
             index = self.rng.choice(self.n, min(SDLM_HESSIAN_PATTERNS, self.n), replace=False)
+        images = self.images if images is None else images
         index = self.ops.asarray(index, dtype=np.int32)
-        x, labels = self.ops.gather(self.images if images is None else images, self.labels,
-                                    index)
-        acts = self.model._forward(x)
+        if self.fused_curvature:
+            from kernels.loss import KINDS
+            from kernels.train_step import STORE
+            ws = self.ops.workspace(index.shape[0])
+            ws.step(self.model.flat_params, self.hessian.flat, self.velocity.flat,
+                    self.rates.flat, ws.scratch_stats, images.reshape(self.n, -1), self.labels,
+                    index, 0, index.shape[0], np.int32(KINDS[self.loss]), self.j,
+                    np.int32(2), np.int32(STORE), 0.0, 0.0)
+            return
+        x, labels = self.ops.gather(images, self.labels, index)
+        acts = self.model.forward_all(x)
         _, dy, hy = self.ops.loss(acts[-1], labels, self.loss, self.j)
-        for name, h in self.model._backward2(acts, hy, dy).items():
+        for name, h in self.model.backward(acts, dy, hy, order=2).items():
             self.ops.fill(self.hessian[name], 0.0)
             self.ops.scale_add(self.hessian[name], h, 1.0)
 
     def train_pass(self, progress=None):
         """One pass over the training set; returns (mean loss, running error rate)."""
         with self.ops.threads_for(self.batch_size):
-            return self._train_pass(progress)
+            images, order, _ = self.begin_pass()
+            if self.recipe in PER_PATTERN and self.fused:
+                self._fused_pass(progress)
+                return self.end_pass()
+            for start in range(0, self.n, self.batch_size):
+                count = min(self.batch_size, self.n - start)
+                self.step(order, start, count)
+                if progress is not None:
+                    seen = start + count
+                    progress.advance(count, lambda seen=seen: self._running(seen))
+            return self.end_pass()
 
-    def _train_pass(self, progress):
-        ops, bs = self.ops, self.batch_size
+    def begin_pass(self):
+        """Everything a pass needs before its first step: the pass's images (distorted
+        anew if asked), for the SDLM recipes the curvature estimate and the step sizes,
+        the order of the patterns (on the backend), the running totals zeroed. Returns
+        (images, order, step size)."""
+        ops = self.ops
         images = self._pass_images()
         sdlm, count = self.recipe != "sgd", min(SDLM_HESSIAN_PATTERNS, self.n)
         if sdlm and self.hessian_sample == "random":
@@ -209,26 +250,58 @@ class Trainer:
             self.estimate_hessian(order[:count], images)
         order = ops.asarray(order, dtype=np.int32)
         ops.fill(self.stats, 0.0)
-        if self.recipe in PER_PATTERN and self.fused:
-            self._fused_pass(images, order, step, progress)
-            return self._finish_pass()
-        for start in range(0, self.n, bs):
-            index = order[start:start + bs]
-            x, labels = ops.gather(images, self.labels, index)
-            acts = self.model._forward(x)
-            losses, dy, _ = ops.loss(acts[-1], labels, self.loss, self.j)
-            ops.accumulate_stats(self.stats, losses, acts[-1], labels)
-            grads = self.model._backward(acts, dy)
-            for name, g in grads.items():
-                if self.recipe == "sgd":
-                    ops.sgd_update(self._params[name], g, self.velocity[name], step,
-                                   self.momentum)
-                else:
-                    ops.sdlm_update(self._params[name], g, self.hessian[name], step, self.mu)
-            if progress is not None:
-                seen = start + len(index)
-                progress.advance(len(index), lambda seen=seen: self._running(seen))
-        return self._finish_pass()
+        if sdlm and self.fused:       # eta / (mu + h) once per pass
+            ops.sdlm_rates(self.rates, self.hessian, step, self.mu)
+        self._pass = (images, images.reshape(self.n, -1), order, step)
+        return images, order, step
+
+    def step(self, order, start, count):
+        """One mini-batch step on the patterns order[start:start + count] of this pass's
+        images (after begin_pass): the fused step where there is one, else layer by layer."""
+        ops = self.ops
+        images, flat_images, _, step = self._pass
+        if self.workspace is not None:
+            from kernels.loss import KINDS
+            from kernels.train_step import SDLM, SGD
+            sgd = self.recipe == "sgd"
+            self.workspace.step(self.model.flat_params, self.grads.flat, self.velocity.flat,
+                                self.rates.flat, self.stats, flat_images, self.labels, order,
+                                start, count, np.int32(KINDS[self.loss]), self.j, np.int32(1),
+                                np.int32(SGD if sgd else SDLM), step, self.momentum)
+            self._last = count
+            return
+        x, labels = ops.gather(images, self.labels, order[start:start + count])
+        acts = self.model.forward_all(x)
+        losses, dy, _ = ops.loss(acts[-1], labels, self.loss, self.j)
+        ops.accumulate_stats(self.stats, losses, acts[-1], labels)
+        grads = self.model.backward(acts, dy)
+        params = self.model.params
+        for name, g in grads.items():
+            if self.recipe == "sgd":
+                ops.sgd_update(params[name], g, self.velocity[name], step, self.momentum)
+            else:
+                ops.sdlm_update(params[name], g, self.hessian[name], step, self.mu)
+        self._last = (losses, grads)
+
+    def step_outputs(self):
+        """The last step's per-pattern losses ("loss"), gradients ("grad.<name>") and
+        velocities ("velocity.<name>"), on the host (bench/ checks a step with them)."""
+        to_host = self.ops.to_host
+        if self.workspace is not None:
+            out = {"loss": self.workspace.losses(self._last)}
+            grads = self.grads.views
+        else:
+            losses, grads = self._last
+            out = {"loss": to_host(losses)}
+        out.update({f"grad.{k}": to_host(g) for k, g in grads.items()})
+        out.update({f"velocity.{k}": to_host(v) for k, v in self.velocity.views.items()})
+        return out
+
+    def end_pass(self):
+        """(mean loss, running error rate) of the pass just done."""
+        self.pass_index += 1
+        loss_sum, errors = self.ops.to_host(self.stats)
+        return loss_sum / self.n, errors / self.n
 
     def _pass_images(self):
         """The training images of the coming pass: with distortions, every pattern
@@ -236,27 +309,25 @@ class Trainer:
         if not self.distort:
             return self.images
         from kernels.distort import draw_distortions
+        if self.distorted is None:
+            self.distorted = self.ops.empty(self.images.shape)
         params = self.ops.asarray(draw_distortions(self.distort_rng, self.n))
         self.ops.distort(self.distorted, self.images, params)
         return self.distorted
 
-    def _fused_pass(self, images, order, step, progress):
+    def _fused_pass(self, progress):
         """The paper's per-pattern steps through the backend's fused kernel, in chunks
         of FUSED_CHUNK patterns between progress updates."""
         model = self.model
+        images, _, order, _ = self._pass
         for start in range(0, self.n, FUSED_CHUNK):
             count = min(FUSED_CHUNK, self.n - start)
-            self.ops.sdlm_steps(self._params, self.hessian, self.stats, images,
-                                self.labels, order, start, count, step, self.mu, self.loss,
-                                self.j, model._centers, model._tables["C3"])
+            self.ops.sdlm_steps(model.parameter_buffer, self.rates, self.stats, images,
+                                self.labels, order, start, count, self.loss, self.j,
+                                model.centers, model.tables["C3"])
             if progress is not None:
                 seen = start + count
                 progress.advance(count, lambda seen=seen: self._running(seen))
-
-    def _finish_pass(self):
-        self.pass_index += 1
-        loss_sum, errors = self.ops.to_host(self.stats)
-        return loss_sum / self.n, errors / self.n
 
     def _running(self, seen):
         loss_sum, errors = self.ops.to_host(self.stats)
