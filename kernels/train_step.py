@@ -344,6 +344,15 @@ def batch_kernel(acts, bp, params, images, labels, index, start, count, kind, j,
 
 # -------------------------------------------------------------- C5's and F6's sums
 
+@device_function
+def slab_row(acc, ds, xs, kk, ty, tx):
+    """acc[a, b] += ds[kk, ty + 16 a] xs[kk, tx + 16 b]: one staged image's 32 products."""
+    for b in range(TI):
+        xv = xs[kk, tx + uint32(SIDE * b)]
+        for a in range(TO):
+            acc[a, b] += ds[kk, ty + uint32(SIDE * a)] * xv
+
+
 @kernel("void(float32[:, ::1], float32[::1], int32, int32, int32)")
 def dense_grads_kernel(dense_part, acts, bp, count, order):
     # block (tile, split): a layer's unit x 64-input tile of sums over the split's images;
@@ -384,11 +393,12 @@ def dense_grads_kernel(dense_part, acts, bp, count, order):
                 xv = float32(1.0)                     # the bias's input
             xs[kk, c] = xv * xv if order == 2 else xv
         cuda.syncthreads()  # the slab is staged
-        for kk in range(SLAB):
-            for b in range(TI):
-                xv = xs[kk, tx + uint32(SIDE * b)]
-                for a in range(TO):
-                    acc[a, b] += ds[kk, ty + uint32(SIDE * a)] * xv
+        if end - n >= uint32(SLAB):       # a whole slab: constant trip count, unrolled
+            for kk in range(SLAB):
+                slab_row(acc, ds, xs, kk, ty, tx)
+        else:                             # the last images of the split
+            for kk in range(end - n):
+                slab_row(acc, ds, xs, kk, ty, tx)
         cuda.syncthreads()  # the slab is read before the next overwrites it
     out = dense_part[split]
     for a in range(TO):

@@ -81,6 +81,7 @@ class CPUOps:
         """dst[...] = src (a host array of dst's shape), in dst's dtype."""
         dst[...] = src
 
+
     # ------------------------------------------------------------- layers
     def conv(self, x, weight, bias, table):
         return ref.squash_ref(ref.conv_ref(x, weight, bias, table))

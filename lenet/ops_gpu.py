@@ -112,6 +112,10 @@ class GPUOps:
         """dst (a device array) = src (a host array of its shape), as float32."""
         dst.copy_to_device(np.ascontiguousarray(src, np.float32))
 
+    def copy(self, dst, src):
+        """dst = src, two device arrays of one shape (a device-to-device copy)."""
+        dst.copy_to_device(src)
+
     # ------------------------------------------------------------ fused path
     def fused_constants(self):
         """(C3 input lists, C3 output lists, RBF centers (840,)) on the device, as the
@@ -163,15 +167,15 @@ class GPUOps:
         image_set, kinds, js = run
         self.sdlm_runs(params.flat.reshape(1, -1), rates.flat.reshape(1, -1),
                        stats.reshape(1, 2), images, image_set, labels, order.reshape(1, -1),
-                       start, count, kinds, js)
+                       start, count, kinds, js, centers, c3_table)
 
     def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,
-                  kinds, js, scratch=None, record=False):
+                  kinds, js, centers=None, c3_table=None, scratch=None, record=False):
         """Per-pattern SDLM steps of R runs side by side (kernels/sdlm.py: one block each):
         params, rates (R, PARAMETERS_LEN), stats (R, 2) float64, images (N,1,32,32) or
         (M, N, 1024) image sets, image_set (R,) int32, labels (N,), order (R, P), kinds
-        (R,) int32 (kernels.sdlm.kinds_of), js (R,); scratch (R, SCRATCH_LEN) or one kept
-        here."""
+        (R,) int32 (kernels.sdlm.kinds_of), js (R,); centers and c3_table unused (the
+        kernel reads fused_constants()); scratch (R, SCRATCH_LEN) or one kept here."""
         r = params.shape[0]
         if scratch is None:
             scratch = self._buffers.get(("sdlm scratch", r))

@@ -391,30 +391,207 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
         started = time.perf_counter()
         step = trainer.step_size()
         bar = Progress(trainer.n, f"pass {epoch + 1}/{epochs}", enabled=progress)
-        train_loss, running_error = trainer.train_pass(bar)
+        result = trainer.train_pass(bar)
         bar.close()
         seconds = time.perf_counter() - started
-        record = {"pass": epoch + 1, "recipe": recipe, "loss": loss, "step_size": step,
-                  "mu": None if recipe == "sgd" else trainer.mu,
-                  "train_loss": train_loss, "running_train_error": running_error,
-                  "train_error": _evaluate(model, *train_set, "training", progress)
-                  if evaluate_train else None,
-                  "test_error": _evaluate(model, *test_set, "test", progress),
-                  "seconds": seconds, "patterns_per_second": trainer.n / seconds,
-                  "device": model.device, "dataset": model.dataset}
-        if recipe != "sgd":  # the SDLM choices that docs/reproduction.md compares
-            record.update(schedule=trainer.schedule, shuffle=shuffle,
-                          hessian_sample=hessian_sample, distort=distort)
+        record = _pass_record(trainer, epoch, step, result, seconds, train_set, test_set,
+                              progress, evaluate_train)
         records.append(record)
-        train_err = record["train_error"]
-        out(f"pass {epoch + 1:2d}: loss {train_loss:.4f}  train error "
-            f"{100 * (train_err if train_err is not None else running_error):.2f}%  "
-            f"test error {100 * record['test_error']:.2f}%  ({seconds:.1f} s, "
-            f"{record['patterns_per_second']:.0f} patterns/s)")
+        out(_pass_line(record))
         if checkpoint:
             model.save(checkpoint)
         if log:
             _write_json_line(log, record, replace=epoch == 0)
+    return records
+
+
+class _SideBySide:
+    """The per-pattern passes of several Trainers in one launch per chunk: their
+    parameters, step sizes, orders and totals side by side in (runs, ...) arrays, their
+    training sets (one shared, each distorting run's own) stacked (lenet.ops_gpu.GPUOps.
+    sdlm_runs: one block a run)."""
+
+    def __init__(self, trainers, data):
+        from kernels.layers import IN_LEN, PARAMETERS_LEN
+        from kernels.loss import KINDS
+        self.trainers, ops, n, r = trainers, trainers[0].ops, trainers[0].n, len(trainers)
+        self.ops, self.n, self.labels = ops, n, data[1]
+        self.params = ops.empty((r, PARAMETERS_LEN))
+        self.rates = ops.empty((r, PARAMETERS_LEN))
+        self.stats = ops.asarray(np.zeros((r, 2)), dtype=np.float64)
+        self.order = ops.asarray(np.zeros((r, n), np.int32), dtype=np.int32)
+        distorting = [i for i, t in enumerate(trainers) if t.distort]
+        self.sets = ops.empty((1 + len(distorting), n, IN_LEN))  # set 0: the images as they are
+        ops.copy(self.sets[0], data[0].reshape(n, IN_LEN))
+        image_set = np.zeros(r, np.int32)
+        for k, i in enumerate(distorting):
+            trainers[i].distorted = self.sets[1 + k].reshape(n, 1, 32, 32)
+            image_set[i] = 1 + k
+        self.image_set = ops.asarray(image_set, dtype=np.int32)
+        self.kinds = ops.asarray([KINDS[t.loss] for t in trainers], dtype=np.int32)
+        self.js = ops.asarray([t.j for t in trainers])
+
+    def train_pass(self, bar):
+        """One pass of every run; returns their (mean loss, running error rate)."""
+        ops, model = self.ops, self.trainers[0].model
+        for r, t in enumerate(self.trainers):
+            _, order, _ = t.begin_pass()
+            ops.copy(self.params[r], t.model.flat_params)
+            ops.copy(self.rates[r], t.rates.flat)
+            ops.copy(self.order[r], order)
+        ops.fill(self.stats, 0.0)
+        for start in range(0, self.n, FUSED_CHUNK):
+            count = min(FUSED_CHUNK, self.n - start)
+            ops.sdlm_runs(self.params, self.rates, self.stats, self.sets, self.image_set,
+                          self.labels, self.order, start, count, self.kinds, self.js,
+                          model.centers, model.tables["C3"])
+            bar.advance(count)
+        results = []
+        for r, t in enumerate(self.trainers):
+            ops.copy(t.model.flat_params, self.params[r])
+            ops.copy(t.stats, self.stats[r])
+            results.append(t.end_pass())
+        return results
+
+
+def _pass_record(trainer, epoch, step, result, seconds, train_set, test_set, progress,
+                 evaluate_train):
+    """The JSON line of one pass of `trainer` (lenet train's log format)."""
+    model, recipe = trainer.model, trainer.recipe
+    train_loss, running_error = result
+    record = {"pass": epoch + 1, "recipe": recipe, "loss": trainer.loss, "step_size": step,
+              "mu": None if recipe == "sgd" else trainer.mu,
+              "train_loss": train_loss, "running_train_error": running_error,
+              "train_error": _evaluate(model, *train_set, "training", progress)
+              if evaluate_train else None,
+              "test_error": _evaluate(model, *test_set, "test", progress),
+              "seconds": seconds, "patterns_per_second": trainer.n / seconds,
+              "device": model.device, "dataset": model.dataset}
+    if recipe != "sgd":  # the SDLM choices that docs/reproduction.md compares
+        record.update(schedule=trainer.schedule, shuffle=trainer.shuffle,
+                      hessian_sample=trainer.hessian_sample, distort=trainer.distort)
+    return record
+
+
+def _pass_line(record, name=None):
+    train_err = record["train_error"]
+    shown = train_err if train_err is not None else record["running_train_error"]
+    return (f"{name + ' ' if name else ''}pass {record['pass']:2d}: loss "
+            f"{record['train_loss']:.4f}  train error {100 * shown:.2f}%  "
+            f"test error {100 * record['test_error']:.2f}%  ({record['seconds']:.1f} s, "
+            f"{record['patterns_per_second']:.0f} patterns/s)")
+
+
+# ---------------------------------------------------------------------- sweeps
+
+SWEEP_KEYS = ("name", "recipe", "seed", "init", "mu", "loss", "j", "schedule", "shuffle",
+              "hessian_sample", "distort")
+
+
+def sweep_runs(spec):
+    """The runs of a sweep: `spec` is a list of run settings (dicts of SWEEP_KEYS), or
+    {"base": settings, "grid": {key: [values, ...], ...}}, every combination of the grid's
+    values over the base (named key=value,...). Each run gets a "name" (run0, run1, ... if
+    not given). ValueError for an unknown key, a duplicate name or an empty sweep."""
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - {"base", "grid"})
+        if unknown:
+            raise ValueError(f"sweep: unknown key {unknown[0]!r} (expected 'base' and 'grid')")
+        runs = [dict(spec.get("base", {}))]
+        for key, values in spec.get("grid", {}).items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep: grid {key!r} must be a non-empty list of values")
+            runs = [dict(run, **{key: v}) for run in runs for v in values]
+        if spec.get("grid"):
+            for run in runs:
+                run.setdefault("name", ",".join(f"{k}={run[k]}" for k in spec["grid"]))
+    elif isinstance(spec, list):
+        runs = [dict(run) for run in spec]
+    else:
+        raise ValueError(f"sweep: expected a list of runs or {{'base', 'grid'}}, not "
+                         f"{type(spec).__name__}")
+    if not runs:
+        raise ValueError("sweep: no runs")
+    for i, run in enumerate(runs):
+        unknown = sorted(set(run) - set(SWEEP_KEYS))
+        if unknown:
+            raise ValueError(f"sweep: run {i} has unknown setting {unknown[0]!r} (known: "
+                             f"{', '.join(SWEEP_KEYS)})")
+        run.setdefault("name", f"run{i}")
+        if run.setdefault("recipe", "lecun") not in PER_PATTERN:
+            raise ValueError(f"sweep: run {run['name']}: recipe {run['recipe']!r}; a sweep "
+                             f"runs the per-pattern recipes {PER_PATTERN}")
+    names = [run["name"] for run in runs]
+    twice = sorted(name for name in names if names.count(name) > 1)
+    if twice:
+        raise ValueError(f"sweep: two runs are named {twice[0]!r}")
+    return runs
+
+
+def sweep(runs, train_set, test_set, epochs=None, device="gpu", out_dir=None, progress=True,
+          evaluate_train=True, out=print):
+    """Many independent runs of the paper's per-pattern recipe side by side: on the GPU one
+    block each in one launch of kernels/sdlm.py (so 64 runs take about as long as one);
+    on the CPU one after another. Each run is what `train` does with its settings
+    (sweep_runs: name, recipe paper or lecun, seed, init, mu, loss, j, schedule, shuffle,
+    hessian_sample, distort), bit for bit: its own model, random streams, curvature
+    estimate, order and distortions. After each pass every run's train and test error is
+    printed and, with out_dir, its checkpoint NAME.npz and log NAME.log.jsonl (lenet
+    train's format) written there. Returns {name: [per-pass records]}."""
+    from lenet.model import LeNet5
+    runs = sweep_runs(runs)
+    epochs = default_settings(runs[0]["recipe"])["epochs"] if epochs is None else epochs
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be a whole number of at least 1, not {epochs}")
+    if len(test_set[1]) == 0:
+        raise ValueError("no test images: the test set is empty")
+    files = {}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        for run in runs:
+            files[run["name"]] = (os.path.join(out_dir, f"{run['name']}.npz"),
+                                  os.path.join(out_dir, f"{run['name']}.log.jsonl"))
+            check_outputs(*files[run["name"]])
+    trainers, data = [], None
+    for run in runs:
+        settings = default_settings(run["recipe"])
+        model = LeNet5(device=device, seed=run.get("seed", 0),
+                       init=run.get("init") or settings["init"])
+        if data is None:   # the training set on the backend once, for every run
+            data = (model.prepare_images(train_set[0]),
+                    model.prepare_labels(train_set[1], len(train_set[1])))
+        trainers.append(Trainer(model, *data, recipe=run["recipe"], loss=run.get("loss", "mse"),
+                                j=run.get("j", MAP_J), seed=run.get("seed", 0), mu=run.get("mu"),
+                                schedule=run.get("schedule"), shuffle=run.get("shuffle", True),
+                                hessian_sample=run.get("hessian_sample", "random"),
+                                distort=run.get("distort", False)))
+    ops, n, r_count = trainers[0].ops, trainers[0].n, len(trainers)
+    side_by_side = _SideBySide(trainers, data) if hasattr(ops, "sdlm_runs") else None
+    first = trainers[0].model
+    out(f"sweep of {r_count} runs of the per-pattern recipe on {first.device}, {epochs} "
+        f"passes, {n} patterns")
+    records = {run["name"]: [] for run in runs}
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        bar = Progress(n, f"pass {epoch + 1}/{epochs}", enabled=progress)
+        steps = [t.step_size() for t in trainers]
+        if side_by_side is not None:
+            results = side_by_side.train_pass(bar)
+        else:   # one run after another, each on its own buffers (as train would)
+            results = [t.train_pass() for t in trainers]
+            bar.advance(n)
+        bar.close()
+        seconds = time.perf_counter() - started
+        for run, t, step, result in zip(runs, trainers, steps, results, strict=True):
+            name = run["name"]
+            record = _pass_record(t, epoch, step, result, seconds, (data[0], train_set[1]),
+                                  test_set, progress, evaluate_train)
+            record["sweep"] = {"run": name, "runs": r_count}
+            records[name].append(record)
+            out(_pass_line(record, name))
+            if out_dir:
+                t.model.save(files[name][0])
+                _write_json_line(files[name][1], record, replace=epoch == 0)
     return records
 
 
