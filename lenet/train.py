@@ -518,6 +518,11 @@ def sweep_runs(spec):
             raise ValueError(f"sweep: run {i} has unknown setting {unknown[0]!r} (known: "
                              f"{', '.join(SWEEP_KEYS)})")
         run.setdefault("name", f"run{i}")
+        name = run["name"]
+        if not isinstance(name, str) or not name or name.startswith(".") or "/" in name \
+                or os.sep in name:
+            raise ValueError(f"sweep: run name {name!r} cannot be a file name (its checkpoint "
+                             "and log are NAME.npz and NAME.log.jsonl)")
         if run.setdefault("recipe", "lecun") not in PER_PATTERN:
             raise ValueError(f"sweep: run {run['name']}: recipe {run['recipe']!r}; a sweep "
                              f"runs the per-pattern recipes {PER_PATTERN}")
@@ -529,7 +534,7 @@ def sweep_runs(spec):
 
 
 def sweep(runs, train_set, test_set, epochs=None, device="gpu", out_dir=None, progress=True,
-          evaluate_train=True, out=print):
+          evaluate_train=True, out=print, classes=None, dataset=None):
     """Many independent runs of the paper's per-pattern recipe side by side: on the GPU one
     block each in one launch of kernels/sdlm.py (so 64 runs take about as long as one);
     on the CPU one after another. Each run is what `train` does with its settings
@@ -537,7 +542,8 @@ def sweep(runs, train_set, test_set, epochs=None, device="gpu", out_dir=None, pr
     hessian_sample, distort), bit for bit: its own model, random streams, curvature
     estimate, order and distortions. After each pass every run's train and test error is
     printed and, with out_dir, its checkpoint NAME.npz and log NAME.log.jsonl (lenet
-    train's format) written there. Returns {name: [per-pass records]}."""
+    train's format) written there; classes and dataset name the checkpoints' classes and
+    data set (LeNet5.classes, .dataset). Returns {name: [per-pass records]}."""
     from lenet.model import LeNet5
     runs = sweep_runs(runs)
     epochs = default_settings(runs[0]["recipe"])["epochs"] if epochs is None else epochs
@@ -557,6 +563,9 @@ def sweep(runs, train_set, test_set, epochs=None, device="gpu", out_dir=None, pr
         settings = default_settings(run["recipe"])
         model = LeNet5(device=device, seed=run.get("seed", 0),
                        init=run.get("init") or settings["init"])
+        model.dataset = dataset
+        if classes is not None:
+            model.classes = tuple(classes)
         if data is None:   # the training set on the backend once, for every run
             data = (model.prepare_images(train_set[0]),
                     model.prepare_labels(train_set[1], len(train_set[1])))
