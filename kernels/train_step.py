@@ -32,8 +32,9 @@ three kernels without checks; launch_step here checks everything first (tests).
 Grid: batch_kernel's blocks (at most the workspace's `blocks`, 3 an SM on a GPU) take
 groups block, block + blocks, ...: a fixed assignment, so every sum has a fixed order.
 
-Tests: pytest -q tests/test_train_step.py (against kernels/reference.py and the
-layer-by-layer step); compile census: python -m bench.ptx --kernel train_step
+Test: pytest -q tests/test_train_step.py (against the float64 reference model); through
+the Trainer: tests/test_gpu_model.py; compile census: python -m bench.ptx --kernel
+train_step
 """
 
 import numpy as np

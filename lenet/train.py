@@ -185,6 +185,12 @@ class Trainer:
         self.fused_curvature = fused and hasattr(ops, "workspace")
         self.workspace = ops.workspace(self.batch_size) if self.fused and not per_pattern \
             else None
+        if self.fused_curvature:   # the fused step's int32 codes, made once
+            from kernels.loss import KINDS
+            from kernels.train_step import SDLM, SGD, STORE
+            self._codes = {"kind": np.int32(KINDS[loss]), "store": np.int32(STORE),
+                           "update": np.int32(SGD if recipe == "sgd" else SDLM),
+                           1: np.int32(1), 2: np.int32(2)}
         self._pass = None       # (images, their (N, 1024) view, order, step size)
         self._last = None       # the last layer-by-layer step's (losses, gradients)
 
@@ -204,13 +210,11 @@ class Trainer:
         images = self.images if images is None else images
         index = self.ops.asarray(index, dtype=np.int32)
         if self.fused_curvature:
-            from kernels.loss import KINDS
-            from kernels.train_step import STORE
+            c = self._codes
             ws = self.ops.workspace(index.shape[0])
             ws.step(self.model.flat_params, self.hessian.flat, self.velocity.flat,
                     self.rates.flat, ws.scratch_stats, images.reshape(self.n, -1), self.labels,
-                    index, 0, index.shape[0], np.int32(KINDS[self.loss]), self.j,
-                    np.int32(2), np.int32(STORE), 0.0, 0.0)
+                    index, 0, index.shape[0], c["kind"], self.j, c[2], c["store"], 0.0, 0.0)
             return
         x, labels = self.ops.gather(images, self.labels, index)
         acts = self.model.forward_all(x)
@@ -261,13 +265,11 @@ class Trainer:
         ops = self.ops
         images, flat_images, _, step = self._pass
         if self.workspace is not None:
-            from kernels.loss import KINDS
-            from kernels.train_step import SDLM, SGD
-            sgd = self.recipe == "sgd"
+            c = self._codes
             self.workspace.step(self.model.flat_params, self.grads.flat, self.velocity.flat,
                                 self.rates.flat, self.stats, flat_images, self.labels, order,
-                                start, count, np.int32(KINDS[self.loss]), self.j, np.int32(1),
-                                np.int32(SGD if sgd else SDLM), step, self.momentum)
+                                start, count, c["kind"], self.j, c[1], c["update"], step,
+                                self.momentum)
             self._last = count
             return
         x, labels = ops.gather(images, self.labels, order[start:start + count])
