@@ -104,12 +104,14 @@ def dense_delta(dx, d, w, x, n_in, n_out, order, i):
     consecutive i read consecutive weights."""
     g = float32(0.0)
     at = uint32(i)
-    for o in range(uint32(n_out)):
+    o = uint32(0)
+    while o < uint32(n_out):   # not range(): see dense_delta_step
         wv = w[at]
         if order == 2:
             wv = wv * wv
         g += d[o] * wv
         at += uint32(n_in)
+        o += uint32(1)
     dx[i] = through_squash(g, x[i], order)
 
 
@@ -122,10 +124,12 @@ def dense_delta_step(dx, d, w, rate, x, n_in, n_out, i):
     g = float32(0.0)
     xi = x[i]
     at = uint32(i)
-    for o in range(uint32(n_out)):
-        wv = w[at]
-        g += d[o] * wv
-        w[at] = wv - rate[at] * (d[o] * xi)
+    end = uint32(i) + uint32(n_out) * uint32(n_in)
+    while at < end:      # a while loop: numba's range over unsigned bounds costs ~8 more
+        wv = w[at]       # instructions a trip here
+        do = d[(at - uint32(i)) // uint32(n_in)]
+        g += do * wv
+        w[at] = wv - rate[at] * (do * xi)
         at += uint32(n_in)
     dx[i] = through_squash(g, xi, 1)
 
