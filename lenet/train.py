@@ -579,7 +579,8 @@ def sweep(runs, train_set, test_set, epochs=None, device="gpu", out_dir=None, pr
     ops, n, r_count = trainers[0].ops, trainers[0].n, len(trainers)
     side_by_side = _SideBySide(trainers, data) if hasattr(ops, "sdlm_runs") else None
     first = trainers[0].model
-    out(f"sweep of {r_count} runs of the per-pattern recipe on {first.device}, {epochs} "
+    out(f"sweep of {r_count} run{'s' if r_count > 1 else ''} of the per-pattern recipe on "
+        f"{first.device}, {epochs} "
         f"passes, {n} patterns")
     records = {run["name"]: [] for run in runs}
     for epoch in range(epochs):

@@ -74,9 +74,11 @@ class Workspace:
         self.splits = int(splits or max(1, 3 * sms // ts.DENSE_TILES))
         self.split_images = int(split_images or ts.SPLIT_IMAGES)
         self.centers, self.table, self.out_table = centers, table, out_table
-        # rows past the batch (a partial group) are read into sums that are never used:
-        # left as allocated (tests/test_train_step.py poisons them with NaN)
-        self.acts = cuda.device_array(self.bp * ts.ROW_LEN, np.float32)
+        # rows past the batch (a partial group) are read into sums that are never used, so
+        # on a GPU they are left as allocated (tests/test_train_step.py poisons them with
+        # NaN); the simulator gets zeros (free there), sparing NumPy's inf * 0 warnings
+        self.acts = cuda.to_device(np.zeros(self.bp * ts.ROW_LEN, np.float32)) \
+            if config.ENABLE_CUDASIM else cuda.device_array(self.bp * ts.ROW_LEN, np.float32)
         self.rows = {name: self.acts[self.bp * at:self.bp * (at + ts.ACT_LEN[name])]
                      .reshape(self.bp, ts.ACT_LEN[name])[:self.batch]
                      for name, at in ts.ACT_AT.items()}
