@@ -27,14 +27,19 @@
                 diverges at B = 16, while 0.1 sqrt(B) eta reaches 13.6% there.
     sgd         mini-batch SGD with momentum on the batch's mean loss.
 
-The per-pattern recipes run their steps in one fused kernel where the backend has one:
-on the GPU kernels/sdlm.py instead of ~40 launches a pattern, on the CPU the compiled
-loop of kernels/sdlm_cpu.py instead of ~40 NumPy operations (Trainer(fused=False) keeps
-the layer-by-layer loop, the reference); everything else goes layer by layer through
-the backend's ops. Options of the SDLM recipes: the eta schedule (SCHEDULES), patterns
-shuffled or in order, the curvature's patterns (HESSIAN_SAMPLES), and the paper's
-random affine distortions drawn anew for every pattern of every pass
-(kernels/distort.py; with 10% of patterns left as they are).
+Fused paths (Trainer(fused=False) keeps the layer-by-layer loop through the backend's
+ops, the reference they are tested against): the per-pattern recipes run their steps in
+one kernel, on the GPU kernels/sdlm.py (step sizes eta / (mu + h) computed once a pass)
+instead of ~40 launches a pattern, on the CPU the compiled loop of kernels/sdlm_cpu.py
+instead of ~40 NumPy operations; on the GPU the mini-batch steps and the curvature
+estimate go through the fused step of kernels/train_step.py (three launches, in a
+lenet.workspace.Workspace made once per batch size). `sweep` runs many per-pattern runs
+side by side, one GPU block each (lenet sweep).
+
+Options of the SDLM recipes: the eta schedule (SCHEDULES), patterns shuffled or in
+order, the curvature's patterns (HESSIAN_SAMPLES), and the paper's random affine
+distortions drawn anew for every pattern of every pass (kernels/distort.py; with 10% of
+patterns left as they are).
 
 On the CPU, passes over batches of up to 64 run with BLAS on one thread
 (lenet.ops_cpu.SINGLE_THREAD_BATCH: within 8% of two threads on an idle 2-core
@@ -42,8 +47,9 @@ machine, 2.2x faster with its other core busy).
 
 The training set lives on the backend (on the GPU: uploaded once). Each pass
 shuffles with a seeded host permutation (one index array per pass is the only
-upload), gathers batches with the backend's gather op, and accumulates loss and
-error counts on the backend; the host reads back only the figures it prints.
+upload); the fused step reads each batch through that index (the layer-by-layer loop
+gathers it with the backend's gather op); loss and error counts accumulate on the
+backend, and the host reads back only the figures it prints.
 
 `train` writes the checkpoint after every pass and the log of the run (one JSON line
 per pass): the log replaces an older one only once the first pass has completed, so
