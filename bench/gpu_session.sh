@@ -8,8 +8,9 @@
 #   2. census  python -m bench.ptx --device: every kernel compiled for the GPU, with
 #              the driver's registers, local and shared memory: ptx.json
 #   3. bench   python -m bench, short: whole-network inference at batch 1, 1,024 and
-#              60,000, each layer at 60,000, a training step at 64 and 60,000, the
-#              paper's per-pattern pass over 60,000 patterns; this project's kernels
+#              60,000, each layer at 60,000, a training step at 64 and 60,000 (the
+#              fused step), an SGD pass over 60,000 images at batch 32, the paper's
+#              per-pattern pass over 60,000 patterns; this project's kernels
 #              against PyTorch (eager cuDNN, and torch.compile with CUDA graphs) and the
 #              CPU rows up to batch 1,024: results.json
 #   4. train   the paper's recipe on MNIST (--init sqrt-fan-in --mu 1) through the fused
@@ -127,8 +128,9 @@ session() {
     start=$SECONDS; limit=$(cap 170 bench)
     cmd=(timeout -s INT -k 20 "$limit" $PYTHON -m bench --out /tmp/bench
          --impl gpu,torch-cuda,torch-compile,cpu,torch-cpu
-         --what inference,layers,train-step,paper-pass --batch-sizes 1,1024,60000
-         --layer-batch-sizes 60000 --step-batch-sizes 64,60000 --max-cpu-batch 1024
+         --what inference,layers,train-step,train-pass,paper-pass --batch-sizes 1,1024,60000
+         --layer-batch-sizes 60000 --step-batch-sizes 64,60000 --pass-batch-sizes 32
+         --max-cpu-batch 1024
          --pass-images 60000 --pass-repeats 1 --max-cpu-pass-images 0
          --repeats 3 --min-time 0.3 --warmup 2)
     if [ "$limit" -ge 20 ]; then

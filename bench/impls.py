@@ -1,10 +1,12 @@
 """The implementations the suite compares, behind one small interface.
 
     gpu         this project's CUDA kernels: LeNet5(device="gpu"), whose forward pass
-                is the fused kernel (kernels/forward.py); timed between
+                is the fused kernel (kernels/forward.py) and whose training steps are the
+                fused step (kernels/train_step.py, three launches a step); timed between
                 numba.cuda.synchronize() calls
-    gpu-layers  the same model on the layer-by-layer path, LeNet5(device="gpu",
-                path="layers"): inference rows only (its layers and training are gpu's)
+    gpu-layers  the same model layer by layer: LeNet5(device="gpu", path="layers") for
+                inference, Trainer(fused=False) for training steps and SGD passes (about
+                40 launches a step: the checked baseline); its layer rows are gpu's
     torch-cuda  the same network in PyTorch on the GPU (bench/torch_lenet.py)
     torch-compile  that network through torch.compile(mode="reduce-overhead"):
                 Inductor's Triton kernels replayed as CUDA graphs; inference and
@@ -40,7 +42,6 @@ import numpy as np
 
 from bench import machine
 from bench.workload import apply_layer
-from kernels.reference import MAP_J
 
 ORDER = ("gpu", "gpu-layers", "torch-cuda", "torch-compile", "cupy", "cpu", "torch-cpu")
 KIND = {"gpu": "gpu", "gpu-layers": "gpu", "torch-cuda": "gpu", "torch-compile": "gpu",
@@ -86,8 +87,10 @@ class ProjectImpl:
 
     def __init__(self, device, params, path=None):
         self.name = self.kind = device
+        self.fused = path is None      # training through the fused paths, or layer by layer
         if path is not None:
-            self.name, self.whats = f"{device}-{path}", frozenset({"inference"})
+            self.name = f"{device}-{path}"
+            self.whats = frozenset({"inference", "train-step", "train-pass"})
         self.params = params
         if device == "gpu":
             reason = machine.simulator_reason()
@@ -139,15 +142,16 @@ class ProjectImpl:
         return lambda: apply_layer(self.model, layer, xd)
 
     def train_step(self, x, labels, lr, momentum):
-        return _ProjectStep(self.model, x, labels, lr, momentum)
+        return _ProjectStep(self.model, x, labels, lr, momentum, self.fused)
 
     def train_pass(self, images, labels, batch_size, lr, momentum, seed=0):
         return _ProjectPass(self.model, images, labels, 2 * batch_size, recipe="sgd",
-                            batch_size=batch_size, lr=lr, momentum=momentum, seed=seed)
+                            batch_size=batch_size, lr=lr, momentum=momentum, seed=seed,
+                            fused=self.fused)
 
     def paper_pass(self, images, labels, mu, seed=0, loss="mse"):
         return _ProjectPass(self.model, images, labels, PAPER_WARMUP_PATTERNS,
-                            recipe="paper", mu=mu, loss=loss, seed=seed)
+                            recipe="paper", mu=mu, loss=loss, seed=seed, fused=self.fused)
 
 
 def _no_sync():
@@ -155,32 +159,21 @@ def _no_sync():
 
 
 class _ProjectStep:
-    """One SGD step as lenet.train.Trainer takes it, on a batch already on the device."""
+    """One SGD step as lenet.train.Trainer takes it (fused or layer by layer), on a batch
+    already on the device: the batch in order, its order uploaded once."""
 
-    def __init__(self, model, x, labels, lr, momentum):
-        self.model, self.ops = model, model.ops
-        self.x = model._input(x)
-        self.labels = model._labels(labels, len(labels))
-        self.lr, self.momentum = lr, momentum
-        self.velocity = {k: self.ops.asarray(np.zeros(v.shape, np.float32))
-                         for k, v in model.parameters().items()}
-        self._last = None
+    def __init__(self, model, x, labels, lr, momentum, fused):
+        from lenet.train import Trainer
+        self.trainer = Trainer(model, x, labels, recipe="sgd", batch_size=len(labels), lr=lr,
+                               momentum=momentum, shuffle=False, fused=fused)
+        _, self.order, _ = self.trainer.begin_pass()
+        self.n = len(labels)
 
     def run(self):
-        model, ops = self.model, self.ops
-        acts = model._forward(self.x)
-        losses, dy, _ = ops.loss(acts[-1], self.labels, "mse", MAP_J)
-        grads = model._backward(acts, dy)
-        for name, g in grads.items():
-            ops.sgd_update(model._params[name], g, self.velocity[name], self.lr, self.momentum)
-        self._last = (losses, grads)
+        self.trainer.step(self.order, 0, self.n)
 
     def outputs(self):
-        losses, grads = self._last
-        out = {"loss": self.ops.to_host(losses)}
-        out.update({f"grad.{k}": self.ops.to_host(g) for k, g in grads.items()})
-        out.update({f"velocity.{k}": self.ops.to_host(v) for k, v in self.velocity.items()})
-        return out
+        return self.trainer.step_outputs()
 
 
 class _ProjectPass:

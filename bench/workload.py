@@ -41,7 +41,7 @@ def take(base, n):
 
 def apply_layer(model, layer, x):
     """Output of one layer of `model` (through model.ops) on backend array x."""
-    p, t, ops = model._params, model._tables, model.ops
+    p, t, ops = model.params, model.tables, model.ops
     if layer in ("C1", "C3", "C5"):
         return ops.conv(x, p[layer + ".weight"], p[layer + ".bias"], t[layer])
     if layer in ("S2", "S4"):
@@ -49,7 +49,7 @@ def apply_layer(model, layer, x):
     if layer == "F6":
         return ops.full(x, p["F6.weight"], p["F6.bias"])
     if layer == "RBF":
-        return ops.rbf(x, model._centers)
+        return ops.rbf(x, model.centers)
     raise ValueError(f"unknown layer {layer!r}")
 
 
@@ -105,7 +105,7 @@ class Workload:
         self.log(f"reference: float64 forward of {len(images)} images")
         acts = None
         for start in range(0, len(images), CHUNK):
-            chunk = ref._forward(images[start:start + CHUNK].astype(np.float64))
+            chunk = ref.forward_all(images[start:start + CHUNK].astype(np.float64))
             if acts is None:
                 acts = [[] for _ in chunk]
             for i, a in enumerate(chunk):
@@ -153,10 +153,10 @@ class Workload:
             for s in range(0, m, CHUNK):
                 x = images[s:min(m, s + CHUNK)].astype(np.float64)
                 lab = labels[s:s + len(x)]
-                acts = ref._forward(x)
+                acts = ref.forward_all(x)
                 loss, dy, _ = ops.loss(acts[-1], lab, "mse", MAP_J)
                 dy = dy * (len(x) * weights[s:s + len(x)])[:, None]   # dy was 1/len(x)
-                for name, g in ref._backward(acts, dy).items():
+                for name, g in ref.backward(acts, dy).items():
                     grads[name] = grads[name] + g if name in grads else g
                 losses.append(loss)
             result = {"loss": np.concatenate(losses)}

@@ -16,6 +16,9 @@ image (SDLM, images = 1) call the same code.
                                    dE/dy (and d2E/dy2 for order 2) through the RBF
     dense_delta(dx, d, w, x, n_in, n_out, order, i)   input unit i's delta below a full
                                    connection (C5 -> S4, F6 -> C5): sum_o d[o] w[o, i]
+    dense_delta_step(dx, d, w, rate, x, n_in, n_out, i)   the same (order 1) with the
+                                   per-pattern step of column i's weights in the same
+                                   pass: w[o, i] -= rate[o, i] d[o] x[i] (SDLM, one image)
     dense_weight_grad(d, ds, x, xs, images, n_in, order, o, i)   sum over images of
                                    d[o] x[i] (x^2): one weight's gradient contribution
     dense_bias_grad(d, ds, images, order, o)         sum over images of d[o]
@@ -28,6 +31,15 @@ image (SDLM, images = 1) call the same code.
                                    over a band of output rows: register tile of 26 sums
     c3_delta(d2, d3, w3, x2, out_table, task, order)   S2's delta below C3, task (S2
                                    map c, row pair): walks c's output list (10 C3 maps)
+
+Weight-gradient tasks of a whole layer, each a register tile of 26 sums in a row of a
+partial-sum buffer (a block's shared memory), and the fixed-order totals from them:
+
+    c1_grad_sums(part, d1, x, task, order, accumulate)   C1: 84 tasks (map, band, half)
+    c1_map_sum(part, m, s)                               C1 map m's sum s (25 = bias)
+    c3_grad_sums(part, d3, a2, table, task, order, accumulate)   C3: 120 tasks (connected
+                                   pair, band), the 60 pairs numbered map by map (c3_pair)
+    c3_pair_sum(part, pair, s), c3_first_pair(table, m)  C3 pair's sum s; map m's first pair
 
 The gradient pieces return or write sums; the caller writes them, adds them to a
 block's partial sums (in a fixed order: no atomics) or takes the SDLM step with them.
@@ -48,6 +60,7 @@ from kernels.layers import (
     IN_SIZE,
     N_CLASSES,
     S2_SIZE,
+    TABLE_ROW,
     K,
     registers,
 )
@@ -55,6 +68,10 @@ from kernels.layers import (
 C1_GRAD_COLS = C1_SIZE // 2     # c1_weight_grads covers half a row of C1 per call
 C1_GRAD_WIN = C1_GRAD_COLS + K - 1
 C3_GRAD_WIN = C3_SIZE + K - 1
+C1_GRAD_TASKS = C1_MAPS * 7 * 2     # (C1 map, band of 4 rows, half row)
+C1_BANDS = 14                       # C1 tasks per map
+C3_PAIRS = 60                       # connected (C3 map, S2 map) pairs of Table I
+C3_GRAD_TASKS = C3_PAIRS * 2        # (connected pair, band of 5 rows)
 OUT_TABLE_ROW = 1 + 16          # c3_out_table row: count, then up to 16 C3 maps
 GRAD_SUMS = K * K + 1           # a weight-gradient task's sums: 25 weights and the bias
 
@@ -87,13 +104,34 @@ def dense_delta(dx, d, w, x, n_in, n_out, order, i):
     consecutive i read consecutive weights."""
     g = float32(0.0)
     at = uint32(i)
-    for o in range(uint32(n_out)):
+    o = uint32(0)
+    while o < uint32(n_out):   # not range(): see dense_delta_step
         wv = w[at]
         if order == 2:
             wv = wv * wv
         g += d[o] * wv
         at += uint32(n_in)
+        o += uint32(1)
     dx[i] = through_squash(g, x[i], order)
+
+
+@device_function
+def dense_delta_step(dx, d, w, rate, x, n_in, n_out, i):
+    """dense_delta (order 1) of input unit i of one image, and the step of the weights it
+    read: w[o, i] -= rate[o, i] d[o] x[i] (the weight's gradient is d[o] x[i]), each weight
+    read once and written once. The delta uses the weights before the step. rate
+    (n_out * n_in,) the per-weight step sizes (SDLM's eta / (mu + h))."""
+    g = float32(0.0)
+    xi = x[i]
+    at = uint32(i)
+    end = uint32(i) + uint32(n_out) * uint32(n_in)
+    while at < end:      # a while loop: numba's range over unsigned bounds costs ~8 more
+        wv = w[at]       # instructions a trip here
+        do = d[(at - uint32(i)) // uint32(n_in)]
+        g += do * wv
+        w[at] = wv - rate[at] * (do * xi)
+        at += uint32(n_in)
+    dx[i] = through_squash(g, xi, 1)
 
 
 @device_function
@@ -254,6 +292,69 @@ def c3_delta(d2, d3, w3, x2, out_table, task, order):
         for q in range(uint32(S2_SIZE)):
             at = (c * uint32(S2_SIZE) + uint32(2) * r + p) * uint32(S2_SIZE) + q
             d2[at] = through_squash(acc[p, q], x2[at], order)
+
+
+# ------------------------------------------------- whole-layer weight-gradient tasks
+
+@device_function
+def c1_grad_sums(part, d1, x, task, order, accumulate):
+    """C1 task `task` = 14 m + 2 band + half of one image into part[task * 26:]:
+    c1_weight_grads over rows 4 band .. 4 band + 3, columns 14 half .. 14 half + 13 of map
+    m. d1 (6*28*28,) C1's delta, x (32*32,) the image."""
+    m, band, half = task // uint32(C1_BANDS), (task // uint32(2)) % uint32(7), task % uint32(2)
+    c1_weight_grads(part[uint32(task) * uint32(GRAD_SUMS):],
+                    d1[m * uint32(C1_SIZE * C1_SIZE):], x, uint32(4) * band,
+                    uint32(C1_GRAD_COLS) * half, order, accumulate)
+
+
+@device_function
+def c1_map_sum(part, m, s):
+    """Sum s (weight 5u + v, or 25: the bias) of C1 map m: its 14 tasks' sums in order."""
+    g = float32(0.0)
+    for task in range(uint32(m) * uint32(C1_BANDS), (uint32(m) + uint32(1)) * uint32(C1_BANDS)):
+        g += part[task * uint32(GRAD_SUMS) + uint32(s)]
+    return g
+
+
+@device_function
+def c3_pair(table, pair):
+    """(C3 map m, slot jj in m's input list) of connected pair number `pair` (0..59), the
+    pairs numbered map by map in the table's order. table: c3_table()'s rows."""
+    m = uint32(0)
+    left = uint32(pair)
+    while left >= uint32(table[m * uint32(TABLE_ROW)]):
+        left -= uint32(table[m * uint32(TABLE_ROW)])
+        m += uint32(1)
+    return m, left
+
+
+@device_function
+def c3_first_pair(table, m):
+    """The number of C3 map m's first connected pair: the pairs of the maps before it."""
+    first = uint32(0)
+    for mm in range(uint32(m)):
+        first += uint32(table[mm * uint32(TABLE_ROW)])
+    return first
+
+
+@device_function
+def c3_grad_sums(part, d3, a2, table, task, order, accumulate):
+    """C3 task `task` = 2 pair + band of one image into part[task * 26:]: c3_weight_grads
+    of connected pair `pair` (C3 map m, S2 map c) over C3 rows 5 band .. 5 band + 4. d3
+    (16*10*10,) C3's delta, a2 (6*14*14,) S2's output."""
+    m, jj = c3_pair(table, uint32(task) // uint32(2))
+    c = uint32(table[m * uint32(TABLE_ROW) + uint32(1) + jj])
+    c3_weight_grads(part[uint32(task) * uint32(GRAD_SUMS):], d3[m * uint32(C3_SIZE * C3_SIZE):],
+                    a2[c * uint32(S2_SIZE * S2_SIZE):], uint32(5) * (uint32(task) % uint32(2)),
+                    order, accumulate)
+
+
+@device_function
+def c3_pair_sum(part, pair, s):
+    """Sum s (weight 5u + v, or 25: the bias of the pair's C3 map) of a connected pair:
+    its two bands' sums."""
+    at = uint32(pair) * uint32(2 * GRAD_SUMS) + uint32(s)
+    return part[at] + part[at + uint32(GRAD_SUMS)]
 
 
 def c3_out_table(table):

@@ -1,345 +1,365 @@
-"""The paper's training loop fused into one kernel: per-pattern stochastic diagonal
-Levenberg-Marquardt steps of the whole of LeNet-5, one pattern after another.
+"""The paper's training loop in one kernel: per-pattern stochastic diagonal
+Levenberg-Marquardt steps of the whole of LeNet-5, one pattern after another, for one
+run or for many independent runs at once (one block each: a sweep).
 
-    sdlm_steps(params, hess, scratch, stats, images, labels, order, start, count,
-               eta, mu, kind, j, table)
+    sdlm_rates(rates, hess, eta, mu)       rates = eta / (mu + hess), once per pass
+    sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start,
+               count, kinds, js, centers, table, out_table, record=False)
 
-For each of the `count` patterns n = order[start], ..., order[start + count - 1], in
-that order, it does exactly what the layer-by-layer loop of lenet/train.py does with a
-batch of one: the forward pass, the loss (kind "mse", paper eq. 8, or "map", eq. 9 with
-constant j), the gradient of every parameter, and the update
+For run r (block r) and each of the `count` patterns n = order[r, start], ...,
+order[r, start + count - 1], in that order, it does what the layer-by-layer loop of
+lenet/train.py does with a batch of one: the forward pass, the loss (kinds[r] 0: MSE,
+paper eq. 8; 1: MAP, eq. 9 with constant js[r]), the gradient of every parameter, and
+the step
 
-    param -= eta / (mu + h) * gradient          (h: the held Gauss-Newton diagonal)
+    param -= rate * gradient        rate = eta / (mu + h), h the held Gauss-Newton diagonal
 
-so each pattern sees the parameters its predecessor left. stats (2,) float64 gains the
-patterns' losses (stats[0]) and misclassifications (stats[1]). The loss and dE/dy come
-from kernels.loss.pattern_loss, as in the batched loss kernel; a label outside 0..9
-(which the launcher cannot see without a copy) makes them NaN, and so the pass's loss
-and every parameter it updates after that pattern.
+so each pattern sees the parameters its predecessor left. stats[r] (float64) gains the
+patterns' losses and misclassifications. Run r reads the image set images[image_set[r]]
+(its own distorted copy of the training set, or the shared undistorted one).
 
-Why one kernel: per-pattern updates are sequential by nature, and the layer-by-layer
-loop launches about 40 small kernels per pattern. Each launch costs more than its work,
-so that loop ran 294 patterns per second on an H100 (bench/results/2026-11-22-h100,
-train step at batch 1), slower than NumPy on one CPU core; twenty passes would take
-over an hour. Here one block of BLOCK threads runs the patterns and nothing waits for
-the host between them. Within a pattern the threads split each layer's outputs, and
-parameters are updated as soon as the layer below no longer needs them:
+Built from the one-image pieces of kernels/layers.py (forward), kernels/layers_backward.py
+(deltas, gradient sums) and kernels.loss.pattern_loss: no layer is written twice.
+Threads split each phase's tasks; every parameter steps once the layer below no longer
+needs it (| = syncthreads):
 
-    forward   C1 | S2 | C3 | S4 | C5 | F6 | RBF | loss, dE/dy          (| = syncthreads)
-    backward  F6 delta | C5 delta | F6 update + S4 delta | C5 update + C3 delta
-              | S4 update + S2 delta | C3 update + C1 delta | S2 and C1 updates
+    forward   image | C1+S2 (98 tasks) | C3+S4 (80) | C5 partial sums | C5 | F6 partial sums
+              | F6 | RBF | loss, dE/dy
+    backward  F6 delta | C5 delta + F6 step (a column of F6's weights a thread, read and
+              written once) | S4 delta + C5 step (likewise) | C3 delta, S4 gradients
+              | S4 step, C3 gradient sums (120 tasks), S2 delta (42 tasks) | C3 step,
+              C1 delta, S2 gradients | S2 step, C1 gradient sums (84 tasks) | C1 step
 
-("delta": dE/da at a layer's pre-activation a.) syncthreads also makes each phase's
-global-memory writes visible to the whole block, which is all the ordering a single
-block needs. Parameters and activations stay in global memory (L1/L2-resident: the
-parameters are 240 KB, one pattern's activations 37 KB).
+One pattern's activations and deltas stay in shared memory (46.6 KB), except C1's
+output and delta (2 x 18.8 KB), which go to the run's row of `scratch` (L1/L2). The
+parameters and rates (2 x 244 KB a run) are read from global memory (L2); the C5 and F6
+steps touch each weight once. With record, each pattern ends by copying the shared
+buffer to scratch, so a test sees every activation and delta of the last pattern
+(SCRATCH_AT names each one's place).
 
-Arrays (float32, C-contiguous, on the device):
-    params, hess   12 arrays each, in lenet.architecture.PARAMETER_SHAPES order:
-                   C1.weight (6,1,5,5), C1.bias, S2.coef, S2.bias, C3.weight (16,6,5,5),
-                   C3.bias, S4.coef, S4.bias, C5.weight (120,16,5,5), C5.bias,
-                   F6.weight (84,120), F6.bias; params are updated in place
-    scratch        a Scratch (activations and deltas of one pattern), make_scratch()
-    images (N,1,32,32), labels (N,) int32, order (P,) int32, centers via scratch
+Arrays (float32 unless said, C-contiguous, on the device):
+    params, rates (R, PARAMETERS_LEN)   flat, kernels.layers.PARAMETER_AT; params updated
+    stats (R, 2) float64, scratch (R, SCRATCH_LEN)
+    images (M, N, 1024), image_set (R,) int32, labels (N,) int32, order (R, P) int32
+    kinds (R,) int32, js (R,) float32, centers (840,), table (112,) int32 (c3_table),
+    out_table (102,) int32 (c3_out_table)
 
-One version. CPU reference: lenet.train.Trainer with recipe "paper" on the CPU model
-(kernels/reference.py, batch size 1). Test: pytest -q tests/test_gpu_model.py -k fused
+CPU twin: kernels/sdlm_cpu.py; reference: lenet.train.Trainer(fused=False) (batch of
+one, kernels/reference.py). Test: pytest -q tests/test_sdlm_kernel.py (each phase's
+outputs after one pattern against kernels/reference.py; two runs side by side against
+each alone); end to end: tests/test_gpu_model.py, tests/test_sweep.py.
 """
 
 import numpy as np
-from numba import cuda, float32, float64, int32, int64, void
+from numba import config, cuda, float32, float64, int32, int64, uint32, void
 
-from kernels.common import check_device_array, device_function, kernel, squash, through_squash
-from kernels.loss import KINDS, N_CLASSES, pattern_loss
+from kernels.common import check_device_array, device_function, kernel
+from kernels.layers import (
+    B1_AT,
+    B2_AT,
+    B3_AT,
+    B4_AT,
+    B5_AT,
+    B6_AT,
+    C1_MAPS,
+    C1_SIZE,
+    C1S2_TASKS,
+    C2_AT,
+    C3_MAPS,
+    C3_SIZE,
+    C3S4_TASKS,
+    C4_AT,
+    C5_INPUTS,
+    C5_UNITS,
+    DENSE_SPLIT,
+    DENSE_UNITS,
+    F6_UNITS,
+    IMAGES,
+    IN_LEN,
+    N_CLASSES,
+    PARAMETERS_LEN,
+    S2_LEN,
+    S2_SIZE,
+    S4_LEN,
+    S4_SIZE,
+    TABLE_ROW,
+    W1_AT,
+    W3_AT,
+    W5_AT,
+    W6_AT,
+    K,
+    argmin10,
+    c1s2_forward,
+    c3s4_forward,
+    dense_finish,
+    dense_partials,
+    rbf_penalty,
+)
+from kernels.layers_backward import (
+    C1_GRAD_TASKS,
+    C3_GRAD_TASKS,
+    C3_PAIRS,
+    GRAD_SUMS,
+    OUT_TABLE_ROW,
+    c1_grad_sums,
+    c1_map_sum,
+    c3_delta,
+    c3_first_pair,
+    c3_grad_sums,
+    c3_pair,
+    c3_pair_sum,
+    dense_delta_step,
+    rbf_delta,
+    subsample_delta,
+    subsample_grads,
+)
+from kernels.loss import KINDS, pattern_loss
 
-BLOCK = 256  # threads of the one block
-K = 5
-KK = K * K
+THREADS = 512                       # threads of a run's block
+LAUNCH_BOUNDS = {"launch_bounds": (THREADS, 1)}
+RATES_THREADS = 256
+# blocks of the elementwise kernels: one thread per parameter on a GPU; a few blocks in
+# the simulator, which runs a Python thread per CUDA thread
+RATES_BLOCKS = 4 if config.ENABLE_CUDASIM else -(-PARAMETERS_LEN // RATES_THREADS)
 
-# layer sizes of LeNet-5
-C1_MAPS, C1_SIZE = 6, 28
-S2_SIZE = 14
-C3_MAPS, C3_SIZE = 16, 10
-S4_SIZE = 5
-C5_UNITS = 120
-F6_UNITS = 84
+C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE        # 4704
+C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE        # 1600
+C5_THREADS = DENSE_SPLIT * (C5_UNITS // DENSE_UNITS)   # 240: dense_partials' threads
+F6_THREADS = DENSE_SPLIT * (F6_UNITS // DENSE_UNITS)   # 168
+C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)   # c3_delta: (S2 map, row pair)
 
-PARAM_SHAPES = {  # the kernel's argument order
-    "C1.weight": (C1_MAPS, 1, K, K), "C1.bias": (C1_MAPS,),
-    "S2.coef": (C1_MAPS,), "S2.bias": (C1_MAPS,),
-    "C3.weight": (C3_MAPS, C1_MAPS, K, K), "C3.bias": (C3_MAPS,),
-    "S4.coef": (C3_MAPS,), "S4.bias": (C3_MAPS,),
-    "C5.weight": (C5_UNITS, C3_MAPS, K, K), "C5.bias": (C5_UNITS,),
-    "F6.weight": (F6_UNITS, C5_UNITS), "F6.bias": (F6_UNITS,),
-}
+# shared memory, one pattern: name -> (offset, length) in floats
+_SHARED = (("x", IN_LEN), ("a2", S2_LEN), ("d2", S2_LEN), ("a3", C3_LEN), ("d3", C3_LEN),
+           ("a4", S4_LEN), ("d4", S4_LEN), ("a5", C5_UNITS), ("d5", C5_UNITS),
+           ("a6", F6_UNITS), ("d6", F6_UNITS), ("y", N_CLASSES), ("dy", N_CLASSES),
+           ("hy", N_CLASSES),
+           ("part", max(DENSE_SPLIT * IMAGES * C5_UNITS, C3_GRAD_TASKS * GRAD_SUMS,
+                        C1_GRAD_TASKS * GRAD_SUMS)))
+SHARED_AT = {}
+_at = 0
+for _name, _len in _SHARED:
+    SHARED_AT[_name] = (_at, _len)
+    _at += _len
+SHARED_LEN = _at                    # 11,654 floats, 46.6 KB
+X_AT, A2_AT, D2_AT = SHARED_AT["x"][0], SHARED_AT["a2"][0], SHARED_AT["d2"][0]
+A3_AT, D3_AT = SHARED_AT["a3"][0], SHARED_AT["d3"][0]
+A4_AT, D4_AT = SHARED_AT["a4"][0], SHARED_AT["d4"][0]
+A5_AT, D5_AT = SHARED_AT["a5"][0], SHARED_AT["d5"][0]
+A6_AT, D6_AT = SHARED_AT["a6"][0], SHARED_AT["d6"][0]
+Y_AT, DY_AT, HY_AT = SHARED_AT["y"][0], SHARED_AT["dy"][0], SHARED_AT["hy"][0]
+PART_AT = SHARED_AT["part"][0]
 
-SCRATCH_SHAPES = {  # name: shape; a* outputs of each layer, d* deltas, dy dE/dy
-    "a1": (C1_MAPS, C1_SIZE, C1_SIZE), "a2": (C1_MAPS, S2_SIZE, S2_SIZE),
-    "a3": (C3_MAPS, C3_SIZE, C3_SIZE), "a4": (C3_MAPS, S4_SIZE, S4_SIZE),
-    "a5": (C5_UNITS,), "a6": (F6_UNITS,), "y": (N_CLASSES,), "dy": (N_CLASSES,),
-    "hy": (N_CLASSES,),  # d2E/dy2, which kernels.loss.pattern_loss writes; unused here
-    "d1": (C1_MAPS, C1_SIZE, C1_SIZE), "d2": (C1_MAPS, S2_SIZE, S2_SIZE),
-    "d3": (C3_MAPS, C3_SIZE, C3_SIZE), "d4": (C3_MAPS, S4_SIZE, S4_SIZE),
-    "d5": (C5_UNITS,), "d6": (F6_UNITS,),
-}
+# a run's scratch row: C1's output and delta, then the record of the shared buffer
+A1_AT, D1_AT, RECORD_AT = 0, C1_LEN, 2 * C1_LEN
+SCRATCH_LEN = RECORD_AT + SHARED_LEN
+SCRATCH_AT = {"a1": (A1_AT, C1_LEN), "d1": (D1_AT, C1_LEN),
+              **{name: (RECORD_AT + at, n) for name, (at, n) in SHARED_AT.items()
+                 if name != "part"}}
+
+assert C5_INPUTS < THREADS and C5_UNITS <= THREADS - 128 and F6_UNITS <= 128
+assert C3_GRAD_TASKS <= 128 and 128 + C2_DELTA_TASKS <= THREADS - C3_MAPS
 
 
-def make_scratch(centers):
-    """Device buffers for one pattern's activations and deltas, plus the RBF centers
-    (10,84), as a dict the launcher takes."""
-    scratch = {name: cuda.device_array(shape, np.float32)
-               for name, shape in SCRATCH_SHAPES.items()}
-    scratch["centers"] = centers
-    return scratch
-
-
-# ------------------------------------------- subsampling (S2, S4) for one image
+# --------------------------------------------------------- C3's gradient and step
 
 @device_function
-def pool_sum(x, m, i, j):
-    """The sum of x[m]'s 2x2 block (i, j): kernels.subsample.block_sum for one image."""
-    return (x[m, 2 * i, 2 * j] + x[m, 2 * i, 2 * j + 1]
-            + x[m, 2 * i + 1, 2 * j] + x[m, 2 * i + 1, 2 * j + 1])
-
-
-@device_function
-def subsample_forward_at(out, x, coef, bias, k, size):
-    """Output pixel k of out (maps, size, size) = f(coef * pool_sum(x) + bias)."""
-    m, r = k // (size * size), k % (size * size)
-    i, j = r // size, r % size
-    out[m, i, j] = squash(coef[m] * pool_sum(x, m, i, j) + bias[m])
-
-
-@device_function
-def subsample_delta_at(d_x, d_out, x, coef, k, size):
-    """Delta at input pixel k of a subsampling layer whose output is (maps, size, size):
-    d_out spread over the 2x2 block times coef, through the squash that made x."""
-    w = 2 * size
-    m, r = k // (w * w), k % (w * w)
-    yy, xx = r // w, r % w
-    d_x[m, yy, xx] = through_squash(d_out[m, yy // 2, xx // 2] * coef[m], x[m, yy, xx], 1)
-
-
-@device_function
-def subsample_step(coef, bias, h_coef, h_bias, x, d, k, n_maps, size, eta, mu):
-    """The SDLM step of one subsampling parameter: map k's coefficient for k < n_maps,
-    map k - n_maps's bias otherwise. x is the layer's input (n_maps, 2 size, 2 size),
-    d the delta at its output (n_maps, size, size)."""
-    m = k % n_maps
-    g = float32(0.0)
-    for r in range(size * size):
-        i, j = r // size, r % size
-        g += d[m, i, j] * (pool_sum(x, m, i, j) if k < n_maps else float32(1.0))
-    if k < n_maps:
-        coef[m] -= eta / (mu + h_coef[m]) * g
-    else:
-        bias[m] -= eta / (mu + h_bias[m]) * g
+def c3_step(w3, b3, r3, part, table, t):
+    """Thread t's share of C3's step from c3_grad_sums' sums: the connected weights, pair
+    by pair, and the biases (each map's from its first pair's bias sums); r3 the rates of
+    C3's weights then biases (W3_AT..C4_AT). Weights off the table are not touched (they
+    stay exact zeros)."""
+    for s in range(uint32(t), uint32(C3_PAIRS * K * K + C3_MAPS), uint32(THREADS)):
+        if s < uint32(C3_PAIRS * K * K):
+            pair, q = s // uint32(K * K), s % uint32(K * K)
+            m, jj = c3_pair(table, pair)
+            c = uint32(table[m * uint32(TABLE_ROW) + uint32(1) + jj])
+            k = (m * uint32(C1_MAPS) + c) * uint32(K * K) + q
+            w3[k] -= r3[k] * c3_pair_sum(part, pair, q)
+        else:
+            m = s - uint32(C3_PAIRS * K * K)
+            b3[m] -= r3[uint32(B3_AT - W3_AT) + m] * c3_pair_sum(part, c3_first_pair(table, m),
+                                                                 uint32(K * K))
 
 
 # ------------------------------------------------------------------ the kernel
 
-# The kernel's arguments: params and hess (PARAM_SHAPES order), scratch (SCRATCH_SHAPES
-# order), centers, stats, images, labels, order, start, count, eta, mu, kind, j, and the
-# C3 table's index lists; arrays C-contiguous
-F = {1: float32[::1], 2: float32[:, ::1], 3: float32[:, :, ::1], 4: float32[:, :, :, ::1]}
-_PARAMS = [F[len(shape)] for shape in PARAM_SHAPES.values()]
-SIGNATURE = void(*_PARAMS, *_PARAMS, *(F[len(shape)] for shape in SCRATCH_SHAPES.values()),
-                 float32[:, ::1], float64[::1], float32[:, :, :, ::1], int32[::1], int32[::1],
-                 int64, int64, float32, float32, int64, float32,
-                 int32[:, ::1], int32[::1], int32[:, ::1], int32[::1])
+SIGNATURE = void(float32[:, ::1], float32[:, ::1], float64[:, ::1], float32[:, ::1],
+                 float32[:, :, ::1], int32[::1], int32[::1], int32[:, ::1], int64, int64,
+                 int32[::1], float32[::1], int32, float32[::1], int32[::1], int32[::1])
 
 
-@kernel(SIGNATURE, allow={"float64": "stats (2,) float64: the pass's running sums of the loss "
-                          "and of the errors, added to once a pattern by one thread"})
-def sdlm_steps_kernel(c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b,
-                      h1w, h1b, h2c, h2b, h3w, h3b, h4c, h4b, h5w, h5b, h6w, h6b,
-                      a1, a2, a3, a4, a5, a6, y, dy, hy, d1, d2, d3, d4, d5, d6, centers,
-                      stats, images, labels, order, start, count, eta, mu, kind, j,
-                      in_maps, in_counts, out_maps, out_counts):
-    t = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    for p in range(start, start + count):
-        n = order[p]
+@kernel(SIGNATURE, allow={"float64": "stats (R, 2) float64: each run's running sums of the "
+                          "loss and of the errors, added to once a pattern by one thread"},
+        **LAUNCH_BOUNDS)
+def sdlm_kernel(params, rates, stats, scratch, images, image_set, labels, order, start,
+                count, kinds, js, record, centers, table, out_table):
+    # one block per run; within a pattern the threads split each phase's tasks
+    sh = cuda.shared.array(SHARED_LEN, float32)
+    run = uint32(cuda.blockIdx.x)
+    t = uint32(cuda.threadIdx.x)
+    p, rt, sc = params[run], rates[run], scratch[run]
+    w1, b1, c2, b2 = p[W1_AT:B1_AT], p[B1_AT:C2_AT], p[C2_AT:B2_AT], p[B2_AT:W3_AT]
+    w3, b3, c4, b4 = p[W3_AT:B3_AT], p[B3_AT:C4_AT], p[C4_AT:B4_AT], p[B4_AT:W5_AT]
+    w5, b5, w6, b6 = p[W5_AT:B5_AT], p[B5_AT:W6_AT], p[W6_AT:B6_AT], p[B6_AT:PARAMETERS_LEN]
+    x, a2, d2 = sh[X_AT:A2_AT], sh[A2_AT:D2_AT], sh[D2_AT:A3_AT]
+    a3, d3, a4, d4 = sh[A3_AT:D3_AT], sh[D3_AT:A4_AT], sh[A4_AT:D4_AT], sh[D4_AT:A5_AT]
+    a5, d5, a6, d6 = sh[A5_AT:D5_AT], sh[D5_AT:A6_AT], sh[A6_AT:D6_AT], sh[D6_AT:Y_AT]
+    y, dy, hy, part = sh[Y_AT:DY_AT], sh[DY_AT:HY_AT], sh[HY_AT:PART_AT], sh[PART_AT:]
+    a1, d1 = sc[A1_AT:D1_AT], sc[D1_AT:RECORD_AT]
+    data = images[image_set[run]]
+    kind, j = kinds[run], js[run]
+    for q in range(start, start + count):
+        n = order[run, q]
+        for i in range(t, uint32(IN_LEN), uint32(THREADS)):
+            x[i] = data[n, i]
+        cuda.syncthreads()  # the pattern's image is staged (and the last pattern's steps done)
 
-        # ---------------------------------------------------------- forward
-        for i in range(t, C1_MAPS * C1_SIZE * C1_SIZE, nt):
-            m, r = i // (C1_SIZE * C1_SIZE), i % (C1_SIZE * C1_SIZE)
-            yy, xx = r // C1_SIZE, r % C1_SIZE
-            acc = c1b[m]
-            for u in range(K):
-                for v in range(K):
-                    acc += c1w[m, 0, u, v] * images[n, 0, yy + u, xx + v]
-            a1[m, yy, xx] = squash(acc)
-        cuda.syncthreads()
-        for k in range(t, C1_MAPS * S2_SIZE * S2_SIZE, nt):
-            subsample_forward_at(a2, a1, s2c, s2b, k, S2_SIZE)
-        cuda.syncthreads()
-        for i in range(t, C3_MAPS * C3_SIZE * C3_SIZE, nt):
-            m, r = i // (C3_SIZE * C3_SIZE), i % (C3_SIZE * C3_SIZE)
-            yy, xx = r // C3_SIZE, r % C3_SIZE
-            acc = c3b[m]
-            for jj in range(in_counts[m]):
-                c = in_maps[m, jj]
-                for u in range(K):
-                    for v in range(K):
-                        acc += c3w[m, c, u, v] * a2[c, yy + u, xx + v]
-            a3[m, yy, xx] = squash(acc)
-        cuda.syncthreads()
-        for k in range(t, C3_MAPS * S4_SIZE * S4_SIZE, nt):
-            subsample_forward_at(a4, a3, s4c, s4b, k, S4_SIZE)
-        cuda.syncthreads()
-        for m in range(t, C5_UNITS, nt):
-            acc = c5b[m]
-            for c in range(C3_MAPS):
-                for u in range(K):
-                    for v in range(K):
-                        acc += c5w[m, c, u, v] * a4[c, u, v]
-            a5[m] = squash(acc)
-        cuda.syncthreads()
-        for o in range(t, F6_UNITS, nt):
-            acc = f6b[o]
-            for i in range(C5_UNITS):
-                acc += f6w[o, i] * a5[i]
-            a6[o] = squash(acc)
-        cuda.syncthreads()
-        for k in range(t, N_CLASSES, nt):
-            acc = float32(0.0)
-            for i in range(F6_UNITS):
-                diff = a6[i] - centers[k, i]
-                acc += diff * diff
-            y[k] = acc
-        cuda.syncthreads()
-
-        # ------------------------------------------ loss and dE/dy (one thread)
+        # ------------------------------------------------------------ forward
+        if t < uint32(C1S2_TASKS):
+            c1s2_forward(a2, a1, x, w1, b1, c2, b2, t, True)
+        cuda.syncthreads()  # S2 is complete
+        if t < uint32(C3S4_TASKS):
+            c3s4_forward(a4, a3, a2, w3, b3, c4, b4, table, t, True)
+        cuda.syncthreads()  # S4 is complete
+        if t < uint32(C5_THREADS):
+            dense_partials(part, a4, 0, w5, C5_INPUTS, C5_UNITS, t)
+        cuda.syncthreads()  # C5's partial sums are complete
+        if t < uint32(C5_UNITS):
+            dense_finish(a5, 0, part, b5, C5_UNITS, 0, t)
+        cuda.syncthreads()  # C5 is complete
+        if t < uint32(F6_THREADS):
+            dense_partials(part, a5, 0, w6, C5_UNITS, F6_UNITS, t)
+        cuda.syncthreads()  # F6's partial sums are complete
+        if t < uint32(F6_UNITS):
+            dense_finish(a6, 0, part, b6, F6_UNITS, 0, t)
+        cuda.syncthreads()  # F6 is complete
+        if t < uint32(N_CLASSES):
+            y[t] = rbf_penalty(a6, centers, t)
+        cuda.syncthreads()  # the penalties are complete
         if t == 0:
             label = labels[n]
-            best = 0
-            for k in range(1, N_CLASSES):
-                if y[k] < y[best]:
-                    best = k
-            loss = pattern_loss(y, label, kind, j, float32(1.0), dy, hy)
-            stats[0] += loss
-            if best != label:
-                stats[1] += 1.0
-        cuda.syncthreads()
+            stats[run, 0] += float64(pattern_loss(y, label, kind, j, float32(1.0), dy, hy))
+            if int32(argmin10(y)) != label:
+                stats[run, 1] += float64(1.0)
+        cuda.syncthreads()  # dE/dy is written
 
-        # --------------------------------------------------------- backward
-        for o in range(t, F6_UNITS, nt):  # F6 delta: through the RBF and the squash
-            g = float32(0.0)
-            for k in range(N_CLASSES):
-                g += dy[k] * float32(2.0) * (a6[o] - centers[k, o])
-            d6[o] = through_squash(g, a6[o], 1)
-        cuda.syncthreads()
-        for i in range(t, C5_UNITS, nt):  # C5 delta (reads F6's weights before their update)
-            g = float32(0.0)
-            for o in range(F6_UNITS):
-                g += d6[o] * f6w[o, i]
-            d5[i] = through_squash(g, a5[i], 1)
-        cuda.syncthreads()
-        for i in range(t, F6_UNITS * (C5_UNITS + 1), nt):  # F6 update
-            o, q = i // (C5_UNITS + 1), i % (C5_UNITS + 1)
-            if q < C5_UNITS:
-                f6w[o, q] -= eta / (mu + h6w[o, q]) * (d6[o] * a5[q])
+        # ----------------------------------------------------------- backward
+        rt6, rt5 = rt[W6_AT:B6_AT], rt[W5_AT:B5_AT]
+        if t < uint32(F6_UNITS):
+            rbf_delta(d6, dy, hy, a6, centers, 1, t)
+        cuda.syncthreads()  # F6's delta is complete
+        if t < uint32(C5_UNITS):
+            dense_delta_step(d5, d6, w6, rt6, a5, C5_UNITS, F6_UNITS, t)
+        elif t >= uint32(THREADS - 128) and t - uint32(THREADS - 128) < uint32(F6_UNITS):
+            o = t - uint32(THREADS - 128)
+            b6[o] -= rt[B6_AT + o] * d6[o]
+        cuda.syncthreads()  # C5's delta is complete; F6 has stepped
+        if t < uint32(C5_INPUTS):
+            dense_delta_step(d4, d5, w5, rt5, a4, C5_INPUTS, C5_UNITS, t)
+        else:
+            for o in range(t - uint32(C5_INPUTS), uint32(C5_UNITS), uint32(THREADS - C5_INPUTS)):
+                b5[o] -= rt[B5_AT + o] * d5[o]
+        cuda.syncthreads()  # S4's delta is complete; C5 has stepped
+        for k in range(t, uint32(C3_LEN), uint32(THREADS)):
+            subsample_delta(d3, d4, a3, c4, C3_MAPS, S4_SIZE, 1, k)
+        g_coef = float32(0.0)
+        g_bias = float32(0.0)
+        s4_thread = t >= uint32(THREADS - C3_MAPS)    # the last 16: S4's gradients
+        m = t - uint32(THREADS - C3_MAPS) if s4_thread else uint32(0)
+        if s4_thread:
+            g_coef, g_bias = subsample_grads(d4, 0, a3, 0, 1, S4_SIZE, 1, m)
+        cuda.syncthreads()  # C3's delta is complete (S4's gradients held by their threads)
+        if t < uint32(C3_GRAD_TASKS):
+            c3_grad_sums(part, d3, a2, table, t, 1, False)
+        elif t >= uint32(128) and t - uint32(128) < uint32(C2_DELTA_TASKS):
+            c3_delta(d2, d3, w3, a2, out_table, t - uint32(128), 1)
+        elif s4_thread:
+            c4[m] -= rt[C4_AT + m] * g_coef
+            b4[m] -= rt[B4_AT + m] * g_bias
+        cuda.syncthreads()  # S2's delta and C3's gradient sums are complete; S4 has stepped
+        c3_step(w3, b3, rt[W3_AT:C4_AT], part, table, t)
+        for k in range(t, uint32(C1_LEN), uint32(THREADS)):
+            subsample_delta(d1, d2, a1, c2, C1_MAPS, S2_SIZE, 1, k)
+        s2_thread = t >= uint32(THREADS - C1_MAPS)    # the last 6: S2's gradients
+        m = t - uint32(THREADS - C1_MAPS) if s2_thread else uint32(0)
+        if s2_thread:
+            g_coef, g_bias = subsample_grads(d2, 0, a1, 0, 1, S2_SIZE, 1, m)
+        cuda.syncthreads()  # C1's delta is complete; C3 has stepped
+        if t < uint32(C1_GRAD_TASKS):
+            c1_grad_sums(part, d1, x, t, 1, False)
+        elif s2_thread:
+            c2[m] -= rt[C2_AT + m] * g_coef
+            b2[m] -= rt[B2_AT + m] * g_bias
+        cuda.syncthreads()  # C1's gradient sums are complete; S2 has stepped
+        if t < uint32(C1_MAPS * GRAD_SUMS):
+            mm, s = t // uint32(GRAD_SUMS), t % uint32(GRAD_SUMS)
+            g = c1_map_sum(part, mm, s)
+            if s < uint32(K * K):
+                w1[mm * uint32(K * K) + s] -= rt[W1_AT + mm * uint32(K * K) + s] * g
             else:
-                f6b[o] -= eta / (mu + h6b[o]) * d6[o]
-        for i in range(t, C3_MAPS * S4_SIZE * S4_SIZE, nt):  # S4 delta
-            c, r = i // (S4_SIZE * S4_SIZE), i % (S4_SIZE * S4_SIZE)
-            u, v = r // S4_SIZE, r % S4_SIZE
-            g = float32(0.0)
-            for m in range(C5_UNITS):
-                g += d5[m] * c5w[m, c, u, v]
-            d4[c, u, v] = through_squash(g, a4[c, u, v], 1)
-        cuda.syncthreads()
-        for i in range(t, C5_UNITS * (C3_MAPS * KK + 1), nt):  # C5 update
-            m, q = i // (C3_MAPS * KK + 1), i % (C3_MAPS * KK + 1)
-            if q < C3_MAPS * KK:
-                c, u, v = q // KK, (q // K) % K, q % K
-                c5w[m, c, u, v] -= eta / (mu + h5w[m, c, u, v]) * (d5[m] * a4[c, u, v])
-            else:
-                c5b[m] -= eta / (mu + h5b[m]) * d5[m]
-        for k in range(t, C3_MAPS * C3_SIZE * C3_SIZE, nt):  # C3 delta, through S4
-            subsample_delta_at(d3, d4, a3, s4c, k, S4_SIZE)
-        cuda.syncthreads()
-        for k in range(t, 2 * C3_MAPS, nt):  # S4 update
-            subsample_step(s4c, s4b, h4c, h4b, a3, d4, k, C3_MAPS, S4_SIZE, eta, mu)
-        for i in range(t, C1_MAPS * S2_SIZE * S2_SIZE, nt):  # S2 delta, through C3's table
-            c, r = i // (S2_SIZE * S2_SIZE), i % (S2_SIZE * S2_SIZE)
-            yy, xx = r // S2_SIZE, r % S2_SIZE
-            g = float32(0.0)
-            for jj in range(out_counts[c]):
-                m = out_maps[c, jj]
-                for u in range(K):
-                    for v in range(K):
-                        oy, ox = yy - u, xx - v
-                        if oy >= 0 and oy < C3_SIZE and ox >= 0 and ox < C3_SIZE:
-                            g += d3[m, oy, ox] * c3w[m, c, u, v]
-            d2[c, yy, xx] = through_squash(g, a2[c, yy, xx], 1)
-        cuda.syncthreads()
-        for i in range(t, C3_MAPS * (6 * KK + 1), nt):  # C3 update, connected pairs only
-            m, q = i // (6 * KK + 1), i % (6 * KK + 1)
-            if q < 6 * KK:
-                jj = q // KK
-                if jj < in_counts[m]:
-                    c, u, v = in_maps[m, jj], (q // K) % K, q % K
-                    g = float32(0.0)
-                    for r in range(C3_SIZE * C3_SIZE):
-                        yy, xx = r // C3_SIZE, r % C3_SIZE
-                        g += d3[m, yy, xx] * a2[c, yy + u, xx + v]
-                    c3w[m, c, u, v] -= eta / (mu + h3w[m, c, u, v]) * g
-            else:
-                g = float32(0.0)
-                for r in range(C3_SIZE * C3_SIZE):
-                    g += d3[m, r // C3_SIZE, r % C3_SIZE]
-                c3b[m] -= eta / (mu + h3b[m]) * g
-        for k in range(t, C1_MAPS * C1_SIZE * C1_SIZE, nt):  # C1 delta, through S2
-            subsample_delta_at(d1, d2, a1, s2c, k, S2_SIZE)
-        cuda.syncthreads()
-        for k in range(t, 2 * C1_MAPS, nt):  # S2 update
-            subsample_step(s2c, s2b, h2c, h2b, a1, d2, k, C1_MAPS, S2_SIZE, eta, mu)
-        for i in range(t, C1_MAPS * (KK + 1), nt):  # C1 update
-            m, q = i // (KK + 1), i % (KK + 1)
-            g = float32(0.0)
-            for r in range(C1_SIZE * C1_SIZE):
-                yy, xx = r // C1_SIZE, r % C1_SIZE
-                if q < KK:
-                    g += d1[m, yy, xx] * images[n, 0, yy + q // K, xx + q % K]
-                else:
-                    g += d1[m, yy, xx]
-            if q < KK:
-                c1w[m, 0, q // K, q % K] -= eta / (mu + h1w[m, 0, q // K, q % K]) * g
-            else:
-                c1b[m] -= eta / (mu + h1b[m]) * g
-        cuda.syncthreads()  # the next pattern's forward reads the updated parameters
+                b1[mm] -= rt[B1_AT + mm] * g
+        if record:
+            cuda.syncthreads()  # every activation and delta of the pattern is final
+            for i in range(t, uint32(SHARED_LEN), uint32(THREADS)):
+                sc[RECORD_AT + i] = sh[i]
+        cuda.syncthreads()  # C1 has stepped; the image may be overwritten
 
 
-def sdlm_steps(params, hess, scratch, stats, images, labels, order, start, count, eta, mu,
-               kind, j, table):
-    """Per-pattern SDLM steps for patterns order[start:start + count] (see the module
-    docstring). params and hess: dicts keyed like PARAM_SHAPES; table: the C3
-    kernels.conv.ConvTable; stats (2,) float64."""
-    if kind not in KINDS:
-        raise ValueError(f"sdlm_steps: kind {kind!r}, expected one of {sorted(KINDS)}")
-    n_img = images.shape[0] if len(getattr(images, "shape", ())) == 4 else None
-    check_device_array("sdlm_steps", "images", images, (n_img, 1, 32, 32))
-    check_device_array("sdlm_steps", "labels", labels, (n_img,), np.int32)
-    check_device_array("sdlm_steps", "order", order, (order.shape[0],), np.int32)
-    check_device_array("sdlm_steps", "stats", stats, (2,), np.float64)
-    if not 0 <= start <= start + count <= order.shape[0]:
-        raise ValueError(f"sdlm_steps: patterns {start}..{start + count} outside the "
-                         f"order of {order.shape[0]}")
-    for name, shape in PARAM_SHAPES.items():
-        check_device_array("sdlm_steps", name, params[name], shape)
-        check_device_array("sdlm_steps", f"h {name}", hess[name], shape)
-    for name, shape in SCRATCH_SHAPES.items():
-        check_device_array("sdlm_steps", f"scratch {name}", scratch[name], shape)
-    check_device_array("sdlm_steps", "centers", scratch["centers"], (N_CLASSES, F6_UNITS))
-    if (table.c_in, table.n_maps) != (C1_MAPS, C3_MAPS):
-        raise ValueError(f"sdlm_steps: the C3 table links {table.c_in} maps to "
-                         f"{table.n_maps}, expected {C1_MAPS} to {C3_MAPS}")
-    if count == 0:
-        return
-    sdlm_steps_kernel[1, BLOCK](
-        *(params[name] for name in PARAM_SHAPES), *(hess[name] for name in PARAM_SHAPES),
-        *(scratch[name] for name in SCRATCH_SHAPES), scratch["centers"], stats, images,
-        labels, order, start, count, np.float32(eta), np.float32(mu), KINDS[kind],
-        np.float32(j), table.in_maps, table.in_counts, table.out_maps, table.out_counts)
+@kernel(void(float32[::1], float32[::1], float32, float32))
+def sdlm_rates_kernel(rates, hess, eta, mu):
+    # threads stride over the parameters k
+    for k in range(uint32(cuda.grid(1)), uint32(rates.shape[0]), uint32(cuda.gridsize(1))):
+        rates[k] = eta / (mu + hess[k])
+
+
+# ---------------------------------------------------------------------- launchers
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def sdlm_rates(rates, hess, eta, mu):
+    """rates = eta / (mu + hess) (flat (PARAMETERS_LEN,) device arrays, float32 as the
+    layer-by-layer step computes it)."""
+    check_device_array("sdlm_rates", "rates", rates, (PARAMETERS_LEN,))
+    check_device_array("sdlm_rates", "hess", hess, (PARAMETERS_LEN,))
+    sdlm_rates_kernel[RATES_BLOCKS, RATES_THREADS](rates, hess, np.float32(eta),
+                                                    np.float32(mu))
+
+
+def kinds_of(losses):
+    """The int32 codes sdlm_kernel takes for loss names ("mse", "map")."""
+    unknown = [k for k in losses if k not in KINDS]
+    if unknown:
+        raise ValueError(f"sdlm_steps: loss {unknown[0]!r}, expected one of {sorted(KINDS)}")
+    return np.array([KINDS[k] for k in losses], np.int32)
+
+
+def sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start, count,
+               kinds, js, centers, table, out_table, record=False):
+    """Per-pattern SDLM steps of R runs for patterns order[:, start:start + count], after
+    checking every argument (module docstring); Runs.launch skips the checks."""
+    r = params.shape[0] if len(getattr(params, "shape", ())) == 2 else None
+    m, n = (images.shape[0], images.shape[1]) if len(getattr(images, "shape", ())) == 3 \
+        else (None, None)
+    p = order.shape[1] if len(getattr(order, "shape", ())) == 2 else None
+    for name, a, shape, dtype in (
+            ("params", params, (r, PARAMETERS_LEN), np.float32),
+            ("rates", rates, (r, PARAMETERS_LEN), np.float32),
+            ("stats", stats, (r, 2), np.float64),
+            ("scratch", scratch, (r, SCRATCH_LEN), np.float32),
+            ("images", images, (m, n, IN_LEN), np.float32),
+            ("image_set", image_set, (r,), np.int32), ("labels", labels, (n,), np.int32),
+            ("order", order, (r, p), np.int32), ("kinds", kinds, (r,), np.int32),
+            ("js", js, (r,), np.float32), ("centers", centers, (N_CLASSES * F6_UNITS,),
+                                           np.float32),
+            ("table", table, (C3_MAPS * TABLE_ROW,), np.int32),
+            ("out_table", out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32)):
+        check_device_array("sdlm_steps", name, a, shape, dtype)
+    if not 0 <= start <= start + count <= p:
+        raise ValueError(f"sdlm_steps: patterns {start}..{start + count} outside the order "
+                         f"of {p}")
+    if r and count:
+        sdlm_kernel[r, THREADS](params, rates, stats, scratch, images, image_set, labels,
+                                order, np.int64(start), np.int64(count), kinds, js,
+                                np.int32(bool(record)), centers, table, out_table)

@@ -3,6 +3,8 @@ of kernels/sdlm.py, and a whole-network forward for evaluation.
 
     sdlm_steps_cpu(params, hess, stats, images, labels, order, start, count, eta, mu,
                    kind, j, centers, table)
+    sdlm_steps_rates_cpu(params, rates, stats, images, labels, order, start, count, kind, j,
+                         centers, table)     (rates = eta / (mu + h) given)
     penalties_cpu(out, images, params, centers, table)
 
 sdlm_steps_cpu does, for each pattern n = order[start], ..., order[start + count - 1] in
@@ -424,6 +426,25 @@ def sdlm_steps_cpu(params, hess, stats, images, labels, order, start, count, eta
         raise ValueError(f"sdlm_steps_cpu: kind {kind!r}, expected one of {sorted(KINDS)}")
     _check("sdlm_steps_cpu", params, images, centers, table,
            [(f"h {name}", hess[name], PARAMETER_SHAPES[name]) for name in PARAM_NAMES])
+    dtype = images.dtype.type
+    # eta / (mu + h) as the layer-by-layer loop computes it (lenet.ops_cpu.sdlm_update)
+    rates = {name: (eta / (mu + hess[name])).astype(dtype) for name in PARAM_NAMES}
+    _steps(params, rates, stats, images, labels, order, start, count, kind, j, centers, table)
+
+
+def sdlm_steps_rates_cpu(params, rates, stats, images, labels, order, start, count, kind, j,
+                         centers, table):
+    """sdlm_steps_cpu with the step sizes rates = eta / (mu + h) given (a dict like params),
+    computed once per pass by the caller (lenet.ops_cpu.CPUOps.sdlm_rates)."""
+    from lenet.architecture import PARAMETER_SHAPES
+    if kind not in KINDS:
+        raise ValueError(f"sdlm_steps_cpu: kind {kind!r}, expected one of {sorted(KINDS)}")
+    _check("sdlm_steps_cpu", params, images, centers, table,
+           [(f"rate {name}", rates[name], PARAMETER_SHAPES[name]) for name in PARAM_NAMES])
+    _steps(params, rates, stats, images, labels, order, start, count, kind, j, centers, table)
+
+
+def _steps(params, rates, stats, images, labels, order, start, count, kind, j, centers, table):
     if labels.dtype != np.int32 or labels.shape != images.shape[:1] or \
             order.dtype != np.int32 or order.ndim != 1:
         raise ValueError("sdlm_steps_cpu: labels (N,) and order (P,) must be int32 arrays")
@@ -435,13 +456,11 @@ def sdlm_steps_cpu(params, hess, stats, images, labels, order, start, count, eta
     chunk = order[start:start + count]
     if chunk.size and (chunk.min() < 0 or chunk.max() >= images.shape[0]):
         raise ValueError(f"sdlm_steps_cpu: order indexes outside the {images.shape[0]} images")
-    dtype = images.dtype.type
-    # eta / (mu + h) as the layer-by-layer loop computes it (lenet.ops_cpu.sdlm_update)
-    rates = [(eta / (mu + hess[name])).astype(dtype) for name in PARAM_NAMES]
     in_maps, in_counts = connection_lists(table)
-    sdlm_steps_kernel(*(params[name] for name in PARAM_NAMES), *rates, stats, images,
+    sdlm_steps_kernel(*(params[name] for name in PARAM_NAMES),
+                      *(rates[name] for name in PARAM_NAMES), stats, images,
                       labels, order, int(start), int(count), KINDS[kind], centers, in_maps,
-                      in_counts, constants(dtype, j))
+                      in_counts, constants(images.dtype.type, j))
 
 
 def penalties_cpu(out, images, params, centers, table):

@@ -2,6 +2,8 @@
 
     lenet train     train LeNet-5 on an MNIST-format data set, write a checkpoint and a
                     JSON-lines log
+    lenet sweep     many runs of the paper's per-pattern recipe side by side (one GPU
+                    block each), a checkpoint and a log per run
     lenet eval      error rate of a checkpoint on a test (or training) set
     lenet predict   classes of PNG/JPEG files or of IDX entries (lenet/images.py)
     lenet show      pictures: feature maps, RBF prototypes, curves, errors (lenet/show.py)
@@ -271,6 +273,87 @@ def _mtime(path):
     return os.stat(path).st_mtime_ns if os.path.exists(path) else None
 
 
+# ------------------------------------------------------------------- sweep
+
+SWEEP_EXAMPLE = ('{"base": {"recipe": "lecun"}, "grid": {"mu": [0.5, 1], "seed": [0, 1, 2]}}')
+
+
+def add_sweep(sub):
+    from lenet.train import SWEEP_KEYS
+    p = sub.add_parser("sweep", help="many runs of the paper's per-pattern recipe at once",
+                       description="Train many independent runs of the paper's per-pattern "
+                       "SDLM recipe side by side: on a GPU one block each in one kernel "
+                       "launch, so dozens of runs take about as long as one; on the CPU one "
+                       "after another. Each run is exactly what `lenet train` does with its "
+                       "settings; its checkpoint NAME.npz and log NAME.log.jsonl (lenet "
+                       "train's format) go to --out after every pass.")
+    p.add_argument("runs", help="the runs: a JSON file, or JSON text, holding a list of "
+                   f"runs (objects with any of: {', '.join(SWEEP_KEYS)}; recipe paper or "
+                   "lecun, default lecun) or an object {\"base\": {...}, \"grid\": {key: "
+                   f"[values]}}}}: every combination, e.g. '{SWEEP_EXAMPLE}'")
+    add_data_options(p)
+    p.add_argument("--device", choices=DEVICES, default="auto", help=_device_help())
+    p.add_argument("--epochs", type=int, help="passes over the training set (default 20)")
+    p.add_argument("--train-size", type=int, help="use only the first N training images")
+    p.add_argument("--test-size", type=int, help="report the test error on only the first N "
+                   "test images (default: all)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for every run's "
+                   "checkpoint and log (made if missing; existing files of those names are "
+                   "replaced only if they are checkpoints and logs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--fast", action="store_true", help="skip the full training-set error "
+                   "after each pass (print the running error of the pass instead)")
+    return p
+
+
+def run_sweep(args):
+    from lenet.train import sweep, sweep_runs
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, not {args.epochs}")
+    for option, value in (("--train-size", args.train_size), ("--test-size", args.test_size)):
+        if value is not None and value < 1:
+            raise UserError(f"{option} must be at least 1, not {value}")
+    text = args.runs
+    if not text.lstrip().startswith(("[", "{")):
+        try:
+            with open(text) as f:
+                text = f.read()
+        except OSError as e:
+            raise UserError(f"cannot read the runs from {args.runs}: {e.strerror}") from e
+    try:
+        runs = sweep_runs(json.loads(text))
+    except json.JSONDecodeError as e:
+        raise UserError(f"the runs are not valid JSON: {e}") from e
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UserError(f"--out {args.out}: not a directory")
+    train_split, test_split = load_data("train", args), load_data("test", args)
+    train_set = _first(train_split, args.train_size, "--train-size")
+    test_set = _first(test_split, args.test_size, "--test-size")
+    print(f"data: {train_split.title} from {train_split.directory} "
+          f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
+    device = args.device
+    if device == "auto":
+        from lenet.model import gpu_available
+        device = "gpu" if gpu_available() else "cpu"
+    try:
+        sweep(runs, train_set, test_set, epochs=args.epochs, device=device, out_dir=args.out,
+              progress=not args.no_progress, evaluate_train=not args.fast,
+              classes=train_split.classes,
+              dataset=train_split.dataset.name if train_split.dataset else None)
+    except NotImplementedError as e:
+        raise UserError(str(e)) from e
+    except ValueError as e:   # files in --out that are not ours to replace
+        raise UserError(str(e)) from e
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; every run's last complete pass is in {args.out}",
+              file=sys.stderr)
+        return 130
+    print(f"checkpoints and logs: {args.out}")
+    return 0
+
+
 # -------------------------------------------------------------------- eval
 
 def add_eval(sub):
@@ -494,7 +577,7 @@ def _show_maps(args, show):
         named = split.classes[label] if split.classes[label] != str(label) else ""
         caption = (f"{split.title} test {split.dataset.noun if split.dataset else 'image'} "
                    f"#{args.index} (label {label}{' ' + named if named else ''})")
-    activations = model._forward(model._input(preprocess(digit)))
+    activations = model.forward_all(model.prepare_images(preprocess(digit)))
     return show.draw_maps(_out_file(args.out, "maps"),
                           [model.ops.to_host(a) for a in activations], caption,
                           classes=model.classes)
@@ -584,7 +667,8 @@ def run_bench(args, rest):
 
 # -------------------------------------------------------------------- main
 
-COMMANDS = {"train": (add_train, run_train), "eval": (add_eval, run_eval),
+COMMANDS = {"train": (add_train, run_train), "sweep": (add_sweep, run_sweep),
+            "eval": (add_eval, run_eval),
             "predict": (add_predict, run_predict), "show": (add_show, run_show),
             "bench": (add_bench, run_bench)}
 

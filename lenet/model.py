@@ -6,6 +6,22 @@ that. The layers, in the paper's order:
 
     input (N,1,32,32) -C1-> (N,6,28,28) -S2-> (N,6,14,14) -C3-> (N,16,10,10)
     -S4-> (N,16,5,5) -C5-> (N,120) -F6-> (N,84) -RBF-> penalties (N,10)
+
+The API that training code (lenet/train.py, bench/) uses, on backend arrays:
+
+    model.params              the live parameters: name -> backend array, views of one
+                              flat buffer (model.flat_params, kernels.layers.PARAMETER_AT
+                              order); an update in place is an update of the model
+    model.flat_params         that flat buffer (what the fused kernels read)
+    model.parameter_buffer    both, as the lenet.workspace.FlatBuffer the fused ops take
+    model.centers, .tables    the RBF bitmaps (10,84) and the prepared connection tables
+    model.prepare_images(x)   checked images (N,1,32,32) on the backend (NaN refused)
+    model.prepare_labels(labels, n)   checked int32 labels 0..9 on the backend
+    model.forward_all(x)      every activation of prepared images, input first, penalties
+                              last
+    model.backward(acts, dy, hy=None, order=1)   gradients (order 1) or Gauss-Newton
+                              curvature (order 2, needs hy) of every parameter, by name
+    check_loss(loss)          ValueError unless "mse" or "map"
 """
 
 import hashlib
@@ -41,6 +57,12 @@ TMP_MAX_AGE = 3600  # seconds: older temporary files are leftovers whatever thei
 
 class CheckpointError(ValueError):
     """A file that is not a valid LeNet-5 checkpoint."""
+
+
+def check_loss(loss):
+    """ValueError unless `loss` is one of LOSSES."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
 
 
 def on_device(x):
@@ -168,9 +190,9 @@ class LeNet5:
         self.device = self.ops.name
         self.dtype = dtype
         self.max_batch = getattr(self.ops, "max_batch", 1024)
-        self._tables = {k: self.ops.prepare_table(t) for k, t in CONV_TABLES.items()}
-        self._centers = self.ops.asarray(RBF_CENTERS)
-        self._params = {}
+        self.tables = {k: self.ops.prepare_table(t) for k, t in CONV_TABLES.items()}
+        self.centers = self.ops.asarray(RBF_CENTERS)
+        self._buffer = self.ops.parameter_buffer()   # allocated once: params are its views
         self.set_parameters(init_parameters(seed, dtype, init))
         self.path = self._forward_path(path)
 
@@ -178,17 +200,34 @@ class LeNet5:
         return f"LeNet5(device={self.device!r}, dtype={self.dtype.name})"
 
     # ------------------------------------------------------------ parameters
+    @property
+    def params(self):
+        """The live parameters: name -> backend array, views of flat_params (PARAMETER_SHAPES
+        order and shapes). Training updates them in place; parameters() copies."""
+        return self._buffer.views
+
+    @property
+    def parameter_buffer(self):
+        """params and flat_params together: a lenet.workspace.FlatBuffer (.flat, .views),
+        what the backends' fused ops take."""
+        return self._buffer
+
+    @property
+    def flat_params(self):
+        """All parameters in one flat backend array (kernels.layers.PARAMETER_AT)."""
+        return self._buffer.flat
+
     def parameters(self):
         """A dict of NumPy copies of every parameter, named and shaped as
         PARAMETER_SHAPES (C3.weight holds exact zeros off the table)."""
-        return {name: self.ops.to_host(p) for name, p in self._params.items()}
+        return {name: self.ops.to_host(p) for name, p in self.params.items()}
 
     def set_parameters(self, params):
         """Replace every parameter after checking names, shapes, dtypes,
         finiteness and the C3 zeros."""
         check_parameters(params)
         for name in PARAMETER_SHAPES:  # copies: training must not change the caller's arrays
-            self._params[name] = self.ops.asarray(np.array(params[name], dtype=self.dtype))
+            self.ops.assign(self.params[name], np.asarray(params[name]))
 
     @staticmethod
     def num_parameters():
@@ -229,7 +268,7 @@ class LeNet5:
                             "lenet.data.preprocess maps uint8 pixels to the paper's range")
         return x
 
-    def _input(self, x, offset=0):
+    def prepare_images(self, x, offset=0):
         """Check and move one batch of images to the backend as (N,1,32,32), refusing
         NaN and infinite values (_refuse_nonfinite)."""
         x = self._images(x)
@@ -268,11 +307,12 @@ class LeNet5:
         else:
             x = self.ops.asarray(x).reshape((n, 1, 32, 32))
         self._refuse_nonfinite(x)
-        return self.ops.infer(x, x.shape, self._params, self._tables["C3"], self._centers, want)
+        return self.ops.infer(x, x.shape, self._buffer, self.tables["C3"], self.centers, want)
 
-    def _forward(self, x):
-        """All activations of one batch (backend arrays), input first."""
-        p, t, ops = self._params, self._tables, self.ops
+    def forward_all(self, x):
+        """All activations of one batch of prepared images x (backend arrays), input first:
+        [x, C1, S2, C3, S4, C5 (N,120), F6 (N,84), penalties (N,10)], layer by layer."""
+        p, t, ops = self.params, self.tables, self.ops
         x0 = x
         x1 = ops.conv(x0, p["C1.weight"], p["C1.bias"], t["C1"])
         x2 = ops.subsample(x1, p["S2.coef"], p["S2.bias"])
@@ -281,7 +321,7 @@ class LeNet5:
         x5 = ops.conv(x4, p["C5.weight"], p["C5.bias"], t["C5"])
         x5 = x5.reshape(x5.shape[0], x5.shape[1])
         x6 = ops.full(x5, p["F6.weight"], p["F6.bias"])
-        y = ops.rbf(x6, self._centers)
+        y = ops.rbf(x6, self.centers)
         return [x0, x1, x2, x3, x4, x5, x6, y]
 
     def _chunks(self, x):
@@ -300,7 +340,7 @@ class LeNet5:
         out = np.empty((x.shape[0], 10), self.dtype) if host else \
             self.ops.empty((x.shape[0], 10))
         for start, chunk in self._chunks(x):
-            y = self._forward(self._input(chunk, offset=start))[-1]
+            y = self.forward_all(self.prepare_images(chunk, offset=start))[-1]
             if host:
                 out[start:start + len(y)] = self.ops.to_host(y)
             else:
@@ -315,11 +355,7 @@ class LeNet5:
         return y.argmin(axis=1) if isinstance(y, np.ndarray) else self.ops.argmin(y)
 
     # -------------------------------------------------------------- backward
-    def _check_loss(self, loss):
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
-
-    def _labels(self, labels, n):
+    def prepare_labels(self, labels, n):
         """Labels (n,) of integers 0..9 (an array, list or tuple) on the backend."""
         if not on_device(labels):
             labels = np.asarray(labels)
@@ -333,18 +369,21 @@ class LeNet5:
                 raise ValueError("labels must lie in 0..9")
         return self.ops.asarray(labels, dtype=np.int32)
 
-    def _backward(self, acts, dy):
-        """Gradients of every parameter (backend arrays) given dE/dy."""
-        return self._propagate(acts, self.ops.rbf_backward(dy, acts[6], self._centers), "")
-
-    def _backward2(self, acts, hy, dy):
-        """Gauss-Newton diagonal second derivatives of every parameter."""
-        return self._propagate(acts, self.ops.rbf_backward2(hy, dy, acts[6], self._centers), "2")
+    def backward(self, acts, dy, hy=None, order=1):
+        """Gradients (order 1) or Gauss-Newton diagonal second derivatives (order 2) of
+        every parameter, by name (backend arrays, overwritten by the next call), from the
+        activations of forward_all and dE/dy (and, for order 2, d2E/dy2 hy) of the loss."""
+        if order == 1:
+            return self._propagate(acts, self.ops.rbf_backward(dy, acts[6], self.centers), "")
+        if order == 2 and hy is not None:
+            return self._propagate(acts, self.ops.rbf_backward2(hy, dy, acts[6], self.centers),
+                                   "2")
+        raise ValueError(f"backward: order must be 1, or 2 with hy; not {order!r}")
 
     def _propagate(self, acts, d6, order):
         """From F6 down to C1: gradients (order "") or Gauss-Newton curvature
         (order "2") of every parameter, given that of F6's output."""
-        p, t, ops = self._params, self._tables, self.ops
+        p, t, ops = self.params, self.tables, self.ops
         conv, subsample, full = (getattr(ops, f"{op}_backward{order}")
                                  for op in ("conv", "subsample", "full"))
         x0, x1, x2, x3, x4, x5, x6, _ = acts
@@ -360,19 +399,19 @@ class LeNet5:
         return g
 
     def _loss_and_derivatives(self, x, labels, loss, j):
-        self._check_loss(loss)
-        x = self._input(x)
+        check_loss(loss)
+        x = self.prepare_images(x)
         if x.shape[0] == 0:
             raise ValueError("an empty batch has no mean loss: give at least one image")
-        labels = self._labels(labels, x.shape[0])
-        acts = self._forward(x)
+        labels = self.prepare_labels(labels, x.shape[0])
+        acts = self.forward_all(x)
         losses, dy, hy = self.ops.loss(acts[-1], labels, loss, j)
         return acts, losses, dy, hy
 
     def gradients(self, x, labels, loss="mse", j=MAP_J):
         """(mean loss over the batch, dict of gradients named like parameters())."""
         acts, losses, dy, _ = self._loss_and_derivatives(x, labels, loss, j)
-        grads = self._backward(acts, dy)
+        grads = self.backward(acts, dy)
         return float(self.ops.to_host(losses).mean()), \
             {k: self.ops.to_host(v) for k, v in grads.items()}
 
@@ -380,7 +419,7 @@ class LeNet5:
         """Gauss-Newton estimate of the diagonal of the Hessian of the mean loss
         over the batch, per parameter (what SDLM divides its steps by)."""
         acts, _, dy, hy = self._loss_and_derivatives(x, labels, loss, j)
-        return {k: self.ops.to_host(v) for k, v in self._backward2(acts, hy, dy).items()}
+        return {k: self.ops.to_host(v) for k, v in self.backward(acts, dy, hy, 2).items()}
 
     # ----------------------------------------------------------- checkpoints
     def save(self, path):

@@ -8,15 +8,16 @@ respect to that output together with the output itself (f'(a) is computed from
 f(a), so pre-activations are never stored).
 
     memory      asarray(x), to_host(x), prepare_table(table), empty(shape),
-                copy_into(dst, start, src)
+                copy_into(dst, start, src), parameter_buffer() (a zeroed
+                lenet.workspace.FlatBuffer), assign(dst, host array)
     layers      conv, subsample, full, rbf         (forward)
                 *_backward                         (gradients)
                 *_backward2                        (Gauss-Newton curvature)
     loss        loss(y, labels, kind, j) -> (per-pattern losses, dy, hy)
     training    gather, argmin, accumulate_stats, sgd_update, sdlm_update,
                 scale_add, fill, threads_for(batch_size)
-    fused       sdlm_steps (the paper's per-pattern steps, kernels/sdlm_cpu.py, as
-                lenet.ops_gpu.GPUOps.sdlm_steps), penalties (a whole-network forward)
+    fused       sdlm_rates, sdlm_steps (the paper's per-pattern steps, kernels/sdlm_cpu.py,
+                as lenet.ops_gpu.GPUOps's), infer (a whole-network forward)
     distortions distort(out, images, params) (kernels/distort.py)
 """
 
@@ -69,6 +70,17 @@ class CPUOps:
 
     def copy_into(self, dst, start, src):
         dst[start:start + len(src)] = src
+
+    def parameter_buffer(self):
+        """A zeroed flat parameter buffer with named views (lenet.workspace.FlatBuffer)."""
+        from kernels.layers import PARAMETERS_LEN
+        from lenet.workspace import FlatBuffer
+        return FlatBuffer(np.zeros(PARAMETERS_LEN, self.dtype))
+
+    def assign(self, dst, src):
+        """dst[...] = src (a host array of dst's shape), in dst's dtype."""
+        dst[...] = src
+
 
     # ------------------------------------------------------------- layers
     def conv(self, x, weight, bias, table):
@@ -146,21 +158,27 @@ class CPUOps:
         x[...] = value
 
     # -------------------------------------------------------------- fused
-    def sdlm_steps(self, params, hess, stats, images, labels, order, start, count, eta, mu,
-                   kind, j, centers, c3_table):
-        """Per-pattern SDLM steps for order[start:start + count], compiled with Numba
-        (kernels/sdlm_cpu.py): what the batch-of-one loop does, on one thread."""
-        from kernels.sdlm_cpu import sdlm_steps_cpu
-        sdlm_steps_cpu(params, hess, stats, images, labels, order, start, count, eta, mu,
-                       kind, j, centers, c3_table)
+    def sdlm_rates(self, rates, hess, eta, mu):
+        """rates = eta / (mu + hess) (FlatBuffers), once per pass, in their dtype."""
+        rates.flat[...] = eta / (mu + hess.flat)
+
+    def sdlm_steps(self, params, rates, stats, images, labels, order, start, count, kind, j,
+                   centers, c3_table):
+        """Per-pattern SDLM steps for order[start:start + count] with the step sizes
+        `rates` (FlatBuffers params and rates), compiled with Numba (kernels/sdlm_cpu.py):
+        what the batch-of-one loop does, on one thread."""
+        from kernels.sdlm_cpu import sdlm_steps_rates_cpu
+        sdlm_steps_rates_cpu(params.views, rates.views, stats, images, labels, order, start,
+                             count, kind, j, centers, c3_table)
 
     def infer(self, x, shape, params, table, centers, want):
         """The model's fused path on the CPU: penalties (N,10) (want="penalties") or
         classes (N,) of checked images x `shape` (N,1,32,32), through the compiled
-        one-image forward (kernels/sdlm_cpu.py) instead of ~10 array ops a layer."""
+        one-image forward (kernels/sdlm_cpu.py) instead of ~10 array ops a layer.
+        params: the model's FlatBuffer."""
         from kernels.sdlm_cpu import penalties_cpu
         out = np.empty((shape[0], 10), x.dtype)
-        penalties_cpu(out, x.reshape(shape), params, centers, table)
+        penalties_cpu(out, x.reshape(shape), params.views, centers, table)
         return out if want == "penalties" else out.argmin(axis=1)
 
     def distort(self, out, images, params):

@@ -8,9 +8,15 @@ a user (`forward`, `predict`) into fresh arrays. Inputs may be NumPy arrays (cop
 once) or any object with `__cuda_array_interface__` (CuPy, PyTorch CUDA
 tensors, Numba device arrays), used in place without a host round trip.
 
-`infer` is the fused forward path (kernels/forward.py): the whole network in one launch,
-reading every parameter from one flat device buffer (kernels.layers.PARAMETER_AT) whose
-named views replace the model's parameter arrays the first time (see _flat_parameters).
+The fused paths read every parameter from the model's flat device buffer
+(lenet.workspace.FlatBuffer, kernels.layers.PARAMETER_AT), whose named views are the
+model's parameters:
+
+    infer          the whole forward pass in one launch (kernels/forward.py)
+    workspace(b)   the fused mini-batch step's buffers for batch size b (kernels/
+                   train_step.py, lenet.workspace.Workspace), made once per batch size
+    sdlm_rates, sdlm_steps, sdlm_runs   the paper's per-pattern steps (kernels/sdlm.py):
+                   one run, or many runs side by side (one block each: lenet.train.sweep)
 """
 
 import contextlib
@@ -20,6 +26,7 @@ from numba import config, cuda
 
 from kernels import conv, full, layers, loss, rbf, sdlm, subsample, update
 from kernels import forward as fused
+from lenet.workspace import FlatBuffer, Workspace
 
 
 def _device_view(x):
@@ -44,8 +51,8 @@ class GPUOps:
             raise NotImplementedError("no CUDA GPU is available (and the CUDA simulator is off)")
         self._buffers = {}
         self._fused = None          # kernels.forward.FusedForward, made on first use
-        self._params_flat = None    # the flat parameter buffer of the fused path
-        self._params_ids = None     # ids of the views of it that the model's dict holds
+        self._workspaces = {}       # batch size -> Workspace
+        self._constants = None      # the fused kernels' C3 tables and RBF centers
 
     def _out(self, tag, shape, dtype=np.float32):
         """A cached output buffer for one batch: one per (op, trailing shape,
@@ -97,39 +104,89 @@ class GPUOps:
     def copy_into(self, dst, start, src):
         dst[start:start + src.shape[0]].copy_to_device(src)
 
+    def parameter_buffer(self):
+        """A zeroed flat parameter buffer on the device with named views."""
+        return FlatBuffer(cuda.to_device(np.zeros(layers.PARAMETERS_LEN, np.float32)))
+
+    def assign(self, dst, src):
+        """dst (a device array) = src (a host array of its shape), as float32."""
+        dst.copy_to_device(np.ascontiguousarray(src, np.float32))
+
+    def copy(self, dst, src):
+        """dst = src, two device arrays of one shape (a device-to-device copy)."""
+        dst.copy_to_device(src)
+
     # ------------------------------------------------------------ fused path
+    def fused_constants(self):
+        """(C3 input lists, C3 output lists, RBF centers (840,)) on the device, as the
+        fused kernels read them (LeNet-5's own table and bitmaps)."""
+        if self._constants is None:
+            from kernels.layers_backward import c3_out_table
+            from lenet.architecture import C3_TABLE, RBF_CENTERS
+            table = conv.conv_table(C3_TABLE)
+            self._constants = (layers.c3_table(table), c3_out_table(table),
+                               cuda.to_device(RBF_CENTERS.astype(np.float32).ravel()))
+        return self._constants
+
     def infer(self, x, shape, params, table, centers, want):
         """The whole forward pass in one launch per batch (per CHUNK images for NumPy
         input): penalties (N,10) float32 (want="penalties") or classes (N,) (want=
-        "classes") of images x already checked to be `shape` (N,1,32,32). NumPy in, NumPy
-        out (classes as intp, like argmin); a device array in, read in place, a fresh
-        device array out (classes int32)."""
+        "classes") of images x already checked to be `shape` (N,1,32,32), with the model's
+        FlatBuffer params. NumPy in, NumPy out (classes as intp, like argmin); a device
+        array in, read in place, a fresh device array out (classes int32)."""
         if self._fused is None:
             self._fused = fused.FusedForward(table, centers.reshape(-1))
-        flat = self._flat_parameters(params)
         n = shape[0]
         if isinstance(x, np.ndarray):
-            return self._fused.host(x.reshape(n, layers.IN_LEN), flat, want)
-        return self._fused.device(self.asarray(x).reshape(n, layers.IN_LEN), flat, want)
+            return self._fused.host(x.reshape(n, layers.IN_LEN), params.flat, want)
+        return self._fused.device(self.asarray(x).reshape(n, layers.IN_LEN), params.flat, want)
 
-    def _flat_parameters(self, params):
-        """The flat parameter buffer of the fused kernel, with params (the model's dict,
-        in PARAMETER_SHAPES order) made views of it: copied in, and the dict's arrays
-        replaced by the views, whenever the dict holds other arrays than last time (a
-        new model, set_parameters). Training updates the views in place, so the buffer
-        follows it; the check is 12 id() calls."""
-        ids = tuple(map(id, params.values()))
-        if ids == self._params_ids:
-            return self._params_flat
-        if self._params_flat is None:
-            self._params_flat = cuda.device_array(layers.PARAMETERS_LEN, np.float32)
-        for name, shape in layers.PARAMETER_SHAPES:
-            at, size = layers.PARAMETER_AT[name], int(np.prod(shape))
-            view = self._params_flat[at:at + size].reshape(shape)
-            view.copy_to_device(params[name])
-            params[name] = view
-        self._params_ids = tuple(map(id, params.values()))
-        return self._params_flat
+    def workspace(self, batch):
+        """The Workspace of the fused mini-batch step for `batch` images, made once."""
+        ws = self._workspaces.get(batch)
+        if ws is None:
+            table, out_table, centers = self.fused_constants()
+            ws = self._workspaces[batch] = Workspace(batch, centers, table, out_table)
+        return ws
+
+    def sdlm_rates(self, rates, hess, eta, mu):
+        """rates = eta / (mu + hess) (FlatBuffers), once per pass."""
+        sdlm.sdlm_rates(rates.flat, hess.flat, eta, mu)
+
+    def sdlm_steps(self, params, rates, stats, images, labels, order, start, count, kind, j,
+                   centers, c3_table):
+        """Per-pattern SDLM steps for order[start:start + count] with step sizes `rates`
+        (FlatBuffers params and rates), in one launch of kernels/sdlm.py (one run):
+        what the batch-of-one loop does, without ~40 launches a pattern."""
+        key = ("sdlm", kind, float(j))
+        run = self._buffers.get(key)
+        if run is None:
+            run = self._buffers[key] = (
+                cuda.to_device(np.zeros(1, np.int32)), cuda.to_device(sdlm.kinds_of([kind])),
+                cuda.to_device(np.array([j], np.float32)))
+        image_set, kinds, js = run
+        self.sdlm_runs(params.flat.reshape(1, -1), rates.flat.reshape(1, -1),
+                       stats.reshape(1, 2), images, image_set, labels, order.reshape(1, -1),
+                       start, count, kinds, js, centers, c3_table)
+
+    def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,
+                  kinds, js, centers=None, c3_table=None, scratch=None, record=False):
+        """Per-pattern SDLM steps of R runs side by side (kernels/sdlm.py: one block each):
+        params, rates (R, PARAMETERS_LEN), stats (R, 2) float64, images (N,1,32,32) or
+        (M, N, 1024) image sets, image_set (R,) int32, labels (N,), order (R, P), kinds
+        (R,) int32 (kernels.sdlm.kinds_of), js (R,); centers and c3_table unused (the
+        kernel reads fused_constants()); scratch (R, SCRATCH_LEN) or one kept here."""
+        r = params.shape[0]
+        if scratch is None:
+            scratch = self._buffers.get(("sdlm scratch", r))
+            if scratch is None:
+                scratch = self._buffers[("sdlm scratch", r)] = cuda.device_array(
+                    (r, sdlm.SCRATCH_LEN), np.float32)
+        if len(images.shape) == 4:
+            images = images.reshape(1, images.shape[0], layers.IN_LEN)
+        table, out_table, centers = self.fused_constants()
+        sdlm.sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start,
+                        count, kinds, js, centers, table, out_table, record)
 
     # ------------------------------------------------------------- layers
     # A convolution whose kernel covers its whole input and whose table connects every
@@ -274,15 +331,6 @@ class GPUOps:
 
     def sdlm_update(self, param, grad, hess, eta, mu):
         update.sdlm_update(param, grad, hess, eta, mu)
-
-    def sdlm_steps(self, params, hess, stats, images, labels, order, start, count, eta, mu,
-                   kind, j, centers, c3_table):
-        """Per-pattern SDLM steps for order[start:start + count], fused into one kernel
-        (kernels/sdlm.py): what the batch-of-one loop does, without ~40 launches a pattern."""
-        if "sdlm_scratch" not in self._buffers:
-            self._buffers["sdlm_scratch"] = sdlm.make_scratch(centers)
-        sdlm.sdlm_steps(params, hess, self._buffers["sdlm_scratch"], stats, images, labels,
-                        order, start, count, eta, mu, kind, j, c3_table)
 
     def distort(self, out, images, params):
         """out = images under the affine distortions params (N,6), on the device

@@ -77,7 +77,7 @@ def _maps_column(fig, cell, maps, columns):
 def draw_maps(path, activations, caption, classes=DIGITS):
     """Every layer of one image. activations: host arrays [input (1,1,32,32),
     C1 (1,6,28,28), S2 (1,6,14,14), C3 (1,16,10,10), S4 (1,16,5,5), C5 (1,120),
-    F6 (1,84), penalties (1,10)], as LeNet5._forward returns them; classes: the ten
+    F6 (1,84), penalties (1,10)], as LeNet5.forward_all returns them; classes: the ten
     class names."""
     x0, c1, s2, c3, s4, c5, f6, y = (np.asarray(a, np.float64)[0] for a in activations)
     winner = int(y.argmin())

@@ -27,14 +27,19 @@
                 diverges at B = 16, while 0.1 sqrt(B) eta reaches 13.6% there.
     sgd         mini-batch SGD with momentum on the batch's mean loss.
 
-The per-pattern recipes run their steps in one fused kernel where the backend has one:
-on the GPU kernels/sdlm.py instead of ~40 launches a pattern, on the CPU the compiled
-loop of kernels/sdlm_cpu.py instead of ~40 NumPy operations (Trainer(fused=False) keeps
-the layer-by-layer loop, the reference); everything else goes layer by layer through
-the backend's ops. Options of the SDLM recipes: the eta schedule (SCHEDULES), patterns
-shuffled or in order, the curvature's patterns (HESSIAN_SAMPLES), and the paper's
-random affine distortions drawn anew for every pattern of every pass
-(kernels/distort.py; with 10% of patterns left as they are).
+Fused paths (Trainer(fused=False) keeps the layer-by-layer loop through the backend's
+ops, the reference they are tested against): the per-pattern recipes run their steps in
+one kernel, on the GPU kernels/sdlm.py (step sizes eta / (mu + h) computed once a pass)
+instead of ~40 launches a pattern, on the CPU the compiled loop of kernels/sdlm_cpu.py
+instead of ~40 NumPy operations; on the GPU the mini-batch steps and the curvature
+estimate go through the fused step of kernels/train_step.py (three launches, in a
+lenet.workspace.Workspace made once per batch size). `sweep` runs many per-pattern runs
+side by side, one GPU block each (lenet sweep).
+
+Options of the SDLM recipes: the eta schedule (SCHEDULES), patterns shuffled or in
+order, the curvature's patterns (HESSIAN_SAMPLES), and the paper's random affine
+distortions drawn anew for every pattern of every pass (kernels/distort.py; with 10% of
+patterns left as they are).
 
 On the CPU, passes over batches of up to 64 run with BLAS on one thread
 (lenet.ops_cpu.SINGLE_THREAD_BATCH: within 8% of two threads on an idle 2-core
@@ -42,8 +47,9 @@ machine, 2.2x faster with its other core busy).
 
 The training set lives on the backend (on the GPU: uploaded once). Each pass
 shuffles with a seeded host permutation (one index array per pass is the only
-upload), gathers batches with the backend's gather op, and accumulates loss and
-error counts on the backend; the host reads back only the figures it prints.
+upload); the fused step reads each batch through that index (the layer-by-layer loop
+gathers it with the backend's gather op); loss and error counts accumulate on the
+backend, and the host reads back only the figures it prints.
 
 `train` writes the checkpoint after every pass and the log of the run (one JSON line
 per pass): the log replaces an older one only once the first pass has completed, so
@@ -60,7 +66,7 @@ import time
 import numpy as np
 
 from kernels.reference import MAP_J
-from lenet.model import TMP_PREFIX, is_checkpoint, on_device
+from lenet.model import TMP_PREFIX, check_loss, is_checkpoint, on_device
 from lenet.progress import Progress
 
 RECIPES = ("paper", "lecun", "sdlm-batch", "sgd")
@@ -113,7 +119,20 @@ def default_settings(recipe):
 
 
 class Trainer:
-    """Runs passes of one recipe over a training set held on the model's backend."""
+    """Runs passes of one recipe over a training set held on the model's backend.
+
+    fused=True (the default) takes the backend's fused paths: the per-pattern recipes'
+    steps in one kernel (GPU kernels/sdlm.py, CPU kernels/sdlm_cpu.py), and on the GPU
+    the mini-batch steps and the curvature estimate through the fused step
+    (kernels/train_step.py: three launches a step, in a lenet.workspace.Workspace made
+    once per batch size). fused=False runs everything layer by layer through the
+    backend's ops: the checked baseline.
+
+    Memory: velocity, hessian, grads and rates are FlatBuffers (named views: .views[name]
+    or [name]); the model's parameters are model.params (views of model.flat_params).
+    A pass is begin_pass(), steps (step() for mini-batches), end_pass(); train_pass()
+    does all three.
+    """
 
     def __init__(self, model, images, labels, recipe="sgd", batch_size=None, lr=None,
                  momentum=0.9, loss="mse", j=MAP_J, seed=0, mu=None, fused=True,
@@ -147,29 +166,39 @@ class Trainer:
         # paper: eta itself, per pattern; sdlm-batch: see the module docstring
         self.sdlm_factor = 1.0 if recipe in PER_PATTERN else \
             SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
-        model._check_loss(loss)
+        check_loss(loss)
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = model._input(images)
+        self.images = model.prepare_images(images)
         self.n = self.images.shape[0]
         if self.n == 0:
             raise ValueError("no training images: the training set is empty")
-        self.labels = model._labels(labels, self.n)
+        self.labels = model.prepare_labels(labels, self.n)
         self.rng = np.random.default_rng(seed)
         # distortions draw from their own stream: runs without them stay as they were
         self.distort = distort
         self.distort_rng = np.random.default_rng([seed, 1]) if distort else None
-        self.distorted = self.ops.empty(self.images.shape) if distort else None
-        params = model._params
-        zeros = {k: np.zeros(v.shape, model.dtype) for k, v in model.parameters().items()}
-        self.velocity = {k: self.ops.asarray(z) for k, z in zeros.items()}
-        self.hessian = {k: self.ops.asarray(z) for k, z in zeros.items()}
-        self.stats = self.ops.asarray(np.zeros(2, np.float64), dtype=np.float64)
-        self._params = params
+        self.distorted = None       # the distorted training set, allocated on first use
+        ops = self.ops
+        self.velocity, self.hessian = ops.parameter_buffer(), ops.parameter_buffer()
+        self.grads, self.rates = ops.parameter_buffer(), ops.parameter_buffer()
+        self.stats = ops.asarray(np.zeros(2, np.float64), dtype=np.float64)
         self.pass_index = 0
-        # the paper's batch-of-one steps in one kernel where the backend has it (GPU);
-        # fused=False keeps the layer-by-layer loop, which the tests compare it with
-        self.fused = fused and hasattr(self.ops, "sdlm_steps")
+        per_pattern = recipe in PER_PATTERN
+        # the fused paths where the backend has them; fused=False keeps the layer-by-layer
+        # loop, which the tests compare them with
+        self.fused = fused and hasattr(ops, "sdlm_steps" if per_pattern else "workspace")
+        self.fused_curvature = fused and hasattr(ops, "workspace")
+        self.workspace = ops.workspace(self.batch_size) if self.fused and not per_pattern \
+            else None
+        if self.fused_curvature:   # the fused step's int32 codes, made once
+            from kernels.loss import KINDS
+            from kernels.train_step import SDLM, SGD, STORE
+            self._codes = {"kind": np.int32(KINDS[loss]), "store": np.int32(STORE),
+                           "update": np.int32(SGD if recipe == "sgd" else SDLM),
+                           1: np.int32(1), 2: np.int32(2)}
+        self._pass = None       # (images, their (N, 1024) view, order, step size)
+        self._last = None       # the last layer-by-layer step's (losses, gradients)
 
     def step_size(self):
         """The global step of the coming pass: sgd's lr, or the paper's eta for
@@ -180,25 +209,47 @@ class Trainer:
 
     def estimate_hessian(self, index=None, images=None):
         """h_kk: the Gauss-Newton diagonal averaged over the patterns `index` of
-        `images` (default: 500 drawn at random from the training set)."""
+        `images` (default: 500 drawn at random from the training set), into
+        self.hessian."""
         if index is None:
             index = self.rng.choice(self.n, min(SDLM_HESSIAN_PATTERNS, self.n), replace=False)
+        images = self.images if images is None else images
         index = self.ops.asarray(index, dtype=np.int32)
-        x, labels = self.ops.gather(self.images if images is None else images, self.labels,
-                                    index)
-        acts = self.model._forward(x)
+        if self.fused_curvature:
+            c = self._codes
+            ws = self.ops.workspace(index.shape[0])
+            ws.step(self.model.flat_params, self.hessian.flat, self.velocity.flat,
+                    self.rates.flat, ws.scratch_stats, images.reshape(self.n, -1), self.labels,
+                    index, 0, index.shape[0], c["kind"], self.j, c[2], c["store"], 0.0, 0.0)
+            return
+        x, labels = self.ops.gather(images, self.labels, index)
+        acts = self.model.forward_all(x)
         _, dy, hy = self.ops.loss(acts[-1], labels, self.loss, self.j)
-        for name, h in self.model._backward2(acts, hy, dy).items():
+        for name, h in self.model.backward(acts, dy, hy, order=2).items():
             self.ops.fill(self.hessian[name], 0.0)
             self.ops.scale_add(self.hessian[name], h, 1.0)
 
     def train_pass(self, progress=None):
         """One pass over the training set; returns (mean loss, running error rate)."""
         with self.ops.threads_for(self.batch_size):
-            return self._train_pass(progress)
+            images, order, _ = self.begin_pass()
+            if self.recipe in PER_PATTERN and self.fused:
+                self._fused_pass(progress)
+                return self.end_pass()
+            for start in range(0, self.n, self.batch_size):
+                count = min(self.batch_size, self.n - start)
+                self.step(order, start, count)
+                if progress is not None:
+                    seen = start + count
+                    progress.advance(count, lambda seen=seen: self._running(seen))
+            return self.end_pass()
 
-    def _train_pass(self, progress):
-        ops, bs = self.ops, self.batch_size
+    def begin_pass(self):
+        """Everything a pass needs before its first step: the pass's images (distorted
+        anew if asked), for the SDLM recipes the curvature estimate and the step sizes,
+        the order of the patterns (on the backend), the running totals zeroed. Returns
+        (images, order, step size)."""
+        ops = self.ops
         images = self._pass_images()
         sdlm, count = self.recipe != "sgd", min(SDLM_HESSIAN_PATTERNS, self.n)
         if sdlm and self.hessian_sample == "random":
@@ -209,26 +260,56 @@ class Trainer:
             self.estimate_hessian(order[:count], images)
         order = ops.asarray(order, dtype=np.int32)
         ops.fill(self.stats, 0.0)
-        if self.recipe in PER_PATTERN and self.fused:
-            self._fused_pass(images, order, step, progress)
-            return self._finish_pass()
-        for start in range(0, self.n, bs):
-            index = order[start:start + bs]
-            x, labels = ops.gather(images, self.labels, index)
-            acts = self.model._forward(x)
-            losses, dy, _ = ops.loss(acts[-1], labels, self.loss, self.j)
-            ops.accumulate_stats(self.stats, losses, acts[-1], labels)
-            grads = self.model._backward(acts, dy)
-            for name, g in grads.items():
-                if self.recipe == "sgd":
-                    ops.sgd_update(self._params[name], g, self.velocity[name], step,
-                                   self.momentum)
-                else:
-                    ops.sdlm_update(self._params[name], g, self.hessian[name], step, self.mu)
-            if progress is not None:
-                seen = start + len(index)
-                progress.advance(len(index), lambda seen=seen: self._running(seen))
-        return self._finish_pass()
+        if sdlm and self.fused:       # eta / (mu + h) once per pass
+            ops.sdlm_rates(self.rates, self.hessian, step, self.mu)
+        self._pass = (images, images.reshape(self.n, -1), order, step)
+        return images, order, step
+
+    def step(self, order, start, count):
+        """One mini-batch step on the patterns order[start:start + count] of this pass's
+        images (after begin_pass): the fused step where there is one, else layer by layer."""
+        ops = self.ops
+        images, flat_images, _, step = self._pass
+        if self.workspace is not None:
+            c = self._codes
+            self.workspace.step(self.model.flat_params, self.grads.flat, self.velocity.flat,
+                                self.rates.flat, self.stats, flat_images, self.labels, order,
+                                start, count, c["kind"], self.j, c[1], c["update"], step,
+                                self.momentum)
+            self._last = count
+            return
+        x, labels = ops.gather(images, self.labels, order[start:start + count])
+        acts = self.model.forward_all(x)
+        losses, dy, _ = ops.loss(acts[-1], labels, self.loss, self.j)
+        ops.accumulate_stats(self.stats, losses, acts[-1], labels)
+        grads = self.model.backward(acts, dy)
+        params = self.model.params
+        for name, g in grads.items():
+            if self.recipe == "sgd":
+                ops.sgd_update(params[name], g, self.velocity[name], step, self.momentum)
+            else:
+                ops.sdlm_update(params[name], g, self.hessian[name], step, self.mu)
+        self._last = (losses, grads)
+
+    def step_outputs(self):
+        """The last step's per-pattern losses ("loss"), gradients ("grad.<name>") and
+        velocities ("velocity.<name>"), on the host (bench/ checks a step with them)."""
+        to_host = self.ops.to_host
+        if self.workspace is not None:
+            out = {"loss": self.workspace.losses(self._last)}
+            grads = self.grads.views
+        else:
+            losses, grads = self._last
+            out = {"loss": to_host(losses)}
+        out.update({f"grad.{k}": to_host(g) for k, g in grads.items()})
+        out.update({f"velocity.{k}": to_host(v) for k, v in self.velocity.views.items()})
+        return out
+
+    def end_pass(self):
+        """(mean loss, running error rate) of the pass just done."""
+        self.pass_index += 1
+        loss_sum, errors = self.ops.to_host(self.stats)
+        return loss_sum / self.n, errors / self.n
 
     def _pass_images(self):
         """The training images of the coming pass: with distortions, every pattern
@@ -236,27 +317,25 @@ class Trainer:
         if not self.distort:
             return self.images
         from kernels.distort import draw_distortions
+        if self.distorted is None:
+            self.distorted = self.ops.empty(self.images.shape)
         params = self.ops.asarray(draw_distortions(self.distort_rng, self.n))
         self.ops.distort(self.distorted, self.images, params)
         return self.distorted
 
-    def _fused_pass(self, images, order, step, progress):
+    def _fused_pass(self, progress):
         """The paper's per-pattern steps through the backend's fused kernel, in chunks
         of FUSED_CHUNK patterns between progress updates."""
         model = self.model
+        images, _, order, _ = self._pass
         for start in range(0, self.n, FUSED_CHUNK):
             count = min(FUSED_CHUNK, self.n - start)
-            self.ops.sdlm_steps(self._params, self.hessian, self.stats, images,
-                                self.labels, order, start, count, step, self.mu, self.loss,
-                                self.j, model._centers, model._tables["C3"])
+            self.ops.sdlm_steps(model.parameter_buffer, self.rates, self.stats, images,
+                                self.labels, order, start, count, self.loss, self.j,
+                                model.centers, model.tables["C3"])
             if progress is not None:
                 seen = start + count
                 progress.advance(count, lambda seen=seen: self._running(seen))
-
-    def _finish_pass(self):
-        self.pass_index += 1
-        loss_sum, errors = self.ops.to_host(self.stats)
-        return loss_sum / self.n, errors / self.n
 
     def _running(self, seen):
         loss_sum, errors = self.ops.to_host(self.stats)
@@ -320,30 +399,217 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
         started = time.perf_counter()
         step = trainer.step_size()
         bar = Progress(trainer.n, f"pass {epoch + 1}/{epochs}", enabled=progress)
-        train_loss, running_error = trainer.train_pass(bar)
+        result = trainer.train_pass(bar)
         bar.close()
         seconds = time.perf_counter() - started
-        record = {"pass": epoch + 1, "recipe": recipe, "loss": loss, "step_size": step,
-                  "mu": None if recipe == "sgd" else trainer.mu,
-                  "train_loss": train_loss, "running_train_error": running_error,
-                  "train_error": _evaluate(model, *train_set, "training", progress)
-                  if evaluate_train else None,
-                  "test_error": _evaluate(model, *test_set, "test", progress),
-                  "seconds": seconds, "patterns_per_second": trainer.n / seconds,
-                  "device": model.device, "dataset": model.dataset}
-        if recipe != "sgd":  # the SDLM choices that docs/reproduction.md compares
-            record.update(schedule=trainer.schedule, shuffle=shuffle,
-                          hessian_sample=hessian_sample, distort=distort)
+        record = _pass_record(trainer, epoch, step, result, seconds, train_set, test_set,
+                              progress, evaluate_train)
         records.append(record)
-        train_err = record["train_error"]
-        out(f"pass {epoch + 1:2d}: loss {train_loss:.4f}  train error "
-            f"{100 * (train_err if train_err is not None else running_error):.2f}%  "
-            f"test error {100 * record['test_error']:.2f}%  ({seconds:.1f} s, "
-            f"{record['patterns_per_second']:.0f} patterns/s)")
+        out(_pass_line(record))
         if checkpoint:
             model.save(checkpoint)
         if log:
             _write_json_line(log, record, replace=epoch == 0)
+    return records
+
+
+class _SideBySide:
+    """The per-pattern passes of several Trainers in one launch per chunk: their
+    parameters, step sizes, orders and totals side by side in (runs, ...) arrays, their
+    training sets (one shared, each distorting run's own) stacked (lenet.ops_gpu.GPUOps.
+    sdlm_runs: one block a run)."""
+
+    def __init__(self, trainers, data):
+        from kernels.layers import IN_LEN, PARAMETERS_LEN
+        from kernels.loss import KINDS
+        self.trainers, ops, n, r = trainers, trainers[0].ops, trainers[0].n, len(trainers)
+        self.ops, self.n, self.labels = ops, n, data[1]
+        self.params = ops.empty((r, PARAMETERS_LEN))
+        self.rates = ops.empty((r, PARAMETERS_LEN))
+        self.stats = ops.asarray(np.zeros((r, 2)), dtype=np.float64)
+        self.order = ops.asarray(np.zeros((r, n), np.int32), dtype=np.int32)
+        distorting = [i for i, t in enumerate(trainers) if t.distort]
+        self.sets = ops.empty((1 + len(distorting), n, IN_LEN))  # set 0: the images as they are
+        ops.copy(self.sets[0], data[0].reshape(n, IN_LEN))
+        image_set = np.zeros(r, np.int32)
+        for k, i in enumerate(distorting):
+            trainers[i].distorted = self.sets[1 + k].reshape(n, 1, 32, 32)
+            image_set[i] = 1 + k
+        self.image_set = ops.asarray(image_set, dtype=np.int32)
+        self.kinds = ops.asarray([KINDS[t.loss] for t in trainers], dtype=np.int32)
+        self.js = ops.asarray([t.j for t in trainers])
+
+    def train_pass(self, bar):
+        """One pass of every run; returns their (mean loss, running error rate)."""
+        ops, model = self.ops, self.trainers[0].model
+        for r, t in enumerate(self.trainers):
+            _, order, _ = t.begin_pass()
+            ops.copy(self.params[r], t.model.flat_params)
+            ops.copy(self.rates[r], t.rates.flat)
+            ops.copy(self.order[r], order)
+        ops.fill(self.stats, 0.0)
+        for start in range(0, self.n, FUSED_CHUNK):
+            count = min(FUSED_CHUNK, self.n - start)
+            ops.sdlm_runs(self.params, self.rates, self.stats, self.sets, self.image_set,
+                          self.labels, self.order, start, count, self.kinds, self.js,
+                          model.centers, model.tables["C3"])
+            bar.advance(count)
+        results = []
+        for r, t in enumerate(self.trainers):
+            ops.copy(t.model.flat_params, self.params[r])
+            ops.copy(t.stats, self.stats[r])
+            results.append(t.end_pass())
+        return results
+
+
+def _pass_record(trainer, epoch, step, result, seconds, train_set, test_set, progress,
+                 evaluate_train):
+    """The JSON line of one pass of `trainer` (lenet train's log format)."""
+    model, recipe = trainer.model, trainer.recipe
+    train_loss, running_error = result
+    record = {"pass": epoch + 1, "recipe": recipe, "loss": trainer.loss, "step_size": step,
+              "mu": None if recipe == "sgd" else trainer.mu,
+              "train_loss": train_loss, "running_train_error": running_error,
+              "train_error": _evaluate(model, *train_set, "training", progress)
+              if evaluate_train else None,
+              "test_error": _evaluate(model, *test_set, "test", progress),
+              "seconds": seconds, "patterns_per_second": trainer.n / seconds,
+              "device": model.device, "dataset": model.dataset}
+    if recipe != "sgd":  # the SDLM choices that docs/reproduction.md compares
+        record.update(schedule=trainer.schedule, shuffle=trainer.shuffle,
+                      hessian_sample=trainer.hessian_sample, distort=trainer.distort)
+    return record
+
+
+def _pass_line(record, name=None):
+    train_err = record["train_error"]
+    shown = train_err if train_err is not None else record["running_train_error"]
+    return (f"{name + ' ' if name else ''}pass {record['pass']:2d}: loss "
+            f"{record['train_loss']:.4f}  train error {100 * shown:.2f}%  "
+            f"test error {100 * record['test_error']:.2f}%  ({record['seconds']:.1f} s, "
+            f"{record['patterns_per_second']:.0f} patterns/s)")
+
+
+# ---------------------------------------------------------------------- sweeps
+
+SWEEP_KEYS = ("name", "recipe", "seed", "init", "mu", "loss", "j", "schedule", "shuffle",
+              "hessian_sample", "distort")
+
+
+def sweep_runs(spec):
+    """The runs of a sweep: `spec` is a list of run settings (dicts of SWEEP_KEYS), or
+    {"base": settings, "grid": {key: [values, ...], ...}}, every combination of the grid's
+    values over the base (named key=value,...). Each run gets a "name" (run0, run1, ... if
+    not given). ValueError for an unknown key, a duplicate name or an empty sweep."""
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - {"base", "grid"})
+        if unknown:
+            raise ValueError(f"sweep: unknown key {unknown[0]!r} (expected 'base' and 'grid')")
+        runs = [dict(spec.get("base", {}))]
+        for key, values in spec.get("grid", {}).items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep: grid {key!r} must be a non-empty list of values")
+            runs = [dict(run, **{key: v}) for run in runs for v in values]
+        if spec.get("grid"):
+            for run in runs:
+                run.setdefault("name", ",".join(f"{k}={run[k]}" for k in spec["grid"]))
+    elif isinstance(spec, list):
+        runs = [dict(run) for run in spec]
+    else:
+        raise ValueError(f"sweep: expected a list of runs or {{'base', 'grid'}}, not "
+                         f"{type(spec).__name__}")
+    if not runs:
+        raise ValueError("sweep: no runs")
+    for i, run in enumerate(runs):
+        unknown = sorted(set(run) - set(SWEEP_KEYS))
+        if unknown:
+            raise ValueError(f"sweep: run {i} has unknown setting {unknown[0]!r} (known: "
+                             f"{', '.join(SWEEP_KEYS)})")
+        run.setdefault("name", f"run{i}")
+        name = run["name"]
+        if not isinstance(name, str) or not name or name.startswith(".") or "/" in name \
+                or os.sep in name:
+            raise ValueError(f"sweep: run name {name!r} cannot be a file name (its checkpoint "
+                             "and log are NAME.npz and NAME.log.jsonl)")
+        if run.setdefault("recipe", "lecun") not in PER_PATTERN:
+            raise ValueError(f"sweep: run {run['name']}: recipe {run['recipe']!r}; a sweep "
+                             f"runs the per-pattern recipes {PER_PATTERN}")
+    names = [run["name"] for run in runs]
+    twice = sorted(name for name in names if names.count(name) > 1)
+    if twice:
+        raise ValueError(f"sweep: two runs are named {twice[0]!r}")
+    return runs
+
+
+def sweep(runs, train_set, test_set, epochs=None, device="gpu", out_dir=None, progress=True,
+          evaluate_train=True, out=print, classes=None, dataset=None):
+    """Many independent runs of the paper's per-pattern recipe side by side: on the GPU one
+    block each in one launch of kernels/sdlm.py (so 64 runs take about as long as one);
+    on the CPU one after another. Each run is what `train` does with its settings
+    (sweep_runs: name, recipe paper or lecun, seed, init, mu, loss, j, schedule, shuffle,
+    hessian_sample, distort), bit for bit: its own model, random streams, curvature
+    estimate, order and distortions. After each pass every run's train and test error is
+    printed and, with out_dir, its checkpoint NAME.npz and log NAME.log.jsonl (lenet
+    train's format) written there; classes and dataset name the checkpoints' classes and
+    data set (LeNet5.classes, .dataset). Returns {name: [per-pass records]}."""
+    from lenet.model import LeNet5
+    runs = sweep_runs(runs)
+    epochs = default_settings(runs[0]["recipe"])["epochs"] if epochs is None else epochs
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be a whole number of at least 1, not {epochs}")
+    if len(test_set[1]) == 0:
+        raise ValueError("no test images: the test set is empty")
+    files = {}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        for run in runs:
+            files[run["name"]] = (os.path.join(out_dir, f"{run['name']}.npz"),
+                                  os.path.join(out_dir, f"{run['name']}.log.jsonl"))
+            check_outputs(*files[run["name"]])
+    trainers, data = [], None
+    for run in runs:
+        settings = default_settings(run["recipe"])
+        model = LeNet5(device=device, seed=run.get("seed", 0),
+                       init=run.get("init") or settings["init"])
+        model.dataset = dataset
+        if classes is not None:
+            model.classes = tuple(classes)
+        if data is None:   # the training set on the backend once, for every run
+            data = (model.prepare_images(train_set[0]),
+                    model.prepare_labels(train_set[1], len(train_set[1])))
+        trainers.append(Trainer(model, *data, recipe=run["recipe"], loss=run.get("loss", "mse"),
+                                j=run.get("j", MAP_J), seed=run.get("seed", 0), mu=run.get("mu"),
+                                schedule=run.get("schedule"), shuffle=run.get("shuffle", True),
+                                hessian_sample=run.get("hessian_sample", "random"),
+                                distort=run.get("distort", False)))
+    ops, n, r_count = trainers[0].ops, trainers[0].n, len(trainers)
+    side_by_side = _SideBySide(trainers, data) if hasattr(ops, "sdlm_runs") else None
+    first = trainers[0].model
+    out(f"sweep of {r_count} run{'s' if r_count > 1 else ''} of the per-pattern recipe on "
+        f"{first.device}, {epochs} "
+        f"passes, {n} patterns")
+    records = {run["name"]: [] for run in runs}
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        bar = Progress(n, f"pass {epoch + 1}/{epochs}", enabled=progress)
+        steps = [t.step_size() for t in trainers]
+        if side_by_side is not None:
+            results = side_by_side.train_pass(bar)
+        else:   # one run after another, each on its own buffers (as train would)
+            results = [t.train_pass() for t in trainers]
+            bar.advance(n)
+        bar.close()
+        seconds = time.perf_counter() - started
+        for run, t, step, result in zip(runs, trainers, steps, results, strict=True):
+            name = run["name"]
+            record = _pass_record(t, epoch, step, result, seconds, (data[0], train_set[1]),
+                                  test_set, progress, evaluate_train)
+            record["sweep"] = {"run": name, "runs": r_count}
+            records[name].append(record)
+            out(_pass_line(record, name))
+            if out_dir:
+                t.model.save(files[name][0])
+                _write_json_line(files[name][1], record, replace=epoch == 0)
     return records
 
 

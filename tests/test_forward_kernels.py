@@ -251,7 +251,7 @@ def test_fused_path_follows_parameter_changes(models):
         other = LeNet5(device="cpu", dtype=np.float64)
         other.set_parameters({k: v.astype(np.float64) for k, v in changed.items()})
         assert_close(fused.forward(x), other.forward(x), what="after set_parameters")
-        fused.ops.scale_add(fused._params["C5.bias"], fused._params["C5.bias"], -0.5)
+        fused.ops.scale_add(fused.params["C5.bias"], fused.params["C5.bias"], -0.5)
         changed["C5.bias"] = changed["C5.bias"] * np.float32(0.5)
         other.set_parameters({k: v.astype(np.float64) for k, v in changed.items()})
         assert_close(fused.forward(x), other.forward(x), what="after an in-place update")

@@ -1,5 +1,7 @@
 """The GPU model against the CPU model with the same parameters: the layer-by-layer path
-(path="layers", what training runs); the fused forward path is tests/test_forward_kernels.py.
+(path="layers"), and training through the fused step and the fused per-pattern kernel
+(whose kernels are tested on their own in tests/test_train_step.py and
+tests/test_sdlm_kernel.py); the fused forward path is tests/test_forward_kernels.py.
 
 Runs on a real GPU with thousands of images and in the CUDA simulator (chosen by
 conftest.py when there is no GPU) with a few. Interop with CuPy needs a real GPU.
@@ -109,24 +111,34 @@ def test_gradients_and_curvature_match_cpu(pair, loss):
         assert_close(h_gpu[k], h_cpu[k], what=f"h{k}")
 
 
-def test_training_pass_matches_cpu():
-    # the same recipe, seed and data on both devices take the same steps. A few
-    # steps only: over hundreds of momentum steps float32 rounding differences
-    # grow (seen on an H100: 1.4e-4 after 256 steps), as in any float32 training
+@pytest.mark.parametrize("recipe", ["sgd", "sdlm-batch"])
+def test_fused_training_pass_matches_cpu(recipe):
+    # the same recipe, seed and data on both devices take the same steps: the GPU through
+    # the workspace's fused step (and, for sdlm-batch, its fused curvature estimate), the
+    # CPU layer by layer in float64. A few steps only: over hundreds of momentum steps
+    # float32 rounding differences grow (seen on an H100: 1.4e-4 after 256 steps)
     from lenet.train import Trainer
-    n = 2 if SIMULATOR else 8
+    n = 3 if SIMULATOR else 40
     x = images(n, seed=6)
     labels = np.random.default_rng(7).integers(0, 10, n)
     a = LeNet5(device="cpu", seed=3, dtype=np.float64)
     b = LeNet5(device="gpu")
-    b.set_parameters({k: v.astype(np.float32) for k, v in a.parameters().items()})
-    a.set_parameters({k: v.astype(np.float32).astype(np.float64)
-                      for k, v in a.parameters().items()})
-    for model in (a, b):
-        Trainer(model, x, labels, recipe="sgd", batch_size=2, seed=1).train_pass()
+    start = {k: v.astype(np.float32) for k, v in a.parameters().items()}
+    b.set_parameters(start)
+    a.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
+    batch = n if SIMULATOR else 16     # on a GPU: two full steps and a partial one
+    ta, tb = (Trainer(m, x, labels, recipe=recipe, batch_size=batch, seed=1, mu=0.1)
+              for m in (a, b))
+    assert tb.workspace is not None and ta.workspace is None
+    (loss_a, err_a), (loss_b, err_b) = ta.train_pass(), tb.train_pass()
+    assert abs(loss_b - loss_a) <= 1e-5 * abs(loss_a) and err_a == err_b
     pa, pb = a.parameters(), b.parameters()
     for k in pa:
         assert_close(pb[k], pa[k], what=k)
+        assert not np.array_equal(pb[k], start[k]), k     # the pass moved it
+    if recipe == "sdlm-batch":
+        for k, h in ta.hessian.views.items():
+            assert_close(b.ops.to_host(tb.hessian[k]), h, what=f"curvature {k}")
 
 
 # C5-shaped: the kernel covers the whole input, so the output is 1x1. Fully connected,
@@ -178,15 +190,15 @@ def test_whole_input_convolution_matches_cpu(table_name, monkeypatch):
         assert getattr(gpu, backward)(dh, out32, xg, wg, table_gpu, False)[0] is None
 
 
-@pytest.mark.parametrize("loss", ["mse", "map"])
-def test_fused_paper_steps_match_cpu(loss):
-    # the paper's recipe on the GPU runs its per-pattern steps in one kernel
-    # (kernels/sdlm.py); the CPU model takes them layer by layer through the reference
-    # ops, in float64, from the same float32 parameters, curvature patterns and order
+def test_fused_paper_steps_match_cpu():
+    # the paper's recipe on the GPU: the curvature through the fused step (order 2), the
+    # per-pattern steps in one launch of kernels/sdlm.py; the CPU model takes them layer by
+    # layer through the reference ops, in float64, from the same float32 parameters,
+    # curvature patterns and order. Each phase of the kernel is tests/test_sdlm_kernel.py's
     from lenet.train import Trainer
     # float32 rounding grows over sequential steps, doubling about every 4 patterns
     # (measured with the float32 CPU loop against float64): 16 leave a 20x margin
-    n = 3 if SIMULATOR else 16
+    n = 2 if SIMULATOR else 16
     x = images(n, seed=8)
     labels = np.random.default_rng(9).integers(0, 10, n)
     a = LeNet5(device="cpu", seed=4, dtype=np.float64, init="sqrt-fan-in")
@@ -194,8 +206,8 @@ def test_fused_paper_steps_match_cpu(loss):
     start = {k: v.astype(np.float32) for k, v in a.parameters().items()}
     b.set_parameters(start)
     a.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
-    ta, tb = (Trainer(m, x, labels, recipe="paper", seed=2, mu=0.2, loss=loss, j=20,
-                      fused=m is b) for m in (a, b))
+    ta, tb = (Trainer(m, x, labels, recipe="paper", seed=2, mu=0.2, fused=m is b)
+              for m in (a, b))
     assert tb.fused and not ta.fused  # the GPU takes the fused kernel, the CPU the loop
     (loss_a, err_a), (loss_b, err_b) = ta.train_pass(), tb.train_pass()
     assert abs(loss_b - loss_a) <= 1e-5 * abs(loss_a)
@@ -208,24 +220,6 @@ def test_fused_paper_steps_match_cpu(loss):
         step_a, step_b = pa[k] - start[k], pb[k] - start[k]
         assert np.abs(step_a).max() > 0, k
         assert ref_relative_error(step_b, step_a) < 1e-3, k
-
-
-def test_fused_steps_refuse_a_wrong_shape():
-    # the fused kernel indexes with LeNet-5's sizes: any other shape is refused by name
-    from numba import cuda
-
-    from kernels import sdlm
-    from kernels.conv import conv_table
-    from lenet.architecture import C3_TABLE, RBF_CENTERS
-    params = {k: cuda.to_device(np.zeros(v, np.float32)) for k, v in sdlm.PARAM_SHAPES.items()}
-    hess = dict(params)
-    params["C5.weight"] = cuda.to_device(np.zeros((120, 16, 5, 4), np.float32))
-    args = (sdlm.make_scratch(cuda.to_device(RBF_CENTERS.astype(np.float32))),
-            cuda.to_device(np.zeros(2)), cuda.to_device(np.zeros((2, 1, 32, 32), np.float32)),
-            cuda.to_device(np.zeros(2, np.int32)), cuda.to_device(np.arange(2, dtype=np.int32)),
-            0, 2, 5e-4, 1.0, "mse", 10.0, conv_table(C3_TABLE))
-    with pytest.raises(ValueError, match=r"C5.weight has shape \(120, 16, 5, 4\)"):
-        sdlm.sdlm_steps(params, hess, *args)
 
 
 @pytest.mark.skipif(SIMULATOR, reason="the simulator runs blocks one after another, so its "

@@ -61,7 +61,7 @@ def test_rbf_bitmaps_are_distinct_digits():
 
 def test_layer_output_shapes():
     m = LeNet5(seed=0)
-    acts = m._forward(m._input(images(3, dtype=np.float32)))
+    acts = m.forward_all(m.prepare_images(images(3, dtype=np.float32)))
     shapes = [tuple(a.shape) for a in acts]
     assert shapes == [(3, 1, 32, 32), (3, 6, 28, 28), (3, 6, 14, 14), (3, 16, 10, 10),
                       (3, 16, 5, 5), (3, 120), (3, 84), (3, 10)]
@@ -156,7 +156,7 @@ MAP_TEST_J = 90.0
 
 def test_map_test_setting_is_not_trivial():
     m = LeNet5(seed=1, dtype=np.float64)
-    acts = m._forward(m._input(images(3, seed=6)))
+    acts = m.forward_all(m.prepare_images(images(3, seed=6)))
     _, dy, hy = ref.map_loss_ref(acts[-1], np.array([3, 7, 1]), MAP_TEST_J)
     _, dy_mse, _ = ref.mse_loss_ref(acts[-1], np.array([3, 7, 1]))
     assert hy.max() > 1e-3 and np.abs(dy - dy_mse).max() > 1e-3
@@ -195,7 +195,7 @@ def test_second_derivatives_of_f6_are_gauss_newton():
     # its Gauss-Newton curvature is mean_n 2 f'(a6)^2 x5^2.
     m = LeNet5(seed=2, dtype=np.float64)
     x, labels = images(5, seed=7), np.arange(5)
-    acts = m._forward(m._input(x))
+    acts = m.forward_all(m.prepare_images(x))
     x5, x6 = acts[5], acts[6]
     fprime = ref.squash_derivative_ref(x6)
     expected = (2 * fprime[:, :, None] ** 2 * x5[:, None, :] ** 2).mean(axis=0)
@@ -290,7 +290,7 @@ def test_set_parameters_copies():
     m = LeNet5(seed=0)
     params = m.parameters()
     m.set_parameters(params)
-    m._params["F6.bias"] += 1.0
+    m.params["F6.bias"] += 1.0
     assert not np.array_equal(params["F6.bias"], m.parameters()["F6.bias"])
 
 

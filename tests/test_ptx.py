@@ -30,7 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOAT64_ACCUMULATORS = {
     "kernels.full.full_backward_params_kernel_v1",   # batch sums of the weight gradients
     "kernels.full.full_backward_params_kernel_v2",
-    "kernels.sdlm.sdlm_steps_kernel",                # the pass's loss and error totals
+    "kernels.sdlm.sdlm_kernel",                      # each run's loss and error totals
+    "kernels.train_step.finish_kernel",              # the pass's loss and error totals
     "kernels.update.count_errors_kernel",            # its float64 counter signature
     "kernels.update.sum_into_kernel",                # its float64 total signature
 }
@@ -262,13 +263,31 @@ def _launch_update():
 
 
 def _launch_sdlm():
-    from kernels import conv, sdlm
+    from kernels import conv, layers, layers_backward, sdlm
     from lenet.architecture import C3_TABLE
-    params = {k: _device(s) for k, s in sdlm.PARAM_SHAPES.items()}
-    hess = {k: _device(s) for k, s in sdlm.PARAM_SHAPES.items()}
-    sdlm.sdlm_steps(params, hess, sdlm.make_scratch(_device((10, 84))), _device((2,), np.float64),
-                    _device((5, 1, 32, 32)), _device((5,), np.int32), _device((5,), np.int32),
-                    1, 3, 0.01, 1.0, "mse", 10.0, conv.conv_table(C3_TABLE))
+    r, n, table = 2, 5, conv.conv_table(C3_TABLE)
+    flat = _device((layers.PARAMETERS_LEN,))
+    sdlm.sdlm_rates(flat, _device((layers.PARAMETERS_LEN,)), 5e-4, 0.02)
+    sdlm.sdlm_steps(_device((r, layers.PARAMETERS_LEN)), _device((r, layers.PARAMETERS_LEN)),
+                    _device((r, 2), np.float64), _device((r, sdlm.SCRATCH_LEN)),
+                    _device((2, n, layers.IN_LEN)), _device((r,), np.int32),
+                    _device((n,), np.int32), _device((r, 4), np.int32), 1, 3,
+                    _device((r,), np.int32), _device((r,)), _device((10 * 84,)),
+                    layers.c3_table(table), layers_backward.c3_out_table(table), True)
+
+
+def _launch_train_step():
+    from kernels import conv, layers, layers_backward
+    from kernels import train_step as ts
+    from lenet.architecture import C3_TABLE
+    n, table = 6, conv.conv_table(C3_TABLE)
+    bp = ts.padded(n)
+    flats = [_device((layers.PARAMETERS_LEN,)) for _ in range(4)]
+    ts.launch_step(_device((bp * ts.ROW_LEN,)), bp, *flats, _device((9, layers.IN_LEN)),
+                   _device((9,), np.int32), _device((8,), np.int32), 1, n, "map", 10.0, 2, "sgd",
+                   0.01, 0.9, _device((2, ts.CONV_LEN)), _device((2, ts.DENSE_LEN)),
+                   _device((2, 2)), _device((2,), np.float64), _device((10 * 84,)),
+                   layers.c3_table(table), layers_backward.c3_out_table(table))
 
 
 def _launch_inputs():
@@ -320,8 +339,8 @@ def _launch_distort():
 
 
 LAUNCHES = (_launch_conv, _launch_full, _launch_loss, _launch_rbf, _launch_subsample,
-            _launch_update, _launch_sdlm, _launch_inputs, _launch_forward, _launch_backward,
-            _launch_distort)
+            _launch_update, _launch_sdlm, _launch_train_step, _launch_inputs, _launch_forward,
+            _launch_backward, _launch_distort)
 
 
 def test_every_kernel_signature_is_launched_by_its_launcher(monkeypatch):

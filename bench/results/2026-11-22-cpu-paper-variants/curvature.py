@@ -35,10 +35,10 @@ if args.steps:
     t = Trainer(m, x, y, recipe="paper", mu=args.mu, fused=False)
     t.estimate_hessian()
     for i in range(args.steps):
-        acts = m._forward(x[i:i + 1])
+        acts = m.forward_all(x[i:i + 1])
         _, dy, _ = t.ops.loss(acts[-1], t.labels[i:i + 1], "mse", 10)
-        for name, g in m._backward(acts, dy).items():
-            t.ops.sdlm_update(t._params[name], g, t.hessian[name], t.step_size(), t.mu)
+        for name, g in m.backward(acts, dy).items():
+            t.ops.sdlm_update(m.params[name], g, t.hessian[name], t.step_size(), t.mu)
         if (i + 1) % 500 == 0:
             err = np.mean(m.predict(x[:1000]) != y[:1000])
             big = " ".join(f"{k}:{np.abs(v).max():.2f}" for k, v in m.parameters().items())

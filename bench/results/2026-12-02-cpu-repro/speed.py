@@ -71,8 +71,8 @@ def main():
         t_fwd, _ = median_time(lambda: model.forward(xt))
         result["numpy_forward_images_per_s"] = len(xt) / t_fwd
         ops = model.ops
-        t_pen, _ = median_time(lambda: ops.infer(xt, xt.shape, model._params,
-                                                 model._tables["C3"], model._centers,
+        t_pen, _ = median_time(lambda: ops.infer(xt, xt.shape, model.parameter_buffer,
+                                                 model.tables["C3"], model.centers,
                                                  "penalties"))
         result["compiled_forward_images_per_s"] = len(xt) / t_pen
         params = draw_distortions(np.random.default_rng(0), len(x))

@@ -1,0 +1,124 @@
+"""Memory for training, allocated once: parameter-shaped flat buffers with named views,
+and the GPU workspace of the fused training step.
+
+    FlatBuffer(flat)            one flat array of kernels.layers.PARAMETERS_LEN in
+                                PARAMETER_AT order; .views[name] are views of it shaped
+                                as lenet.architecture.PARAMETER_SHAPES (writing a view
+                                writes the buffer). The model's parameters are one (its
+                                `params` ARE the views: the fused kernels read the flat
+                                buffer, the layer ops the views); a Trainer's gradients,
+                                velocities, curvature and step sizes are four more.
+    Workspace(batch, ...)       the GPU's buffers for the fused step at one batch size
+                                (kernels/train_step.py): per-image rows of every
+                                activation and delta named by layer (.rows), the blocks'
+                                and splits' partial sums, the grids for each image count.
+                                step() launches the three kernels with no checks and no
+                                allocation: the workspace checked and sized everything
+                                when it was built.
+
+Backends make them (ops.parameter_buffer(), GPUOps.workspace(batch)); a workspace
+serves one batch size and any smaller count (the last, partial batch of a pass).
+"""
+
+import numpy as np
+
+from kernels.layers import PARAMETER_AT, PARAMETER_SHAPES, PARAMETERS_LEN
+
+
+class FlatBuffer:
+    """A flat parameter-shaped array and its named views (module docstring)."""
+
+    def __init__(self, flat):
+        if tuple(flat.shape) != (PARAMETERS_LEN,):
+            raise ValueError(f"FlatBuffer: shape {tuple(flat.shape)}, expected "
+                             f"({PARAMETERS_LEN},)")
+        self.flat = flat
+        self.views = {name: flat[PARAMETER_AT[name]:PARAMETER_AT[name] + int(np.prod(shape))]
+                      .reshape(shape) for name, shape in PARAMETER_SHAPES}
+
+    def __getitem__(self, name):
+        return self.views[name]
+
+
+class Workspace:
+    """Everything kernels/train_step.py needs for steps of up to `batch` images.
+
+    rows[name]   (batch, length) device views of the activation rows: a1..a6 (each
+                 layer's output), y, dy, hy, loss (per image: loss, misclassified), d1..d6
+                 (each layer's delta, or curvature after an order-2 step)
+    blocks       most blocks of batch_kernel (default: 3 an SM; 2 in the simulator)
+    splits       most batch splits of dense_grads_kernel (default: 3 an SM / its 9 tiles)
+    split_images fewest images a split takes
+    """
+
+    def __init__(self, batch, centers, table, out_table, blocks=None, splits=None,
+                 split_images=None):
+        from numba import config, cuda
+
+        from kernels import train_step as ts
+        from kernels.common import check_device_array
+        from kernels.layers import C3_MAPS, F6_UNITS, N_CLASSES, TABLE_ROW
+        from kernels.layers_backward import OUT_TABLE_ROW
+        self.ts = ts
+        if not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"Workspace: batch must be a positive whole number, not {batch!r}")
+        check_device_array("Workspace", "centers", centers, (N_CLASSES * F6_UNITS,))
+        check_device_array("Workspace", "table", table, (C3_MAPS * TABLE_ROW,), np.int32)
+        check_device_array("Workspace", "out_table", out_table, (6 * OUT_TABLE_ROW,), np.int32)
+        if config.ENABLE_CUDASIM:
+            sms = 1
+        else:
+            sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
+        self.batch, self.bp = int(batch), ts.padded(int(batch))
+        self.blocks = int(blocks or (2 if config.ENABLE_CUDASIM else 3 * sms))
+        self.splits = int(splits or max(1, 3 * sms // ts.DENSE_TILES))
+        self.split_images = int(split_images or ts.SPLIT_IMAGES)
+        self.centers, self.table, self.out_table = centers, table, out_table
+        # rows past the batch (a partial group) are read into sums that are never used, so
+        # on a GPU they are left as allocated (tests/test_train_step.py poisons them with
+        # NaN); the simulator gets zeros (free there), sparing NumPy's inf * 0 warnings
+        self.acts = cuda.to_device(np.zeros(self.bp * ts.ROW_LEN, np.float32)) \
+            if config.ENABLE_CUDASIM else cuda.device_array(self.bp * ts.ROW_LEN, np.float32)
+        self.rows = {name: self.acts[self.bp * at:self.bp * (at + ts.ACT_LEN[name])]
+                     .reshape(self.bp, ts.ACT_LEN[name])[:self.batch]
+                     for name, at in ts.ACT_AT.items()}
+        self.conv_part = cuda.device_array((self.blocks, ts.CONV_LEN), np.float32)
+        self.dense_part = cuda.device_array((self.splits, ts.DENSE_LEN), np.float32)
+        self.stats_part = cuda.device_array((self.blocks, 2), np.float32)
+        self.scratch_stats = cuda.device_array(2, np.float64)   # for steps that count none
+        self._grids = {}
+
+    def grid(self, count):
+        """(blocks, splits, scale) of a step over `count` images, kept per count."""
+        g = self._grids.get(count)
+        if g is None:
+            if not 0 < count <= self.batch:
+                raise ValueError(f"Workspace: {count} images in a workspace for "
+                                 f"{self.batch}")
+            blocks, splits = self.ts.grid(count, self.blocks, self.splits, self.split_images)
+            g = self._grids[count] = (blocks, splits, np.float32(1.0 / count),
+                                      np.int32(count), np.int32(blocks), np.int32(splits))
+        return g
+
+    def step(self, params, grads, velocity, rates, stats, images, labels, index, start, count,
+             kind, j, order, mode, lr, momentum):
+        """One step over images[index[start:start + count]] (module docstring of
+        kernels/train_step.py): params, grads, velocity, rates flat (PARAMETERS_LEN,);
+        images (N, 1024); kind, order, mode the kernels' int32 codes; stats (2,) float64
+        gains the step's loss and error sums. No checks: the caller's arrays were checked
+        when it made them."""
+        ts = self.ts
+        blocks, splits, scale, n, nb, ns = self.grid(count)
+        ts.batch_kernel[blocks, ts.THREADS](
+            self.acts, np.int32(self.bp), params, images, labels, index, np.int64(start), n,
+            kind, np.float32(j), scale, order, self.conv_part, self.stats_part, self.centers,
+            self.table, self.out_table)
+        ts.dense_grads_kernel[(ts.DENSE_TILES, splits), ts.THREADS](
+            self.dense_part, self.acts, np.int32(self.bp), n, order)
+        ts.finish_kernel[ts.FINISH_BLOCKS, ts.FINISH_THREADS](
+            params, grads, velocity, rates, self.conv_part, self.dense_part, nb, ns,
+            self.stats_part, stats, mode, np.float32(lr), np.float32(momentum))
+
+    def losses(self, count):
+        """The per-pattern losses of the last step's `count` images, on the host."""
+        return self.rows["loss"][:count].copy_to_host()[:, 0]

@@ -1,0 +1,171 @@
+"""The per-pattern SDLM kernel (kernels/sdlm.py) phase by phase against kernels/reference.py:
+after one pattern, every activation, delta and parameter step it wrote equals the float64
+reference's; a sweep of two runs in one launch equals the two runs launched alone, bit
+for bit. In the CUDA simulator one pattern takes seconds; the end-to-end check against
+the layer-by-layer Trainer is tests/test_gpu_model.py's."""
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from kernels import layers as L
+from kernels import reference as ref
+from kernels import sdlm
+from kernels.conv import conv_table
+from kernels.layers_backward import c3_out_table
+from kernels.tolerance import assert_close
+from lenet import LeNet5
+from lenet.architecture import C3_TABLE, CONV_TABLES, PARAMETER_SHAPES, RBF_CENTERS
+
+KIND = {"mse": 0, "map": 1}
+
+
+def flat(params):
+    return np.concatenate([params[name].ravel() for name, _ in L.PARAMETER_SHAPES])
+
+
+def unflat(buffer):
+    return {name: buffer[L.PARAMETER_AT[name]:L.PARAMETER_AT[name] + int(np.prod(shape))]
+            .reshape(shape) for name, shape in L.PARAMETER_SHAPES}
+
+
+def reference_pattern(x, label, params, kind, j):
+    """Every activation, delta and gradient of one pattern, float64 from float32 inputs."""
+    p = {k: v.astype(np.float64) for k, v in params.items()}
+    sq, back = ref.squash_ref, ref.squash_backward_ref
+    out = {"x": x.reshape(1, 1, 32, 32).astype(np.float64)}
+    out["a1"] = sq(ref.conv_ref(out["x"], p["C1.weight"], p["C1.bias"], CONV_TABLES["C1"]))
+    out["a2"] = sq(ref.subsample_ref(out["a1"], p["S2.coef"], p["S2.bias"]))
+    out["a3"] = sq(ref.conv_ref(out["a2"], p["C3.weight"], p["C3.bias"], C3_TABLE))
+    out["a4"] = sq(ref.subsample_ref(out["a3"], p["S4.coef"], p["S4.bias"]))
+    w5 = p["C5.weight"].reshape(120, 400)
+    out["a5"] = sq(ref.full_ref(out["a4"].reshape(1, 400), w5, p["C5.bias"]))
+    out["a6"] = sq(ref.full_ref(out["a5"], p["F6.weight"], p["F6.bias"]))
+    out["y"] = ref.rbf_ref(out["a6"], RBF_CENTERS)
+    loss = ref.mse_loss_ref if kind == "mse" else (lambda y, lab: ref.map_loss_ref(y, lab, j))
+    out["loss"], out["dy"], out["hy"] = loss(out["y"], np.array([label]))
+    g = {}
+    out["d6"] = back(ref.rbf_backward_ref(out["dy"], out["a6"], RBF_CENTERS), out["a6"])
+    d5, g["F6.weight"], g["F6.bias"] = ref.full_backward_ref(out["d6"], out["a5"], p["F6.weight"])
+    out["d5"] = back(d5, out["a5"])
+    d4, g5, g["C5.bias"] = ref.full_backward_ref(out["d5"], out["a4"].reshape(1, 400), w5)
+    g["C5.weight"] = g5.reshape(120, 16, 5, 5)
+    out["d4"] = back(d4.reshape(1, 16, 5, 5), out["a4"])
+    d3, g["S4.coef"], g["S4.bias"] = ref.subsample_backward_ref(out["d4"], out["a3"], p["S4.coef"])
+    out["d3"] = back(d3, out["a3"])
+    d2, g["C3.weight"], g["C3.bias"] = ref.conv_backward_ref(out["d3"], out["a2"],
+                                                             p["C3.weight"], C3_TABLE)
+    out["d2"] = back(d2, out["a2"])
+    d1, g["S2.coef"], g["S2.bias"] = ref.subsample_backward_ref(out["d2"], out["a1"], p["S2.coef"])
+    out["d1"] = back(d1, out["a1"])
+    _, g["C1.weight"], g["C1.bias"] = ref.conv_backward_ref(out["d1"], out["x"], p["C1.weight"],
+                                                            CONV_TABLES["C1"], False)
+    return out, g
+
+
+class Runs:
+    """Device buffers for R runs of sdlm_steps over a few images."""
+
+    def __init__(self, params, rates, images, labels, orders, kinds, js, image_set=None):
+        r = len(params)
+        self.params = cuda.to_device(np.stack([flat(p) for p in params]).astype(np.float32))
+        self.rates = cuda.to_device(np.stack(rates).astype(np.float32))
+        self.stats = cuda.to_device(np.zeros((r, 2)))
+        self.scratch = cuda.to_device(np.full((r, sdlm.SCRATCH_LEN), np.nan, np.float32))
+        self.images = cuda.to_device(images.reshape(-1, len(labels), L.IN_LEN))
+        self.image_set = cuda.to_device(np.zeros(r, np.int32) if image_set is None
+                                        else np.asarray(image_set, np.int32))
+        self.labels = cuda.to_device(np.asarray(labels, np.int32))
+        self.order = cuda.to_device(np.asarray(orders, np.int32))
+        self.kinds = cuda.to_device(np.array([KIND[k] for k in kinds], np.int32))
+        self.js = cuda.to_device(np.asarray(js, np.float32))
+        table = conv_table(C3_TABLE)
+        self.table, self.out_table = L.c3_table(table), c3_out_table(table)
+        self.centers = cuda.to_device(RBF_CENTERS.astype(np.float32).ravel())
+
+    def steps(self, start, count, record=False):
+        sdlm.sdlm_steps(self.params, self.rates, self.stats, self.scratch, self.images,
+                        self.image_set, self.labels, self.order, start, count, self.kinds,
+                        self.js, self.centers, self.table, self.out_table, record)
+
+    def recorded(self, run, name):
+        at, n = sdlm.SCRATCH_AT[name]
+        return self.scratch.copy_to_host()[run, at:at + n]
+
+
+def images(n, seed):
+    return np.random.default_rng(seed).uniform(-0.1, 1.175, (n, 1, 32, 32)).astype(np.float32)
+
+
+def start_params(seed):
+    return LeNet5(seed=seed, init="sqrt-fan-in").parameters()
+
+
+def test_one_pattern_phase_by_phase():
+    # MAP with j near the smallest penalty: dy and hy both non-trivial. One rate per
+    # parameter array, chosen so that its step is about a tenth of it: the step then
+    # carries the gradient to float32 precision (a tiny step is lost in rounding)
+    params, x = start_params(3), images(2, seed=4)
+    j = float(np.floor(reference_pattern(x[1], 7, params, "mse", 0)[0]["y"].min()))
+    out, grads = reference_pattern(x[1], 7, params, "map", j)
+    assert out["hy"].max() > 0.01 and np.abs(out["dy"]).max() > 0.01
+    rates = flat({k: np.full(v.shape, 0.1 * np.linalg.norm(params[k]) / np.linalg.norm(v),
+                             np.float32) for k, v in grads.items()})
+    runs = Runs([params], [rates], x, [3, 7], [[1, 0]], ["map"], [j])
+    runs.steps(0, 1, record=True)
+    for name in ("a1", "a2", "a3", "a4", "a5", "a6", "y", "dy", "hy",
+                 "d6", "d5", "d4", "d3", "d2", "d1"):
+        want = out[name].ravel()
+        assert_close(runs.recorded(0, name), want, what=name)
+    assert_close(runs.recorded(0, "x"), x[1].ravel(), what="staged image")
+    after = unflat(runs.params.copy_to_host()[0])
+    for name in PARAMETER_SHAPES:
+        step = after[name].astype(np.float64) - params[name]
+        want = -unflat(rates)[name].astype(np.float64) * grads[name]
+        assert_close(step, want, what=f"{name} step")
+    assert np.all(after["C3.weight"][~C3_TABLE.T] == 0)    # off the table: untouched zeros
+    loss, errors = runs.stats.copy_to_host()[0]
+    assert abs(loss - out["loss"][0]) <= 1e-5 * abs(out["loss"][0])
+    assert errors == float(out["y"].argmin() != 7)
+
+
+def test_rates():
+    hess = np.random.default_rng(0).uniform(0, 3, L.PARAMETERS_LEN).astype(np.float32)
+    rates = cuda.to_device(np.full(L.PARAMETERS_LEN, np.nan, np.float32))
+    sdlm.sdlm_rates(rates, cuda.to_device(hess), 5e-4, 0.02)
+    want = np.float32(5e-4) / (np.float32(0.02) + hess)
+    np.testing.assert_array_equal(rates.copy_to_host(), want)
+
+
+def test_a_sweep_is_its_runs_side_by_side():
+    # two runs with their own parameters, rates, loss, order and image set (the second a
+    # "distorted" copy) in one launch give exactly what each gives launched alone
+    x = images(3, seed=5)
+    sets = np.stack([x, x[:, :, ::-1].copy()])     # image set 1: the images flipped
+    labels = [2, 9, 4]
+    rng = np.random.default_rng(6)
+    params = [start_params(1), start_params(2)]
+    rates = [rng.uniform(1e-3, 1e-2, L.PARAMETERS_LEN) for _ in params]
+    orders, kinds, js, image_set = [[2, 0], [1, 2]], ["mse", "map"], [10.0, 5.0], [0, 1]
+    both = Runs(params, rates, sets, labels, orders, kinds, js, image_set)
+    both.steps(1, 1)       # one pattern (the second of each order): the sequence of
+    for r in range(2):     # patterns is the end-to-end test's (tests/test_gpu_model.py)
+        alone = Runs([params[r]], [rates[r]], sets, labels, [orders[r]], [kinds[r]], [js[r]],
+                     [image_set[r]])
+        alone.steps(1, 1)
+        np.testing.assert_array_equal(both.params.copy_to_host()[r],
+                                      alone.params.copy_to_host()[0])
+        np.testing.assert_array_equal(both.stats.copy_to_host()[r], alone.stats.copy_to_host()[0])
+    assert not np.array_equal(both.params.copy_to_host()[0], flat(params[0]))
+
+
+def test_wrong_shapes_are_refused_by_name():
+    runs = Runs([start_params(1)], [np.ones(L.PARAMETERS_LEN)], images(2, 0), [1, 2], [[0, 1]],
+                ["mse"], [10.0])
+    runs.order = cuda.to_device(np.zeros((2, 2), np.int32))
+    with pytest.raises(ValueError, match=r"sdlm_steps: order has shape \(2, 2\), expected "
+                                         r"\(1, 2\)"):
+        runs.steps(0, 1)
+    runs.order = cuda.to_device(np.zeros((1, 2), np.int32))
+    with pytest.raises(ValueError, match=r"patterns 1\.\.3 outside the order of 2"):
+        runs.steps(1, 2)
