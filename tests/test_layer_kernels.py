@@ -460,3 +460,14 @@ BAD_CALLS = [
 def test_launchers_refuse_bad_arguments(name, call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_launchers_refuse_more_than_32_bit_indices(monkeypatch):
+    """Batches whose elements the kernels' unsigned 32-bit indices cannot count (limits
+    lowered here: 2^31 floats of device memory are not for a test)."""
+    monkeypatch.setattr(subsample, "MAX_ELEMENTS", 2 * 3 * 6 * 8 - 1)
+    with pytest.raises(ValueError, match="split the batch"):
+        subsample.subsample_forward(a(2, 3, 3, 4), a(2, 3, 6, 8), a(3), a(3))
+    monkeypatch.setattr(update, "MAX_GATHER", 2 * 16 - 1)
+    with pytest.raises(ValueError, match="split it"):
+        update.gather(a(2, 1, 4, 4), i32(2), a(3, 1, 4, 4), i32(3), i32(2))
