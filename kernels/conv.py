@@ -61,9 +61,9 @@ Test: pytest -q tests/test_conv_kernels.py (uses the CUDA simulator when there i
 
 
 import numpy as np
-from numba import cuda, float32, int32, int64, uint32, uint64, void
+from numba import cuda, float32, int32, int64, uint32, void
 
-from kernels.common import kernel, squash, through_squash
+from kernels.common import device_function, kernel, squash, through_squash, u32, u64
 from kernels.layers import squash as fast_squash
 
 K = 5                       # kernel size of every LeNet-5 convolution
@@ -164,6 +164,18 @@ def conv_table(table):
 
 # ------------------------------------------------------------------ kernels
 
+@device_function
+def strided_sum(a, at, stride, count):
+    """a[at] + a[at + stride] + ... (count terms), added in that order, in float32."""
+    total = float32(0.0)
+    k = u32(0)
+    while k < count:     # a while loop: numba's range adds a step-sign counter
+        total += a[at]
+        at += stride
+        k = u32(k + u32(1))
+    return total
+
+
 @kernel(void(F4, F4, F4, F1, I2, I1))
 def conv_forward_kernel_v1(out, x, weight, bias, in_maps, in_counts):
     # one thread per output pixel (n, m, y, x)
@@ -192,75 +204,75 @@ def conv_forward_kernel_v2(out, x, weight, bias, in_maps, in_counts, n_img, c_in
     # tiles along x); out, x and weight are the flat (C-ordered) arrays
     x_sh = cuda.shared.array(X_SHARED, float32)
     w_sh = cuda.shared.array(W_SHARED, float32)
-    n_maps, max_in = uint32(in_maps.shape[0]), uint32(in_maps.shape[1])
-    ho, wo = uint32(h - uint32(K - 1)), uint32(w - uint32(K - 1))
-    tid, step = uint32(cuda.threadIdx.x), uint32(cuda.blockDim.x)
-    n0 = uint32(cuda.blockIdx.x) * imgs
-    m0 = uint32(cuda.blockIdx.y) * maps
+    n_maps, max_in = u32(in_maps.shape[0]), u32(in_maps.shape[1])
+    ho, wo = u32(h - u32(K - 1)), u32(w - u32(K - 1))
+    tid, step = u32(cuda.threadIdx.x), u32(cuda.blockDim.x)
+    n0 = u32(cuda.blockIdx.x) * imgs
+    m0 = u32(cuda.blockIdx.y) * maps
     n_here = min(imgs, n_img - n0)
     m_here = min(maps, n_maps - m0)
 
     # The block's images are one contiguous run of x: consecutive threads load
     # consecutive floats. Tiles that hang over a map's edge read up to `slack` floats
     # past them: zeros, not garbage.
-    staged = uint32(n_here * c_in * h * w)
-    first = uint64(n0) * uint64(c_in * h * w)
+    staged = u32(n_here * c_in * h * w)
+    first = u64(n0) * u64(c_in * h * w)
     i = tid
     while i < staged:
         x_sh[i] = x[first + i]
-        i = uint32(i + step)
+        i = u32(i + step)
     i = staged + tid
-    while i < staged + uint32(TILE_H - 1) * w + uint32(TILE_W):
+    while i < staged + u32(TILE_H - 1) * w + u32(TILE_W):
         x_sh[i] = float32(0.0)
-        i = uint32(i + step)
+        i = u32(i + step)
     # The connected weights only, as w_sh[(ml * max_in + j) * KK + t], t = u * K + v.
     pair = tid
-    while pair < uint32(m_here * max_in):
+    while pair < u32(m_here * max_in):
         ml = pair // max_in
         j = pair - ml * max_in
-        if j < uint32(in_counts[m0 + ml]):
-            src = ((m0 + ml) * c_in + uint32(in_maps[m0 + ml, j])) * uint32(KK)
-            for t in range(uint32(KK)):
-                w_sh[pair * uint32(KK) + t] = weight[src + t]
-        pair = uint32(pair + step)
+        if j < u32(in_counts[m0 + ml]):
+            src = ((m0 + ml) * c_in + u32(in_maps[m0 + ml, j])) * u32(KK)
+            for t in range(u32(KK)):
+                w_sh[pair * u32(KK) + t] = weight[src + t]
+        pair = u32(pair + step)
     cuda.syncthreads()  # wait until the block's input maps and weights are in shared memory
 
-    tiles_x = uint32((wo + uint32(TILE_W - 1)) // uint32(TILE_W))
-    tiles = uint32((ho + uint32(TILE_H - 1)) // uint32(TILE_H) * tiles_x)
-    per_img = uint32(m_here * tiles)
+    tiles_x = u32((wo + u32(TILE_W - 1)) // u32(TILE_W))
+    tiles = u32((ho + u32(TILE_H - 1)) // u32(TILE_H) * tiles_x)
+    per_img = u32(m_here * tiles)
     acc = cuda.local.array((TILE_H, TILE_W), float32)
     win = cuda.local.array((WIN_H, WIN_W), float32)
     i = tid
-    while i < uint32(n_here * per_img):
+    while i < u32(n_here * per_img):
         ni = i // per_img
-        ml = uint32(i - ni * per_img) // tiles
-        tile = uint32(i - ni * per_img - ml * tiles)
+        ml = u32(i - ni * per_img) // tiles
+        tile = u32(i - ni * per_img - ml * tiles)
         ty = tile // tiles_x
-        y0 = ty * uint32(TILE_H)
-        x0 = (tile - ty * tiles_x) * uint32(TILE_W)
+        y0 = ty * u32(TILE_H)
+        x0 = (tile - ty * tiles_x) * u32(TILE_W)
         m = m0 + ml
         b = bias[m]
         for p in range(TILE_H):
             for q in range(TILE_W):
                 acc[p, q] = b
-        for j in range(uint64(in_counts[m])):
-            xb = ((ni * c_in + uint32(in_maps[m, j])) * h + y0) * w + x0
-            wb = (ml * max_in + j) * uint32(KK)
-            for r in range(uint32(WIN_H)):
-                for c in range(uint32(WIN_W)):
+        for j in range(u64(in_counts[m])):
+            xb = ((ni * c_in + u32(in_maps[m, j])) * h + y0) * w + x0
+            wb = (ml * max_in + j) * u32(KK)
+            for r in range(u32(WIN_H)):
+                for c in range(u32(WIN_W)):
                     win[r, c] = x_sh[xb + r * w + c]
-            for u in range(uint32(K)):
-                for v in range(uint32(K)):
-                    wv = w_sh[wb + u * uint32(K) + v]
+            for u in range(u32(K)):
+                for v in range(u32(K)):
+                    wv = w_sh[wb + u * u32(K) + v]
                     for p in range(TILE_H):
                         for q in range(TILE_W):
                             acc[p, q] += wv * win[p + u, q + v]
-        base = (uint64(n0 + ni) * uint64(n_maps) + uint64(m)) * uint64(ho * wo)
-        for p in range(uint32(TILE_H)):
-            for q in range(uint32(TILE_W)):
+        base = (u64(n0 + ni) * u64(n_maps) + u64(m)) * u64(ho * wo)
+        for p in range(u32(TILE_H)):
+            for q in range(u32(TILE_W)):
                 if y0 + p < ho and x0 + q < wo:
                     out[base + (y0 + p) * wo + x0 + q] = fast_squash(acc[p, q])
-        i = uint32(i + step)
+        i = u32(i + step)
 
 
 @kernel(void(F4, F1, F4, F4, F4, I2, int64))
@@ -310,28 +322,28 @@ def conv_backward_weight_kernel_v2(dweight_part, dbias_part, dout, out, x, in_ma
     # dbias_part[chunk] (flat). No atomics: deterministic.
     gx_sh = cuda.shared.array(PIECE_SHARED, float32)   # a piece's da, then its x
     red_sh = cuda.shared.array(RED_SHARED, float32)    # every thread's sums, at the end
-    n_maps = uint32(slot.shape[1])
-    ho, wo = uint32(h - uint32(K - 1)), uint32(w - uint32(K - 1))
-    tid, step = uint32(cuda.threadIdx.x), uint32(cuda.blockDim.x)
-    m0 = uint32(cuda.blockIdx.x) * maps
-    chunk = uint32(cuda.blockIdx.y)
+    n_maps = u32(slot.shape[1])
+    ho, wo = u32(h - u32(K - 1)), u32(w - u32(K - 1))
+    tid, step = u32(cuda.threadIdx.x), u32(cuda.blockDim.x)
+    m0 = u32(cuda.blockIdx.x) * maps
+    chunk = u32(cuda.blockIdx.y)
     m_here = min(maps, n_maps - m0)
-    n_end = min(n_img, (chunk + uint32(1)) * imgs)
-    p0 = uint32(pair_start[m0])
-    pairs = uint32(uint32(pair_start[m0 + m_here]) - p0)   # at most step (the launcher)
-    slices = uint32(step // pairs)
-    strips = uint32((wo + uint32(STRIP - 1)) // uint32(STRIP))
-    g_row = uint32(strips * uint32(STRIP))      # da rows padded with zeros to whole strips
-    x_row = uint32(g_row + uint32(K - 1))       # x rows padded with zeros to match
+    n_end = min(n_img, (chunk + u32(1)) * imgs)
+    p0 = u32(pair_start[m0])
+    pairs = u32(u32(pair_start[m0 + m_here]) - p0)   # at most step (the launcher)
+    slices = u32(step // pairs)
+    strips = u32((wo + u32(STRIP - 1)) // u32(STRIP))
+    g_row = u32(strips * u32(STRIP))      # da rows padded with zeros to whole strips
+    x_row = u32(g_row + u32(K - 1))       # x rows padded with zeros to match
 
-    active = tid < uint32(slices * pairs)
-    s = uint32(tid // pairs)
-    ml = uint32(0)
-    c = uint32(0)
+    active = tid < u32(slices * pairs)
+    s = u32(tid // pairs)
+    ml = u32(0)
+    c = u32(0)
     if active:
-        m = uint32(pair_maps[p0 + tid - s * pairs])
-        ml = uint32(m - m0)
-        c = uint32(in_maps[m, p0 + tid - s * pairs - uint32(pair_start[m])])
+        m = u32(pair_maps[p0 + tid - s * pairs])
+        ml = u32(m - m0)
+        c = u32(in_maps[m, p0 + tid - s * pairs - u32(pair_start[m])])
     acc = cuda.local.array((K, K), float32)
     gv = cuda.local.array(STRIP, float32)
     xv = cuda.local.array(STRIP_IN, float32)
@@ -340,102 +352,99 @@ def conv_backward_weight_kernel_v2(dweight_part, dbias_part, dout, out, x, in_ma
             acc[u, v] = float32(0.0)
     acc_bias = float32(0.0)
 
-    n0 = uint32(chunk * imgs)
+    n0 = u32(chunk * imgs)
     while n0 < n_end:
         n_piece = min(piece, n_end - n0)
-        g_len = uint32(m_here * n_piece * ho * g_row)
+        g_len = u32(m_here * n_piece * ho * g_row)
         cuda.syncthreads()  # wait until every thread is done with the previous piece
-        # da (or ha) of the piece: gx_sh[((ml * n_piece + ni) * ho + y) * g_row + q]
-        i = tid
-        while i < g_len:
-            row = i // g_row
-            q = uint32(i - row * g_row)
-            ml_ = row // uint32(n_piece * ho)
-            rest = uint32(row - ml_ * n_piece * ho)      # ni * ho + y
-            ni = rest // ho
-            g = float32(0.0)
-            if q < wo:
-                at = ((uint64(n0 + ni) * uint64(n_maps) + uint64(m0 + ml_)) * uint64(ho)
-                      + uint64(rest - ni * ho)) * uint64(wo) + uint64(q)
-                g = through_squash(dout[at], out[at], 1 + second)
-            gx_sh[i] = g
-            i = uint32(i + step)
+        # da (or ha) of the piece, map by map: gx_sh[((ml * n_piece + ni) * ho + y) * g_row + q]
+        one_map = u32(ho * g_row)
+        map_ = u32(0)
+        while map_ < u32(m_here * n_piece):
+            ml_ = map_ // n_piece
+            src = (u64(n0 + map_ - ml_ * n_piece) * u64(n_maps) + u64(m0 + ml_)) \
+                * u64(ho * wo)
+            i = tid
+            while i < one_map:
+                y = i // g_row
+                g = float32(0.0)
+                if i - y * g_row < wo:
+                    at = src + u64(i - y * (g_row - wo))
+                    g = through_squash(dout[at], out[at], 1 + second)
+                gx_sh[map_ * one_map + i] = g
+                i = u32(i + step)
+            map_ = u32(map_ + u32(1))
         # x (or x^2) of the piece after it: gx_sh[g_len + ((ni * C + c) * h + y) * x_row + q]
-        first = uint64(n0) * uint64(c_in * h * w)
+        first = u64(n0) * u64(c_in * h * w)
         i = tid
-        while i < uint32(n_piece * c_in * h * x_row):
+        while i < u32(n_piece * c_in * h * x_row):
             row = i // x_row
-            q = uint32(i - row * x_row)
+            q = u32(i - row * x_row)
             xq = float32(0.0)
             if q < w:
-                xq = x[first + uint64(row * w + q)]
+                xq = x[first + u64(row * w + q)]
                 if second:
                     xq *= xq
             gx_sh[g_len + i] = xq
-            i = uint32(i + step)
+            i = u32(i + step)
         cuda.syncthreads()  # wait until the piece's da and x are in shared memory
         if active:
-            unit = uint32(s)        # units (ni, y, strip) s, s + slices, ...
-            while unit < uint32(n_piece * ho * strips):
+            unit = u32(s)        # units (ni, y, strip) s, s + slices, ...
+            while unit < u32(n_piece * ho * strips):
                 row = unit // strips                    # ni * ho + y
                 ni = row // ho
-                gb = (ml * n_piece * ho + row) * g_row + (unit - row * strips) * uint32(STRIP)
-                for t in range(uint32(STRIP)):
+                gb = (ml * n_piece * ho + row) * g_row + (unit - row * strips) * u32(STRIP)
+                for t in range(u32(STRIP)):
                     gv[t] = gx_sh[gb + t]
                     acc_bias += gv[t]
                 xb = g_len + ((ni * c_in + c) * h + row - ni * ho) * x_row \
-                    + (unit - row * strips) * uint32(STRIP)
-                for u in range(uint32(K)):
-                    for t in range(uint32(STRIP_IN)):
+                    + (unit - row * strips) * u32(STRIP)
+                for u in range(u32(K)):
+                    for t in range(u32(STRIP_IN)):
                         xv[t] = gx_sh[xb + u * x_row + t]
                     for v in range(K):
                         for t in range(STRIP):
                             acc[u, v] += gv[t] * xv[t + v]
-                unit = uint32(unit + slices)
-        n0 = uint32(n0 + piece)
+                unit = u32(unit + slices)
+        n0 = u32(n0 + piece)
 
     if active:
-        for u in range(uint32(K)):
-            for v in range(uint32(K)):
-                red_sh[tid * uint32(KK + 1) + u * uint32(K) + v] = acc[u, v]
-        red_sh[tid * uint32(KK + 1) + uint32(KK)] = acc_bias
+        for u in range(u32(K)):
+            for v in range(u32(K)):
+                red_sh[tid * u32(KK + 1) + u * u32(K) + v] = acc[u, v]
+        red_sh[tid * u32(KK + 1) + u32(KK)] = acc_bias
     cuda.syncthreads()  # wait until every slice's sums are in red_sh
-    per_map = uint32(c_in * uint32(KK) + uint32(1))     # m's weights, then its bias
+    per_map = u32(c_in * u32(KK) + u32(1))     # m's weights, then its bias
     i = tid
-    while i < uint32(m_here * per_map):
+    while i < u32(m_here * per_map):
         ml = i // per_map
-        r = uint32(i - ml * per_map)
+        r = u32(i - ml * per_map)
         m = m0 + ml
-        first = uint32(pair_start[m]) - p0              # m's first pair, in this block
+        first = u32(pair_start[m]) - p0              # m's first pair, in this block
         total = float32(0.0)
-        if r == per_map - uint32(1):                    # every pair of m sums the same da
-            for sl in range(uint64(slices)):
-                total += red_sh[(sl * pairs + first) * uint32(KK + 1) + uint32(KK)]
+        if r == per_map - u32(1):                    # every pair of m sums the same da
+            total = strided_sum(red_sh, first * u32(KK + 1) + u32(KK),
+                                pairs * u32(KK + 1), slices)
             dbias_part[chunk * n_maps + m] = total
         else:
-            j = slot[r // uint32(KK), m]
+            j = slot[r // u32(KK), m]
             if j >= 0:                                  # pairs off the table get an exact 0
-                for sl in range(uint64(slices)):
-                    total += red_sh[(sl * pairs + first + uint32(j)) * uint32(KK + 1)
-                                    + r - r // uint32(KK) * uint32(KK)]
-            dweight_part[uint64(chunk * n_maps + m) * uint64(per_map - uint32(1)) + r] = total
-        i = uint32(i + step)
+                total = strided_sum(red_sh, (first + u32(j)) * u32(KK + 1) + r
+                                    - r // u32(KK) * u32(KK), pairs * u32(KK + 1),
+                                    slices)
+            dweight_part[u64(chunk * n_maps + m) * u64(per_map - u32(1)) + r] = total
+        i = u32(i + step)
 
 
 @kernel(void(F1, F1, F1, F1, U))
 def conv_backward_weight_finish_kernel(dweight, dbias, dweight_part, dbias_part, chunks):
     # one thread per weight k (flat), then one per bias: adds up the chunks in order
-    k = uint32(cuda.grid(1))
-    n_weights, n_maps = uint32(dweight.shape[0]), uint32(dbias.shape[0])
-    total = float32(0.0)
+    k = u32(cuda.grid(1))
+    n_weights, n_maps = u32(dweight.shape[0]), u32(dbias.shape[0])
     if k < n_weights:
-        for chunk in range(uint64(chunks)):
-            total += dweight_part[chunk * n_weights + k]
-        dweight[k] = total
+        dweight[k] = strided_sum(dweight_part, u64(k), n_weights, chunks)
     elif k < n_weights + n_maps:
-        for chunk in range(uint64(chunks)):
-            total += dbias_part[chunk * n_maps + k - n_weights]
-        dbias[k - n_weights] = total
+        dbias[k - n_weights] = strided_sum(dbias_part, u64(k - n_weights), n_maps, chunks)
 
 
 @kernel(void(F4, F4, F4, F4, I2, I1, int64))
@@ -470,10 +479,10 @@ def conv_backward_input_kernel_v2(dx, dout, out, weight, out_maps, out_counts, n
     # one block per `imgs` images; one thread per TILE_H x TILE_W tile of one input map of
     # one image, striding; dx, dout, out and weight are the flat (C-ordered) arrays
     g_sh = cuda.shared.array(GPAD_SHARED, float32)
-    c_in = uint32(out_maps.shape[0])
-    ho, wo = uint32(h - uint32(K - 1)), uint32(w - uint32(K - 1))
-    tid, step = uint32(cuda.threadIdx.x), uint32(cuda.blockDim.x)
-    n0 = uint32(cuda.blockIdx.x) * imgs
+    c_in = u32(out_maps.shape[0])
+    ho, wo = u32(h - u32(K - 1)), u32(w - u32(K - 1))
+    tid, step = u32(cuda.threadIdx.x), u32(cuda.blockDim.x)
+    n0 = u32(cuda.blockIdx.x) * imgs
     n_here = min(imgs, n_img - n0)
 
     # da (or ha) of the block's images, computed once, with zero borders so that the full
@@ -481,66 +490,67 @@ def conv_backward_input_kernel_v2(dx, dout, out, weight, out_maps, out_counts, n
     # g_sh[ni * g_img + (mm * g_rows + PAD + r) * g_row + PAD + q]: PAD = K - 1 zero rows
     # above each map (and after the last), PAD zero columns left of each row (and after the
     # last row); a window that runs off a row's right end reads the next row's zeros.
-    g_row = wo + uint32(PAD)
-    g_rows = ho + uint32(PAD)
-    g_img = uint32((n_maps * g_rows + uint32(PAD)) * g_row + uint32(PAD))
+    g_row = wo + u32(PAD)
+    g_rows = ho + u32(PAD)
+    g_img = u32((n_maps * g_rows + u32(PAD)) * g_row + u32(PAD))
     i = tid
-    while i < uint32(n_here * g_img + uint32(TILE_H - 1) * g_row + uint32(TILE_W)):
+    while i < u32(n_here * g_img + u32(TILE_H - 1) * g_row + u32(TILE_W)):
         g_sh[i] = float32(0.0)
-        i = uint32(i + step)
+        i = u32(i + step)
     cuda.syncthreads()  # wait until the zeros are written before values replace some
-    per_img = uint32(n_maps * ho * wo)
-    first = uint64(n0) * uint64(per_img)
-    i = tid
-    while i < uint32(n_here * per_img):
-        ni = i // per_img
-        rest = uint32(i - ni * per_img)
-        row = rest // wo               # mm * ho + r
-        mm = row // ho
-        at = ni * g_img + (mm * g_rows + uint32(PAD) + row - mm * ho) * g_row + uint32(PAD)
-        g_sh[at + rest - row * wo] = through_squash(dout[first + i], out[first + i],
-                                                    1 + second)
-        i = uint32(i + step)
+    one_map = u32(ho * wo)
+    map_ = u32(0)                    # ni * n_maps + mm, one map at a time
+    while map_ < u32(n_here * n_maps):
+        ni = map_ // n_maps
+        src = (u64(n0) * u64(n_maps) + u64(map_)) * u64(one_map)
+        dst = ni * g_img + ((map_ - ni * n_maps) * g_rows + u32(PAD)) * g_row + u32(PAD)
+        i = tid
+        while i < one_map:
+            y = i // wo
+            g_sh[dst + i + y * u32(PAD)] = through_squash(dout[src + i], out[src + i],
+                                                             1 + second)
+            i = u32(i + step)
+        map_ = u32(map_ + u32(1))
     cuda.syncthreads()  # wait until the block's da is in shared memory
 
-    tiles_x = uint32((w + uint32(TILE_W - 1)) // uint32(TILE_W))
-    tiles = uint32((h + uint32(TILE_H - 1)) // uint32(TILE_H) * tiles_x)
-    per_img = uint32(c_in * tiles)
+    tiles_x = u32((w + u32(TILE_W - 1)) // u32(TILE_W))
+    tiles = u32((h + u32(TILE_H - 1)) // u32(TILE_H) * tiles_x)
+    per_img = u32(c_in * tiles)
     acc = cuda.local.array((TILE_H, TILE_W), float32)
     win = cuda.local.array((WIN_H, WIN_W), float32)
     i = tid
-    while i < uint32(n_here * per_img):
+    while i < u32(n_here * per_img):
         ni = i // per_img
-        c = uint32(i - ni * per_img) // tiles
-        tile = uint32(i - ni * per_img - c * tiles)
+        c = u32(i - ni * per_img) // tiles
+        tile = u32(i - ni * per_img - c * tiles)
         ty = tile // tiles_x
-        y0 = ty * uint32(TILE_H)
-        x0 = (tile - ty * tiles_x) * uint32(TILE_W)
+        y0 = ty * u32(TILE_H)
+        x0 = (tile - ty * tiles_x) * u32(TILE_W)
         for p in range(TILE_H):
             for q in range(TILE_W):
                 acc[p, q] = float32(0.0)
-        for k in range(uint64(out_counts[c])):
-            mm = uint32(out_maps[c, k])
+        for k in range(u64(out_counts[c])):
+            mm = u32(out_maps[c, k])
             gb = ni * g_img + (mm * g_rows + y0) * g_row + x0
             # the window's (p + u, q + v) meets weight (K-1-u, K-1-v): at wb - (u * K + v)
-            wb = (mm * c_in + c) * uint32(KK) + uint32(KK - 1)
-            for r in range(uint32(WIN_H)):
-                for cc in range(uint32(WIN_W)):
+            wb = (mm * c_in + c) * u32(KK) + u32(KK - 1)
+            for r in range(u32(WIN_H)):
+                for cc in range(u32(WIN_W)):
                     win[r, cc] = g_sh[gb + r * g_row + cc]
-            for u in range(uint32(K)):
-                for v in range(uint32(K)):
-                    wv = weight[wb - u * uint32(K) - v]
+            for u in range(u32(K)):
+                for v in range(u32(K)):
+                    wv = weight[wb - u * u32(K) - v]
                     if second:
                         wv *= wv
                     for p in range(TILE_H):
                         for q in range(TILE_W):
                             acc[p, q] += wv * win[p + u, q + v]
-        base = (uint64(n0 + ni) * uint64(c_in) + uint64(c)) * uint64(h * w)
-        for p in range(uint32(TILE_H)):
-            for q in range(uint32(TILE_W)):
+        base = (u64(n0 + ni) * u64(c_in) + u64(c)) * u64(h * w)
+        for p in range(u32(TILE_H)):
+            for q in range(u32(TILE_W)):
                 if y0 + p < h and x0 + q < w:
                     dx[base + (y0 + p) * w + x0 + q] = acc[p, q]
-        i = uint32(i + step)
+        i = u32(i + step)
 
 
 # ---------------------------------------------------------------- launchers

@@ -40,9 +40,18 @@ Test: pytest -q tests/test_layer_kernels.py -k full
 import math
 
 import numpy as np
-from numba import cuda, float32, float64, int64, uint32, uint64, void
+from numba import cuda, float32, float64, int64, uint32, void
 
-from kernels.common import check_device_array, device_function, kernel, squash, through_squash
+from kernels.common import (
+    check_device_array,
+    device_function,
+    kernel,
+    squash,
+    through_squash,
+    u32,
+    u64,
+)
+from kernels.conv import strided_sum
 from kernels.layers import registers
 from kernels.layers import squash as fast_squash
 
@@ -83,16 +92,16 @@ def tile_products(acc, a_s, b_s, ty, tx):
     a thread's TM x TN tile (each value loaded feeds TN or TM FMAs)."""
     a = registers.local.array(TM, float32)
     b = registers.local.array(TN, float32)
-    k = uint32(0)
-    while k < uint32(KT):
-        for r in range(uint32(TM)):
-            a[r] = a_s[k, ty + uint32(TY) * r]
-        for c in range(uint32(TN)):
-            b[c] = b_s[k, tx + uint32(TX) * c]
+    k = u32(0)
+    while k < u32(KT):
+        for r in range(u32(TM)):
+            a[r] = a_s[k, ty + u32(TY) * r]
+        for c in range(u32(TN)):
+            b[c] = b_s[k, tx + u32(TX) * c]
         for r in range(TM):
             for c in range(TN):
                 acc[r, c] += a[r] * b[c]
-        k = uint32(k + uint32(1))
+        k = u32(k + u32(1))
 
 
 # ------------------------------------------------------------------------ forward
@@ -118,31 +127,31 @@ def full_forward_kernel_v2(out, x, weight, bias):
     # o = o0 + tx + TX c (r < TM, c < TN), (n0, o0) the block's BM x BN tile
     a_s = cuda.shared.array((KT, BM_PAD), float32)   # a_s[k, row] = x[n0 + row, i0 + k]
     b_s = cuda.shared.array((KT, BN_PAD), float32)   # b_s[k, col] = weight[o0 + col, i0 + k]
-    t = uint32(cuda.threadIdx.x)
-    tx, ty = t % uint32(TX), t // uint32(TX)
-    n_img, n_in, n_out = uint32(x.shape[0]), uint32(x.shape[1]), uint32(weight.shape[0])
-    n0, o0 = uint32(cuda.blockIdx.y) * uint32(BM), uint32(cuda.blockIdx.x) * uint32(BN)
+    t = u32(cuda.threadIdx.x)
+    tx, ty = t % u32(TX), t // u32(TX)
+    n_img, n_in, n_out = u32(x.shape[0]), u32(x.shape[1]), u32(weight.shape[0])
+    n0, o0 = u32(cuda.blockIdx.y) * u32(BM), u32(cuda.blockIdx.x) * u32(BN)
     acc = registers.local.array((TM, TN), float32)
     zero_tile(acc)
-    i0 = uint32(0)
+    i0 = u32(0)
     while i0 < n_in:
-        for q in range(uint32(BM * KT // THREADS)):   # consecutive threads: consecutive i
-            e = t + q * uint32(THREADS)
-            row, k = e // uint32(KT), e % uint32(KT)
+        for q in range(u32(BM * KT // THREADS)):   # consecutive threads: consecutive i
+            e = t + q * u32(THREADS)
+            row, k = e // u32(KT), e % u32(KT)
             n, i = n0 + row, i0 + k
             a_s[k, row] = x[n, i] if n < n_img and i < n_in else float32(0)
-        for q in range(uint32(BN * KT // THREADS)):
-            e = t + q * uint32(THREADS)
-            col, k = e // uint32(KT), e % uint32(KT)
+        for q in range(u32(BN * KT // THREADS)):
+            e = t + q * u32(THREADS)
+            col, k = e // u32(KT), e % u32(KT)
             o, i = o0 + col, i0 + k
             b_s[k, col] = weight[o, i] if o < n_out and i < n_in else float32(0)
         cuda.syncthreads()  # both tiles are staged before any thread reads them
         tile_products(acc, a_s, b_s, ty, tx)
         cuda.syncthreads()  # all reads are done before the next step overwrites the tiles
-        i0 = uint32(i0 + uint32(KT))
-    for r in range(uint32(TM)):
-        for c in range(uint32(TN)):
-            n, o = n0 + ty + uint32(TY) * r, o0 + tx + uint32(TX) * c
+        i0 = u32(i0 + u32(KT))
+    for r in range(u32(TM)):
+        for c in range(u32(TN)):
+            n, o = n0 + ty + u32(TY) * r, o0 + tx + u32(TX) * c
             if n < n_img and o < n_out:
                 out[n, o] = fast_squash(acc[r, c] + bias[o])
 
@@ -189,32 +198,32 @@ def full_backward_dx_kernel_v2(dx, dout, out, weight, order):
     # i = i0 + tx + TX c, (n0, i0) the block's BM x BN tile
     a_s = cuda.shared.array((KT, BM_PAD), float32)   # a_s[k, row] = g[n0 + row, o0 + k]
     b_s = cuda.shared.array((KT, BN_PAD), float32)   # b_s[k, col] = weight[o0 + k, i0 + col]^order
-    t = uint32(cuda.threadIdx.x)
-    tx, ty = t % uint32(TX), t // uint32(TX)
-    n_img, n_in, n_out = uint32(dx.shape[0]), uint32(dx.shape[1]), uint32(weight.shape[0])
-    n0, i0 = uint32(cuda.blockIdx.y) * uint32(BM), uint32(cuda.blockIdx.x) * uint32(BN)
+    t = u32(cuda.threadIdx.x)
+    tx, ty = t % u32(TX), t // u32(TX)
+    n_img, n_in, n_out = u32(dx.shape[0]), u32(dx.shape[1]), u32(weight.shape[0])
+    n0, i0 = u32(cuda.blockIdx.y) * u32(BM), u32(cuda.blockIdx.x) * u32(BN)
     acc = registers.local.array((TM, TN), float32)
     zero_tile(acc)
-    o0 = uint32(0)
+    o0 = u32(0)
     while o0 < n_out:
-        for q in range(uint32(BM * KT // THREADS)):   # consecutive threads: consecutive o
-            e = t + q * uint32(THREADS)
-            row, k = e // uint32(KT), e % uint32(KT)
+        for q in range(u32(BM * KT // THREADS)):   # consecutive threads: consecutive o
+            e = t + q * u32(THREADS)
+            row, k = e // u32(KT), e % u32(KT)
             n, o = n0 + row, o0 + k
             a_s[k, row] = (through_squash(dout[n, o], out[n, o], order)
                            if n < n_img and o < n_out else float32(0))
-        for q in range(uint32(BN * KT // THREADS)):   # consecutive threads: consecutive i
-            e = t + q * uint32(THREADS)
-            k, col = e // uint32(BN), e % uint32(BN)
+        for q in range(u32(BN * KT // THREADS)):   # consecutive threads: consecutive i
+            e = t + q * u32(THREADS)
+            k, col = e // u32(BN), e % u32(BN)
             o, i = o0 + k, i0 + col
             b_s[k, col] = power(weight[o, i], order) if o < n_out and i < n_in else float32(0)
         cuda.syncthreads()  # both tiles are staged before any thread reads them
         tile_products(acc, a_s, b_s, ty, tx)
         cuda.syncthreads()  # all reads are done before the next step overwrites the tiles
-        o0 = uint32(o0 + uint32(KT))
-    for r in range(uint32(TM)):
-        for c in range(uint32(TN)):
-            n, i = n0 + ty + uint32(TY) * r, i0 + tx + uint32(TX) * c
+        o0 = u32(o0 + u32(KT))
+    for r in range(u32(TM)):
+        for c in range(u32(TN)):
+            n, i = n0 + ty + u32(TY) * r, i0 + tx + u32(TX) * c
             if n < n_img and i < n_in:
                 dx[n, i] = acc[r, c]
 
@@ -227,19 +236,19 @@ def full_backward_params_kernel_v2(dweight_part, dbias_part, dout, out, x, order
     # z rows ... (z + 1) rows - 1) into dweight_part[z] (O, I) and dbias_part[z] (O,), flat
     a_s = cuda.shared.array((KT, BM_PAD), float32)   # a_s[k, row] = x[n0 + k, i0 + row]^order
     b_s = cuda.shared.array((KT, BN_PAD), float32)   # b_s[k, col] = g[n0 + k, o0 + col]
-    t = uint32(cuda.threadIdx.x)
-    tx, ty = t % uint32(TX), t // uint32(TX)
-    n_img, n_in, n_out = uint32(x.shape[0]), uint32(x.shape[1]), uint32(dout.shape[1])
-    i0, o0 = uint32(cuda.blockIdx.y) * uint32(BM), uint32(cuda.blockIdx.x) * uint32(BN)
-    z = uint32(cuda.blockIdx.z)
-    n_end = min(n_img, (z + uint32(1)) * rows)
+    t = u32(cuda.threadIdx.x)
+    tx, ty = t % u32(TX), t // u32(TX)
+    n_img, n_in, n_out = u32(x.shape[0]), u32(x.shape[1]), u32(dout.shape[1])
+    i0, o0 = u32(cuda.blockIdx.y) * u32(BM), u32(cuda.blockIdx.x) * u32(BN)
+    z = u32(cuda.blockIdx.z)
+    n_end = min(n_img, (z + u32(1)) * rows)
     acc = registers.local.array((TM, TN), float32)
     zero_tile(acc)
     n0 = z * rows
     while n0 < n_end:
-        for q in range(uint32(BM * KT // THREADS)):   # consecutive threads: consecutive i
-            e = t + q * uint32(THREADS)
-            k, row = e // uint32(BM), e % uint32(BM)
+        for q in range(u32(BM * KT // THREADS)):   # consecutive threads: consecutive i
+            e = t + q * u32(THREADS)
+            k, row = e // u32(BM), e % u32(BM)
             n, i = n0 + k, i0 + row
             xv = float32(0)
             if n < n_end and i < n_in:
@@ -247,21 +256,21 @@ def full_backward_params_kernel_v2(dweight_part, dbias_part, dout, out, x, order
             elif n < n_end and i == n_in:
                 xv = float32(1)
             a_s[k, row] = xv
-        for q in range(uint32(BN * KT // THREADS)):   # consecutive threads: consecutive o
-            e = t + q * uint32(THREADS)
-            k, col = e // uint32(BN), e % uint32(BN)
+        for q in range(u32(BN * KT // THREADS)):   # consecutive threads: consecutive o
+            e = t + q * u32(THREADS)
+            k, col = e // u32(BN), e % u32(BN)
             n, o = n0 + k, o0 + col
             b_s[k, col] = (through_squash(dout[n, o], out[n, o], order)
                            if n < n_end and o < n_out else float32(0))
         cuda.syncthreads()  # both tiles are staged before any thread reads them
         tile_products(acc, a_s, b_s, ty, tx)
         cuda.syncthreads()  # all reads are done before the next step overwrites the tiles
-        n0 = uint32(n0 + uint32(KT))
-    for r in range(uint32(TM)):
-        for c in range(uint32(TN)):
-            i, o = i0 + ty + uint32(TY) * r, o0 + tx + uint32(TX) * c
+        n0 = u32(n0 + u32(KT))
+    for r in range(u32(TM)):
+        for c in range(u32(TN)):
+            i, o = i0 + ty + u32(TY) * r, o0 + tx + u32(TX) * c
             if o < n_out and i < n_in:
-                dweight_part[uint64(z * n_out + o) * uint64(n_in) + i] = acc[r, c]
+                dweight_part[u64(z * n_out + o) * u64(n_in) + i] = acc[r, c]
             elif o < n_out and i == n_in:
                 dbias_part[z * n_out + o] = acc[r, c]
 
@@ -269,17 +278,12 @@ def full_backward_params_kernel_v2(dweight_part, dbias_part, dout, out, x, order
 @kernel(void(F1, F1, F1, F1, U))
 def full_backward_params_finish_kernel(dweight, dbias, dweight_part, dbias_part, slices):
     # one thread per weight k (flat), then one per bias: adds up the batch slices in order
-    k = uint32(cuda.grid(1))
-    n_weights, n_out = uint32(dweight.shape[0]), uint32(dbias.shape[0])
-    total = float32(0)
+    k = u32(cuda.grid(1))
+    n_weights, n_out = u32(dweight.shape[0]), u32(dbias.shape[0])
     if k < n_weights:
-        for z in range(uint64(slices)):
-            total += dweight_part[z * n_weights + k]
-        dweight[k] = total
+        dweight[k] = strided_sum(dweight_part, u64(k), n_weights, slices)
     elif k < n_weights + n_out:
-        for z in range(uint64(slices)):
-            total += dbias_part[z * n_out + k - n_weights]
-        dbias[k - n_weights] = total
+        dbias[k - n_weights] = strided_sum(dbias_part, u64(k - n_weights), n_out, slices)
 
 
 # ---------------------------------------------------------------------- launchers

@@ -19,9 +19,9 @@ Test: pytest -q tests/test_layer_kernels.py -k rbf
 
 import math
 
-from numba import cuda, float32, uint32, void
+from numba import cuda, float32, void
 
-from kernels.common import check_device_array, kernel
+from kernels.common import check_device_array, kernel, u32
 
 N_CLASSES = 10   # RBF units
 N_INPUTS = 84    # F6 outputs, 7 x 12 bitmap pixels
@@ -33,11 +33,11 @@ F2 = float32[:, ::1]  # every argument: a C-contiguous float32 device array
 def stage_centers(cs, centers):
     """Copies centers (N_CLASSES, N_INPUTS) into the shared cs, the block's threads
     striding over it; the caller syncs before reading cs."""
-    k = uint32(cuda.threadIdx.x)
-    while k < uint32(N_CLASSES * N_INPUTS):
-        i, j = k // uint32(N_INPUTS), k % uint32(N_INPUTS)
+    k = u32(cuda.threadIdx.x)
+    while k < u32(N_CLASSES * N_INPUTS):
+        i, j = k // u32(N_INPUTS), k % u32(N_INPUTS)
         cs[i, j] = centers[i, j]
-        k = uint32(k + uint32(BLOCK))
+        k = u32(k + u32(BLOCK))
 
 
 @kernel(void(F2, F2, F2))
@@ -46,16 +46,16 @@ def rbf_forward_kernel(y, x, centers):
     cs = cuda.shared.array((N_CLASSES, N_INPUTS), float32)
     stage_centers(cs, centers)
     cuda.syncthreads()  # all centers are staged before any thread reads them
-    k = uint32(cuda.grid(1))
-    if k >= uint32(y.shape[0]) * uint32(N_CLASSES):
+    k = u32(cuda.grid(1))
+    if k >= u32(y.shape[0]) * u32(N_CLASSES):
         return
-    n, i = k // uint32(N_CLASSES), k % uint32(N_CLASSES)
+    n, i = k // u32(N_CLASSES), k % u32(N_CLASSES)
     acc = float32(0)
-    j = uint32(0)
-    while j < uint32(N_INPUTS):   # a while loop: numba's range adds a step-sign counter
+    j = u32(0)
+    while j < u32(N_INPUTS):   # a while loop: numba's range adds a step-sign counter
         d = x[n, j] - cs[i, j]
         acc += d * d
-        j = uint32(j + uint32(1))
+        j = u32(j + u32(1))
     y[n, i] = acc
 
 
@@ -65,13 +65,13 @@ def rbf_backward_kernel(dx, dy, x, centers):
     cs = cuda.shared.array((N_CLASSES, N_INPUTS), float32)
     stage_centers(cs, centers)
     cuda.syncthreads()  # all centers are staged before any thread reads them
-    k = uint32(cuda.grid(1))
-    if k >= uint32(dx.shape[0]) * uint32(N_INPUTS):
+    k = u32(cuda.grid(1))
+    if k >= u32(dx.shape[0]) * u32(N_INPUTS):
         return
-    n, j = k // uint32(N_INPUTS), k % uint32(N_INPUTS)
+    n, j = k // u32(N_INPUTS), k % u32(N_INPUTS)
     xv = x[n, j]
     acc = float32(0)
-    for i in range(uint32(N_CLASSES)):
+    for i in range(u32(N_CLASSES)):
         acc += dy[n, i] * (xv - cs[i, j])
     dx[n, j] = float32(2) * acc
 
@@ -82,14 +82,14 @@ def rbf_backward2_kernel(hx, hy, dy, x, centers):
     cs = cuda.shared.array((N_CLASSES, N_INPUTS), float32)
     stage_centers(cs, centers)
     cuda.syncthreads()  # all centers are staged before any thread reads them
-    k = uint32(cuda.grid(1))
-    if k >= uint32(hx.shape[0]) * uint32(N_INPUTS):
+    k = u32(cuda.grid(1))
+    if k >= u32(hx.shape[0]) * u32(N_INPUTS):
         return
-    n, j = k // uint32(N_INPUTS), k % uint32(N_INPUTS)
+    n, j = k // u32(N_INPUTS), k % u32(N_INPUTS)
     xv = x[n, j]
     acc_dy = float32(0)
     acc_hy = float32(0)
-    for i in range(uint32(N_CLASSES)):
+    for i in range(u32(N_CLASSES)):
         d = xv - cs[i, j]
         acc_dy += dy[n, i]
         acc_hy += hy[n, i] * d * d

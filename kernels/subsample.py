@@ -40,9 +40,9 @@ Test: pytest -q tests/test_layer_kernels.py -k subsample
 
 import math
 
-from numba import cuda, float32, int64, uint32, void
+from numba import cuda, float32, int64, void
 
-from kernels.common import check_device_array, device_function, kernel, through_squash
+from kernels.common import check_device_array, device_function, kernel, through_squash, u32
 from kernels.layers import squash as fast_squash
 
 BLOCK = 256          # threads per block of the one-thread-per-pixel kernels
@@ -60,31 +60,31 @@ F1, F4 = float32[::1], float32[:, :, :, ::1]
 @device_function
 def block_sum(x, n, c, i, j):
     """The sum of x[n, c]'s 2x2 block (i, j) (unsigned indices)."""
-    y, xx = uint32(2) * i, uint32(2) * j
-    return (x[n, c, y, xx] + x[n, c, y, xx + uint32(1)]
-            + x[n, c, y + uint32(1), xx] + x[n, c, y + uint32(1), xx + uint32(1)])
+    y, xx = u32(2) * i, u32(2) * j
+    return (x[n, c, y, xx] + x[n, c, y, xx + u32(1)]
+            + x[n, c, y + u32(1), xx] + x[n, c, y + u32(1), xx + u32(1)])
 
 
 @device_function
 def pixel(k, n_maps, h, w):
     """(n, c, i, j) of element k of a C-ordered (N, n_maps, h, w) array: 32-bit divisions."""
-    row = uint32(k) // uint32(w)                 # (n * n_maps + c) * h + i
-    nc = row // uint32(h)                        # n * n_maps + c
-    n = nc // uint32(n_maps)
-    return n, uint32(nc - n * n_maps), uint32(row - nc * h), uint32(k - row * w)
+    row = u32(k) // u32(w)                 # (n * n_maps + c) * h + i
+    nc = row // u32(h)                        # n * n_maps + c
+    n = nc // u32(n_maps)
+    return n, u32(nc - n * n_maps), u32(row - nc * h), u32(k - row * w)
 
 
 @cuda.jit(device=True)
 def reduce_pair(buf, t):
     """Tree-sum both rows of buf (2, REDUCE_BLOCK) into buf[:, 0]. Every thread of the
     block calls it after writing buf[:, t] and a syncthreads."""
-    stride = uint32(REDUCE_BLOCK // 2)
-    while stride > uint32(0):
+    stride = u32(REDUCE_BLOCK // 2)
+    while stride > u32(0):
         if t < stride:
             buf[0, t] += buf[0, t + stride]
             buf[1, t] += buf[1, t + stride]
         cuda.syncthreads()  # this level's sums are stored before the next level reads them
-        stride = uint32(stride // uint32(2))
+        stride = u32(stride // u32(2))
 
 
 # ----------------------------------------------------------------------- kernels
@@ -92,8 +92,8 @@ def reduce_pair(buf, t):
 @kernel(void(F4, F4, F1, F1))
 def subsample_forward_kernel(out, x, coef, bias):
     # one thread per output pixel (n, c, i, j)
-    k = uint32(cuda.grid(1))
-    if k >= uint32(out.size):
+    k = u32(cuda.grid(1))
+    if k >= u32(out.size):
         return
     n, c, i, j = pixel(k, out.shape[1], out.shape[2], out.shape[3])
     out[n, c, i, j] = fast_squash(coef[c] * block_sum(x, n, c, i, j) + bias[c])
@@ -102,11 +102,11 @@ def subsample_forward_kernel(out, x, coef, bias):
 @kernel(void(F4, F4, F4, F1, int64))
 def subsample_backward_dx_kernel_v1(dx, dout, out, coef, order):
     # one thread per input pixel (n, c, y, x)
-    k = uint32(cuda.grid(1))
-    if k >= uint32(dx.size):
+    k = u32(cuda.grid(1))
+    if k >= u32(dx.size):
         return
     n, c, y, xx = pixel(k, dx.shape[1], dx.shape[2], dx.shape[3])
-    i, j = y // uint32(2), xx // uint32(2)
+    i, j = y // u32(2), xx // u32(2)
     g = through_squash(dout[n, c, i, j], out[n, c, i, j], order)
     cf = coef[c]
     if order == 2:
@@ -117,13 +117,13 @@ def subsample_backward_dx_kernel_v1(dx, dout, out, coef, order):
 @kernel(void(F1, F1, F4, F4, F4, int64))
 def subsample_backward_params_kernel_v1(dcoef, dbias, dout, out, x, order):
     # one block per map c; its threads stride over the map's output pixels (n, i, j)
-    c = uint32(cuda.blockIdx.x)
-    t = uint32(cuda.threadIdx.x)
-    h, w = uint32(out.shape[2]), uint32(out.shape[3])
+    c = u32(cuda.blockIdx.x)
+    t = u32(cuda.threadIdx.x)
+    h, w = u32(out.shape[2]), u32(out.shape[3])
     acc_coef = float32(0)
     acc_bias = float32(0)
     k = t
-    while k < uint32(out.shape[0] * h * w):
+    while k < u32(out.shape[0] * h * w):
         n, _, i, j = pixel(k, 1, h, w)
         g = through_squash(dout[n, c, i, j], out[n, c, i, j], order)
         s = block_sum(x, n, c, i, j)
@@ -131,13 +131,13 @@ def subsample_backward_params_kernel_v1(dcoef, dbias, dout, out, x, order):
             s = s * s
         acc_coef += g * s
         acc_bias += g
-        k = uint32(k + uint32(REDUCE_BLOCK))
+        k = u32(k + u32(REDUCE_BLOCK))
     buf = cuda.shared.array((2, REDUCE_BLOCK), float32)
     buf[0, t] = acc_coef
     buf[1, t] = acc_bias
     cuda.syncthreads()  # every thread's partial sums are in buf
     reduce_pair(buf, t)
-    if t == uint32(0):
+    if t == u32(0):
         dcoef[c] = buf[0, 0]
         dbias[c] = buf[1, 0]
 
@@ -147,36 +147,36 @@ def subsample_backward_kernel_v2(dx, dcoef, dbias, dout, out, x, coef, order):
     # one thread per output pixel (n, i, j) of map c = blockIdx.y, looping with a stride
     # of the grid's x extent; it writes dx's 2x2 block and one atomic per block and map
     # adds the block's partial sums to dcoef[c], dbias[c] (zeroed by the launcher)
-    c = uint32(cuda.blockIdx.y)
-    t = uint32(cuda.threadIdx.x)
-    h, w = uint32(out.shape[2]), uint32(out.shape[3])
+    c = u32(cuda.blockIdx.y)
+    t = u32(cuda.threadIdx.x)
+    h, w = u32(out.shape[2]), u32(out.shape[3])
     cf = coef[c]
     if order == 2:
         cf = cf * cf
     acc_coef = float32(0)
     acc_bias = float32(0)
-    k = uint32(cuda.blockIdx.x) * uint32(REDUCE_BLOCK) + t
-    while k < uint32(out.shape[0] * h * w):
+    k = u32(cuda.blockIdx.x) * u32(REDUCE_BLOCK) + t
+    while k < u32(out.shape[0] * h * w):
         n, _, i, j = pixel(k, 1, h, w)
         g = through_squash(dout[n, c, i, j], out[n, c, i, j], order)
         d = cf * g
-        y, xx = uint32(2) * i, uint32(2) * j
+        y, xx = u32(2) * i, u32(2) * j
         dx[n, c, y, xx] = d
-        dx[n, c, y, xx + uint32(1)] = d
-        dx[n, c, y + uint32(1), xx] = d
-        dx[n, c, y + uint32(1), xx + uint32(1)] = d
+        dx[n, c, y, xx + u32(1)] = d
+        dx[n, c, y + u32(1), xx] = d
+        dx[n, c, y + u32(1), xx + u32(1)] = d
         s = block_sum(x, n, c, i, j)
         if order == 2:
             s = s * s
         acc_coef += g * s
         acc_bias += g
-        k = uint32(k + uint32(cuda.gridDim.x) * uint32(REDUCE_BLOCK))
+        k = u32(k + u32(cuda.gridDim.x) * u32(REDUCE_BLOCK))
     buf = cuda.shared.array((2, REDUCE_BLOCK), float32)
     buf[0, t] = acc_coef
     buf[1, t] = acc_bias
     cuda.syncthreads()  # every thread's partial sums are in buf
     reduce_pair(buf, t)
-    if t == uint32(0):
+    if t == u32(0):
         cuda.atomic.add(dcoef, c, buf[0, 0])
         cuda.atomic.add(dbias, c, buf[1, 0])
 

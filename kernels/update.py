@@ -35,9 +35,9 @@ Test: pytest -q tests/test_layer_kernels.py -k update
 import math
 
 import numpy as np
-from numba import cuda, float32, float64, int32, int64, uint8, uint32, void
+from numba import cuda, float32, float64, int32, int64, uint8, void
 
-from kernels.common import device_function, kernel
+from kernels.common import device_function, kernel, u32
 
 BLOCK = 256  # threads per block (a power of two: sum_into reduces a block as a tree)
 MAX_GATHER = 2**32 - BLOCK   # gather's output elements at most (unsigned 32-bit indices)
@@ -90,9 +90,9 @@ def fill_kernel(x, value):
 def gather_kernel(out_images, out_labels, images, labels, index):
     # one thread per output pixel (b, p) of the flattened (B, P) out_images; p = 0 also
     # copies the label
-    k = uint32(cuda.grid(1))
-    n_pixels = uint32(out_images.shape[1])
-    if k >= uint32(out_images.shape[0]) * n_pixels:
+    k = u32(cuda.grid(1))
+    n_pixels = u32(out_images.shape[1])
+    if k >= u32(out_images.shape[0]) * n_pixels:
         return
     b = k // n_pixels
     p = k - b * n_pixels
@@ -110,30 +110,30 @@ def gather_kernel(out_images, out_labels, images, labels, index):
 @device_function
 def argmin_row(y, n):
     """The first i with the smallest y[n, i]."""
-    best = uint32(0)
+    best = u32(0)
     low = y[n, 0]
-    i = uint32(1)
-    while i < uint32(y.shape[1]):   # a while loop: numba's range adds a step-sign counter
+    i = u32(1)
+    while i < u32(y.shape[1]):   # a while loop: numba's range adds a step-sign counter
         if y[n, i] < low:
             low = y[n, i]
             best = i
-        i = uint32(i + uint32(1))
+        i = u32(i + u32(1))
     return best
 
 
 @kernel(void(I1, F2))
 def argmin_rows_kernel(out, y):
     # one thread per row n
-    n = uint32(cuda.grid(1))
-    if n < uint32(y.shape[0]):
+    n = u32(cuda.grid(1))
+    if n < u32(y.shape[0]):
         out[n] = argmin_row(y, n)
 
 
 @kernel(*(void(t[::1], F2, I1, t) for t in COUNT_TYPES), allow=FLOAT64_TOTAL)
 def count_errors_kernel(out, y, labels, one):
     # one thread per row n; an atomic add of 1 per wrong row
-    n = uint32(cuda.grid(1))
-    if n < uint32(y.shape[0]) and argmin_row(y, n) != labels[n]:
+    n = u32(cuda.grid(1))
+    if n < u32(y.shape[0]) and argmin_row(y, n) != labels[n]:
         cuda.atomic.add(out, 0, one)
 
 
