@@ -29,7 +29,7 @@ Versions (forward and backward alike):
         of a constant input 1) are summed in float32 per slice of SPLIT_ROWS = 512
         images (grid z), then a second kernel adds the slices in order: deterministic,
         no atomics, no float64. Emulated in NumPy at the test sizes (4,099 images, F6 and
-        C5 shapes) that order is 1.7e-7 to 4.2e-7 off float64, and 4.6e-7 at 60,000
+        C5 shapes) that order is 2.0e-7 to 4.2e-7 off float64, and 4.6e-7 at 60,000
         images, where one float32 sum over the batch would be 1.5e-5
         (bench/results/2026-12-02-layers-census/). Indices are unsigned 32-bit; the
         squashing function is kernels/layers.py's.
