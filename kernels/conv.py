@@ -417,22 +417,21 @@ def conv_backward_weight_kernel_v2(dweight_part, dbias_part, dout, out, x, in_ma
     per_map = u32(c_in * u32(KK) + u32(1))     # m's weights, then its bias
     i = tid
     while i < u32(m_here * per_map):
-        ml = i // per_map
-        r = u32(i - ml * per_map)
-        m = m0 + ml
-        first = u32(pair_start[m]) - p0              # m's first pair, in this block
+        mo = i // per_map                           # the parameter's map is m0 + mo
+        r = u32(i - mo * per_map)
+        first_pair = u32(pair_start[m0 + mo]) - p0  # the map's first pair in this block
         total = float32(0.0)
-        if r == per_map - u32(1):                    # every pair of m sums the same da
-            total = strided_sum(red_sh, first * u32(KK + 1) + u32(KK),
+        if r == per_map - u32(1):                   # every pair of the map sums the same da
+            total = strided_sum(red_sh, first_pair * u32(KK + 1) + u32(KK),
                                 pairs * u32(KK + 1), slices)
-            dbias_part[chunk * n_maps + m] = total
+            dbias_part[chunk * n_maps + m0 + mo] = total
         else:
-            j = slot[r // u32(KK), m]
-            if j >= 0:                                  # pairs off the table get an exact 0
-                total = strided_sum(red_sh, (first + u32(j)) * u32(KK + 1) + r
+            j = slot[r // u32(KK), m0 + mo]
+            if j >= 0:                              # pairs off the table get an exact 0
+                total = strided_sum(red_sh, (first_pair + u32(j)) * u32(KK + 1) + r
                                     - r // u32(KK) * u32(KK), pairs * u32(KK + 1),
                                     slices)
-            dweight_part[u64(chunk * n_maps + m) * u64(per_map - u32(1)) + r] = total
+            dweight_part[u64(chunk * n_maps + m0 + mo) * u64(per_map - u32(1)) + r] = total
         i = u32(i + step)
 
 
