@@ -26,7 +26,10 @@ train_pass(images, labels, batch_size, lr, momentum) and, for this project's
 models only (PyTorch and CuPy have no SDLM), paper_pass(images, labels, mu).
 Inputs are host NumPy
 arrays; each implementation moves them to its device once, outside the timed
-region. A constructor that cannot work here raises Unavailable with the reason.
+region. One exception: a GPU implementation's inference(x) gets a numba device array
+(bench.workload's device_images: the unique images repeated on the device), which it
+reads in place through __cuda_array_interface__. A constructor that cannot work here
+raises Unavailable with the reason.
 
 Training checks: a step object's outputs() gives, after one step from the
 initial parameters and zero momentum, the per-pattern losses ("loss"), every

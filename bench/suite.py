@@ -280,7 +280,10 @@ class Suite:
         if what == "paper-pass":
             return self.checked_paper_pass(impl, rtol)
         if what in ("inference", "layer"):
-            x = w.images(n)[0] if what == "inference" else w.layer_input(layer, n)
+            if what == "layer":
+                x = w.layer_input(layer, n)
+            else:   # a GPU's batch is repeated on the device, not built on the host
+                x = w.device_images(n) if impl.kind == "gpu" else w.images(n)[0]
             run = impl.inference(x) if what == "inference" else impl.layer(layer, x)
             y = run()
             impl.sync()

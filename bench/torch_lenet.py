@@ -118,6 +118,8 @@ class TorchImpl:
             torch.cuda.synchronize(self.device)
 
     def upload(self, a):
+        if hasattr(a, "__cuda_array_interface__"):   # a device array: read in place
+            return torch.as_tensor(a, device=self.device)
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
     def to_host(self, y):

@@ -6,7 +6,9 @@ images is their first N; a larger batch repeats them in order (image i of the
 batch is image i mod unique), so that the reference stays affordable while every
 output of every row is still checked: per-image outputs of a repeated image are
 the repeated outputs, and the gradient of the batch's mean loss is the reference
-gradient with each image weighted by how often it occurs.
+gradient with each image weighted by how often it occurs. GPU inference rows get
+their batch from device_images: the unique images are copied to the device once
+and repeated there (a million images is 4 GB, which is not built on the host).
 
 Layer rows take as input the previous layer's output of the reference network
 on those images, rounded to float32 (realistic values, not zeros).
@@ -70,6 +72,7 @@ class Workload:
         self.log = log or (lambda msg: None)
         self._ref = None
         self._images = self._labels = None
+        self._device_base = None     # the unique images on the device (device_images)
         self._acts = None            # float32 activations of the base images, x0..x6
         self._penalties = None       # float64 (unique, 10)
         self._layer_refs = {}
@@ -89,6 +92,25 @@ class Workload:
         """(n,1,32,32) float32 images and (n,) int64 labels of a batch of n."""
         images, labels = self._base()
         return take(images, n), take(labels, n)
+
+    def device_images(self, n):
+        """The (n,1,32,32) float32 images of images(n) as a numba device array, made on
+        the device: the unique images are copied there once, then repeated by
+        device-to-device copies (each doubling the filled part)."""
+        from numba import cuda
+        images, _ = self._base()
+        if self._device_base is None:
+            self._device_base = cuda.to_device(images)
+        out = cuda.device_array((n,) + images.shape[1:], np.float32)
+        done = min(n, len(images))
+        if done:
+            out[:done].copy_to_device(self._device_base[:done])
+        while done < n:
+            step = min(done, n - done)
+            out[done:done + step].copy_to_device(out[:step])
+            done += step
+        cuda.synchronize()
+        return out
 
     @property
     def reference_model(self):

@@ -11,12 +11,13 @@ argument.
                                 C-contiguous device array of the shape and dtype
     kernel(signature, ...)      a CUDA kernel with an explicit signature, listed in
                                 KERNELS for the compile census (bench/ptx.py)
+    u32(x), u64(x)              unsigned index conversions (masked ints in the simulator)
 """
 
 import math
 
 import numpy as np
-from numba import config, cuda, float32, types
+from numba import config, cuda, float32, types, uint32, uint64
 from numba.cuda.core.sigutils import normalize_signature
 
 from kernels.reference import SQUASH_A, SQUASH_S
@@ -25,6 +26,20 @@ A = float32(SQUASH_A)
 S = float32(SQUASH_S)
 A2 = float32(SQUASH_A * SQUASH_A)
 S_OVER_A = float32(SQUASH_S / SQUASH_A)
+
+
+# Unsigned index conversions for kernels: numba's uint32 and uint64 on a GPU (indices
+# Numba can prove non-negative get no wraparound check; 32-bit ones divide in 32 bits).
+# Under the CUDA simulator, which runs kernels as Python, masked Python ints: they wrap
+# the same way, and NumPy scalars would make every index operation several times slower.
+if config.ENABLE_CUDASIM:
+    def u32(x):
+        return int(x) & 0xFFFFFFFF
+
+    def u64(x):
+        return int(x) & 0xFFFFFFFFFFFFFFFF
+else:
+    u32, u64 = uint32, uint64
 
 
 def device_function(fn):

@@ -21,26 +21,53 @@ taken from the forward output and g computed on the fly (never stored):
 Versions (forward and backward alike):
 
     v1  one thread per output element, reading its row and column from global memory
-        (dweight and dbias together: the bias is the weight of a constant input 1)
-    v2  TILE x TILE blocks of threads, one per output element, that stage TILE-wide slices
-        of both operands in shared memory and take each element from there TILE times
-        (dweight's blocks loop over the batch; dbias comes from the first column of blocks)
+        (dweight and dbias together: the bias is the weight of a constant input 1; a
+        float64 accumulator over the batch)
+    v2  blocks of 128 threads, each thread a 4x4 register tile of outputs (a block 64 x 32
+        of them); the block stages KT = 16 terms of both operands in shared memory at a
+        time, and each value a thread loads feeds 4 FMAs. dweight and dbias (the weight
+        of a constant input 1) are summed in float32 per slice of SPLIT_ROWS = 512
+        images (grid z), then a second kernel adds the slices in order: deterministic,
+        no atomics, no float64. Emulated in NumPy at the test sizes (4,099 images, F6 and
+        C5 shapes) that order is 2.0e-7 to 4.2e-7 off float64, and 4.6e-7 at 60,000
+        images, where one float32 sum over the batch would be 1.5e-5
+        (bench/results/2026-12-02-layers-census/). Indices are unsigned 32-bit; the
+        squashing function is kernels/layers.py's.
 
 Test: pytest -q tests/test_layer_kernels.py -k full
 """
 
 import math
 
-from numba import cuda, float32, float64, int64, void
+import numpy as np
+from numba import cuda, float32, float64, int64, uint32, void
 
-from kernels.common import check_device_array, device_function, kernel, squash, through_squash
+from kernels.common import (
+    check_device_array,
+    device_function,
+    kernel,
+    squash,
+    through_squash,
+    u32,
+    u64,
+)
+from kernels.conv import strided_sum
+from kernels.layers import registers
+from kernels.layers import squash as fast_squash
 
 BLOCK = 128  # v1: threads per block
-TILE = 16    # v2: blocks of TILE x TILE threads, shared tiles of TILE x TILE floats
-TILE_PAD = TILE + 1  # a tile row plus one padding column (a literal: shared shapes must be)
+TM, TN = 4, 4          # v2: a thread's register tile of outputs, TM rows x TN columns
+TY, TX = 16, 8         # v2: threads per block along the rows and the columns
+THREADS = TY * TX      # 128
+BM, BN = TY * TM, TX * TN    # v2: a block's tile of outputs, 64 rows x 32 columns
+KT = 16                # v2: the sums advance KT terms per pair of shared tiles
+BM_PAD, BN_PAD = 65, 33      # shared tile rows plus one padding column (literals: shared
+                             # shapes must be): staging stores of one warp hit distinct banks
+SPLIT_ROWS = 512       # params v2: images per batch slice, each slice summed in float32
 
 # Kernel argument types: C-contiguous float32 device arrays; order (1 or 2) is an int64
 F1, F2 = float32[::1], float32[:, ::1]
+U = uint32   # v2's sizes: unsigned, so that no index needs a sign check
 FLOAT64_SUMS = {"float64": "the parameter gradients sum over the whole batch (10^4+ terms) "
                            "in a float64 accumulator"}
 
@@ -49,6 +76,32 @@ FLOAT64_SUMS = {"float64": "the parameter gradients sum over the whole batch (10
 def power(v, order):
     """v for order 1, v^2 for order 2."""
     return v * v if order == 2 else v
+
+
+@device_function
+def zero_tile(acc):
+    """acc (TM, TN) = 0."""
+    for r in range(TM):
+        for c in range(TN):
+            acc[r, c] = float32(0)
+
+
+@device_function
+def tile_products(acc, a_s, b_s, ty, tx):
+    """v2's inner loop: acc[r, c] += sum over k < KT of a_s[k, ty + TY r] b_s[k, tx + TX c],
+    a thread's TM x TN tile (each value loaded feeds TN or TM FMAs)."""
+    a = registers.local.array(TM, float32)
+    b = registers.local.array(TN, float32)
+    k = u32(0)
+    while k < u32(KT):
+        for r in range(u32(TM)):
+            a[r] = a_s[k, ty + u32(TY) * r]
+        for c in range(u32(TN)):
+            b[c] = b_s[k, tx + u32(TX) * c]
+        for r in range(TM):
+            for c in range(TN):
+                acc[r, c] += a[r] * b[c]
+        k = u32(k + u32(1))
 
 
 # ------------------------------------------------------------------------ forward
@@ -70,28 +123,37 @@ def full_forward_kernel_v1(out, x, weight, bias):
 
 @kernel(void(F2, F2, F2, F1))
 def full_forward_kernel_v2(out, x, weight, bias):
-    # one thread per output element (n, o) = (tile row + ty, tile column + tx)
-    xs = cuda.shared.array((TILE, TILE), float32)      # xs[ty, k] = x[n0 + ty, i0 + k]
-    ws = cuda.shared.array((TILE, TILE_PAD), float32)  # ws[r, k] = weight[o0 + r, i0 + k];
-    # the padding column puts ws[tx, k] of the 16 tx in 16 different banks
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    n_img, n_in = x.shape
-    n_out = weight.shape[0]
-    n = cuda.blockIdx.y * TILE + ty
-    o = cuda.blockIdx.x * TILE + tx
-    o_row = cuda.blockIdx.x * TILE + ty  # the weight row this thread stages
-    acc = float32(0)
-    for i0 in range(0, n_in, TILE):
-        i = i0 + tx
-        xs[ty, tx] = x[n, i] if n < n_img and i < n_in else float32(0)
-        ws[ty, tx] = weight[o_row, i] if o_row < n_out and i < n_in else float32(0)
+    # one thread per TM x TN tile of out: rows n = n0 + ty + TY r, columns
+    # o = o0 + tx + TX c (r < TM, c < TN), (n0, o0) the block's BM x BN tile
+    a_s = cuda.shared.array((KT, BM_PAD), float32)   # a_s[k, row] = x[n0 + row, i0 + k]
+    b_s = cuda.shared.array((KT, BN_PAD), float32)   # b_s[k, col] = weight[o0 + col, i0 + k]
+    t = u32(cuda.threadIdx.x)
+    tx, ty = t % u32(TX), t // u32(TX)
+    n_img, n_in, n_out = u32(x.shape[0]), u32(x.shape[1]), u32(weight.shape[0])
+    n0, o0 = u32(cuda.blockIdx.y) * u32(BM), u32(cuda.blockIdx.x) * u32(BN)
+    acc = registers.local.array((TM, TN), float32)
+    zero_tile(acc)
+    i0 = u32(0)
+    while i0 < n_in:
+        for q in range(u32(BM * KT // THREADS)):   # consecutive threads: consecutive i
+            e = t + q * u32(THREADS)
+            row, k = e // u32(KT), e % u32(KT)
+            n, i = n0 + row, i0 + k
+            a_s[k, row] = x[n, i] if n < n_img and i < n_in else float32(0)
+        for q in range(u32(BN * KT // THREADS)):
+            e = t + q * u32(THREADS)
+            col, k = e // u32(KT), e % u32(KT)
+            o, i = o0 + col, i0 + k
+            b_s[k, col] = weight[o, i] if o < n_out and i < n_in else float32(0)
         cuda.syncthreads()  # both tiles are staged before any thread reads them
-        for k in range(TILE):
-            acc += xs[ty, k] * ws[tx, k]
+        tile_products(acc, a_s, b_s, ty, tx)
         cuda.syncthreads()  # all reads are done before the next step overwrites the tiles
-    if n < n_img and o < n_out:
-        out[n, o] = squash(acc + bias[o])
+        i0 = u32(i0 + u32(KT))
+    for r in range(u32(TM)):
+        for c in range(u32(TN)):
+            n, o = n0 + ty + u32(TY) * r, o0 + tx + u32(TX) * c
+            if n < n_img and o < n_out:
+                out[n, o] = fast_squash(acc[r, c] + bias[o])
 
 
 # ----------------------------------------------------------------------- backward
@@ -132,62 +194,96 @@ def full_backward_params_kernel_v1(dweight, dbias, dout, out, x, order):
 
 @kernel(void(F2, F2, F2, F2, int64))
 def full_backward_dx_kernel_v2(dx, dout, out, weight, order):
-    # one thread per input element (n, i) = (tile row + ty, tile column + tx)
-    gs = cuda.shared.array((TILE, TILE), float32)  # gs[ty, k] = g[n0 + ty, o0 + k]
-    ws = cuda.shared.array((TILE, TILE), float32)  # ws[k, tx] = weight[o0 + k, i0 + tx]^order
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    n_img, n_in = dx.shape
-    n_out = weight.shape[0]
-    n = cuda.blockIdx.y * TILE + ty
-    i = cuda.blockIdx.x * TILE + tx
-    acc = float32(0)
-    for o0 in range(0, n_out, TILE):
-        o = o0 + tx  # the column of g this thread stages
-        gs[ty, tx] = (through_squash(dout[n, o], out[n, o], order)
-                      if n < n_img and o < n_out else float32(0))
-        o = o0 + ty  # the row of weight this thread stages
-        ws[ty, tx] = power(weight[o, i], order) if o < n_out and i < n_in else float32(0)
+    # one thread per TM x TN tile of dx: rows n = n0 + ty + TY r, columns
+    # i = i0 + tx + TX c, (n0, i0) the block's BM x BN tile
+    a_s = cuda.shared.array((KT, BM_PAD), float32)   # a_s[k, row] = g[n0 + row, o0 + k]
+    b_s = cuda.shared.array((KT, BN_PAD), float32)   # b_s[k, col] = weight[o0 + k, i0 + col]^order
+    t = u32(cuda.threadIdx.x)
+    tx, ty = t % u32(TX), t // u32(TX)
+    n_img, n_in, n_out = u32(dx.shape[0]), u32(dx.shape[1]), u32(weight.shape[0])
+    n0, i0 = u32(cuda.blockIdx.y) * u32(BM), u32(cuda.blockIdx.x) * u32(BN)
+    acc = registers.local.array((TM, TN), float32)
+    zero_tile(acc)
+    o0 = u32(0)
+    while o0 < n_out:
+        for q in range(u32(BM * KT // THREADS)):   # consecutive threads: consecutive o
+            e = t + q * u32(THREADS)
+            row, k = e // u32(KT), e % u32(KT)
+            n, o = n0 + row, o0 + k
+            a_s[k, row] = (through_squash(dout[n, o], out[n, o], order)
+                           if n < n_img and o < n_out else float32(0))
+        for q in range(u32(BN * KT // THREADS)):   # consecutive threads: consecutive i
+            e = t + q * u32(THREADS)
+            k, col = e // u32(BN), e % u32(BN)
+            o, i = o0 + k, i0 + col
+            b_s[k, col] = power(weight[o, i], order) if o < n_out and i < n_in else float32(0)
         cuda.syncthreads()  # both tiles are staged before any thread reads them
-        for k in range(TILE):
-            acc += gs[ty, k] * ws[k, tx]
+        tile_products(acc, a_s, b_s, ty, tx)
         cuda.syncthreads()  # all reads are done before the next step overwrites the tiles
-    if n < n_img and i < n_in:
-        dx[n, i] = acc
+        o0 = u32(o0 + u32(KT))
+    for r in range(u32(TM)):
+        for c in range(u32(TN)):
+            n, i = n0 + ty + u32(TY) * r, i0 + tx + u32(TX) * c
+            if n < n_img and i < n_in:
+                dx[n, i] = acc[r, c]
 
 
-@kernel(void(F2, F1, F2, F2, F2, int64), allow=FLOAT64_SUMS)
-def full_backward_params_kernel_v2(dweight, dbias, dout, out, x, order):
-    # one thread per weight (o, i) = (tile row + ty, tile column + tx), looping over the
-    # batch in TILE-row steps; the threads tx = 0 of the first column of blocks also
-    # write dbias[o]
-    gs = cuda.shared.array((TILE, TILE), float32)  # gs[k, ty] = g[n0 + k, o0 + ty]
-    xs = cuda.shared.array((TILE, TILE), float32)  # xs[k, tx] = x[n0 + k, i0 + tx]^order
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    n_out, n_in = dweight.shape
-    n_img = x.shape[0]
-    o0 = cuda.blockIdx.y * TILE
-    o = o0 + ty
-    i = cuda.blockIdx.x * TILE + tx
-    acc = float64(0)  # float64: sums over the whole batch (10^4+ terms)
-    acc_bias = float64(0)
-    for n0 in range(0, n_img, TILE):
-        n = n0 + ty  # the batch row this thread stages
-        go = o0 + tx
-        gs[ty, tx] = (through_squash(dout[n, go], out[n, go], order)
-                      if n < n_img and go < n_out else float32(0))
-        xs[ty, tx] = power(x[n, i], order) if n < n_img and i < n_in else float32(0)
+@kernel(void(F1, F1, F2, F2, F2, int64, U))
+def full_backward_params_kernel_v2(dweight_part, dbias_part, dout, out, x, order, rows):
+    # one thread per TM x TN tile of the parameters: inputs i = i0 + ty + TY r (i = I is
+    # the bias, the weight of a constant input 1), units o = o0 + tx + TX c, (i0, o0) the
+    # block's BM x BN tile, summed in float32 over the batch slice z = blockIdx.z (images
+    # z rows ... (z + 1) rows - 1) into dweight_part[z] (O, I) and dbias_part[z] (O,), flat
+    a_s = cuda.shared.array((KT, BM_PAD), float32)   # a_s[k, row] = x[n0 + k, i0 + row]^order
+    b_s = cuda.shared.array((KT, BN_PAD), float32)   # b_s[k, col] = g[n0 + k, o0 + col]
+    t = u32(cuda.threadIdx.x)
+    tx, ty = t % u32(TX), t // u32(TX)
+    n_img, n_in, n_out = u32(x.shape[0]), u32(x.shape[1]), u32(dout.shape[1])
+    i0, o0 = u32(cuda.blockIdx.y) * u32(BM), u32(cuda.blockIdx.x) * u32(BN)
+    z = u32(cuda.blockIdx.z)
+    n_end = min(n_img, (z + u32(1)) * rows)
+    acc = registers.local.array((TM, TN), float32)
+    zero_tile(acc)
+    n0 = z * rows
+    while n0 < n_end:
+        for q in range(u32(BM * KT // THREADS)):   # consecutive threads: consecutive i
+            e = t + q * u32(THREADS)
+            k, row = e // u32(BM), e % u32(BM)
+            n, i = n0 + k, i0 + row
+            xv = float32(0)
+            if n < n_end and i < n_in:
+                xv = power(x[n, i], order)
+            elif n < n_end and i == n_in:
+                xv = float32(1)
+            a_s[k, row] = xv
+        for q in range(u32(BN * KT // THREADS)):   # consecutive threads: consecutive o
+            e = t + q * u32(THREADS)
+            k, col = e // u32(BN), e % u32(BN)
+            n, o = n0 + k, o0 + col
+            b_s[k, col] = (through_squash(dout[n, o], out[n, o], order)
+                           if n < n_end and o < n_out else float32(0))
         cuda.syncthreads()  # both tiles are staged before any thread reads them
-        for k in range(TILE):
-            g = gs[k, ty]
-            acc += g * xs[k, tx]
-            acc_bias += g
+        tile_products(acc, a_s, b_s, ty, tx)
         cuda.syncthreads()  # all reads are done before the next step overwrites the tiles
-    if o < n_out and i < n_in:
-        dweight[o, i] = float32(acc)
-    if cuda.blockIdx.x == 0 and tx == 0 and o < n_out:
-        dbias[o] = float32(acc_bias)
+        n0 = u32(n0 + u32(KT))
+    for r in range(u32(TM)):
+        for c in range(u32(TN)):
+            i, o = i0 + ty + u32(TY) * r, o0 + tx + u32(TX) * c
+            if o < n_out and i < n_in:
+                dweight_part[u64(z * n_out + o) * u64(n_in) + i] = acc[r, c]
+            elif o < n_out and i == n_in:
+                dbias_part[z * n_out + o] = acc[r, c]
+
+
+@kernel(void(F1, F1, F1, F1, U))
+def full_backward_params_finish_kernel(dweight, dbias, dweight_part, dbias_part, slices):
+    # one thread per weight k (flat), then one per bias: adds up the batch slices in order
+    k = u32(cuda.grid(1))
+    n_weights, n_out = u32(dweight.shape[0]), u32(dbias.shape[0])
+    if k < n_weights:
+        dweight[k] = strided_sum(dweight_part, u64(k), n_weights, slices)
+    elif k < n_weights + n_out:
+        dbias[k - n_weights] = strided_sum(dbias_part, u64(k - n_weights), n_out, slices)
 
 
 # ---------------------------------------------------------------------- launchers
@@ -214,8 +310,17 @@ def _check_layer(x, weight, batch_out=(), batch_in=(), params=(), per_out=()):
 
 
 def _tiles(rows, cols):
-    """The v2 grid: (column tiles, row tiles), each at least 1."""
-    return (max(1, math.ceil(cols / TILE)), max(1, math.ceil(rows / TILE)))
+    """The v2 grid: (column tiles, row tiles) of BM x BN outputs, each at least 1."""
+    return (max(1, math.ceil(cols / BN)), max(1, math.ceil(rows / BM)))
+
+
+_partials = {}  # size -> device scratch for params v2's per-slice sums, reused
+
+
+def _partial_buffer(size):
+    if size not in _partials:
+        _partials[size] = cuda.device_array(size, dtype=np.float32)
+    return _partials[size]
 
 
 def full_forward(out, x, weight, bias, version=2):
@@ -225,7 +330,7 @@ def full_forward(out, x, weight, bias, version=2):
     if version == 1:
         full_forward_kernel_v1[max(1, math.ceil(out.size / BLOCK)), BLOCK](out, x, weight, bias)
     elif version == 2:
-        full_forward_kernel_v2[_tiles(n_img, n_out), (TILE, TILE)](out, x, weight, bias)
+        full_forward_kernel_v2[_tiles(n_img, n_out), THREADS](out, x, weight, bias)
     else:
         raise ValueError(f"full: version {version!r}, expected 1 or 2")
 
@@ -241,9 +346,19 @@ def _order_backward(order, dx, dweight, dbias, d, out, x, weight, version):
         full_backward_params_kernel_v1[max(1, math.ceil(n_out * (n_in + 1) / BLOCK)), BLOCK](
             dweight, dbias, d, out, x, order)
     elif version == 2:
-        full_backward_dx_kernel_v2[_tiles(n_img, n_in), (TILE, TILE)](dx, d, out, weight, order)
-        full_backward_params_kernel_v2[_tiles(n_out, n_in), (TILE, TILE)](
-            dweight, dbias, d, out, x, order)
+        full_backward_dx_kernel_v2[_tiles(n_img, n_in), THREADS](dx, d, out, weight, order)
+        slices = max(1, math.ceil(n_img / SPLIT_ROWS))
+        if slices == 1:
+            dweight_part, dbias_part = dweight.reshape(dweight.size), dbias
+        else:
+            dweight_part = _partial_buffer(slices * n_out * n_in)
+            dbias_part = _partial_buffer(slices * n_out)
+        full_backward_params_kernel_v2[(*_tiles(n_in + 1, n_out), slices), THREADS](
+            dweight_part, dbias_part, d, out, x, order, SPLIT_ROWS)
+        if slices > 1:
+            full_backward_params_finish_kernel[
+                max(1, math.ceil(n_out * (n_in + 1) / BLOCK)), BLOCK](
+                dweight.reshape(dweight.size), dbias, dweight_part, dbias_part, slices)
     else:
         raise ValueError(f"full: version {version!r}, expected 1 or 2")
 

@@ -21,7 +21,7 @@ import math
 
 from numba import cuda, float32, void
 
-from kernels.common import check_device_array, kernel
+from kernels.common import check_device_array, kernel, u32
 
 N_CLASSES = 10   # RBF units
 N_INPUTS = 84    # F6 outputs, 7 x 12 bitmap pixels
@@ -33,8 +33,11 @@ F2 = float32[:, ::1]  # every argument: a C-contiguous float32 device array
 def stage_centers(cs, centers):
     """Copies centers (N_CLASSES, N_INPUTS) into the shared cs, the block's threads
     striding over it; the caller syncs before reading cs."""
-    for k in range(cuda.threadIdx.x, N_CLASSES * N_INPUTS, BLOCK):
-        cs[k // N_INPUTS, k % N_INPUTS] = centers[k // N_INPUTS, k % N_INPUTS]
+    k = u32(cuda.threadIdx.x)
+    while k < u32(N_CLASSES * N_INPUTS):
+        i, j = k // u32(N_INPUTS), k % u32(N_INPUTS)
+        cs[i, j] = centers[i, j]
+        k = u32(k + u32(BLOCK))
 
 
 @kernel(void(F2, F2, F2))
@@ -43,15 +46,16 @@ def rbf_forward_kernel(y, x, centers):
     cs = cuda.shared.array((N_CLASSES, N_INPUTS), float32)
     stage_centers(cs, centers)
     cuda.syncthreads()  # all centers are staged before any thread reads them
-    k = cuda.grid(1)
-    if k >= y.shape[0] * N_CLASSES:
+    k = u32(cuda.grid(1))
+    if k >= u32(y.shape[0]) * u32(N_CLASSES):
         return
-    i = k % N_CLASSES
-    n = k // N_CLASSES
+    n, i = k // u32(N_CLASSES), k % u32(N_CLASSES)
     acc = float32(0)
-    for j in range(N_INPUTS):
+    j = u32(0)
+    while j < u32(N_INPUTS):   # a while loop: numba's range adds a step-sign counter
         d = x[n, j] - cs[i, j]
         acc += d * d
+        j = u32(j + u32(1))
     y[n, i] = acc
 
 
@@ -61,14 +65,13 @@ def rbf_backward_kernel(dx, dy, x, centers):
     cs = cuda.shared.array((N_CLASSES, N_INPUTS), float32)
     stage_centers(cs, centers)
     cuda.syncthreads()  # all centers are staged before any thread reads them
-    k = cuda.grid(1)
-    if k >= dx.shape[0] * N_INPUTS:
+    k = u32(cuda.grid(1))
+    if k >= u32(dx.shape[0]) * u32(N_INPUTS):
         return
-    j = k % N_INPUTS
-    n = k // N_INPUTS
+    n, j = k // u32(N_INPUTS), k % u32(N_INPUTS)
     xv = x[n, j]
     acc = float32(0)
-    for i in range(N_CLASSES):
+    for i in range(u32(N_CLASSES)):
         acc += dy[n, i] * (xv - cs[i, j])
     dx[n, j] = float32(2) * acc
 
@@ -79,15 +82,14 @@ def rbf_backward2_kernel(hx, hy, dy, x, centers):
     cs = cuda.shared.array((N_CLASSES, N_INPUTS), float32)
     stage_centers(cs, centers)
     cuda.syncthreads()  # all centers are staged before any thread reads them
-    k = cuda.grid(1)
-    if k >= hx.shape[0] * N_INPUTS:
+    k = u32(cuda.grid(1))
+    if k >= u32(hx.shape[0]) * u32(N_INPUTS):
         return
-    j = k % N_INPUTS
-    n = k // N_INPUTS
+    n, j = k // u32(N_INPUTS), k % u32(N_INPUTS)
     xv = x[n, j]
     acc_dy = float32(0)
     acc_hy = float32(0)
-    for i in range(N_CLASSES):
+    for i in range(u32(N_CLASSES)):
         d = xv - cs[i, j]
         acc_dy += dy[n, i]
         acc_hy += hy[n, i] * d * d

@@ -31,6 +31,10 @@ Versions of the backward:
         per block and map (after a launch that zeroes dcoef, dbias). Float atomics make
         the last bits of dcoef/dbias depend on the order the blocks finish in. Default.
 
+Every kernel indexes with unsigned 32-bit integers (x of at most 2^31 elements; larger
+batches get a ValueError), split into (n, c, i, j) with 32-bit divisions, and squashes with
+kernels/layers.py's function (the fused path's).
+
 Test: pytest -q tests/test_layer_kernels.py -k subsample
 """
 
@@ -38,11 +42,14 @@ import math
 
 from numba import cuda, float32, int64, void
 
-from kernels.common import check_device_array, device_function, kernel, squash, through_squash
+from kernels.common import check_device_array, device_function, kernel, through_squash, u32
+from kernels.layers import squash as fast_squash
 
 BLOCK = 256          # threads per block of the one-thread-per-pixel kernels
 REDUCE_BLOCK = 256   # threads per block of the reducing kernels (a power of two)
 MAX_BLOCKS_PER_MAP = 64  # v2: at most this many blocks per map; threads loop over the rest
+MAX_ELEMENTS = 2**31     # x's elements at most: indices are unsigned 32-bit (and their
+                         # strided loops must not wrap)
 
 # Kernel argument types: C-contiguous float32 device arrays; order (1 or 2) is an int64
 F1, F4 = float32[::1], float32[:, :, :, ::1]
@@ -52,22 +59,32 @@ F1, F4 = float32[::1], float32[:, :, :, ::1]
 
 @device_function
 def block_sum(x, n, c, i, j):
-    """The sum of x[n, c]'s 2x2 block (i, j)."""
-    return (x[n, c, 2 * i, 2 * j] + x[n, c, 2 * i, 2 * j + 1]
-            + x[n, c, 2 * i + 1, 2 * j] + x[n, c, 2 * i + 1, 2 * j + 1])
+    """The sum of x[n, c]'s 2x2 block (i, j) (unsigned indices)."""
+    y, xx = u32(2) * i, u32(2) * j
+    return (x[n, c, y, xx] + x[n, c, y, xx + u32(1)]
+            + x[n, c, y + u32(1), xx] + x[n, c, y + u32(1), xx + u32(1)])
+
+
+@device_function
+def pixel(k, n_maps, h, w):
+    """(n, c, i, j) of element k of a C-ordered (N, n_maps, h, w) array: 32-bit divisions."""
+    row = u32(k) // u32(w)                 # (n * n_maps + c) * h + i
+    nc = row // u32(h)                        # n * n_maps + c
+    n = nc // u32(n_maps)
+    return n, u32(nc - n * n_maps), u32(row - nc * h), u32(k - row * w)
 
 
 @cuda.jit(device=True)
 def reduce_pair(buf, t):
     """Tree-sum both rows of buf (2, REDUCE_BLOCK) into buf[:, 0]. Every thread of the
     block calls it after writing buf[:, t] and a syncthreads."""
-    stride = REDUCE_BLOCK // 2
-    while stride > 0:
+    stride = u32(REDUCE_BLOCK // 2)
+    while stride > u32(0):
         if t < stride:
             buf[0, t] += buf[0, t + stride]
             buf[1, t] += buf[1, t + stride]
         cuda.syncthreads()  # this level's sums are stored before the next level reads them
-        stride //= 2
+        stride = u32(stride // u32(2))
 
 
 # ----------------------------------------------------------------------- kernels
@@ -75,29 +92,22 @@ def reduce_pair(buf, t):
 @kernel(void(F4, F4, F1, F1))
 def subsample_forward_kernel(out, x, coef, bias):
     # one thread per output pixel (n, c, i, j)
-    k = cuda.grid(1)
-    n_img, n_maps, h, w = out.shape
-    if k >= n_img * n_maps * h * w:
+    k = u32(cuda.grid(1))
+    if k >= u32(out.size):
         return
-    j = k % w
-    i = (k // w) % h
-    c = (k // (w * h)) % n_maps
-    n = k // (w * h * n_maps)
-    out[n, c, i, j] = squash(coef[c] * block_sum(x, n, c, i, j) + bias[c])
+    n, c, i, j = pixel(k, out.shape[1], out.shape[2], out.shape[3])
+    out[n, c, i, j] = fast_squash(coef[c] * block_sum(x, n, c, i, j) + bias[c])
 
 
 @kernel(void(F4, F4, F4, F1, int64))
 def subsample_backward_dx_kernel_v1(dx, dout, out, coef, order):
     # one thread per input pixel (n, c, y, x)
-    k = cuda.grid(1)
-    n_img, n_maps, h, w = dx.shape
-    if k >= n_img * n_maps * h * w:
+    k = u32(cuda.grid(1))
+    if k >= u32(dx.size):
         return
-    xx = k % w
-    y = (k // w) % h
-    c = (k // (w * h)) % n_maps
-    n = k // (w * h * n_maps)
-    g = through_squash(dout[n, c, y // 2, xx // 2], out[n, c, y // 2, xx // 2], order)
+    n, c, y, xx = pixel(k, dx.shape[1], dx.shape[2], dx.shape[3])
+    i, j = y // u32(2), xx // u32(2)
+    g = through_squash(dout[n, c, i, j], out[n, c, i, j], order)
     cf = coef[c]
     if order == 2:
         cf = cf * cf
@@ -107,27 +117,27 @@ def subsample_backward_dx_kernel_v1(dx, dout, out, coef, order):
 @kernel(void(F1, F1, F4, F4, F4, int64))
 def subsample_backward_params_kernel_v1(dcoef, dbias, dout, out, x, order):
     # one block per map c; its threads stride over the map's output pixels (n, i, j)
-    c = cuda.blockIdx.x
-    t = cuda.threadIdx.x
-    n_img, n_maps, h, w = out.shape
+    c = u32(cuda.blockIdx.x)
+    t = u32(cuda.threadIdx.x)
+    h, w = u32(out.shape[2]), u32(out.shape[3])
     acc_coef = float32(0)
     acc_bias = float32(0)
-    for k in range(t, n_img * h * w, REDUCE_BLOCK):
-        j = k % w
-        i = (k // w) % h
-        n = k // (w * h)
+    k = t
+    while k < u32(out.shape[0] * h * w):
+        n, _, i, j = pixel(k, 1, h, w)
         g = through_squash(dout[n, c, i, j], out[n, c, i, j], order)
         s = block_sum(x, n, c, i, j)
         if order == 2:
             s = s * s
         acc_coef += g * s
         acc_bias += g
+        k = u32(k + u32(REDUCE_BLOCK))
     buf = cuda.shared.array((2, REDUCE_BLOCK), float32)
     buf[0, t] = acc_coef
     buf[1, t] = acc_bias
     cuda.syncthreads()  # every thread's partial sums are in buf
     reduce_pair(buf, t)
-    if t == 0:
+    if t == u32(0):
         dcoef[c] = buf[0, 0]
         dbias[c] = buf[1, 0]
 
@@ -137,36 +147,36 @@ def subsample_backward_kernel_v2(dx, dcoef, dbias, dout, out, x, coef, order):
     # one thread per output pixel (n, i, j) of map c = blockIdx.y, looping with a stride
     # of the grid's x extent; it writes dx's 2x2 block and one atomic per block and map
     # adds the block's partial sums to dcoef[c], dbias[c] (zeroed by the launcher)
-    c = cuda.blockIdx.y
-    t = cuda.threadIdx.x
-    n_img, n_maps, h, w = out.shape
+    c = u32(cuda.blockIdx.y)
+    t = u32(cuda.threadIdx.x)
+    h, w = u32(out.shape[2]), u32(out.shape[3])
     cf = coef[c]
     if order == 2:
         cf = cf * cf
     acc_coef = float32(0)
     acc_bias = float32(0)
-    start = cuda.blockIdx.x * REDUCE_BLOCK + t
-    for k in range(start, n_img * h * w, cuda.gridDim.x * REDUCE_BLOCK):
-        j = k % w
-        i = (k // w) % h
-        n = k // (w * h)
+    k = u32(cuda.blockIdx.x) * u32(REDUCE_BLOCK) + t
+    while k < u32(out.shape[0] * h * w):
+        n, _, i, j = pixel(k, 1, h, w)
         g = through_squash(dout[n, c, i, j], out[n, c, i, j], order)
         d = cf * g
-        dx[n, c, 2 * i, 2 * j] = d
-        dx[n, c, 2 * i, 2 * j + 1] = d
-        dx[n, c, 2 * i + 1, 2 * j] = d
-        dx[n, c, 2 * i + 1, 2 * j + 1] = d
+        y, xx = u32(2) * i, u32(2) * j
+        dx[n, c, y, xx] = d
+        dx[n, c, y, xx + u32(1)] = d
+        dx[n, c, y + u32(1), xx] = d
+        dx[n, c, y + u32(1), xx + u32(1)] = d
         s = block_sum(x, n, c, i, j)
         if order == 2:
             s = s * s
         acc_coef += g * s
         acc_bias += g
+        k = u32(k + u32(cuda.gridDim.x) * u32(REDUCE_BLOCK))
     buf = cuda.shared.array((2, REDUCE_BLOCK), float32)
     buf[0, t] = acc_coef
     buf[1, t] = acc_bias
     cuda.syncthreads()  # every thread's partial sums are in buf
     reduce_pair(buf, t)
-    if t == 0:
+    if t == u32(0):
         cuda.atomic.add(dcoef, c, buf[0, 0])
         cuda.atomic.add(dbias, c, buf[1, 0])
 
@@ -194,6 +204,9 @@ def _check_layer(x, pooled, grad_x, coef, more=()):
     n_img, n_maps, h, w = x.shape
     if h % 2 or w % 2:
         raise ValueError(f"subsample: x's map size {h}x{w} must be even")
+    if x.size > MAX_ELEMENTS:
+        raise ValueError(f"subsample: x has {x.size} elements, more than the kernels' "
+                         f"unsigned 32-bit indices allow ({MAX_ELEMENTS}); split the batch")
     _check("x", x, x.shape)
     small = (n_img, n_maps, h // 2, w // 2)
     for name, a in pooled:

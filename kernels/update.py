@@ -23,6 +23,9 @@ count_errors' out int32, int64, float32 or float64 of shape (1,); sum_into's out
 or float64 of shape (1,) (float64 spares a long running total float32's rounding; each
 block's partial sum is still a float32 one).
 count_errors and sum_into ACCUMULATE; the others overwrite or update in place.
+gather, argmin_rows and count_errors index with unsigned 32-bit integers (gather refuses
+more than MAX_GATHER output elements with a ValueError) and walk a row with a while loop
+(numba's range over a runtime bound adds a step-sign counter to every trip).
 count_errors does one atomic add per wrong row; sum_into sums each block's elements in
 shared memory and does one atomic add per block.
 
@@ -34,9 +37,10 @@ import math
 import numpy as np
 from numba import cuda, float32, float64, int32, int64, uint8, void
 
-from kernels.common import device_function, kernel
+from kernels.common import device_function, kernel, u32
 
 BLOCK = 256  # threads per block (a power of two: sum_into reduces a block as a tree)
+MAX_GATHER = 2**32 - BLOCK   # gather's output elements at most (unsigned 32-bit indices)
 
 # Kernel argument types: C-contiguous device arrays (the launchers pass flat views)
 F1, F2, I1 = float32[::1], float32[:, ::1], int32[::1]
@@ -86,12 +90,12 @@ def fill_kernel(x, value):
 def gather_kernel(out_images, out_labels, images, labels, index):
     # one thread per output pixel (b, p) of the flattened (B, P) out_images; p = 0 also
     # copies the label
-    k = cuda.grid(1)
-    n_batch, n_pixels = out_images.shape
-    if k >= n_batch * n_pixels:
+    k = u32(cuda.grid(1))
+    n_pixels = u32(out_images.shape[1])
+    if k >= u32(out_images.shape[0]) * n_pixels:
         return
-    p = k % n_pixels
     b = k // n_pixels
+    p = k - b * n_pixels
     src = index[b]
     if src < 0 or src >= images.shape[0]:
         out_images[b, p] = math.nan
@@ -106,26 +110,30 @@ def gather_kernel(out_images, out_labels, images, labels, index):
 @device_function
 def argmin_row(y, n):
     """The first i with the smallest y[n, i]."""
-    best = 0
-    for i in range(1, y.shape[1]):
-        if y[n, i] < y[n, best]:
+    best = u32(0)
+    low = y[n, 0]
+    i = u32(1)
+    while i < u32(y.shape[1]):   # a while loop: numba's range adds a step-sign counter
+        if y[n, i] < low:
+            low = y[n, i]
             best = i
+        i = u32(i + u32(1))
     return best
 
 
 @kernel(void(I1, F2))
 def argmin_rows_kernel(out, y):
     # one thread per row n
-    n = cuda.grid(1)
-    if n < y.shape[0]:
+    n = u32(cuda.grid(1))
+    if n < u32(y.shape[0]):
         out[n] = argmin_row(y, n)
 
 
 @kernel(*(void(t[::1], F2, I1, t) for t in COUNT_TYPES), allow=FLOAT64_TOTAL)
 def count_errors_kernel(out, y, labels, one):
     # one thread per row n; an atomic add of 1 per wrong row
-    n = cuda.grid(1)
-    if n < y.shape[0] and argmin_row(y, n) != labels[n]:
+    n = u32(cuda.grid(1))
+    if n < u32(y.shape[0]) and argmin_row(y, n) != labels[n]:
         cuda.atomic.add(out, 0, one)
 
 
@@ -238,6 +246,9 @@ def gather(out_images, out_labels, images, labels, index):
     _shape("out_images", out_images, (n_batch, *images.shape[1:]))
     _shape("out_labels", out_labels, (n_batch,))
     n_pixels = math.prod(images.shape[1:])
+    if n_batch * n_pixels > MAX_GATHER:
+        raise ValueError(f"update: a gather of {n_batch * n_pixels} elements is more than "
+                         f"the kernel's unsigned 32-bit indices allow ({MAX_GATHER}); split it")
     if n_batch * n_pixels:
         gather_kernel[_blocks(n_batch * n_pixels), BLOCK](
             out_images.reshape(n_batch, n_pixels), out_labels,

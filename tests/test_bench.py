@@ -301,6 +301,46 @@ def test_repeated_batches_have_exact_references():
     assert np.array_equal(take(np.arange(4), 10), [0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
 
 
+def test_device_images_repeat_the_unique_images_on_the_device():
+    from numba import cuda  # the simulator here (conftest), a GPU where there is one
+    w = Workload(LeNet5(device="cpu", seed=1).parameters(), unique=4, seed=3)
+    for n in (3, 4, 11):    # a prefix, the unique images, two doublings and a part
+        d = w.device_images(n)
+        assert cuda.devicearray.is_cuda_ndarray(d)
+        assert d.shape == (n, 1, 32, 32) and d.dtype == np.float32
+        np.testing.assert_array_equal(d.copy_to_host(), w.images(n)[0])
+
+
+def test_gpu_inference_rows_get_device_arrays():
+    """A GPU implementation's inference batch is a device array (repeated on the device,
+    never built on the host), checked against the reference as before; a CPU
+    implementation gets host arrays, and none above --max-cpu-batch."""
+    from numba import cuda
+    cfg = suite.Config(repeats=1, min_time=0.0, warmup=1, max_cpu_batch=4)
+    runner = suite.Suite(cfg, log=lambda message: None)
+    params = LeNet5(device="cpu", seed=6).parameters()
+    runner.workload = Workload(params, unique=3, seed=2)
+    model, given = LeNet5(device="cpu"), []
+    model.set_parameters(params)
+
+    def inference(x):
+        given.append(x)
+        host = x.copy_to_host() if cuda.devicearray.is_cuda_ndarray(x) else x
+        return lambda: model.forward(host)
+    kinds = {kind: SimpleNamespace(name=kind, kind=kind, reset=lambda: None, sync=lambda: None,
+                                   to_host=np.asarray, inference=inference)
+             for kind in ("gpu", "cpu")}
+    for n in (2, 7):
+        row = runner.run_row(kinds["gpu"], "inference", None, n, "label")
+        assert row["status"] == "ok" and row["check_error"] <= 1e-5, row
+        assert cuda.devicearray.is_cuda_ndarray(given[-1]) and given[-1].shape == (n, 1, 32, 32)
+    row = runner.run_row(kinds["cpu"], "inference", None, 3, "label")
+    assert row["status"] == "ok" and isinstance(given[-1], np.ndarray)
+    calls = len(given)
+    row = runner.run_row(kinds["cpu"], "inference", None, 7, "label")
+    assert row["status"] == "skipped" and len(given) == calls
+
+
 def test_measure_takes_enough_samples():
     calls = []
     result = timing.measure(lambda: calls.append(1), lambda: None, repeats=5, min_time=0.01)

@@ -168,12 +168,13 @@ def test_conv_backward(layer, n, version, second):
 @pytest.mark.parametrize("layer", ["C1", "C3"])
 def test_v2_uneven_blocks(layer, monkeypatch):
     """The v2 kernels with blockings that small batches do not reach: forward and dx
-    blocks of as many images as shared memory holds (3 of C3's), weight blocks of 5 maps
-    (the last group short) over chunks of 2 images (the last one short), walked one image
-    at a time (several pieces per block, then the kernel that adds up the chunks)."""
+    blocks of as many images as shared memory holds (3 and 2 of C3's), weight blocks of
+    5 maps (the last group short) over chunks of 2 images (the last one short), walked
+    one image at a time (several pieces per block, then the kernel that adds up the
+    chunks)."""
     n = 3
     monkeypatch.setattr(conv, "MIN_BLOCKS", 1)
-    monkeypatch.setattr(conv, "_weights_v2_plan", lambda n, c, m, pixels: (5, 2, 1))
+    monkeypatch.setattr(conv, "_weights_v2_plan", lambda n, c, m, h, w, max_in: (5, 2, 1))
     x, weight, bias, dout, _, out = _inputs(layer, n)
     table = conv.conv_table(CONV_TABLES[layer])
     got = _poisoned(out.shape)

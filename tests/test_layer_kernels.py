@@ -24,9 +24,10 @@ from kernels.tolerance import assert_close
 SUBSAMPLE_SHAPES = [(2, 6, 10)] + ([] if SIMULATOR else [(6, 28, 28), (16, 10, 10)])
 # (I, O) of full: awkward sizes that are not multiples of the tile, then LeNet's F6.
 FULL_SHAPES = [(37, 19)] + ([] if SIMULATOR else [(120, 84)])
-# full's batch sizes: in the simulator also 33, three tiles of rows, so that v2's loops
-# over several tiles of the batch run (the GPU's large batches do that anyway)
-FULL_BATCHES = BATCHES + ((2 * full.TILE + 1,) if SIMULATOR else ())
+# full's batch sizes: in the simulator also 129, three tiles of rows, so that v2's blocks
+# cover several tiles of the batch and its loops over the batch take several steps (the
+# GPU's large batches do that anyway)
+FULL_BATCHES = BATCHES + ((2 * full.BM + 1,) if SIMULATOR else ())
 # shapes of the elementwise updates (any shape; viewed flat)
 PARAM_SHAPES = [(5,), (3, 1, 5, 7)] if SIMULATOR else [(84, 120), (120, 16, 5, 5)]
 N_IMAGES = 9 if SIMULATOR else 10007  # the image set gather takes batches from
@@ -152,6 +153,30 @@ def test_full_backward(n, shape, order, version):
     grads = poisoned(x.shape), poisoned(weight.shape), poisoned((n_out,))
     launch = full.full_backward if order == 1 else full.full_backward2
     launch(*grads, dev(d), dev(out), dev(x), dev(weight), version=version)
+    d64, out64, x64, w64 = f64(d, out, x, weight)
+    if order == 1:
+        expect = ref.full_backward_ref(ref.squash_backward_ref(d64, out64), x64, w64)
+    else:
+        expect = ref.full_backward2_ref(ref.squash_backward2_ref(d64, out64), x64, w64)
+    check_all(grads, expect, ("dx", "dweight", "dbias") if order == 1 else ("hx", "hw", "hb"))
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_full_backward_params_in_batch_slices(order, monkeypatch):
+    """v2's parameter gradients over several batch slices of 40 images (the last one
+    short; 40 is not a multiple of the KT-row steps), each summed on its own, then added
+    up in order by the finishing kernel."""
+    monkeypatch.setattr(full, "SPLIT_ROWS", 40)
+    n, (n_in, n_out) = 129, FULL_SHAPES[0]
+    r = rng(19, order)
+    x = activations(r, (n, n_in))
+    out = activations(r, (n, n_out))
+    weight = r.uniform(-9.6 / n_in, 9.6 / n_in, (n_out, n_in)).astype(np.float32)
+    d = (r.uniform(-1, 1, out.shape) if order == 1 else r.uniform(0, 1, out.shape))
+    d = d.astype(np.float32)
+    grads = poisoned(x.shape), poisoned(weight.shape), poisoned((n_out,))
+    launch = full.full_backward if order == 1 else full.full_backward2
+    launch(*grads, dev(d), dev(out), dev(x), dev(weight), version=2)
     d64, out64, x64, w64 = f64(d, out, x, weight)
     if order == 1:
         expect = ref.full_backward_ref(ref.squash_backward_ref(d64, out64), x64, w64)
@@ -435,3 +460,14 @@ BAD_CALLS = [
 def test_launchers_refuse_bad_arguments(name, call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_launchers_refuse_more_than_32_bit_indices(monkeypatch):
+    """Batches whose elements the kernels' unsigned 32-bit indices cannot count (limits
+    lowered here: 2^31 floats of device memory are not for a test)."""
+    monkeypatch.setattr(subsample, "MAX_ELEMENTS", 2 * 3 * 6 * 8 - 1)
+    with pytest.raises(ValueError, match="split the batch"):
+        subsample.subsample_forward(a(2, 3, 3, 4), a(2, 3, 6, 8), a(3), a(3))
+    monkeypatch.setattr(update, "MAX_GATHER", 2 * 16 - 1)
+    with pytest.raises(ValueError, match="split it"):
+        update.gather(a(2, 1, 4, 4), i32(2), a(3, 1, 4, 4), i32(3), i32(2))
