@@ -20,9 +20,9 @@ def pct(v):
 
 
 def summary(runs):
-    lines = ["| setting | what differs | seeds | test error after 20 passes: mean (min-max) "
-             "| per seed | best during training | training error (mean) | first-pass "
-             "eta/(mu+h) | wall time per run |",
+    lines = ["| setting | what it is | seeds | test error after 20 passes: mean, sd "
+             "(min-max) | per seed | best during training | training error (mean) | "
+             "first-pass eta/(mu+h) | wall time per run |",
              "|---|---|---|---|---|---|---|---|---|"]
     by = {}
     for r in runs:
@@ -35,11 +35,19 @@ def summary(runs):
         best = min(rs, key=lambda r: r["best_test_error"])
         rates = rs[0]["first_pass_rates"]
         wall = np.array([r["wall_seconds"] for r in rs]) / 60
-        what = ", ".join(f"{k} {rs[0][k]}" for k in ("init", "mu", "loss", "schedule",
-                                                     "shuffle", "hessian_sample", "distort"))
+        r0 = rs[0]
+        what = [f"init {r0['init']}", f"mu {r0['mu']:g}", r0["loss"].upper()]
+        what += [f"j {r0['j']:g}"] if r0["loss"] == "map" and r0["j"] != 10 else []
+        what += [f"schedule {r0['schedule']}"] if r0["schedule"] != "paper" else []
+        what += ["ordered"] if not r0["shuffle"] else []
+        what += [f"{r0['hessian_sample']} curvature patterns"] \
+            if r0["hessian_sample"] != "random" else []
+        what += ["distortions"] if r0["distort"] else []
+        what = ", ".join(what)
         lines.append(
-            f"| {name} | {what} | {len(rs)} | **{pct(test.mean())}** ({pct(test.min())}-"
-            f"{pct(test.max())}) | {', '.join(pct(v) for v in test)} | "
+            f"| {name} | {what} | {len(rs)} | **{pct(test.mean())}**, "
+            f"{100 * test.std(ddof=1) if len(test) > 1 else float('nan'):.2f} "
+            f"({pct(test.min())}-{pct(test.max())}) | {', '.join(pct(v) for v in test)} | "
             f"{pct(best['best_test_error'])} (seed {best['seed']}, pass {best['best_pass']}) | "
             f"{pct(train.mean())} | {rates.get('min', float('nan')):.2g}-"
             f"{rates.get('max', float('nan')):.2g} | {wall.min():.0f}-{wall.max():.0f} min |")
