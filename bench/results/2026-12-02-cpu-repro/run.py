@@ -35,7 +35,9 @@ BASE = {"init": "lush", "mu": 1.0, "loss": "mse", "schedule": "paper", "shuffle"
 # paper's schedule, shuffled patterns, curvature on 500 random patterns, no
 # distortions; j = 10 is MAP's constant, kernels.reference.MAP_J)
 SETTINGS = {
+    "lush-mu0.02": {"mu": 0.02},          # the paper's mu in our units
     "lush-mu0.04": {"mu": 0.04},          # the paper's mu = 0.02 in Lush's units
+    "lush-mu0.04-map": {"mu": 0.04, "loss": "map"},
     "lush-mu0.1": {"mu": 0.1},
     "lush-mu0.2": {"mu": 0.2},
     "lush-mu0.5": {"mu": 0.5},
