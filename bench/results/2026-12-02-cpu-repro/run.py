@@ -60,6 +60,7 @@ SETTINGS = {
     "lush-mu0.5-map-distort": {"mu": 0.5, "loss": "map", "distort": True},
     "lush-mu1-map-distort": {"loss": "map", "distort": True},
     "lush-mu2-map": {"mu": 2.0, "loss": "map"},
+    "lush-mu2-map-distort": {"mu": 2.0, "loss": "map", "distort": True},
     "lush-mu0.5-map-j5": {"mu": 0.5, "loss": "map", "j": 5.0},
     "lush-mu0.5-map-j20": {"mu": 0.5, "loss": "map", "j": 20.0},
     "lush-mu1-distort": {"distort": True},
