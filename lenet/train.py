@@ -60,7 +60,7 @@ from lenet.progress import Progress
 RECIPES = ("paper", "lecun", "sdlm-batch", "sgd")
 PER_PATTERN = ("paper", "lecun")  # the recipes that update after every pattern
 SDLM_MU = 0.02
-LECUN_MU = 1.0  # lecun's mu, schedule and loss: docs/reproduction.md
+LECUN_MU = 2.0  # lecun's mu, schedule and loss: docs/reproduction.md
 LECUN_SCHEDULE = "paper"
 LECUN_LOSS = "map"
 SDLM_HESSIAN_PATTERNS = 500

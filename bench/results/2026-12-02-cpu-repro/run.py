@@ -211,8 +211,8 @@ def summary():
     print(f"{'setting':30s} {'seeds':>6s} {'test % (mean, min-max)':>24s} "
           f"{'train % (mean)':>14s}  passes")
     for name in SETTINGS:
-        rs = [r for r in runs if r["setting"] == name]
-        if not rs:
+        rs = [r for r in runs if r["setting"] == name and r["complete"]]
+        if not rs:  # runs still going, or cut short, are in runs.json but not here
             continue
         test = np.array([r["test_error"] for r in rs]) * 100
         train = np.array([r["train_error"] for r in rs]) * 100
