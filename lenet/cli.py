@@ -110,8 +110,8 @@ def _one_line(error):
 # ------------------------------------------------------------------- train
 
 def add_train(sub):
+    from lenet import train as t
     from lenet.model import INITS
-    from lenet.train import HESSIAN_SAMPLES, LECUN_MU, LECUN_SCHEDULE, RECIPES, SCHEDULES, SDLM_MU
     p = sub.add_parser("train", help="train LeNet-5 and write a checkpoint",
                        description="Train LeNet-5 on the training set of an MNIST-format "
                        "data set (default: the 60,000 MNIST digits), printing train and "
@@ -121,11 +121,12 @@ def add_train(sub):
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where to train: NumPy on the CPU, the CUDA kernels, or the GPU "
                    "when one is present (default: auto)")
-    p.add_argument("--recipe", choices=RECIPES, default="sgd",
+    p.add_argument("--recipe", choices=t.RECIPES, default="sgd",
                    help="paper: per-pattern stochastic diagonal Levenberg-Marquardt as "
                    "published (20 passes; with the paper's mu and initialisation it diverges "
                    "here); lecun: the same as LeCun's own code starts it, Lush's "
-                   f"initialisation (--init lush), mu {LECUN_MU:g}, schedule {LECUN_SCHEDULE} "
+                   f"initialisation (--init lush), with the {t.LECUN_LOSS.upper()} loss, mu "
+                   f"{t.LECUN_MU:g} and schedule {t.LECUN_SCHEDULE}: the paper's figures "
                    "(docs/reproduction.md); sdlm-batch: "
                    "the same on mini-batches with 0.1 sqrt(batch) times the paper's steps; "
                    "sgd: mini-batch SGD with momentum (default)")
@@ -138,15 +139,15 @@ def add_train(sub):
     p.add_argument("--momentum", type=float, default=0.9, help="sgd momentum, in [0, 1) "
                    "(default 0.9)")
     p.add_argument("--mu", type=float, help="SDLM's mu in eta / (mu + h) (default: the "
-                   f"paper's {SDLM_MU:g}, which diverges here; lecun: {LECUN_MU:g}; see "
+                   f"paper's {t.SDLM_MU:g}, which diverges here; lecun: {t.LECUN_MU:g}; see "
                    "docs/reproduction.md)")
-    p.add_argument("--schedule", choices=list(SCHEDULES), help="the SDLM recipes' eta per "
+    p.add_argument("--schedule", choices=list(t.SCHEDULES), help="the SDLM recipes' eta per "
                    "pass: paper (5e-4 for 2 passes, 2e-4 for 3, 1e-4 for 3, 5e-5 for 4, then "
                    "1e-5) or paper-floor (the same, but 5e-5 from pass 9 on); default: "
-                   f"paper (lecun: {LECUN_SCHEDULE})")
+                   f"paper (lecun: {t.LECUN_SCHEDULE})")
     p.add_argument("--ordered", action="store_true", help="show the patterns in the "
                    "training set's order every pass (default: shuffled anew each pass)")
-    p.add_argument("--hessian-sample", choices=HESSIAN_SAMPLES, default="random",
+    p.add_argument("--hessian-sample", choices=t.HESSIAN_SAMPLES, default="random",
                    help="the SDLM recipes' curvature patterns before each pass: 500 drawn at "
                    "random (default) or the 500 the pass shows first (consecutive, as "
                    "Lush's compute-diaghessian reads them)")
@@ -154,9 +155,10 @@ def add_train(sub):
                    "distortions (translation, scaling, squeezing, horizontal shearing), drawn "
                    "anew for every pattern of every pass, 10%% left undistorted; ranges in "
                    "kernels/distort.py, examples: lenet show distortions")
-    p.add_argument("--loss", choices=["mse", "map"], default="mse",
-                   help="mse: paper eq. 8, the correct class's penalty; map: paper eq. 9, "
-                   f"which also pushes wrong classes up (j = {MAP_J:g})")
+    p.add_argument("--loss", choices=["mse", "map"],
+                   help="mse: paper eq. 8, the correct class's penalty (the default); map: "
+                   f"paper eq. 9, which also pushes wrong classes up (j = {MAP_J:g}; the "
+                   "lecun recipe's default)")
     p.add_argument("--init", choices=INITS,
                    help="initial weights uniform in 2.4/F (fan-in: the paper's letter, "
                    "default), 2.4/sqrt(F) (sqrt-fan-in: what the paper's stated reason "

@@ -121,3 +121,16 @@ def test_a_pass_with_distortions_trains_on_freshly_distorted_patterns():
                 distort=True)
     first = t._pass_images().copy()
     assert not np.array_equal(t._pass_images(), first)
+
+
+def test_the_gpu_trainer_distorts_on_the_device_as_the_cpu_one_does():
+    # the pass's images: rows drawn on the host, uploaded, distorted by the kernel into
+    # a device buffer (no image leaves the device); the CPU trainer draws the same rows
+    n = 2 if SIMULATOR else 1000
+    x, labels = images(n, seed=8), np.random.default_rng(9).integers(0, 10, n)
+    cpu = Trainer(LeNet5(seed=1, init="lush"), x, labels, recipe="paper", seed=4, distort=True)
+    gpu = Trainer(LeNet5(device="gpu"), x, labels, recipe="paper", seed=4, distort=True)
+    on_device = gpu._pass_images()
+    assert hasattr(on_device, "copy_to_host") and on_device is gpu.distorted
+    assert_close(on_device.copy_to_host(), cpu._pass_images().astype(np.float64),
+                 what="distorted pass images")

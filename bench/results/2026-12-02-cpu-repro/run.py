@@ -30,11 +30,14 @@ OUT = HERE  # --out
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 PASSES = 20
 BASE = {"init": "lush", "mu": 1.0, "loss": "mse", "schedule": "paper", "shuffle": True,
-        "hessian_sample": "random", "distort": False}
+        "hessian_sample": "random", "distort": False, "j": 10.0}
 # name: what differs from BASE (Lush's initialisation, mu 1 in our units, MSE, the
-# paper's schedule, shuffled patterns, curvature on 500 random patterns)
+# paper's schedule, shuffled patterns, curvature on 500 random patterns, no
+# distortions; j = 10 is MAP's constant, kernels.reference.MAP_J)
 SETTINGS = {
+    "lush-mu0.02": {"mu": 0.02},          # the paper's mu in our units
     "lush-mu0.04": {"mu": 0.04},          # the paper's mu = 0.02 in Lush's units
+    "lush-mu0.04-map": {"mu": 0.04, "loss": "map"},
     "lush-mu0.1": {"mu": 0.1},
     "lush-mu0.2": {"mu": 0.2},
     "lush-mu0.5": {"mu": 0.5},
@@ -55,6 +58,11 @@ SETTINGS = {
     "lush-mu0.2-map": {"mu": 0.2, "loss": "map"},
     "lush-mu0.5-map-floor": {"mu": 0.5, "loss": "map", "schedule": "paper-floor"},
     "lush-mu0.5-map-distort": {"mu": 0.5, "loss": "map", "distort": True},
+    "lush-mu1-map-distort": {"loss": "map", "distort": True},
+    "lush-mu2-map": {"mu": 2.0, "loss": "map"},
+    "lush-mu2-map-distort": {"mu": 2.0, "loss": "map", "distort": True},
+    "lush-mu0.5-map-j5": {"mu": 0.5, "loss": "map", "j": 5.0},
+    "lush-mu0.5-map-j20": {"mu": 0.5, "loss": "map", "j": 20.0},
     "lush-mu1-distort": {"distort": True},
     "lush-mu0.5-distort": {"mu": 0.5, "distort": True},
     "sqrt-mu1": {"init": "sqrt-fan-in"},  # the earlier best setting, for comparison
@@ -150,7 +158,7 @@ def run_one(name, seed, data):
     desc = {"setting": name, "seed": seed, **s, "first_pass_rates": rates,
             "commit": commit(), "machine": machine(), "device": "cpu",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))}
-    train(model, train_set, test_set, recipe="paper", epochs=PASSES, loss=s["loss"],
+    train(model, train_set, test_set, recipe="paper", epochs=PASSES, loss=s["loss"], j=s["j"],
           seed=seed, mu=s["mu"], schedule=s["schedule"], shuffle=s["shuffle"],
           hessian_sample=s["hessian_sample"], distort=s["distort"], log=log,
           checkpoint=stem(name, seed) + ".npz", progress=False, out=say)
@@ -203,8 +211,8 @@ def summary():
     print(f"{'setting':30s} {'seeds':>6s} {'test % (mean, min-max)':>24s} "
           f"{'train % (mean)':>14s}  passes")
     for name in SETTINGS:
-        rs = [r for r in runs if r["setting"] == name]
-        if not rs:
+        rs = [r for r in runs if r["setting"] == name and r["complete"]]
+        if not rs:  # runs still going, or cut short, are in runs.json but not here
             continue
         test = np.array([r["test_error"] for r in rs]) * 100
         train = np.array([r["train_error"] for r in rs]) * 100
