@@ -526,3 +526,46 @@ def test_gpu_session_script_and_readme_give_the_same_call():
     script_path = os.path.join(ROOT, "bench", "gpu_session.sh")
     assert subprocess.run(["bash", "-n", script_path]).returncode == 0
     assert not os.path.exists(os.path.join(ROOT, "bench", "run_on_gpu.sh"))
+
+
+def test_accuracy_table_comes_from_the_runs_logs():
+    """Each reproduction row of the README: its `lenet train` options, parsed by lenet's
+    own parser, pick the runs whose descriptions match; the mean and range of their logs'
+    20th-pass test errors and mean training error are what the row says."""
+    import glob
+    import re
+
+    from lenet.cli import build_parser
+    from lenet.train import default_settings
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    block = readme.split("readme: accuracy (do not edit by hand) -->")[1].split("<!-- end")[0]
+    rows = re.findall(r"^\| `lenet train ([^`]+)` \| ([\d.]+)% \(([\d.]+)-([\d.]+)%\) \| "
+                      r"([\d.]+)% \| (\d+) \| [^|]+ \| \[logs\]\(([^)]+)\) \|$", block, re.M)
+    assert len(rows) >= 4 and "| **0.95%** |" in block
+    for flags, mean, low, high, train, seeds, folder in rows:
+        args = build_parser().parse_args(["train", *flags.split()])
+        want = {**default_settings(args.recipe)}
+        want.update({k: v for k, v in (("init", args.init), ("mu", args.mu),
+                                       ("loss", args.loss), ("schedule", args.schedule))
+                     if v is not None})
+        want.update(shuffle=not args.ordered, hessian_sample=args.hessian_sample,
+                    distort=args.distort)
+        test_errors, train_errors = [], []
+        for path in sorted(glob.glob(os.path.join(ROOT, folder, "*-seed*.json"))):
+            with open(path) as f:
+                run = json.load(f)
+            if run.get("j", 10.0) != 10.0 or any(run[k] != want[k] for k in (
+                    "init", "mu", "loss", "schedule", "shuffle", "hessian_sample", "distort")):
+                continue
+            with open(path[:-len(".json")] + ".log.jsonl") as f:
+                passes = [json.loads(line) for line in f if line.strip()]
+            assert len(passes) == 20 and passes[-1]["pass"] == 20, path
+            assert passes[-1]["loss"] == want["loss"] and passes[-1]["mu"] == want["mu"]
+            test_errors.append(passes[-1]["test_error"])
+            train_errors.append(passes[-1]["train_error"])
+        assert len(test_errors) == int(seeds) >= 3, flags
+        assert float(mean) == pytest.approx(100 * np.mean(test_errors), abs=0.005), flags
+        assert (float(low), float(high)) == pytest.approx(
+            (100 * min(test_errors), 100 * max(test_errors)), abs=0.005), flags
+        assert float(train) == pytest.approx(100 * np.mean(train_errors), abs=0.005), flags
