@@ -4,14 +4,16 @@
                          value, or -1 if every value is finite
 
 x is a C-contiguous float32 device array of any image shape, viewed as (N, P). Only
-the 4-byte answer comes back to the host: the model refuses bad device input
-(lenet/model.py) without copying the images. Its CPU reference is
-`first_nonfinite_ref`.
+the 4-byte answer comes back to the host, through one mapped (host-visible) int32
+made once: a call allocates nothing, launches once and waits for that launch. The
+model refuses bad device input (lenet/model.py) without copying the images. Its CPU
+reference is `first_nonfinite_ref`.
 
 Test: pytest -q tests/test_model.py -k nonfinite
 """
 
 import math
+import threading
 
 import numpy as np
 from numba import cuda
@@ -20,6 +22,8 @@ from kernels.common import check_device_array, kernel
 
 BLOCK = 256  # threads per block
 ITEMS = 8    # elements per thread (fewer threads: the CUDA simulator runs each as one)
+_answer = []                # the mapped int32 the kernel writes its answer to, made once
+_answer_lock = threading.Lock()  # two threads' checks must not share it at once
 
 
 @kernel("void(int32[::1], float32[:, ::1])")
@@ -48,11 +52,17 @@ def first_nonfinite(x):
     pixels = int(np.prod(x.shape[1:], dtype=np.int64))
     flat = x.reshape(n, pixels)
     check_device_array("first_nonfinite", "x", flat, (n, pixels))
-    out = cuda.to_device(np.array([n], np.int32))
-    if n * pixels:
-        blocks = (n * pixels + BLOCK * ITEMS - 1) // (BLOCK * ITEMS)
+    if not n * pixels:
+        return -1
+    blocks = (n * pixels + BLOCK * ITEMS - 1) // (BLOCK * ITEMS)
+    with _answer_lock:
+        if not _answer:
+            _answer.append(cuda.mapped_array(1, np.int32))
+        out = _answer[0]
+        out[0] = n                   # a host write: the array lives in host memory
         first_nonfinite_kernel[blocks, BLOCK](out, flat)
-    first = int(out.copy_to_host()[0])
+        cuda.synchronize()
+        first = int(out[0])
     return -1 if first == n else first
 
 
