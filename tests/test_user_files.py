@@ -3,6 +3,7 @@ pass has completed, a file that is not a checkpoint or a log is never overwritte
 nonsensical settings and empty sets are refused, and evaluation shows progress.
 Small random data, on the CPU: a few seconds."""
 
+import io
 import json
 import os
 
@@ -110,3 +111,30 @@ def test_evaluation_in_chunks_is_forward_and_shows_progress(capsys):
     err = capsys.readouterr().err
     for bar in ("pass 1/1 [", "training error [", "test error [", "24/24", "10/10"):
         assert bar in err, (bar, err)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_redraws_a_terminal_and_writes_lines_to_a_log(monkeypatch):
+    # a terminal gets one line redrawn with carriage returns; a file or pipe gets whole
+    # lines, the first at once, then at most one per LOG_INTERVAL, and the last once
+    from lenet import progress
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    for stream in (_Terminal(), io.StringIO()):
+        bar = progress.Progress(100, "pass", stream=stream)
+        for step in range(10):
+            clock[0] += 3.0                  # 30 s in all, 3 s a step
+            bar.advance(10, status=lambda step=step: f"step {step}")
+        bar.close()
+        text = stream.getvalue()
+        if isinstance(stream, _Terminal):
+            assert text.count("\r") == 12 and text.endswith("\n") and text.count("\n") == 1
+        else:
+            lines = text.splitlines()
+            assert "\r" not in text and [line.split("] ")[1].split()[0] for line in lines] \
+                == ["0/100", "40/100", "80/100", "100/100"], lines
+            assert lines[-1].endswith("step 9")
