@@ -232,17 +232,21 @@ def training_runs():
 
 
 def recipe_flags(run):
-    """The `lenet train` options that repeat a per-pattern run of runs.json."""
+    """The `lenet train` options that repeat a per-pattern run of runs.json: --recipe
+    lecun where the run has lecun's initialisation and loss, else --recipe paper, then
+    whatever differs from that recipe's defaults (lenet.train.default_settings)."""
+    from lenet.train import default_settings
     if run.get("j", 10.0) != 10.0:
         raise ReadmeError(f"{run['setting']}: MAP's j = {run['j']:g} has no lenet train option")
-    lecun = run["init"] == "lush" and run["loss"] == "map"
-    flags = ["--recipe lecun"] if lecun else ["--recipe paper", f"--init {run['init']}"]
-    if not lecun or run["mu"] != 2.0:
-        flags.append(f"--mu {run['mu']:g}")
-    if run["loss"] == "map" and not lecun:
-        flags.append("--loss map")
-    if run["schedule"] != "paper":
-        flags.append(f"--schedule {run['schedule']}")
+    lecun = default_settings("lecun")
+    recipe = "lecun" if (run["init"], run["loss"]) == (lecun["init"], lecun["loss"]) \
+        else "paper"
+    default = default_settings(recipe)
+    flags = [f"--recipe {recipe}"]
+    for key in ("init", "mu", "loss", "schedule"):
+        if run[key] != default[key]:
+            value = f"{run[key]:g}" if key == "mu" else run[key]
+            flags.append(f"--{key} {value}")
     if not run["shuffle"]:
         flags.append("--ordered")
     if run["hessian_sample"] != "random":

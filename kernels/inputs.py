@@ -12,6 +12,7 @@ reference is `first_nonfinite_ref`.
 Test: pytest -q tests/test_model.py -k nonfinite
 """
 
+import functools
 import math
 import threading
 
@@ -22,8 +23,7 @@ from kernels.common import check_device_array, kernel
 
 BLOCK = 256  # threads per block
 ITEMS = 8    # elements per thread (fewer threads: the CUDA simulator runs each as one)
-_answer = []                # the mapped int32 the kernel writes its answer to, made once
-_answer_lock = threading.Lock()  # two threads' checks must not share it at once
+_answer_lock = threading.Lock()  # two threads' checks must not share the answer at once
 
 
 @kernel("void(int32[::1], float32[:, ::1])")
@@ -43,6 +43,12 @@ def first_nonfinite_kernel(out, x):
         k += step
 
 
+@functools.cache
+def _answer():
+    """The mapped int32 the kernel writes its answer to, made on first use."""
+    return cuda.mapped_array(1, np.int32)
+
+
 def first_nonfinite(x):
     """Index of the first image of the float32 device array x (N, ...) holding a NaN
     or an infinite value, or -1."""
@@ -56,9 +62,7 @@ def first_nonfinite(x):
         return -1
     blocks = (n * pixels + BLOCK * ITEMS - 1) // (BLOCK * ITEMS)
     with _answer_lock:
-        if not _answer:
-            _answer.append(cuda.mapped_array(1, np.int32))
-        out = _answer[0]
+        out = _answer()
         out[0] = n                   # a host write: the array lives in host memory
         first_nonfinite_kernel[blocks, BLOCK](out, flat)
         cuda.synchronize()
