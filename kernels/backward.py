@@ -1,15 +1,16 @@
 """Stage kernels that run each backward piece of kernels/layers_backward.py over a batch:
 how tests/test_backward_pieces.py checks every piece against kernels/reference.py (both
 orders: gradients and Gauss-Newton curvature), and how the compile census sees each
-piece alone. They are not the training path (the layer kernels of kernels/conv.py and
-friends are, until the fused training step is built from the same pieces); parameter
-gradients are summed over the whole batch in one block, in a fixed order.
+piece alone. The fused training step (kernels/train_step.py) is built from the same
+pieces. Parameter gradients are summed over the whole batch in a fixed order, none in a
+float32 running sum long enough to miss kernels/tolerance.py at the GPU tests' batch
+sizes (tests/test_long_sums.py emulates each order at 1,001 and 4,099 images).
 
     rbf_delta_kernel(d6, dy, hy, x6, centers, order)      (image, F6 unit) per thread
     dense_delta_kernel(dx, d, w, x, order)                (image, input) per thread
     dense_grads_kernel(dw, db, d, x, order)               a weight or a bias per thread
     subsample_delta_kernel(dx, d, x, coef, size, order)   (image, input pixel) per thread
-    subsample_grads_kernel(dcoef, dbias, d, x, size, order)   one thread per map
+    subsample_grads_kernel(dcoef, dbias, d, x, size, order)   one block per map
     c1_grads_kernel(dw, db, d, x, order)                  one block: (map, band) tasks
     c3_grads_kernel(dw, db, d, x, table, order)           one block: (pair, band) tasks
     c3_delta_kernel(d2, d3, w3, x2, out_table, order)     one block per IMAGES images
@@ -90,15 +91,32 @@ def subsample_delta_kernel(dx, d, x, coef, size, order):
 
 @kernel("void(float32[::1], float32[::1], float32[::1], float32[::1], int32, int32)")
 def subsample_grads_kernel(dcoef, dbias, d, x, size, order):
-    # one thread per map m, summing over the batch; d (N * maps * size^2,) and x flat
-    m = uint32(cuda.grid(1))
-    maps = uint32(dcoef.shape[0])
-    if m < maps:
-        per = maps * uint32(size) * uint32(size)
-        gc, gb = subsample_grads(d, per, x, uint32(4) * per, uint32(d.shape[0]) // per,
-                                 uint32(size), order, m)
-        dcoef[m] = gc
-        dbias[m] = gb
+    # one block per map m; thread t sums images t, t + THREADS, ... (each image's sum
+    # first), then the block adds its threads' sums in a fixed tree: 803,404 terms for S2
+    # at 4,099 images in one running float32 sum lost too many digits
+    sums = cuda.shared.array((2, THREADS), float32)
+    m = uint32(cuda.blockIdx.x)
+    t = uint32(cuda.threadIdx.x)
+    per = uint32(dcoef.shape[0]) * uint32(size) * uint32(size)
+    gc = float32(0.0)
+    gb = float32(0.0)
+    for n in range(t, uint32(d.shape[0]) // per, uint32(THREADS)):
+        c, b = subsample_grads(d[n * per:], per, x[n * uint32(4) * per:], uint32(4) * per, 1,
+                               uint32(size), order, m)
+        gc += c
+        gb += b
+    sums[0, t] = gc
+    sums[1, t] = gb
+    half = uint32(THREADS // 2)
+    while half > uint32(0):
+        cuda.syncthreads()  # the previous level's sums are written
+        if t < half:
+            sums[0, t] += sums[0, t + half]
+            sums[1, t] += sums[1, t + half]
+        half = half // uint32(2)
+    if t == uint32(0):
+        dcoef[m] = sums[0, 0]
+        dbias[m] = sums[1, 0]
 
 
 @kernel("void(float32[:, :, :, ::1], float32[::1], float32[:, ::1], float32[:, ::1], int32)")
@@ -218,8 +236,9 @@ def subsample_delta_all(dx, d, x, coef, order):
 
 
 def subsample_grads_all(dcoef, dbias, d, x, order):
-    subsample_grads_kernel[1, THREADS](dcoef, dbias, d.reshape(d.size), x.reshape(x.size),
-                                       _size(d, dcoef.shape[0]), _order(order))
+    subsample_grads_kernel[dcoef.shape[0], THREADS](
+        dcoef, dbias, d.reshape(d.size), x.reshape(x.size), _size(d, dcoef.shape[0]),
+        _order(order))
 
 
 def c1_grads_all(dw, db, d, x, order):

@@ -178,20 +178,26 @@ def subsample_delta(dx, d, x, coef, maps, size, order, k):
 def subsample_grads(d, d_stride, x, x_stride, images, size, order, m):
     """(sum of d s, sum of d) over map m's size x size outputs and `images` images: the
     coefficient's and the bias's gradient contributions (order 2: sum h s^2, sum h),
-    s = the 2x2 input block sums; d the delta at the layer's pre-activation, x its input."""
+    s = the 2x2 input block sums; d the delta at the layer's pre-activation, x its input.
+    Each image is summed on its own, then the images' sums: no float32 sum runs past
+    size^2 terms (tests/test_long_sums.py)."""
     gc = float32(0.0)
     gb = float32(0.0)
     w = uint32(2 * size)
     for n in range(uint32(images)):
         d0 = n * uint32(d_stride) + uint32(m) * uint32(size * size)
         x0 = n * uint32(x_stride) + uint32(m) * w * w
+        ic = float32(0.0)
+        ib = float32(0.0)
         for i in range(uint32(size)):
             for j in range(uint32(size)):
                 at = x0 + uint32(2) * i * w + uint32(2) * j
                 s = (x[at] + x[at + uint32(1)]) + (x[at + w] + x[at + w + uint32(1)])
                 dv = d[d0 + i * uint32(size) + j]
-                gc += dv * (s * s if order == 2 else s)
-                gb += dv
+                ic += dv * (s * s if order == 2 else s)
+                ib += dv
+        gc += ic
+        gb += ib
     return gc, gb
 
 

@@ -150,6 +150,8 @@ TO, TI = TILE_O // SIDE, TILE_I // SIDE          # 8 x 4 sums a thread
 C5_TILES = -(-(C5_INPUTS + 1) // TILE_I)         # 7
 DENSE_TILES = C5_TILES + -(-(C5_UNITS + 1) // TILE_I)   # 9
 SPLIT_IMAGES = 64     # fewest images a split of dense_grads_kernel takes
+# the largest batch: every index into the activation rows (bp * ROW_LEN floats) is 32-bit
+MAX_BATCH = (2**32 - 1) // ROW_LEN // IMAGES * IMAGES
 FINISH_THREADS = 256
 # the finish kernel's blocks: one thread per parameter on a GPU; a few in the simulator
 FINISH_BLOCKS = 4 if config.ENABLE_CUDASIM else -(-PARAMETERS_LEN // FINISH_THREADS)
@@ -453,6 +455,13 @@ def padded(batch):
     return -(-batch // IMAGES) * IMAGES
 
 
+def persistent_grid(sms, batch_resident, dense_resident):
+    """(blocks, splits): batch_kernel's blocks and dense_grads_kernel's splits (of
+    DENSE_TILES blocks each) that fill one wave of `sms` SMs, each holding batch_resident
+    and dense_resident blocks of them (kernels/occupancy.py)."""
+    return max(1, batch_resident * sms), max(1, dense_resident * sms // DENSE_TILES)
+
+
 def grid(count, blocks, splits, split_images=SPLIT_IMAGES):
     """(batch_kernel's blocks, dense_grads_kernel's splits) for `count` images: at most
     `blocks` blocks and `splits` splits, each split at least split_images images."""
@@ -472,6 +481,8 @@ def launch_step(acts, bp, params, grads, velocity, rates, images, labels, index,
         raise ValueError(f"step: kind {kind!r}, mode {mode!r}, order {order!r}; expected "
                          f"one of {sorted(KINDS)}, {sorted(MODES)}, 1 or 2")
     n_all = images.shape[0] if len(getattr(images, "shape", ())) == 2 else None
+    if bp > MAX_BATCH:
+        raise ValueError(f"step: {bp} rows; the most is {MAX_BATCH} (32-bit indices)")
     if not 0 < count <= bp or bp % IMAGES:
         raise ValueError(f"step: {count} images for {bp} rows (a multiple of {IMAGES})")
     if not 0 <= start <= start + count <= index.shape[0]:

@@ -46,8 +46,10 @@ class Workspace:
     rows[name]   (batch, length) device views of the activation rows: a1..a6 (each
                  layer's output), y, dy, hy, loss (per image: loss, misclassified), d1..d6
                  (each layer's delta, or curvature after an order-2 step)
-    blocks       most blocks of batch_kernel (default: 3 an SM; 2 in the simulator)
-    splits       most batch splits of dense_grads_kernel (default: 3 an SM / its 9 tiles)
+    blocks       most blocks of batch_kernel (default: one wave, as many as the GPU's SMs
+                 hold at once by kernels/occupancy.py; 2 in the simulator)
+    splits       most batch splits of dense_grads_kernel (default: one wave of its 9-tile
+                 columns)
     split_images fewest images a split takes
     """
 
@@ -59,19 +61,23 @@ class Workspace:
         from kernels.common import check_device_array
         from kernels.layers import C3_MAPS, F6_UNITS, N_CLASSES, TABLE_ROW
         from kernels.layers_backward import OUT_TABLE_ROW
+        from kernels.occupancy import device_resident_blocks
         self.ts = ts
         if not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"Workspace: batch must be a positive whole number, not {batch!r}")
         check_device_array("Workspace", "centers", centers, (N_CLASSES * F6_UNITS,))
         check_device_array("Workspace", "table", table, (C3_MAPS * TABLE_ROW,), np.int32)
         check_device_array("Workspace", "out_table", out_table, (6 * OUT_TABLE_ROW,), np.int32)
-        if config.ENABLE_CUDASIM:
-            sms = 1
-        else:
-            sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
+        if batch > ts.MAX_BATCH:
+            raise ValueError(f"Workspace: batch {batch} is past the fused step's largest, "
+                             f"{ts.MAX_BATCH} (its activation rows use 32-bit indices)")
+        sms = 1 if config.ENABLE_CUDASIM else cuda.get_current_device().MULTIPROCESSOR_COUNT
+        one_wave = ts.persistent_grid(
+            sms, device_resident_blocks(ts.batch_kernel, ts.THREADS),
+            device_resident_blocks(ts.dense_grads_kernel, ts.THREADS))
         self.batch, self.bp = int(batch), ts.padded(int(batch))
-        self.blocks = int(blocks or (2 if config.ENABLE_CUDASIM else 3 * sms))
-        self.splits = int(splits or max(1, 3 * sms // ts.DENSE_TILES))
+        self.blocks = int(blocks or one_wave[0])
+        self.splits = int(splits or one_wave[1])
         self.split_images = int(split_images or ts.SPLIT_IMAGES)
         self.centers, self.table, self.out_table = centers, table, out_table
         # rows past the batch (a partial group) are read into sums that are never used, so

@@ -9,7 +9,9 @@ Python thread, so the kernel tests use a few images there and thousands on a GPU
 """
 
 import ctypes
+import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -49,3 +51,25 @@ def mnist_dir():
     if not path or not os.path.isdir(path):
         pytest.skip("MNIST not available: set LENET_DATA to a directory with the IDX files")
     return path
+
+
+@pytest.fixture(scope="session")
+def ptx_census(tmp_path_factory):
+    """ptx.json of `python -m bench.ptx` over every kernel (compiled for sm_90 with the
+    CUDA toolkit, in a subprocess with the simulator off), made once for the session;
+    skips without a toolkit, except in CI (CI=true), where it fails."""
+    from bench import ptx
+    problem = ptx.toolkit_problem()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs the CUDA toolkit for the compile census: {problem}")
+        pytest.skip(f"no CUDA toolkit for the compile census: {problem}")
+    out = tmp_path_factory.mktemp("ptx")
+    env = dict(os.environ, PYTHONPATH=ROOT, NUMBA_ENABLE_CUDASIM="0")
+    p = subprocess.run([sys.executable, "-m", "bench.ptx", "--out", str(out)], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode in (0, 1), p.stderr[-3000:]   # 1: problems, tests/test_ptx.py
+    with open(out / "ptx.json") as f:
+        results = json.load(f)
+    results["markdown"] = (out / "ptx.md").read_text()
+    return results

@@ -11,10 +11,7 @@ except in CI (CI=true), where they fail.
     pytest -q tests/test_ptx.py
 """
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -38,22 +35,9 @@ FLOAT64_ACCUMULATORS = {
 
 
 @pytest.fixture(scope="module")
-def census(tmp_path_factory):
-    """ptx.json of `python -m bench.ptx` over every kernel."""
-    problem = ptx.toolkit_problem()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs the CUDA toolkit for the compile census: {problem}")
-        pytest.skip(f"no CUDA toolkit for the compile census: {problem}")
-    out = tmp_path_factory.mktemp("ptx")
-    env = dict(os.environ, PYTHONPATH=ROOT, NUMBA_ENABLE_CUDASIM="0")
-    p = subprocess.run([sys.executable, "-m", "bench.ptx", "--out", str(out)], cwd=ROOT,
-                       env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode in (0, 1), p.stderr[-3000:]   # 1: problems, asserted below
-    with open(out / "ptx.json") as f:
-        results = json.load(f)
-    results["markdown"] = (out / "ptx.md").read_text()
-    return results
+def census(ptx_census):
+    """ptx.json of `python -m bench.ptx` over every kernel (tests/conftest.py)."""
+    return ptx_census
 
 
 def all_kernels():
