@@ -10,8 +10,8 @@ test images of 28x28 uint8 pixels and their labels 0..9. This module
 * loads a data set known by name, ``load_dataset("fashion-mnist", "train")``: the
   names, sizes and SHA-256 checksums of its official files are in
   lenet/datasets.py (mnist, fashion-mnist, kmnist, emnist-digits, qmnist). Missing
-  files are downloaded into its directory and kept only when their checksum
-  matches (lenet/download.py); a file that is there but is not the official one
+  files are downloaded into its directory through pooch and kept only when their
+  SHA-256 is the official one (``download``); a file that is there but is not the official one
   is an error that says which data set it is not (and which it is, when we know
   its checksum). Nothing the user put there is ever deleted or replaced;
 * loads any directory of MNIST-format files under MNIST's four names,
@@ -21,7 +21,7 @@ test images of 28x28 uint8 pixels and their labels 0..9. This module
 
 Structural checks, and the image and label counts, come before any checksum, so
 that the clearer message wins. Every problem with a file raises ``MNISTError`` with
-a message that names the file and the problem. Only the standard library and numpy.
+a message that names the file and the problem. numpy; pooch (and tqdm) to download.
 
 Test with ``pytest tests/test_data.py``; set ``LENET_DATA`` to a directory holding
 the real MNIST files (e.g. ``LENET_DATA=../shared/data/mnist``) to also run the tests
@@ -31,7 +31,10 @@ that need them; no test reaches the outside network.
 import gzip
 import hashlib
 import os
+import shutil
 import struct
+import tempfile
+import zipfile
 import zlib
 from dataclasses import dataclass
 
@@ -129,7 +132,7 @@ def default_data_dir():
 class _IdxFile:
     """The bytes of one file as stored, its decompressed content, and their SHA-256."""
 
-    def __init__(self, path, gz=None):
+    def __init__(self, path):
         self.path = os.fspath(path)
         try:
             with open(self.path, "rb") as f:
@@ -141,7 +144,7 @@ class _IdxFile:
         except OSError as e:
             raise MNISTError(f"{self.path}: cannot read file ({e.strerror or e})") from e
         self.data = self.stored
-        if self.path.endswith(".gz") if gz is None else gz:
+        if self.path.endswith(".gz"):
             try:
                 self.data = gzip.decompress(self.stored)
             except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
@@ -289,11 +292,133 @@ def _manual_instructions(ds, directory):
             f"without .gz) by hand in\n    {os.path.abspath(directory)}\n{names}\n{extra}")
 
 
+def _official_file(ds, name):
+    for f in ds.files.values():
+        if _base(f.name) == _base(name):
+            return f
+    raise ValueError(f"unknown {ds.title} file {name!r}; expected one of "
+                     f"{sorted(_base(f.name) for f in ds.files.values())}")
+
+
 def download(name, directory, mirrors=None, timeout=30, progress=True, dataset_name="mnist"):
-    """Download the official file ``name`` of a data set into ``directory``: see
-    lenet/download.py."""
-    from lenet.download import download as fetch
-    return fetch(name, directory, mirrors, timeout, progress, dataset_name)
+    """The path of the official file ``name`` of a data set in ``directory``, downloaded if
+    it is not there.
+
+    ``name`` is one of the data set's file names (with or without ``.gz``). A copy already
+    in ``directory`` (gzipped or not) is returned as it is, without the network: loading
+    checks it. Otherwise each mirror (default: the data set's) is tried in turn for
+    ``<mirror><name>.gz`` through pooch, which downloads into a temporary file and keeps
+    it only if its SHA-256 is the official one. A data set published as one archive
+    (EMNIST) has the archive downloaded and checked in a temporary directory and its four
+    files taken out; the archive is not kept. ``directory`` is created if needed and
+    removed again if nothing could be downloaded; no file in it is ever replaced.
+
+    Raises MNISTError, with each mirror's reason and where to put the files by hand,
+    when no mirror gives the official file.
+    """
+    ds = dataset(dataset_name)
+    official = _official_file(ds, name)
+    directory = os.fspath(directory)
+    found = find_file(directory, _base(official.name))
+    if found:
+        return found
+    mirrors = [mirrors] if isinstance(mirrors, str) else mirrors
+    created = _make_dirs(directory)
+    try:
+        if ds.archive is None:
+            urls = [m.rstrip("/") + "/" + official.name
+                    for m in (ds.mirrors if mirrors is None else mirrors)]
+            return _fetch(ds, urls, official, directory, directory, timeout, progress)
+        urls = ds.archive.urls if mirrors is None else mirrors
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=directory) as tmp:
+            archive = _fetch(ds, urls, ds.archive, tmp, directory, timeout, progress)
+            _extract(ds, archive, directory)
+        return os.path.join(directory, official.name)
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _fetch(ds, urls, official, into, directory, timeout, progress):
+    """Download ``official`` (a File or Archive) from the first of ``urls`` that gives it
+    into the directory ``into``, through pooch (kept only if its SHA-256 is the official
+    one); its path. The error names ``directory``, the data set's."""
+    import pooch
+
+    from lenet.progress import Progress
+    failures, logger = [], pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")  # no "Downloading data from ..." line through the bar's
+    try:
+        for url in urls:
+            # total: the official size (pooch sets it again from the Content-Length)
+            bar = Progress(official.size or 0, f"downloading {official.name}",
+                           enabled=progress, unit="B", unit_scale=True, unit_divisor=1024)
+            try:
+                pooch.retrieve(url, f"sha256:{official.sha256}", official.name, into,
+                               downloader=pooch.HTTPDownloader(
+                                   progressbar=bar, timeout=timeout, chunk_size=1 << 16))
+                return os.path.join(into, official.name)
+            except ValueError:  # pooch: the SHA-256 is not the official one
+                failures.append(f"{url}: checksum mismatch (not the official {official.name})")
+            except OSError as e:  # requests' errors (connection, HTTP status, timeout)
+                failures.append(f"{url}: {_reason(e)}")
+            finally:
+                bar.close(keep=False)
+    finally:
+        logger.setLevel(level)
+    reasons = "\n".join(f"  {failure}" for failure in failures) or "  (no mirrors given)"
+    raise MNISTError(f"could not download {official.name} to {os.path.abspath(directory)}:"
+                     f"\n{reasons}\nThis machine may be offline. "
+                     f"{_manual_instructions(ds, directory)}")
+
+
+def _reason(error):
+    """Why a download failed, in a few words: the HTTP status, or the innermost cause
+    (requests wraps it in several long messages)."""
+    response = getattr(error, "response", None)
+    if response is not None:
+        return f"HTTP error {response.status_code} {response.reason}"
+    while error.__cause__ or error.__context__:
+        error = error.__cause__ or error.__context__
+    if type(error).__name__ == "IncompleteRead":
+        return f"connection closed after {error.partial} of {error.partial + error.expected} bytes"
+    return str(error) or type(error).__name__
+
+
+def _extract(ds, path, directory):
+    """Copy each of ds's files out of the zip archive ``path`` into ``directory``,
+    atomically; a file already there is left as it is."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            for name, member in ds.archive.members.items():
+                target = os.path.join(directory, name)
+                if os.path.lexists(target):
+                    continue
+                part = os.path.join(os.path.dirname(path), name)
+                with open(part, "wb") as dest, z.open(member) as source:
+                    shutil.copyfileobj(source, dest, 1 << 16)
+                os.replace(part, target)
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise MNISTError(f"{ds.archive.name}: cannot extract {ds.title}'s files ({e})") from e
+
+
+def _make_dirs(directory):
+    """os.makedirs(directory); returns the directories it created, deepest first."""
+    created, path = [], os.path.abspath(directory)
+    while not os.path.exists(path):
+        created.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    return created
+
+
+def _remove_empty(created):
+    for path in created:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
 
 
 # ------------------------------------------------------------------ loading

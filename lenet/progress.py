@@ -1,67 +1,59 @@
-"""A one-line progress bar on stderr (no dependency): count, rate, ETA, and a
-status string the caller computes only when the line is redrawn. It is drawn as
-soon as it is made (so a slow first step, such as compiling CUDA kernels, shows
-what is running) and then at most every `interval` seconds. To a terminal it redraws
-one line; to anything else (a log file, a pipe) it writes whole lines, at most one every
-LOG_INTERVAL seconds, so a log reads as a list of timestamps rather than one long line
-of carriage returns."""
+"""Progress bars: tqdm's (``tqdm.auto``: a widget in Jupyter, one line redrawn on a
+terminal), on stderr, drawn as soon as made (so a slow first step, such as compiling CUDA
+kernels, shows what runs). To a log file or a pipe they write whole lines, at most one
+every LOG_INTERVAL seconds, so that a log reads as a list of lines, not one long line of
+carriage returns. A status (training's running loss and error) is computed only when the
+bar is drawn, as it may have to wait for the GPU."""
 
 import sys
-import time
+
+from tqdm.auto import tqdm
 
 LOG_INTERVAL = 10.0  # seconds between lines when the stream is not a terminal
+NOTEBOOK = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
 
 
-class Progress:
-    def __init__(self, total, label, enabled=True, stream=None, interval=0.25, width=24):
-        self.total, self.label, self.done = total, label, 0
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        isatty = getattr(self.stream, "isatty", None)
-        self.terminal = bool(isatty and isatty())
-        self.interval = interval if self.terminal else max(interval, LOG_INTERVAL)
-        self.width = width
-        self._written = None  # the count of the last line written (not on a terminal)
-        self.started = self.last = time.perf_counter()
-        self.status = ""
-        self._drawn = 0  # length of the line on screen
-        if self.enabled:
-            self._draw(self.started)
+class _Lines:
+    """A stream for tqdm that writes each redraw ("\\r" + bar) as one whole line."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        if text := text.strip("\r\n").rstrip():
+            self.stream.write(text + "\n")
+
+    def flush(self):
+        self.stream.flush()
+
+
+class Progress(tqdm):
+    """``Progress(total, label, enabled)``: a tqdm bar; ``advance(count, status)`` counts
+    `count` more items, `status` a callable returning a short string to show."""
+
+    monitor_interval = 0  # no thread that redraws (and computes the status) on its own
+
+    def __init__(self, total, label, enabled=True, file=None, **options):
+        file = file or sys.stderr
+        self.terminal = NOTEBOOK or bool(getattr(file, "isatty", lambda: False)())
+        self._status = None
+        options.setdefault("mininterval", 0.1 if self.terminal else LOG_INTERVAL)
+        super().__init__(total=total, desc=label, disable=not enabled, miniters=1,
+                         file=file if self.terminal else _Lines(file), **options)
 
     def advance(self, count, status=None):
-        """Count `count` more items; `status` is a callable returning a short string."""
-        self.done += count
-        now = time.perf_counter()
-        if self.enabled and (now - self.last >= self.interval or self.done >= self.total):
-            self.last = now
-            if status is not None:
-                self.status = status()
-            self._draw(now)
+        self._status = status or self._status
+        self.update(count)
 
-    def _draw(self, now):
-        elapsed = max(now - self.started, 1e-9)
-        rate = self.done / elapsed
-        left = f"{(self.total - self.done) / rate:4.0f}s" if rate > 0 else "   ?"
-        filled = int(self.width * self.done / max(self.total, 1))
-        bar = "#" * filled + "-" * (self.width - filled)
-        line = (f"{self.label} [{bar}] {self.done}/{self.total} {rate:,.0f}/s ETA {left} "
-                f"{self.status}")
-        if self.terminal:
-            self.stream.write(f"\r{line:<{self._drawn}}")
-            self._drawn = len(line)
-        elif self._written != self.done:
-            self.stream.write(line.rstrip() + "\n")
-            self._written = self.done
-        self.stream.flush()
+    @property
+    def format_dict(self):
+        shown = super().format_dict
+        if self._status is not None:
+            shown["postfix"] = self._status()
+        return shown
 
     def close(self, keep=True):
-        """Draw the final state and end the line (keep), or erase the line."""
-        if not self.enabled:
-            return
-        if keep:
-            self._draw(time.perf_counter())
-            if self.terminal:
-                self.stream.write("\n")
-        elif self.terminal:
-            self.stream.write("\r" + " " * self._drawn + "\r")
-        self.stream.flush()
+        """End the bar: on a terminal its final state kept (keep) or erased; in a log the
+        final line, unless the last line written already has the final count."""
+        self.leave = keep if self.terminal else self.n != getattr(self, "last_print_n", None)
+        super().close()

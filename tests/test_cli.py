@@ -543,7 +543,7 @@ def test_eval_shows_progress_and_makes_no_empty_cache(trained, tmp_path):
 
 def test_eval_progress_goes_to_stderr(trained, mnist_dir):
     result = lenet("eval", "--checkpoint", trained[0], "--data", mnist_dir, "--device", "cpu")
-    assert result.returncode == 0 and "test error [" in result.stderr
+    assert result.returncode == 0 and "test error: 100%" in result.stderr
     assert "10000/10000" in result.stderr
 
 
