@@ -283,8 +283,8 @@ LOSSES = ("mse", "map")
 
 
 def _architecture():
-    """(connection tables by layer, RBF centers (10,84)): LeNet-5's. Imported on first
-    use: lenet.architecture is where they are written down today."""
+    """LeNet-5's (connection tables by layer, RBF centers (10,84), parameter shapes by
+    name), imported on first use from lenet.architecture, where they are written today."""
     from lenet.architecture import CONV_TABLES, PARAMETER_SHAPES, RBF_CENTERS
     return CONV_TABLES, RBF_CENTERS, PARAMETER_SHAPES
 
