@@ -26,8 +26,28 @@ Ops (shapes: N images, C input maps, M output maps, K kernel size):
     mse_loss          paper eq. 8: mean over patterns of y[correct]
     map_loss          paper eq. 9: mean of y[correct] + log(exp(-j) + sum_i exp(-y_i))
 
+The whole network, named tensors (built from the ops above; LAYERS is the one place
+the order of the layers is written):
+
+    forward_ref(params, images, labels=None, loss="mse", j=MAP_J)
+        -> {"input", "C1.pre", "C1", "S2.pre", "S2", ..., "F6.pre", "F6", "penalties",
+            "classes"; with labels also "labels", "losses", "loss", "errors", "dy", "hy"}
+    backward_ref(params, forward, order=1)
+        -> {"penalties", "F6", "F6.pre", ..., "C1.pre", and every parameter name}
+    sdlm_steps_ref(params, rates, images, labels, order, loss="mse", j=MAP_J)
+        the paper's per-pattern steps, param -= rate * gradient, one pattern at a time
+
+"C1.pre" is C1's pre-activation a, "C1" its output f(a); C5's output is (N,120) (its
+5x5 kernels cover its 5x5 input: a full connection). backward_ref's tensor of a name is
+the derivative of the batch's mean loss with respect to forward's tensor of that name,
+or to the parameter of that name: the gradient (order 1) or the Gauss-Newton diagonal
+second derivative of the SDLM recipe (order 2). Its "<layer>.pre" are the deltas that
+the kernels keep per image (d1..d6 in kernels/train_step.py and kernels/sdlm.py).
+Everything is float64, whatever the inputs' dtype.
+
 Tests: `pytest tests/test_reference.py` checks each backward against central
-finite differences in float64.
+finite differences in float64, and the whole network's gradients likewise;
+`pytest -s tests/test_implementations.py` compares every implementation with it.
 """
 
 import numpy as np
@@ -250,3 +270,138 @@ def map_loss_ref(y, labels, j=MAP_J):
     onehot = np.zeros_like(y)
     onehot[rows, labels] = 1.0
     return y[rows, labels] + logz, (onehot - p) / n, p * (1.0 - p) / n
+
+
+# ---------------------------------------------------------------- whole network
+
+# The layers of LeNet-5 in order, input to output: (name, kind). Each kind's forward and
+# backward are the ops above; the parameters of layer L are "L.weight" and "L.bias"
+# (conv, full) or "L.coef" and "L.bias" (subsample), as lenet.architecture names them.
+LAYERS = (("C1", "conv"), ("S2", "subsample"), ("C3", "conv"), ("S4", "subsample"),
+          ("C5", "full"), ("F6", "full"))
+LOSSES = ("mse", "map")
+
+
+def _architecture():
+    """LeNet-5's (connection tables by layer, RBF centers (10,84), parameter shapes by
+    name), imported on first use from lenet.architecture, where they are written today."""
+    from lenet.architecture import CONV_TABLES, PARAMETER_SHAPES, RBF_CENTERS
+    return CONV_TABLES, RBF_CENTERS, PARAMETER_SHAPES
+
+
+def _float64_params(params):
+    _, _, shapes = _architecture()
+    missing = sorted(set(shapes) - set(params))
+    if missing:
+        raise ValueError(f"params: missing {missing}")
+    out = {}
+    for name, shape in shapes.items():
+        out[name] = np.asarray(params[name], dtype=np.float64)
+        if out[name].shape != shape:
+            raise ValueError(f"params: {name} has shape {out[name].shape}, expected {shape}")
+    return out
+
+
+def _layer_forward(name, kind, x, p, tables):
+    """The pre-activation of layer `name` from its input x."""
+    if kind == "conv":
+        return conv_ref(x, p[name + ".weight"], p[name + ".bias"], tables[name])
+    if kind == "subsample":
+        return subsample_ref(x, p[name + ".coef"], p[name + ".bias"])
+    w = p[name + ".weight"]
+    return full_ref(x.reshape(x.shape[0], -1), w.reshape(w.shape[0], -1), p[name + ".bias"])
+
+
+def _layer_backward(name, kind, d, x, p, tables, order, need_dx):
+    """(derivative at the input x or None, {parameter name: derivative}) of layer `name`
+    from the derivative d at its pre-activation; order 1 or 2 (Gauss-Newton)."""
+    if kind == "conv":
+        op = conv_backward_ref if order == 1 else conv_backward2_ref
+        dx, dw, db = op(d, x, p[name + ".weight"], tables[name], need_dx)
+        return dx, {name + ".weight": dw, name + ".bias": db}
+    if kind == "subsample":
+        op = subsample_backward_ref if order == 1 else subsample_backward2_ref
+        dx, dc, db = op(d, x, p[name + ".coef"])
+        return dx, {name + ".coef": dc, name + ".bias": db}
+    op = full_backward_ref if order == 1 else full_backward2_ref
+    w = p[name + ".weight"]
+    dx, dw, db = op(d, x.reshape(x.shape[0], -1), w.reshape(w.shape[0], -1))
+    return dx.reshape(x.shape), {name + ".weight": dw.reshape(w.shape), name + ".bias": db}
+
+
+def forward_ref(params, images, labels=None, loss="mse", j=MAP_J):
+    """Every tensor of the forward pass of images (N,1,32,32) (or (N,32,32), (N,1024)),
+    by name (module docstring), in float64. With labels (N,) ints 0..9 also the loss:
+    per pattern ("losses"), their mean ("loss"), the misclassified count ("errors") and
+    the mean's derivatives in the penalties, "dy" and its Gauss-Newton diagonal "hy"."""
+    tables, centers, _ = _architecture()
+    p = _float64_params(params)
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != 32 * 32:
+        raise ValueError(f"images: shape {x.shape}, expected (N,1,32,32)")
+    out = {"input": x.reshape(x.shape[0], 1, 32, 32)}
+    x = out["input"]
+    for name, kind in LAYERS:
+        out[name + ".pre"] = _layer_forward(name, kind, x, p, tables)
+        x = out[name] = squash_ref(out[name + ".pre"])
+    out["penalties"] = rbf_ref(x, centers)
+    out["classes"] = out["penalties"].argmin(axis=1)
+    if labels is not None:
+        if loss not in LOSSES:
+            raise ValueError(f"loss: {loss!r}, expected one of {LOSSES}")
+        labels = np.asarray(labels)
+        losses, dy, hy = mse_loss_ref(out["penalties"], labels) if loss == "mse" else \
+            map_loss_ref(out["penalties"], labels, j)
+        out.update(labels=labels, losses=losses, loss=losses.mean(), dy=dy, hy=hy,
+                   errors=int(np.count_nonzero(out["classes"] != labels)))
+    return out
+
+
+def backward_ref(params, forward, order=1):
+    """The derivatives of the mean loss of forward_ref's result `forward` (made with
+    labels) with respect to every tensor and parameter, by name (module docstring):
+    gradients (order 1) or SDLM's Gauss-Newton diagonal (order 2)."""
+    if order not in (1, 2):
+        raise ValueError(f"backward_ref: order must be 1 or 2, not {order!r}")
+    if "dy" not in forward:
+        raise ValueError("backward_ref: the forward pass has no loss (give it labels)")
+    tables, centers, _ = _architecture()
+    p = _float64_params(params)
+    top = LAYERS[-1][0]
+    out = {"penalties": forward["dy"] if order == 1 else forward["hy"]}
+    if order == 1:
+        out[top] = rbf_backward_ref(forward["dy"], forward[top], centers)
+    else:
+        out[top] = rbf_backward2_ref(forward["hy"], forward["dy"], forward[top], centers)
+    through = squash_backward_ref if order == 1 else squash_backward2_ref
+    for k in range(len(LAYERS) - 1, -1, -1):
+        name, kind = LAYERS[k]
+        below = LAYERS[k - 1][0] if k else "input"
+        d = out[name + ".pre"] = through(out[name], forward[name])
+        dx, grads = _layer_backward(name, kind, d, forward[below], p, tables, order, k > 0)
+        out.update(grads)
+        if k:
+            out[below] = dx
+    return out
+
+
+def sdlm_steps_ref(params, rates, images, labels, order, loss="mse", j=MAP_J):
+    """The paper's per-pattern SDLM steps: for n = order[0], order[1], ... in turn, the
+    gradient g of pattern n's loss and param -= rates[name] * g, so that each pattern
+    sees the parameters its predecessor left. rates: eta / (mu + h) by parameter name.
+
+    Returns (parameters after, stats [sum of the losses, misclassified count], the last
+    pattern's forward_ref and backward_ref)."""
+    p = _float64_params(params)
+    rates = _float64_params(rates)
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    stats = np.zeros(2)
+    fwd = bwd = None
+    for n in np.asarray(order).reshape(-1):
+        fwd = forward_ref(p, images[n:n + 1], labels[n:n + 1], loss, j)
+        bwd = backward_ref(p, fwd)
+        stats += fwd["losses"][0], fwd["errors"]
+        for name in p:
+            p[name] = p[name] - rates[name] * bwd[name]
+    return p, stats, fwd, bwd

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kernels import reference as ref
-from lenet.architecture import C3_TABLE
+from lenet.architecture import C3_TABLE, RBF_CENTERS
 
 RTOL = 1e-6   # finite differences in float64 with EPS below
 EPS = 1e-5
@@ -283,3 +283,150 @@ def test_shape_errors_are_clear():
         ref.subsample_ref(np.zeros((1, 2, 5, 5)), np.ones(2), np.ones(2))
     with pytest.raises(ValueError, match="labels"):
         ref.mse_loss_ref(np.zeros((2, 10)), np.array([0, 10]))
+
+
+# ------------------------------------------------------------ the whole network
+
+@pytest.fixture(scope="module")
+def net():
+    """Seeded float64 parameters (C3's zeros off the table), 3 images and their labels."""
+    from lenet import LeNet5
+    params = LeNet5(seed=21, init="sqrt-fan-in", dtype=np.float64).parameters()
+    r = rng(22)
+    return params, r.uniform(-0.1, 1.175, (3, 1, 32, 32)), r.integers(0, 10, 3)
+
+
+def map_j(params, x):
+    """MAP's j near the smallest penalties, so that its dy and hy are far from zero."""
+    return float(np.floor(ref.forward_ref(params, x)["penalties"].min()))
+
+
+def test_forward_ref_names_every_tensor(net):
+    params, x, labels = net
+    out = ref.forward_ref(params, x, labels, "map", 100.0)
+    shapes = {"input": (3, 1, 32, 32), "C1": (3, 6, 28, 28), "S2": (3, 6, 14, 14),
+              "C3": (3, 16, 10, 10), "S4": (3, 16, 5, 5), "C5": (3, 120), "F6": (3, 84)}
+    for name, shape in shapes.items():
+        assert out[name].shape == shape and out[name].dtype == np.float64, name
+        if name != "input":
+            np.testing.assert_array_equal(out[name], ref.squash_ref(out[name + ".pre"]))
+    assert [name for name, _ in ref.LAYERS] == list(shapes)[1:]
+    assert out["penalties"].shape == (3, 10)
+    np.testing.assert_array_equal(out["classes"], out["penalties"].argmin(axis=1))
+    assert out["errors"] == np.count_nonzero(out["classes"] != labels)
+    close(out["loss"], out["losses"].mean())
+    # the same network from float32 inputs: float64 throughout
+    out32 = ref.forward_ref({k: v.astype(np.float32) for k, v in params.items()},
+                            x.astype(np.float32))
+    assert out32["penalties"].dtype == np.float64
+
+
+@pytest.mark.parametrize("kind", ["mse", "map"])
+def test_backward_ref_gradients_match_finite_differences(net, kind):
+    # the mean loss's gradient at 5 seeded entries of every parameter (C3's on the
+    # table), against central differences of forward_ref's loss
+    params, x, labels = net
+    p = {k: v.copy() for k, v in params.items()}
+    j = map_j(p, x)
+    grads = ref.backward_ref(p, ref.forward_ref(p, x, labels, kind, j))
+    r = rng(23)
+    for name, value in p.items():
+        assert grads[name].shape == value.shape, name
+        entries = np.argwhere(value != 0)
+        for i in map(tuple, entries[r.choice(len(entries), 5, replace=False)]):
+            old = value[i]
+            value[i] = old + EPS
+            hi = ref.forward_ref(p, x, labels, kind, j)["loss"]
+            value[i] = old - EPS
+            lo = ref.forward_ref(p, x, labels, kind, j)["loss"]
+            value[i] = old
+            assert abs(grads[name][i] - (hi - lo) / (2 * EPS)) <= RTOL * max(
+                1.0, np.abs(grads[name]).max()), (name, i)
+    assert np.all(grads["C3.weight"][~C3_TABLE.T] == 0)
+
+
+def _squash_second(a):
+    """f''(a) of the squashing function A tanh(S a)."""
+    t = np.tanh(ref.SQUASH_S * a)
+    return -2.0 * ref.SQUASH_A * ref.SQUASH_S ** 2 * t * (1.0 - t * t)
+
+
+@pytest.mark.parametrize("kind", ["mse", "map"])
+def test_backward_ref_curvature_of_f6_biases(net, kind):
+    # At F6's biases the SDLM curvature is the exact second derivative of the mean loss
+    # less exactly the two terms the recipe drops: f''(a) times the gradient at F6's
+    # output, and the loss's off-diagonal second derivatives in the penalties (MAP's
+    # -p_i p_l / N; MSE has none). Checked against central second differences.
+    params, x, labels = net
+    p = {k: v.copy() for k, v in params.items()}
+    j = map_j(p, x)
+    fwd = ref.forward_ref(p, x, labels, kind, j)
+    h = ref.backward_ref(p, fwd, order=2)["F6.bias"]
+    n = len(labels)
+    diff = fwd["F6"][:, None, :] - RBF_CENTERS[None, :, :]          # (N, 10, 84)
+    fprime = ref.squash_derivative_ref(fwd["F6"])
+    grad_f6 = 2.0 * np.einsum("ni,nik->nk", fwd["dy"], diff)
+    onehot = np.eye(10)[labels]
+    p_ = onehot - n * fwd["dy"] if kind == "map" else np.zeros_like(onehot)
+    off = -np.einsum("ni,nl,nik,nlk->nk", p_, p_, diff, diff) * 4.0 / n
+    off += 4.0 / n * np.einsum("ni,nik->nk", p_ * p_, diff * diff)   # the i == l terms
+    dropped = (fprime ** 2 * off + _squash_second(fwd["F6.pre"]) * grad_f6).sum(axis=0)
+    picked = rng(24).choice(84, 8, replace=False)
+    bias = p["F6.bias"][picked]   # a copy: numeric_diag_hessian varies it, loss() reads it
+
+    def loss():
+        p["F6.bias"][picked] = bias
+        return ref.forward_ref(p, x, labels, kind, j)["loss"]
+
+    exact = numeric_diag_hessian(loss, bias)
+    close(h[picked] + dropped[picked], exact, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mse", "map"])
+def test_backward_ref_curvature_is_nonnegative_and_named(net, kind):
+    # SDLM divides by mu + h: no curvature may be negative; deltas are named after the
+    # forward tensors they belong to and have their shapes
+    params, x, labels = net
+    fwd = ref.forward_ref(params, x, labels, kind, map_j(params, x))
+    for order in (1, 2):
+        back = ref.backward_ref(params, fwd, order)
+        for name, _ in ref.LAYERS:
+            assert back[name].shape == fwd[name].shape, name
+            assert back[name + ".pre"].shape == fwd[name].shape, name
+        for name in params:
+            assert back[name].shape == params[name].shape, name
+            if order == 2:
+                assert back[name].min() >= 0, name
+        assert np.all(back["C3.weight"][~C3_TABLE.T] == 0)
+
+
+def test_sdlm_steps_ref_takes_one_pattern_after_another(net):
+    params, x, labels = net
+    r = rng(25)
+    rates = {k: r.uniform(1e-3, 1e-2, v.shape) for k, v in params.items()}
+    one, stats1, _, _ = ref.sdlm_steps_ref(params, rates, x, labels, [2], "map", 90.0)
+    fwd = ref.forward_ref(params, x[2:3], labels[2:3], "map", 90.0)
+    grads = ref.backward_ref(params, fwd)
+    for name in params:
+        close(one[name], params[name] - rates[name] * grads[name])
+    np.testing.assert_array_equal(stats1, [fwd["losses"][0], fwd["errors"]])
+    two, stats2, last, _ = ref.sdlm_steps_ref(params, rates, x, labels, [2, 0], "map", 90.0)
+    then, stats0, last0, _ = ref.sdlm_steps_ref(one, rates, x, labels, [0], "map", 90.0)
+    for name in params:
+        np.testing.assert_array_equal(two[name], then[name])
+    np.testing.assert_array_equal(stats2, stats1 + stats0)
+    np.testing.assert_array_equal(last["penalties"], last0["penalties"])
+
+
+def test_whole_network_errors_are_clear(net):
+    params, x, labels = net
+    with pytest.raises(ValueError, match=r"images: shape \(3, 1, 28, 28\)"):
+        ref.forward_ref(params, np.zeros((3, 1, 28, 28)))
+    with pytest.raises(ValueError, match=r"params: missing \['F6.bias'\]"):
+        ref.forward_ref({k: v for k, v in params.items() if k != "F6.bias"}, x)
+    with pytest.raises(ValueError, match="loss: 'hinge'"):
+        ref.forward_ref(params, x, labels, "hinge")
+    with pytest.raises(ValueError, match="give it labels"):
+        ref.backward_ref(params, ref.forward_ref(params, x))
+    with pytest.raises(ValueError, match="order must be 1 or 2"):
+        ref.backward_ref(params, ref.forward_ref(params, x, labels), order=3)
