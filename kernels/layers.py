@@ -1,6 +1,7 @@
 """One-image layer pieces of LeNet-5 (forward): the device functions that the fused
-kernels are assembled from (kernels/forward.py today; the fused training step and the
-per-pattern SDLM kernel next), each tested on its own against kernels/reference.py.
+kernels are assembled from (kernels/forward.py, the fused training step kernels/
+train_step.py and the per-pattern SDLM kernel kernels/sdlm.py), each tested on its own
+against kernels/reference.py.
 
 A piece computes one small part of one layer for one image, called a task, so that the
 caller decides how threads map to (image, task): many images per block (inference,

@@ -2,7 +2,8 @@
 gradients, Gauss-Newton curvature, an SGD step's velocities and parameters, at awkward
 batch sizes, with several groups per block and several batch splits, into NaN-poisoned
 buffers (the activation rows past the batch included: nothing may read them into a
-result). The workspace and Trainer that run it are tests/test_workspace.py's."""
+result). The Trainer that runs it through lenet/workspace.py is tests/test_gpu_model.py's;
+the workspace's grid and batch limit are tests/test_occupancy.py's."""
 
 import numpy as np
 import pytest
