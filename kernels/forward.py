@@ -41,6 +41,7 @@ import numpy as np
 from numba import config, cuda, float32, int32, uint32
 
 from kernels.common import device_function, kernel
+from kernels.inputs import NonfiniteCheck
 from kernels.layers import (
     B1_AT,
     B2_AT,
@@ -340,10 +341,13 @@ CHUNK = 16384   # images per host round trip for NumPy input: 64 MB of pinned in
 class FusedForward:
     """forward_kernel for a model: the C3 table and the RBF centers on the device, and
     every buffer a call needs allocated once and grown when a larger batch comes, so a
-    call checks nothing and allocates only the array it returns.
+    call checks nothing and allocates only the array it returns (none given `out`).
 
-    device(x, params, want)  x (N,1024) device array, read in place -> a fresh device
-                             array: penalties (N,10) or classes (N,) int32 (want)
+    device(x, params, want, out=None)
+        x (N,1024) device array, read in place -> (y, first): y the penalties (N,10) or
+        classes (N,) int32 (want) in `out` or a fresh device array; first the index of
+        the first image of x holding a NaN or an infinity, or -1 (kernels/inputs.py: the
+        check and the forward pass run on one stream, which is waited for once)
     host(x, params, want)    x (N,1024) NumPy, any float dtype -> a fresh NumPy array,
                              through one pinned buffer each way per CHUNK images
     """
@@ -357,6 +361,7 @@ class FusedForward:
         _check("FusedForward", "centers", centers, (N_CLASSES * F6_UNITS,))
         self.centers = centers
         self.stream = cuda.stream()
+        self.check = NonfiniteCheck(self.stream)
         self._scratch = {}   # (name, dtype) -> device buffer of at least the largest batch
         self._views = {}     # (name, dtype, n) -> its first n rows (slicing costs microseconds)
 
@@ -387,12 +392,18 @@ class FusedForward:
             cls = cuda.device_array(n, np.int32)
         return pen, cls
 
-    def device(self, x, params, want):
+    def device(self, x, params, want, out=None):
         n = x.shape[0]
-        pen, cls = self._outputs(n, want, fresh=True)
+        pen, cls = self._outputs(n, want, fresh=out is None)
+        if out is not None:
+            _check("FusedForward", "out", out, (n, N_CLASSES) if want == "penalties" else (n,),
+                   np.float32 if want == "penalties" else np.int32)
+            pen, cls = (out, cls) if want == "penalties" else (pen, out)
+        self.check.launch(x)
         if n:
-            forward_kernel[groups(n), THREADS](pen, cls, x, params, self.table, self.centers)
-        return pen if want == "penalties" else cls
+            forward_kernel[groups(n), THREADS, self.stream](pen, cls, x, params, self.table,
+                                                            self.centers)
+        return (pen if want == "penalties" else cls), self.check.wait()
 
     def host(self, x, params, want):
         n = x.shape[0]

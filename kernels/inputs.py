@@ -1,13 +1,19 @@
 """Checks of a user's input on the device: the first image holding a NaN or an infinity.
 
-    first_nonfinite(x)   index of the first image of x (N, ...) with a NaN or infinite
-                         value, or -1 if every value is finite
+    first_nonfinite(x)             index of the first image of x (N, ...) with a NaN or
+                                   infinite value, or -1 if every value is finite; waits
+                                   for the default stream only, not the whole device
+    NonfiniteCheck(stream)         the same check ordered on a stream among other work:
+                                   launch(x), then, once the stream is synchronized,
+                                   result(); the fused inference path checks its input
+                                   this way with one wait for check and forward pass
+    nonfinite_error(index, dtype)  the ValueError that names the image
 
 x is a C-contiguous float32 device array of any image shape, viewed as (N, P). Only
-the 4-byte answer comes back to the host, through one mapped (host-visible) int32
-made once: a call allocates nothing, launches once and waits for that launch. The
-model refuses bad device input (lenet/model.py) without copying the images. Its CPU
-reference is `first_nonfinite_ref`.
+the 4-byte answer comes back to the host, through a mapped (host-visible) int32 made
+once per check: a call allocates nothing and launches once. The model refuses bad
+device input (lenet/model.py) without copying the images. Its CPU reference is
+`first_nonfinite_ref`.
 
 Test: pytest -q tests/test_model.py -k nonfinite
 """
@@ -43,31 +49,59 @@ def first_nonfinite_kernel(out, x):
         k += step
 
 
+class NonfiniteCheck:
+    """first_nonfinite_kernel on one stream, with its own mapped answer (module
+    docstring). Not for two threads at once: each caller keeps its own."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or cuda.default_stream()
+        self.out = cuda.mapped_array(1, np.int32)
+        self.n = 0
+
+    def launch(self, x):
+        """Check x (N, ...) float32, C-contiguous, after the stream's earlier work."""
+        n = int(x.shape[0])
+        if n >= 2**31 - 1:
+            raise ValueError(f"first_nonfinite: {n} images do not fit an int32 index")
+        pixels = int(np.prod(x.shape[1:], dtype=np.int64))
+        flat = x.reshape(n, pixels)
+        check_device_array("first_nonfinite", "x", flat, (n, pixels))
+        self.n = n
+        self.out[0] = n   # a host write: the array lives in host memory
+        if n * pixels:
+            blocks = (n * pixels + BLOCK * ITEMS - 1) // (BLOCK * ITEMS)
+            first_nonfinite_kernel[blocks, BLOCK, self.stream](self.out, flat)
+
+    def result(self):
+        """The launched check's answer; the caller has synchronized the stream."""
+        first = int(self.out[0])
+        return -1 if first == self.n else first
+
+    def wait(self):
+        """Synchronize the stream, then result()."""
+        self.stream.synchronize()
+        return self.result()
+
+
 @functools.cache
-def _answer():
-    """The mapped int32 the kernel writes its answer to, made on first use."""
-    return cuda.mapped_array(1, np.int32)
+def _default_check():
+    """first_nonfinite's check on the default stream, made on first use."""
+    return NonfiniteCheck()
 
 
 def first_nonfinite(x):
     """Index of the first image of the float32 device array x (N, ...) holding a NaN
     or an infinite value, or -1."""
-    n = int(x.shape[0])
-    if n >= 2**31 - 1:
-        raise ValueError(f"first_nonfinite: {n} images do not fit an int32 index")
-    pixels = int(np.prod(x.shape[1:], dtype=np.int64))
-    flat = x.reshape(n, pixels)
-    check_device_array("first_nonfinite", "x", flat, (n, pixels))
-    if not n * pixels:
-        return -1
-    blocks = (n * pixels + BLOCK * ITEMS - 1) // (BLOCK * ITEMS)
     with _answer_lock:
-        out = _answer()
-        out[0] = n                   # a host write: the array lives in host memory
-        first_nonfinite_kernel[blocks, BLOCK](out, flat)
-        cuda.synchronize()
-        first = int(out[0])
-    return -1 if first == n else first
+        check = _default_check()
+        check.launch(x)
+        return check.wait()
+
+
+def nonfinite_error(index, dtype=np.float32):
+    """The error for image `index` holding a NaN or an infinity (as `dtype`)."""
+    return ValueError(f"image {index} contains NaN or infinite values (as "
+                      f"{np.dtype(dtype).name}); images must be finite")
 
 
 def first_nonfinite_ref(x):

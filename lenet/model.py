@@ -292,7 +292,7 @@ class LeNet5:
             raise ValueError(f"image {offset + first} contains NaN or infinite values "
                              f"(as {self.dtype.name}); images must be finite")
 
-    def _infer(self, x, want):
+    def _infer(self, x, want, out=None):
         """The fused path: penalties or classes of checked images in one launch per chunk
         (lenet/ops_gpu.py GPUOps.infer); host input is cast to float32 and checked on the
         host first, device input checked on the device and read in place."""
@@ -304,10 +304,28 @@ class LeNet5:
         if isinstance(x, np.ndarray):
             with np.errstate(over="ignore"):  # too large for float32: refused just below
                 x = np.ascontiguousarray(x, dtype=self.dtype).reshape((n, 1, 32, 32))
+            self._refuse_nonfinite(x)
+            y = self.ops.infer(x, x.shape, self._buffer, self.tables["C3"], self.centers, want)
+            return self._written(y, out)
+        x = self.ops.asarray(x).reshape((n, 1, 32, 32))   # checked on the device, in order
+        return self.ops.infer(x, x.shape, self._buffer, self.tables["C3"], self.centers, want,
+                              out)
+
+    def _written(self, y, out):
+        """y, or y written into the caller's `out` (same shape and dtype, same device)."""
+        if out is None:
+            return y
+        if tuple(out.shape) != tuple(y.shape) or np.dtype(out.dtype) != np.dtype(y.dtype):
+            raise ValueError(f"out is {np.dtype(out.dtype).name} {tuple(out.shape)}; the "
+                             f"result is {np.dtype(y.dtype).name} {tuple(y.shape)}")
+        if isinstance(out, np.ndarray) != isinstance(y, np.ndarray):
+            raise ValueError("out must be where the result is: a NumPy array for NumPy "
+                             "input, a device array for device input")
+        if isinstance(out, np.ndarray):
+            out[...] = y
         else:
-            x = self.ops.asarray(x).reshape((n, 1, 32, 32))
-        self._refuse_nonfinite(x)
-        return self.ops.infer(x, x.shape, self._buffer, self.tables["C3"], self.centers, want)
+            self.ops.copy_into(self.ops.asarray(out, out.dtype), 0, y)
+        return out
 
     def forward_all(self, x):
         """All activations of one batch of prepared images x (backend arrays), input first:
@@ -329,30 +347,34 @@ class LeNet5:
         for start in range(0, n, self.max_batch):
             yield start, x[start:start + self.max_batch]
 
-    def forward(self, x):
+    def forward(self, x, out=None):
         """Penalties (N,10) of preprocessed images x (N,1,32,32) or (N,32,32) (a NumPy
         or device array, or nested lists). Returns a NumPy array for host input, a
-        backend array for device input; N = 0 gives an empty result."""
+        backend array for device input; N = 0 gives an empty result. `out`, an array of
+        the result's shape and dtype on the same side, receives them instead of a new
+        array (device input on the GPU then allocates nothing)."""
         if self.path == "fused":
-            return self._infer(x, "penalties")
+            return self._infer(x, "penalties", out)
         x = self._images(x)
         host = isinstance(x, np.ndarray)
-        out = np.empty((x.shape[0], 10), self.dtype) if host else \
+        result = np.empty((x.shape[0], 10), self.dtype) if host else \
             self.ops.empty((x.shape[0], 10))
         for start, chunk in self._chunks(x):
             y = self.forward_all(self.prepare_images(chunk, offset=start))[-1]
             if host:
-                out[start:start + len(y)] = self.ops.to_host(y)
+                result[start:start + len(y)] = self.ops.to_host(y)
             else:
-                self.ops.copy_into(out, start, y)
-        return out
+                self.ops.copy_into(result, start, y)
+        return self._written(result, out)
 
-    def predict(self, x):
-        """Class indices (N,): the RBF unit with the smallest penalty."""
+    def predict(self, x, out=None):
+        """Class indices (N,): the RBF unit with the smallest penalty (intp for NumPy
+        input; int32 on the GPU for device input). `out` as for forward."""
         if self.path == "fused":
-            return self._infer(x, "classes")
+            return self._infer(x, "classes", out)
         y = self.forward(x)
-        return y.argmin(axis=1) if isinstance(y, np.ndarray) else self.ops.argmin(y)
+        return self._written(y.argmin(axis=1) if isinstance(y, np.ndarray)
+                             else self.ops.argmin(y), out)
 
     # -------------------------------------------------------------- backward
     def prepare_labels(self, labels, n):

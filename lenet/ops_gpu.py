@@ -24,9 +24,14 @@ import contextlib
 import numpy as np
 from numba import config, cuda
 
-from kernels import conv, full, layers, loss, rbf, sdlm, subsample, update
+from kernels import conv, full, inputs, layers, loss, rbf, sdlm, subsample, update
 from kernels import forward as fused
 from lenet.workspace import FlatBuffer, Workspace
+
+
+def on_device(x):
+    """True for a device array of any library, or the simulator's."""
+    return hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host")
 
 
 def _device_view(x):
@@ -76,7 +81,7 @@ class GPUOps:
     # ------------------------------------------------------------- memory
     def asarray(self, x, dtype=None):
         dtype = np.dtype(dtype or self.dtype)
-        if hasattr(x, "__cuda_array_interface__"):
+        if on_device(x):
             arr = _device_view(x)
             if np.dtype(arr.dtype) != dtype:
                 raise TypeError(f"device array has dtype {arr.dtype}; the GPU model needs "
@@ -128,18 +133,24 @@ class GPUOps:
                                cuda.to_device(RBF_CENTERS.astype(np.float32).ravel()))
         return self._constants
 
-    def infer(self, x, shape, params, table, centers, want):
+    def infer(self, x, shape, params, table, centers, want, out=None):
         """The whole forward pass in one launch per batch (per CHUNK images for NumPy
         input): penalties (N,10) float32 (want="penalties") or classes (N,) (want=
-        "classes") of images x already checked to be `shape` (N,1,32,32), with the model's
-        FlatBuffer params. NumPy in, NumPy out (classes as intp, like argmin); a device
-        array in, read in place, a fresh device array out (classes int32)."""
+        "classes") of images x of `shape` (N,1,32,32), with the model's FlatBuffer params.
+        NumPy in (checked finite by the caller), NumPy out (classes as intp, like argmin);
+        a device array in, read in place and checked on the device in the same stream
+        (kernels.inputs.nonfinite_error), a device array out: `out` if given (no
+        allocation), else a fresh one (classes int32)."""
         if self._fused is None:
             self._fused = fused.FusedForward(table, centers.reshape(-1))
         n = shape[0]
         if isinstance(x, np.ndarray):
             return self._fused.host(x.reshape(n, layers.IN_LEN), params.flat, want)
-        return self._fused.device(self.asarray(x).reshape(n, layers.IN_LEN), params.flat, want)
+        y, first = self._fused.device(self.asarray(x).reshape(n, layers.IN_LEN), params.flat,
+                                      want, _device_view(out) if on_device(out) else out)
+        if first >= 0:
+            raise inputs.nonfinite_error(first, self.dtype)
+        return y
 
     def workspace(self, batch):
         """The Workspace of the fused mini-batch step for `batch` images, made once."""

@@ -357,10 +357,7 @@ def _address(a):
 
 
 def test_device_input_is_checked_on_the_device(monkeypatch):
-    # the device array itself goes to the check kernel, no copy to the host and back (on
-    # a GPU; under the simulator GPUOps.asarray copies the simulator's arrays, which have
-    # no __cuda_array_interface__, so there only the kernel's part is checked)
-    from conftest import SIMULATOR
+    # the device array itself goes to the check kernel, no copy to the host and back
     from numba import cuda
 
     from kernels import inputs
@@ -369,16 +366,14 @@ def test_device_input_is_checked_on_the_device(monkeypatch):
     x[2, 0, 5, 5] = -np.inf
     device = cuda.to_device(x)
     checked = []
-    check = inputs.first_nonfinite
-    monkeypatch.setattr(inputs, "first_nonfinite",
-                        lambda a: checked.append(_address(a)) or check(a))
+    launch = inputs.NonfiniteCheck.launch    # every device check (first_nonfinite's too)
+    monkeypatch.setattr(inputs.NonfiniteCheck, "launch",
+                        lambda self, a: checked.append(_address(a)) or launch(self, a))
     with pytest.raises(ValueError, match="^image 2 contains NaN or infinite values"):
         m.forward(device)
     with pytest.raises(ValueError, match="^image 0 contains NaN or infinite values"):
         m.gradients(device[2:], cuda.to_device(np.array([1], np.int32)))
-    assert len(checked) == 2
-    if not SIMULATOR:
-        assert checked == [_address(device), _address(device[2:])]
+    assert checked == [_address(device), _address(device[2:])]
 
 
 def test_lists_and_tuples_are_arrays_and_scalars_are_refused():
@@ -499,3 +494,41 @@ def test_checkpoint_mode_follows_the_umask(tmp_path, umask):
     finally:
         os.umask(old)
     assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_device_inference_allocates_nothing_and_waits_for_its_stream_only(monkeypatch):
+    # forward and predict on device input into the caller's buffers: after the first
+    # call no device memory is allocated and the device is never synchronized as a whole
+    # (the input check and the forward pass are ordered on one stream); the results are
+    # the CPU model's
+    from numba import cuda
+
+    from kernels import forward as fused
+    from kernels import inputs
+    m = LeNet5(device="gpu", seed=2)
+    x = images(5, dtype=np.float32)
+    xd = cuda.to_device(x)
+    pen, cls = cuda.device_array((5, 10), np.float32), cuda.device_array(5, np.int32)
+    m.forward(xd, out=pen)
+    m.predict(xd, out=cls)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("allocated device memory or synchronized the whole device")
+
+    for module in (fused.cuda, inputs.cuda, cuda):
+        for name in ("synchronize", "device_array", "device_array_like", "to_device",
+                     "mapped_array", "pinned_array"):
+            monkeypatch.setattr(module, name, refused)
+    pen.copy_to_device(np.full((5, 10), np.nan, np.float32))   # poisoned
+    assert m.forward(xd, out=pen) is pen
+    assert m.predict(xd, out=cls) is cls
+    monkeypatch.undo()
+    cpu = LeNet5(device="cpu", seed=2)
+    assert_close(pen.copy_to_host(), cpu.forward(x))
+    assert np.array_equal(cls.copy_to_host(), cpu.predict(x))
+    bad = x.copy()
+    bad[3, 0, 1, 2] = np.nan
+    with pytest.raises(ValueError, match="^image 3 contains NaN or infinite values"):
+        m.forward(cuda.to_device(bad), out=pen)
+    with pytest.raises(ValueError, match="out is float32 .4, 10.; the result is"):
+        LeNet5(device="cpu", seed=2).forward(x, out=np.empty((4, 10), np.float32))
