@@ -48,55 +48,47 @@ import math
 import numpy as np
 from numba import config, cuda, float32, uint32
 
+from kernels.architecture import (  # noqa: F401 -- the kernels take shapes from here too
+    C1_MAPS,
+    C1_SIZE,
+    C3_MAPS,
+    C3_MAX_IN,
+    C3_SIZE,
+    C5_INPUTS,
+    C5_UNITS,
+    CONV_PARAMETERS_LEN,
+    F6_UNITS,
+    IN_LEN,
+    IN_SIZE,
+    N_CLASSES,
+    PARAMETER_AT,
+    PARAMETER_SHAPES,
+    PARAMETERS_LEN,
+    S2_LEN,
+    S2_SIZE,
+    S4_LEN,
+    S4_SIZE,
+    SQUASH_A,
+    SQUASH_S,
+    K,
+)
 from kernels.common import device_function
-from kernels.reference import SQUASH_A, SQUASH_S
 
-# ------------------------------------------------------------------ LeNet-5's shapes
-K = 5                          # kernel size of C1, C3, C5
-IN_SIZE = 32                   # input 1@32x32
-C1_MAPS, C1_SIZE = 6, 28
-S2_SIZE = 14
-C3_MAPS, C3_SIZE = 16, 10
-S4_SIZE = 5
-C3_MAX_IN = 6                  # most S2 maps one C3 map reads (the table's last column)
-C5_UNITS, C5_INPUTS = 120, C3_MAPS * S4_SIZE * S4_SIZE
-F6_UNITS = 84
-N_CLASSES = 10
-
-IN_LEN = IN_SIZE * IN_SIZE                 # 1024 floats an image
-S2_LEN = C1_MAPS * S2_SIZE * S2_SIZE       # 1176
-S4_LEN = C5_INPUTS                         # 400
-
+# LeNet-5's shapes and the flat parameter layout: kernels/architecture.py
 C1S2_COLS = 2                              # S2 pixels per task, side by side
 C1S2_TILE_W = 2 * C1S2_COLS                # C1 columns per task
 C1S2_WIN_H, C1S2_WIN_W = K + 1, C1S2_TILE_W + K - 1   # its input window, 6x8
 C1S2_TASKS = S2_SIZE * (S2_SIZE // C1S2_COLS)   # 98 an image
 C3S4_TASKS = C3_MAPS * S4_SIZE                  # 80 an image
 
-# All of LeNet-5's parameters in one flat float32 buffer, in lenet.architecture's
-# PARAMETER_SHAPES order (C3's weights with their zeros off the table): name -> (offset,
-# shape). The fused kernels take that buffer and slice it at these constant offsets.
-PARAMETER_SHAPES = (
-    ("C1.weight", (C1_MAPS, 1, K, K)), ("C1.bias", (C1_MAPS,)),
-    ("S2.coef", (C1_MAPS,)), ("S2.bias", (C1_MAPS,)),
-    ("C3.weight", (C3_MAPS, C1_MAPS, K, K)), ("C3.bias", (C3_MAPS,)),
-    ("S4.coef", (C3_MAPS,)), ("S4.bias", (C3_MAPS,)),
-    ("C5.weight", (C5_UNITS, C3_MAPS, K, K)), ("C5.bias", (C5_UNITS,)),
-    ("F6.weight", (F6_UNITS, C5_UNITS)), ("F6.bias", (F6_UNITS,)),
-)
-PARAMETER_AT = {}
-_at = 0
-for _name, _shape in PARAMETER_SHAPES:
-    PARAMETER_AT[_name] = _at
-    _at += int(np.prod(_shape))
-PARAMETERS_LEN = _at                                   # 60,900 floats
+# the parameters' offsets in the flat buffer, as the kernels slice it
 W1_AT, B1_AT = PARAMETER_AT["C1.weight"], PARAMETER_AT["C1.bias"]
 C2_AT, B2_AT = PARAMETER_AT["S2.coef"], PARAMETER_AT["S2.bias"]
 W3_AT, B3_AT = PARAMETER_AT["C3.weight"], PARAMETER_AT["C3.bias"]
 C4_AT, B4_AT = PARAMETER_AT["S4.coef"], PARAMETER_AT["S4.bias"]
 W5_AT, B5_AT = PARAMETER_AT["C5.weight"], PARAMETER_AT["C5.bias"]
 W6_AT, B6_AT = PARAMETER_AT["F6.weight"], PARAMETER_AT["F6.bias"]
-CONV_PARAMETERS_LEN = W5_AT    # C1 to S4: 2,616 floats, small enough for shared memory
+assert CONV_PARAMETERS_LEN == W5_AT   # C1 to S4: 2,616 floats, small enough for shared
 
 # C3's connection lists as one int32 array: row m = (count, S2 maps..., padded with -1)
 TABLE_ROW = 1 + C3_MAX_IN

@@ -30,13 +30,12 @@ import math
 import numpy as np
 from numba import cuda, float32, int32, int64, void
 
+from kernels.architecture import LOSS_KINDS, N_CLASSES
 from kernels.common import check_device_array, device_function, kernel
 
-N_CLASSES = 10
 BLOCK = 128  # threads per block
-KIND_MSE = 0
-KIND_MAP = 1
-KINDS = {"mse": KIND_MSE, "map": KIND_MAP}
+KINDS = LOSS_KINDS
+KIND_MSE, KIND_MAP = LOSS_KINDS["mse"], LOSS_KINDS["map"]
 
 
 @device_function

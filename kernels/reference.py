@@ -53,15 +53,15 @@ finite differences in float64, and the whole network's gradients likewise;
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-SQUASH_A = 1.7159
-SQUASH_S = 2.0 / 3.0
-
-# The constant j of the MAP loss (paper eq. 9): a wrong class whose penalty is
-# well above j is no longer pushed up. Ours, not the paper's: a well-trained net
-# puts the correct class's penalty near 0..10 and wrong ones near 40..200 (two
-# bitmaps differ in 10..40 of 84 pixels, each costing up to 4), so j = 10 stops
-# pushing classes that are already clearly separated.
-MAP_J = 10.0
+from kernels.architecture import (  # noqa: F401 -- the reference's constants, re-exported
+    CONV_TABLES,
+    LOSS_KINDS,
+    MAP_J,
+    PARAMETER_SHAPES,
+    RBF_CENTERS,
+    SQUASH_A,
+    SQUASH_S,
+)
 
 
 def _batch_sum(a, axis):
@@ -279,18 +279,11 @@ def map_loss_ref(y, labels, j=MAP_J):
 # (conv, full) or "L.coef" and "L.bias" (subsample), as lenet.architecture names them.
 LAYERS = (("C1", "conv"), ("S2", "subsample"), ("C3", "conv"), ("S4", "subsample"),
           ("C5", "full"), ("F6", "full"))
-LOSSES = ("mse", "map")
-
-
-def _architecture():
-    """LeNet-5's (connection tables by layer, RBF centers (10,84), parameter shapes by
-    name), imported on first use from lenet.architecture, where they are written today."""
-    from lenet.architecture import CONV_TABLES, PARAMETER_SHAPES, RBF_CENTERS
-    return CONV_TABLES, RBF_CENTERS, PARAMETER_SHAPES
+LOSSES = tuple(LOSS_KINDS)
 
 
 def _float64_params(params):
-    _, _, shapes = _architecture()
+    shapes = PARAMETER_SHAPES
     missing = sorted(set(shapes) - set(params))
     if missing:
         raise ValueError(f"params: missing {missing}")
@@ -334,7 +327,7 @@ def forward_ref(params, images, labels=None, loss="mse", j=MAP_J):
     by name (module docstring), in float64. With labels (N,) ints 0..9 also the loss:
     per pattern ("losses"), their mean ("loss"), the misclassified count ("errors") and
     the mean's derivatives in the penalties, "dy" and its Gauss-Newton diagonal "hy"."""
-    tables, centers, _ = _architecture()
+    tables, centers = CONV_TABLES, RBF_CENTERS
     p = _float64_params(params)
     x = np.asarray(images, dtype=np.float64)
     if x.ndim < 2 or int(np.prod(x.shape[1:])) != 32 * 32:
@@ -365,7 +358,7 @@ def backward_ref(params, forward, order=1):
         raise ValueError(f"backward_ref: order must be 1 or 2, not {order!r}")
     if "dy" not in forward:
         raise ValueError("backward_ref: the forward pass has no loss (give it labels)")
-    tables, centers, _ = _architecture()
+    tables, centers = CONV_TABLES, RBF_CENTERS
     p = _float64_params(params)
     top = LAYERS[-1][0]
     out = {"penalties": forward["dy"] if order == 1 else forward["hy"]}

@@ -1,9 +1,9 @@
 """Memory for training, allocated once: parameter-shaped flat buffers with named views,
 and the GPU workspace of the fused training step.
 
-    FlatBuffer(flat)            one flat array of kernels.layers.PARAMETERS_LEN in
-                                PARAMETER_AT order; .views[name] are views of it shaped
-                                as lenet.architecture.PARAMETER_SHAPES (writing a view
+    FlatBuffer(flat)            one flat array of PARAMETERS_LEN in PARAMETER_AT order
+                                (kernels/architecture.py); .views[name] are views of it
+                                shaped as PARAMETER_SHAPES (writing a view
                                 writes the buffer). The model's parameters are one (its
                                 `params` ARE the views: the fused kernels read the flat
                                 buffer, the layer ops the views); a Trainer's gradients,
@@ -22,7 +22,7 @@ serves one batch size and any smaller count (the last, partial batch of a pass).
 
 import numpy as np
 
-from kernels.layers import PARAMETER_AT, PARAMETER_SHAPES, PARAMETERS_LEN
+from kernels.architecture import PARAMETER_AT, PARAMETER_SHAPES, PARAMETERS_LEN
 
 
 class FlatBuffer:
@@ -34,7 +34,7 @@ class FlatBuffer:
                              f"({PARAMETERS_LEN},)")
         self.flat = flat
         self.views = {name: flat[PARAMETER_AT[name]:PARAMETER_AT[name] + int(np.prod(shape))]
-                      .reshape(shape) for name, shape in PARAMETER_SHAPES}
+                      .reshape(shape) for name, shape in PARAMETER_SHAPES.items()}
 
     def __getitem__(self, name):
         return self.views[name]

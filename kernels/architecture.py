@@ -1,0 +1,135 @@
+"""LeNet-5 as data, written once: the bottom of the import graph (NumPy only).
+
+Everything here is a fact of the paper (../shared/docs/lenet5.md) except the digit
+glyphs, which the paper leaves to us, and the flat order of the parameters, ours:
+
+    the squashing function's constants   f(a) = SQUASH_A tanh(SQUASH_S a)
+    the losses                           LOSS_KINDS (eq. 8 "mse", eq. 9 "map"), MAP_J
+    the layers' shapes                   K, IN_SIZE, C1_MAPS, C1_SIZE, ..., N_CLASSES
+    the parameters                       PARAMETER_SHAPES (name -> shape, in the flat
+                                         order), PARAMETER_AT (name -> offset in one flat
+                                         buffer), PARAMETERS_LEN, CONV_PARAMETERS_LEN
+    the connections                      C3_TABLE (the paper's Table I), CONV_TABLES
+    the output                           RBF_CENTERS (the 7x12 bitmaps), bitmap_text
+
+kernels/ and lenet/ take these from here; nothing here imports the project.
+"""
+
+import numpy as np
+
+# ------------------------------------------------------------------ squashing, losses
+SQUASH_A = 1.7159
+SQUASH_S = 2.0 / 3.0
+LOSS_KINDS = {"mse": 0, "map": 1}   # the kernels' codes for paper eq. 8 and eq. 9
+MAP_J = 10.0                        # eq. 9's constant j (the paper does not give one)
+
+# ------------------------------------------------------------------ shapes
+K = 5                          # kernel size of C1, C3, C5
+IN_SIZE = 32                   # input 1@32x32
+C1_MAPS, C1_SIZE = 6, 28
+S2_SIZE = 14
+C3_MAPS, C3_SIZE = 16, 10
+S4_SIZE = 5
+C3_MAX_IN = 6                  # most S2 maps one C3 map reads (the table's last column)
+C5_UNITS, C5_INPUTS = 120, C3_MAPS * S4_SIZE * S4_SIZE
+F6_UNITS = 84
+N_CLASSES = 10
+
+IN_LEN = IN_SIZE * IN_SIZE                 # 1024 floats an image
+S2_LEN = C1_MAPS * S2_SIZE * S2_SIZE       # 1176
+S4_LEN = C5_INPUTS                         # 400
+
+# ------------------------------------------------------------------ parameters
+# name -> shape, in the order of the one flat buffer that holds them all (C3's weights
+# with their zeros off the table); PARAMETER_AT: name -> offset in that buffer
+PARAMETER_SHAPES = {
+    "C1.weight": (C1_MAPS, 1, K, K), "C1.bias": (C1_MAPS,),
+    "S2.coef": (C1_MAPS,), "S2.bias": (C1_MAPS,),
+    "C3.weight": (C3_MAPS, C1_MAPS, K, K), "C3.bias": (C3_MAPS,),
+    "S4.coef": (C3_MAPS,), "S4.bias": (C3_MAPS,),
+    "C5.weight": (C5_UNITS, C3_MAPS, K, K), "C5.bias": (C5_UNITS,),
+    "F6.weight": (F6_UNITS, C5_UNITS), "F6.bias": (F6_UNITS,),
+}
+PARAMETER_AT = {}
+_at = 0
+for _name, _shape in PARAMETER_SHAPES.items():
+    PARAMETER_AT[_name] = _at
+    _at += int(np.prod(_shape))
+PARAMETERS_LEN = _at                                   # 60,900 floats
+CONV_PARAMETERS_LEN = PARAMETER_AT["C5.weight"]        # C1 to S4: 2,616 floats
+
+# ------------------------------------------------------------------ connections, output
+# Paper's Table I: rows are S2 maps (inputs), columns C3 maps (outputs).
+_C3_ROWS = """
+X...XXX..XXXX.XX
+XX...XXX..XXXX.X
+XXX...XXX..X.XXX
+.XXX..XXXX..X.XX
+..XXX..XXXX.XX.X
+...XXX..XXXX.XXX
+"""
+C3_TABLE = np.array([[c == "X" for c in row] for row in _C3_ROWS.split()], dtype=bool)
+C3_TABLE.setflags(write=False)
+
+# The 10 RBF prototypes: 7 wide, 12 tall, '#' = ink (+1), '.' = background (-1).
+_GLYPHS = """
+.......  .......  .......  .......  .......  .......  .......  .......  .......  .......
+..###..  ...#...  .#####.  .#####.  ....##.  #######  ..####.  #######  ..###..  .#####.
+.#...#.  ..##...  #.....#  ......#  ...#.#.  #......  .#.....  ......#  .#...#.  #.....#
+#.....#  .#.#...  ......#  ......#  ..#..#.  #......  #......  .....#.  .#...#.  #.....#
+#.....#  ...#...  ......#  ......#  .#...#.  ######.  #......  ....#..  .#...#.  #.....#
+#.....#  ...#...  .....#.  ..####.  #....#.  ......#  ######.  ...#...  ..###..  .######
+#.....#  ...#...  ...##..  ......#  #######  ......#  #.....#  ...#...  .#...#.  ......#
+#.....#  ...#...  ..#....  ......#  .....#.  ......#  #.....#  ..#....  #.....#  .....#.
+#.....#  ...#...  .#.....  ......#  .....#.  ......#  #.....#  ..#....  #.....#  ....#..
+.#...#.  ...#...  #......  ......#  .....#.  #.....#  #.....#  ..#....  #.....#  ...#...
+..###..  .#####.  #######  .#####.  .....#.  .#####.  .#####.  ..#....  .#####.  ..#....
+.......  .......  .......  .......  .......  .......  .......  .......  .......  .......
+"""
+BITMAP_HEIGHT, BITMAP_WIDTH = 12, 7
+
+
+def _bitmaps():
+    rows = [line.split() for line in _GLYPHS.strip().splitlines()]
+    maps = np.array([[[c == "#" for c in rows[r][d]] for r in range(BITMAP_HEIGHT)]
+                     for d in range(10)])
+    return np.where(maps, 1.0, -1.0).reshape(10, BITMAP_HEIGHT * BITMAP_WIDTH)
+
+
+RBF_CENTERS = _bitmaps()  # (10, 84) float64, +1 ink / -1 background
+RBF_CENTERS.setflags(write=False)
+
+
+def bitmap_text(digit):
+    """The prototype of `digit` as 12 lines of 7 characters."""
+    m = RBF_CENTERS[digit].reshape(BITMAP_HEIGHT, BITMAP_WIDTH)
+    return "\n".join("".join("#" if v > 0 else "." for v in row) for row in m)
+
+
+# Connection tables of the convolutions, (input maps, output maps): C1 and C5 connect
+# every input map to every output map.
+CONV_TABLES = {
+    "C1": np.ones((1, C1_MAPS), dtype=bool),
+    "C3": C3_TABLE,
+    "C5": np.ones((C3_MAPS, C5_UNITS), dtype=bool),
+}
+
+
+def fan_in(layer):
+    """Inputs of each unit of `layer`: per output map for the convolutions
+    (C3's maps take 3, 4 or 6 input maps), one number for the others."""
+    if layer in CONV_TABLES:
+        k = PARAMETER_SHAPES[layer + ".weight"][-1]
+        return CONV_TABLES[layer].sum(axis=0) * k * k
+    if layer in ("S2", "S4"):
+        return 4
+    return PARAMETER_SHAPES["F6.weight"][1]
+
+
+def trainable_count(name):
+    """Free parameters in tensor `name` (the C3 zeros the table forces do not count)."""
+    layer, kind = name.split(".")
+    if kind == "weight" and layer in CONV_TABLES:
+        k = PARAMETER_SHAPES[name][-1]
+        return int(CONV_TABLES[layer].sum()) * k * k
+    return int(np.prod(PARAMETER_SHAPES[name]))
