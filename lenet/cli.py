@@ -309,6 +309,42 @@ def add_sweep(sub):
     return p
 
 
+def _no_repeated_keys(pairs):
+    """A JSON object as a dict; ValueError for a key given twice (JSON keeps the last
+    silently: a run with two "mu" would run with one the user did not mean)."""
+    keys = [k for k, _ in pairs]
+    twice = [k for k in keys if keys.count(k) > 1]
+    if twice:
+        raise ValueError(f"sweep: the runs give {twice[0]!r} twice in one object")
+    return dict(pairs)
+
+
+# a sweep run's settings that are `lenet train` options (shuffle and distort are flags)
+SWEEP_TRAIN_OPTIONS = {"recipe": "--recipe", "seed": "--seed", "init": "--init",
+                       "mu": "--mu", "loss": "--loss", "schedule": "--schedule",
+                       "hessian_sample": "--hessian-sample"}
+
+
+def _check_as_train(run):
+    """UserError unless `lenet train` takes this sweep run's settings: they go through
+    train's own parser (types, choices) and _check_numbers (ranges), so a sweep is
+    refused whatever train refuses, in train's words, naming the run."""
+    parser = add_train(argparse.ArgumentParser(prog="lenet").add_subparsers())
+
+    def refuse(message):
+        raise UserError(message)
+
+    parser.error = refuse   # argparse's usage-and-exit becomes one line
+    argv = [f"{option}={run[key]}" for key, option in SWEEP_TRAIN_OPTIONS.items()
+            if run.get(key) is not None]
+    argv += ["--ordered"] * (run.get("shuffle") is False) + ["--distort"] * bool(
+        run.get("distort"))
+    try:
+        _check_numbers(parser.parse_args(argv))
+    except UserError as e:
+        raise UserError(f"sweep: run {run['name']}: {e}") from None
+
+
 def run_sweep(args):
     from lenet.train import sweep, sweep_runs
     if args.epochs is not None and args.epochs < 1:
@@ -324,11 +360,13 @@ def run_sweep(args):
         except OSError as e:
             raise UserError(f"cannot read the runs from {args.runs}: {e.strerror}") from e
     try:
-        runs = sweep_runs(json.loads(text))
+        runs = sweep_runs(json.loads(text, object_pairs_hook=_no_repeated_keys))
     except json.JSONDecodeError as e:
         raise UserError(f"the runs are not valid JSON: {e}") from e
     except ValueError as e:
         raise UserError(str(e)) from e
+    for run in runs:
+        _check_as_train(run)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out}: not a directory")
     train_split, test_split = load_data("train", args), load_data("test", args)
