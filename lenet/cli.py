@@ -442,8 +442,10 @@ def add_predict(sub):
     p = sub.add_parser("predict", help="the class of each PNG/JPEG file (or IDX entry)",
                        description="Predict the class (the digit, for MNIST) of each image "
                        "file. Any size, colour or grey, dark ink on light paper or light on "
-                       "dark: each image is turned into a centred 28x28 image the way MNIST "
-                       "was made (see lenet/images.py). Prints the class, its name from "
+                       "dark, transparent PNGs of either ink colour (as drawing apps save "
+                       "them), palette and 16-bit PNGs, photos turned by their EXIF "
+                       "orientation: each image is turned into a centred 28x28 image the way "
+                       "MNIST was made (see lenet/images.py). Prints the class, its name from "
                        "the checkpoint's data set, and the ten RBF penalties (smaller is "
                        "better) per image.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files, one "

@@ -37,6 +37,7 @@ import secrets
 import numpy as np
 
 from kernels.reference import SQUASH_A, SQUASH_S
+from lenet import __version__
 from lenet.architecture import C3_TABLE, RBF_CENTERS
 
 FORMATS = ("onnx",)
@@ -57,7 +58,8 @@ def _onnx():
 
 
 class _Graph:
-    """Nodes and float32 initialisers of one graph, built in order."""
+    """The nodes and initialisers of one graph, in order; each node is named after its
+    output."""
 
     def __init__(self, onnx):
         self.helper, self.numpy_helper = onnx.helper, onnx.numpy_helper
@@ -137,7 +139,6 @@ def onnx_model(model):
         initializer=g.initializers,
         doc_string="LeNet-5 (LeCun et al. 1998): images as lenet.data.preprocess makes "
         "them -> RBF penalties (smaller is better) and the class of the smallest")
-    from lenet import __version__
     onnx_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                    ir_version=IR_VERSION, producer_name="lenet5-cuda",
                                    producer_version=__version__)
