@@ -115,13 +115,27 @@ def backdrop(grey, alpha):
     levels and opacity (H,W). An image whose border is mostly opaque has its own
     background, and its transparent holes show white, as on a page. One whose border is
     transparent is a drawing on nothing (drawing apps, web canvases): it is shown on
-    black if its opaque part is light (white ink) and on white if dark (black or
-    coloured ink), the way its author saw it on screen."""
+    black if its ink is light (white ink) and on white if dark (black or coloured ink),
+    the way its author saw it on screen. The ink's colour is that inside the strokes
+    (`stroke_grey`)."""
     border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
     if np.median(border) >= 0.5 or alpha.sum() == 0:
         return 255.0
-    drawn = (alpha * grey).sum() / alpha.sum()  # the mean grey of what is drawn
-    return 0.0 if drawn > 127.5 else 255.0
+    return 0.0 if stroke_grey(grey, alpha) > 127.5 else 255.0
+
+
+def stroke_grey(grey, alpha):
+    """The mean grey level inside the strokes of a drawing on a transparent background:
+    of the opaque pixels (alpha >= 0.5) whose four neighbours are opaque too. The edge
+    pixels are left out: where only one colour is transparent (a palette's or a 16-bit
+    PNG's), they are the ink blended with the paper it was drawn on. Strokes one pixel
+    thin have no inside: then the mean over all pixels weighted by their opacity."""
+    opaque = np.pad(alpha >= 0.5, 1)
+    inside = opaque[1:-1, 1:-1] & opaque[:-2, 1:-1] & opaque[2:, 1:-1] \
+        & opaque[1:-1, :-2] & opaque[1:-1, 2:]
+    if inside.any():
+        return float(grey[inside].mean())
+    return float((alpha * grey).sum() / alpha.sum())
 
 
 def ink(grey):

@@ -241,13 +241,17 @@ def make_files(ink, folder, seed):
     # 16-bit grey: each 8-bit level times 257 (0..65535; clipped at 255 it would be white)
     sixteen = grey.astype(np.uint16) * np.uint16(257)
     files["16-bit grey (I;16)"] = (save(Image.fromarray(sixteen), folder / "sixteen.png"), 0)
+    # ... with its white declared transparent (tRNS): the anti-aliased edges stay opaque
+    files["16-bit grey, white transparent"] = (save(Image.fromarray(sixteen), folder /
+                                                    "sixteen_key.png", transparency=65535), 0)
     return files
 
 
 MODES = {"white ink on transparent": "RGBA", "black ink on transparent": "RGBA",
          "blue ink on transparent": "RGBA", "grey with alpha (LA), white ink": "LA",
          "palette (P)": "P", "palette with alpha entries": "P",
-         "palette with a transparent index": "P", "16-bit grey (I;16)": "I;16"}
+         "palette with a transparent index": "P", "16-bit grey (I;16)": "I;16",
+         "16-bit grey, white transparent": "I;16"}
 PIXEL = 1.275 / 255  # one grey level in the network's input
 
 
@@ -347,3 +351,26 @@ def test_predict_gives_each_kind_the_plain_png_s_class(drawings, checkpoint, tmp
                                                   strict=True)}
     for (k, name), c in classes.items():
         assert c == classes[k, "plain"], (DIGITS[k], name, c, classes[k, "plain"])
+
+
+def test_backdrop_of_thin_strokes_holes_and_nothing(tmp_path):
+    from PIL import Image
+
+    from lenet.images import ImageError, backdrop, mnist_digit
+    alpha = np.zeros((30, 20))
+    alpha[5:25, 10] = 1.0                      # a stroke one pixel thin: no inside
+    alpha[24, 4:16] = 1.0
+    for ink, expected in ((255.0, 0.0), (200.0, 0.0), (40.0, 255.0), (0.0, 255.0)):
+        assert backdrop(np.full(alpha.shape, ink), alpha) == expected, ink
+    # an opaque page with a transparent hole shows white through the hole
+    page = 1.0 - alpha
+    assert backdrop(np.zeros(alpha.shape), page) == 255.0
+    # a thin white line on a transparent canvas is a digit; nothing drawn is blank
+    pixels = np.zeros(alpha.shape + (4,), np.uint8)
+    pixels[..., :3], pixels[..., 3] = 255, (255 * alpha).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "thin.png")
+    assert mnist_digit(tmp_path / "thin.png").max() == 255
+    pixels[..., 3] = 0
+    Image.fromarray(pixels).save(tmp_path / "empty.png")
+    with pytest.raises(ImageError, match="no digit found"):
+        mnist_digit(tmp_path / "empty.png")
