@@ -7,6 +7,7 @@
     lenet eval      error rate of a checkpoint on a test (or training) set
     lenet predict   classes of PNG/JPEG files or of IDX entries (lenet/images.py)
     lenet show      pictures: feature maps, RBF prototypes, curves, errors (lenet/show.py)
+    lenet export    the network as an ONNX file (lenet/export.py)
     lenet bench     the benchmark suite (bench/cli.py), its arguments passed through
 
 Data: `--dataset NAME` (mnist, fashion-mnist, kmnist, emnist-digits, qmnist: official
@@ -308,6 +309,42 @@ def add_sweep(sub):
     return p
 
 
+def _no_repeated_keys(pairs):
+    """A JSON object as a dict; ValueError for a key given twice (JSON keeps the last
+    silently: a run with two "mu" would run with one the user did not mean)."""
+    keys = [k for k, _ in pairs]
+    twice = [k for k in keys if keys.count(k) > 1]
+    if twice:
+        raise ValueError(f"sweep: the runs give {twice[0]!r} twice in one object")
+    return dict(pairs)
+
+
+# a sweep run's settings that are `lenet train` options (shuffle and distort are flags)
+SWEEP_TRAIN_OPTIONS = {"recipe": "--recipe", "seed": "--seed", "init": "--init",
+                       "mu": "--mu", "loss": "--loss", "schedule": "--schedule",
+                       "hessian_sample": "--hessian-sample"}
+
+
+def _check_as_train(run):
+    """UserError unless `lenet train` takes this sweep run's settings: they go through
+    train's own parser (types, choices) and _check_numbers (ranges), so a sweep is
+    refused whatever train refuses, in train's words, naming the run."""
+    parser = add_train(argparse.ArgumentParser(prog="lenet").add_subparsers())
+
+    def refuse(message):
+        raise UserError(message)
+
+    parser.error = refuse   # argparse's usage-and-exit becomes one line
+    argv = [f"{option}={run[key]}" for key, option in SWEEP_TRAIN_OPTIONS.items()
+            if run.get(key) is not None]
+    argv += ["--ordered"] * (run.get("shuffle") is False) + ["--distort"] * bool(
+        run.get("distort"))
+    try:
+        _check_numbers(parser.parse_args(argv))
+    except UserError as e:
+        raise UserError(f"sweep: run {run['name']}: {e}") from None
+
+
 def run_sweep(args):
     from lenet.train import sweep, sweep_runs
     if args.epochs is not None and args.epochs < 1:
@@ -323,11 +360,13 @@ def run_sweep(args):
         except OSError as e:
             raise UserError(f"cannot read the runs from {args.runs}: {e.strerror}") from e
     try:
-        runs = sweep_runs(json.loads(text))
+        runs = sweep_runs(json.loads(text, object_pairs_hook=_no_repeated_keys))
     except json.JSONDecodeError as e:
         raise UserError(f"the runs are not valid JSON: {e}") from e
     except ValueError as e:
         raise UserError(str(e)) from e
+    for run in runs:
+        _check_as_train(run)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out}: not a directory")
     train_split, test_split = load_data("train", args), load_data("test", args)
@@ -403,8 +442,10 @@ def add_predict(sub):
     p = sub.add_parser("predict", help="the class of each PNG/JPEG file (or IDX entry)",
                        description="Predict the class (the digit, for MNIST) of each image "
                        "file. Any size, colour or grey, dark ink on light paper or light on "
-                       "dark: each image is turned into a centred 28x28 image the way MNIST "
-                       "was made (see lenet/images.py). Prints the class, its name from "
+                       "dark, transparent PNGs of either ink colour (as drawing apps save "
+                       "them), palette and 16-bit PNGs, photos turned by their EXIF "
+                       "orientation: each image is turned into a centred 28x28 image the way "
+                       "MNIST was made (see lenet/images.py). Prints the class, its name from "
                        "the checkpoint's data set, and the ten RBF penalties (smaller is "
                        "better) per image.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files, one "
@@ -649,6 +690,70 @@ def run_show(args):
     return 0
 
 
+# ------------------------------------------------------------------ export
+
+def add_export(sub):
+    p = sub.add_parser("export", help="write the network as ONNX",
+                       description="Write a trained LeNet-5 as an ONNX graph (lenet/export.py): "
+                       "input images (N,1,32,32) as lenet.data.preprocess makes them, outputs "
+                       "the ten RBF penalties (N,10) and the class (N,) of the smallest; C3 "
+                       "as a masked convolution, the trainable subsampling, the scaled tanh "
+                       "and the RBF layer as they are. Needs the onnx package "
+                       "(pip install 'lenet5-cuda[onnx]').")
+    p.add_argument("--format", default="onnx", metavar="FORMAT",
+                   help="the file format: onnx (the only one, and the default)")
+    p.add_argument("--checkpoint", metavar="FILE", help="a .npz written by `lenet train` "
+                   "(default: the weights shipped with the package, where this version has "
+                   "them)")
+    p.add_argument("--out", metavar="FILE", help="the file to write (default: the "
+                   "checkpoint's name with .onnx, or lenet5.onnx); an existing file is "
+                   "replaced only with --force")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    return p
+
+
+def _export_model(checkpoint):
+    """The model to export: the checkpoint's, or the shipped weights."""
+    from lenet.model import LeNet5
+    if checkpoint is not None:
+        return load_model(checkpoint, "cpu")
+    pretrained = getattr(LeNet5, "pretrained", None)
+    if pretrained is None:
+        raise UserError("give --checkpoint FILE (a .npz written by `lenet train`): this "
+                        "version ships no trained weights")
+    return pretrained()
+
+
+def run_export(args):
+    from lenet import export
+    if args.format not in export.FORMATS:
+        raise UserError(f"unknown format {args.format!r} (known: {', '.join(export.FORMATS)})")
+    try:
+        export._onnx()
+    except ImportError as e:
+        raise UserError(str(e)) from e
+    out = args.out or (os.path.splitext(args.checkpoint)[0] + ".onnx" if args.checkpoint
+                       else "lenet5.onnx")
+    if os.path.isdir(out):
+        raise UserError(f"--out {out} is a directory; give a file name")
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        raise UserError(f"cannot write {out}: directory {out_dir} does not exist")
+    if args.checkpoint and os.path.exists(out) and os.path.samefile(out, args.checkpoint):
+        raise UserError(f"--out {out} is the checkpoint itself; give another name")
+    if os.path.lexists(out) and not args.force:
+        raise UserError(f"{out} exists; refusing to overwrite it (give --force to replace "
+                        "it, or another --out)")
+    model = _export_model(args.checkpoint)
+    try:
+        export.to_onnx(model, out, overwrite=args.force)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from e
+    print(f"{out}: ONNX (opset {export.OPSET}), {export.INPUT} (N,1,32,32) -> "
+          f"{export.PENALTIES} (N,10), {export.CLASS} (N,)")
+    return 0
+
+
 # ------------------------------------------------------------------- bench
 
 def add_bench(sub):
@@ -672,6 +777,7 @@ def run_bench(args, rest):
 COMMANDS = {"train": (add_train, run_train), "sweep": (add_sweep, run_sweep),
             "eval": (add_eval, run_eval),
             "predict": (add_predict, run_predict), "show": (add_show, run_show),
+            "export": (add_export, run_export),
             "bench": (add_bench, run_bench)}
 
 

@@ -5,8 +5,11 @@ anti-aliasing, so that it fits a 20x20 box keeping its aspect ratio, then
 placing it in a 28x28 field so that its centre of mass lands in the middle.
 `mnist_digit` does the same to a photo, scan or drawing of one digit:
 
-    1. grey levels (colour is converted with ITU-R 601 luma, transparency is
-       composited over white);
+    1. grey levels as a person sees the file (`read_grey`): upright by its EXIF
+       orientation; colour converted with ITU-R 601 luma; palettes looked up;
+       16-bit grey scaled to 0..255; transparency composited over the backdrop
+       that shows the drawing: white ink on a transparent canvas on black, dark
+       ink on white, an image with an opaque background over white;
     2. ink: the background is the median of the border pixels; ink is how far
        a pixel is from it, towards the dark side on light paper and towards
        the light side on a dark screen, stretched so that the strongest ink is
@@ -30,7 +33,8 @@ Every problem with a file raises `ImageError` naming the file; an image of more
 pixels than Pillow's limit against decompression bombs (`Image.MAX_IMAGE_PIXELS`,
 89 million by default) is refused from its header, before it is decoded.
 
-Tested by `tests/test_cli.py` (the `lenet predict` tests).
+Tested by `tests/test_user_files.py` (each kind of file people make: transparency,
+palettes, 16-bit, EXIF rotation) and `tests/test_cli.py` (the `lenet predict` tests).
 """
 
 import os
@@ -49,9 +53,15 @@ class ImageError(ValueError):
     """An image file that cannot be read or holds no digit."""
 
 
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey PNGs open as these
+
+
 def read_grey(path):
-    """Grey levels float64 (H,W) in 0..255 of a PNG, JPEG or any image Pillow reads."""
-    from PIL import Image, UnidentifiedImageError
+    """Grey levels float64 (H,W) in 0..255 of a PNG, JPEG or any image Pillow reads, as a
+    person sees it: turned upright by its EXIF orientation (phone photos), 16-bit levels
+    scaled to 0..255, transparency composited over the backdrop that shows the drawing
+    (`backdrop`)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
     path = os.fspath(path)
     try:
         with warnings.catch_warnings():  # Pillow warns above its limit, raises above twice it
@@ -64,12 +74,7 @@ def read_grey(path):
                                  "scale it down first") from None
         with image:
             image.load()
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(white, rgba)
-            grey = image.convert("L") if image.mode not in ("I", "I;16", "F") else image
-            array = np.asarray(grey, dtype=np.float64)
+            grey, alpha = grey_and_alpha(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except FileNotFoundError:
@@ -78,11 +83,59 @@ def read_grey(path):
         raise ImageError(f"{path}: not an image file Pillow can read (PNG, JPEG, ...)") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{path}: cannot read image ({e})") from e
-    if array.ndim != 2 or min(array.shape) < 1:
-        raise ImageError(f"{path}: unsupported image of shape {array.shape}")
-    if grey.mode in ("I", "I;16"):  # 16-bit PNG
-        array = array * (255.0 / 65535.0)
-    return array
+    if grey.ndim != 2 or min(grey.shape) < 1:
+        raise ImageError(f"{path}: unsupported image of shape {grey.shape}")
+    if alpha is None:
+        return grey
+    return alpha * grey + (1.0 - alpha) * backdrop(grey, alpha)
+
+
+def grey_and_alpha(image):
+    """(grey float64 (H,W) in 0..255, opacity float64 (H,W) in 0..1 or None when the image
+    has no transparency) of a loaded PIL image. Colour becomes ITU-R 601 luma (Pillow's
+    "L"); a palette image's colours and transparency come from its palette; 16-bit grey
+    is scaled by 255/65535 (Pillow's own conversions would clip it at 255)."""
+    if image.mode in SIXTEEN_BIT:
+        raw = np.asarray(image).astype(np.float64)
+        key = image.info.get("transparency")  # a 16-bit PNG's one transparent level
+        alpha = None if not isinstance(key, int) else (raw != key).astype(np.float64)
+        return raw * (255.0 / 65535.0), alpha
+    if image.mode == "F":
+        return np.asarray(image, dtype=np.float64), None
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64) / 255.0
+        grey = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float64)
+        return grey, (None if alpha.min() == 1.0 else alpha)
+    return np.asarray(image.convert("L"), dtype=np.float64), None
+
+
+def backdrop(grey, alpha):
+    """The grey level (0 or 255) to show a partly transparent image on, from its grey
+    levels and opacity (H,W). An image whose border is mostly opaque has its own
+    background, and its transparent holes show white, as on a page. One whose border is
+    transparent is a drawing on nothing (drawing apps, web canvases): it is shown on
+    black if its ink is light (white ink) and on white if dark (black or coloured ink),
+    the way its author saw it on screen. The ink's colour is that inside the strokes
+    (`stroke_grey`)."""
+    border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
+    if np.median(border) >= 0.5 or alpha.sum() == 0:
+        return 255.0
+    return 0.0 if stroke_grey(grey, alpha) > 127.5 else 255.0
+
+
+def stroke_grey(grey, alpha):
+    """The mean grey level inside the strokes of a drawing on a transparent background:
+    of the opaque pixels (alpha >= 0.5) whose four neighbours are opaque too. The edge
+    pixels are left out: where only one colour is transparent (a palette's or a 16-bit
+    PNG's), they are the ink blended with the paper it was drawn on. Strokes one pixel
+    thin have no inside: then the mean over all pixels weighted by their opacity."""
+    opaque = np.pad(alpha >= 0.5, 1)
+    inside = opaque[1:-1, 1:-1] & opaque[:-2, 1:-1] & opaque[2:, 1:-1] \
+        & opaque[1:-1, :-2] & opaque[1:-1, 2:]
+    if inside.any():
+        return float(grey[inside].mean())
+    return float((alpha * grey).sum() / alpha.sum())
 
 
 def ink(grey):

@@ -505,20 +505,31 @@ def sweep_runs(spec):
     """The runs of a sweep: `spec` is a list of run settings (dicts of SWEEP_KEYS), or
     {"base": settings, "grid": {key: [values, ...], ...}}, every combination of the grid's
     values over the base (named key=value,...). Each run gets a "name" (run0, run1, ... if
-    not given). ValueError for an unknown key, a duplicate name or an empty sweep."""
+    not given). Every setting is checked as `lenet train` checks its option (type and
+    range, `sweep_setting_error`): ValueError, one line naming the run and the setting,
+    for a wrong one, an unknown key, a duplicate name or an empty sweep."""
     if isinstance(spec, dict):
         unknown = sorted(set(spec) - {"base", "grid"})
         if unknown:
             raise ValueError(f"sweep: unknown key {unknown[0]!r} (expected 'base' and 'grid')")
-        runs = [dict(spec.get("base", {}))]
-        for key, values in spec.get("grid", {}).items():
+        base, grid = spec.get("base", {}), spec.get("grid", {})
+        for key, value in (("base", base), ("grid", grid)):
+            if not isinstance(value, dict):
+                raise ValueError(f"sweep: {key!r} must be an object of settings, not "
+                                 f"{value!r}")
+        runs = [dict(base)]
+        for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"sweep: grid {key!r} must be a non-empty list of values")
             runs = [dict(run, **{key: v}) for run in runs for v in values]
-        if spec.get("grid"):
+        if grid:
             for run in runs:
-                run.setdefault("name", ",".join(f"{k}={run[k]}" for k in spec["grid"]))
+                run.setdefault("name", ",".join(f"{k}={run[k]}" for k in grid))
     elif isinstance(spec, list):
+        bad = [i for i, run in enumerate(spec) if not isinstance(run, dict)]
+        if bad:
+            raise ValueError(f"sweep: run {bad[0]} must be an object of settings, not "
+                             f"{spec[bad[0]]!r}")
         runs = [dict(run) for run in spec]
     else:
         raise ValueError(f"sweep: expected a list of runs or {{'base', 'grid'}}, not "
@@ -526,7 +537,7 @@ def sweep_runs(spec):
     if not runs:
         raise ValueError("sweep: no runs")
     for i, run in enumerate(runs):
-        unknown = sorted(set(run) - set(SWEEP_KEYS))
+        unknown = sorted(set(run) - set(SWEEP_KEYS), key=str)
         if unknown:
             raise ValueError(f"sweep: run {i} has unknown setting {unknown[0]!r} (known: "
                              f"{', '.join(SWEEP_KEYS)})")
@@ -537,13 +548,50 @@ def sweep_runs(spec):
             raise ValueError(f"sweep: run name {name!r} cannot be a file name (its checkpoint "
                              "and log are NAME.npz and NAME.log.jsonl)")
         if run.setdefault("recipe", "lecun") not in PER_PATTERN:
-            raise ValueError(f"sweep: run {run['name']}: recipe {run['recipe']!r}; a sweep "
+            raise ValueError(f"sweep: run {name}: recipe {run['recipe']!r}; a sweep "
                              f"runs the per-pattern recipes {PER_PATTERN}")
+        for key in SWEEP_KEYS[2:]:
+            error = sweep_setting_error(key, run[key]) if key in run else None
+            if error:
+                raise ValueError(f"sweep: run {name}: {error}")
     names = [run["name"] for run in runs]
     twice = sorted(name for name in names if names.count(name) > 1)
     if twice:
         raise ValueError(f"sweep: two runs are named {twice[0]!r}")
     return runs
+
+
+def sweep_setting_error(key, value):
+    """What is wrong with a sweep run's setting `key` = `value` (one phrase), or None.
+    The rules are lenet train's for its options --seed, --init, --mu, --loss, --schedule,
+    --hessian-sample, --ordered and --distort (type, range, the choices from the same
+    tables; `lenet sweep` also passes each run through train's own parser) and, for j,
+    the MAP loss's constant: a positive number. null (None) means the recipe's default
+    where train's option has one (init, mu, loss, schedule)."""
+    from lenet.model import INITS, LOSSES
+
+    def number(v):
+        return isinstance(v, (int, float, np.integer, np.floating)) \
+            and not isinstance(v, (bool, np.bool_))
+
+    if value is None and key in ("init", "mu", "loss", "schedule"):
+        return None
+    choices = {"init": INITS, "loss": LOSSES, "schedule": tuple(SCHEDULES),
+               "hessian_sample": HESSIAN_SAMPLES}
+    if key in choices:
+        ok, want = isinstance(value, str) and value in choices[key], \
+            f"one of {', '.join(choices[key])}"
+    elif key == "seed":
+        ok = isinstance(value, (int, np.integer)) and number(value) and value >= 0
+        want = "a whole number of 0 or more"
+    elif key in ("mu", "j"):
+        ok = number(value) and math.isfinite(value) and value > 0
+        want = "a positive number"
+    elif key in ("shuffle", "distort"):
+        ok, want = isinstance(value, (bool, np.bool_)), "true or false"
+    else:
+        raise ValueError(f"sweep: no rule for setting {key!r}")
+    return None if ok else f"{key} must be {want}, not {value!r}"
 
 
 def sweep(runs, train_set, test_set, epochs=None, device="gpu", out_dir=None, progress=True,

@@ -5,6 +5,7 @@ simulator with two tiny runs). The kernel's own check of runs side by side is
 tests/test_sdlm_kernel.py's."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -87,4 +88,58 @@ def test_sweep_runs_from_a_grid():
 ])
 def test_sweep_mistakes_are_named(spec, message):
     with pytest.raises(ValueError, match=message):
+        sweep_runs(spec)
+
+
+# each setting as lenet train checks its option: type and range, one line naming the run
+BAD_SETTINGS = [
+    ("seed", -1, "seed must be a whole number of 0 or more, not -1"),
+    ("seed", 1.5, "seed must be a whole number of 0 or more, not 1.5"),
+    ("seed", "3", "seed must be a whole number of 0 or more, not '3'"),
+    ("seed", True, "seed must be a whole number of 0 or more, not True"),
+    ("mu", 0, "mu must be a positive number, not 0"),
+    ("mu", -0.5, "mu must be a positive number, not -0.5"),
+    ("mu", float("inf"), "mu must be a positive number, not inf"),
+    ("mu", "0.5", "mu must be a positive number, not '0.5'"),
+    ("j", float("nan"), "j must be a positive number, not nan"),
+    ("j", -10, "j must be a positive number, not -10"),
+    ("init", "xavier", "init must be one of fan-in, sqrt-fan-in, lush, not 'xavier'"),
+    ("loss", "MAP", "loss must be one of mse, map, not 'MAP'"),
+    ("schedule", "cosine", "schedule must be one of paper, paper-floor, not 'cosine'"),
+    ("hessian_sample", None, "hessian_sample must be one of random, consecutive, not None"),
+    ("shuffle", "false", "shuffle must be true or false, not 'false'"),
+    ("distort", 1, "distort must be true or false, not 1"),
+]
+
+
+GOOD = {"seed": 0, "mu": 0.5, "j": 10.0, "init": "lush", "loss": "mse", "schedule": "paper",
+        "hessian_sample": "random", "shuffle": True, "distort": False}
+
+
+@pytest.mark.parametrize("key, value, message", BAD_SETTINGS)
+def test_a_wrong_setting_is_named_with_its_run(key, value, message):
+    runs = [{"name": "fine", "seed": 1, "mu": 0.5}, {"name": "odd", key: value}]
+    with pytest.raises(ValueError, match=f"^sweep: run odd: {re.escape(message)}$"):
+        sweep_runs(runs)
+    with pytest.raises(ValueError, match=f"^sweep: run {re.escape(key)}=.*: "
+                       f"{re.escape(message)}$"):
+        sweep_runs({"base": {"recipe": "lecun"}, "grid": {key: [GOOD[key], value]}})
+
+
+def test_right_settings_of_every_kind_are_taken():
+    run = {"name": "all", "recipe": "paper", "seed": np.int64(7), "init": "sqrt-fan-in",
+           "mu": np.float32(0.25), "loss": "map", "j": 5, "schedule": "paper-floor",
+           "shuffle": False, "hessian_sample": "consecutive", "distort": np.bool_(True)}
+    assert sweep_runs([run]) == [run]
+    defaults = {"name": "d", "init": None, "mu": None, "loss": None, "schedule": None}
+    assert sweep_runs([defaults]) == [dict(defaults, recipe="lecun")]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ([{"mu": 1}, 5], "run 1 must be an object of settings, not 5"),
+    ({"base": [], "grid": {}}, "'base' must be an object of settings, not []"),
+    ({"grid": [["mu", 1]]}, "'grid' must be an object of settings"),
+])
+def test_a_sweep_that_is_not_objects_is_refused(spec, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         sweep_runs(spec)
