@@ -8,7 +8,6 @@
     lenet predict   classes of PNG/JPEG files or of IDX entries (lenet/images.py)
     lenet show      pictures: feature maps, RBF prototypes, curves, errors (lenet/show.py)
     lenet export    the network as an ONNX file (lenet/export.py)
-    lenet bench     the benchmark suite (bench/cli.py), its arguments passed through
 
 Data: `--dataset NAME` (mnist, fashion-mnist, kmnist, emnist-digits, qmnist: official
 files, checked and downloaded, lenet/data.py) and `--data DIR` (that data set's
@@ -754,31 +753,12 @@ def run_export(args):
     return 0
 
 
-# ------------------------------------------------------------------- bench
-
-def add_bench(sub):
-    return sub.add_parser("bench", add_help=False,
-                          help="the benchmark suite (bench package); `lenet bench --help` "
-                          "shows its options",
-                          description="Runs the benchmark suite: `lenet bench ARGS` is "
-                          "`bench.cli.main(ARGS)`.")
-
-
-def run_bench(args, rest):
-    try:
-        from bench import cli as bench_cli
-    except ImportError as e:
-        raise UserError(f"the benchmark suite (bench.cli) cannot be imported: {e}") from e
-    return bench_cli.main(rest, prog="lenet bench")
-
-
 # -------------------------------------------------------------------- main
 
 COMMANDS = {"train": (add_train, run_train), "sweep": (add_sweep, run_sweep),
             "eval": (add_eval, run_eval),
             "predict": (add_predict, run_predict), "show": (add_show, run_show),
-            "export": (add_export, run_export),
-            "bench": (add_bench, run_bench)}
+            "export": (add_export, run_export)}
 
 
 def build_parser():
@@ -793,14 +773,9 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    if rest and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args = parser.parse_args(argv)
     try:
-        if args.command == "bench":
-            status = run_bench(args, rest) or 0
-        else:
-            status = COMMANDS[args.command][1](args) or 0
+        status = COMMANDS[args.command][1](args) or 0
         sys.stdout.flush()  # here, so that a closed pipe is caught below
         return status
     except UserError as e:

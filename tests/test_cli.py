@@ -28,7 +28,7 @@ from lenet.data import find_file, load_mnist, preprocess
 from lenet.model import LeNet5
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("train", "sweep", "eval", "predict", "show", "bench")
+COMMANDS = ("train", "sweep", "eval", "predict", "show", "export")
 SHOW_MODES = ("maps", "prototypes", "curves", "errors")
 PLAIN = range(10)     # the first ten MNIST test digits, saved as they are
 ALTERED = (0, 1, 2)   # ... of which these are also saved inverted, enlarged and as JPEG
@@ -467,19 +467,11 @@ def test_help_lists_every_command():
         assert re.search(rf"^\s+{command}\s+\S", stdout, re.M), (command, stdout)
 
 
-@pytest.mark.parametrize("args", [(c,) for c in COMMANDS if c != "bench"]
+@pytest.mark.parametrize("args", [(c,) for c in COMMANDS]
                          + [("show", m) for m in SHOW_MODES])
 def test_each_subcommand_has_help(args):
     stdout = ok(*args, "--help")
     assert stdout.startswith(f"usage: lenet {' '.join(args)}")
-
-
-def test_bench_help_is_the_suites():
-    try:
-        import bench.cli  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"the benchmark suite is not importable: {e}")
-    ok("bench", "--help")
 
 
 def test_ctrl_c_keeps_the_last_complete_checkpoint(mnist_dir, tmp_path):
