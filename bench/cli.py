@@ -98,7 +98,8 @@ def build_parser(prog="python -m bench"):
                    f"(default: {d.min_time}; --quick {QUICK['min_time']})")
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed calls after the checked one, before the samples "
-                   f"(default: {d.warmup}; --quick {QUICK['warmup']})")
+                   f"(default: {d.warmup}; --quick {QUICK['warmup']}); with 0, the "
+                   "training passes are not warmed up either")
     p.add_argument("--pass-batch-sizes", type=_ints, default=d.pass_batch_sizes,
                    help="batch sizes of the train-pass rows (default: "
                    f"{','.join(map(str, d.pass_batch_sizes))}: the sgd recipe's, then up to "

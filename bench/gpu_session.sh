@@ -7,8 +7,10 @@
 #   1. tests   pytest at GPU sizes (kernel batches 1, 3, 1001, 4099): the fused kernels'
 #              and the models' files first (PRIORITY_TESTS below: tests/test_forward_kernels,
 #              test_train_step, test_sdlm_kernel, test_gpu_model, test_model), then every
-#              other test file, until the part's limit (SIGINT: pytest still writes the
-#              XML of what ran): tests.log (with the 25 slowest tests), tests.xml (JUnit)
+#              other test file (test_bench and test_ptx last: parts 2 and 3 do their
+#              work on the GPU; test_gpu_session not: it is this script's rehearsal),
+#              until the part's limit (SIGINT: pytest still writes the XML of what
+#              ran): tests.log (with the 25 slowest tests), tests.xml (JUnit)
 #   2. census  python -m bench.ptx --device: every kernel compiled once for the GPU, the
 #              fused ones first, with the driver's registers, local and shared memory;
 #              ptx.json rewritten after every kernel
@@ -115,7 +117,7 @@ else
     export LENET_DATA=$PWD/.carry/mnist
 fi
 BUDGET=${GPU_SESSION_BUDGET:-525}   # seconds for all parts: timeout_s (540) less the copy back
-[ $REHEARSE = 1 ] && BUDGET=${GPU_SESSION_BUDGET:-400}
+[ $REHEARSE = 1 ] && BUDGET=${GPU_SESSION_BUDGET:-900}
 PARTS=" ${GPU_SESSION_PARTS:-tests census bench train} "   # e.g. "bench train" for a rerun
 mkdir -p "$OUT" || exit 1
 SCRATCH=$(mktemp -d /tmp/gpu-session-scratch.XXXXXX)
@@ -129,8 +131,11 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 # the GPU rows of the benchmark in the simulator; 2 training patterns).
 if [ $REHEARSE = 0 ]; then
     LIMITS=(200 60 170 600)   # tests census bench train (train: what is left)
-    mapfile -t REST_TESTS < <(ls tests/test_*.py | grep -v -x -F "${PRIORITY_TESTS[@]/#/-e}")
-    TEST_ARGS=("${PRIORITY_TESTS[@]}" "${REST_TESTS[@]}")
+    # then the other files, those whose work parts 2 and 3 repeat last, the rehearsal not
+    LAST_TESTS=(tests/test_bench.py tests/test_ptx.py)
+    mapfile -t REST_TESTS < <(ls tests/test_*.py | grep -v -x -F \
+        $(printf -- '-e %s ' "${PRIORITY_TESTS[@]}" "${LAST_TESTS[@]}" tests/test_gpu_session.py))
+    TEST_ARGS=("${PRIORITY_TESTS[@]}" "${REST_TESTS[@]}" "${LAST_TESTS[@]}")
     CENSUS_ARGS=(--device)
     BENCH_ARGS=(--impl gpu,torch-cuda,torch-compile,cpu,torch-cpu
                 --what inference,layers,train-step,paper-pass,pattern-pass,train-pass
@@ -140,7 +145,7 @@ if [ $REHEARSE = 0 ]; then
                 --repeats 3 --min-time 0.3 --warmup 2)
     TRAIN_ARGS=(--epochs 20)
 else
-    LIMITS=(120 60 200 90)
+    LIMITS=(150 120 400 200)   # ~3x what they take here (about 10, 15, 75, 20 s)
     TEST_ARGS=("${PRIORITY_TESTS[@]}" -k "${GPU_SESSION_REHEARSE_K:-test_parameter_layout_is_the_models or test_rbf_piece or test_wrong_arguments_are_refused or test_wrong_shapes_are_refused_by_name or test_parameters_move_losslessly or test_c3_table_is_the_papers}")
     CENSUS_ARGS=(--kernel "${GPU_SESSION_REHEARSE_KERNELS:-kernels.inputs}")
     BENCH_ARGS=(--rehearse --impl gpu,torch-cuda,torch-compile,cpu,torch-cpu

@@ -202,12 +202,14 @@ class _ProjectPass:
         from lenet.train import Trainer
         return Trainer(self.model, images, labels, **self.options)
 
-    def warm_up(self):
+    def warm_up(self, run_pass=True):
         """A pass over the first `warmup_images` images (sgd: two batches; paper:
         PAPER_WARMUP_PATTERNS patterns): compiles everything a full pass runs. The
-        timed passes then go on from the parameters it leaves, each from the last."""
-        n = min(len(self.labels), self.warmup_images)
-        self.make(self.images[:n], self.labels[:n]).train_pass()
+        timed passes then go on from the parameters it leaves, each from the last.
+        run_pass=False (--warmup 0): no warm-up pass, only the set-up of the timed ones."""
+        if run_pass:
+            n = min(len(self.labels), self.warmup_images)
+            self.make(self.images[:n], self.labels[:n]).train_pass()
         self.trainer = self.make(self.images, self.labels)
 
     def run(self):

@@ -298,7 +298,7 @@ class Suite:
             impl.reset()
             run, row["check_error"] = self.checked(impl, what, layer, n, rtol)
             if what in PASS_WHATS:
-                run.warm_up()
+                run.warm_up(run_pass=cfg.warmup > 0)
                 last = {}
 
                 def run_pass(p=run):

@@ -213,8 +213,9 @@ class _TorchPass:
         loss_sum, errors = self.stats.tolist()
         return loss_sum / n, errors / n
 
-    def warm_up(self):
-        self._pass(min(len(self.labels), 2 * self.batch_size))
+    def warm_up(self, run_pass=True):
+        if run_pass:
+            self._pass(min(len(self.labels), 2 * self.batch_size))
 
     def run(self):
         return self._pass(len(self.labels))

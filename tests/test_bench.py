@@ -239,7 +239,7 @@ def test_wrong_paper_pass_is_failed_and_not_timed(tmp_path, monkeypatch, wrong):
         monkeypatch.setattr(impls._ProjectPass, "checked", off)
     timed = []
     monkeypatch.setattr(timing, "measure", lambda *a, **k: timed.append(1))
-    monkeypatch.setattr(impls._ProjectPass, "warm_up", lambda self: timed.append(1))
+    monkeypatch.setattr(impls._ProjectPass, "warm_up", lambda self, **k: timed.append(1))
     out = str(tmp_path / "wrong")
     assert cli.main([*PAPER, "--out", out]) == 1
     [row] = load(out)["rows"]
