@@ -28,30 +28,39 @@
 #   and session.log (all it printed) and session.json (each part's time and exit status):
 #   8 files, the most the device tool sends back.
 #
-# Budget (seconds; timeout_s 540 less 15 for the copy back = 525 for the parts):
+# Budget (seconds; timeout_s 540 less 15 for the copy back = 525 for the parts), from
+# the last GPU run and the census here; nothing else of this script has run on a GPU yet:
 #   part    limit  expected  from
-#   tests    200   70 + 140  the H100 run (2026-11-22): 463 tests in 142 s, 0.31 s a test;
-#                            now ~700 at GPU sizes, so ~215 s for all of them: the priority
-#                            files (~120 tests at GPU sizes, and the first compiles of the
-#                            fused kernels, ~30 s) end by ~70 s, the rest runs until 200 s
+#   tests    200   ~60+140   the H100 run (2026-11-22): 463 tests in 142 s, 0.31 s a test.
+#                            Now 710 at GPU sizes (pytest --collect-only with the simulator
+#                            off): the 92 of the priority files ~30 s, plus the first
+#                            compiles of the fused kernels (~30 s: 29 s offline here), so
+#                            they end by ~60 s; the other 568 (~175 s) run until 200 s
 #   census    60   ~35       the offline census here: 47.5 s for 61 kernel signatures on
-#                            2 cores (bench/results/2026-12-06-offline-ptx); the GPU's 16
-#                            faster cores, one compilation each (the old --device compiled
-#                            twice: ~95 s, killed at 60 s before writing anything)
+#                            2 cores (bench/results/2026-12-06-offline-ptx); the device has
+#                            16 faster cores and compiles each once (the old --device
+#                            compiled twice: ~95 s, killed at 60 s before writing anything)
 #   bench    170   ~150      not measured on a GPU: float64 references of 10,000 images
 #                            (~30 s), the fused kernels' compiles (~30 s), ~20 timed rows
 #                            of ~1-5 s, the two per-pattern passes (~20 s), torch.compile
-#                            (~20-40 s a batch size, last)
+#                            (~20-40 s a batch size, last); rows after the limit are lost,
+#                            the headline rows first
 #   train   rest   ~80       525 less the parts above and ~15 s of bookkeeping; a pass of
-#                            the paper's recipe on the GPU is not measured yet
-# The rehearsal (--rehearse, below) runs the same parts here in about 3 minutes on 2
-# cores; its times say nothing about a GPU's. pytest-xdist is not used: it was never
+#                            the paper's recipe on the GPU is not measured yet (SIGINT
+#                            keeps the passes that ended)
+# The rehearsal's times (--rehearse, below) do not scale to a GPU's: the simulator runs
+# every CUDA thread as a Python thread, and they mostly measure this 2-core machine's
+# load. Measured here with load averages of 30 to 160 (other sessions): tests 9-30 s,
+# census 16-24 s, bench 140-240 s (its simulated fused step, ~15-45 s a call, is most of
+# it), train 22-88 s; 6.5 minutes in all at a load near 100. At a load near 15 a fused
+# step took ~10 s, a forward ~2 s and the train part 22 s: about 2.5 minutes in all
+# (an estimate; no whole rehearsal ran at that load). pytest-xdist is not used: it was never
 # measured on a GPU (each worker is a CUDA context of its own that compiles every kernel
-# it uses again); GPU_SESSION_XDIST=N tries it with BLAS threads capped at 16/N.
+# it uses again); GPU_SESSION_XDIST=N tries it, with BLAS threads capped at 16/N.
 #
 # How to run it (a session whose device `status` says can_start_another: true; it costs
 # about 11 of the task's 15 device minutes, machine start included):
-#   0. Here, first (no device time; about 3 minutes):
+#   0. Here, first (no device time; a few minutes):
 #          bash bench/gpu_session.sh --rehearse
 #      runs every part end to end in the CUDA simulator at tiny sizes, with a fake device
 #      name, into a temporary $OUT, then --collect into a temporary folder: what breaks
@@ -73,6 +82,7 @@
 # 15 more), for example at the end of a session:
 #          run(command="GPU_SESSION_PARTS='bench train' GPU_SESSION_BUDGET=285 bash bench/gpu_session.sh",
 #              carry=[".carry"], timeout_s=300)
+{   # read whole before it runs: an edit of this file during a run cannot derail it
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 PYTHON=${GPU_SESSION_PYTHON:-python3}
@@ -108,6 +118,8 @@ if [ "${1:-}" = --rehearse ]; then   # [OUT]: every part here, in the simulator,
     export NUMBA_ENABLE_CUDASIM=1 GPU_SESSION_REHEARSAL=1
     export GPU_SESSION_DEVICE=${GPU_SESSION_DEVICE:-"Rehearsal GPU (CUDA simulator)"}
     export LENET_DATA=${LENET_DATA:-$PWD/../shared/data/mnist}
+    "$PYTHON" -c "import numba, numpy" 2>/dev/null || {
+        echo "--rehearse: $PYTHON cannot import numba: set GPU_SESSION_PYTHON" >&2; exit 1; }
 elif [ -n "${1:-}" ]; then
     echo "usage: $0 [--prepare [MNIST_DIR] | --collect FILES_AT [DEST] | --rehearse [OUT]]" >&2
     exit 1
@@ -249,3 +261,5 @@ if [ $REHEARSE = 1 ]; then   # the files as --collect takes them, into a tempora
     "$PYTHON" -m bench.session collect "$OUT" --dest "$collected" || exit 1
     echo "rehearsal: files in $OUT, collected into $collected"
 fi
+exit 0
+}
