@@ -15,7 +15,11 @@ NumPy), torch-cpu. PyTorch and CuPy are optional and never dependencies.
 Rows (bench/suite.py): whole-network inference, each layer's forward, one
 training step, one training pass over 60,000 images, at batch sizes 1, 64,
 1024, 10000 and 60000, inference also at 1,000,000 (the CPU rows up to
---max-cpu-batch); inference at batch 1 also as a latency in microseconds. Every row is first
+--max-cpu-batch); inference at batch 1 also as a latency in microseconds; the
+paper's per-pattern pass (paper-pass, this project) and PyTorch's per-pattern SGD
+pass (pattern-pass), compared pattern for pattern. --headline-first puts the GPU
+rows a short session must keep first; with --out, results.json is rewritten after
+every row. Every row is first
 checked against the float64 CPU reference (kernels/reference.py, tolerance of
 kernels/tolerance.py) on its own inputs: a wrong result is FAILED and not timed.
 Then warm-up, then samples between device synchronisations until --repeats and

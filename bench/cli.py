@@ -5,6 +5,11 @@ results.md and throughput.png to --out. Exit status: 0 when every row that ran
 passed its check, 1 when some row FAILED or raised (ERROR), 2 when nothing asked
 for can run here (for example only GPU rows under the CUDA simulator) or an
 option is wrong, 130 when interrupted (the rows measured so far are written).
+
+With --out given, results.json is written before the set-up and again after every
+row (to a temporary file, then renamed), so an interrupt or a kill at any moment
+leaves a valid results.json with every finished row ("complete": false until the
+run ends): what bench/gpu_session.sh relies on under its time limits.
 """
 
 import argparse
@@ -93,7 +98,8 @@ def build_parser(prog="python -m bench"):
                    f"(default: {d.min_time}; --quick {QUICK['min_time']})")
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed calls after the checked one, before the samples "
-                   f"(default: {d.warmup}; --quick {QUICK['warmup']})")
+                   f"(default: {d.warmup}; --quick {QUICK['warmup']}); with 0, the "
+                   "training passes are not warmed up either")
     p.add_argument("--pass-batch-sizes", type=_ints, default=d.pass_batch_sizes,
                    help="batch sizes of the train-pass rows (default: "
                    f"{','.join(map(str, d.pass_batch_sizes))}: the sgd recipe's, then up to "
@@ -102,6 +108,10 @@ def build_parser(prog="python -m bench"):
     p.add_argument("--pass-images", type=int, default=None,
                    help=f"images in a training pass, train-pass and paper-pass (default: "
                    f"{d.pass_images:,}, MNIST's training set; --quick {QUICK['pass_images']})")
+    p.add_argument("--pattern-pass-images", type=int, default=None,
+                   help="images in a pattern-pass row (PyTorch's SGD at batch size 1, the "
+                   "paper pass's counterpart; default: --pass-images): images/s is per "
+                   "pattern, so a shorter pass measures the same rate sooner")
     p.add_argument("--pass-repeats", type=int, default=None,
                    help=f"timed passes per train-pass and paper-pass row (default: "
                    f"{d.pass_repeats}; --quick {QUICK['pass_repeats']})")
@@ -111,6 +121,9 @@ def build_parser(prog="python -m bench"):
                    "initialisation) mu 0.02 diverges within a pass (README: within 500 MNIST "
                    "patterns), so the timed pass would run a saturated network or end in "
                    "NaN; mu 1 is the README's best setting and keeps the pass finite")
+    p.add_argument("--paper-check-patterns", type=int, default=d.paper_check_patterns,
+                   help="patterns of the paper-pass rows' checked pass against float64 "
+                   f"(default: {d.paper_check_patterns})")
     p.add_argument("--unique-images", type=int, default=d.unique_images,
                    help="distinct random images; larger batches repeat them, which keeps the "
                    f"float64 reference of the checks affordable (default: {d.unique_images})")
@@ -133,6 +146,17 @@ def build_parser(prog="python -m bench"):
     p.add_argument("--quick", action="store_true",
                    help="a short run: batch sizes 1,64,1024, 1 sample of at least 0.05 s, "
                    "no training pass unless --what asks (explicit options win)")
+    p.add_argument("--headline-first", action="store_true",
+                   help="run the GPU implementations' (gpu, torch-cuda, torch-compile) "
+                   "inference rows first, then their training steps, then the per-pattern "
+                   "passes, then the rest: the order of bench/gpu_session.sh")
+    p.add_argument("--json-only", action="store_true",
+                   help="write results.json alone (python -m bench.report --render DIR "
+                   "makes results.md and throughput.png from it later)")
+    p.add_argument("--rehearse", action="store_true",
+                   help="let this project's GPU rows run in the CUDA simulator (for "
+                   "bench/gpu_session.sh --rehearse): the results say so, and their times "
+                   "are the simulator's, not GPU timings")
     p.add_argument("--out", default=None,
                    help="directory for the results (default: "
                    "bench/results/<date>-<device>/)")
@@ -147,7 +171,9 @@ def config_from(args):
                        pass_batch_sizes=args.pass_batch_sizes, unique_images=args.unique_images,
                        peak_gflops=args.peak_gflops, cpu_peak_gflops=args.cpu_peak_gflops,
                        rtol=args.rtol, torch_rtol=args.torch_rtol, seed=args.seed,
-                       paper_mu=args.paper_mu)
+                       paper_mu=args.paper_mu, pattern_pass_images=args.pattern_pass_images,
+                       paper_check_patterns=args.paper_check_patterns,
+                       headline_first=args.headline_first, rehearse=args.rehearse)
     for key, attr in (("whats", "what"), ("batch_sizes", "batch_sizes"), ("repeats", "repeats"),
                       ("min_time", "min_time"), ("warmup", "warmup"),
                       ("pass_images", "pass_images"), ("pass_repeats", "pass_repeats")):
@@ -160,9 +186,12 @@ def config_from(args):
         cfg.cpu_peak_matmul = QUICK["cpu_peak_matmul"]
     if args.batch_sizes is not None or args.quick:   # one list for every step row
         cfg.inference_batch_sizes = None
-    for name in ("repeats", "pass_repeats", "pass_images", "unique_images", "max_cpu_batch"):
+    for name in ("repeats", "pass_repeats", "pass_images", "unique_images", "max_cpu_batch",
+                 "paper_check_patterns"):
         if getattr(cfg, name) < 1:
             raise suite.SuiteError(f"--{name.replace('_', '-')} must be at least 1")
+    if cfg.pattern_pass_images is not None and cfg.pattern_pass_images < 1:
+        raise suite.SuiteError("--pattern-pass-images must be at least 1")
     if not cfg.paper_mu > 0:
         raise suite.SuiteError("--paper-mu must be positive")
     if cfg.min_time < 0 or cfg.warmup < 0:
@@ -183,26 +212,47 @@ def main(argv=None, prog="python -m bench"):
     command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         cfg = config_from(args)
-        runner = suite.Suite(cfg, log)
-        runner.setup()
-        interrupted = runner.run()
     except suite.SuiteError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
-    results = collect(runner, command, interrupted)
-    device = runner.device_name or "cpu-" + machine.cpu_model()
-    out = args.out or os.path.join(machine.ROOT, "bench", "results",
-                                   f"{machine.today()}-{machine.slug(device)}")
-    paths = report.write_all(results, out)
-    print(f"results: {paths['results.md']}\n         {paths['results.json']}\n"
-          f"         {paths['throughput.png']}")
+    runner = suite.Suite(cfg, log)
+
+    def out_dir():
+        device = runner.device_name or "cpu-" + machine.cpu_model()
+        return args.out or os.path.join(machine.ROOT, "bench", "results",
+                                        f"{machine.today()}-{machine.slug(device)}")
+
+    interrupted = False
+    try:
+        if args.out:   # before the set-up: a kill during it still leaves a results.json
+            report.write_json(collect(runner, command, False, False), args.out)
+        runner.setup()
+        on_row = (lambda rows: report.write_json(collect(runner, command, False, False),
+                                                 args.out)) if args.out else None
+        interrupted = runner.run(on_row=on_row)
+    except suite.SuiteError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        if args.out and not runner.rows and os.path.isfile(os.path.join(args.out,
+                                                                        "results.json")):
+            os.remove(os.path.join(args.out, "results.json"))   # nothing ran: no results
+            if not os.listdir(args.out):
+                os.rmdir(args.out)
+        return 2
+    except KeyboardInterrupt:
+        log("interrupted during the set-up: writing what there is")
+        interrupted = True
+    results = collect(runner, command, interrupted, complete=not interrupted)
+    paths = {"results.json": report.write_json(results, out_dir())} if args.json_only \
+        else report.write_all(results, out_dir())
+    print("results: " + "\n         ".join(paths[k] for k in ("results.md", "results.json",
+                                                             "throughput.png") if k in paths))
     if interrupted:
         return 130
-    return 1 if any(r["status"] in ("FAILED", "ERROR") for r in results["rows"]) else 0
+    return 1 if any(r["status"] in ("FAILED", "ERROR") for r in runner.rows) else 0
 
 
-def collect(runner, command, interrupted):
-    """Everything about the run, JSON-ready."""
+def collect(runner, command, interrupted, complete=True):
+    """Everything about the run, JSON-ready (also mid-run, or before the set-up ends)."""
     from dataclasses import asdict
     commit, dirty = machine.git_commit()
     gpu_peak, gpu_source = runner.peak["gpu"]
@@ -230,5 +280,7 @@ def collect(runner, command, interrupted):
         "connections_per_image": {layer: flops.connections(layer) for layer in flops.LAYERS},
         "napkin": flops.napkin_lines(),
         "interrupted": interrupted,
+        "complete": complete,
+        "rehearsal": runner.cfg.rehearse,
         "rows": runner.rows,
     }

@@ -23,7 +23,9 @@ An implementation offers, each returning a zero-argument `run` callable (or an
 object with run()) that the suite checks once against the reference and then
 times: inference(x), layer(name, x), train_step(x, labels, lr, momentum),
 train_pass(images, labels, batch_size, lr, momentum) and, for this project's
-models only (PyTorch and CuPy have no SDLM), paper_pass(images, labels, mu).
+models only (PyTorch and CuPy have no SDLM), paper_pass(images, labels, mu). PyTorch's
+rows also have pattern-pass rows: train_pass at batch size 1, the per-pattern pass the
+paper's is compared with.
 Inputs are host NumPy
 arrays; each implementation moves them to its device once, outside the timed
 region. One exception: a GPU implementation's inference(x) gets a numba device array
@@ -51,6 +53,7 @@ KIND = {"gpu": "gpu", "gpu-layers": "gpu", "torch-cuda": "gpu", "torch-compile":
         "cupy": "gpu", "cpu": "cpu",
         "torch-cpu": "cpu"}
 ALL_WHATS = frozenset({"inference", "layer", "train-step", "train-pass", "paper-pass"})
+TORCH_WHATS = frozenset({"inference", "layer", "train-step", "train-pass", "pattern-pass"})
 PAPER_WARMUP_PATTERNS = 2   # a paper pass's warm-up: compiles the fused and curvature kernels
 
 
@@ -58,12 +61,14 @@ class Unavailable(Exception):
     """An implementation that cannot run on this machine; the message says why."""
 
 
-def create(name, params):
-    """The implementation called `name`, holding `params` (a dict of float32 arrays)."""
+def create(name, params, rehearse=False):
+    """The implementation called `name`, holding `params` (a dict of float32 arrays).
+    rehearse: this project's GPU rows run in the CUDA simulator too (bench/gpu_session.sh
+    --rehearse runs every part of a GPU session here; its times are not GPU timings)."""
     if name in ("cpu", "gpu"):
-        return ProjectImpl(name, params)
+        return ProjectImpl(name, params, rehearse=rehearse)
     if name == "gpu-layers":
-        return ProjectImpl("gpu", params, path="layers")
+        return ProjectImpl("gpu", params, path="layers", rehearse=rehearse)
     if name in ("torch-cpu", "torch-cuda"):
         try:
             from bench.torch_lenet import TorchImpl
@@ -88,7 +93,7 @@ class ProjectImpl:
 
     whats = ALL_WHATS
 
-    def __init__(self, device, params, path=None):
+    def __init__(self, device, params, path=None, rehearse=False):
         self.name = self.kind = device
         self.fused = path is None      # training through the fused paths, or layer by layer
         if path is not None:
@@ -97,7 +102,7 @@ class ProjectImpl:
         self.params = params
         if device == "gpu":
             reason = machine.simulator_reason()
-            if reason:
+            if reason and not rehearse:
                 raise Unavailable(f"refused: {reason}")
             try:
                 from numba import cuda
@@ -120,7 +125,9 @@ class ProjectImpl:
             threads, how = machine.numpy_blas_threads()
             return {"threads": threads, "threads_source": how}
         from numba import cuda
-        name = cuda.get_current_device().name
+        name = getattr(cuda.get_current_device(), "name", None)
+        if name is None:   # the simulator's device has no name (a --rehearse run)
+            return {"device": "CUDA simulator"}
         return {"device": name.decode() if isinstance(name, bytes) else str(name)}
 
     def reset(self):
@@ -195,12 +202,14 @@ class _ProjectPass:
         from lenet.train import Trainer
         return Trainer(self.model, images, labels, **self.options)
 
-    def warm_up(self):
+    def warm_up(self, run_pass=True):
         """A pass over the first `warmup_images` images (sgd: two batches; paper:
         PAPER_WARMUP_PATTERNS patterns): compiles everything a full pass runs. The
-        timed passes then go on from the parameters it leaves, each from the last."""
-        n = min(len(self.labels), self.warmup_images)
-        self.make(self.images[:n], self.labels[:n]).train_pass()
+        timed passes then go on from the parameters it leaves, each from the last.
+        run_pass=False (--warmup 0): no warm-up pass, only the set-up of the timed ones."""
+        if run_pass:
+            n = min(len(self.labels), self.warmup_images)
+            self.make(self.images[:n], self.labels[:n]).train_pass()
         self.trainer = self.make(self.images, self.labels)
 
     def run(self):

@@ -25,12 +25,18 @@ Offline (the default) it compiles for compute capability 9.0 with the toolkit at
 $CUDA_HOME (default /usr/local/cuda), passing the three obstacles that
 ../shared/docs/gpu-without-gpu.md describes. It must run in a process of its own
 with the CUDA simulator off (it sets NUMBA_ENABLE_CUDASIM=0 before importing numba).
---device compiles with cuda.compile_ptx_for_current_device and also loads each kernel
-to read the driver's registers, shared and local memory per thread.
+--device compiles for the current GPU and loads each kernel to read the driver's
+registers, shared and local memory per thread.
+
+--device compiles each kernel and signature once (cuda.jit with the signature,
+device_compile), and reads the PTX and the driver's figures from that compilation.
 
 Writes ptx.json (every figure) and ptx.md (the table) to --out (default
 bench/results/<date>-offline-ptx/, or <date>-<device name>/ with --device) and prints
-the table. Exit status: 0 no problems, 1 some kernel has one, 3 the toolkit is missing.
+the table. ptx.json is rewritten after every kernel ("complete": false until the
+last), so a run killed mid-way keeps every kernel it finished; the fused kernels
+(PRIORITY) come first. Exit status: 0 no problems, 1 some kernel has one, 3 the
+toolkit is missing.
 
 Test: pytest -q tests/test_ptx.py
 """
@@ -51,6 +57,8 @@ CC = (9, 0)                       # the H200's (and H100's) compute capability
 DEFAULT_CUDA_HOME = "/usr/local/cuda"
 FMA_TARGET = 1 / 3                # the fused-inference issue: 1 f32 FMA per 3 instructions
 NOT_ARITHMETIC = ("ld", "st", "mov", "cvta")   # .f64 opcodes that compute nothing
+# the modules whose kernels the census takes first: the GPU's default paths
+PRIORITY = ("kernels.forward", "kernels.train_step", "kernels.sdlm")
 
 
 class ToolkitMissing(Exception):
@@ -255,12 +263,10 @@ def load_kernels():
 _COMPILE_OPTIONS = ("debug", "lineinfo", "fastmath", "opt", "launch_bounds")
 
 
-def compile_ptx(kernel, signature, device):
-    """The kernel's PTX for one signature: for the current GPU, or offline for CC."""
+def compile_ptx(kernel, signature):
+    """The kernel's PTX for one signature, offline for CC (no GPU)."""
     from numba import cuda
     options = {k: v for k, v in kernel.options.items() if k in _COMPILE_OPTIONS}
-    if device:
-        return cuda.compile_ptx_for_current_device(kernel.py_func, signature, **options)[0]
     import numba.cuda.dispatcher as dispatcher
     current = dispatcher.get_current_device
     dispatcher.get_current_device = _Device   # device functions ask for it; no GPU here
@@ -285,13 +291,28 @@ def run_ptxas(ptxas, ptx, arch, kernel):
     return p.stdout + p.stderr
 
 
-def driver_figures(kernel, signature):
-    """The loaded kernel's registers, shared, local and constant memory (GPU only)."""
+def device_compile(kernel, signature):
+    """(PTX, the driver's figures) of one kernel and signature on the current GPU, from
+    one compilation: cuda.jit with the signature compiles it, the loaded overload
+    gives its registers, shared, local and constant memory per thread or block."""
     from numba import cuda
     d = cuda.jit(signature, **kernel.options)(kernel.py_func)
-    return {"registers": d.get_regs_per_thread(), "shared_bytes": d.get_shared_mem_per_block(),
-            "local_bytes": d.get_local_mem_per_thread(), "const_bytes": d.get_const_mem_size(),
-            "max_threads_per_block": d.get_max_threads_per_block()}
+    [overload] = d.overloads.values()
+    cc = cuda.get_current_device().compute_capability
+    figures = {"registers": overload.regs_per_thread,
+               "shared_bytes": overload.shared_mem_per_block,
+               "local_bytes": overload.local_mem_per_thread,
+               "const_bytes": overload.const_mem_size,
+               "max_threads_per_block": overload.max_threads_per_block}
+    return overload.inspect_asm(cc), {k: int(v) for k, v in figures.items()}
+
+
+def by_priority(kernels):
+    """The kernels with PRIORITY's modules first (in its order), the rest as they were."""
+    def rank(k):
+        module = k.name.rsplit(".", 1)[0]
+        return PRIORITY.index(module) if module in PRIORITY else len(PRIORITY)
+    return sorted(kernels, key=rank)
 
 
 def signature_text(argtypes):
@@ -319,8 +340,9 @@ def variant_text(kernel, index):
     return ", ".join(f"{names[i]} {signature_text([mine[i]])[1:-1]}" for i in differ)
 
 
-def census(kernels, device=False, ptxas=None, arch=None, log=None):
-    """One entry per kernel and signature: its ptxas figures, PTX mix, loops, problems."""
+def census(kernels, device=False, ptxas=None, arch=None, log=None, on_entry=None):
+    """One entry per kernel and signature: its ptxas figures, PTX mix, loops, problems.
+    on_entry(entries) after each one (main writes ptx.json there)."""
     entries = []
     for k in kernels:
         for index, signature in enumerate(k.signatures):
@@ -330,7 +352,10 @@ def census(kernels, device=False, ptxas=None, arch=None, log=None):
                      "variant": variant_text(k, index), "allow": dict(k.allow)}
             start = time.perf_counter()
             try:
-                ptx = compile_ptx(k, signature, device)
+                if device:
+                    ptx, entry["driver"] = device_compile(k, signature)
+                else:
+                    ptx = compile_ptx(k, signature)
                 body, labels = instructions(ptx)
                 entry["mix"] = mix(body)
                 entry["loops"] = loop_mix(body, labels)
@@ -344,8 +369,6 @@ def census(kernels, device=False, ptxas=None, arch=None, log=None):
                         # on a GPU a toolkit older than numba-cuda's NVVM may refuse the
                         # PTX: the driver's figures below still stand
                         entry["ptxas_error"] = str(e)[-300:]
-                if device:
-                    entry["driver"] = driver_figures(k, signature)
                 if figures is None:   # the driver's local memory is the stack frame
                     figures = {"registers": entry["driver"]["registers"],
                                "shared_bytes": entry["driver"]["shared_bytes"],
@@ -358,6 +381,8 @@ def census(kernels, device=False, ptxas=None, arch=None, log=None):
             entry["seconds"] = round(time.perf_counter() - start, 3)
             entry["problems"] = problems(entry)
             entries.append(entry)
+            if on_entry is not None:
+                on_entry(entries)
             if log:
                 log(f"{k.name}{f' [{index}]' if len(k.signatures) > 1 else ''}: "
                     + (entry.get("error") or f"{entry.get('registers', '?')} registers, "
@@ -459,12 +484,15 @@ def main(argv=None):
         epilog="Exit status: 0 no problems, 1 a kernel spills, uses local memory or float64 "
         "without an allowance, or does not compile, 3 no toolkit.")
     p.add_argument("--device", action="store_true",
-                   help="compile for the current GPU (cuda.compile_ptx_for_current_device) "
+                   help="compile for the current GPU (cuda.jit, once per signature) "
                    "and read the loaded kernels' figures from the driver")
     p.add_argument("--kernel", default=None,
                    help="only kernels whose name contains this text")
     p.add_argument("--out", default=None, help="directory for ptx.json and ptx.md (default: "
                    "bench/results/<date>-offline-ptx/ or <date>-<device>/ with --device)")
+    p.add_argument("--json-only", action="store_true",
+                   help="write ptx.json alone, not ptx.md (bench/gpu_session.sh: the device "
+                   "sends back few files; python -m bench.session collect renders it)")
     args = p.parse_args(argv)
     command = "python -m bench.ptx " + " ".join(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
@@ -493,28 +521,40 @@ def main(argv=None):
         name = dev.name
         device_name = name.decode() if isinstance(name, bytes) else str(name)
         target = f"{device_name}, sm_{cc[0]}{cc[1]}"
-    kernels = [k for k in load_kernels() if not args.kernel or args.kernel in k.name]
-    entries = census(kernels, device=args.device, ptxas=ptxas, arch=f"sm_{cc[0]}{cc[1]}",
-                     log=_progress)
+    kernels = by_priority([k for k in load_kernels()
+                           if not args.kernel or args.kernel in k.name])
     commit, dirty = machine.git_commit()
+    slug = machine.slug(device_name) if device_name else "offline-ptx"
+    out = args.out or os.path.join(machine.ROOT, "bench", "results", f"{machine.today()}-{slug}")
+    os.makedirs(out, exist_ok=True)
     results = {"schema": "lenet5-ptx/1", "mode": "device" if args.device else "offline",
                "date": machine.now(), "command": command, "commit": commit, "dirty": dirty,
                "target": target, "compute_capability": list(cc), "device": device_name,
                "toolkit": toolkit_version(ptxas), "cuda_home": home,
                "versions": machine.versions(), "fma_target": FMA_TARGET,
-               "seconds": round(time.perf_counter() - started, 1),
-               "kernels": entries, "unused_allowances": unused_allowances(entries)}
-    slug = machine.slug(device_name) if device_name else "offline-ptx"
-    out = args.out or os.path.join(machine.ROOT, "bench", "results", f"{machine.today()}-{slug}")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "ptx.json"), "w") as f:
-        json.dump(results, f, indent=1)
-        f.write("\n")
+               "complete": False, "kernels": [], "unused_allowances": {}}
+
+    def write(entries):
+        results.update(kernels=entries, seconds=round(time.perf_counter() - started, 1),
+                       unused_allowances=unused_allowances(entries))
+        path = os.path.join(out, "ptx.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(results, f, indent=1)
+            f.write("\n")
+        os.replace(path + ".tmp", path)
+
+    write([])
+    entries = census(kernels, device=args.device, ptxas=ptxas, arch=f"sm_{cc[0]}{cc[1]}",
+                     log=_progress, on_entry=write)
+    results["complete"] = True
+    write(entries)
     text = markdown(results)
-    with open(os.path.join(out, "ptx.md"), "w") as f:
-        f.write(text)
+    if not args.json_only:
+        with open(os.path.join(out, "ptx.md"), "w") as f:
+            f.write(text)
     print(text)
-    print(f"written: {os.path.join(out, 'ptx.json')}, ptx.md ({results['seconds']} s)")
+    print(f"written: {os.path.join(out, 'ptx.json')}"
+          + ("" if args.json_only else ", ptx.md") + f" ({results['seconds']} s)")
     return 1 if any(e["problems"] for e in entries) or results["unused_allowances"] else 0
 
 

@@ -294,6 +294,8 @@ def latest_benchmark():
     for path in sorted(glob.glob(os.path.join(RESULTS, "*", "results.json"))):
         with open(path) as f:
             results = json.load(f)
+        if results.get("rehearsal"):   # GPU rows in the simulator: never a GPU's figures
+            continue
         if (results.get("device") or {}).get("name") and \
                 (best[1] is None or results["date"] >= best[1]["date"]):
             best = (path, results)
@@ -482,7 +484,11 @@ def kernels_block():
 
 
 def session_block():
-    sessions = sorted(glob.glob(os.path.join(RESULTS, "*", "session.json")))
+    sessions = []
+    for path in sorted(glob.glob(os.path.join(RESULTS, "*", "session.json"))):
+        with open(path) as f:
+            if not json.load(f).get("rehearsal"):
+                sessions.append(path)
     if sessions:
         with open(sessions[-1]) as f:
             s = json.load(f)

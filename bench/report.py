@@ -16,16 +16,25 @@ SECTIONS = (("inference", "Inference (whole network, forward)"),
             ("train-pass", "Training pass (one SGD pass of lenet.train.Trainer, or the same loop "
                            "in PyTorch)"),
             ("paper-pass", "Training pass, the paper's recipe (curvature estimate, then one SDLM "
-                           "step per pattern; this project only)"))
+                           "step per pattern; this project only)"),
+            ("pattern-pass", "Training pass per pattern in PyTorch (SGD at batch size 1, the "
+                             "paper pass's counterpart)"))
+
+
+def write_json(results, out_dir):
+    """out_dir/results.json, through a temporary file and a rename: an interrupt or a
+    kill never leaves half a file. Returns its path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "results.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+    return path
 
 
 def write_all(results, out_dir):
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "results.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
-        f.write("\n")
-    return {"results.json": path, **render(results, out_dir)}
+    return {"results.json": write_json(results, out_dir), **render(results, out_dir)}
 
 
 def render(results, out_dir):
@@ -93,9 +102,14 @@ def _section(results, what, impls):
     if not rows:
         return []
     out = []
-    if what == "paper-pass":
-        # PyTorch and CuPy have no SDLM: their columns would be n/a throughout
+    if what in suite.PER_PATTERN:
+        # PyTorch has no SDLM, this project no pattern-pass rows: n/a columns left out
         impls = [n for n in impls if any(r["impl"] == n for r in rows)]
+    if what == "pattern-pass":
+        out += ["PyTorch's training loop (the train-pass rows') at batch size 1, SGD with "
+                f"momentum {results['settings'].get('momentum', '?')}: one step per pattern, "
+                "the per-pattern row the paper's pass is compared with. Checked as a "
+                "training step at batch size 1.", ""]
         out += [f"mu {results['settings'].get('paper_mu', '?')} (--paper-mu), batch size 1. "
                 "The time of a pass includes its curvature estimate on min(500, N) patterns; "
                 "GFLOP/s count a training step's FLOPs per pattern, not the curvature "
@@ -139,6 +153,11 @@ def _section(results, what, impls):
         out += ["Speed-up of each GPU row over each CPU row at the same batch size:", ""]
         out += _table(lead + [f"{g} / {c}" for g, c in pairs], speed) + [""]
     if what == "paper-pass":
+        ratios = [f"{r['impl']} / {name} {ratio:,.3g}x" for r in rows if r["status"] == "ok"
+                  for name, ratio in sorted((r.get("vs_pattern_pass") or {}).items())]
+        if ratios:
+            out += ["Patterns per second against PyTorch's per-pattern SGD pass (the "
+                    "pattern-pass rows below): " + ", ".join(ratios) + ".", ""]
         ends = [f"{r['impl']} {r['pass_loss']:.4g} / {100 * r['pass_running_error']:.1f}%"
                 for r in rows if r["status"] == "ok" and "pass_loss" in r]
         if ends:
@@ -158,6 +177,11 @@ def markdown(results):
     out = [f"# LeNet-5 benchmarks: {dev['name'] or 'no GPU'}, {m['cpu_model']}", "",
            f"{results['date']} on `{m['hostname']}`, commit `{commit}`.", "",
            f"Command: `{results['command']}`", ""]
+    if results.get("rehearsal"):
+        out += ["**A rehearsal (`--rehearse`): the GPU rows ran in the CUDA simulator; "
+                "their times are the simulator's, not GPU timings.**", ""]
+    if not results.get("complete", True) and not results.get("interrupted"):
+        out += ["**Written mid-run (the run did not end): rows are missing.**", ""]
     facts = [("GPU", f"{dev['name'] or 'none'}; float32 peak "
               f"{f'{gpu_peak:,.0f} GFLOP/s' if gpu_peak else 'unknown'} ({dev['peak_source']})"),
              ("CPU", f"{m['cpu_model']}, {m['cpu_cores']} logical cores ({m['usable_cores']} "
@@ -208,8 +232,10 @@ def markdown(results):
                 "1). mu is --paper-mu: the paper's 0.02 diverges from these parameters (the "
                 "paper's 2.4/F initialisation). On the GPU the per-pattern steps run in one "
                 "fused kernel (`kernels/sdlm.py`), on the CPU layer by layer through NumPy; "
-                "PyTorch and CuPy have no counterpart. It is checked by a pass over "
-                f"{suite.PAPER_CHECK_PATTERNS} patterns from the starting parameters against "
+                "PyTorch has no SDLM: its per-pattern counterpart is the pattern-pass rows "
+                "(SGD at batch size 1). It is checked by a pass over "
+                f"{s.get('paper_check_patterns', suite.PAPER_CHECK_PATTERNS)} patterns from "
+                "the starting parameters against "
                 "the same pass in float64 (every parameter afterwards, the pass's mean loss "
                 f"and running error), then warmed up on a pass over {PAPER_WARMUP_PATTERNS} "
                 "patterns and timed like a training pass (reset after the check, not between "

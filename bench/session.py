@@ -7,8 +7,12 @@ record adds one part to OUT/session.json (creating it with the device, driver, d
 and commit), so a session cut short still says what it finished. collect copies a
 session's files into bench/results/<date>-<device>/, renders what the device did not
 send back (results.md and throughput.png from results.json, ptx.md from ptx.json),
-and writes the folder's README.md; then `python -m bench.report --readme` puts the
-run into the README.
+writes the folder's README.md and regenerates the README's results (python -m
+bench.report --readme).
+
+A rehearsal (gpu_session.sh --rehearse: GPU_SESSION_REHEARSAL=1, the device named by
+GPU_SESSION_DEVICE) is marked "rehearsal": true; collect puts it only where --dest
+says, never into bench/results/ or the README.
 
 session.json: {"schema", "device", "driver", "date", "commit", "budget_s",
 "parts": [{"name", "command", "exit", "seconds", "limit_s", "status"}], "sources":
@@ -38,6 +42,9 @@ FILES = {  # what each part leaves in $OUT (at most 8 files come back from the d
 
 
 def _device():
+    """(name, driver) of the GPU, from nvidia-smi; a rehearsal's GPU_SESSION_DEVICE."""
+    if os.environ.get("GPU_SESSION_DEVICE"):
+        return os.environ["GPU_SESSION_DEVICE"], None
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
                               "--format=csv,noheader"], capture_output=True, text=True,
@@ -63,6 +70,7 @@ def record(out, name, exit_code, seconds, limit, command, budget=None):
         session = {"schema": "lenet5-gpu-session/1", "device": device, "driver": driver,
                    "date": machine.now(), "commit": commit, "dirty": dirty,
                    "budget_s": budget, "versions": machine.versions(), "parts": [],
+                   "rehearsal": os.environ.get("GPU_SESSION_REHEARSAL") == "1",
                    "sources": source_digests()}
     session["parts"].append({"name": name, "command": command, "exit": exit_code,
                              "seconds": seconds, "limit_s": limit,
@@ -78,7 +86,8 @@ def record(out, name, exit_code, seconds, limit, command, budget=None):
 
 def run_readme(session, files):
     """The run folder's README.md: what each file is, what each part took."""
-    lines = [f"# GPU session: {session['device']}, {session['date'][:10]}", "",
+    lines = [f"# GPU session{' REHEARSAL' if session.get('rehearsal') else ''}: "
+             f"{session['device']}, {session['date'][:10]}", "",
              f"`bash bench/gpu_session.sh` through the device tool, commit "
              f"`{session['commit']}`{' (with uncommitted changes)' if session.get('dirty') else ''}"
              f", driver {session.get('driver')}.", "",
@@ -97,6 +106,8 @@ def collect(files_at, dest=None):
     """Copy a session's files into bench/results/<date>-<device>/ and render the rest."""
     with open(os.path.join(files_at, "session.json")) as f:
         session = json.load(f)
+    if session.get("rehearsal") and dest is None:
+        raise ValueError("a rehearsal's files go where --dest says, not into bench/results/")
     day = session["date"][:10] or datetime.date.today().isoformat()
     dest = dest or os.path.join(machine.ROOT, "bench", "results",
                                 f"{day}-{machine.slug(session['device'] or 'gpu')}")
@@ -143,10 +154,19 @@ def main(argv=None):
     if args.verb == "record":
         record(args.out, args.name, args.exit, args.seconds, args.limit,
                " ".join(args.command), args.budget)
-    else:
+        return 0
+    try:
         dest = collect(args.files_at, args.dest)
-        print(f"collected into {dest}; next: python -m bench.report --readme")
-    return 0
+    except (OSError, ValueError, KeyError) as e:
+        print(f"bench.session collect: {e}", file=sys.stderr)
+        return 1
+    print(f"collected into {dest}")
+    results = os.path.join(machine.ROOT, "bench", "results")
+    if os.path.dirname(os.path.abspath(dest)) != results:
+        print("not under bench/results/: the README is left as it is")
+        return 0
+    from bench import readme
+    return readme.main()
 
 
 if __name__ == "__main__":

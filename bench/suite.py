@@ -9,6 +9,9 @@ A row is one implementation doing one thing at one batch size:
     paper-pass   one pass of the paper's recipe over --pass-images images: the
                  curvature estimate, then one SDLM step per pattern (batch size
                  1); this project's gpu and cpu only (PyTorch, CuPy: no SDLM)
+    pattern-pass PyTorch's counterpart of paper-pass: one SGD pass at batch size 1
+                 over --pattern-pass-images images (torch-cpu, torch-cuda), the
+                 per-pattern row the paper pass is compared with
 
 Each row is first run once on the benchmark's inputs and compared with the
 float64 CPU reference (kernels.tolerance): a mismatch marks it FAILED and it is
@@ -18,6 +21,13 @@ warmed up on a pass over two batches, and timed over whole passes. A paper-pass
 row is checked by a pass over PAPER_CHECK_PATTERNS patterns against the same
 pass in float64 (every parameter afterwards, the pass's loss and running error),
 warmed up on a pass over 2 patterns, and timed over whole passes like train-pass.
+A pattern-pass row is checked, warmed up and timed like a train-pass row at batch 1.
+
+The plan runs one implementation after the other; with headline_first (the GPU
+session's benchmark) the rows a short session must not lose come first: the GPU
+implementations' inference rows, then their training steps, then the per-pattern
+passes (see plan). Run(on_row=...) is told after every row, so that the caller can
+write the results as they grow.
 """
 
 import traceback
@@ -29,10 +39,14 @@ from bench import flops, impls, machine, timing
 from bench.workload import Workload
 from kernels.tolerance import RELATIVE_ERROR, assert_close, relative_error
 
-WHATS = ("inference", "layers", "train-step", "train-pass", "paper-pass")
+WHATS = ("inference", "layers", "train-step", "train-pass", "paper-pass", "pattern-pass")
 STEP_WHATS = ("inference", "layers", "train-step")
-PASS_WHATS = ("train-pass", "paper-pass")
+PASS_WHATS = ("train-pass", "paper-pass", "pattern-pass")
+PER_PATTERN = ("paper-pass", "pattern-pass")   # passes at batch size 1
 LAST = ("torch-compile",)   # planned after every other row (see plan)
+# headline_first: these implementations' rows of these kinds, in this order, first
+HEADLINE_IMPLS = ("gpu", "torch-cuda", "torch-compile")
+HEADLINE_WHATS = ("inference", "train-step", "paper-pass", "pattern-pass")   # see plan
 PAPER_BATCH = 1     # the paper's recipe steps after every pattern
 PAPER_LOSS = "mse"
 # A paper-pass row's check is a pass over this many patterns: float32 rounding over
@@ -66,7 +80,11 @@ class Config:
     # the paper-pass row (SGD at batch 1 goes layer by layer: ~40 launches a pattern)
     pass_batch_sizes: list = field(default_factory=lambda: [32, 1024, 60000])
     pass_images: int = 60000
+    pattern_pass_images: int = None   # pattern-pass rows' images (None: pass_images)
     pass_repeats: int = 2
+    paper_check_patterns: int = PAPER_CHECK_PATTERNS
+    headline_first: bool = False      # the GPU session's order (see Suite.plan)
+    rehearse: bool = False            # GPU rows in the CUDA simulator (not GPU timings)
     # mu of the paper-pass rows: 1, the README's best setting, keeps the pass finite;
     # the paper's 0.02 diverges from the benchmark's parameters (the paper's 2.4/F
     # init) within a pass (lenet/train.py, README), which would make the timed pass
@@ -130,6 +148,8 @@ class Suite:
         self.cfg, self.log = cfg, log
         self.impls, self.unavailable, self.info = {}, {}, {}
         self.rows = []
+        self.device_name = None    # until setup has found the GPU
+        self.peak = {"gpu": (None, "setup did not finish"), "cpu": (None, "setup did not finish")}
 
     # ----------------------------------------------------------------- setup
     def setup(self):
@@ -140,7 +160,7 @@ class Suite:
                 continue
             self.log(f"setting up {name}")
             try:
-                impl = impls.create(name, self.params)
+                impl = impls.create(name, self.params, rehearse=self.cfg.rehearse)
             except impls.Unavailable as e:
                 self.unavailable[name] = str(e)
                 self.log(f"{name}: not run: {e}")
@@ -154,10 +174,16 @@ class Suite:
         if "train-pass" in self.cfg.whats:
             sizes += list(self.cfg.pass_batch_sizes)
         if any(what in self.cfg.whats for what in PASS_WHATS):
-            sizes.append(self.cfg.pass_images)
+            sizes += [self.cfg.pass_images, self.pass_images("pattern-pass")]
         self.peaks()
         self.workload = Workload(self.params, min(self.cfg.unique_images, max(sizes)),
                                  seed=self.cfg.seed, log=self.log)
+
+    def pass_images(self, what):
+        """Images in a pass row of `what`."""
+        if what == "pattern-pass" and self.cfg.pattern_pass_images is not None:
+            return self.cfg.pattern_pass_images
+        return self.cfg.pass_images
 
     def batch_sizes(self, what):
         """The batch sizes of the inference, layers or train-step rows."""
@@ -169,7 +195,12 @@ class Suite:
     def plan(self):
         """(what, layer, batch, implementation) of every row, one implementation
         after the other (so that one library's threads or caches do not disturb the
-        next one's rows), smaller batches first, training passes last."""
+        next one's rows), smaller batches first, training passes last, torch.compile's
+        rows after every other row (each new batch size costs a compile). With
+        headline_first, the HEADLINE_IMPLS' rows of the HEADLINE_WHATS come before
+        all others, by kind (every implementation's inference, then training steps,
+        then per-pattern passes), torch.compile's last among them (its compiles take
+        tens of seconds): a session cut short keeps what matters most."""
         cfg, rows = self.cfg, []
         sizes = {what: self.batch_sizes(what) for what in STEP_WHATS if what in cfg.whats}
         for name, impl in self.impls.items():
@@ -181,33 +212,47 @@ class Suite:
                         if what == "layers" else [(what, None)]
                     rows += [(kind, layer, n, name) for kind, layer in targets
                              if kind in impl.whats]
-        # the paper's recipe first: a run cut short (a device call's time limit) keeps it
-        for what in ("paper-pass", "train-pass"):
+        # the per-pattern passes first: a run cut short (a device call's time limit) keeps them
+        for what in ("paper-pass", "pattern-pass", "train-pass"):
             if what not in cfg.whats:
                 continue
             sizes = cfg.pass_batch_sizes if what == "train-pass" else [PAPER_BATCH]
             for name, impl in self.impls.items():
                 rows += [(what, None, bs, name) for bs in sizes if what in impl.whats]
-        # torch.compile's rows last: each new batch size costs a compile (tens of seconds)
-        return [r for r in rows if r[3] not in LAST] + [r for r in rows if r[3] in LAST]
+        rows = [r for r in rows if r[3] not in LAST] + [r for r in rows if r[3] in LAST]
+        if not cfg.headline_first:
+            return rows
+
+        group = {"inference": 0, "train-step": 1, "paper-pass": 2, "pattern-pass": 2}
+
+        def rank(row):   # torch.compile's headline rows after the eager ones (LAST)
+            what, _, _, name = row
+            if name in HEADLINE_IMPLS and what in HEADLINE_WHATS:
+                return (name in LAST, group[what], HEADLINE_IMPLS.index(name))
+            return (2, 0, 0)
+        return sorted(rows, key=rank)   # stable: the order above within a rank
 
     # ------------------------------------------------------------------- run
-    def run(self):
+    def run(self, on_row=None):
+        """Run the plan; on_row(rows) after each row. True if interrupted (Ctrl-C, or
+        the SIGINT of a time limit): the rows measured so far stand."""
         plan = self.plan()
         self.log(f"{len(plan)} rows to run")
         last, interrupted = None, False
-        for i, (what, layer, n, name) in enumerate(plan, 1):
-            if last is not None and (n, name) != last:
-                self.impls[last[1]].release()
-            last = (n, name)
-            label = f"[{i}/{len(plan)}] {name:<10} {layer or what:<10} N={n:<6}"
-            try:
+        try:
+            for i, (what, layer, n, name) in enumerate(plan, 1):
+                if last is not None and (n, name) != last:
+                    self.impls[last[1]].release()
+                last = (n, name)
+                label = f"[{i}/{len(plan)}] {name:<10} {layer or what:<12} N={n:<6}"
                 row = self.run_row(self.impls[name], what, layer, n, label)
-            except KeyboardInterrupt:
-                self.log("interrupted: writing the rows measured so far")
-                interrupted = True
-                break
-            self.rows.append(row)
+                self.rows.append(row)
+                derive(self.rows, self.peak)
+                if on_row is not None:
+                    on_row(self.rows)
+        except KeyboardInterrupt:
+            self.log("interrupted: writing the rows measured so far")
+            interrupted = True
         derive(self.rows, self.peak)
         return interrupted
 
@@ -234,7 +279,7 @@ class Suite:
     def run_row(self, impl, what, layer, n, label):
         cfg = self.cfg
         row = {"impl": impl.name, "kind": impl.kind, "what": what, "layer": layer,
-               "batch": n, "images": cfg.pass_images if what in PASS_WHATS else n,
+               "batch": n, "images": self.pass_images(what) if what in PASS_WHATS else n,
                "status": "ok", "reason": None, "check_error": None, "samples": []}
         if what == "paper-pass":
             row["mu"] = cfg.paper_mu
@@ -242,7 +287,7 @@ class Suite:
             row.update(status="skipped", reason=f"batch above --max-cpu-batch {cfg.max_cpu_batch}")
             return row
         if impl.kind == "cpu" and what in PASS_WHATS and cfg.max_cpu_pass_images is not None \
-                and cfg.pass_images > cfg.max_cpu_pass_images:
+                and row["images"] > cfg.max_cpu_pass_images:
             row.update(status="skipped", reason="pass above --max-cpu-pass-images "
                        f"{cfg.max_cpu_pass_images}")
             return row
@@ -253,7 +298,7 @@ class Suite:
             impl.reset()
             run, row["check_error"] = self.checked(impl, what, layer, n, rtol)
             if what in PASS_WHATS:
-                run.warm_up()
+                run.warm_up(run_pass=cfg.warmup > 0)
                 last = {}
 
                 def run_pass(p=run):
@@ -289,7 +334,7 @@ class Suite:
             impl.sync()
             ref = w.inference_ref(n) if what == "inference" else w.layer_ref(layer, n)
             return run, check_close(impl.to_host(y), ref, rtol, what=layer or "penalties")
-        x, labels = w.images(n)         # train-pass: checked as a step at its batch size
+        x, labels = w.images(n)   # train-pass, pattern-pass: checked as a step at their batch
         step = impl.train_step(x, labels, self.cfg.lr, self.cfg.momentum)
         step.run()
         impl.sync()
@@ -302,21 +347,21 @@ class Suite:
         if what == "train-step":
             return step.run, err
         impl.reset()
-        images, labels = w.images(self.cfg.pass_images)
+        images, labels = w.images(self.pass_images(what))
         return impl.train_pass(images, labels, n, self.cfg.lr, self.cfg.momentum,
                                seed=self.cfg.seed), err
 
     def checked_paper_pass(self, impl, rtol):
         """(the paper pass to time, largest relative error) after a pass of the recipe
-        over PAPER_CHECK_PATTERNS patterns from the starting parameters, compared
+        over cfg.paper_check_patterns patterns from the starting parameters, compared
         with the same pass (seed, mu, patterns) in float64: every parameter after
         it, the pass's mean loss and its running error. The model is reset after
         the check, so that the timed passes start from the starting parameters."""
         cfg, w = self.cfg, self.workload
         images, labels = w.images(cfg.pass_images)
         run = impl.paper_pass(images, labels, cfg.paper_mu, seed=cfg.seed, loss=PAPER_LOSS)
-        (loss, error), params = run.checked(*w.images(PAPER_CHECK_PATTERNS))
-        ref = w.paper_ref(PAPER_CHECK_PATTERNS, cfg.paper_mu, cfg.seed, PAPER_LOSS)
+        (loss, error), params = run.checked(*w.images(cfg.paper_check_patterns))
+        ref = w.paper_ref(cfg.paper_check_patterns, cfg.paper_mu, cfg.seed, PAPER_LOSS)
         missing = sorted(k for k in ref["params"] if k not in params)
         if missing:
             raise CheckFailed(f"the pass gives no {', '.join(missing)}")
@@ -364,3 +409,10 @@ def derive(rows, peak):
             base = by_key.get((row["what"], row["layer"], row["batch"], other))
             if base is not None:
                 row["speedup"][other] = base["median_s"] / row["median_s"]
+    # the paper's pass against PyTorch's per-pattern SGD pass, pattern for pattern
+    for row in rows:
+        if row["status"] != "ok" or row["what"] != "paper-pass":
+            continue
+        row["vs_pattern_pass"] = {
+            name: row["images_per_s"] / other["images_per_s"]
+            for (what, _, _, name), other in by_key.items() if what == "pattern-pass"}

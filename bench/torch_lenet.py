@@ -8,7 +8,9 @@
     F6          F.linear
     RBF         sum_j (x_j - c_ij)^2 against lenet.RBF_CENTERS (fixed)
     loss        MSE (paper eq. 8): the penalty of the correct class, mean over
-                the batch; SGD with momentum through torch.optim.SGD
+                the batch; SGD with momentum through torch.optim.SGD, also at batch
+                size 1 over a whole pass (the pattern-pass rows: PyTorch's
+                counterpart of the paper's per-pattern pass, which needs SDLM)
 
 TorchCompileImpl (torch-compile) runs the same functions through
 torch.compile(mode="reduce-overhead", fullgraph=True): Inductor's fused Triton kernels,
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.impls import Unavailable
+from bench.impls import TORCH_WHATS, Unavailable
 from kernels.reference import SQUASH_A, SQUASH_S
 from lenet.architecture import C3_TABLE, RBF_CENTERS
 
@@ -87,7 +89,7 @@ class TorchLeNet5:
 class TorchImpl:
     """torch-cpu or torch-cuda."""
 
-    whats = frozenset({"inference", "layer", "train-step", "train-pass"})
+    whats = TORCH_WHATS   # pattern-pass: train_pass at batch size 1
 
     def __init__(self, device, params):
         self.name = f"torch-{device}"
@@ -211,8 +213,9 @@ class _TorchPass:
         loss_sum, errors = self.stats.tolist()
         return loss_sum / n, errors / n
 
-    def warm_up(self):
-        self._pass(min(len(self.labels), 2 * self.batch_size))
+    def warm_up(self, run_pass=True):
+        if run_pass:
+            self._pass(min(len(self.labels), 2 * self.batch_size))
 
     def run(self):
         return self._pass(len(self.labels))

@@ -239,7 +239,7 @@ def test_wrong_paper_pass_is_failed_and_not_timed(tmp_path, monkeypatch, wrong):
         monkeypatch.setattr(impls._ProjectPass, "checked", off)
     timed = []
     monkeypatch.setattr(timing, "measure", lambda *a, **k: timed.append(1))
-    monkeypatch.setattr(impls._ProjectPass, "warm_up", lambda self: timed.append(1))
+    monkeypatch.setattr(impls._ProjectPass, "warm_up", lambda self, **k: timed.append(1))
     out = str(tmp_path / "wrong")
     assert cli.main([*PAPER, "--out", out]) == 1
     [row] = load(out)["rows"]
@@ -256,12 +256,8 @@ def test_wrong_paper_pass_is_failed_and_not_timed(tmp_path, monkeypatch, wrong):
 def test_only_this_projects_models_get_paper_pass_rows():
     from bench.cupy_lenet import CuPyImpl
     whats = {"gpu": impls.ProjectImpl.whats, "cupy": CuPyImpl.whats,
-             "cpu": impls.ProjectImpl.whats}
-    try:
-        from bench.torch_lenet import TorchImpl
-        whats.update({"torch-cuda": TorchImpl.whats, "torch-cpu": TorchImpl.whats})
-    except ImportError:
-        pass
+             "cpu": impls.ProjectImpl.whats, "torch-cuda": impls.TORCH_WHATS,
+             "torch-cpu": impls.TORCH_WHATS}
     runner = suite.Suite(suite.Config(batch_sizes=[1]), log=lambda message: None)
     runner.impls = {name: SimpleNamespace(whats=whats[name]) for name in impls.ORDER
                     if name in whats}
@@ -271,11 +267,15 @@ def test_only_this_projects_models_get_paper_pass_rows():
     # the passes come after the steps, the paper's first (a run cut short keeps them)
     passes = [r[0] for r in rows if r[0].endswith("-pass")]
     assert rows[-len(passes):] == [r for r in rows if r[0].endswith("-pass")]
-    assert passes[:2] == ["paper-pass", "paper-pass"] and "paper-pass" not in passes[2:]
+    assert passes[:4] == ["paper-pass"] * 2 + ["pattern-pass"] * 2
+    assert "paper-pass" not in passes[4:] and "pattern-pass" not in passes[4:]
+    # PyTorch's per-pattern counterpart: SGD at batch 1, for the two PyTorch rows only
+    assert [r for r in rows if r[0] == "pattern-pass"] == \
+        [("pattern-pass", None, 1, "torch-cuda"), ("pattern-pass", None, 1, "torch-cpu")]
     assert {r[3] for r in rows if r[0] == "train-pass"} == set(whats) - {"cupy"}
     # in the full default run after train-pass, not in --quick's; --paper-mu reaches the suite
     parse = cli.build_parser().parse_args
-    assert cli.config_from(parse([])).whats[-2:] == ["train-pass", "paper-pass"]
+    assert cli.config_from(parse([])).whats[-3:] == ["train-pass", "paper-pass", "pattern-pass"]
     assert "paper-pass" not in cli.config_from(parse(["--quick"])).whats
     assert cli.config_from(parse(["--paper-mu", "0.5"])).paper_mu == 0.5
     with pytest.raises(suite.SuiteError, match="--paper-mu"):
@@ -398,13 +398,45 @@ def test_torch_network_matches_the_cpu_model():
 def test_torch_cpu_rows_run(tmp_path):
     pytest.importorskip("torch")
     out = str(tmp_path / "torch")
-    assert cli.main(["--impl", "torch-cpu", "--what", "inference,train-step,train-pass",
+    assert cli.main(["--impl", "torch-cpu,cpu", "--what",
+                     "inference,train-step,train-pass,paper-pass,pattern-pass",
                      "--batch-sizes", "2", "--pass-batch-sizes", "4", "--pass-images", "8",
+                     "--pattern-pass-images", "5", "--paper-check-patterns", "2",
                      "--pass-repeats", "1", "--out", out, *FAST]) == 0
     results = load(out)
-    assert {r["what"] for r in results["rows"]} == {"inference", "train-step", "train-pass"}
+    torch_rows = rows_by(results, impl="torch-cpu")
+    assert {r["what"] for r in torch_rows} == \
+        {"inference", "train-step", "train-pass", "pattern-pass"}
     assert all(r["status"] == "ok" and r["samples"] for r in results["rows"])
     assert results["implementations"]["torch-cpu"]["threads"] >= 1
+    # the per-pattern row: SGD at batch 1 over --pattern-pass-images, checked as a step
+    [pattern] = rows_by(results, what="pattern-pass")
+    assert (pattern["batch"], pattern["images"]) == (1, 5) and 0 < pattern["check_error"] <= 1e-4
+    assert pattern["images_per_s"] == pytest.approx(5 / pattern["median_s"])
+    [paper] = rows_by(results, what="paper-pass")
+    assert paper["vs_pattern_pass"]["torch-cpu"] == \
+        pytest.approx(paper["images_per_s"] / pattern["images_per_s"])
+    with open(os.path.join(out, "results.md")) as f:
+        md = f.read()
+    assert "## Training pass per pattern in PyTorch" in md
+    ratio = paper["vs_pattern_pass"]["torch-cpu"]
+    assert f"cpu / torch-cpu {ratio:,.3g}x" in md
+
+
+def test_torch_rows_say_why_without_torch(tmp_path, monkeypatch):
+    """PyTorch is optional: without it its rows are 'not run', the others run."""
+    monkeypatch.setitem(sys.modules, "torch", None)     # import torch raises ImportError
+    monkeypatch.delitem(sys.modules, "bench.torch_lenet", raising=False)
+    for name in ("torch-cpu", "torch-cuda", "torch-compile"):
+        with pytest.raises(impls.Unavailable, match="PyTorch is not installed"):
+            impls.create(name, {})
+    out = str(tmp_path / "no-torch")
+    assert cli.main(["--impl", "cpu,torch-cpu", "--what", "inference,pattern-pass",
+                     "--batch-sizes", "1", "--pass-images", "2", "--pass-repeats", "1",
+                     "--out", out, *FAST]) == 0
+    results = load(out)
+    assert results["implementations"]["torch-cpu"]["status"] == "not run"
+    assert [(r["impl"], r["what"]) for r in results["rows"]] == [("cpu", "inference")]
 
 
 # ------------------------------------------------- the short form of a GPU session
@@ -432,6 +464,77 @@ def test_rows_have_their_own_batch_sizes():
     cpu = SimpleNamespace(name="cpu", kind="cpu")
     row = runner.run_row(cpu, "paper-pass", None, 1, "label")
     assert row["status"] == "skipped" and "--max-cpu-pass-images 0" in row["reason"]
+
+
+def test_headline_rows_come_first():
+    """--headline-first (the GPU session): the GPU implementations' inference rows, then
+    their training steps, then the per-pattern passes, torch.compile's after the eager
+    ones; then every other row in the usual order."""
+    args = cli.build_parser().parse_args(
+        ["--what", "inference,layers,train-step,paper-pass,pattern-pass,train-pass",
+         "--batch-sizes", "1,1024", "--layer-batch-sizes", "1024", "--step-batch-sizes", "64",
+         "--pass-batch-sizes", "32", "--layers", "C1", "--headline-first"])
+    runner = suite.Suite(cli.config_from(args), log=lambda message: None)
+    runner.impls = {"gpu": SimpleNamespace(whats=impls.ProjectImpl.whats),
+                    "torch-cuda": SimpleNamespace(whats=impls.TORCH_WHATS),
+                    "torch-compile": SimpleNamespace(whats={"inference", "train-step"}),
+                    "cpu": SimpleNamespace(whats=impls.ProjectImpl.whats)}
+    rows = [(what, n, name) for what, _, n, name in runner.plan()]
+    assert rows[:11] == [
+        ("inference", 1, "gpu"), ("inference", 1024, "gpu"),
+        ("inference", 1, "torch-cuda"), ("inference", 1024, "torch-cuda"),
+        ("train-step", 64, "gpu"), ("train-step", 64, "torch-cuda"),
+        ("paper-pass", 1, "gpu"), ("pattern-pass", 1, "torch-cuda"),
+        ("inference", 1, "torch-compile"), ("inference", 1024, "torch-compile"),
+        ("train-step", 64, "torch-compile")]
+    headline = runner.plan()
+    runner.cfg.headline_first = False    # the default: one implementation after the other
+    default = runner.plan()
+    assert [r[3] for r in default][:5] == ["gpu"] * 4 + ["torch-cuda"]
+    assert headline[11:] == [r for r in default if r not in headline[:11]]
+    assert headline[11] == ("layer", "C1", 1024, "gpu") and len(headline) == len(default) == 21
+
+
+def test_results_json_is_written_after_every_row(tmp_path, monkeypatch):
+    """With --out: before the set-up, after each row, at the end; each a valid file."""
+    from bench import report
+    written, write_json = [], report.write_json
+
+    def spy(results, out_dir):
+        path = write_json(results, out_dir)
+        with open(path) as f:
+            saved = json.load(f)
+        written.append((len(saved["rows"]), saved["complete"]))
+        return path
+    monkeypatch.setattr(report, "write_json", spy)
+    out = str(tmp_path / "rows")
+    assert cli.main(["--impl", "cpu", "--what", "inference", "--batch-sizes", "1,2,3",
+                     "--json-only", "--out", out, *FAST]) == 0
+    assert written == [(0, False), (1, False), (2, False), (3, False), (3, True)]
+    assert sorted(os.listdir(out)) == ["results.json"]      # --json-only
+
+
+def test_an_interrupt_during_the_setup_leaves_valid_results(tmp_path):
+    """SIGINT (the session's timeout) while the suite sets up: exit 130, a results.json
+    that says so; the run would take minutes otherwise (--min-time 60 a row)."""
+    import signal
+    out = tmp_path / "interrupted"
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "bench", "--impl", "cpu", "--what",
+                          "inference", "--batch-sizes", "1", "--min-time", "60",
+                          "--json-only", "--out", str(out)],
+                         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:
+            if line.startswith("setting up cpu"):
+                p.send_signal(signal.SIGINT)
+                break
+        assert p.wait(timeout=120) == 130
+    finally:
+        p.kill()
+    results = load(out)
+    assert results["interrupted"] is True and results["complete"] is False
+    assert all(r["status"] == "ok" for r in results["rows"]) and len(results["rows"]) <= 1
 
 
 def test_torch_compile_says_why_it_cannot_run():

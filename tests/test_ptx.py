@@ -351,3 +351,74 @@ def test_a_launch_that_does_not_fit_is_refused(monkeypatch):
     monkeypatch.setattr(common.Kernel, "__getitem__", lambda self, launch: _Launch(self, seen))
     with pytest.raises(TypeError, match="scale_add_kernel.*acc is float64"):
         update.scale_add_kernel[1, 1](_device((3,), np.float64), _device((3,)), np.float32(1))
+
+
+# ------------------------------------------- the census in a GPU session
+
+def test_census_is_complete_with_the_fused_kernels_first(census):
+    assert census["complete"] is True
+    modules = [e["module"] for e in census["kernels"]]
+    first = [m for m in modules if m in ptx.PRIORITY]
+    assert set(first) == set(ptx.PRIORITY)
+    assert modules[:len(first)] == sorted(first, key=ptx.PRIORITY.index)
+
+
+class _Overload:
+    """What cuda.jit(signature) holds on a GPU, for the device census without one."""
+    regs_per_thread, shared_mem_per_block, local_mem_per_thread = 40, 1024, 0
+    const_mem_size, max_threads_per_block = 8, 256
+
+    def inspect_asm(self, cc):
+        assert cc == (9, 0)
+        return PTX
+
+
+def test_device_census_compiles_each_signature_once(monkeypatch):
+    """--device: one cuda.jit per kernel and signature gives both the PTX and the
+    driver's figures (it used to compile twice: ~95 s, over the session's 60 s)."""
+    from types import SimpleNamespace
+    kernels = [k for k in all_kernels() if k.name.startswith("kernels.update.")]
+    compiled = []
+
+    def jit(signature, **options):
+        def compile_(py_func):
+            compiled.append((py_func.__name__, signature))
+            return SimpleNamespace(overloads={signature: _Overload()})
+        return compile_
+    monkeypatch.setattr(cuda, "jit", jit)
+    monkeypatch.setattr(cuda, "get_current_device",
+                        lambda: SimpleNamespace(compute_capability=(9, 0)))
+    written = []
+    entries = ptx.census(kernels, device=True, on_entry=lambda e: written.append(len(e)))
+    expected = [(k.py_func.__name__, s) for k in kernels for s in k.signatures]
+    assert compiled == expected and len(expected) > 1
+    assert written == list(range(1, len(expected) + 1))      # after every kernel
+    for e in entries:
+        assert not e.get("error") and e["driver"]["registers"] == e["registers"] == 40
+        assert e["shared_bytes"] == 1024 and e["spills_known"] is False
+        assert e["mix"]["fma_f32"] == 2
+    json.dumps(entries)    # plain numbers: the old census put dicts keyed by tuples there
+
+
+def test_a_census_killed_midway_keeps_the_kernels_it_finished(tmp_path):
+    problem = ptx.toolkit_problem()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs the CUDA toolkit for the compile census: {problem}")
+        pytest.skip(f"no CUDA toolkit for the compile census: {problem}")
+    env = dict(os.environ, PYTHONPATH=ROOT, NUMBA_ENABLE_CUDASIM="0")
+    p = subprocess.Popen([sys.executable, "-m", "bench.ptx", "--kernel", "kernels.update.",
+                          "--json-only", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:
+            if line.startswith("kernels.update."):   # logged after its entry is written
+                p.kill()
+                break
+        p.wait(timeout=300)
+    finally:
+        p.kill()
+    results = json.loads((tmp_path / "ptx.json").read_text())
+    assert results["complete"] is False and len(results["kernels"]) >= 1
+    assert all(e["registers"] > 0 for e in results["kernels"])
+    assert os.listdir(tmp_path) == ["ptx.json"]
