@@ -68,7 +68,7 @@
 #   1. Here, in the root of the session's own checkout (the device tool sends that
 #      checkout, not a helper's worktree), with the commit to test checked out:
 #          bash bench/gpu_session.sh --prepare [MNIST_DIR]   # default ../shared/data/mnist
-#      It fills the git-ignored .carry/: mnist/ (11 MB), whl/ (threadpoolctl, which the
+#      It fills the git-ignored .carry/: mnist/ (11 MB), whl/ (threadpoolctl and tqdm, which the
 #      device's Python may lack) and commit (the hash: the copy sent there has no .git).
 #   2. The device tool, exactly:
 #          run(command="bash bench/gpu_session.sh", carry=[".carry"], timeout_s=540)
@@ -97,7 +97,7 @@ if [ "${1:-}" = --prepare ]; then
     rm -rf .carry && mkdir -p .carry/mnist .carry/whl
     cp "$mnist"/*-ubyte* .carry/mnist/ || exit 1
     "$PYTHON" -m pip download -q --no-deps --only-binary=:all: -d .carry/whl \
-        threadpoolctl==3.8.0 || exit 1
+        threadpoolctl==3.8.0 tqdm || exit 1
     git rev-parse HEAD > .carry/commit || exit 1
     [ -n "$(git status --porcelain --untracked-files=no)" ] && echo dirty >> .carry/commit
     du -sh .carry
@@ -207,7 +207,7 @@ session() {
     echo "=== GPU session$([ $REHEARSE = 1 ] && echo ' REHEARSAL'), commit $COMMIT," \
          "$(date -u +%Y-%m-%dT%H:%M:%SZ), into $OUT"
     device
-    if ! $PYTHON -c "import threadpoolctl" 2>/dev/null && [ -d .carry/whl ]; then
+    if ! $PYTHON -c "import threadpoolctl, tqdm" 2>/dev/null && [ -d .carry/whl ]; then
         $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
             --target "$SCRATCH/site" .carry/whl/*.whl && export PYTHONPATH=$PWD:$SCRATCH/site
     fi
