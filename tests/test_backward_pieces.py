@@ -20,6 +20,7 @@ from lenet import LeNet5
 from lenet.architecture import C3_TABLE, CONV_TABLES, RBF_CENTERS
 
 ORDERS = (1, 2)
+OUTPUTS = ["input"] + [name for name, _ in ref.LAYERS]   # what each layer reads
 
 
 def poisoned(shape):
@@ -36,17 +37,10 @@ def params():
 
 
 def activations(n, params, seed):
-    """float32 outputs of every layer of the reference network on seeded images."""
+    """The reference network's tensors on seeded images, rounded to float32, by name."""
     x = np.random.default_rng(seed).uniform(-0.1, 1.175, (n, 1, 32, 32))
-    p = params
-    a1 = ref.squash_ref(ref.conv_ref(x, p["C1.weight"], p["C1.bias"], CONV_TABLES["C1"]))
-    a2 = ref.squash_ref(ref.subsample_ref(a1, p["S2.coef"], p["S2.bias"]))
-    a3 = ref.squash_ref(ref.conv_ref(a2, p["C3.weight"], p["C3.bias"], C3_TABLE))
-    a4 = ref.squash_ref(ref.subsample_ref(a3, p["S4.coef"], p["S4.bias"]))
-    a5 = ref.squash_ref(ref.full_ref(a4.reshape(n, -1), p["C5.weight"].reshape(120, -1),
-                                     p["C5.bias"]))
-    a6 = ref.squash_ref(ref.full_ref(a5, p["F6.weight"], p["F6.bias"]))
-    return [a.astype(np.float32).astype(np.float64) for a in (x, a1, a2, a3, a4, a5, a6)]
+    fwd = ref.forward_ref(params, x)
+    return {k: fwd[k].astype(np.float32).astype(np.float64) for k in OUTPUTS}
 
 
 def deltas(shape, order, seed):
@@ -63,7 +57,7 @@ def through(order, d, out):
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("n", BATCHES)
 def test_rbf_delta(params, n, order):
-    x6 = activations(n, params, seed=n)[6]
+    x6 = activations(n, params, seed=n)["F6"]
     dy = deltas((n, 10), 1, seed=1)
     hy = deltas((n, 10), 2, seed=2)
     want = through(order, ref.rbf_backward_ref(dy, x6, RBF_CENTERS) if order == 1
@@ -77,8 +71,8 @@ def test_rbf_delta(params, n, order):
 @pytest.mark.parametrize("layer", ["C5", "F6"])
 @pytest.mark.parametrize("n", BATCHES)
 def test_dense_delta_and_grads(params, n, layer, order):
-    acts = activations(n, params, seed=10 + n)
-    x = acts[4].reshape(n, -1) if layer == "C5" else acts[5]   # the layer's input
+    below = "S4" if layer == "C5" else "C5"
+    x = activations(n, params, seed=10 + n)[below].reshape(n, -1)   # the layer's input
     w = params[f"{layer}.weight"].reshape(-1, x.shape[1]).astype(np.float32).astype(np.float64)
     d = deltas((n, w.shape[0]), order, seed=3)
     backward = ref.full_backward_ref if order == 1 else ref.full_backward2_ref
@@ -86,7 +80,6 @@ def test_dense_delta_and_grads(params, n, layer, order):
     got_dx, got_dw, got_db = poisoned(x.shape), poisoned(w.shape), poisoned(w.shape[:1])
     bw.dense_delta_all(got_dx, dev(d), dev(w.ravel()), dev(x), order)
     bw.dense_grads_all(got_dw, got_db, dev(d), dev(x), order)
-    below = "S4" if layer == "C5" else "C5"
     assert_close(got_dx.copy_to_host(), through(order, dx, x), what=f"{below} delta")
     assert_close(got_dw.copy_to_host(), dw, what=f"{layer} weights, order {order}")
     assert_close(got_db.copy_to_host(), db, what=f"{layer} biases, order {order}")
@@ -96,8 +89,8 @@ def test_dense_delta_and_grads(params, n, layer, order):
 @pytest.mark.parametrize("layer", ["S2", "S4"])
 @pytest.mark.parametrize("n", BATCHES)
 def test_subsample_delta_and_grads(params, n, layer, order):
-    acts = activations(n, params, seed=20 + n)
-    x = acts[1] if layer == "S2" else acts[3]     # the layer's input: C1's or C3's output
+    below = "C1" if layer == "S2" else "C3"
+    x = activations(n, params, seed=20 + n)[below]   # the layer's input
     coef = params[f"{layer}.coef"].astype(np.float32).astype(np.float64)
     maps, size = x.shape[1], x.shape[2] // 2
     d = deltas((n, maps, size, size), order, seed=4)
@@ -107,7 +100,6 @@ def test_subsample_delta_and_grads(params, n, layer, order):
     bw.subsample_delta_all(got_dx, dev(d.reshape(n, -1)), dev(x.reshape(n, -1)), dev(coef),
                            order)
     bw.subsample_grads_all(got_dc, got_db, dev(d.reshape(n, -1)), dev(x.reshape(n, -1)), order)
-    below = "C1" if layer == "S2" else "C3"
     assert_close(got_dx.copy_to_host(), through(order, dx, x).reshape(n, -1),
                  what=f"{below} delta")
     assert_close(got_dc.copy_to_host(), dcoef, what=f"{layer} coefficients, order {order}")
@@ -117,7 +109,7 @@ def test_subsample_delta_and_grads(params, n, layer, order):
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("n", BATCHES)
 def test_c1_grads(params, n, order):
-    x = activations(n, params, seed=30 + n)[0]
+    x = activations(n, params, seed=30 + n)["input"]
     w = params["C1.weight"]
     d = deltas((n, 6, 28, 28), order, seed=5)
     backward = ref.conv_backward_ref if order == 1 else ref.conv_backward2_ref
@@ -131,8 +123,7 @@ def test_c1_grads(params, n, order):
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("n", BATCHES)
 def test_c3_grads_and_delta(params, n, order):
-    acts = activations(n, params, seed=40 + n)
-    a2 = acts[2]
+    a2 = activations(n, params, seed=40 + n)["S2"]
     w = params["C3.weight"].astype(np.float32).astype(np.float64)
     d = deltas((n, 16, 10, 10), order, seed=6)
     backward = ref.conv_backward_ref if order == 1 else ref.conv_backward2_ref

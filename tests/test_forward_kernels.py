@@ -17,7 +17,7 @@ from kernels import reference as ref
 from kernels.conv import conv_table
 from kernels.tolerance import RELATIVE_ERROR, assert_close
 from lenet import LeNet5
-from lenet.architecture import C3_TABLE, CONV_TABLES, PARAMETER_SHAPES, RBF_CENTERS
+from lenet.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 
 TOL = RELATIVE_ERROR[np.dtype(np.float32)]
 # fused-kernel batches: a batch of one, a partial group, one over a group of IMAGES
@@ -32,6 +32,11 @@ def poisoned(shape, dtype=np.float32):
     return cuda.to_device(np.full(shape, -1 if np.dtype(dtype).kind == "i" else np.nan, dtype))
 
 
+def penalties(params, x):
+    """The float64 reference's penalties (N,10)."""
+    return ref.forward_ref(params, x)["penalties"]
+
+
 @pytest.fixture(scope="module")
 def net():
     """The parameters of a seeded model: float32 dict, flat device buffer, C3 table rows."""
@@ -40,23 +45,6 @@ def net():
     return {"params": params, "flat": cuda.to_device(flat),
             "table": L.c3_table(conv_table(C3_TABLE)),
             "centers": cuda.to_device(RBF_CENTERS.astype(np.float32).ravel())}
-
-
-def reference(x, params):
-    """Every activation of the network in float64 from float32 inputs and parameters."""
-    p = {k: v.astype(np.float64) for k, v in params.items()}
-    acts = {"x": x.astype(np.float64)}
-    acts["c1"] = ref.squash_ref(ref.conv_ref(acts["x"], p["C1.weight"], p["C1.bias"],
-                                             CONV_TABLES["C1"]))
-    acts["s2"] = ref.squash_ref(ref.subsample_ref(acts["c1"], p["S2.coef"], p["S2.bias"]))
-    acts["c3"] = ref.squash_ref(ref.conv_ref(acts["s2"], p["C3.weight"], p["C3.bias"], C3_TABLE))
-    acts["s4"] = ref.squash_ref(ref.subsample_ref(acts["c3"], p["S4.coef"], p["S4.bias"]))
-    n = x.shape[0]
-    acts["c5"] = ref.squash_ref(ref.full_ref(acts["s4"].reshape(n, -1),
-                                             p["C5.weight"].reshape(120, -1), p["C5.bias"]))
-    acts["f6"] = ref.squash_ref(ref.full_ref(acts["c5"], p["F6.weight"], p["F6.bias"]))
-    acts["y"] = ref.rbf_ref(acts["f6"], RBF_CENTERS)
-    return acts
 
 
 def assert_classes(classes, penalties, what="classes"):
@@ -105,27 +93,27 @@ def test_c1s2_piece(net, n):
     x = images(n, seed=n)
     s2, c1 = poisoned((n, L.S2_LEN)), poisoned((n, fw.C1_LEN))
     fw.c1s2(s2, c1, cuda.to_device(x.reshape(n, -1)), net["flat"])
-    want = reference(x, net["params"])
-    assert_close(c1.copy_to_host(), want["c1"].reshape(n, -1), what="C1")
-    assert_close(s2.copy_to_host(), want["s2"].reshape(n, -1), what="S2")
+    want = ref.forward_ref(net["params"], x)
+    assert_close(c1.copy_to_host(), want["C1"].reshape(n, -1), what="C1")
+    assert_close(s2.copy_to_host(), want["S2"].reshape(n, -1), what="S2")
 
 
 @pytest.mark.parametrize("n", BATCHES)
 def test_c3s4_piece(net, n):
     # from the reference's S2, so that the piece is checked on its own
-    s2_in = reference(images(n, seed=10 + n), net["params"])["s2"].astype(np.float32)
+    s2_in = ref.forward_ref(net["params"], images(n, seed=10 + n))["S2"].astype(np.float32)
     want = reference_from_s2(s2_in, net["params"])
     s4, c3 = poisoned((n, L.S4_LEN)), poisoned((n, fw.C3_LEN))
     fw.c3s4(s4, c3, cuda.to_device(s2_in.reshape(n, -1)), net["flat"], net["table"])
-    assert_close(c3.copy_to_host(), want["c3"].reshape(n, -1), what="C3")
-    assert_close(s4.copy_to_host(), want["s4"].reshape(n, -1), what="S4")
+    assert_close(c3.copy_to_host(), want["C3"].reshape(n, -1), what="C3")
+    assert_close(s4.copy_to_host(), want["S4"].reshape(n, -1), what="S4")
 
 
 def reference_from_s2(s2, params):
     p = {k: v.astype(np.float64) for k, v in params.items()}
     c3 = ref.squash_ref(ref.conv_ref(s2.astype(np.float64), p["C3.weight"], p["C3.bias"],
                                      C3_TABLE))
-    return {"c3": c3, "s4": ref.squash_ref(ref.subsample_ref(c3, p["S4.coef"], p["S4.bias"]))}
+    return {"C3": c3, "S4": ref.squash_ref(ref.subsample_ref(c3, p["S4.coef"], p["S4.bias"]))}
 
 
 @pytest.mark.parametrize("layer", ["C5", "F6"])
@@ -161,7 +149,7 @@ def test_fused_forward(net, n):
     pen, cls = poisoned((n, 10)), poisoned((n,), np.int32)
     fw.forward(pen, cls, cuda.to_device(x.reshape(n, -1)), net["flat"], net["table"],
                net["centers"])
-    want = reference(x, net["params"])["y"]
+    want = penalties(net["params"], x)
     assert_close(pen.copy_to_host(), want, what="penalties")
     assert_classes(cls.copy_to_host(), want)
 
@@ -173,7 +161,7 @@ def test_fused_forward_strides_over_groups(net):
     pen, cls = poisoned((n, 10)), poisoned((n,), np.int32)
     fw.forward_kernel[1, fw.THREADS](pen, cls, cuda.to_device(x.reshape(n, -1)),
                                      net["flat"], net["table"], net["centers"])
-    want = reference(x, net["params"])["y"]
+    want = penalties(net["params"], x)
     assert_close(pen.copy_to_host(), want, what="penalties")
     assert_classes(cls.copy_to_host(), want)
 
@@ -195,18 +183,17 @@ def test_launcher_refuses_wrong_arguments(net):
 
 @pytest.fixture(scope="module")
 def models():
-    cpu = LeNet5(device="cpu", seed=11, dtype=np.float64, path="layers")  # NumPy, float64
-    fused, layers = LeNet5(device="gpu"), LeNet5(device="gpu", path="layers")
-    start = {k: v.astype(np.float32) for k, v in cpu.parameters().items()}
-    for m in (fused, layers):
-        m.set_parameters(start)
-    cpu.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
-    return cpu, fused, layers
+    """The seeded parameters, and the fused and layer-by-layer GPU models holding them."""
+    fused, layers = LeNet5(device="gpu", seed=11), LeNet5(device="gpu", path="layers")
+    start = fused.parameters()
+    layers.set_parameters(start)
+    return start, fused, layers
 
 
 def test_paths(models):
-    cpu, fused, layers = models
-    assert (cpu.path, fused.path, layers.path) == ("layers", "fused", "layers")
+    _, fused, layers = models
+    assert (fused.path, layers.path) == ("fused", "layers")
+    assert LeNet5(device="cpu", dtype=np.float64, path="layers").path == "layers"
     assert LeNet5(device="cpu").path == "fused"   # the compiled forward, kernels/sdlm_cpu.py
     for device in ("cpu", "gpu"):
         with pytest.raises(ValueError, match="path must be one of"):
@@ -214,10 +201,10 @@ def test_paths(models):
 
 
 def test_model_forward_and_predict(models):
-    cpu, fused, layers = models
+    start, fused, layers = models
     n = 3
     x = images(n, seed=40)
-    want = cpu.forward(x)
+    want = penalties(start, x)
     y = fused.forward(x)                         # NumPy in, NumPy out
     assert isinstance(y, np.ndarray) and y.dtype == np.float32
     assert_close(y, want, what="penalties")
@@ -233,28 +220,25 @@ def test_model_forward_and_predict(models):
 
 
 def test_fused_host_input_in_chunks(models, monkeypatch):
-    cpu, fused, _ = models
+    start, fused, _ = models
     monkeypatch.setattr(fw, "CHUNK", 2)
     x = images(5, seed=41)
-    assert_close(fused.forward(x.astype(np.float64)), cpu.forward(x), what="chunked penalties")
+    assert_close(fused.forward(x.astype(np.float64)), penalties(start, x),
+                 what="chunked penalties")
 
 
 def test_fused_path_follows_parameter_changes(models):
     # the fused kernel reads one flat buffer; set_parameters and in-place updates of the
     # model's parameter arrays (what training does) must both reach it
-    cpu, fused, _ = models
+    start, fused, _ = models
     x = images(1, seed=42)
-    start = fused.parameters()
     try:
         changed = dict(start, **{"F6.bias": start["F6.bias"] + np.float32(0.25)})
         fused.set_parameters(changed)
-        other = LeNet5(device="cpu", dtype=np.float64)
-        other.set_parameters({k: v.astype(np.float64) for k, v in changed.items()})
-        assert_close(fused.forward(x), other.forward(x), what="after set_parameters")
+        assert_close(fused.forward(x), penalties(changed, x), what="after set_parameters")
         fused.ops.scale_add(fused.params["C5.bias"], fused.params["C5.bias"], -0.5)
         changed["C5.bias"] = changed["C5.bias"] * np.float32(0.5)
-        other.set_parameters({k: v.astype(np.float64) for k, v in changed.items()})
-        assert_close(fused.forward(x), other.forward(x), what="after an in-place update")
+        assert_close(fused.forward(x), penalties(changed, x), what="after an in-place update")
         for k, v in fused.parameters().items():
             np.testing.assert_array_equal(v, changed[k], err_msg=k)
     finally:
@@ -265,19 +249,19 @@ def test_fused_path_follows_parameter_changes(models):
 @pytest.mark.parametrize("library", ["cupy", "torch"])
 def test_fused_reads_other_libraries_in_place(models, library):
     lib = pytest.importorskip(library, reason=f"{library} is not installed")
-    cpu, fused, _ = models
+    start, fused, _ = models
     x = images(257, seed=43)
     xd = lib.asarray(x) if library == "cupy" else lib.as_tensor(x, device="cuda")
     y = fused.forward(xd)
     assert hasattr(y, "copy_to_host")
-    assert_close(y.copy_to_host(), cpu.forward(x), what=f"penalties from {library}")
+    assert_close(y.copy_to_host(), penalties(start, x), what=f"penalties from {library}")
 
 
 @pytest.mark.skipif(SIMULATOR, reason="the MNIST test set is too large for the simulator")
 @pytest.mark.parametrize("path", ["fused", "layers"])
 def test_mnist_test_set_predictions(models, mnist_dir, path):
     from lenet.data import load_mnist, preprocess
-    cpu, fused, layers = models
+    start, fused, layers = models
     x = preprocess(load_mnist("test", mnist_dir)[0])
     gpu = fused if path == "fused" else layers
-    assert_classes(gpu.predict(x), cpu.forward(x), what=f"{path} classes on MNIST")
+    assert_classes(gpu.predict(x), penalties(start, x), what=f"{path} classes on MNIST")

@@ -15,9 +15,16 @@ from kernels.conv import conv_table
 from kernels.layers_backward import c3_out_table
 from kernels.tolerance import assert_close
 from lenet import LeNet5
-from lenet.architecture import C3_TABLE, CONV_TABLES, PARAMETER_SHAPES, RBF_CENTERS
+from lenet.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 
 KIND = {"mse": 0, "map": 1}
+# what the kernel records (kernels/sdlm.py's names) in the order it makes them, and the
+# names of forward_ref's tensors (activations a1..a6, penalties y, dy, hy) and of
+# backward_ref's (deltas d6..d1) that it must equal
+LAYERS = [name for name, _ in ref.LAYERS]
+FORWARD = {**{f"a{i}": name for i, name in enumerate(LAYERS, 1)},
+           "y": "penalties", "dy": "dy", "hy": "hy"}
+DELTAS = {f"d{i}": name + ".pre" for i, name in reversed(list(enumerate(LAYERS, 1)))}
 
 
 def flat(params):
@@ -27,40 +34,6 @@ def flat(params):
 def unflat(buffer):
     return {name: buffer[L.PARAMETER_AT[name]:L.PARAMETER_AT[name] + int(np.prod(shape))]
             .reshape(shape) for name, shape in L.PARAMETER_SHAPES.items()}
-
-
-def reference_pattern(x, label, params, kind, j):
-    """Every activation, delta and gradient of one pattern, float64 from float32 inputs."""
-    p = {k: v.astype(np.float64) for k, v in params.items()}
-    sq, back = ref.squash_ref, ref.squash_backward_ref
-    out = {"x": x.reshape(1, 1, 32, 32).astype(np.float64)}
-    out["a1"] = sq(ref.conv_ref(out["x"], p["C1.weight"], p["C1.bias"], CONV_TABLES["C1"]))
-    out["a2"] = sq(ref.subsample_ref(out["a1"], p["S2.coef"], p["S2.bias"]))
-    out["a3"] = sq(ref.conv_ref(out["a2"], p["C3.weight"], p["C3.bias"], C3_TABLE))
-    out["a4"] = sq(ref.subsample_ref(out["a3"], p["S4.coef"], p["S4.bias"]))
-    w5 = p["C5.weight"].reshape(120, 400)
-    out["a5"] = sq(ref.full_ref(out["a4"].reshape(1, 400), w5, p["C5.bias"]))
-    out["a6"] = sq(ref.full_ref(out["a5"], p["F6.weight"], p["F6.bias"]))
-    out["y"] = ref.rbf_ref(out["a6"], RBF_CENTERS)
-    loss = ref.mse_loss_ref if kind == "mse" else (lambda y, lab: ref.map_loss_ref(y, lab, j))
-    out["loss"], out["dy"], out["hy"] = loss(out["y"], np.array([label]))
-    g = {}
-    out["d6"] = back(ref.rbf_backward_ref(out["dy"], out["a6"], RBF_CENTERS), out["a6"])
-    d5, g["F6.weight"], g["F6.bias"] = ref.full_backward_ref(out["d6"], out["a5"], p["F6.weight"])
-    out["d5"] = back(d5, out["a5"])
-    d4, g5, g["C5.bias"] = ref.full_backward_ref(out["d5"], out["a4"].reshape(1, 400), w5)
-    g["C5.weight"] = g5.reshape(120, 16, 5, 5)
-    out["d4"] = back(d4.reshape(1, 16, 5, 5), out["a4"])
-    d3, g["S4.coef"], g["S4.bias"] = ref.subsample_backward_ref(out["d4"], out["a3"], p["S4.coef"])
-    out["d3"] = back(d3, out["a3"])
-    d2, g["C3.weight"], g["C3.bias"] = ref.conv_backward_ref(out["d3"], out["a2"],
-                                                             p["C3.weight"], C3_TABLE)
-    out["d2"] = back(d2, out["a2"])
-    d1, g["S2.coef"], g["S2.bias"] = ref.subsample_backward_ref(out["d2"], out["a1"], p["S2.coef"])
-    out["d1"] = back(d1, out["a1"])
-    _, g["C1.weight"], g["C1.bias"] = ref.conv_backward_ref(out["d1"], out["x"], p["C1.weight"],
-                                                            CONV_TABLES["C1"], False)
-    return out, g
 
 
 class Runs:
@@ -106,27 +79,27 @@ def test_one_pattern_phase_by_phase():
     # parameter array, chosen so that its step is about a tenth of it: the step then
     # carries the gradient to float32 precision (a tiny step is lost in rounding)
     params, x = start_params(3), images(2, seed=4)
-    j = float(np.floor(reference_pattern(x[1], 7, params, "mse", 0)[0]["y"].min()))
-    out, grads = reference_pattern(x[1], 7, params, "map", j)
-    assert out["hy"].max() > 0.01 and np.abs(out["dy"]).max() > 0.01
-    rates = flat({k: np.full(v.shape, 0.1 * np.linalg.norm(params[k]) / np.linalg.norm(v),
-                             np.float32) for k, v in grads.items()})
+    j = float(np.floor(ref.forward_ref(params, x[1:])["penalties"].min()))
+    fwd = ref.forward_ref(params, x[1:], [7], "map", j)
+    bwd = ref.backward_ref(params, fwd)
+    assert fwd["hy"].max() > 0.01 and np.abs(fwd["dy"]).max() > 0.01
+    rates = flat({k: np.full(shape, 0.1 * np.linalg.norm(params[k]) / np.linalg.norm(bwd[k]),
+                             np.float32) for k, shape in PARAMETER_SHAPES.items()})
     runs = Runs([params], [rates], x, [3, 7], [[1, 0]], ["map"], [j])
     runs.steps(0, 1, record=True)
-    for name in ("a1", "a2", "a3", "a4", "a5", "a6", "y", "dy", "hy",
-                 "d6", "d5", "d4", "d3", "d2", "d1"):
-        want = out[name].ravel()
-        assert_close(runs.recorded(0, name), want, what=name)
+    for tensors, names in ((fwd, FORWARD), (bwd, DELTAS)):
+        for name, want in names.items():
+            assert_close(runs.recorded(0, name), tensors[want].ravel(), what=f"{name} ({want})")
     assert_close(runs.recorded(0, "x"), x[1].ravel(), what="staged image")
     after = unflat(runs.params.copy_to_host()[0])
     for name in PARAMETER_SHAPES:
         step = after[name].astype(np.float64) - params[name]
-        want = -unflat(rates)[name].astype(np.float64) * grads[name]
+        want = -unflat(rates)[name].astype(np.float64) * bwd[name]
         assert_close(step, want, what=f"{name} step")
     assert np.all(after["C3.weight"][~C3_TABLE.T] == 0)    # off the table: untouched zeros
     loss, errors = runs.stats.copy_to_host()[0]
-    assert abs(loss - out["loss"][0]) <= 1e-5 * abs(out["loss"][0])
-    assert errors == float(out["y"].argmin() != 7)
+    assert abs(loss - fwd["loss"]) <= 1e-5 * abs(fwd["loss"])
+    assert errors == fwd["errors"]
 
 
 def test_rates():

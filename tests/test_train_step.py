@@ -1,4 +1,4 @@
-"""The fused mini-batch step (kernels/train_step.py) against the float64 reference model:
+"""The fused mini-batch step (kernels/train_step.py) against kernels/reference.py:
 gradients, Gauss-Newton curvature, an SGD step's velocities and parameters, at awkward
 batch sizes, with several groups per block and several batch splits, into NaN-poisoned
 buffers (the activation rows past the batch included: nothing may read them into a
@@ -10,6 +10,7 @@ import pytest
 from numba import cuda
 
 from kernels import layers as L
+from kernels import reference as ref
 from kernels import train_step as ts
 from kernels.conv import conv_table
 from kernels.layers_backward import c3_out_table
@@ -66,29 +67,26 @@ def images(n, seed):
 
 
 @pytest.fixture(scope="module")
-def models():
-    start = LeNet5(seed=5, init="sqrt-fan-in").parameters()
-    ref = LeNet5(dtype=np.float64)
-    ref.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
-    return start, ref
+def start():
+    return LeNet5(seed=5, init="sqrt-fan-in").parameters()
 
 
-def test_sgd_step_gradients_and_velocities(models):
+def test_sgd_step_gradients_and_velocities(start):
     # one SGD step on 5 of 7 images through a shuffled index: two groups (4 + 1) in one
     # block, C5's and F6's sums in two splits; MAP with j near the penalties (dy and hy
     # both non-trivial); from a non-zero velocity, so momentum counts
-    start, ref = models
     x, labels = images(7, seed=1), np.array([3, 1, 4, 1, 5, 9, 2])
     index, count = [6, 2, 0, 5, 3, 1, 4], 5
     picked = np.array(index[1:1 + count])
-    j = float(np.floor(ref.forward(x[picked]).min()))
+    j = float(np.floor(ref.forward_ref(start, x[picked])["penalties"].min()))
+    fwd = ref.forward_ref(start, x[picked], labels[picked], "map", j)
+    g = ref.backward_ref(start, fwd)
     lr, momentum = 0.05, 0.9
     v0 = np.random.default_rng(3).uniform(-1e-3, 1e-3, L.PARAMETERS_LEN).astype(np.float32)
     v0 *= flat({k: v != 0 for k, v in start.items()})    # none for C3's absent weights
     step = Step(start, x, labels, count, blocks=1, splits=2)
     step.velocity = cuda.to_device(v0)
     step.run(index, 1, count, kind="map", j=j, mode="sgd", lr=lr, momentum=momentum)
-    loss, g = ref.gradients(x[picked], labels[picked], "map", j)
     got_g, got_v = unflat(step.grads.copy_to_host()), unflat(step.velocity.copy_to_host())
     got_p = unflat(step.params.copy_to_host())
     for name in PARAMETER_SHAPES:
@@ -97,22 +95,20 @@ def test_sgd_step_gradients_and_velocities(models):
         assert_close(got_v[name], v, what=f"velocity {name}")
         assert_close(got_p[name], start[name] + v, what=name)
     assert np.all(got_p["C3.weight"][~C3_TABLE.T] == 0)
-    penalties = ref.forward(x[picked])
-    assert_close(step.rows("y", count), penalties, what="penalties")
+    assert_close(step.rows("y", count), fwd["penalties"], what="penalties")
     total, wrong = step.stats.copy_to_host()
-    assert total / count == pytest.approx(loss, rel=1e-5)
-    assert wrong == np.sum(penalties.argmin(axis=1) != labels[picked])
+    assert total / count == pytest.approx(fwd["loss"], rel=1e-5)
+    assert wrong == fwd["errors"]
 
 
-def test_curvature_across_blocks(models):
+def test_curvature_across_blocks(start):
     # the Gauss-Newton diagonal (order 2) of 6 images in two blocks (groups 4 + 2) and
     # three splits; the parameters stay as they are (mode "store")
-    start, ref = models
     x, labels = images(6, seed=2), np.array([0, 7, 7, 2, 8, 1])
-    j = float(np.floor(ref.forward(x).min()))
+    j = float(np.floor(ref.forward_ref(start, x)["penalties"].min()))
+    want = ref.backward_ref(start, ref.forward_ref(start, x, labels, "map", j), order=2)
     step = Step(start, x, labels, 6, blocks=2, splits=3)
     step.run(np.arange(6), 0, 6, kind="map", j=j, order=2)
-    want = ref.second_derivatives(x, labels, "map", j)
     got = unflat(step.grads.copy_to_host())
     for name in PARAMETER_SHAPES:
         assert_close(got[name], want[name], what=f"curvature {name}")
