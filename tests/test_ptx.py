@@ -11,7 +11,10 @@ except in CI (CI=true), where they fail.
     pytest -q tests/test_ptx.py
 """
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest

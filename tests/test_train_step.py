@@ -20,12 +20,12 @@ from lenet.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 
 
 def flat(params):
-    return np.concatenate([params[name].ravel() for name, _ in L.PARAMETER_SHAPES])
+    return np.concatenate([params[name].ravel() for name in L.PARAMETER_SHAPES])
 
 
 def unflat(buffer):
     return {name: buffer[L.PARAMETER_AT[name]:L.PARAMETER_AT[name] + int(np.prod(shape))]
-            .reshape(shape) for name, shape in L.PARAMETER_SHAPES}
+            .reshape(shape) for name, shape in L.PARAMETER_SHAPES.items()}
 
 
 def nan(shape, dtype=np.float32):
