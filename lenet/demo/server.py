@@ -140,6 +140,8 @@ class Handler(BaseHTTPRequestHandler):
         """The standard library's own refusals (a bad request line, headers too long,
         an unknown method) as the same one-line JSON, and the connection closed."""
         short = self.responses.get(code, ("error",))[0]
+        if self.request_version == "HTTP/0.9":  # a request line it could not read: reply
+            self.request_version = "HTTP/1.0"   # with a status line all the same
         self._send(code, {"error": " ".join(str(message or short).split())}, close=True)
 
     def log_message(self, format, *args):
@@ -148,11 +150,13 @@ class Handler(BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------- requests
     def _serve(self, work):
+        self.body_read = False
         try:
             status, body, kind = work()
             self._send(status, body, kind)
-        except RequestError as e:
-            self._send(e.status, {"error": str(e)}, close=e.status in (411, 413))
+        except RequestError as e:  # a body left unread would be read as the next request
+            unread = self.headers.get("Content-Length", "0") != "0" and not self.body_read
+            self._send(e.status, {"error": str(e)}, close=unread or e.status in (411, 413))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception:  # a fault of ours: one line to the client, the trace here
@@ -227,6 +231,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(400, f"Content-Length {length} is negative")
         body = self.rfile.read(length)
+        self.body_read = True
         if len(body) != length:
             self.close_connection = True
             raise RequestError(400, f"the body ended after {len(body)} of {length} bytes")
