@@ -155,7 +155,8 @@ function renderPenalties(penalties, winner) {
 function status(text) { $("#status").textContent = text; }
 
 // ------------------------------------------------------------------ pad
-let version = 0, sent = 0, inflight = false, blank = true, last = null, strokeEnd = null;
+let version = 0, sent = 0, inflight = false, blank = true, last = null;
+let changed = 0;         // performance.now() of the drawing's latest change
 
 function clearPad() {
   ctx.fillStyle = "#fff";
@@ -202,10 +203,8 @@ async function send() {
       if (ok) {
         render(answer, v);
         status("");
-        if (strokeEnd !== null) {
-          maps.dataset.latency = (performance.now() - strokeEnd).toFixed(1);
-          strokeEnd = null;
-        }
+        // from the last ink to its answer drawn (bench/demo_latency.py reads it)
+        maps.dataset.latency = (performance.now() - changed).toFixed(2);
       } else {
         status(answer.error);
       }
@@ -243,6 +242,7 @@ function stroke(to) {
   }
   last = to;
   blank = false;
+  changed = performance.now();
   version++;
   pad.dataset.version = version;
   send();
@@ -251,7 +251,6 @@ function stroke(to) {
 pad.addEventListener("pointerdown", (event) => {
   pad.setPointerCapture(event.pointerId);
   last = null;
-  strokeEnd = null;
   stroke(point(event));
 });
 pad.addEventListener("pointermove", (event) => {
@@ -263,8 +262,6 @@ function endStroke(event) {
   if (!pad.hasPointerCapture(event.pointerId)) return;
   pad.releasePointerCapture(event.pointerId);
   last = null;
-  strokeEnd = performance.now();
-  if (sent === version && !inflight) strokeEnd = null;   // already answered
   send();
 }
 pad.addEventListener("pointerup", endStroke);
