@@ -131,6 +131,7 @@ class Demo:
             self.mistakes, self.margins = surest_mistakes(labels, y, len(labels))
             self.predicted = y.argmin(axis=1)
             self.test = (images, labels, title)
+            self._answer(images[0], 1)  # loads the compiled distortion before a page asks
             self.state = "ready"
         except Exception as e:  # noqa: BLE001 - the page shows why; drawing still works
             self.reason = " ".join(str(e).split()) or type(e).__name__
@@ -138,7 +139,9 @@ class Demo:
 
     def info(self):
         """What the page needs before its first request."""
-        info = {"classes": list(self.classes), "dataset": self.model.dataset,
+        from lenet.datasets import DATASETS
+        known = DATASETS.get(self.model.dataset)
+        info = {"classes": list(self.classes), "dataset": known.title if known else None,
                 "bitmaps": RBF_CENTERS.tolist(),
                 "device": self.model.device, "mistakes": self.state, "reason": self.reason,
                 "max_step": MAX_STEP}

@@ -385,8 +385,8 @@ async function loadInfo() {
   } catch (e) {
     status(`no answer from the server: ${e.message}`);
   }
-  $("#about").textContent = `LeCun et al. (1998) \u00b7 ${info.dataset || "checkpoint"} ` +
-    `weights \u00b7 computed on the server's ${info.device}`;
+  $("#about").textContent = "LeCun et al. (1998) \u00b7 weights trained on " +
+    `${info.dataset || "the checkpoint's data"} \u00b7 computed on the server's ${info.device}`;
 }
 
 buildMaps();
