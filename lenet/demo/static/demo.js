@@ -109,6 +109,7 @@ function blankMaps() {
   }
   $("#answer").textContent = "";
   $("#margin").textContent = "";
+  $("#bitmap-label").textContent = "bitmap";
   $("#penalties").replaceChildren();
   $("#timing").textContent = "";
 }
