@@ -8,6 +8,7 @@
     lenet predict   classes of PNG/JPEG files or of IDX entries (lenet/images.py)
     lenet show      pictures: feature maps, RBF prototypes, curves, errors (lenet/show.py)
     lenet export    the network as an ONNX file (lenet/export.py)
+    lenet demo      a local web page: draw a digit, watch every layer (lenet/demo/)
 
 Data: `--dataset NAME` (mnist, fashion-mnist, kmnist, emnist-digits, qmnist: official
 files, checked and downloaded, lenet/data.py) and `--data DIR` (that data set's
@@ -753,12 +754,80 @@ def run_export(args):
     return 0
 
 
+# -------------------------------------------------------------------- demo
+
+def add_demo(sub):
+    p = sub.add_parser("demo", help="a web page: draw a digit and watch every layer",
+                       description="Start a local web server and print its address. Its "
+                       "page: a pad to draw a digit on and, on every stroke, the network's "
+                       "input 32x32, C1, S2, C3, S4, C5, F6 beside the nearest RBF bitmap, "
+                       "the ten penalties and the answer; and a view that steps through "
+                       "the test set's mistakes (as `lenet show errors` finds them) and the "
+                       "paper's random distortions of an image. The model runs on the "
+                       "server; the drawing is prepared as `lenet predict` prepares a file.")
+    p.add_argument("--checkpoint", metavar="FILE", help="a .npz written by `lenet train` "
+                   "(default: the trained weights shipped with the package)")
+    add_data_options(p)
+    p.add_argument("--device", choices=DEVICES, default="auto", help=_device_help())
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default "
+                   "127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any "
+                   "free one)")
+    return p
+
+
+def _shipped_model(device):
+    """LeNet5.pretrained(device), or a UserError when no weights ship with the package."""
+    from lenet.model import LeNet5
+    pretrained = getattr(LeNet5, "pretrained", None)
+    try:
+        if pretrained is None:
+            raise FileNotFoundError
+        return pretrained(device=device)
+    except FileNotFoundError:
+        raise UserError("no trained weights ship with this installation: give --checkpoint "
+                        "FILE (a .npz written by `lenet train`)") from None
+    except (NotImplementedError, ValueError) as e:
+        raise UserError(f"cannot use device {device!r}: {e}") from e
+
+
+def run_demo(args):
+    import threading
+
+    from lenet.demo.compute import Demo
+    from lenet.demo.server import DemoServer
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must lie in 0..65535, not {args.port}")
+    model = (load_model(args.checkpoint, args.device) if args.checkpoint is not None
+             else _shipped_model(args.device))
+
+    def load_test():  # in the background: the page is up while the test set runs
+        split = load_data("test", args, default=model.dataset)
+        return split.images, split.labels, split.title
+
+    demo = Demo(model, load_test)
+    try:
+        server = DemoServer(demo, args.host, args.port)
+    except OSError as e:
+        raise UserError(f"cannot listen on {args.host} port {args.port}: "
+                        f"{e.strerror or e}") from e
+    threading.Thread(target=demo.find_mistakes, daemon=True).start()
+    print(f"LeNet-5 demo ({model.device}): {server.url}  (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0
+
+
 # -------------------------------------------------------------------- main
 
 COMMANDS = {"train": (add_train, run_train), "sweep": (add_sweep, run_sweep),
             "eval": (add_eval, run_eval),
             "predict": (add_predict, run_predict), "show": (add_show, run_show),
-            "export": (add_export, run_export)}
+            "export": (add_export, run_export), "demo": (add_demo, run_demo)}
 
 
 def build_parser():

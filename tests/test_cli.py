@@ -28,7 +28,7 @@ from lenet.data import find_file, load_mnist, preprocess
 from lenet.model import LeNet5
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("train", "sweep", "eval", "predict", "show", "export")
+COMMANDS = ("train", "sweep", "eval", "predict", "show", "export", "demo")
 SHOW_MODES = ("maps", "prototypes", "curves", "errors")
 PLAIN = range(10)     # the first ten MNIST test digits, saved as they are
 ALTERED = (0, 1, 2)   # ... of which these are also saved inverted, enlarged and as JPEG

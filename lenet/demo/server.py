@@ -1,0 +1,273 @@
+"""The demo's web server: the page's files and a small JSON API over lenet.demo.compute.
+
+The standard library's ThreadingHTTPServer: no new dependency, a thread per connection
+(many clients at once), keep-alive, and a few milliseconds a request, which is all a
+local demo needs; a framework would add an install for nothing the page uses.
+
+    GET  /, /NAME           the page's files: only the regular files of static/, listed
+                            and read once at start (no path from a request reaches the
+                            file system)
+    GET  /api/info          class names, data set, device, the mistakes' state
+    POST /api/draw          {"width": W, "height": H, "pixels": base64 of W*H grey bytes,
+                            row by row (0 black .. 255 white), "step": distortion 0..}
+    GET  /api/mistake?k=K&step=S   the test set's K-th surest mistake (0-based)
+
+An answer: {"layers": {name: {"shape", "data": base64 little-endian float32}}, "penalties",
+"answer", "name", "step", "distortion", "ms"} (and "mistake" for a mistake). A bad
+request gets a 4xx and {"error": one line}: 413 too large, 411 no length, 400 malformed,
+422 wrong shape or a blank drawing, 404 unknown, 405 wrong method; never a traceback.
+Tested by tests/test_demo.py; timed by bench/demo_latency.py.
+"""
+
+import base64
+import binascii
+import json
+import os
+import sys
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from lenet.demo.compute import MAX_STEP, DrawingError
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+         ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml",
+         ".ico": "image/x-icon"}
+MIN_SIDE, MAX_SIDE = 8, 1024          # a drawing's width and height, pixels
+MAX_BODY = 2 * 1024 * 1024            # bytes: a 1024x1024 drawing in base64 fits
+TIMEOUT = 30                          # seconds a connection may stay silent
+DRAIN = 16 * 1024 * 1024              # a refused body up to this size is read and dropped
+
+
+class RequestError(Exception):
+    """A bad request: its status and one line saying why."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+def static_files(folder=STATIC):
+    """name -> (content type, bytes) of the regular files directly in `folder`."""
+    files = {}
+    for entry in os.scandir(folder):
+        kind = TYPES.get(os.path.splitext(entry.name)[1])
+        if kind and entry.is_file(follow_symlinks=False):
+            with open(entry.path, "rb") as f:
+                files[entry.name] = (kind, f.read())
+    return files
+
+
+def encode(answer):
+    """The JSON-ready answer: each layer as its shape and base64 float32 (little-endian),
+    which the page reads into a Float32Array with no parsing of numbers."""
+    layers = {name: {"shape": list(a.shape),
+                     "data": base64.b64encode(np.ascontiguousarray(a, "<f4")).decode()}
+              for name, a in answer["layers"].items()}
+    return dict(answer, layers=layers)
+
+
+def integer(text, name, low, high):
+    """int(text) in low..high, or a RequestError saying which."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise RequestError(400, f"{name} must be an integer, not {text!r}") from None
+    if not low <= value <= high:
+        raise RequestError(422, f"{name} must lie in {low}..{high}, not {value}")
+    return value
+
+
+def read_drawing(body):
+    """(grey float (H,W), step) of a /api/draw body, or a RequestError."""
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(400, f"malformed JSON: {e}") from None
+    if not isinstance(request, dict):
+        raise RequestError(400, "the body must be a JSON object {width, height, pixels}")
+    missing = [k for k in ("width", "height", "pixels") if k not in request]
+    if missing:
+        raise RequestError(400, f"missing {', '.join(missing)}: send {{width, height, "
+                           "pixels}")
+    for key in ("width", "height", "step"):
+        if key in request and (not isinstance(request[key], int)
+                               or isinstance(request[key], bool)):
+            raise RequestError(400, f"{key} must be an integer, not {request[key]!r}")
+    width = integer(request["width"], "width", MIN_SIDE, MAX_SIDE)
+    height = integer(request["height"], "height", MIN_SIDE, MAX_SIDE)
+    step = integer(request.get("step", 0), "step", 0, MAX_STEP)
+    if not isinstance(request["pixels"], str):
+        raise RequestError(400, "pixels must be a base64 string of width*height bytes")
+    try:
+        pixels = base64.b64decode(request["pixels"], validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(400, f"pixels are not valid base64: {e}") from None
+    if len(pixels) != width * height:
+        raise RequestError(422, f"wrong shape: {len(pixels)} grey pixels sent for "
+                           f"{width}x{height} = {width * height}")
+    grey = np.frombuffer(pixels, np.uint8).reshape(height, width).astype(np.float64)
+    return grey, step
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection's requests (keep-alive: HTTP/1.1)."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "lenet-demo"
+    timeout = TIMEOUT
+    # headers and body go out in two writes: with Nagle's algorithm the body waits for
+    # the client's delayed ACK of the headers, 40 ms on Linux, most of the answer's time
+    disable_nagle_algorithm = True
+
+    # ------------------------------------------------------------ replies
+    def _send(self, status, body, kind="application/json", close=False):
+        if isinstance(body, dict):
+            body = (json.dumps(body, separators=(",", ":")) + "\n").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cache-Control", "no-store")
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's own refusals (a bad request line, headers too long,
+        an unknown method) as the same one-line JSON, and the connection closed."""
+        short = self.responses.get(code, ("error",))[0]
+        if self.request_version == "HTTP/0.9":  # a request line it could not read: reply
+            self.request_version = "HTTP/1.0"   # with a status line all the same
+        self._send(code, {"error": " ".join(str(message or short).split())}, close=True)
+
+    def log_message(self, format, *args):
+        if getattr(self.server, "verbose", False):
+            super().log_message(format, *args)
+
+    # ----------------------------------------------------------- requests
+    def _serve(self, work):
+        self.body_read = False
+        try:
+            status, body, kind = work()
+            self._send(status, body, kind)
+        except RequestError as e:  # a body left unread would be read as the next request
+            unread = self.headers.get("Content-Length", "0") != "0" and not self.body_read
+            self._send(e.status, {"error": str(e)}, close=unread or e.status in (411, 413))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception:  # a fault of ours: one line to the client, the trace here
+            traceback.print_exc(file=sys.stderr)
+            self._send(500, {"error": "internal error in the demo server (its log has the "
+                             "details)"}, close=True)
+
+    def do_GET(self):
+        self._serve(self._get)
+
+    def do_HEAD(self):
+        self._serve(self._get)
+
+    def do_POST(self):
+        self._serve(self._post)
+
+    def _refuse_method(self):
+        def refuse():
+            raise RequestError(405, f"{self.command} is not served here: GET the page and "
+                               "/api/..., POST /api/draw")
+        self._serve(refuse)
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method
+
+    def _get(self):
+        url = urlsplit(self.path)
+        demo = self.server.demo
+        if url.path == "/api/info":
+            return 200, demo.info(), "application/json"
+        if url.path == "/api/mistake":
+            return 200, encode(self._mistake(demo, parse_qs(url.query))), "application/json"
+        if url.path.startswith("/api/"):
+            raise RequestError(404, f"no such API: {url.path} (GET /api/info, "
+                               "/api/mistake?k=K; POST /api/draw)")
+        name = "index.html" if url.path == "/" else url.path[1:]
+        if name not in self.server.static:
+            raise RequestError(404, f"not found: {url.path}")
+        kind, body = self.server.static[name]
+        return 200, body, kind
+
+    def _mistake(self, demo, query):
+        if demo.state != "ready":
+            status = 503 if demo.state == "computing" else 404
+            raise RequestError(status, "the test set's mistakes are being found; try again "
+                               "in a few seconds" if status == 503 else
+                               f"no test set, so no mistakes: {demo.reason}")
+        if not len(demo.mistakes):
+            raise RequestError(404, "the model makes no mistake on the test set")
+        k = integer(query.get("k", [None])[-1], "k", 0, len(demo.mistakes) - 1)
+        step = integer(query.get("step", ["0"])[-1], "step", 0, MAX_STEP)
+        return demo.mistake(k, step)
+
+    def _post(self):
+        if urlsplit(self.path).path != "/api/draw":
+            raise RequestError(404 if self.path.startswith("/api/") else 405,
+                               f"POST {self.path}: only /api/draw takes a POST")
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise RequestError(411, "send the body with a Content-Length, not chunked")
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise RequestError(411, "a Content-Length is required")
+        try:
+            length = int(length)
+        except ValueError:
+            self.close_connection = True
+            raise RequestError(400, f"Content-Length {length!r} is not a number") from None
+        if length > MAX_BODY:
+            self._drain(length)
+            raise RequestError(413, f"request too large: {length:,} bytes, at most "
+                               f"{MAX_BODY:,} (a {MAX_SIDE}x{MAX_SIDE} drawing)")
+        if length < 0:
+            self.close_connection = True
+            raise RequestError(400, f"Content-Length {length} is negative")
+        body = self.rfile.read(length)
+        self.body_read = True
+        if len(body) != length:
+            self.close_connection = True
+            raise RequestError(400, f"the body ended after {len(body)} of {length} bytes")
+        grey, step = read_drawing(body)
+        try:
+            return 200, encode(self.server.demo.drawing(grey, step)), "application/json"
+        except DrawingError as e:
+            raise RequestError(422, str(e)) from None
+
+
+    def _drain(self, length):
+        """Read and drop a refused body of up to DRAIN bytes, so that the client, still
+        sending it, reads the 413 instead of a reset connection."""
+        while 0 < length <= DRAIN:
+            chunk = self.rfile.read(min(length, 65536))
+            if not chunk:
+                break
+            length -= len(chunk)
+
+
+class DemoServer(ThreadingHTTPServer):
+    """The demo's HTTP server around a lenet.demo.compute.Demo."""
+
+    daemon_threads = True
+    request_queue_size = 128   # many clients connecting at once are queued, not refused
+
+    def __init__(self, demo, host="127.0.0.1", port=0, verbose=False):
+        self.demo = demo
+        self.static = static_files()
+        self.verbose = verbose
+        super().__init__((host, port), Handler)
+
+    @property
+    def url(self):
+        host, port = self.server_address[:2]
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
