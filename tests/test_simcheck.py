@@ -18,8 +18,18 @@ import pytest
 from conftest import SIMULATOR
 from numba import cuda, float32
 
-from kernels import simcheck
+from kernels import common, sdlm, simcheck
+from kernels import forward as fw
+from kernels import layers as L
+from kernels import train_step as ts
 from kernels.common import Kernel, u32
+from kernels.conv import conv_table
+from kernels.layers_backward import c3_out_table
+from kernels.loss import KINDS
+from kernels.tolerance import assert_close
+from lenet import LeNet5
+from lenet.architecture import C3_TABLE, RBF_CENTERS
+from lenet.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(not SIMULATOR, reason="simcheck hooks the CUDA simulator "
                                 "(on a GPU the tool is compute-sanitizer)")
@@ -295,3 +305,137 @@ def test_the_environment_variable_turns_it_on():
                               "print(s.active)"], cwd=root, env=env, capture_output=True,
                              text=True, check=True).stdout.strip()
         assert got == want, f"LENET_SIMCHECK={value!r}"
+
+
+# --------------------------------------------- the fused kernels under the check
+
+def active(tally, name):
+    """The counts of kernel `name` in a Tally: launched, and elements were checked."""
+    counts = tally.kernels[name]
+    assert counts["launches"] >= 1 and counts["global"] > 0, counts
+    return counts
+
+
+@pytest.fixture(scope="module")
+def nets():
+    """A seeded model's float32 parameters and its float64 twin (the reference)."""
+    start = LeNet5(seed=5, init="sqrt-fan-in").parameters()
+    ref = LeNet5(dtype=np.float64)
+    ref.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
+    return start, ref
+
+
+def flat(params):
+    return np.concatenate([params[name].ravel() for name, _ in L.PARAMETER_SHAPES])
+
+
+def tables():
+    table = conv_table(C3_TABLE)
+    return (L.c3_table(table), c3_out_table(table),
+            cuda.to_device(RBF_CENTERS.astype(np.float32).ravel()))
+
+
+def images(n, seed):
+    return np.random.default_rng(seed).uniform(-0.1, 1.175, (n, 1, 32, 32)).astype(np.float32)
+
+
+def test_fused_forward_has_no_race_or_bad_index(nets):
+    # 9 images in 2 blocks: block 0 takes groups 0 and 2 (the last one partial) in turn
+    start, ref = nets
+    n, (table, _, centers) = 9, tables()
+    x = images(n, seed=11)
+    pen = device(np.full((n, L.N_CLASSES), np.nan, np.float32))
+    cls = device(np.full(n, -1, np.int32))
+    with simcheck.checking() as tally:
+        fw.forward_kernel[2, fw.THREADS](pen, cls, device(x.reshape(n, -1)),
+                                         device(flat(start)), table, centers)
+    counts = active(tally, "kernels.forward.forward_kernel")
+    assert counts["shared"] > 0 and counts["local"] > 0
+    want = ref.forward(x)
+    assert_close(pen.copy_to_host(), want, what="penalties")
+    np.testing.assert_array_equal(cls.copy_to_host(), pen.copy_to_host().argmin(axis=1))
+
+
+def test_fused_training_step_has_no_race_or_bad_index(nets):
+    # Workspace.step (the three kernels, as training launches them) on 5 of 7 images
+    # through a shuffled index: two groups (4 + 1) in one block, no barrier between them;
+    # C5's and F6's sums in two splits; gradients stored (mode "store"), MAP loss
+    start, ref = nets
+    x, labels = images(7, seed=12), np.array([3, 1, 4, 1, 5, 9, 2], np.int32)
+    index, first, count = np.array([6, 2, 0, 5, 3, 1, 4], np.int32), 1, 5
+    picked = index[first:first + count]
+    j = float(np.floor(ref.forward(x[picked]).min()))
+    table, out_table, centers = tables()
+    ws = Workspace(count, centers, table, out_table, blocks=1, splits=2, split_images=2)
+    params, grads = device(flat(start)), device(np.full(L.PARAMETERS_LEN, np.nan, np.float32))
+    velocity, rates = device(np.zeros(L.PARAMETERS_LEN, np.float32)), \
+        device(np.zeros(L.PARAMETERS_LEN, np.float32))
+    stats = device(np.zeros(2))
+    with simcheck.checking() as tally:
+        ws.step(params, grads, velocity, rates, stats, device(x.reshape(7, -1)),
+                device(labels), device(index), first, count, np.int32(KINDS["map"]), j,
+                np.int32(1), np.int32(ts.MODES["store"]), 0.0, 0.0)
+    assert active(tally, "kernels.train_step.batch_kernel")["shared"] > 0
+    assert active(tally, "kernels.train_step.dense_grads_kernel")["shared"] > 0
+    active(tally, "kernels.train_step.finish_kernel")
+    loss, want = ref.gradients(x[picked], labels[picked], "map", j)
+    got = grads.copy_to_host()
+    for name, shape in L.PARAMETER_SHAPES:
+        at = L.PARAMETER_AT[name]
+        assert_close(got[at:at + int(np.prod(shape))].reshape(shape), want[name],
+                     what=f"gradient {name}")
+    assert stats.copy_to_host()[0] / count == pytest.approx(loss, rel=1e-5)
+
+
+def test_per_pattern_sdlm_kernel_has_no_race_or_bad_index(nets):
+    # two runs (two blocks) of two patterns each, the activations recorded: the same
+    # parameters and stats, bit for bit, as the same launch unchecked
+    start, _ = nets
+    x, labels = images(3, seed=13), np.array([2, 9, 4], np.int32)
+    rng = np.random.default_rng(14)
+    table, out_table, centers = tables()
+
+    def launch(check):
+        params = device(np.stack([flat(start)] * 2))
+        rates = device(rng_rates)
+        stats = device(np.zeros((2, 2)))
+        scratch = device(np.full((2, sdlm.SCRATCH_LEN), np.nan, np.float32))
+        with simcheck.checking(check) as tally:
+            sdlm.sdlm_steps(params, rates, stats, scratch, device(x.reshape(1, 3, -1)),
+                            device(np.zeros(2, np.int32)), device(labels),
+                            device(np.array([[2, 0, 1], [1, 2, 0]], np.int32)), 0, 2,
+                            device(np.array([KINDS["mse"], KINDS["map"]], np.int32)),
+                            device(np.array([10.0, 5.0], np.float32)), centers, table,
+                            out_table, record=True)
+        return tally, params.copy_to_host(), stats.copy_to_host(), scratch.copy_to_host()
+
+    rng_rates = rng.uniform(1e-3, 1e-2, (2, L.PARAMETERS_LEN)).astype(np.float32)
+    tally, *checked_out = launch(True)
+    assert active(tally, "kernels.sdlm.sdlm_kernel")["shared"] > 0
+    _, *plain_out = launch(False)
+    for got, want in zip(checked_out, plain_out, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(checked_out[0][0], flat(start))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # racy garbage
+def test_a_barrier_removed_from_the_fused_forward_is_caught(monkeypatch):
+    # kernels/forward.py compiled in memory with forward_kernel's second barrier (after
+    # C1+S2, before C3+S4 reads S2 and overwrites the inputs) made a `pass`, line numbers
+    # kept: the check must name the race in the real kernel
+    lines = open(fw.__file__).read().split("\n")
+    begin = next(i for i, line in enumerate(lines) if line.startswith("def forward_kernel("))
+    barriers = [i for i in range(begin, len(lines)) if "cuda.syncthreads()" in lines[i]]
+    cut = barriers[1]
+    lines[cut] = lines[cut].replace("cuda.syncthreads()", "pass")
+    mutant = {"__name__": "forward_without_a_barrier"}
+    monkeypatch.setattr(common, "KERNELS", [])     # not for the compile census
+    exec(compile("\n".join(lines), fw.__file__, "exec"), mutant)
+    n, (table, _, centers) = 1, tables()
+    msg = fault(mutant["forward_kernel"][1, fw.THREADS],
+                device(np.zeros((n, L.N_CLASSES), np.float32)), device(np.zeros(n, np.int32)),
+                device(images(n, seed=15).reshape(n, -1)),
+                device(flat(LeNet5(seed=5).parameters())), table, centers)
+    assert re.match(r"simcheck: forward_without_a_barrier\.forward_kernel: race on shared "
+                    r"array buf_[ab]\[\d+\] \(forward\.py:\d+\): ", msg), msg
+    assert "in one barrier interval (no cuda.syncthreads() between them)" in msg
