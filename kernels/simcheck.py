@@ -130,7 +130,6 @@ class _Launch:
     def __init__(self, kernel):
         self.kernel = kernel
         self.shared_shadow, self.global_shadow = {}, {}
-        self.shared_arrays = {}
         self.blocks = {}
         self.local_arrays = 0
         self.fault = None
@@ -158,6 +157,7 @@ class _Launch:
 # block (global memory only). A, A_ep, A2, AO: the same for atomics. block: the block of
 # the entry (shared memory: an entry of another block is stale, every block has its own).
 _R, _A = 3, 7
+_A_KIND = {"read": "a read", "write": "a write", "atomic": "an atomic"}
 
 
 def _conflict(e, o, me, ep, blk):
@@ -206,7 +206,7 @@ def _touch(array, addr, kind):
     run = array._run
     w = e[1]
     if w is not None and w is not me and (w._sc_blk != blk or e[2] == ep):
-        run.race(array, addr, w, "a write", f"a {kind}")
+        run.race(array, addr, w, "a write", _A_KIND[kind])
     if kind == "read":
         other = _conflict(e, _A, me, ep, blk)
         if other is not None:
@@ -215,7 +215,7 @@ def _touch(array, addr, kind):
         return
     other = _conflict(e, _R, me, ep, blk)
     if other is not None:
-        run.race(array, addr, other, "a read", f"a {kind}")
+        run.race(array, addr, other, "a read", _A_KIND[kind])
     if kind == "atomic":
         _join(e, _A, me, ep, blk)
         return
@@ -429,6 +429,8 @@ def _patched():
 
     def shared(self, shape, dtype, alignment=None):
         run = _launch
+        if run is None:   # a thread left running by a launch that failed
+            return shared_array(self, shape, dtype, alignment)
         if shape == 0:   # dynamic shared memory: one buffer, whatever the call site
             return _Array(shared_array(self, shape, dtype, alignment), run, run.shared_shadow,
                           True, ("shared array", "(dynamic)", None))
@@ -438,15 +440,18 @@ def _patched():
             dtype = api.numpy_support.as_dtype(dtype)
         frame = sys._getframe(1)
         key = (frame.f_code.co_filename, frame.f_lineno)   # as the simulator keys them
-        proxy = run.shared_arrays.get(key)
+        proxies = self.__dict__.setdefault("_simcheck", {})    # this launch's, by call site
+        proxy = proxies.get(key)
         if proxy is None:
             a = self._allocations.setdefault(key, np.empty(shape, dtype))
-            proxy = run.shared_arrays.setdefault(
+            proxy = proxies.setdefault(
                 key, _Array(a, run, run.shared_shadow, True, _declared(frame, "shared array")))
         return proxy
 
     def local(self, shape, dtype, alignment=None):
         run = _launch
+        if run is None:
+            return local_array(self, shape, dtype, alignment)
         run.local_arrays += 1
         return _Array(local_array(self, shape, dtype, alignment), run, None, False,
                       _declared(sys._getframe(1), "local array"))

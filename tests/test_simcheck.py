@@ -220,6 +220,16 @@ def atomic_then_read(total, x):
             x[0] = total[0]
 
 
+@checked("void(float32[::1], float32[::1])")
+def zeroed_in_the_kernel(total, x):
+    # block 0 zeroes the total that every block adds to atomically: nothing orders the
+    # zeroing before the other blocks' adds
+    if cuda.threadIdx.x == 0:
+        if cuda.blockIdx.x == 0:
+            total[0] = float32(0.0)
+        cuda.atomic.add(total, 0, x[cuda.blockIdx.x])
+
+
 def test_a_global_race_between_blocks():
     x = device(seeded(3))
     msg = fault(plain_block_sums[3, 4], device(np.zeros(1, np.float32)), x)
@@ -231,6 +241,9 @@ def test_a_global_race_between_blocks():
     assert re.search(r"race on argument total\[0\]: an atomic by block \([01], 0, 0\) thread "
                      r"\(0, 0, 0\) and a read by block \(2, 0, 0\) thread \(0, 0, 0\) in "
                      r"different blocks", msg)
+    msg = fault(zeroed_in_the_kernel[3, 4], device(np.zeros(1, np.float32)), x)
+    assert "race on argument total[0]: a write by block (0, 0, 0) thread (0, 0, 0) and an " \
+           "atomic by block (1, 0, 0) thread (0, 0, 0) in different blocks" in msg
 
 
 def test_atomics_from_every_block_pass():
