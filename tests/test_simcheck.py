@@ -401,7 +401,7 @@ def test_fused_training_step_has_no_race_or_bad_index(nets):
 
 
 def test_per_pattern_sdlm_kernel_has_no_race_or_bad_index(nets):
-    # two runs (two blocks) of two patterns each, the activations recorded: the same
+    # two runs (two blocks) of two patterns each: the same
     # parameters and stats, bit for bit, as the same launch unchecked
     start, _ = nets
     x, labels = images(3, seed=13), np.array([2, 9, 4], np.int32)
@@ -419,7 +419,7 @@ def test_per_pattern_sdlm_kernel_has_no_race_or_bad_index(nets):
                             device(np.array([[2, 0, 1], [1, 2, 0]], np.int32)), 0, 2,
                             device(np.array([KINDS["mse"], KINDS["map"]], np.int32)),
                             device(np.array([10.0, 5.0], np.float32)), centers, table,
-                            out_table, record=True)
+                            out_table)
         return tally, params.copy_to_host(), stats.copy_to_host(), scratch.copy_to_host()
 
     rng_rates = rng.uniform(1e-3, 1e-2, (2, L.PARAMETERS_LEN)).astype(np.float32)
