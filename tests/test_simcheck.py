@@ -197,6 +197,22 @@ def test_a_wrapped_unsigned_index_is_past_the_end():
 
 
 @checked("void(float32[::1], float32[::1])")
+def shift_in_place(out, x):
+    # out[t] = x[t] where x is out shifted by one element (two views of one buffer):
+    # thread t reads the element that thread t + 1 writes
+    t = cuda.threadIdx.x
+    out[t] = x[t]
+
+
+def test_two_arguments_that_view_one_buffer_are_one_array():
+    buf = device(seeded(9))
+    msg = fault(shift_in_place[1, 8], buf[:8], buf[1:])
+    found = re.search(r"race on argument (out|x)\[(\d)\]", msg)
+    k = int(found[2]) + (found[1] == "x")      # buffer element k: thread k writes it
+    assert threads(msg) == {(0, k - 1), (0, k)}, msg
+    assert "a read by" in msg and "a write by" in msg
+
+@checked("void(float32[::1], float32[::1])")
 def plain_block_sums(total, x):
     # thread 0 of each block adds its block's element to total[0] with a plain +=:
     # blocks are not ordered, so block 1's read races with block 0's write
@@ -401,16 +417,16 @@ def test_fused_training_step_has_no_race_or_bad_index(nets):
 
 
 def test_per_pattern_sdlm_kernel_has_no_race_or_bad_index(nets):
-    # two runs (two blocks) of two patterns each: the same
-    # parameters and stats, bit for bit, as the same launch unchecked
+    # two runs (two blocks) of two patterns each (the second waits on the first's steps):
+    # the same parameters, stats and C1 scratch rows, bit for bit, as the launch unchecked
     start, _ = nets
     x, labels = images(3, seed=13), np.array([2, 9, 4], np.int32)
-    rng = np.random.default_rng(14)
+    rates_host = np.random.default_rng(14).uniform(1e-3, 1e-2, (2, L.PARAMETERS_LEN))
     table, out_table, centers = tables()
 
     def launch(check):
         params = device(np.stack([flat(start)] * 2))
-        rates = device(rng_rates)
+        rates = device(rates_host.astype(np.float32))
         stats = device(np.zeros((2, 2)))
         scratch = device(np.full((2, sdlm.SCRATCH_LEN), np.nan, np.float32))
         with simcheck.checking(check) as tally:
@@ -422,7 +438,6 @@ def test_per_pattern_sdlm_kernel_has_no_race_or_bad_index(nets):
                             out_table)
         return tally, params.copy_to_host(), stats.copy_to_host(), scratch.copy_to_host()
 
-    rng_rates = rng.uniform(1e-3, 1e-2, (2, L.PARAMETERS_LEN)).astype(np.float32)
     tally, *checked_out = launch(True)
     assert active(tally, "kernels.sdlm.sdlm_kernel")["shared"] > 0
     _, *plain_out = launch(False)
