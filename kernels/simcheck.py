@@ -55,6 +55,7 @@ active = os.environ.get("LENET_SIMCHECK", "") not in ("", "0")
 totals = {}        # kernel name -> {"launches", "shared", "global", "local"} since import
 _tallies = []      # the open checking() blocks' Tally objects
 _launch = None     # the _Launch now running (the simulator runs one at a time)
+_fake_shape = tuple
 
 
 class SimcheckError(RuntimeError):
@@ -88,8 +89,9 @@ def checking(on=True):
 def launch(kernel, configuration, args):
     """Launch `kernel` (a kernels.common.Kernel) under the simulator with every access
     checked; SimcheckError on the first fault."""
-    global _launch
-    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+    global _launch, _fake_shape
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray, FakeShape
+    _fake_shape = FakeShape     # a shape that refuses negative indices, as the simulator's
 
     run = _Launch(kernel.name)
     names = kernel.py_func.__code__.co_varnames[:kernel.py_func.__code__.co_argcount]
@@ -242,14 +244,13 @@ class _Array:
                  "_strides", "_ndim", "_n0", "_s0", "_label", "shape")
 
     def __init__(self, a, run, shadow, shared, name, root=None, label=None):
-        from numba.cuda.simulator.cudadrv.devicearray import FakeShape
         self._a, self._run, self._shadow, self._shared = a, run, shadow, shared
         self._name, self._root, self._label = name, root or self, label
         self._ptr = a.__array_interface__["data"][0]
         self._shape, self._strides, self._ndim = a.shape, a.strides, a.ndim
         self._n0 = a.shape[0] if a.ndim else 0
         self._s0 = a.strides[0] if a.ndim else 0
-        self.shape = FakeShape(a.shape)
+        self.shape = _fake_shape(a.shape)
 
     # -- what kernels ask of an array besides its elements
     @property
