@@ -354,8 +354,11 @@ def nets():
     return start, ref
 
 
+SHAPES = dict(L.PARAMETER_SHAPES)     # parameter name -> shape, in the flat buffer's order
+
+
 def flat(params):
-    return np.concatenate([params[name].ravel() for name, _ in L.PARAMETER_SHAPES])
+    return np.concatenate([params[name].ravel() for name in SHAPES])
 
 
 def tables():
@@ -409,7 +412,7 @@ def test_fused_training_step_has_no_race_or_bad_index(nets):
     active(tally, "kernels.train_step.finish_kernel")
     loss, want = ref.gradients(x[picked], labels[picked], "map", j)
     got = grads.copy_to_host()
-    for name, shape in L.PARAMETER_SHAPES:
+    for name, shape in SHAPES.items():
         at = L.PARAMETER_AT[name]
         assert_close(got[at:at + int(np.prod(shape))].reshape(shape), want[name],
                      what=f"gradient {name}")
