@@ -20,6 +20,7 @@ import numpy as np
 from numba import config, cuda, float32, types, uint32, uint64
 from numba.cuda.core.sigutils import normalize_signature
 
+from kernels import simcheck
 from kernels.reference import SQUASH_A, SQUASH_S
 
 A = float32(SQUASH_A)
@@ -156,6 +157,8 @@ class _CheckedLaunch:
 
     def __call__(self, *args):
         self.kernel.check_args(args)
+        if simcheck.active:   # LENET_SIMCHECK=1: races and bounds checked (kernels/simcheck.py)
+            return simcheck.launch(self.kernel, self.launch, args)
         return self.kernel.dispatcher[self.launch](*args)
 
 
