@@ -21,7 +21,7 @@ from numba import config, cuda, float32, types, uint32, uint64
 from numba.cuda.core.sigutils import normalize_signature
 
 from kernels import simcheck
-from kernels.reference import SQUASH_A, SQUASH_S
+from kernels.architecture import SQUASH_A, SQUASH_S
 
 A = float32(SQUASH_A)
 S = float32(SQUASH_S)

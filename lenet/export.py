@@ -36,7 +36,7 @@ import secrets
 
 import numpy as np
 
-from kernels.reference import SQUASH_A, SQUASH_S
+from kernels.architecture import SQUASH_A, SQUASH_S
 from lenet import __version__
 from lenet.architecture import C3_TABLE, RBF_CENTERS
 
