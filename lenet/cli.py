@@ -121,15 +121,16 @@ def add_train(sub):
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where to train: NumPy on the CPU, the CUDA kernels, or the GPU "
                    "when one is present (default: auto)")
-    p.add_argument("--recipe", choices=t.RECIPES, default="sgd",
-                   help="paper: per-pattern stochastic diagonal Levenberg-Marquardt as "
-                   "published (20 passes; with the paper's mu and initialisation it diverges "
-                   "here); lecun: the same as LeCun's own code starts it, Lush's "
+    p.add_argument("--recipe", choices=t.RECIPES, default="lecun",
+                   help="lecun (the default) reproduces the paper; paper: per-pattern "
+                   "stochastic diagonal Levenberg-Marquardt as published (20 passes; with "
+                   "the paper's mu and initialisation it diverges here); lecun: the same as "
+                   "LeCun's own code starts it, Lush's "
                    f"initialisation (--init lush), with the {t.LECUN_LOSS.upper()} loss, mu "
                    f"{t.LECUN_MU:g} and schedule {t.LECUN_SCHEDULE}: the paper's figures "
-                   "(docs/reproduction.md); sdlm-batch: "
+                   "(docs/reproduction.md: the default, 20 passes); sdlm-batch: "
                    "the same on mini-batches with 0.1 sqrt(batch) times the paper's steps; "
-                   "sgd: mini-batch SGD with momentum (default)")
+                   "sgd: mini-batch SGD with momentum")
     p.add_argument("--epochs", type=int, help="passes over the training set "
                    "(default: 20 for paper, lecun and sdlm-batch, 10 for sgd)")
     p.add_argument("--batch-size", type=int, help="patterns per update (default: 1 for "
@@ -171,6 +172,10 @@ def add_train(sub):
     p.add_argument("--train-size", type=int, help="use only the first N training images")
     p.add_argument("--test-size", type=int, help="report the test error on only the first N "
                    "test images (default: all)")
+    p.add_argument("--validation", type=int, metavar="N", help="hold out the last N training "
+                   "images (of the first --train-size) as a validation set: train on the others, "
+                   "record the validation error after every pass, and leave the test set "
+                   "unread, so that settings are chosen without looking at it")
     p.add_argument("--out", default="lenet5.npz", help="checkpoint to write (default "
                    "lenet5.npz); an existing file is overwritten only if it is a LeNet-5 "
                    "checkpoint, and only once the first pass has completed")
@@ -200,7 +205,8 @@ def _check_numbers(args):
         raise UserError(f"--mu must be a positive number, not {args.mu}")
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, not {args.seed}")
-    for option, value in (("--train-size", args.train_size), ("--test-size", args.test_size)):
+    for option, value in (("--train-size", args.train_size), ("--test-size", args.test_size),
+                          ("--validation", args.validation)):
         if value is not None and value < 1:
             raise UserError(f"{option} must be at least 1, not {value}")
 
@@ -224,11 +230,17 @@ def run_train(args):
     except ValueError as e:
         raise UserError(f"{e} (--out {args.out}, --log {log})") from e
     train_split = load_data("train", args)
-    test_split = load_data("test", args)
     train_set = _first(train_split, args.train_size, "--train-size")
-    test_set = _first(test_split, args.test_size, "--test-size")
-    print(f"data: {train_split.title} from {train_split.directory} "
-          f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
+    train_set, validation_set = _hold_out(train_set, args.validation)
+    if validation_set is None:
+        test_set = _first(load_data("test", args), args.test_size, "--test-size")
+        print(f"data: {train_split.title} from {train_split.directory} "
+              f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
+    else:
+        test_set = None
+        print(f"data: {train_split.title} from {train_split.directory} "
+              f"({len(train_set[1]):,} training, the last {len(validation_set[1]):,} held out "
+              "for validation; the test set is not read)")
     try:
         model = LeNet5(device=args.device, seed=args.seed,
                        init=args.init or default_settings(args.recipe)["init"])
@@ -248,7 +260,8 @@ def run_train(args):
               loss=args.loss, seed=args.seed, mu=args.mu, checkpoint=args.out, log=log,
               progress=not args.no_progress, evaluate_train=not args.fast,
               schedule=args.schedule, shuffle=not args.ordered,
-              hessian_sample=args.hessian_sample, distort=args.distort)
+              hessian_sample=args.hessian_sample, distort=args.distort,
+              validation_set=validation_set)
     except KeyboardInterrupt:
         saved = _mtime(args.out) not in (None, before)  # written by this run
         kept = (f"the last complete pass is in {args.out}, its log in {log}" if saved
@@ -269,6 +282,18 @@ def _first(split, n, option):
         raise UserError(f"{split.directory}: the {split.title} files hold no images")
     n = total if n is None else n
     return preprocess(split.images[:n]), _labels(split)[:n]
+
+
+def _hold_out(train_set, n):
+    """(training set, validation set): the last n of `train_set` held out (None: all
+    kept, no validation set)."""
+    if n is None:
+        return train_set, None
+    images, labels = train_set
+    if n >= len(labels):
+        raise UserError(f"--validation {n} would hold out all {len(labels)} training images; "
+                        "give fewer")
+    return (images[:-n], labels[:-n]), (images[-n:], labels[-n:])
 
 
 def _mtime(path):
