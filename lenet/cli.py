@@ -81,6 +81,23 @@ def _labels(split):
     return split.labels.astype(np.int64)
 
 
+CHECKPOINT_HELP = ("a .npz written by `lenet train` (default: the trained weights shipped "
+                   "with the package, lenet/weights/lenet5-mnist.npz, trained on MNIST; "
+                   "their errors and how they were chosen: docs/reproduction.md)")
+
+
+def _checkpoint(args):
+    """args.checkpoint, or the shipped weights when none was given (args.checkpoint is
+    set to their path, which the messages then name)."""
+    from lenet.model import PRETRAINED
+    if args.checkpoint is None:
+        if not os.path.isfile(PRETRAINED):
+            raise UserError(f"no --checkpoint given and no trained weights in this "
+                            f"installation ({PRETRAINED} is missing); give --checkpoint FILE")
+        args.checkpoint = PRETRAINED
+    return args.checkpoint
+
+
 def load_model(path, device):
     from lenet.model import CheckpointError, LeNet5
     try:
@@ -387,7 +404,7 @@ def add_eval(sub):
     p = sub.add_parser("eval", help="error rate of a checkpoint on a test set",
                        description="Print the error rate of a checkpoint on the test set "
                        "(or the training set) of its data set, or of the one given.")
-    p.add_argument("--checkpoint", required=True, help="a .npz written by `lenet train`")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     add_data_options(p)
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where to run (default: auto)")
@@ -407,7 +424,7 @@ def run_eval(args):
     from lenet.data import preprocess
     from lenet.progress import Progress
     from lenet.train import error_rate
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(_checkpoint(args), args.device)
     split = load_data(args.split, args, default=model.dataset)
     _note_other_data(model, split, args.checkpoint)
     labels = _labels(split)
@@ -434,8 +451,7 @@ def add_predict(sub):
                        "better) per image.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files, one "
                    "digit each")
-    p.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="a .npz written by `lenet train`")
+    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     p.add_argument("--idx", metavar="FILE", help="an IDX image file (e.g. MNIST's "
                    "t10k-images-idx3-ubyte.gz) to take images from, with --index")
     p.add_argument("--index", nargs="+", type=int, metavar="K", help="which images of "
@@ -474,7 +490,7 @@ def run_predict(args):
         raise UserError("give IMAGE files, or --idx FILE --index K")
     if (args.idx is None) != (args.index is None):
         raise UserError("--idx and --index go together")
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(_checkpoint(args), args.device)
     try:
         digits = load_digits(args.images)
     except ImageError as e:
@@ -528,8 +544,7 @@ def add_show(sub):
              "(120 as a 20x6 grid), F6 (84 as the 7x12 grid the RBF compares with its "
              "bitmaps, beside the winner's bitmap) and the ten RBF penalties, the winner "
              "highlighted. 1400x700 pixels.")
-    m.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="a .npz written by `lenet train`")
+    m.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     which = m.add_mutually_exclusive_group(required=True)
     which.add_argument("--image", metavar="FILE", help="a PNG or JPEG of one digit")
     which.add_argument("--index", type=int, metavar="K", help="test image K (0-based) of "
@@ -553,8 +568,7 @@ def add_show(sub):
              "(or of the one given) and the misclassified images it was most sure of "
              "(largest margin between the smallest and second smallest penalty). "
              "1400x650 pixels.")
-    m.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="a .npz written by `lenet train`")
+    m.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     add_data_options(m)
     m.add_argument("--device", choices=DEVICES, default="auto", help=_device_help())
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -585,7 +599,7 @@ def _out_file(directory, name):
 def _show_maps(args, show):
     from lenet.data import preprocess
     from lenet.images import ImageError, mnist_digit
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(_checkpoint(args), args.device)
     if args.image is not None:
         try:
             digit = mnist_digit(args.image)
@@ -616,7 +630,7 @@ def _show_errors(args, show):
         raise UserError(f"--count must lie in 1..{show.MAX_ERRORS}, not {args.count}")
     from lenet.progress import Progress
     from lenet.train import penalties
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(_checkpoint(args), args.device)
     split = load_data("test", args, default=model.dataset)
     _note_other_data(model, split, args.checkpoint)
     if len(split.labels) == 0:
