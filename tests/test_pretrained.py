@@ -28,7 +28,7 @@ from lenet import cli
 from lenet import model as lenet_model
 from lenet.data import find_file, load_mnist, preprocess
 from lenet.model import PRETRAINED, LeNet5
-from lenet.train import train
+from lenet.train import default_settings, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results", "2026-12-06-cpu-validation")
@@ -156,6 +156,7 @@ def test_validation_holds_out_exactly_the_last_n(mnist_dir, tmp_path):
     assert status == 0, stderr
     assert "(200 training, the last 100 held out for validation; the test set is not " \
            "read)" in stdout
+    assert "recipe lecun, loss map, 2 passes" in stdout  # no --recipe: the paper's
     assert re.search(r"^pass  2: .* validation error [\d.]+%  \(", stdout, re.M), stdout
     # the same run on the first 200 alone: the same parameters, bit for bit
     status, _, stderr = lenet("train", "--data", mnist_dir, "--train-size", 200,
@@ -182,6 +183,12 @@ def test_validation_sizes_that_leave_nothing_are_refused(mnist_dir, tmp_path):
                                        "--out", tmp_path / "x.npz")
         assert status == 2 and stderr.count("\n") == 1 and message in stderr, stderr
     assert not os.listdir(tmp_path)
+
+
+def test_the_default_recipe_is_the_papers_for_20_passes():
+    args = cli.build_parser().parse_args(["train"])
+    assert args.recipe == "lecun" and args.epochs is None
+    assert default_settings("lecun")["epochs"] == 20
 
 
 def test_train_needs_a_set_to_evaluate():
