@@ -81,6 +81,9 @@ def test_provenance_agrees_with_the_committed_logs(shipped):
     assert set(p["validation"]["settings_compared"]) == set(compared)
     best = min(compared, key=lambda s: statistics.mean(compared[s]))
     assert p["validation"]["setting"] == best
+    on = len(p["validation"]["chosen_on_seeds"])  # the seeds the choice was made on
+    assert p["validation"]["setting"] == min(compared,
+                                             key=lambda s: statistics.mean(compared[s][:on]))
     assert p["validation_error"] == pytest.approx(statistics.mean(compared[best]), rel=1e-12)
     # the final run's log: the shipped parameters are its last pass's
     with open(os.path.join(RESULTS, "final.log.jsonl")) as f:
