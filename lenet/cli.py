@@ -82,6 +82,23 @@ def _labels(split):
     return split.labels.astype(np.int64)
 
 
+CHECKPOINT_HELP = ("a .npz written by `lenet train` (default: the trained weights shipped "
+                   "with the package, lenet/weights/lenet5-mnist.npz, trained on MNIST; "
+                   "their errors and how they were chosen: docs/reproduction.md)")
+
+
+def _checkpoint(args):
+    """args.checkpoint, or the shipped weights when none was given (args.checkpoint is
+    set to their path, which the messages then name)."""
+    from lenet.model import PRETRAINED
+    if args.checkpoint is None:
+        if not os.path.isfile(PRETRAINED):
+            raise UserError(f"no --checkpoint given and no trained weights in this "
+                            f"installation ({PRETRAINED} is missing); give --checkpoint FILE")
+        args.checkpoint = PRETRAINED
+    return args.checkpoint
+
+
 def load_model(path, device):
     from lenet.model import CheckpointError, LeNet5
     try:
@@ -122,15 +139,16 @@ def add_train(sub):
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where to train: NumPy on the CPU, the CUDA kernels, or the GPU "
                    "when one is present (default: auto)")
-    p.add_argument("--recipe", choices=t.RECIPES, default="sgd",
-                   help="paper: per-pattern stochastic diagonal Levenberg-Marquardt as "
-                   "published (20 passes; with the paper's mu and initialisation it diverges "
-                   "here); lecun: the same as LeCun's own code starts it, Lush's "
+    p.add_argument("--recipe", choices=t.RECIPES, default="lecun",
+                   help="lecun (the default) reproduces the paper; paper: per-pattern "
+                   "stochastic diagonal Levenberg-Marquardt as published (20 passes; with "
+                   "the paper's mu and initialisation it diverges here); lecun: the same as "
+                   "LeCun's own code starts it, Lush's "
                    f"initialisation (--init lush), with the {t.LECUN_LOSS.upper()} loss, mu "
                    f"{t.LECUN_MU:g} and schedule {t.LECUN_SCHEDULE}: the paper's figures "
-                   "(docs/reproduction.md); sdlm-batch: "
+                   "(docs/reproduction.md: the default, 20 passes); sdlm-batch: "
                    "the same on mini-batches with 0.1 sqrt(batch) times the paper's steps; "
-                   "sgd: mini-batch SGD with momentum (default)")
+                   "sgd: mini-batch SGD with momentum")
     p.add_argument("--epochs", type=int, help="passes over the training set "
                    "(default: 20 for paper, lecun and sdlm-batch, 10 for sgd)")
     p.add_argument("--batch-size", type=int, help="patterns per update (default: 1 for "
@@ -172,6 +190,10 @@ def add_train(sub):
     p.add_argument("--train-size", type=int, help="use only the first N training images")
     p.add_argument("--test-size", type=int, help="report the test error on only the first N "
                    "test images (default: all)")
+    p.add_argument("--validation", type=int, metavar="N", help="hold out the last N training "
+                   "images (of the first --train-size) as a validation set: train on the others, "
+                   "record the validation error after every pass, and leave the test set "
+                   "unread, so that settings are chosen without looking at it")
     p.add_argument("--out", default="lenet5.npz", help="checkpoint to write (default "
                    "lenet5.npz); an existing file is overwritten only if it is a LeNet-5 "
                    "checkpoint, and only once the first pass has completed")
@@ -201,7 +223,8 @@ def _check_numbers(args):
         raise UserError(f"--mu must be a positive number, not {args.mu}")
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, not {args.seed}")
-    for option, value in (("--train-size", args.train_size), ("--test-size", args.test_size)):
+    for option, value in (("--train-size", args.train_size), ("--test-size", args.test_size),
+                          ("--validation", args.validation)):
         if value is not None and value < 1:
             raise UserError(f"{option} must be at least 1, not {value}")
 
@@ -225,11 +248,17 @@ def run_train(args):
     except ValueError as e:
         raise UserError(f"{e} (--out {args.out}, --log {log})") from e
     train_split = load_data("train", args)
-    test_split = load_data("test", args)
     train_set = _first(train_split, args.train_size, "--train-size")
-    test_set = _first(test_split, args.test_size, "--test-size")
-    print(f"data: {train_split.title} from {train_split.directory} "
-          f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
+    train_set, validation_set = _hold_out(train_set, args.validation)
+    if validation_set is None:
+        test_set = _first(load_data("test", args), args.test_size, "--test-size")
+        print(f"data: {train_split.title} from {train_split.directory} "
+              f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
+    else:
+        test_set = None
+        print(f"data: {train_split.title} from {train_split.directory} "
+              f"({len(train_set[1]):,} training, the last {len(validation_set[1]):,} held out "
+              "for validation; the test set is not read)")
     try:
         model = LeNet5(device=args.device, seed=args.seed,
                        init=args.init or default_settings(args.recipe)["init"])
@@ -249,7 +278,8 @@ def run_train(args):
               loss=args.loss, seed=args.seed, mu=args.mu, checkpoint=args.out, log=log,
               progress=not args.no_progress, evaluate_train=not args.fast,
               schedule=args.schedule, shuffle=not args.ordered,
-              hessian_sample=args.hessian_sample, distort=args.distort)
+              hessian_sample=args.hessian_sample, distort=args.distort,
+              validation_set=validation_set)
     except KeyboardInterrupt:
         saved = _mtime(args.out) not in (None, before)  # written by this run
         kept = (f"the last complete pass is in {args.out}, its log in {log}" if saved
@@ -270,6 +300,18 @@ def _first(split, n, option):
         raise UserError(f"{split.directory}: the {split.title} files hold no images")
     n = total if n is None else n
     return preprocess(split.images[:n]), _labels(split)[:n]
+
+
+def _hold_out(train_set, n):
+    """(training set, validation set): the last n of `train_set` held out (None: all
+    kept, no validation set)."""
+    if n is None:
+        return train_set, None
+    images, labels = train_set
+    if n >= len(labels):
+        raise UserError(f"--validation {n} would hold out all {len(labels)} training images; "
+                        "give fewer")
+    return (images[:-n], labels[:-n]), (images[-n:], labels[-n:])
 
 
 def _mtime(path):
@@ -401,7 +443,7 @@ def add_eval(sub):
     p = sub.add_parser("eval", help="error rate of a checkpoint on a test set",
                        description="Print the error rate of a checkpoint on the test set "
                        "(or the training set) of its data set, or of the one given.")
-    p.add_argument("--checkpoint", required=True, help="a .npz written by `lenet train`")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     add_data_options(p)
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where to run (default: auto)")
@@ -421,7 +463,7 @@ def run_eval(args):
     from lenet.data import preprocess
     from lenet.progress import Progress
     from lenet.train import error_rate
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(_checkpoint(args), args.device)
     split = load_data(args.split, args, default=model.dataset)
     _note_other_data(model, split, args.checkpoint)
     labels = _labels(split)
@@ -450,8 +492,7 @@ def add_predict(sub):
                        "better) per image.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files, one "
                    "digit each")
-    p.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="a .npz written by `lenet train`")
+    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     p.add_argument("--idx", metavar="FILE", help="an IDX image file (e.g. MNIST's "
                    "t10k-images-idx3-ubyte.gz) to take images from, with --index")
     p.add_argument("--index", nargs="+", type=int, metavar="K", help="which images of "
@@ -490,7 +531,7 @@ def run_predict(args):
         raise UserError("give IMAGE files, or --idx FILE --index K")
     if (args.idx is None) != (args.index is None):
         raise UserError("--idx and --index go together")
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(_checkpoint(args), args.device)
     try:
         digits = load_digits(args.images)
     except ImageError as e:
@@ -544,8 +585,7 @@ def add_show(sub):
              "(120 as a 20x6 grid), F6 (84 as the 7x12 grid the RBF compares with its "
              "bitmaps, beside the winner's bitmap) and the ten RBF penalties, the winner "
              "highlighted. 1400x700 pixels.")
-    m.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="a .npz written by `lenet train`")
+    m.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     which = m.add_mutually_exclusive_group(required=True)
     which.add_argument("--image", metavar="FILE", help="a PNG or JPEG of one digit")
     which.add_argument("--index", type=int, metavar="K", help="test image K (0-based) of "
@@ -569,8 +609,7 @@ def add_show(sub):
              "(or of the one given) and the misclassified images it was most sure of "
              "(largest margin between the smallest and second smallest penalty). "
              "1400x650 pixels.")
-    m.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="a .npz written by `lenet train`")
+    m.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
     add_data_options(m)
     m.add_argument("--device", choices=DEVICES, default="auto", help=_device_help())
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -601,7 +640,7 @@ def _out_file(directory, name):
 def _show_maps(args, show):
     from lenet.data import preprocess
     from lenet.images import ImageError, mnist_digit
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(_checkpoint(args), args.device)
     if args.image is not None:
         try:
             digit = mnist_digit(args.image)
@@ -632,7 +671,7 @@ def _show_errors(args, show):
         raise UserError(f"--count must lie in 1..{show.MAX_ERRORS}, not {args.count}")
     from lenet.progress import Progress
     from lenet.train import penalties
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(_checkpoint(args), args.device)
     split = load_data("test", args, default=model.dataset)
     _note_other_data(model, split, args.checkpoint)
     if len(split.labels) == 0:

@@ -53,6 +53,10 @@ DIGITS = tuple(str(d) for d in range(10))
 # one left by a killed save is removed by the next save in that directory.
 TMP_PREFIX, TMP_SUFFIX = ".lenet-", ".npz.tmp"
 TMP_MAX_AGE = 3600  # seconds: older temporary files are leftovers whatever their pid
+# the trained weights shipped with the package (LeNet5.pretrained; how they were chosen:
+# bench/results/2026-12-06-cpu-validation/ and docs/reproduction.md)
+PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
+                          "lenet5-mnist.npz")
 
 
 class CheckpointError(ValueError):
@@ -177,10 +181,13 @@ class LeNet5:
     uses: one launch per layer on the GPU, kernels/reference.py's NumPy on the CPU).
     classes, dataset: the names of the ten classes and the data set trained on (saved
     with the checkpoint; `lenet predict` and `lenet show` name classes with them).
+    provenance: how the parameters were made (a JSON object saved with the checkpoint,
+    e.g. the shipped weights' recipe, settings, seed, commit and errors), or None.
     """
 
     classes = DIGITS
     dataset = None
+    provenance = None
 
     def __init__(self, device="cpu", seed=None, dtype=np.float32, init="fan-in", path=None):
         dtype = np.dtype(dtype)
@@ -453,6 +460,8 @@ class LeNet5:
                 "c3_table": C3_TABLE.astype(int).tolist(),
                 "rbf_centers_sha256": _centers_digest(),
                 "dataset": self.dataset, "classes": list(self.classes)}
+        if self.provenance is not None:
+            meta["provenance"] = self.provenance
         arrays = self.parameters()
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         path = os.fspath(path)
@@ -480,7 +489,21 @@ class LeNet5:
         model.set_parameters(params)
         model.classes = tuple(meta.get("classes", DIGITS))
         model.dataset = meta.get("dataset")
+        model.provenance = meta.get("provenance")
         return model
+
+    @classmethod
+    def pretrained(cls, device="auto"):
+        """The trained weights shipped with the package (lenet/weights/lenet5-mnist.npz:
+        the lecun recipe's setting chosen on a validation set held out of MNIST's
+        training set, then trained on all 60,000 digits); .provenance says how they
+        were made and their validation and test errors. FileNotFoundError if this
+        installation has none."""
+        if not os.path.isfile(PRETRAINED):
+            raise FileNotFoundError(f"no trained weights in this installation of lenet "
+                                    f"({PRETRAINED} is missing): train with `lenet train` "
+                                    "and load the checkpoint with LeNet5.load(path)")
+        return cls.load(PRETRAINED, device=device)
 
 
 def _centers_digest():
@@ -573,6 +596,9 @@ def read_checkpoint(path):
         raise CheckpointError(f"{path}: class names {classes!r} are not ten strings")
     if not isinstance(meta.get("dataset"), (str, type(None))):
         raise CheckpointError(f"{path}: data set {meta.get('dataset')!r} is not a name")
+    if not isinstance(meta.get("provenance"), (dict, type(None))):
+        raise CheckpointError(f"{path}: provenance {meta.get('provenance')!r} is not a JSON "
+                              "object")
     try:
         check_parameters(arrays)
     except ValueError as e:

@@ -379,19 +379,24 @@ def _evaluate(model, images, labels, what, enabled):
 def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None, lr=None,
           momentum=0.9, loss=None, j=MAP_J, seed=0, mu=None, checkpoint=None, log=None,
           progress=True, evaluate_train=True, out=print, schedule=None, shuffle=True,
-          hessian_sample="random", distort=False):
+          hessian_sample="random", distort=False, validation_set=None):
     """Train `model` in place for `epochs` passes; after each pass print the
     train and test error, save `checkpoint` and write a JSON line to `log` (which
     replaces an older log when the first pass has completed, and is appended to
     after the later ones).
 
-    train_set and test_set are (preprocessed images, labels) pairs.
-    Returns the list of per-pass records."""
+    train_set, test_set and validation_set are (preprocessed images, labels) pairs.
+    With validation_set (images held out of the training set, to choose settings on)
+    each pass also records "validation_error"; test_set may then be None, so that the
+    test set is not looked at (its "test_error" is None). Returns the per-pass records."""
     epochs = default_settings(recipe)["epochs"] if epochs is None else epochs
     if not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs must be a whole number of at least 1, not {epochs}")
-    if len(test_set[1]) == 0:
-        raise ValueError("no test images: the test set is empty")
+    if test_set is None and validation_set is None:
+        raise ValueError("no test set and no validation set: nothing to evaluate")
+    for what, pair in (("test", test_set), ("validation", validation_set)):
+        if pair is not None and len(pair[1]) == 0:
+            raise ValueError(f"no {what} images: the {what} set is empty")
     check_outputs(checkpoint, log)
     trainer = Trainer(model, *train_set, recipe=recipe, batch_size=batch_size, lr=lr,
                       momentum=momentum, loss=loss, j=j, seed=seed, mu=mu, schedule=schedule,
@@ -408,7 +413,7 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
         bar.close()
         seconds = time.perf_counter() - started
         record = _pass_record(trainer, epoch, step, result, seconds, train_set, test_set,
-                              progress, evaluate_train)
+                              progress, evaluate_train, validation_set)
         records.append(record)
         out(_pass_line(record))
         if checkpoint:
@@ -468,8 +473,9 @@ class _SideBySide:
 
 
 def _pass_record(trainer, epoch, step, result, seconds, train_set, test_set, progress,
-                 evaluate_train):
-    """The JSON line of one pass of `trainer` (lenet train's log format)."""
+                 evaluate_train, validation_set=None):
+    """The JSON line of one pass of `trainer` (lenet train's log format); test_set None:
+    "test_error" None; with validation_set also "validation_error"."""
     model, recipe = trainer.model, trainer.recipe
     train_loss, running_error = result
     record = {"pass": epoch + 1, "recipe": recipe, "loss": trainer.loss, "step_size": step,
@@ -477,9 +483,13 @@ def _pass_record(trainer, epoch, step, result, seconds, train_set, test_set, pro
               "train_loss": train_loss, "running_train_error": running_error,
               "train_error": _evaluate(model, *train_set, "training", progress)
               if evaluate_train else None,
-              "test_error": _evaluate(model, *test_set, "test", progress),
+              "test_error": None if test_set is None
+              else _evaluate(model, *test_set, "test", progress),
               "seconds": seconds, "patterns_per_second": trainer.n / seconds,
               "device": model.device, "dataset": model.dataset}
+    if validation_set is not None:
+        record["validation_error"] = _evaluate(model, *validation_set, "validation", progress)
+        record["validation_size"] = len(validation_set[1])
     if recipe != "sgd":  # the SDLM choices that docs/reproduction.md compares
         record.update(schedule=trainer.schedule, shuffle=trainer.shuffle,
                       hessian_sample=trainer.hessian_sample, distort=trainer.distort)
@@ -491,8 +501,10 @@ def _pass_line(record, name=None):
     shown = train_err if train_err is not None else record["running_train_error"]
     return (f"{name + ' ' if name else ''}pass {record['pass']:2d}: loss "
             f"{record['train_loss']:.4f}  train error {100 * shown:.2f}%  "
-            f"test error {100 * record['test_error']:.2f}%  ({record['seconds']:.1f} s, "
-            f"{record['patterns_per_second']:.0f} patterns/s)")
+            + "".join(f"{what} error {100 * record[key]:.2f}%  " for what, key in
+                      (("validation", "validation_error"), ("test", "test_error"))
+                      if record.get(key) is not None)
+            + f"({record['seconds']:.1f} s, {record['patterns_per_second']:.0f} patterns/s)")
 
 
 # ---------------------------------------------------------------------- sweeps
