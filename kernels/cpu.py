@@ -17,6 +17,8 @@ held to the same float64 reference (kernels/reference.py).
                    centers, table)
         the paper's per-pattern SDLM steps for patterns order[start:start + count], each
         from the parameters the last one left (one thread), with rates = eta / (mu + h)
+    sdlm_runs_cpu(...)
+        the per-pattern steps of many runs side by side, one run per thread at once
 
 params, grads, velocity and rates are flat (PARAMETERS_LEN,) arrays in kernels.layers'
 PARAMETER_AT layout; images (N,1,32,32) or (N,1024), labels (N,) int32, index and order
@@ -52,7 +54,7 @@ Test: pytest -q tests/test_cpu.py
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import get_parallel_chunksize, njit, prange, set_parallel_chunksize, types
 from numba.extending import overload
 
 from kernels.layers import (
@@ -417,10 +419,10 @@ def full_step(w, b, r_w, r_b, x, d):
 
 
 @jit
-def full_sums(w, b, d, x, count, c):
+def full_sums(w, b, d, x, count, add, c):
     """w (O,I) += sum_n d[n] outer x[n], b += sum_n d[n] over the first count rows of
-    d (B,O) and x (B,I): a full connection's gradient summed over a chunk, one row of w
-    at a time."""
+    d (B,O) and x (B,I) (= instead of += unless `add`): a full connection's gradient
+    summed over a chunk, one row of w at a time."""
     row = np.empty(x.shape[1], x.dtype)
     for o in range(d.shape[1]):
         row[:] = 0
@@ -430,9 +432,13 @@ def full_sums(w, b, d, x, count, c):
             for i in range(x.shape[1]):
                 row[i] += dn * x[n, i]
             g += dn
-        for i in range(x.shape[1]):
-            w[o, i] += row[i]
-        b[o] += g
+        if add:
+            for i in range(x.shape[1]):
+                w[o, i] += row[i]
+            b[o] += g
+        else:
+            w[o] = row
+            b[o] = g
 
 
 @jit
@@ -486,6 +492,17 @@ def sdlm_steps_kernel(params, rates, stats, images, labels, order, start, count,
         subsample_delta(d1, a1, W0, d2, W2, s2c, c, 1)         # C1's delta through S2
         subsample_step(s2c, s2b, r2c, r2b, a1, W0, d2, W2, c, 1)
         conv_step(c1w, c1b, r1w, r1b, x0, d1, one_map, one_count, W0, L1, c)
+
+
+@pjit
+def sdlm_runs_kernel(params, rates, stats, sets, image_set, labels, order, start, count,
+                     kinds, centers, in_maps, in_counts, c):
+    """sdlm_steps_kernel of R independent runs side by side, one run per thread at once:
+    run r steps params[r] with rates[r] through the patterns order[r] of
+    sets[image_set[r]], its totals into stats[r], its loss kinds[r] and constants c[r]."""
+    for r in prange(params.shape[0]):
+        sdlm_steps_kernel(params[r], rates[r], stats[r], sets[image_set[r]], labels,
+                          order[r], start, count, kinds[r], centers, in_maps, in_counts, c[r])
 
 
 # ------------------------------------------------------------ inference
@@ -545,8 +562,8 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
     # C5's and F6's inputs (squared for order 2) and deltas, a row per image of a chunk
     x4, d5 = np.zeros((CHUNK, 400), dt), np.zeros((CHUNK, 120), dt)
     x5, d6 = np.zeros((CHUNK, 120), dt), np.zeros((CHUNK, 84), dt)
-    slot[:] = 0
     for chunk in range(first, (count + CHUNK - 1) // CHUNK, stride):
+        add = chunk != first                      # the slot's first chunk writes it
         part[:] = 0
         lo = chunk * CHUNK
         hi = min(count, lo + CHUNK)
@@ -582,10 +599,10 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
             subsample_step(g2c, g2b, r2c, r2b, a1, W0, d2, W2, c, order)
             conv_step(g1w, g1b, r1w, r1b, q0 if order == 2 else x0, d1, one_map, one_count,
                       W0, L1, c)
-        full_sums(s5w, s5b, d5, x4, hi - lo, c)
-        full_sums(s6w, s6b, d6, x5, hi - lo, c)
+        full_sums(s5w, s5b, d5, x4, hi - lo, add, c)
+        full_sums(s6w, s6b, d6, x5, hi - lo, add, c)
         for t in range(CONV_PARAMETERS_LEN):
-            slot[t] += part[t]
+            slot[t] = slot[t] + part[t] if add else part[t]
 
 
 @pjit
@@ -627,6 +644,18 @@ def add_stats(stats, losses, wrong, count):
 
 
 # ---------------------------------------------------------------- launchers
+
+def one_at_a_time(kernel, *args):
+    """kernel(*args) with its prange iterations handed out one at a time (numba's
+    parallel chunk size 1, set here: code that sets it cannot be cached), so that a busy
+    core does not hold up the others; which thread takes an iteration changes no result."""
+    old = get_parallel_chunksize()
+    set_parallel_chunksize(1)
+    try:
+        kernel(*args)
+    finally:
+        set_parallel_chunksize(old)
+
 
 def _check(op, params, images, centers, extra=()):
     """ValueError naming the first argument that does not fit (shapes, one dtype,
@@ -679,6 +708,37 @@ def sdlm_steps_cpu(params, rates, stats, images, labels, order, start, count, ki
                       code, centers, in_maps, in_counts, constants(images.dtype.type, j))
 
 
+def sdlm_runs_cpu(params, rates, stats, sets, image_set, labels, order, start, count, kinds,
+                  js, centers, table):
+    """The per-pattern steps of R runs side by side (the CPU's kernels/sdlm.py sdlm_steps,
+    lenet.train.sweep): params, rates (R, PARAMETERS_LEN), stats (R, 2) float64, sets
+    (M, N, 1024) image sets, image_set (R,) int32, labels (N,) int32, order (R, P) int32,
+    kinds (R,) int32 codes of KINDS, js (R,) MAP's constants. Each run's parameters end
+    bit for bit as sdlm_steps_cpu would leave them."""
+    r = params.shape[0]
+    _check("sdlm_runs_cpu", params[0], sets[0], centers,
+           [("rates", rates, (r, PARAMETERS_LEN)), ("params", params, (r, PARAMETERS_LEN))])
+    if stats.dtype != np.float64 or stats.shape != (r, 2):
+        raise ValueError(f"sdlm_runs_cpu: stats must be a ({r}, 2) float64 array")
+    for name, a, shape in (("image_set", image_set, (r,)), ("labels", labels, sets.shape[1:2]),
+                           ("order", order, (r, order.shape[-1])), ("kinds", kinds, (r,))):
+        if a.dtype != np.int32 or a.shape != shape:
+            raise ValueError(f"sdlm_runs_cpu: {name} must be an int32 array of shape {shape}")
+    if not 0 <= start <= start + count <= order.shape[1]:
+        raise ValueError(f"sdlm_runs_cpu: patterns {start}..{start + count} outside the "
+                         f"order of {order.shape[1]}")
+    chosen = order[:, start:start + count]
+    if chosen.size and (chosen.min() < 0 or chosen.max() >= sets.shape[1]):
+        raise ValueError(f"sdlm_runs_cpu: order indexes outside the {sets.shape[1]} images")
+    if image_set.min() < 0 or image_set.max() >= sets.shape[0] or \
+            kinds.min() < 0 or kinds.max() >= len(KINDS):
+        raise ValueError("sdlm_runs_cpu: an image set or loss kind out of range")
+    in_maps, in_counts = _check_table("sdlm_runs_cpu", table)
+    c = np.stack([constants(params.dtype.type, j) for j in np.asarray(js, np.float64)])
+    one_at_a_time(sdlm_runs_kernel, params, rates, stats, sets, image_set, labels, order,
+                  int(start), int(count), kinds, centers, in_maps, in_counts, c)
+
+
 def penalties_cpu(out, images, params, centers, table):
     """out (N,10) = the RBF penalties of images (N,1,32,32), on every thread."""
     _check("penalties_cpu", params, images, centers, [("out", out, (images.shape[0], 10))])
@@ -688,7 +748,7 @@ def penalties_cpu(out, images, params, centers, table):
         penalties_block(out, images, params, centers, in_maps, in_counts, c, 0,
                         images.shape[0])
     else:
-        penalties_kernel(out, images, params, centers, in_maps, in_counts, c)
+        one_at_a_time(penalties_kernel, out, images, params, centers, in_maps, in_counts, c)
 
 
 class StepWorkspace:
@@ -729,9 +789,10 @@ class StepWorkspace:
         if order == 2:
             np.multiply(params, params, out=self.squares)
         t = self.dtype.type
-        slots_kernel(self.slots, n_slots, self.loss_of, self.wrong, params, self.squares,
-                     self.neg, images, labels, index, int(start), count, int(kind), order,
-                     t(1.0 / count), self.centers, self.in_maps, self.in_counts, c)
+        one_at_a_time(slots_kernel, self.slots, n_slots, self.loss_of, self.wrong, params,
+                      self.squares, self.neg, images, labels, index, int(start), count,
+                      int(kind), order, t(1.0 / count), self.centers, self.in_maps,
+                      self.in_counts, c)
         finish_kernel(params, grads, velocity, rates, self.slots, n_slots, int(mode), t(lr),
                       t(momentum))
         add_stats(stats, self.loss_of, self.wrong, count)

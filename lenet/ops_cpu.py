@@ -20,7 +20,8 @@ f(a), so pre-activations are never stored).
                 scale_add, fill, threads_for(batch_size)   (Trainer(fused=False))
     compiled    infer (inference on every core), workspace(batch) (mini-batch steps and
                 the curvature estimate), sdlm_rates, sdlm_steps (the paper's per-pattern
-                steps): kernels/cpu.py, as lenet.ops_gpu.GPUOps's
+                steps), sdlm_runs (many runs of them, one per core at once), copy:
+                kernels/cpu.py, as lenet.ops_gpu.GPUOps's
     distortions distort(out, images, params) (kernels/distort.py)
 """
 
@@ -178,6 +179,20 @@ class CPUOps:
         from kernels.cpu import sdlm_steps_cpu
         sdlm_steps_cpu(params.flat, rates.flat, stats, images, labels, order, start, count,
                        kind, j, centers, c3_table)
+
+    def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,
+                  kinds, js, centers, c3_table):
+        """Per-pattern SDLM steps of R runs side by side, one run per core at once
+        (kernels/cpu.py sdlm_runs_cpu; lenet.train.sweep): params, rates (R,
+        PARAMETERS_LEN), stats (R, 2) float64, images (M, N, 1024) image sets, image_set
+        (R,), labels (N,), order (R, P), kinds (R,) int32 loss codes, js (R,)."""
+        from kernels.cpu import sdlm_runs_cpu
+        sdlm_runs_cpu(params, rates, stats, images, image_set, labels, order, start, count,
+                      kinds, js, centers, c3_table)
+
+    def copy(self, dst, src):
+        """dst = src, two arrays of one shape."""
+        dst[...] = src
 
     def infer(self, x, shape, params, table, centers, want):
         """Penalties (N,10) (want="penalties") or classes (N,) of checked images x `shape`
