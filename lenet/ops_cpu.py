@@ -1,4 +1,4 @@
-"""The CPU backend: the op interface the model is written against, on NumPy.
+"""The CPU backend: the op interface the model is written against, on NumPy arrays.
 
 A backend is an object with the methods below; the model calls nothing else,
 so the GPU backend (`lenet.ops_gpu.GPUOps`) provides the same methods on device
@@ -13,11 +13,15 @@ f(a), so pre-activations are never stored).
     layers      conv, subsample, full, rbf         (forward)
                 *_backward                         (gradients)
                 *_backward2                        (Gauss-Newton curvature)
+                kernels/reference.py's NumPy: the model's path="layers", gradients and
+                second_derivatives, and Trainer(fused=False)
     loss        loss(y, labels, kind, j) -> (per-pattern losses, dy, hy)
     training    gather, argmin, accumulate_stats, sgd_update, sdlm_update,
-                scale_add, fill, threads_for(batch_size)
-    fused       sdlm_rates, sdlm_steps (the paper's per-pattern steps, kernels/sdlm_cpu.py,
-                as lenet.ops_gpu.GPUOps's), infer (a whole-network forward)
+                scale_add, fill, threads_for(batch_size)   (Trainer(fused=False))
+    compiled    infer (inference on every core), workspace(batch) (mini-batch steps and
+                the curvature estimate), sdlm_rates, sdlm_steps (the paper's per-pattern
+                steps), sdlm_runs (many runs of them, one per core at once), copy:
+                kernels/cpu.py, as lenet.ops_gpu.GPUOps's
     distortions distort(out, images, params) (kernels/distort.py)
 """
 
@@ -27,16 +31,9 @@ import numpy as np
 
 from kernels import reference as ref
 
-# Training batches up to this size run with BLAS on one thread (threads_for), so that
-# a busy machine does not slow them down. Measured with
-# lenet.train.Trainer on the 2-core development machine: idle, one thread ran
-# within 8% of OpenBLAS's default two (paper's recipe 1,030-1,040 against
-# 1,020-1,050 patterns/s; SGD at batch 32 2,010-2,040 against 2,180-2,230); with
-# another job on one core, one thread was 2.2x as fast (816-909 against 363-421 for
-# the paper's recipe, and 2.2x for SGD at batch 32). On the 16-core H100 machine the
-# batch-32 SGD pass ran 1,040 patterns/s on 16 threads (README: 57.8 s a pass, from a
-# run whose log was not kept), half this machine's rate; not yet measured there with
-# one thread.
+# Trainer(fused=False)'s batches up to this size run with BLAS on one thread
+# (threads_for): on a busy machine one thread ran 2.2x as fast as two
+# (bench/results/2026-12-06-cpu-twin/README.md keeps the figures).
 SINGLE_THREAD_BATCH = 64
 
 
@@ -45,6 +42,7 @@ class CPUOps:
 
     def __init__(self, dtype=np.float32):
         self.dtype = np.dtype(dtype)
+        self._workspaces = {}       # batch size -> kernels.cpu.StepWorkspace
 
     # ------------------------------------------------------------- memory
     def asarray(self, x, dtype=None):
@@ -157,7 +155,18 @@ class CPUOps:
     def fill(self, x, value):
         x[...] = value
 
-    # -------------------------------------------------------------- fused
+    # ----------------------------------------------------------- compiled
+    def workspace(self, batch):
+        """The buffers of compiled mini-batch steps of up to `batch` images (kernels/cpu.py
+        StepWorkspace, the GPU's Workspace interface), made once per batch size."""
+        ws = self._workspaces.get(batch)
+        if ws is None:
+            from kernels.cpu import StepWorkspace
+            from lenet.architecture import C3_TABLE, RBF_CENTERS
+            ws = self._workspaces[batch] = StepWorkspace(batch, self.dtype, RBF_CENTERS,
+                                                         C3_TABLE)
+        return ws
+
     def sdlm_rates(self, rates, hess, eta, mu):
         """rates = eta / (mu + hess) (FlatBuffers), once per pass, in their dtype."""
         rates.flat[...] = eta / (mu + hess.flat)
@@ -165,20 +174,33 @@ class CPUOps:
     def sdlm_steps(self, params, rates, stats, images, labels, order, start, count, kind, j,
                    centers, c3_table):
         """Per-pattern SDLM steps for order[start:start + count] with the step sizes
-        `rates` (FlatBuffers params and rates), compiled with Numba (kernels/sdlm_cpu.py):
-        what the batch-of-one loop does, on one thread."""
-        from kernels.sdlm_cpu import sdlm_steps_rates_cpu
-        sdlm_steps_rates_cpu(params.views, rates.views, stats, images, labels, order, start,
-                             count, kind, j, centers, c3_table)
+        `rates` (FlatBuffers params and rates), compiled (kernels/cpu.py), on one thread:
+        each step needs the last."""
+        from kernels.cpu import sdlm_steps_cpu
+        sdlm_steps_cpu(params.flat, rates.flat, stats, images, labels, order, start, count,
+                       kind, j, centers, c3_table)
+
+    def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,
+                  kinds, js, centers, c3_table):
+        """Per-pattern SDLM steps of R runs side by side, one run per core at once
+        (kernels/cpu.py sdlm_runs_cpu; lenet.train.sweep): params, rates (R,
+        PARAMETERS_LEN), stats (R, 2) float64, images (M, N, 1024) image sets, image_set
+        (R,), labels (N,), order (R, P), kinds (R,) int32 loss codes, js (R,)."""
+        from kernels.cpu import sdlm_runs_cpu
+        sdlm_runs_cpu(params, rates, stats, images, image_set, labels, order, start, count,
+                      kinds, js, centers, c3_table)
+
+    def copy(self, dst, src):
+        """dst = src, two arrays of one shape."""
+        dst[...] = src
 
     def infer(self, x, shape, params, table, centers, want):
-        """The model's fused path on the CPU: penalties (N,10) (want="penalties") or
-        classes (N,) of checked images x `shape` (N,1,32,32), through the compiled
-        one-image forward (kernels/sdlm_cpu.py) instead of ~10 array ops a layer.
+        """Penalties (N,10) (want="penalties") or classes (N,) of checked images x `shape`
+        (N,1,32,32), compiled (kernels/cpu.py), images split over every core.
         params: the model's FlatBuffer."""
-        from kernels.sdlm_cpu import penalties_cpu
+        from kernels.cpu import penalties_cpu
         out = np.empty((shape[0], 10), x.dtype)
-        penalties_cpu(out, x.reshape(shape), params.views, centers, table)
+        penalties_cpu(out, x.reshape(shape), params.flat, centers, table)
         return out if want == "penalties" else out.argmin(axis=1)
 
     def distort(self, out, images, params):

@@ -32,20 +32,19 @@
 Fused paths (Trainer(fused=False) keeps the layer-by-layer loop through the backend's
 ops, the reference they are tested against): the per-pattern recipes run their steps in
 one kernel, on the GPU kernels/sdlm.py (step sizes eta / (mu + h) computed once a pass)
-instead of ~40 launches a pattern, on the CPU the compiled loop of kernels/sdlm_cpu.py
-instead of ~40 NumPy operations; on the GPU the mini-batch steps and the curvature
-estimate go through the fused step of kernels/train_step.py (three launches, in a
-lenet.workspace.Workspace made once per batch size). `sweep` runs many per-pattern runs
-side by side, one GPU block each (lenet sweep).
+instead of ~40 launches a pattern, on the CPU the compiled loop of kernels/cpu.py; the
+mini-batch steps and the curvature estimate go through a fused step made once per batch
+size: on the GPU kernels/train_step.py (three launches, in a lenet.workspace.Workspace),
+on the CPU kernels/cpu.py's StepWorkspace (images split over every core). `sweep` runs
+many per-pattern runs side by side, one GPU block or one CPU core each (lenet sweep).
 
 Options of the SDLM recipes: the eta schedule (SCHEDULES), patterns shuffled or in
 order, the curvature's patterns (HESSIAN_SAMPLES), and the paper's random affine
 distortions drawn anew for every pattern of every pass (kernels/distort.py; with 10% of
 patterns left as they are).
 
-On the CPU, passes over batches of up to 64 run with BLAS on one thread
-(lenet.ops_cpu.SINGLE_THREAD_BATCH: within 8% of two threads on an idle 2-core
-machine, 2.2x faster with its other core busy).
+On the CPU, fused=False passes over batches of up to 64 run with BLAS on one thread
+(lenet.ops_cpu.SINGLE_THREAD_BATCH).
 
 The training set lives on the backend (on the GPU: uploaded once). Each pass
 shuffles with a seeded host permutation (one index array per pass is the only
@@ -125,11 +124,11 @@ class Trainer:
     """Runs passes of one recipe over a training set held on the model's backend.
 
     fused=True (the default) takes the backend's fused paths: the per-pattern recipes'
-    steps in one kernel (GPU kernels/sdlm.py, CPU kernels/sdlm_cpu.py), and on the GPU
-    the mini-batch steps and the curvature estimate through the fused step
-    (kernels/train_step.py: three launches a step, in a lenet.workspace.Workspace made
-    once per batch size). fused=False runs everything layer by layer through the
-    backend's ops: the checked baseline.
+    steps in one kernel (GPU kernels/sdlm.py, CPU kernels/cpu.py), and the mini-batch
+    steps and the curvature estimate through the fused step made once per batch size
+    (GPU kernels/train_step.py in a lenet.workspace.Workspace, CPU kernels/cpu.py's
+    StepWorkspace). fused=False runs everything layer by layer through the backend's
+    ops: the checked baseline.
 
     Memory: velocity, hessian, grads and rates are FlatBuffers (named views: .views[name]
     or [name]); the model's parameters are model.params (views of model.flat_params).
@@ -426,8 +425,8 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
 class _SideBySide:
     """The per-pattern passes of several Trainers in one launch per chunk: their
     parameters, step sizes, orders and totals side by side in (runs, ...) arrays, their
-    training sets (one shared, each distorting run's own) stacked (lenet.ops_gpu.GPUOps.
-    sdlm_runs: one block a run)."""
+    training sets (one shared, each distorting run's own) stacked (the backend's
+    sdlm_runs: one GPU block, or one CPU core at a time, a run)."""
 
     def __init__(self, trainers, data):
         from kernels.layers import IN_LEN, PARAMETERS_LEN
@@ -609,14 +608,14 @@ def sweep_setting_error(key, value):
 def sweep(runs, train_set, test_set, epochs=None, device="gpu", out_dir=None, progress=True,
           evaluate_train=True, out=print, classes=None, dataset=None):
     """Many independent runs of the paper's per-pattern recipe side by side: on the GPU one
-    block each in one launch of kernels/sdlm.py (so 64 runs take about as long as one);
-    on the CPU one after another. Each run is what `train` does with its settings
-    (sweep_runs: name, recipe paper or lecun, seed, init, mu, loss, j, schedule, shuffle,
-    hessian_sample, distort), bit for bit: its own model, random streams, curvature
-    estimate, order and distortions. After each pass every run's train and test error is
-    printed and, with out_dir, its checkpoint NAME.npz and log NAME.log.jsonl (lenet
-    train's format) written there; classes and dataset name the checkpoints' classes and
-    data set (LeNet5.classes, .dataset). Returns {name: [per-pass records]}."""
+    block each in one launch of kernels/sdlm.py (so 64 runs take about as long as one); on
+    the CPU one run per core at once (kernels/cpu.py). Each run is what `train` does with
+    its settings (sweep_runs: name, recipe paper or lecun, seed, init, mu, loss, j,
+    schedule, shuffle, hessian_sample, distort), bit for bit: its own model, random streams,
+    curvature estimate, order and distortions. After each pass every run's train and test
+    error is printed and, with out_dir, its checkpoint NAME.npz and log NAME.log.jsonl
+    (lenet train's format) written there; classes and dataset name the checkpoints' classes
+    and data set (LeNet5.classes, .dataset). Returns {name: [per-pass records]}."""
     from lenet.model import LeNet5
     runs = sweep_runs(runs)
     epochs = default_settings(runs[0]["recipe"])["epochs"] if epochs is None else epochs
@@ -647,8 +646,8 @@ def sweep(runs, train_set, test_set, epochs=None, device="gpu", out_dir=None, pr
                                 schedule=run.get("schedule"), shuffle=run.get("shuffle", True),
                                 hessian_sample=run.get("hessian_sample", "random"),
                                 distort=run.get("distort", False)))
-    ops, n, r_count = trainers[0].ops, trainers[0].n, len(trainers)
-    side_by_side = _SideBySide(trainers, data) if hasattr(ops, "sdlm_runs") else None
+    n, r_count = trainers[0].n, len(trainers)
+    side_by_side = _SideBySide(trainers, data)
     first = trainers[0].model
     out(f"sweep of {r_count} run{'s' if r_count > 1 else ''} of the per-pattern recipe on "
         f"{first.device}, {epochs} "
@@ -658,11 +657,7 @@ def sweep(runs, train_set, test_set, epochs=None, device="gpu", out_dir=None, pr
         started = time.perf_counter()
         bar = Progress(n, f"pass {epoch + 1}/{epochs}", enabled=progress)
         steps = [t.step_size() for t in trainers]
-        if side_by_side is not None:
-            results = side_by_side.train_pass(bar)
-        else:   # one run after another, each on its own buffers (as train would)
-            results = [t.train_pass() for t in trainers]
-            bar.advance(n)
+        results = side_by_side.train_pass(bar)
         bar.close()
         seconds = time.perf_counter() - started
         for run, t, step, result in zip(runs, trainers, steps, results, strict=True):

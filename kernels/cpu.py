@@ -1,0 +1,833 @@
+"""LeNet-5 on the CPU, compiled with Numba (njit): every CPU path of the model, the CPU's
+own implementation beside the GPU's kernels (kernels/forward.py, train_step.py, sdlm.py),
+held to the same float64 reference (kernels/reference.py).
+
+    penalties_cpu(out, images, params, centers, table)
+        inference: the RBF penalties (N,10) of images (N,1,32,32), blocks of INFER_BLOCK
+        images on every thread
+    StepWorkspace(batch, dtype, centers, table).step(params, grads, velocity, rates,
+            stats, images, labels, index, start, count, kind, j, order, mode, lr, momentum)
+        a mini-batch step over images[index[start:start + count]], with the interface of
+        the GPU's lenet.workspace.Workspace: forward, the loss (KINDS: "mse", paper eq. 8;
+        "map", eq. 9 with constant j), the gradients (order 1) or Gauss-Newton curvature
+        (order 2) of the batch's mean loss into grads, then MODES "store" (nothing more),
+        "sgd" (velocity = momentum velocity - lr g; params += velocity) or "sdlm"
+        (params -= rates g); stats (2,) float64 gains the losses and misclassified count
+    sdlm_steps_cpu(params, rates, stats, images, labels, order, start, count, kind, j,
+                   centers, table)
+        the paper's per-pattern SDLM steps for patterns order[start:start + count], each
+        from the parameters the last one left (one thread), with rates = eta / (mu + h)
+    sdlm_runs_cpu(...)
+        the per-pattern steps of many runs side by side, one run per thread at once
+
+params, grads, velocity and rates are flat (PARAMETERS_LEN,) arrays in kernels.layers'
+PARAMETER_AT layout; images (N,1,32,32) or (N,1024), labels (N,) int32, index and order
+int32, centers (10,84), table the C3 connection table (6,16) bool. float32 or float64
+(one compiled version each), C-contiguous NumPy arrays.
+
+Threads. A step splits its images into chunks of CHUNK; chunk k is summed, image after
+image, into slot k mod S (S = min(SLOTS, chunks)); the slots run in parallel (prange), and
+their sums are added in slot order in float64. Every sum's order is fixed by the batch
+size alone, so a seed repeats a run bit for bit on any number of threads. Inference needs
+no sums: each image's penalties are the same whichever thread computes them.
+
+How: each map is a flat row-major vector with the row stride of the layer's input, so
+that a 5x5 convolution is 25 contiguous multiply-adds over whole maps (and its weight
+gradient 25 dot products) which the compiler vectorises: C1's output is 28 rows of
+stride 32 (columns 28..31 are unused), C3's 10 rows of stride 14; the deltas keep zeros
+in the unused columns, so they add nothing. Deltas are dE/da at each layer's
+pre-activation a. A layer's "step" subtracts rate * gradient from its destination: the
+per-pattern steps pass the parameters and eta / (mu + h); a mini-batch step passes its
+sums and rates of -1, which add the gradient exactly. Order 2 runs the same code with
+squared weights, squared inputs and f'^2 (kernels/reference.py's *_backward2_ref).
+
+Arithmetic. Sums may be reassociated (fastmath "reassoc", which lets dot products
+vectorise): results differ from the reference by rounding only, and a run repeats bit
+for bit on the same machine (also from Numba's on-disk cache; with "contract" too, the
+cached code rounded differently from the freshly compiled one). float32 computes tanh
+with a rational approximation (tanh32: Eigen's, within 3e-7 of tanh, 6x faster than the
+C library's tanhf here); float64 uses math.tanh.
+
+Test: pytest -q tests/test_cpu.py
+"""
+
+import math
+
+import numpy as np
+from numba import get_parallel_chunksize, njit, prange, set_parallel_chunksize, types
+from numba.extending import overload
+
+from kernels.layers import (
+    B1_AT,
+    B2_AT,
+    B3_AT,
+    B4_AT,
+    B5_AT,
+    B6_AT,
+    C2_AT,
+    C4_AT,
+    CONV_PARAMETERS_LEN,
+    PARAMETERS_LEN,
+    W1_AT,
+    W3_AT,
+    W5_AT,
+    W6_AT,
+)
+from kernels.reference import SQUASH_A, SQUASH_S
+
+K = 5
+KINDS = {"mse": 0, "map": 1}                 # as kernels/loss.py's
+MODES = {"store": 0, "sgd": 1, "sdlm": 2}    # as kernels/train_step.py's
+STORE, SGD, SDLM = 0, 1, 2
+# flat map layouts (module docstring): row stride, length of the computed span, buffer size
+W0, X0_LEN = 32, 1032   # the input image; C1 reads up to 27*32+27 + 4*32+4 = 1027
+L1 = 28 * W0            # C1's output: 28 rows of stride 32
+W2, A2_LEN = 14, 200    # S2's output: 14x14; C3 reads up to 9*14+13 + 4*14+4 = 199
+L3 = 10 * W2            # C3's output: 10 rows of stride 14
+CHUNK = 16              # images a mini-batch step sums before adding them to their slot
+SLOTS = 16              # most partial sums of a step (the most threads it keeps busy)
+INFER_BLOCK = 16        # images per task of the parallel inference
+FINISH_BLOCK = 4096     # parameters per task of a step's finish
+
+jit = njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+pjit = njit(cache=True, fastmath={"reassoc"}, error_model="numpy", parallel=True)
+
+
+def constants(dtype, j=0.0):
+    """[A, S, S/A, A^2, j, 0, 4] in `dtype`: the squash's constants, MAP's j, the zero that
+    sums start from and order 2's 4, so that the compiled code computes in the arrays'
+    precision."""
+    return np.array([SQUASH_A, SQUASH_S, SQUASH_S / SQUASH_A, SQUASH_A * SQUASH_A, j, 0, 4],
+                    dtype=dtype)
+
+
+def connection_lists(table):
+    """For a connection table (C,M) bool: in_maps (M,C) int32 (the input maps output map
+    m reads are in_maps[m, :in_counts[m]]) and in_counts (M,) int32."""
+    table = np.asarray(table, dtype=bool)
+    in_maps = np.zeros((table.shape[1], table.shape[0]), np.int32)
+    for m in range(table.shape[1]):
+        rows = np.flatnonzero(table[:, m])
+        in_maps[m, :len(rows)] = rows
+    return in_maps, table.sum(axis=0).astype(np.int32)
+
+
+@jit
+def unpack_conv(p):
+    """The named views of C1..S4 in a flat parameter-shaped array (or its first
+    CONV_PARAMETERS_LEN): C1 weight (6,1,5,5) and bias, S2 coefficient and bias, C3 weight
+    (16,6,5,5) and bias, S4 coefficient and bias."""
+    return (p[W1_AT:B1_AT].reshape((6, 1, K, K)), p[B1_AT:C2_AT], p[C2_AT:B2_AT],
+            p[B2_AT:W3_AT], p[W3_AT:B3_AT].reshape((16, 6, K, K)), p[B3_AT:C4_AT],
+            p[C4_AT:B4_AT], p[B4_AT:W5_AT])
+
+
+@jit
+def unpack_dense(p):
+    """C5 weight (120,400) and bias, F6 weight (84,120) and bias of a flat array."""
+    return (p[W5_AT:B5_AT].reshape((120, 400)), p[B5_AT:W6_AT],
+            p[W6_AT:B6_AT].reshape((84, 120)), p[B6_AT:])
+
+
+@jit
+def unpack(p):
+    """The twelve named views of a flat parameter-shaped array, in PARAMETER_AT order."""
+    return unpack_conv(p) + unpack_dense(p)
+
+
+# ----------------------------------------------------------------------- tanh
+
+def tanh32(x):
+    """tanh for float32 as a rational function (Eigen's generic_fast_tanh_float): no
+    library call, so loops over it vectorise. NaN stays NaN."""
+    c = np.float32(7.90531110763549805)  # tanh(c) rounds to 1 in float32
+    if x > c:
+        x = c
+    elif x < -c:
+        x = -c
+    x2 = x * x
+    p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+    p = x2 * p + np.float32(-8.60467152213735e-11)
+    p = x2 * p + np.float32(5.12229709037114e-08)
+    p = x2 * p + np.float32(1.48572235717979e-05)
+    p = x2 * p + np.float32(6.37261928875436e-04)
+    p = x2 * p + np.float32(4.89352455891786e-03)
+    q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+    q = x2 * q + np.float32(2.26843463243900e-03)
+    q = x2 * q + np.float32(4.89352518554385e-03)
+    return x * p / q
+
+
+tanh32_jit = jit(tanh32)
+
+
+def tanh(x):
+    """tanh32 for float32, math.tanh otherwise (compiled code only)."""
+    return math.tanh(x)
+
+
+@overload(tanh)
+def _tanh_for(x):
+    if x == types.float32:
+        return lambda x: tanh32_jit(x)
+    return lambda x: math.tanh(x)
+
+
+@jit
+def squash(a, c):
+    return c[0] * tanh(c[1] * a)
+
+
+@jit
+def fprime(out, c, order):
+    """f'(a) from f(a) = out; its square for order 2."""
+    d = c[2] * (c[3] - out * out)
+    return d * d if order == 2 else d
+
+
+# ------------------------------------------------------------ one image, forward
+
+@jit
+def conv_forward_one(out, x, w, b, in_maps, in_counts, width, span, c):
+    """out[m, i] = f(b[m] + sum over the input maps ch that m reads and u, v of
+    w[m, ch, u, v] * x[ch, u * width + v + i]) for i < span; x (C, *), out (M, *) flat
+    maps. The five taps of a kernel row go together: one pass over out per row."""
+    for m in range(out.shape[0]):
+        o = out[m]
+        o[:span] = b[m]
+        for jj in range(in_counts[m]):
+            ch = in_maps[m, jj]
+            for u in range(K):
+                w0, w1, w2 = w[m, ch, u, 0], w[m, ch, u, 1], w[m, ch, u, 2]
+                w3, w4 = w[m, ch, u, 3], w[m, ch, u, 4]
+                xs = x[ch, u * width:u * width + span + K - 1]
+                for i in range(span):
+                    o[i] += (w0 * xs[i] + w1 * xs[i + 1] + w2 * xs[i + 2] + w3 * xs[i + 3]
+                             + w4 * xs[i + 4])
+        for i in range(span):
+            o[i] = squash(o[i], c)
+
+
+@jit
+def subsample_forward_one(out, out_width, x, x_width, coef, bias, c):
+    """out[m, i * out_width + j] = f(coef[m] * (2x2 block sum of x at (2i, 2j)) + bias[m])
+    for i, j < out_width."""
+    for m in range(out.shape[0]):
+        for i in range(out_width):
+            r0, r1 = 2 * i * x_width, (2 * i + 1) * x_width
+            for j in range(out_width):
+                s = x[m, r0 + 2 * j] + x[m, r0 + 2 * j + 1] + x[m, r1 + 2 * j] \
+                    + x[m, r1 + 2 * j + 1]
+                out[m, i * out_width + j] = squash(coef[m] * s + bias[m], c)
+
+
+@jit
+def full_forward_one(out, x, w, b, c):
+    """out (O,) = f(w (O,I) @ x (I,) + b)."""
+    for o in range(out.shape[0]):
+        acc = c[5]
+        for i in range(x.shape[0]):
+            acc += w[o, i] * x[i]
+        out[o] = squash(acc + b[o], c)
+
+
+@jit
+def forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, one_map, one_count, in_maps,
+                in_counts, c):
+    """Every layer of one image x0 (1, X0_LEN) (the 32x32 image, zero-padded) with the
+    parameters p (unpack's views): the flat maps a1 (6, L1), a2 (6, A2_LEN), a3 (16, L3),
+    a4 (16, 25), a5, a6, penalties y (10,)."""
+    c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = p
+    conv_forward_one(a1, x0, c1w, c1b, one_map, one_count, W0, L1, c)
+    subsample_forward_one(a2, W2, a1, W0, s2c, s2b, c)
+    conv_forward_one(a3, a2, c3w, c3b, in_maps, in_counts, W2, L3, c)
+    subsample_forward_one(a4, 5, a3, W2, s4c, s4b, c)
+    full_forward_one(a5, a4.reshape(a4.size), c5w, c5b, c)
+    full_forward_one(a6, a5, f6w, f6b, c)
+    for k in range(y.shape[0]):
+        acc = c[5]
+        for i in range(a6.shape[0]):
+            d = a6[i] - centers[k, i]
+            acc += d * d
+        y[k] = acc
+
+
+@jit
+def load_image(x0, image):
+    """x0 (1, X0_LEN) = the 32x32 image, flat, then zeros."""
+    x0[0, W0 * W0:] = 0
+    x0[0, :W0 * W0] = image.reshape(W0 * W0)
+
+
+# ------------------------------------------------------------ loss, one pattern
+
+@jit
+def pattern_loss(y, label, kind, c, dy, hy):
+    """The loss of penalties y (10,) for `label`; writes dE/dy into dy and the diagonal of
+    d2E/dy2 into hy. kind 0: MSE (paper eq. 8), 1: MAP (eq. 9, j = c[4]), computed
+    relative to the largest exponent as kernels/loss.py does. A label outside 0..9 gives
+    NaN."""
+    n = y.shape[0]
+    if label < 0 or label >= n:
+        dy[:] = np.nan
+        hy[:] = np.nan
+        return c[5] + np.nan
+    if kind == 0:
+        dy[:] = 0
+        hy[:] = 0
+        dy[label] = 1
+        return y[label]
+    zmax = -c[4]
+    for i in range(n):
+        zmax = max(zmax, -y[i])
+    total = math.exp(-c[4] - zmax)
+    for i in range(n):
+        total += math.exp(-y[i] - zmax)
+    for i in range(n):
+        p = math.exp(-y[i] - zmax) / total
+        dy[i] = -p
+        hy[i] = p - p * p
+    dy[label] += 1
+    return y[label] + zmax + math.log(total)
+
+
+# ------------------------------------------------------------ backward, one pattern
+
+@jit
+def rbf_delta(d6, a6, dy, hy, centers, c, order):
+    """F6's delta (curvature for order 2) at its pre-activation, through the RBF:
+    2 sum_k dy_k (a6 - c_k) f', or (sum_k 2 dy_k + 4 hy_k (a6 - c_k)^2) f'^2."""
+    for o in range(a6.shape[0]):
+        g = c[5]
+        if order == 2:
+            for k in range(dy.shape[0]):
+                t = a6[o] - centers[k, o]
+                g += (dy[k] + dy[k]) + c[6] * hy[k] * t * t
+            d6[o] = g * fprime(a6[o], c, order)
+        else:
+            for k in range(dy.shape[0]):
+                g += dy[k] * (a6[o] - centers[k, o])
+            d6[o] = (g + g) * fprime(a6[o], c, order)
+
+
+@jit
+def subsample_delta(d_x, x, x_width, d_out, out_width, coef, c, order):
+    """The delta at the pre-activation of a subsampling layer's input x: d_out (at its
+    own pre-activation) times coef, spread over each 2x2 block, times f' (order 2: coef
+    holds coef^2, and f'^2). Writes the 2 out_width x 2 out_width used entries only."""
+    for m in range(d_x.shape[0]):
+        for yy in range(2 * out_width):
+            for xx in range(2 * out_width):
+                k = yy * x_width + xx
+                d_x[m, k] = d_out[m, (yy // 2) * out_width + xx // 2] * coef[m] \
+                    * fprime(x[m, k], c, order)
+
+
+@jit
+def subsample_step(coef, bias, r_coef, r_bias, x, x_width, d, out_width, c, order):
+    """coef -= r_coef * gradient, bias -= r_bias * gradient of a subsampling layer, from
+    its input x and the delta d at its pre-activation: the gradient of coef is the sum of
+    d times the 2x2 block sums s (s^2 for order 2)."""
+    for m in range(d.shape[0]):
+        gc, gb = c[5], c[5]
+        for i in range(out_width):
+            r0, r1 = 2 * i * x_width, (2 * i + 1) * x_width
+            for j in range(out_width):
+                s = x[m, r0 + 2 * j] + x[m, r0 + 2 * j + 1] + x[m, r1 + 2 * j] \
+                    + x[m, r1 + 2 * j + 1]
+                if order == 2:
+                    s = s * s
+                gc += d[m, i * out_width + j] * s
+                gb += d[m, i * out_width + j]
+        coef[m] -= r_coef[m] * gc
+        bias[m] -= r_bias[m] * gb
+
+
+@jit
+def conv_delta(d_x, x, d_out, w, in_maps, in_counts, width, span, pad, c, order):
+    """The delta at the pre-activation of a convolution's input x: the full correlation
+    of its delta d_out (unused columns zero) with the connected weights w (order 2: w^2),
+    times f' (f'^2). pad: scratch of span + 2 (K - 1), which holds one map of d_out
+    between zeros so that each kernel row is one pass over d_x."""
+    d_x[:] = 0
+    pad[:] = 0
+    for m in range(d_out.shape[0]):
+        pad[K - 1:K - 1 + span] = d_out[m, :span]
+        for jj in range(in_counts[m]):
+            ch = in_maps[m, jj]
+            for u in range(K):
+                w0, w1, w2 = w[m, ch, u, 0], w[m, ch, u, 1], w[m, ch, u, 2]
+                w3, w4 = w[m, ch, u, 3], w[m, ch, u, 4]
+                dx = d_x[ch, u * width:u * width + span + K - 1]
+                for i in range(span + K - 1):  # dx[i] += sum_v w_v d_out[m, i - v]
+                    dx[i] += (w0 * pad[i + 4] + w1 * pad[i + 3] + w2 * pad[i + 2]
+                              + w3 * pad[i + 1] + w4 * pad[i])
+    for ch in range(d_x.shape[0]):
+        for i in range(width * width):
+            d_x[ch, i] *= fprime(x[ch, i], c, order)
+
+
+@jit
+def conv_step(w, b, r_w, r_b, x, d, in_maps, in_counts, width, span, c):
+    """w -= r_w * gradient, b -= r_b * gradient of a convolution's connected weights and
+    biases, from its input x (order 2: x^2) and the delta d at its pre-activation (unused
+    columns zero): the gradient of w[m, ch, u, v] is the dot product of d[m] with x[ch]
+    shifted by u * width + v."""
+    for m in range(d.shape[0]):
+        dm = d[m, :span]
+        for jj in range(in_counts[m]):
+            ch = in_maps[m, jj]
+            for u in range(K):
+                xs = x[ch, u * width:u * width + span + K - 1]
+                g0 = g1 = g2 = g3 = g4 = c[5]
+                for i in range(span):
+                    g0 += dm[i] * xs[i]
+                    g1 += dm[i] * xs[i + 1]
+                    g2 += dm[i] * xs[i + 2]
+                    g3 += dm[i] * xs[i + 3]
+                    g4 += dm[i] * xs[i + 4]
+                w[m, ch, u, 0] -= r_w[m, ch, u, 0] * g0
+                w[m, ch, u, 1] -= r_w[m, ch, u, 1] * g1
+                w[m, ch, u, 2] -= r_w[m, ch, u, 2] * g2
+                w[m, ch, u, 3] -= r_w[m, ch, u, 3] * g3
+                w[m, ch, u, 4] -= r_w[m, ch, u, 4] * g4
+        g = c[5]
+        for i in range(span):
+            g += dm[i]
+        b[m] -= r_b[m] * g
+
+
+@jit
+def full_delta(d_x, x, d, w, c, order):
+    """The delta d_x (I,) at the input's pre-activation of a full connection
+    out = f(w (O,I) @ x + b) with delta d (O,): (d @ w) f'(x) (order 2: w^2, f'^2)."""
+    d_x[:] = 0
+    for o in range(d.shape[0]):
+        for i in range(x.shape[0]):
+            d_x[i] += d[o] * w[o, i]
+    for i in range(x.shape[0]):
+        d_x[i] *= fprime(x[i], c, order)
+
+
+@jit
+def full_step(w, b, r_w, r_b, x, d):
+    """The per-pattern step of a full connection: w -= r_w * (d outer x), b -= r_b * d."""
+    for o in range(d.shape[0]):
+        for i in range(x.shape[0]):
+            w[o, i] -= r_w[o, i] * (d[o] * x[i])
+        b[o] -= r_b[o] * d[o]
+
+
+@jit
+def full_sums(w, b, d, x, count, add, c):
+    """w (O,I) += sum_n d[n] outer x[n], b += sum_n d[n] over the first count rows of
+    d (B,O) and x (B,I) (= instead of += unless `add`): a full connection's gradient
+    summed over a chunk, one row of w at a time."""
+    row = np.empty(x.shape[1], x.dtype)
+    for o in range(d.shape[1]):
+        row[:] = 0
+        g = c[5]
+        for n in range(count):
+            dn = d[n, o]
+            for i in range(x.shape[1]):
+                row[i] += dn * x[n, i]
+            g += dn
+        if add:
+            for i in range(x.shape[1]):
+                w[o, i] += row[i]
+            b[o] += g
+        else:
+            w[o] = row
+            b[o] = g
+
+
+@jit
+def square_into(q, a):
+    """q = a * a (same shapes, flat loop)."""
+    qf, af = q.reshape(q.size), a.reshape(a.size)
+    for i in range(af.shape[0]):
+        qf[i] = af[i] * af[i]
+
+
+# ------------------------------------------------------------ per-pattern steps
+
+@jit
+def sdlm_steps_kernel(params, rates, stats, images, labels, order, start, count, kind,
+                      centers, in_maps, in_counts, c):
+    """Per-pattern steps, params -= rates * gradient after each pattern (flat arrays)."""
+    dt = images.dtype
+    p = unpack(params)
+    c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = p
+    r1w, r1b, r2c, r2b, r3w, r3b, r4c, r4b, r5w, r5b, r6w, r6b = unpack(rates)
+    x0 = np.zeros((1, X0_LEN), dt)
+    a1, d1 = np.zeros((6, L1), dt), np.zeros((6, L1), dt)
+    a2, d2 = np.zeros((6, A2_LEN), dt), np.zeros((6, A2_LEN), dt)
+    a3, d3 = np.zeros((16, L3), dt), np.zeros((16, L3), dt)
+    a4, d4 = np.zeros((16, 25), dt), np.zeros((16, 25), dt)
+    a5, d5 = np.zeros(120, dt), np.zeros(120, dt)
+    a6, d6 = np.zeros(84, dt), np.zeros(84, dt)
+    y, dy, hy = np.zeros(10, dt), np.zeros(10, dt), np.zeros(10, dt)
+    pad = np.zeros(L3 + 2 * (K - 1), dt)
+    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
+    for q in range(start, start + count):
+        n = order[q]
+        load_image(x0, images[n])
+        forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, one_map, one_count, in_maps,
+                    in_counts, c)
+        label = labels[n]
+        stats[0] += pattern_loss(y, label, kind, c, dy, hy)
+        if np.argmin(y) != label:
+            stats[1] += 1
+        # each layer steps once the layer below no longer needs its parameters, so that
+        # every gradient is taken at the pattern's start
+        rbf_delta(d6, a6, dy, hy, centers, c, 1)
+        full_delta(d5, a5, d6, f6w, c, 1)                      # C5's delta, F6's step
+        full_step(f6w, f6b, r6w, r6b, a5, d6)
+        full_delta(d4.reshape(400), a4.reshape(400), d5, c5w, c, 1)
+        full_step(c5w, c5b, r5w, r5b, a4.reshape(400), d5)
+        subsample_delta(d3, a3, W2, d4, 5, s4c, c, 1)          # C3's delta through S4
+        subsample_step(s4c, s4b, r4c, r4b, a3, W2, d4, 5, c, 1)
+        conv_delta(d2, a2, d3, c3w, in_maps, in_counts, W2, L3, pad, c, 1)  # S2's
+        conv_step(c3w, c3b, r3w, r3b, a2, d3, in_maps, in_counts, W2, L3, c)
+        subsample_delta(d1, a1, W0, d2, W2, s2c, c, 1)         # C1's delta through S2
+        subsample_step(s2c, s2b, r2c, r2b, a1, W0, d2, W2, c, 1)
+        conv_step(c1w, c1b, r1w, r1b, x0, d1, one_map, one_count, W0, L1, c)
+
+
+@pjit
+def sdlm_runs_kernel(params, rates, stats, sets, image_set, labels, order, start, count,
+                     kinds, centers, in_maps, in_counts, c):
+    """sdlm_steps_kernel of R independent runs side by side, one run per thread at once:
+    run r steps params[r] with rates[r] through the patterns order[r] of
+    sets[image_set[r]], its totals into stats[r], its loss kinds[r] and constants c[r]."""
+    for r in prange(params.shape[0]):
+        sdlm_steps_kernel(params[r], rates[r], stats[r], sets[image_set[r]], labels,
+                          order[r], start, count, kinds[r], centers, in_maps, in_counts, c[r])
+
+
+# ------------------------------------------------------------ inference
+
+@jit
+def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi):
+    """out[n] = the penalties of images[n] for lo <= n < hi, one image after another."""
+    dt = images.dtype
+    p = unpack(params)
+    x0 = np.zeros((1, X0_LEN), dt)
+    a1, a2 = np.zeros((6, L1), dt), np.zeros((6, A2_LEN), dt)
+    a3, a4 = np.zeros((16, L3), dt), np.zeros((16, 25), dt)
+    a5, a6 = np.zeros(120, dt), np.zeros(84, dt)
+    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
+    for n in range(lo, hi):
+        load_image(x0, images[n])
+        forward_one(x0, p, a1, a2, a3, a4, a5, a6, out[n], centers, one_map, one_count,
+                    in_maps, in_counts, c)
+
+
+@pjit
+def penalties_kernel(out, images, params, centers, in_maps, in_counts, c):
+    """penalties_block over blocks of INFER_BLOCK images, in parallel."""
+    n = images.shape[0]
+    for b in prange((n + INFER_BLOCK - 1) // INFER_BLOCK):
+        penalties_block(out, images, params, centers, in_maps, in_counts, c,
+                        b * INFER_BLOCK, min(n, (b + 1) * INFER_BLOCK))
+
+
+# ------------------------------------------------------------ mini-batch step
+
+@jit
+def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, start,
+              count, kind, order, scale, first, stride, centers, in_maps, in_counts, c):
+    """Slot `first`'s share of a step: chunks first, first + stride, ... of CHUNK images
+    of images[index[start:start + count]], each image's gradient (order 1) or curvature
+    (order 2) of the mean loss summed into a chunk sum, each chunk sum added into slot
+    (PARAMETERS_LEN,). squares: the parameters squared (order 2; else the parameters);
+    neg: -1s (CONV_PARAMETERS_LEN,), the rates with which the layers' steps add their
+    gradients. losses[n], wrong[n]: image n's loss and whether it was misclassified."""
+    dt = images.dtype
+    p = unpack(params)
+    e = unpack(squares if order == 2 else params)   # what deltas go back through
+    part = np.zeros(CONV_PARAMETERS_LEN, dt)        # C1..S4's sums over a chunk
+    g1w, g1b, g2c, g2b, g3w, g3b, g4c, g4b = unpack_conv(part)
+    r1w, r1b, r2c, r2b, r3w, r3b, r4c, r4b = unpack_conv(neg)
+    s5w, s5b, s6w, s6b = unpack_dense(slot)
+    x0, q0 = np.zeros((1, X0_LEN), dt), np.zeros((1, X0_LEN), dt)
+    a1, d1 = np.zeros((6, L1), dt), np.zeros((6, L1), dt)
+    a2, d2, q2 = np.zeros((6, A2_LEN), dt), np.zeros((6, A2_LEN), dt), np.zeros((6, A2_LEN), dt)
+    a3, d3 = np.zeros((16, L3), dt), np.zeros((16, L3), dt)
+    a4, d4 = np.zeros((16, 25), dt), np.zeros((16, 25), dt)
+    a5, a6 = np.zeros(120, dt), np.zeros(84, dt)
+    y, dy, hy = np.zeros(10, dt), np.zeros(10, dt), np.zeros(10, dt)
+    pad = np.zeros(L3 + 2 * (K - 1), dt)
+    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
+    # C5's and F6's inputs (squared for order 2) and deltas, a row per image of a chunk
+    x4, d5 = np.zeros((CHUNK, 400), dt), np.zeros((CHUNK, 120), dt)
+    x5, d6 = np.zeros((CHUNK, 120), dt), np.zeros((CHUNK, 84), dt)
+    for chunk in range(first, (count + CHUNK - 1) // CHUNK, stride):
+        add = chunk != first                      # the slot's first chunk writes it
+        part[:] = 0
+        lo = chunk * CHUNK
+        hi = min(count, lo + CHUNK)
+        for n in range(lo, hi):
+            k = n - lo
+            i = index[start + n]
+            load_image(x0, images[i])
+            forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, one_map, one_count,
+                        in_maps, in_counts, c)
+            label = labels[i]
+            losses[n] = pattern_loss(y, label, kind, c, dy, hy)
+            wrong[n] = np.argmin(y) != label
+            for t in range(10):
+                dy[t] *= scale
+                hy[t] *= scale
+            rbf_delta(d6[k], a6, dy, hy, centers, c, order)
+            full_delta(d5[k], a5, d6[k], e[10], c, order)
+            full_delta(d4.reshape(400), a4.reshape(400), d5[k], e[8], c, order)
+            if order == 2:
+                square_into(x5[k], a5)
+                square_into(x4[k], a4)
+                square_into(q2, a2)
+                square_into(q0, x0)
+            else:
+                x5[k] = a5
+                x4[k] = a4.reshape(400)
+            subsample_delta(d3, a3, W2, d4, 5, e[6], c, order)
+            subsample_step(g4c, g4b, r4c, r4b, a3, W2, d4, 5, c, order)
+            conv_delta(d2, a2, d3, e[4], in_maps, in_counts, W2, L3, pad, c, order)
+            conv_step(g3w, g3b, r3w, r3b, q2 if order == 2 else a2, d3, in_maps, in_counts,
+                      W2, L3, c)
+            subsample_delta(d1, a1, W0, d2, W2, e[2], c, order)
+            subsample_step(g2c, g2b, r2c, r2b, a1, W0, d2, W2, c, order)
+            conv_step(g1w, g1b, r1w, r1b, q0 if order == 2 else x0, d1, one_map, one_count,
+                      W0, L1, c)
+        full_sums(s5w, s5b, d5, x4, hi - lo, add, c)
+        full_sums(s6w, s6b, d6, x5, hi - lo, add, c)
+        for t in range(CONV_PARAMETERS_LEN):
+            slot[t] = slot[t] + part[t] if add else part[t]
+
+
+@pjit
+def slots_kernel(slots, n_slots, losses, wrong, params, squares, neg, images, labels, index,
+                 start, count, kind, order, scale, centers, in_maps, in_counts, c):
+    """slot_sums of every slot, in parallel."""
+    for s in prange(n_slots):
+        slot_sums(slots[s], losses, wrong, params, squares, neg, images, labels, index,
+                  start, count, kind, order, scale, s, n_slots, centers, in_maps, in_counts,
+                  c)
+
+
+@pjit
+def finish_kernel(params, grads, velocity, rates, slots, n_slots, mode, lr, momentum):
+    """grads = the slots' sums added in slot order in float64; then the update of mode."""
+    for b in prange((PARAMETERS_LEN + FINISH_BLOCK - 1) // FINISH_BLOCK):
+        for k in range(b * FINISH_BLOCK, min(PARAMETERS_LEN, (b + 1) * FINISH_BLOCK)):
+            g = 0.0
+            for s in range(n_slots):
+                g += slots[s, k]
+            grads[k] = g
+            if mode == SGD:
+                v = momentum * velocity[k] - lr * grads[k]
+                velocity[k] = v
+                params[k] += v
+            elif mode == SDLM:
+                params[k] -= rates[k] * grads[k]
+
+
+@jit
+def add_stats(stats, losses, wrong, count):
+    """stats[0] += the losses, stats[1] += the misclassified, in image order."""
+    total, errors = 0.0, 0
+    for n in range(count):
+        total += losses[n]
+        errors += wrong[n]
+    stats[0] += total
+    stats[1] += errors
+
+
+# ---------------------------------------------------------------- launchers
+
+def one_at_a_time(kernel, *args):
+    """kernel(*args) with its prange iterations handed out one at a time (numba's
+    parallel chunk size 1, set here: code that sets it cannot be cached), so that a busy
+    core does not hold up the others; which thread takes an iteration changes no result."""
+    old = get_parallel_chunksize()
+    set_parallel_chunksize(1)
+    try:
+        kernel(*args)
+    finally:
+        set_parallel_chunksize(old)
+
+
+def _check(op, params, images, centers, extra=()):
+    """ValueError naming the first argument that does not fit (shapes, one dtype,
+    C-contiguous NumPy arrays)."""
+    dtype = getattr(images, "dtype", None)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"{op}: images are {dtype}, expected float32 or float64")
+    n = images.shape[0]
+    arrays = [("images", images, (n, 1, W0, W0) if images.ndim == 4 else (n, W0 * W0)),
+              ("centers", centers, (10, 84)), ("params", params, (PARAMETERS_LEN,))]
+    for name, a, shape in arrays + list(extra):
+        if not isinstance(a, np.ndarray) or a.shape != tuple(shape) or a.dtype != dtype \
+                or not a.flags.c_contiguous:
+            raise ValueError(f"{op}: {name} must be a C-contiguous {dtype} array of shape "
+                             f"{tuple(shape)}, not {getattr(a, 'dtype', type(a).__name__)} "
+                             f"{getattr(a, 'shape', '')}")
+
+
+def _check_table(op, table):
+    if np.shape(table) != (6, 16):
+        raise ValueError(f"{op}: the C3 table has shape {np.shape(table)}, expected (6, 16)")
+    return connection_lists(table)
+
+
+def _check_kind(op, kind):
+    if kind not in KINDS:
+        raise ValueError(f"{op}: kind {kind!r}, expected one of {sorted(KINDS)}")
+    return KINDS[kind]
+
+
+def sdlm_steps_cpu(params, rates, stats, images, labels, order, start, count, kind, j,
+                   centers, table):
+    """Per-pattern SDLM steps for patterns order[start:start + count] (module docstring);
+    params (flat) are updated in place, stats (2,) float64 gains loss and errors."""
+    code = _check_kind("sdlm_steps_cpu", kind)
+    _check("sdlm_steps_cpu", params, images, centers, [("rates", rates, (PARAMETERS_LEN,))])
+    if labels.dtype != np.int32 or labels.shape != images.shape[:1] or \
+            order.dtype != np.int32 or order.ndim != 1:
+        raise ValueError("sdlm_steps_cpu: labels (N,) and order (P,) must be int32 arrays")
+    if stats.dtype != np.float64 or stats.shape != (2,):
+        raise ValueError("sdlm_steps_cpu: stats must be a (2,) float64 array")
+    if not 0 <= start <= start + count <= order.shape[0]:
+        raise ValueError(f"sdlm_steps_cpu: patterns {start}..{start + count} outside the "
+                         f"order of {order.shape[0]}")
+    chunk = order[start:start + count]
+    if chunk.size and (chunk.min() < 0 or chunk.max() >= images.shape[0]):
+        raise ValueError(f"sdlm_steps_cpu: order indexes outside the {images.shape[0]} images")
+    in_maps, in_counts = _check_table("sdlm_steps_cpu", table)
+    sdlm_steps_kernel(params, rates, stats, images, labels, order, int(start), int(count),
+                      code, centers, in_maps, in_counts, constants(images.dtype.type, j))
+
+
+def sdlm_runs_cpu(params, rates, stats, sets, image_set, labels, order, start, count, kinds,
+                  js, centers, table):
+    """The per-pattern steps of R runs side by side (the CPU's kernels/sdlm.py sdlm_steps,
+    lenet.train.sweep): params, rates (R, PARAMETERS_LEN), stats (R, 2) float64, sets
+    (M, N, 1024) image sets, image_set (R,) int32, labels (N,) int32, order (R, P) int32,
+    kinds (R,) int32 codes of KINDS, js (R,) MAP's constants. Each run's parameters end
+    bit for bit as sdlm_steps_cpu would leave them."""
+    r = params.shape[0]
+    _check("sdlm_runs_cpu", params[0], sets[0], centers,
+           [("rates", rates, (r, PARAMETERS_LEN)), ("params", params, (r, PARAMETERS_LEN))])
+    if stats.dtype != np.float64 or stats.shape != (r, 2):
+        raise ValueError(f"sdlm_runs_cpu: stats must be a ({r}, 2) float64 array")
+    for name, a, shape in (("image_set", image_set, (r,)), ("labels", labels, sets.shape[1:2]),
+                           ("order", order, (r, order.shape[-1])), ("kinds", kinds, (r,))):
+        if a.dtype != np.int32 or a.shape != shape:
+            raise ValueError(f"sdlm_runs_cpu: {name} must be an int32 array of shape {shape}")
+    if not 0 <= start <= start + count <= order.shape[1]:
+        raise ValueError(f"sdlm_runs_cpu: patterns {start}..{start + count} outside the "
+                         f"order of {order.shape[1]}")
+    chosen = order[:, start:start + count]
+    if chosen.size and (chosen.min() < 0 or chosen.max() >= sets.shape[1]):
+        raise ValueError(f"sdlm_runs_cpu: order indexes outside the {sets.shape[1]} images")
+    if image_set.min() < 0 or image_set.max() >= sets.shape[0] or \
+            kinds.min() < 0 or kinds.max() >= len(KINDS):
+        raise ValueError("sdlm_runs_cpu: an image set or loss kind out of range")
+    in_maps, in_counts = _check_table("sdlm_runs_cpu", table)
+    c = np.stack([constants(params.dtype.type, j) for j in np.asarray(js, np.float64)])
+    one_at_a_time(sdlm_runs_kernel, params, rates, stats, sets, image_set, labels, order,
+                  int(start), int(count), kinds, centers, in_maps, in_counts, c)
+
+
+def penalties_cpu(out, images, params, centers, table):
+    """out (N,10) = the RBF penalties of images (N,1,32,32), on every thread."""
+    _check("penalties_cpu", params, images, centers, [("out", out, (images.shape[0], 10))])
+    in_maps, in_counts = _check_table("penalties_cpu", table)
+    c = constants(images.dtype.type)
+    if images.shape[0] <= INFER_BLOCK:   # one block: no threads to start
+        penalties_block(out, images, params, centers, in_maps, in_counts, c, 0,
+                        images.shape[0])
+    else:
+        one_at_a_time(penalties_kernel, out, images, params, centers, in_maps, in_counts, c)
+
+
+class StepWorkspace:
+    """The buffers of mini-batch steps of up to `batch` images in `dtype`, allocated once
+    (the CPU's lenet.workspace.Workspace): the slots' partial sums, per-image losses and
+    errors, the squared parameters of order 2. step() checks nothing: the caller's arrays
+    are checked when it makes them (the Trainer), or by launch_step."""
+
+    def __init__(self, batch, dtype, centers, table):
+        if not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"StepWorkspace: batch must be a positive whole number, not "
+                             f"{batch!r}")
+        self.batch, self.dtype = int(batch), np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"StepWorkspace: dtype {self.dtype}, expected float32 or float64")
+        self.centers = np.ascontiguousarray(centers, self.dtype)
+        if self.centers.shape != (10, 84):
+            raise ValueError(f"StepWorkspace: centers {self.centers.shape}, expected (10, 84)")
+        self.in_maps, self.in_counts = _check_table("StepWorkspace", table)
+        slots = min(SLOTS, -(-self.batch // CHUNK))
+        self.slots = np.zeros((slots, PARAMETERS_LEN), self.dtype)
+        self.loss_of = np.zeros(self.batch, self.dtype)
+        self.wrong = np.zeros(self.batch, np.int32)
+        self.squares = np.zeros(PARAMETERS_LEN, self.dtype)
+        self.neg = np.full(CONV_PARAMETERS_LEN, -1, self.dtype)
+        self.scratch_stats = np.zeros(2)      # for steps that count nothing
+        self._constants = {}
+
+    def step(self, params, grads, velocity, rates, stats, images, labels, index, start, count,
+             kind, j, order, mode, lr, momentum):
+        """One step over images[index[start:start + count]] (module docstring): kind,
+        order, mode the codes of KINDS, 1 or 2, MODES."""
+        c = self._constants.get(j)
+        if c is None:
+            c = self._constants[j] = constants(self.dtype, j)
+        count, order = int(count), int(order)
+        n_slots = min(self.slots.shape[0], -(-count // CHUNK))
+        if order == 2:
+            np.multiply(params, params, out=self.squares)
+        t = self.dtype.type
+        one_at_a_time(slots_kernel, self.slots, n_slots, self.loss_of, self.wrong, params,
+                      self.squares, self.neg, images, labels, index, int(start), count,
+                      int(kind), order, t(1.0 / count), self.centers, self.in_maps,
+                      self.in_counts, c)
+        finish_kernel(params, grads, velocity, rates, self.slots, n_slots, int(mode), t(lr),
+                      t(momentum))
+        add_stats(stats, self.loss_of, self.wrong, count)
+
+    def losses(self, count):
+        """The per-pattern losses of the last step's `count` images."""
+        return self.loss_of[:count].copy()
+
+
+def launch_step(workspace, params, grads, velocity, rates, stats, images, labels, index,
+                start, count, kind, j, order, mode, lr, momentum):
+    """workspace.step after checking every argument; kind and mode by name ("mse",
+    "sgd", ...)."""
+    kind_code = _check_kind("step", kind)
+    if mode not in MODES or order not in (1, 2):
+        raise ValueError(f"step: mode {mode!r}, order {order!r}; expected one of "
+                         f"{sorted(MODES)}, 1 or 2")
+    if images.ndim == 4:
+        images = images.reshape(images.shape[0], W0 * W0)
+    _check("step", params, images, workspace.centers,
+           [(name, a, (PARAMETERS_LEN,)) for name, a in
+            (("grads", grads), ("velocity", velocity), ("rates", rates))])
+    if params.dtype != workspace.dtype:
+        raise ValueError(f"step: {params.dtype} arrays in a {workspace.dtype} workspace")
+    if not 0 < count <= workspace.batch:
+        raise ValueError(f"step: {count} images in a workspace for {workspace.batch}")
+    if not 0 <= start <= start + count <= index.shape[0]:
+        raise ValueError(f"step: images {start}..{start + count} outside the index of "
+                         f"{index.shape[0]}")
+    if labels.dtype != np.int32 or index.dtype != np.int32 or labels.shape != images.shape[:1]:
+        raise ValueError("step: labels (N,) and index must be int32 arrays")
+    chosen = index[start:start + count]
+    if chosen.min() < 0 or chosen.max() >= images.shape[0]:
+        raise ValueError(f"step: index outside the {images.shape[0]} images")
+    if stats.dtype != np.float64 or stats.shape != (2,):
+        raise ValueError("step: stats must be a (2,) float64 array")
+    workspace.step(params, grads, velocity, rates, stats, images, labels, index, start, count,
+                   kind_code, j, order, MODES[mode], lr, momentum)

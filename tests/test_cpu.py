@@ -1,0 +1,280 @@
+"""The compiled CPU paths (kernels/cpu.py) against the float64 reference (kernels/reference.py,
+composed layer by layer by LeNet5(dtype=float64, path="layers") and Trainer(fused=False)):
+inference, the mini-batch step (gradients and curvature, MSE and MAP, store, SGD and SDLM),
+the paper's per-pattern steps; bit for bit on one thread and on two."""
+
+import math
+
+import numba
+import numpy as np
+import pytest
+
+from kernels import cpu
+from kernels.layers import PARAMETERS_LEN
+from kernels.tolerance import assert_close, relative_error
+from lenet import LeNet5
+from lenet.architecture import C3_TABLE, RBF_CENTERS
+from lenet.train import Trainer
+from lenet.workspace import FlatBuffer
+
+J_SOFT = 400.0   # MAP's j above every penalty: p is a plain softmax, far from MSE's one-hot
+
+
+def images(n, seed=0):
+    return np.random.default_rng(seed).uniform(-0.1, 1.175, (n, 1, 32, 32)).astype(np.float32)
+
+
+def labels_of(n, seed=1):
+    return np.random.default_rng(seed).integers(0, 10, n).astype(np.int32)
+
+
+def start_pair(dtype, seed=4, init="lush"):
+    """The reference model in float64 and the model under test in `dtype`, both from the
+    same float32 parameters."""
+    start = LeNet5(seed=seed, init=init).parameters()
+    ref, fast = LeNet5(dtype=np.float64, path="layers"), LeNet5(dtype=dtype)
+    ref.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
+    fast.set_parameters({k: v.astype(dtype) for k, v in start.items()})
+    return start, ref, fast
+
+
+def buffer(dtype, fill=np.nan):
+    return FlatBuffer(np.full(PARAMETERS_LEN, fill, dtype))
+
+
+TOL = {np.float64: 1e-12, np.float32: 1e-5}
+
+
+# ------------------------------------------------------------------ inference
+
+@pytest.mark.parametrize("n", [1, 17, 37])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_penalties_match_the_reference(dtype, n):
+    # 1: one block on the calling thread; 17, 37: blocks of 16 over the threads, the last
+    # one short
+    _, ref, fast = start_pair(dtype, seed=6, init="sqrt-fan-in")
+    x = images(n, seed=2)
+    out = np.full((n, 10), np.nan, dtype)
+    cpu.penalties_cpu(out, x.astype(dtype), fast.flat_params, RBF_CENTERS.astype(dtype),
+                      C3_TABLE)
+    assert_close(out, ref.forward(x.astype(np.float64)), dtype=dtype, what="penalties")
+    assert fast.path == "fused"
+    np.testing.assert_array_equal(fast.forward(x), out)       # the model's default path
+    np.testing.assert_array_equal(fast.predict(x), out.argmin(axis=1))
+
+
+# ------------------------------------------------------------------ mini-batch step
+
+def reference_step(ref, x, labels, kind, j):
+    """float64 losses, gradients and curvature of the batch's mean loss."""
+    acts = ref.forward_all(x.astype(np.float64))
+    losses, dy, hy = ref.ops.loss(acts[-1], labels, kind, j)
+    return losses, acts[-1], ref.backward(acts, dy), ref.backward(acts, dy, hy, order=2)
+
+
+@pytest.mark.parametrize("n", [1, 37])
+@pytest.mark.parametrize("kind, j", [("mse", 10.0), ("map", J_SOFT)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_step_matches_the_reference(dtype, kind, j, n):
+    # 37 images: three chunks of 16, 16 and 5 in three slots
+    _, ref, fast = start_pair(dtype)
+    x, labels = images(n, seed=3), labels_of(n, seed=5)
+    losses, y, grads, curvature = reference_step(ref, x, labels, kind, j)
+    ws = cpu.StepWorkspace(n + 2, dtype, RBF_CENTERS, C3_TABLE)   # a partial batch
+    flat = x.astype(dtype).reshape(n, -1)
+    index = np.arange(n, dtype=np.int32)[::-1].copy()
+    params = fast.flat_params.copy()
+    for order, expected in ((1, grads), (2, curvature)):
+        out, stats = buffer(dtype), np.zeros(2)
+        cpu.launch_step(ws, params, out.flat, buffer(dtype, 0).flat, buffer(dtype, 0).flat,
+                        stats, flat, labels, index, 0, n, kind, j, order, "store", 0.0, 0.0)
+        np.testing.assert_array_equal(params, fast.flat_params)   # store: no update
+        for name, g in expected.items():
+            assert np.abs(g).max() > 0, name
+            assert_close(out.views[name], g, dtype=dtype, what=f"order {order} {name}")
+        assert_close(ws.losses(n), losses[::-1], dtype=dtype, what="losses")
+        assert abs(stats[0] - losses.sum()) <= TOL[dtype] * abs(losses.sum())
+        assert stats[1] == np.count_nonzero(y.argmin(axis=1) != labels)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_step_updates_sgd_and_sdlm(dtype):
+    n, lr, momentum = 21, 0.01, 0.9
+    _, ref, fast = start_pair(dtype, seed=8)
+    x, labels = images(n, seed=4), labels_of(n, seed=6)
+    _, _, grads, _ = reference_step(ref, x, labels, "mse", 10.0)
+    ws = cpu.StepWorkspace(n, dtype, RBF_CENTERS, C3_TABLE)
+    flat, index = x.astype(dtype).reshape(n, -1), np.arange(n, dtype=np.int32)
+    rng = np.random.default_rng(7)
+    velocity, rates = buffer(dtype, 0), buffer(dtype, 0)
+    velocity.flat[:] = rng.uniform(-1e-3, 1e-3, PARAMETERS_LEN)
+    rates.flat[:] = rng.uniform(0, 1e-2, PARAMETERS_LEN)
+    v0, p0 = velocity.flat.astype(np.float64), fast.flat_params.astype(np.float64)
+    params = fast.flat_params.copy()
+    cpu.launch_step(ws, params, buffer(dtype).flat, velocity.flat, rates.flat, np.zeros(2),
+                    flat, labels, index, 0, n, "mse", 10.0, 1, "sgd", lr, momentum)
+    g = FlatBuffer(np.zeros(PARAMETERS_LEN))
+    for name, value in grads.items():
+        g.views[name][...] = value
+    assert_close(velocity.flat, momentum * v0 - lr * g.flat, dtype=dtype, what="velocity")
+    assert_close(params - p0, velocity.flat, dtype=dtype, what="sgd step")
+    params = fast.flat_params.copy()
+    cpu.launch_step(ws, params, buffer(dtype).flat, velocity.flat, rates.flat, np.zeros(2),
+                    flat, labels, index, 0, n, "mse", 10.0, 1, "sdlm", lr, momentum)
+    assert_close(params - p0, -rates.flat * g.flat, dtype=dtype, what="sdlm step")
+
+
+def test_codes_are_the_gpu_step_codes():
+    from kernels.loss import KINDS
+    from kernels.train_step import MODES
+    assert cpu.KINDS == KINDS and cpu.MODES == MODES
+
+
+# ------------------------------------------------------------------ the Trainer
+
+@pytest.mark.parametrize("recipe, batch", [("sgd", 7), ("sdlm-batch", 5)])
+def test_trainer_passes_match_the_layer_loop(recipe, batch):
+    # a compiled pass (and, for sdlm-batch, its curvature estimate) against the NumPy
+    # layer-by-layer loop over the same order, in float64
+    n = 23
+    x, labels = images(n, seed=9), labels_of(n, seed=10)
+    _, ref, fast = start_pair(np.float64, seed=2, init="sqrt-fan-in")
+    ta, tb = (Trainer(m, x, labels, recipe=recipe, batch_size=batch, seed=3, mu=0.3,
+                      fused=m is fast) for m in (ref, fast))
+    assert tb.workspace is not None and ta.workspace is None
+    (loss_a, err_a), (loss_b, err_b) = ta.train_pass(), tb.train_pass()
+    assert abs(loss_b - loss_a) <= 1e-12 * abs(loss_a) and err_a == err_b
+    if recipe == "sdlm-batch":
+        for name, h in ta.hessian.views.items():
+            assert_close(tb.hessian.views[name], h, dtype=np.float64, what=f"h {name}")
+    pa, pb = ref.parameters(), fast.parameters()
+    for k in pa:
+        assert_close(pb[k], pa[k], dtype=np.float64, what=k)
+
+
+def test_threads_do_not_change_a_bit():
+    # inference, a step's gradients and curvature, and a whole SGD pass at batch 50 (four
+    # chunks in four slots) on one thread and on two
+    x, labels = images(120, seed=11), labels_of(120, seed=12)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            model = LeNet5(seed=5)
+            out = {"penalties": model.forward(x)}
+            trainer = Trainer(model, x, labels, recipe="sdlm-batch", batch_size=50, seed=1)
+            trainer.train_pass()
+            out["hessian"] = trainer.hessian.flat.copy()
+            out["params"] = model.flat_params.copy()
+            results.append(out)
+    finally:
+        numba.set_num_threads(before)
+    for k in results[0]:
+        np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)
+
+
+# ------------------------------------------------------------------ per-pattern steps
+
+@pytest.mark.parametrize("loss", ["mse", "map"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_per_pattern_steps_match_the_loop(dtype, loss):
+    # one pass of per-pattern steps, same curvature patterns and order; float64 agrees
+    # to rounding; float32 to the project tolerance, its rounding growing over
+    # sequential steps (about 2x every 4 patterns, tests/test_gpu_model.py), so 12
+    n = 6 if dtype == np.float64 else 12
+    x, labels = images(n, seed=8), np.random.default_rng(9).integers(0, 10, n)
+    start, ref, fast = start_pair(dtype)
+    ta, tb = (Trainer(m, x, labels, recipe="paper", seed=2, mu=0.3, loss=loss, j=20,
+                      fused=m is fast) for m in (ref, fast))
+    assert tb.fused and not ta.fused  # the CPU backend takes the compiled steps by default
+    (loss_a, err_a), (loss_b, err_b) = ta.train_pass(), tb.train_pass()
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    assert abs(loss_b - loss_a) <= tolerance * abs(loss_a)
+    assert err_b == err_a
+    pa, pb = ref.parameters(), fast.parameters()
+    for k in pa:
+        assert_close(pb[k], pa[k], dtype=dtype, what=k)
+        step_a, step_b = pa[k] - start[k], pb[k] - start[k]
+        assert np.abs(step_a).max() > 0, k  # every parameter moved
+        # the step itself, a small difference of float32 numbers: a looser bound there
+        assert relative_error(step_b, step_a) < (1e-9 if dtype == np.float64 else 1e-3), k
+
+
+def test_per_pattern_steps_repeat_bit_for_bit():
+    x, labels = images(20, seed=3), np.random.default_rng(4).integers(0, 10, 20)
+    runs = []
+    for _ in range(2):
+        model = LeNet5(seed=1, init="lush")
+        Trainer(model, x, labels, recipe="paper", seed=5, mu=0.5).train_pass()
+        runs.append(model.parameters())
+    for k in runs[0]:
+        np.testing.assert_array_equal(runs[0][k], runs[1][k], err_msg=k)
+
+
+def test_tanh32_is_within_4e7_of_tanh():
+    x = np.concatenate([np.linspace(-12, 12, 200_001), [0.0, -0.0, 1e-30, 7.9, 8.0, 1e30],
+                        10.0 ** np.linspace(-20, 1.3, 2001)]).astype(np.float32)
+    out = np.array([cpu.tanh32_jit(v) for v in x[::7]] +
+                   [cpu.tanh32_jit(v) for v in x[-2001:]], np.float32)
+    xs = np.concatenate([x[::7], x[-2001:]]).astype(np.float64)
+    exact = np.tanh(xs)
+    rel = np.abs(out - exact) / np.maximum(np.abs(exact), 1e-300)
+    assert rel.max() < 4e-7, (rel.max(), xs[rel.argmax()])
+    assert math.isnan(cpu.tanh32_jit(np.float32("nan")))
+    assert cpu.tanh32_jit(np.float32("inf")) == 1.0
+    assert cpu.tanh32_jit(np.float32("-inf")) == -1.0
+
+
+# ------------------------------------------------------------------ bad input
+
+def _args(n=3):
+    params = LeNet5(seed=0, init="lush").flat_params.copy()
+    return [params, np.zeros_like(params), np.zeros(2), images(n),
+            np.arange(n, dtype=np.int32) % 10, np.arange(n, dtype=np.int32), 0, n, "mse",
+            10.0, RBF_CENTERS.astype(np.float32), C3_TABLE]
+
+
+def test_a_label_outside_the_classes_makes_the_loss_nan():
+    args = _args()
+    args[4] = np.array([0, 11, 2], np.int32)
+    cpu.sdlm_steps_cpu(*args)
+    assert math.isnan(args[2][0])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.__setitem__(0, np.zeros(PARAMETERS_LEN - 1, np.float32)),
+     r"params must be a C-contiguous float32 array of shape \(60900,\)"),
+    (lambda a: a.__setitem__(1, np.zeros(PARAMETERS_LEN, np.float64)), "rates must be"),
+    (lambda a: a.__setitem__(5, np.array([0, 1, 3], np.int32)), "order indexes outside"),
+    (lambda a: a.__setitem__(7, 4), r"patterns 0..4 outside the order of 3"),
+    (lambda a: a.__setitem__(8, "hinge"), "kind 'hinge'"),
+    (lambda a: a.__setitem__(2, np.zeros(2, np.float32)), "stats must be"),
+    (lambda a: a.__setitem__(11, np.ones((16, 6), bool)), r"C3 table has shape \(16, 6\)"),
+])
+def test_steps_refuse_what_does_not_fit(change, message):
+    args = _args()
+    change(args)
+    with pytest.raises(ValueError, match=message):
+        cpu.sdlm_steps_cpu(*args)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(count=5), "5 images in a workspace for 4"),
+    (dict(kind="hinge"), "kind 'hinge'"),
+    (dict(mode="adam"), "mode 'adam'"),
+    (dict(index=np.array([0, 1, 9, 2], np.int32)), "index outside the 4 images"),
+    (dict(grads=np.zeros(10, np.float32)), r"grads must be a C-contiguous float32"),
+])
+def test_launch_step_refuses_what_does_not_fit(change, message):
+    ws = cpu.StepWorkspace(4, np.float32, RBF_CENTERS, C3_TABLE)
+    params = LeNet5(seed=0).flat_params.copy()
+    args = dict(params=params, grads=np.zeros_like(params), velocity=np.zeros_like(params),
+                rates=np.zeros_like(params), stats=np.zeros(2), images=images(4),
+                labels=labels_of(4), index=np.arange(4, dtype=np.int32), start=0, count=4,
+                kind="mse", j=10.0, order=1, mode="sgd", lr=0.1, momentum=0.0)
+    args.update(change)
+    with pytest.raises(ValueError, match=message):
+        cpu.launch_step(ws, **args)
+    with pytest.raises(ValueError, match="batch must be a positive"):
+        cpu.StepWorkspace(0, np.float32, RBF_CENTERS, C3_TABLE)
