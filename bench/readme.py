@@ -224,10 +224,12 @@ def training_runs():
     out = {}
     for path in sorted(glob.glob(os.path.join(RESULTS, "*", "runs.json"))):
         with open(path) as f:
-            for run in json.load(f):
-                if run.get("complete"):
-                    out.setdefault(run["setting"], []).append(
-                        {**run, "dir": os.path.dirname(path)})
+            runs = json.load(f)
+        if not isinstance(runs, list):   # a study's summary (2026-12-06-cpu-validation)
+            continue
+        for run in runs:
+            if run.get("complete"):
+                out.setdefault(run["setting"], []).append({**run, "dir": os.path.dirname(path)})
     return out
 
 

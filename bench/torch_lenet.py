@@ -18,7 +18,7 @@ replayed as CUDA graphs (the SGD update stays eager). A function that does not
 compile whole raises, so a row is never eager code under the compiled name.
 
 Parameters are loaded from the project's model (names of
-lenet.architecture.PARAMETER_SHAPES). Float32 only: TF32 is switched off for
+kernels.architecture.PARAMETER_SHAPES). Float32 only: TF32 is switched off for
 cuBLAS and cuDNN, so the check uses the project's float32 tolerance.
 Imported only when torch is installed; torch is never a dependency.
 """
@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.impls import TORCH_WHATS, Unavailable
+from kernels.architecture import C3_TABLE, RBF_CENTERS
 from kernels.reference import SQUASH_A, SQUASH_S
-from lenet.architecture import C3_TABLE, RBF_CENTERS
 
 
 def squash(a):

@@ -276,7 +276,7 @@ def map_loss_ref(y, labels, j=MAP_J):
 
 # The layers of LeNet-5 in order, input to output: (name, kind). Each kind's forward and
 # backward are the ops above; the parameters of layer L are "L.weight" and "L.bias"
-# (conv, full) or "L.coef" and "L.bias" (subsample), as lenet.architecture names them.
+# (conv, full) or "L.coef" and "L.bias" (subsample), as kernels.architecture names them.
 LAYERS = (("C1", "conv"), ("S2", "subsample"), ("C3", "conv"), ("S4", "subsample"),
           ("C5", "full"), ("F6", "full"))
 LOSSES = tuple(LOSS_KINDS)

@@ -8,7 +8,7 @@
 `lenet.data` loads MNIST; `python -m lenet --help` lists the commands.
 """
 
-from lenet.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS, bitmap_text
+from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS, bitmap_text
 from lenet.model import CheckpointError, LeNet5, gpu_available
 
 __all__ = ["C3_TABLE", "PARAMETER_SHAPES", "RBF_CENTERS", "bitmap_text", "CheckpointError",

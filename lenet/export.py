@@ -20,7 +20,7 @@ The graph is the network as the paper gives it, layer by layer, in float32:
     class (N,) int64    ArgMin of the penalties (the first of equal ones, as NumPy's argmin)
 
 The batch dimension N is dynamic. Initialisers carry the project's parameter names
-(lenet.architecture.PARAMETER_SHAPES; the subsampling coefficients and biases shaped
+(kernels.architecture.PARAMETER_SHAPES; the subsampling coefficients and biases shaped
 (maps,1,1) to broadcast); the model's metadata holds its class names and data set.
 Opset 17, IR version 8: readable by ONNX Runtime 1.13 and later.
 
@@ -36,9 +36,8 @@ import secrets
 
 import numpy as np
 
-from kernels.architecture import SQUASH_A, SQUASH_S
+from kernels.architecture import C3_TABLE, RBF_CENTERS, SQUASH_A, SQUASH_S
 from lenet import __version__
-from lenet.architecture import C3_TABLE, RBF_CENTERS
 
 FORMATS = ("onnx",)
 OPSET = 17

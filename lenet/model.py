@@ -33,8 +33,7 @@ import zipfile
 
 import numpy as np
 
-from kernels.reference import MAP_J
-from lenet.architecture import (
+from kernels.architecture import (
     C3_TABLE,
     CONV_TABLES,
     PARAMETER_SHAPES,
@@ -42,6 +41,7 @@ from lenet.architecture import (
     fan_in,
     trainable_count,
 )
+from kernels.reference import MAP_J
 from lenet.ops_cpu import CPUOps
 
 FORMAT = "lenet5-checkpoint"
@@ -177,7 +177,7 @@ class LeNet5:
     seed, init: the initial parameters' seed and range (see init_parameters).
     path: how forward and predict run: "fused" (the default: the whole network in one
     kernel launch on the GPU, kernels/forward.py; the compiled one-image forward on the
-    CPU, kernels/sdlm_cpu.py) or "layers" (layer by layer, through the ops training
+    CPU, kernels/cpu.py) or "layers" (layer by layer, through the ops training
     uses: one launch per layer on the GPU, kernels/reference.py's NumPy on the CPU).
     classes, dataset: the names of the ten classes and the data set trained on (saved
     with the checkpoint; `lenet predict` and `lenet show` name classes with them).

@@ -161,8 +161,8 @@ class CPUOps:
         StepWorkspace, the GPU's Workspace interface), made once per batch size."""
         ws = self._workspaces.get(batch)
         if ws is None:
+            from kernels.architecture import C3_TABLE, RBF_CENTERS
             from kernels.cpu import StepWorkspace
-            from lenet.architecture import C3_TABLE, RBF_CENTERS
             ws = self._workspaces[batch] = StepWorkspace(batch, self.dtype, RBF_CENTERS,
                                                          C3_TABLE)
         return ws

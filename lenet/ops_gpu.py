@@ -126,8 +126,8 @@ class GPUOps:
         """(C3 input lists, C3 output lists, RBF centers (840,)) on the device, as the
         fused kernels read them (LeNet-5's own table and bitmaps)."""
         if self._constants is None:
+            from kernels.architecture import C3_TABLE, RBF_CENTERS
             from kernels.layers_backward import c3_out_table
-            from lenet.architecture import C3_TABLE, RBF_CENTERS
             table = conv.conv_table(C3_TABLE)
             self._constants = (layers.c3_table(table), c3_out_table(table),
                                cuda.to_device(RBF_CENTERS.astype(np.float32).ravel()))

@@ -12,12 +12,12 @@ from numba import cuda
 
 from kernels import backward as bw
 from kernels import reference as ref
+from kernels.architecture import C3_TABLE, CONV_TABLES, RBF_CENTERS
 from kernels.conv import conv_table
 from kernels.layers import c3_table
 from kernels.layers_backward import c3_out_table
 from kernels.tolerance import assert_close
 from lenet import LeNet5
-from lenet.architecture import C3_TABLE, CONV_TABLES, RBF_CENTERS
 
 ORDERS = (1, 2)
 OUTPUTS = ["input"] + [name for name, _ in ref.LAYERS]   # what each layer reads

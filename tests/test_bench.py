@@ -163,10 +163,10 @@ def test_wrong_output_is_failed_and_not_timed(tmp_path, monkeypatch):
 
 
 def test_wrong_update_is_failed(tmp_path, monkeypatch):
-    from lenet.ops_cpu import CPUOps
-    original = CPUOps.sgd_update
-    monkeypatch.setattr(CPUOps, "sgd_update", lambda self, p, g, v, lr, m:
-                        original(self, p, g, v, 1.01 * lr, m))
+    from kernels.cpu import StepWorkspace  # the CPU's compiled step: lr 1% off
+    original = StepWorkspace.step
+    monkeypatch.setattr(StepWorkspace, "step", lambda self, *a:
+                        original(self, *a[:-2], 1.01 * a[-2], a[-1]))
     out = str(tmp_path / "update")
     assert cli.main(["--impl", "cpu", "--what", "train-step", "--batch-sizes", "2",
                      "--out", out, *FAST]) == 1

@@ -19,8 +19,8 @@ from numba import cuda  # imported after conftest has chosen the simulator or th
 
 from kernels import conv
 from kernels import reference as ref
+from kernels.architecture import C3_TABLE, CONV_TABLES
 from kernels.tolerance import assert_close
-from lenet.architecture import C3_TABLE, CONV_TABLES
 
 K = 5
 SHAPES = {"C1": (1, 32), "C3": (6, 14), "C5": (16, 5)}  # input maps, input map size

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from kernels import cpu
+from kernels.architecture import C3_TABLE, RBF_CENTERS
 from kernels.layers import PARAMETERS_LEN
 from kernels.tolerance import assert_close, relative_error
 from lenet import LeNet5
-from lenet.architecture import C3_TABLE, RBF_CENTERS
 from lenet.train import Trainer
 from lenet.workspace import FlatBuffer
 

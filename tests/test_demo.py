@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kernels.architecture import RBF_CENTERS
 from kernels.distort import distort_ref
 from kernels.tolerance import assert_close
-from lenet.architecture import RBF_CENTERS
 from lenet.cli import main
 from lenet.data import load_mnist, preprocess
 from lenet.demo import server

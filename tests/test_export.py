@@ -17,8 +17,8 @@ import sys
 import numpy as np
 import pytest
 
+from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 from kernels.tolerance import assert_close, relative_error
-from lenet.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 from lenet.data import load_mnist, preprocess
 from lenet.model import LeNet5
 from lenet.train import train

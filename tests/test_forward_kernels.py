@@ -14,10 +14,10 @@ from numba import cuda
 from kernels import forward as fw
 from kernels import layers as L
 from kernels import reference as ref
+from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 from kernels.conv import conv_table
 from kernels.tolerance import RELATIVE_ERROR, assert_close
 from lenet import LeNet5
-from lenet.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 
 TOL = RELATIVE_ERROR[np.dtype(np.float32)]
 # fused-kernel batches: a batch of one, a partial group, one over a group of IMAGES
@@ -194,7 +194,7 @@ def test_paths(models):
     _, fused, layers = models
     assert (fused.path, layers.path) == ("fused", "layers")
     assert LeNet5(device="cpu", dtype=np.float64, path="layers").path == "layers"
-    assert LeNet5(device="cpu").path == "fused"   # the compiled forward, kernels/sdlm_cpu.py
+    assert LeNet5(device="cpu").path == "fused"   # the compiled forward, kernels/cpu.py
     for device in ("cpu", "gpu"):
         with pytest.raises(ValueError, match="path must be one of"):
             LeNet5(device=device, path="fast")

@@ -6,7 +6,8 @@ error of each printed (pytest -s) and named in a failure.
 
     reference    its gradients against central differences of its own loss
     cpu model    LeNet5(device="cpu", path="layers") (lenet/ops_cpu.py), float32 and float64
-    cpu sdlm     kernels/sdlm_cpu.py: the compiled forward and the per-pattern steps
+    cpu sdlm     kernels/cpu.py: the compiled forward and the per-pattern steps
+    cpu step     kernels/cpu.py: the compiled mini-batch step, order 1 and 2
     gpu forward  kernels/forward.py: the fused forward kernel
     gpu step     kernels/train_step.py through lenet.workspace.Workspace: order 1 and 2
     gpu sdlm     kernels/sdlm.py: the per-pattern steps, recording each pattern's tensors
@@ -28,10 +29,10 @@ from conftest import SIMULATOR
 from numba import cuda
 
 from kernels import reference as ref
+from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 from kernels.layers import IN_LEN, PARAMETER_AT, PARAMETERS_LEN
 from kernels.tolerance import RELATIVE_ERROR, relative_error
 from lenet import LeNet5
-from lenet.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 
 N_IMAGES = 3 if SIMULATOR else 1001
 N_PATTERNS = 2 if SIMULATOR else 16
@@ -270,14 +271,19 @@ def test_cpu_model(case, loss, dtype):
     check(f"cpu model {np.dtype(dtype).name}", got, want, dtype)
 
 
+def flat_as(params, dtype):
+    return np.ascontiguousarray(flat(params), dtype) if dtype == np.float32 else \
+        np.concatenate([np.asarray(params[k], dtype).ravel() for k in PARAMETER_SHAPES])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("loss", LOSSES)
 def test_cpu_sdlm(case, loss, dtype):
-    # kernels/sdlm_cpu.py: the compiled forward exposes the penalties; the per-pattern
+    # kernels/cpu.py: the compiled forward exposes the penalties; the per-pattern
     # steps their effect on every parameter and the loss and error sums. Activations,
     # deltas and gradients live inside the compiled loop: not exposed.
-    from kernels.sdlm_cpu import penalties_cpu, sdlm_steps_rates_cpu
-    start = {k: np.ascontiguousarray(v, dtype) for k, v in case["params"].items()}
+    from kernels.cpu import penalties_cpu, sdlm_steps_cpu
+    start = flat_as(case["params"], dtype)
     centers = np.ascontiguousarray(RBF_CENTERS, dtype)
     x, labels, order, j = case["x"].astype(dtype), case["labels"], case["order"], case["j"][loss]
     penalties = np.full((len(x), 10), np.nan, dtype)
@@ -287,21 +293,49 @@ def test_cpu_sdlm(case, loss, dtype):
           dtype)
 
     rates32 = sdlm_rates(case, loss)
-    rates = {k: v.astype(dtype) for k, v in rates32.items()}
+    rates = flat_as(rates32, dtype)
 
     def run(params, stats):
         def launch(k, count=1):
-            sdlm_steps_rates_cpu(params, rates, stats, x, labels, order, k, count, loss, j,
-                                 centers, C3_TABLE)
-        return launch, lambda: ({k: v.copy() for k, v in params.items()}, stats.copy(), {})
+            sdlm_steps_cpu(params, rates, stats, x, labels, order, k, count, loss, j,
+                           centers, C3_TABLE)
+        return launch, lambda: ({k: v.copy() for k, v in unflat(params).items()},
+                                stats.copy(), {})
 
-    params, stats = {k: v.copy() for k, v in start.items()}, np.zeros(2)
+    params, stats = start.copy(), np.zeros(2)
     launch, read = run(params, stats)
     got, want = per_pattern(case, loss, rates32, launch, read)
     check(f"cpu sdlm {np.dtype(dtype).name}", got, want, dtype)
-    launch_all, read_all = run({k: v.copy() for k, v in start.items()}, np.zeros(2))
+    launch_all, read_all = run(start.copy(), np.zeros(2))
     assert_chained(f"cpu sdlm {np.dtype(dtype).name}", lambda: launch_all(0, len(order)),
-                   read_all, (params, stats))
+                   read_all, (unflat(params), stats))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_cpu_train_step(case, loss, dtype):
+    # kernels/cpu.py's compiled mini-batch step ("store": parameters untouched), order 1
+    # then 2: every parameter's gradient and curvature and the batch's loss and errors;
+    # activations and deltas live inside the compiled loop: not exposed
+    from kernels.cpu import StepWorkspace, launch_step
+    want = expected(case, loss)
+    n = N_IMAGES
+    params = flat_as(case["params"], dtype)
+    ws = StepWorkspace(n, dtype, RBF_CENTERS, C3_TABLE)
+    x = case["x"].astype(dtype).reshape(n, IN_LEN)
+    got = {}
+    for prefix, order in (("grad", 1), ("curv", 2)):
+        grads, stats = np.full(PARAMETERS_LEN, np.nan, dtype), np.zeros(2)
+        launch_step(ws, params, grads, np.zeros(PARAMETERS_LEN, dtype),
+                    np.full(PARAMETERS_LEN, np.nan, dtype), stats, x, case["labels"],
+                    np.arange(n, dtype=np.int32), 0, n, loss, case["j"][loss], order,
+                    "store", 0.0, 0.0)
+        if order == 1:
+            got["losses"] = ws.losses(n)
+            got["loss"], got["errors"] = stats[0] / n, stats[1]
+        got.update(named_grads(prefix, unflat(grads)))
+    np.testing.assert_array_equal(params, flat_as(case["params"], dtype))
+    check(f"cpu step {loss} {np.dtype(dtype).name}", got, want, dtype)
 
 
 # ------------------------------------------------------------------ the GPU

@@ -17,10 +17,10 @@ import pytest
 from kernels import backward as bw
 from kernels import reference as ref
 from kernels import train_step as ts
+from kernels.architecture import C3_TABLE, CONV_TABLES
 from kernels.occupancy import HOPPER, resident_blocks
 from kernels.tolerance import RELATIVE_ERROR, relative_error
 from lenet import LeNet5
-from lenet.architecture import C3_TABLE, CONV_TABLES
 
 F32 = np.float32
 BOUND = RELATIVE_ERROR[np.dtype(F32)]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from kernels import reference as ref
+from kernels.architecture import PARAMETER_SHAPES, trainable_count
 from kernels.tolerance import assert_close
 from lenet import C3_TABLE, RBF_CENTERS, CheckpointError, LeNet5, bitmap_text
-from lenet.architecture import PARAMETER_SHAPES, trainable_count
 from lenet.model import read_checkpoint
 
 PAPER_TABLE = """
@@ -29,7 +29,7 @@ def images(n, seed=0, dtype=np.float64):
 # ------------------------------------------------------------- architecture
 
 def test_c3_table_is_the_papers():
-    # written out independently of lenet.architecture's copy
+    # written out independently of kernels.architecture's copy
     expected = np.array([[c == "X" for c in row] for row in PAPER_TABLE.split()])
     assert C3_TABLE.shape == (6, 16) and C3_TABLE.dtype == bool
     assert np.array_equal(C3_TABLE, expected)
@@ -85,7 +85,7 @@ def test_initialisation_follows_fan_in():
 def test_initialisation_ranges(init, scale):
     # every parameter divided by its bound 2.4 / scale(F) is uniform on [-1, 1]: none
     # beyond 1, and the mean magnitude of all 60,000 is 1/2 (standard error 0.0012).
-    # F counted here from the paper's layer table, not from lenet.architecture
+    # F counted here from the paper's layer table, not from kernels.architecture
     fans = {"C1": 25, "S2": 4, "S4": 4, "C5": 400, "F6": 120}
     p = LeNet5(seed=5, init=init).parameters()
     normalised = []

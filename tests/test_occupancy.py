@@ -113,8 +113,8 @@ def test_the_workspace_asks_the_driver(monkeypatch):
     """Workspace sizes its grid by kernels.occupancy.device_resident_blocks (the driver's
     answer on a GPU), not a constant."""
     from kernels import layers, layers_backward, occupancy
+    from kernels.architecture import C3_TABLE
     from kernels.conv import conv_table
-    from lenet.architecture import C3_TABLE
     from lenet.workspace import Workspace
     answers = {ts.batch_kernel.name: 5, ts.dense_grads_kernel.name: 19}
     monkeypatch.setattr(occupancy, "device_resident_blocks",
@@ -131,8 +131,8 @@ def test_a_batch_past_the_32_bit_rows_is_refused():
     below 2^32, the next batch's would not be, and the Workspace refuses it before
     allocating (its rows would take 17 GB)."""
     from kernels import layers, layers_backward
+    from kernels.architecture import C3_TABLE
     from kernels.conv import conv_table
-    from lenet.architecture import C3_TABLE
     from lenet.workspace import Workspace
     assert ts.padded(ts.MAX_BATCH) * ts.ROW_LEN <= 2**32
     assert ts.padded(ts.MAX_BATCH + 1) * ts.ROW_LEN > 2**32

@@ -254,7 +254,7 @@ def _launch_update():
 
 def _launch_sdlm():
     from kernels import conv, layers, layers_backward, sdlm
-    from lenet.architecture import C3_TABLE
+    from kernels.architecture import C3_TABLE
     r, n, table = 2, 5, conv.conv_table(C3_TABLE)
     flat = _device((layers.PARAMETERS_LEN,))
     sdlm.sdlm_rates(flat, _device((layers.PARAMETERS_LEN,)), 5e-4, 0.02)
@@ -269,7 +269,7 @@ def _launch_sdlm():
 def _launch_train_step():
     from kernels import conv, layers, layers_backward
     from kernels import train_step as ts
-    from lenet.architecture import C3_TABLE
+    from kernels.architecture import C3_TABLE
     n, table = 6, conv.conv_table(C3_TABLE)
     bp = ts.padded(n)
     flats = [_device((layers.PARAMETERS_LEN,)) for _ in range(4)]
@@ -287,7 +287,7 @@ def _launch_inputs():
 
 def _launch_forward():
     from kernels import conv, forward, layers
-    from lenet.architecture import C3_TABLE
+    from kernels.architecture import C3_TABLE
     n, params = 3, _device((layers.PARAMETERS_LEN,))
     table, centers = layers.c3_table(conv.conv_table(C3_TABLE)), _device((10 * 84,))
     penalties, classes = _device((n, 10)), _device((n,), np.int32)
@@ -303,7 +303,7 @@ def _launch_forward():
 def _launch_backward():
     from kernels import backward as bw
     from kernels import conv, layers, layers_backward
-    from lenet.architecture import C3_TABLE
+    from kernels.architecture import C3_TABLE
     n, table = 3, conv.conv_table(C3_TABLE)
     bw.rbf_delta_all(_device((n, 84)), _device((n, 10)), _device((n, 10)), _device((n, 84)),
                      _device((10 * 84,)), 1)

@@ -11,11 +11,11 @@ from numba import cuda
 from kernels import layers as L
 from kernels import reference as ref
 from kernels import sdlm
+from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 from kernels.conv import conv_table
 from kernels.layers_backward import c3_out_table
 from kernels.tolerance import assert_close
 from lenet import LeNet5
-from lenet.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 
 KIND = {"mse": 0, "map": 1}
 # what the kernel records (kernels/sdlm.py's names) in the order it makes them, and the

@@ -22,13 +22,13 @@ from kernels import common, sdlm, simcheck
 from kernels import forward as fw
 from kernels import layers as L
 from kernels import train_step as ts
+from kernels.architecture import C3_TABLE, RBF_CENTERS
 from kernels.common import Kernel, u32
 from kernels.conv import conv_table
 from kernels.layers_backward import c3_out_table
 from kernels.loss import KINDS
 from kernels.tolerance import assert_close
 from lenet import LeNet5
-from lenet.architecture import C3_TABLE, RBF_CENTERS
 from lenet.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(not SIMULATOR, reason="simcheck hooks the CUDA simulator "

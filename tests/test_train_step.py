@@ -12,11 +12,11 @@ from numba import cuda
 from kernels import layers as L
 from kernels import reference as ref
 from kernels import train_step as ts
+from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 from kernels.conv import conv_table
 from kernels.layers_backward import c3_out_table
 from kernels.tolerance import assert_close
 from lenet import LeNet5
-from lenet.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 
 
 def flat(params):

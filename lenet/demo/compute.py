@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
+from kernels.architecture import RBF_CENTERS
 from kernels.distort import RANGES, distort_cpu, draw_distortions
-from lenet.architecture import RBF_CENTERS
 from lenet.data import preprocess
 from lenet.images import center_digit, ink
 from lenet.show import surest_mistakes
