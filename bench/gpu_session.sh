@@ -5,8 +5,8 @@
 # session cut short at any moment keeps what it finished.
 #
 #   1. tests   pytest at GPU sizes (kernel batches 1, 3, 1001, 4099): the fused kernels'
-#              and the models' files first (PRIORITY_TESTS below: tests/test_forward_kernels,
-#              test_train_step, test_sdlm_kernel, test_gpu_model, test_model), then every
+#              and the models' files first (PRIORITY_TESTS below: tests/test_forward,
+#              test_train_step, test_sdlm, test_gpu_model, test_model), then every
 #              other test file (test_bench and test_ptx last: parts 2 and 3 do their
 #              work on the GPU; test_gpu_session not: it is this script's rehearsal),
 #              until the part's limit (SIGINT: pytest still writes the XML of what
@@ -88,7 +88,7 @@ cd "$(dirname "$0")/.." || exit 1
 PYTHON=${GPU_SESSION_PYTHON:-python3}
 [ -z "${GPU_SESSION_PYTHON:-}" ] && [ -x .venv/bin/python ] && PYTHON=$PWD/.venv/bin/python
 
-PRIORITY_TESTS=(tests/test_forward_kernels.py tests/test_train_step.py tests/test_sdlm_kernel.py
+PRIORITY_TESTS=(tests/test_forward.py tests/test_train_step.py tests/test_sdlm.py
                 tests/test_gpu_model.py tests/test_model.py)
 
 if [ "${1:-}" = --prepare ]; then

@@ -22,7 +22,7 @@ sectors. The code generation rules of kernels/layers.py hold here too: unsigned 
 constant shapes, no runtime division but by the group's image count.
 
 The stage kernels run one piece at a time over a batch (one block per IMAGES images),
-which is how tests/test_forward_kernels.py checks each piece against the reference and
+which is how tests/test_forward.py checks each piece against the reference and
 how the census sees each piece alone:
 
     c1s2_kernel(s2, c1, x, params)          S2 (N, 1176) and C1 (N, 4704) from x (N, 1024)
@@ -34,7 +34,7 @@ how the census sees each piece alone:
 FusedForward holds what a model needs to launch forward_kernel with no per-call checks
 or allocation (lenet/ops_gpu.py uses it). CPU reference: the layer ops of
 kernels/reference.py composed in order (lenet.ops_cpu). Test: pytest -q
-tests/test_forward_kernels.py
+tests/test_forward.py
 """
 
 import numpy as np

@@ -39,7 +39,7 @@ which the layer-by-layer kernels use, is the same scheme with A and S applied ou
 Under the CUDA simulator the pieces are plain Python (kernels.common.device_function)
 and ex2/rcp are math.exp2 and a division.
 
-Tests: pytest -q tests/test_forward_kernels.py (each piece on its own, then the fused
+Tests: pytest -q tests/test_forward.py (each piece on its own, then the fused
 kernel); compile census: bench/results/2026-12-02-fused-census/.
 """
 

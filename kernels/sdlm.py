@@ -45,7 +45,7 @@ Arrays (float32 unless said, C-contiguous, on the device):
     out_table (102,) int32 (c3_out_table)
 
 CPU twin: kernels/cpu.py; reference: lenet.train.Trainer(fused=False) (batch of
-one, kernels/reference.py). Test: pytest -q tests/test_sdlm_kernel.py (each phase's
+one, kernels/reference.py). Test: pytest -q tests/test_sdlm.py (each phase's
 outputs after one pattern against kernels/reference.py; two runs side by side against
 each alone); end to end: tests/test_gpu_model.py, tests/test_sweep.py.
 """

@@ -32,7 +32,7 @@ update lost when two threads read one element at the same moment (a miss, never 
 alarm).
 
 Run:
-    LENET_SIMCHECK=1 pytest -q tests/test_forward_kernels.py      # any kernel test
+    LENET_SIMCHECK=1 pytest -q tests/test_forward.py      # any kernel test
     with simcheck.checking() as tally: ...     # from a test: on for the block, counts
     pytest -q tests/test_simcheck.py           # planted faults, then the fused kernels
 

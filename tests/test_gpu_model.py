@@ -1,7 +1,7 @@
 """The GPU model against the CPU model with the same parameters: the layer-by-layer path
 (path="layers"), and training through the fused step and the fused per-pattern kernel
 (whose kernels are tested on their own in tests/test_train_step.py and
-tests/test_sdlm_kernel.py); the fused forward path is tests/test_forward_kernels.py.
+tests/test_sdlm.py); the fused forward path is tests/test_forward.py.
 
 Runs on a real GPU with thousands of images and in the CUDA simulator (chosen by
 conftest.py when there is no GPU) with a few. Interop with CuPy needs a real GPU.
@@ -194,7 +194,7 @@ def test_fused_paper_steps_match_cpu():
     # the paper's recipe on the GPU: the curvature through the fused step (order 2), the
     # per-pattern steps in one launch of kernels/sdlm.py; the CPU model takes them layer by
     # layer through the reference ops, in float64, from the same float32 parameters,
-    # curvature patterns and order. Each phase of the kernel is tests/test_sdlm_kernel.py's
+    # curvature patterns and order. Each phase of the kernel is tests/test_sdlm.py's
     from lenet.train import Trainer
     # float32 rounding grows over sequential steps, doubling about every 4 patterns
     # (measured with the float32 CPU loop against float64): 16 leave a 20x margin

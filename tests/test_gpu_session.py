@@ -16,8 +16,8 @@ import pytest
 from bench import session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRIORITY = ["tests/test_forward_kernels.py", "tests/test_train_step.py",
-            "tests/test_sdlm_kernel.py", "tests/test_gpu_model.py", "tests/test_model.py"]
+PRIORITY = ["tests/test_forward.py", "tests/test_train_step.py",
+            "tests/test_sdlm.py", "tests/test_gpu_model.py", "tests/test_model.py"]
 
 
 def _tree(path):

@@ -2,7 +2,7 @@
 the run `train` makes alone with the same settings, bit for bit: on the CPU (one run after
 another) and on the GPU (one block each in one launch of kernels/sdlm.py; in the CUDA
 simulator with two tiny runs). The kernel's own check of runs side by side is
-tests/test_sdlm_kernel.py's."""
+tests/test_sdlm.py's."""
 
 import json
 import re
