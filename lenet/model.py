@@ -243,14 +243,10 @@ class LeNet5:
 
     # --------------------------------------------------------------- forward
     def _forward_path(self, path):
-        fused = hasattr(self.ops, "infer")
         if path is None:
-            return "fused" if fused else "layers"
+            return "fused"     # both backends have it (ops.infer)
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, not {path!r}")
-        if path == "fused" and not fused:
-            raise ValueError(f"path='fused' is not available on the {self.device} model; "
-                             "it runs layer by layer (path='layers')")
         return path
 
     @staticmethod

@@ -188,10 +188,9 @@ class Trainer:
         self.stats = ops.asarray(np.zeros(2, np.float64), dtype=np.float64)
         self.pass_index = 0
         per_pattern = recipe in PER_PATTERN
-        # the fused paths where the backend has them; fused=False keeps the layer-by-layer
-        # loop, which the tests compare them with
-        self.fused = fused and hasattr(ops, "sdlm_steps" if per_pattern else "workspace")
-        self.fused_curvature = fused and hasattr(ops, "workspace")
+        # the fused paths (both backends have them: ops.workspace, ops.sdlm_steps);
+        # fused=False keeps the layer-by-layer loop, which the tests compare them with
+        self.fused = self.fused_curvature = bool(fused)
         self.workspace = ops.workspace(self.batch_size) if self.fused and not per_pattern \
             else None
         if self.fused_curvature:   # the fused step's int32 codes, made once
