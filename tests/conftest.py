@@ -73,3 +73,14 @@ def ptx_census(tmp_path_factory):
         results = json.load(f)
     results["markdown"] = (out / "ptx.md").read_text()
     return results
+
+
+def lenet_cli(args, capsys):
+    """(exit status, stdout, stderr) of lenet.cli.main(args) in this process."""
+    from lenet.cli import main
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as e:
+        status = e.code
+    out = capsys.readouterr()
+    return status, out.out, out.err

@@ -6,18 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import lenet_cli
 
 from lenet.model import LeNet5
-
-
-def run(args, capsys):
-    from lenet.cli import main
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    out = capsys.readouterr()
-    return status, out.out, out.err
 
 
 def test_sweep_writes_each_runs_checkpoint_and_log(mnist_dir, tmp_path, capsys):
@@ -25,11 +16,11 @@ def test_sweep_writes_each_runs_checkpoint_and_log(mnist_dir, tmp_path, capsys):
               "--data", mnist_dir, "--no-progress")
     runs = tmp_path / "runs.json"
     runs.write_text(json.dumps({"base": {"mu": 0.5}, "grid": {"seed": [1, 2]}}))
-    status, out, err = run(("sweep", runs, "--out", tmp_path / "sweep", *common), capsys)
+    status, out, err = lenet_cli(("sweep", runs, "--out", tmp_path / "sweep", *common), capsys)
     assert status == 0, err
     assert "sweep of 2 runs" in out and "seed=2 pass  1:" in out
     for seed in (1, 2):
-        status, _, err = run(("train", "--recipe", "lecun", "--mu", 0.5, "--seed", seed,
+        status, _, err = lenet_cli(("train", "--recipe", "lecun", "--mu", 0.5, "--seed", seed,
                               "--out", tmp_path / f"alone{seed}.npz", *common), capsys)
         assert status == 0, err
         swept = LeNet5.load(tmp_path / "sweep" / f"seed={seed}.npz")
@@ -52,7 +43,7 @@ def test_sweep_writes_each_runs_checkpoint_and_log(mnist_dir, tmp_path, capsys):
     ('[{"name": "../x"}]', "run name '../x' cannot be a file name"),
 ])
 def test_sweep_mistakes_are_one_line(runs, message, tmp_path, capsys):
-    status, _, err = run(("sweep", runs, "--out", tmp_path, "--device", "cpu"), capsys)
+    status, _, err = lenet_cli(("sweep", runs, "--out", tmp_path, "--device", "cpu"), capsys)
     assert status == 2 and err.count("\n") == 1 and message in err, err
 
 
@@ -73,7 +64,7 @@ def no_data(tmp_path):
     ("[1, 2]", "sweep: run 0 must be an object of settings, not 1"),
 ])
 def test_wrong_settings_are_one_line_naming_run_and_setting(runs, message, tmp_path, capsys):
-    status, _, err = run(("sweep", runs, "--out", tmp_path / "out", *no_data(tmp_path)),
+    status, _, err = lenet_cli(("sweep", runs, "--out", tmp_path / "out", *no_data(tmp_path)),
                          capsys)
     assert status == 2 and err.count("\n") == 1 and message in err, err
     assert err.startswith("lenet sweep: error: ")
@@ -90,13 +81,13 @@ REFUSED_BY_TRAIN = [("--seed", "seed", -3), ("--mu", "mu", 0), ("--mu", "mu", -1
 @pytest.mark.parametrize("option, key, value", REFUSED_BY_TRAIN)
 def test_a_sweep_refuses_what_train_refuses(option, key, value, tmp_path, capsys):
     # train refuses the option (before reading any data) ...
-    status, _, err = run(("train", "--recipe", "lecun", f"{option}={value}",
+    status, _, err = lenet_cli(("train", "--recipe", "lecun", f"{option}={value}",
                           "--out", tmp_path / "t.npz", *no_data(tmp_path)), capsys)
     assert status == 2 and option in err, err
     # ... and a sweep the same setting, naming the run and the setting
     setting = float(value) if value == "inf" else value
     runs = json.dumps([{"name": "x", key: setting}], allow_nan=True)
-    status, _, err = run(("sweep", runs, "--out", tmp_path / "s", *no_data(tmp_path)),
+    status, _, err = lenet_cli(("sweep", runs, "--out", tmp_path / "s", *no_data(tmp_path)),
                          capsys)
     assert status == 2 and err.count("\n") == 1 and f"run x: {key}" in err, err
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]
@@ -115,7 +106,7 @@ def test_lenet_sweep_checks_each_run_with_train_s_own_parser(key, value, message
     monkeypatch.setattr(lenet.train, "sweep_setting_error", lambda key, value: None)
     assert lenet.train.sweep_runs([{key: value}])[0][key] == value
     runs = json.dumps([{"name": "y", key: value}])
-    status, _, err = run(("sweep", runs, "--out", tmp_path / "out", *no_data(tmp_path)),
+    status, _, err = lenet_cli(("sweep", runs, "--out", tmp_path / "out", *no_data(tmp_path)),
                          capsys)
     assert status == 2 and err.count("\n") == 1, err
     assert f"sweep: run y: {message}" in err, err

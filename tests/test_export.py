@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import lenet_cli
 
 from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 from kernels.tolerance import assert_close, relative_error
@@ -39,14 +40,6 @@ TRAIN_PATTERNS = 2000  # one pass of the lecun recipe: about 17% test error, wei
                        # from their initial values, in a few seconds
 
 
-def cli(args, capsys):
-    from lenet.cli import main
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    out = capsys.readouterr()
-    return status, out.out, out.err
 
 
 def session(source):
@@ -178,7 +171,7 @@ def test_python_api_writes_and_never_overwrites(trained, test_images, tmp_path):
 def test_export_command_writes_a_checkpoint_s_graph(trained, test_images, tmp_path, capsys):
     checkpoint = tmp_path / "ckpt.npz"
     trained.save(checkpoint)
-    status, out, err = cli(("export", "--format", "onnx", "--checkpoint", checkpoint),
+    status, out, err = lenet_cli(("export", "--format", "onnx", "--checkpoint", checkpoint),
                            capsys)
     assert status == 0, err
     written = tmp_path / "ckpt.onnx"  # beside the checkpoint by default
@@ -189,10 +182,10 @@ def test_export_command_writes_a_checkpoint_s_graph(trained, test_images, tmp_pa
     # an existing file is kept unless --force; --force replaces it
     other = tmp_path / "other.onnx"
     other.write_text("keep me\n")
-    status, _, err = cli(("export", "--checkpoint", checkpoint, "--out", other), capsys)
+    status, _, err = lenet_cli(("export", "--checkpoint", checkpoint, "--out", other), capsys)
     assert status == 2 and err.count("\n") == 1 and "refusing to overwrite" in err, err
     assert "--force" in err and other.read_text() == "keep me\n"
-    status, _, err = cli(("export", "--checkpoint", checkpoint, "--out", other, "--force"),
+    status, _, err = lenet_cli(("export", "--checkpoint", checkpoint, "--out", other, "--force"),
                          capsys)
     assert status == 0, err
     assert other.read_bytes() == written.read_bytes()
@@ -213,11 +206,11 @@ def test_export_mistakes_are_one_line(trained, tmp_path, capsys, monkeypatch):
          "does not exist"),
     ]
     for args, message in cases:
-        status, out, err = cli(("export", *args), capsys)
+        status, out, err = lenet_cli(("export", *args), capsys)
         assert status == 2 and err.count("\n") == 1 and message in err, (args, err)
         assert err.startswith("lenet export: error: ") and out == ""
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if onnx were not installed
-    status, _, err = cli(("export", "--checkpoint", checkpoint, "--out",
+    status, _, err = lenet_cli(("export", "--checkpoint", checkpoint, "--out",
                           tmp_path / "x.onnx"), capsys)
     assert status == 2 and err.count("\n") == 1 and "lenet5-cuda[onnx]" in err, err
     assert sorted(os.listdir(tmp_path)) == ["ckpt.npz", "notes.txt"]
@@ -226,7 +219,7 @@ def test_export_mistakes_are_one_line(trained, tmp_path, capsys, monkeypatch):
 
 def test_export_without_checkpoint_takes_the_shipped_weights(test_images, tmp_path, capsys):
     out = tmp_path / "shipped.onnx"
-    status, _, err = cli(("export", "--out", out), capsys)
+    status, _, err = lenet_cli(("export", "--out", out), capsys)
     if not hasattr(LeNet5, "pretrained"):  # this version ships no weights: say so
         assert status == 2 and err.count("\n") == 1 and "give --checkpoint" in err, err
         assert not out.exists()
