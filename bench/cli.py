@@ -52,7 +52,7 @@ def build_parser(prog="python -m bench"):
     d = suite.Config()
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Benchmark LeNet-5: this project's CUDA kernels (gpu) and NumPy model "
+        description="Benchmark LeNet-5: this project's CUDA kernels (gpu) and compiled CPU model "
         "(cpu) against the same network in PyTorch (torch-cuda, torch-compile, torch-cpu) "
         "and a CuPy "
         "im2col+cuBLAS baseline (cupy). Every row is checked against the float64 CPU "

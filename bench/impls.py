@@ -13,7 +13,7 @@
                 training steps only (each batch size costs a compile)
     cupy        a CuPy baseline: im2col + cuBLAS matmul (bench/cupy_lenet.py),
                 forward only
-    cpu         this project's NumPy model: LeNet5(device="cpu")
+    cpu         this project's compiled CPU model: LeNet5(device="cpu") (kernels/cpu.py)
     torch-cpu   the PyTorch network on the CPU
 
 ORDER is the order of the columns of the tables: each GPU figure beside the

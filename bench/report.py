@@ -6,7 +6,6 @@ import os
 
 from bench import flops, suite
 from bench.impls import ORDER, PAPER_WARMUP_PATTERNS
-from lenet.ops_cpu import SINGLE_THREAD_BATCH
 
 COLORS = {"gpu": "tab:blue", "torch-cuda": "tab:orange", "torch-compile": "tab:brown",
           "cupy": "tab:green", "cpu": "tab:red", "torch-cpu": "tab:purple"}
@@ -219,11 +218,9 @@ def markdown(results):
             "step at its batch size and warmed up on a pass over two batches. The model is "
             "reset to the starting parameters after the check, not between passes: the "
             "warm-up and each timed pass go on from the parameters the one before left. "
-            "This project's CPU model runs passes over batches of up to "
-            f"{SINGLE_THREAD_BATCH} (and the paper's recipe) with BLAS on one thread "
-            "(`lenet.ops_cpu.SINGLE_THREAD_BATCH`, which gives the measurements behind "
-            "it: within 8% of two threads on an idle 2-core machine, 2.2x faster with "
-            "the other core busy)."]
+            "This project's CPU model runs the compiled step of `kernels/cpu.py` on "
+            "Numba's threads (images in fixed chunks, the same bits on any number of "
+            "threads)."]
     if any(r["what"] == "paper-pass" for r in results["rows"]):
         out += [f"- A paper pass is the paper's recipe, `lenet.train.Trainer(recipe='paper', "
                 f"mu={s['paper_mu']:g}, loss='mse').train_pass()` over {s['pass_images']:,} "
@@ -231,7 +228,7 @@ def markdown(results):
                 "(included in the pass's time), then one SDLM step per pattern (batch size "
                 "1). mu is --paper-mu: the paper's 0.02 diverges from these parameters (the "
                 "paper's 2.4/F initialisation). On the GPU the per-pattern steps run in one "
-                "fused kernel (`kernels/sdlm.py`), on the CPU layer by layer through NumPy; "
+                "fused kernel (`kernels/sdlm.py`), on the CPU in `kernels/cpu.py`'s compiled loop; "
                 "PyTorch has no SDLM: its per-pattern counterpart is the pattern-pass rows "
                 "(SGD at batch size 1). It is checked by a pass over "
                 f"{s.get('paper_check_patterns', suite.PAPER_CHECK_PATTERNS)} patterns from "
