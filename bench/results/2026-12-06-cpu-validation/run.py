@@ -41,7 +41,7 @@ SETTINGS = {
     "mu2-mse": ["--loss", "mse"],
     "mu1-mse": ["--mu", "1", "--loss", "mse"],
 }
-GRID = ("mu2", "mu1")  # what time allowed (README.md: distortions were too slow here)
+GRID = ("mu2", "mu1", "mu2-distort", "mu1-distort")   # the plan (README.md)
 ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
        "NUMBA_NUM_THREADS": "1"}
 
