@@ -14,6 +14,7 @@ run ends): what bench/gpu_session.sh relies on under its time limits.
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 
@@ -206,6 +207,9 @@ def log(message):
 def main(argv=None, prog="python -m bench"):
     """Run the suite with command-line arguments `argv` (default sys.argv[1:]);
     returns the exit status. `lenet bench` passes prog="lenet bench"."""
+    # a time limit's SIGINT must stop the suite cleanly (results.json kept) even when the
+    # parent started it with SIGINT ignored, which Python would keep
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser(prog).parse_args(argv)
     # Numba's advice about small grids at batch size 1: expected here, and noise
     warnings.filterwarnings("ignore", message=".*GPU under-utilization")

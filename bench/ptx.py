@@ -48,6 +48,7 @@ import os
 import pkgutil
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -475,6 +476,7 @@ def toolkit_version(ptxas):
 
 
 def main(argv=None):
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # even if started ignoring it
     p = argparse.ArgumentParser(
         prog="python -m bench.ptx",
         description="Compile every CUDA kernel (kernels.common.KERNELS) for the H200 and "

@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 
 import numpy as np
@@ -880,6 +881,9 @@ def build_parser():
 
 
 def main(argv=None):
+    # Ctrl-C (and a time limit's SIGINT) must stop a command cleanly even when the parent
+    # started it with SIGINT ignored (a background job of a script), which Python keeps
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -11,6 +11,7 @@ Python thread, so the kernel tests use a few images there and thousands on a GPU
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -37,6 +38,12 @@ SIMULATOR = os.environ["NUMBA_ENABLE_CUDASIM"] == "1"
 
 # Batch sizes for kernel tests: awkward ones (1, 3, not multiples of any block).
 BATCHES = (1, 3) if SIMULATOR else (1, 3, 1001, 4099)
+
+
+def pytest_configure(config):
+    # a time limit's SIGINT (bench/gpu_session.sh) must stop the run with its JUnit XML
+    # written, even when the suite was started with SIGINT ignored (a background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_report_header(config):
