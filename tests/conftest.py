@@ -53,11 +53,12 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def mnist_dir():
-    """The MNIST directory from LENET_DATA; skips with a reason when absent."""
+    """The MNIST directory from LENET_DATA (absolute, so that a relative one works from
+    any directory); skips with a reason when absent."""
     path = os.environ.get("LENET_DATA")
     if not path or not os.path.isdir(path):
         pytest.skip("MNIST not available: set LENET_DATA to a directory with the IDX files")
-    return path
+    return os.path.abspath(path)
 
 
 @pytest.fixture(scope="session")

@@ -127,8 +127,8 @@ def test_fused_training_pass_matches_cpu(recipe):
     b.set_parameters(start)
     a.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
     batch = n if SIMULATOR else 16     # on a GPU: two full steps and a partial one
-    ta, tb = (Trainer(m, x, labels, recipe=recipe, batch_size=batch, seed=1, mu=0.1)
-              for m in (a, b))
+    ta, tb = (Trainer(m, x, labels, recipe=recipe, batch_size=batch, seed=1, mu=0.1,
+                      fused=fused) for m, fused in ((a, False), (b, True)))
     assert tb.workspace is not None and ta.workspace is None
     (loss_a, err_a), (loss_b, err_b) = ta.train_pass(), tb.train_pass()
     assert abs(loss_b - loss_a) <= 1e-5 * abs(loss_a) and err_a == err_b
