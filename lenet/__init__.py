@@ -9,7 +9,8 @@
 """
 
 from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS, bitmap_text
-from lenet.model import CheckpointError, LeNet5, gpu_available
+from lenet.checkpoint import CheckpointError
+from lenet.model import LeNet5, gpu_available
 
 __all__ = ["C3_TABLE", "PARAMETER_SHAPES", "RBF_CENTERS", "bitmap_text", "CheckpointError",
            "LeNet5", "gpu_available"]

@@ -101,7 +101,8 @@ def _checkpoint(args):
 
 
 def load_model(path, device):
-    from lenet.model import CheckpointError, LeNet5
+    from lenet.checkpoint import CheckpointError
+    from lenet.model import LeNet5
     try:
         return LeNet5.load(path, device=device)
     except CheckpointError as e:

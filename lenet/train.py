@@ -67,7 +67,8 @@ import time
 import numpy as np
 
 from kernels.reference import MAP_J
-from lenet.model import TMP_PREFIX, check_loss, is_checkpoint, on_device
+from lenet.checkpoint import TMP_PREFIX, is_checkpoint
+from lenet.model import check_loss, on_device
 from lenet.progress import Progress
 
 RECIPES = ("paper", "lecun", "sdlm-batch", "sgd")

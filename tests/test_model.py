@@ -1,7 +1,5 @@
 """The CPU model: architecture facts, gradients against finite differences,
-parameter validation and checkpoints."""
-
-import os
+parameter validation (checkpoints: tests/test_checkpoint.py)."""
 
 import numpy as np
 import pytest
@@ -9,8 +7,7 @@ import pytest
 from kernels import reference as ref
 from kernels.architecture import PARAMETER_SHAPES, trainable_count
 from kernels.tolerance import assert_close
-from lenet import C3_TABLE, RBF_CENTERS, CheckpointError, LeNet5, bitmap_text
-from lenet.model import read_checkpoint
+from lenet import C3_TABLE, RBF_CENTERS, LeNet5, bitmap_text
 
 PAPER_TABLE = """
 X...XXX..XXXX.XX
@@ -228,55 +225,6 @@ def test_set_parameters_rejects_bad_input():
     np.testing.assert_array_equal(m.parameters()["C1.weight"], good["C1.weight"])
 
 
-def test_save_load_round_trip(tmp_path):
-    m = LeNet5(seed=4)
-    path = tmp_path / "model.npz"
-    m.save(path)
-    back = LeNet5.load(path)
-    for k, v in m.parameters().items():
-        np.testing.assert_array_equal(back.parameters()[k], v)
-    x = images(2, dtype=np.float32)
-    np.testing.assert_array_equal(back.forward(x), m.forward(x))
-    assert os.listdir(tmp_path) == ["model.npz"]
-
-
-def test_load_rejects_bad_files(tmp_path):
-    good = tmp_path / "good.npz"
-    LeNet5(seed=0).save(good)
-    data = good.read_bytes()
-    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
-    (tmp_path / "text.npz").write_text("not a checkpoint")
-    np.savez(tmp_path / "other.npz", a=np.zeros(3))
-    np.savez(tmp_path / "pickled.npz", a=np.array([{"x": 1}], dtype=object))
-    params, meta = read_checkpoint(good)
-    params["C5.bias"] = params["C5.bias"][:100]
-    np.savez(tmp_path / "shape.npz", **params,
-             __meta__=np.frombuffer(__import__("json").dumps(meta).encode(), np.uint8))
-    for name, message in [("truncated.npz", "not a .npz"), ("text.npz", "not a .npz"),
-                          ("other.npz", "no __meta__"), ("pickled.npz", "not a readable"),
-                          ("shape.npz", "C5.bias has shape"), ("missing.npz", "no such")]:
-        with pytest.raises(CheckpointError, match=message) as e:
-            LeNet5.load(tmp_path / name)
-        assert name in str(e.value)
-
-
-def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
-    path = tmp_path / "model.npz"
-    old = LeNet5(seed=1)
-    old.save(path)
-    before = path.read_bytes()
-
-    def broken_savez(f, **arrays):
-        f.write(b"partial")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(np, "savez", broken_savez)
-    with pytest.raises(KeyboardInterrupt):
-        LeNet5(seed=2).save(path)
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["model.npz"]
-
-
 def test_device_choice():
     assert LeNet5(device="cpu").device == "cpu"
     with pytest.raises(ValueError, match="device"):
@@ -408,92 +356,6 @@ def test_empty_batches():
             call(empty, np.zeros(0, np.int64))
     with pytest.raises(TypeError, match="floating point"):  # checked even when empty
         m.forward(np.zeros((0, 32, 32), np.uint8))
-
-
-# ------------------------------------------------------------- checkpoints
-
-def _save_with_meta(path, params, meta):
-    np.savez(path, **params,
-             __meta__=np.frombuffer(__import__("json").dumps(meta).encode(), np.uint8))
-
-
-def test_checkpoint_meta_must_be_an_object(tmp_path):
-    good = tmp_path / "good.npz"
-    LeNet5(seed=0).save(good)
-    params, meta = read_checkpoint(good)
-    for name, value, message in [("list.npz", [meta], "a JSON list, not an object"),
-                                 ("number.npz", 3, "a JSON int, not an object"),
-                                 ("classes.npz", {**meta, "classes": ["a"] * 9},
-                                  "are not ten strings"),
-                                 ("dataset.npz", {**meta, "dataset": 3}, "is not a name")]:
-        _save_with_meta(tmp_path / name, params, value)
-        with pytest.raises(CheckpointError, match=message):
-            LeNet5.load(tmp_path / name)
-    (tmp_path / "dir.npz").mkdir()
-    with pytest.raises(CheckpointError, match="dir.npz: is a directory, not a checkpoint"):
-        LeNet5.load(tmp_path / "dir.npz")
-
-
-def test_classes_and_data_set_travel_with_the_checkpoint(tmp_path):
-    m = LeNet5(seed=0)
-    assert m.classes == tuple("0123456789") and m.dataset is None
-    m.save(tmp_path / "digits.npz")
-    back = LeNet5.load(tmp_path / "digits.npz")
-    assert back.classes == tuple("0123456789") and back.dataset is None
-    m.classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot")
-    m.dataset = "fashion-mnist"
-    m.save(tmp_path / "fashion.npz")
-    back = LeNet5.load(tmp_path / "fashion.npz")
-    assert back.classes == m.classes and back.dataset == "fashion-mnist"
-    assert LeNet5().classes == tuple("0123456789")  # set on that model only
-    # a checkpoint of before class names were saved loads with the digits
-    params, meta = read_checkpoint(tmp_path / "digits.npz")
-    del meta["classes"], meta["dataset"]
-    _save_with_meta(tmp_path / "old.npz", params, meta)
-    assert LeNet5.load(tmp_path / "old.npz").classes == tuple("0123456789")
-
-
-def test_is_checkpoint(tmp_path):
-    from lenet.model import is_checkpoint
-    LeNet5(seed=0).save(tmp_path / "m.npz")
-    (tmp_path / "notes.txt").write_text("my notes")
-    np.savez(tmp_path / "other.npz", a=np.zeros(3))
-    params, meta = read_checkpoint(tmp_path / "m.npz")
-    _save_with_meta(tmp_path / "v2.npz", params, {**meta, "version": 2})
-    assert is_checkpoint(tmp_path / "m.npz") and is_checkpoint(tmp_path / "v2.npz")
-    for name in ("notes.txt", "other.npz", "missing.npz", "."):
-        assert not is_checkpoint(tmp_path / name), name
-
-
-def test_save_removes_leftovers_of_killed_saves(tmp_path):
-    import subprocess
-    import sys
-    import time
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    names = {f".lenet-{dead}-0a1b2c3d.npz.tmp": False,   # its process is gone: removed
-             ".lenet-k3j2h1g0.npz.tmp": False,           # an older version's: removed
-             f".lenet-{os.getpid()}-old.npz.tmp": False,  # alive, but an hour old
-             f".lenet-{os.getpid()}-0a1b2c3d.npz.tmp": True,  # a save running now: kept
-             ".lenet-notes.txt": True, "other.npz.tmp": True}
-    for name in names:
-        (tmp_path / name).write_bytes(b"partial")
-    hour_ago = time.time() - 3700
-    os.utime(tmp_path / f".lenet-{os.getpid()}-old.npz.tmp", (hour_ago, hour_ago))
-    LeNet5(seed=0).save(tmp_path / "m.npz")
-    kept = sorted(n for n, keep in names.items() if keep)
-    assert sorted(os.listdir(tmp_path)) == sorted(kept + ["m.npz"])
-
-
-@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
-def test_checkpoint_mode_follows_the_umask(tmp_path, umask):
-    old = os.umask(umask)
-    try:
-        LeNet5(seed=0).save(tmp_path / "m.npz")
-    finally:
-        os.umask(old)
-    assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_device_inference_allocates_nothing_and_waits_for_its_stream_only(monkeypatch):

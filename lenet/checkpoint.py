@@ -1,0 +1,196 @@
+"""LeNet-5 checkpoints: the parameters and a description in one .npz, never pickled.
+
+    write_checkpoint(path, params, ...)   what LeNet5.save writes, atomically
+    read_checkpoint(path)                 (parameters, description), or CheckpointError
+    is_checkpoint(path)                   True for any version of the format
+    check_parameters(params)              the checks every parameter set passes (names,
+                                          shapes, dtypes, finite values, C3's zeros)
+
+The description (the "__meta__" array: JSON bytes) names the format and its version,
+the dtype, the shapes, the C3 table and a digest of the RBF bitmaps, so that a file made
+for another network is refused, and carries the data set, the class names and, for
+the shipped weights, their provenance. A save writes a temporary file beside the
+checkpoint and renames it over it, so a killed save leaves the old file whole; the
+next save in that directory removes what killed saves left. Tested by
+tests/test_checkpoint.py.
+"""
+
+import hashlib
+import json
+import os
+import secrets
+import time
+import zipfile
+
+import numpy as np
+
+from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
+from lenet.datasets import DIGITS
+
+FORMAT = "lenet5-checkpoint"
+FORMAT_VERSION = 1
+# A save writes ".lenet-<pid>-<random>.npz.tmp" beside the checkpoint and renames it;
+# one left by a killed save is removed by the next save in that directory.
+TMP_PREFIX, TMP_SUFFIX = ".lenet-", ".npz.tmp"
+TMP_MAX_AGE = 3600  # seconds: older temporary files are leftovers whatever their pid
+
+
+class CheckpointError(ValueError):
+    """A file that is not a valid LeNet-5 checkpoint."""
+
+
+def check_parameters(params, dtype=None):
+    """Raise ValueError saying exactly what is wrong with a parameter dict."""
+    if not isinstance(params, dict):
+        raise TypeError(f"parameters must be a dict of arrays, not {type(params).__name__}")
+    missing = sorted(set(PARAMETER_SHAPES) - set(params))
+    unknown = sorted(set(params) - set(PARAMETER_SHAPES))
+    if missing or unknown:
+        raise ValueError(f"parameter names do not match LeNet-5: missing {missing}, "
+                         f"unknown {unknown}")
+    for name, shape in PARAMETER_SHAPES.items():
+        value = np.asarray(params[name])
+        if value.shape != shape:
+            raise ValueError(f"{name} has shape {value.shape}, expected {shape}")
+        if value.dtype not in (np.float32, np.float64):
+            raise ValueError(f"{name} has dtype {value.dtype}, expected float32 or float64")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+    c3 = np.asarray(params["C3.weight"])
+    stray = np.abs(c3).sum(axis=(2, 3)) * ~C3_TABLE.T
+    if stray.any():
+        o, i = np.argwhere(stray)[0]
+        raise ValueError(f"C3.weight connects S2 map {i} to C3 map {o}, which the "
+                         "connection table leaves out: those weights must be exactly 0")
+
+
+def write_checkpoint(path, params, dtype, dataset=None, classes=DIGITS, provenance=None):
+    """Write `params` (name -> NumPy array, as LeNet5.parameters gives them) and their
+    description to `path` (.npz), atomically: a temporary file beside it, renamed over
+    it. The file gets the usual mode (0666 less the umask). Temporary files that killed
+    saves left in that directory are removed first."""
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "dtype": np.dtype(dtype).name,
+            "shapes": {k: list(v) for k, v in PARAMETER_SHAPES.items()},
+            "c3_table": C3_TABLE.astype(int).tolist(),
+            "rbf_centers_sha256": _centers_digest(),
+            "dataset": dataset, "classes": list(classes)}
+    if provenance is not None:
+        meta["provenance"] = provenance
+    arrays = dict(params)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    remove_leftovers(directory)
+    tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+                       f"{TMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _centers_digest():
+    return hashlib.sha256(RBF_CENTERS.astype("<f8").tobytes()).hexdigest()
+
+
+def _running(pid):
+    """True if a process `pid` exists (of any user)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # none, or no pid can be that large
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def remove_leftovers(directory):
+    """Remove the temporary files of saves that were killed before renaming them
+    (kill -9, a crash): those of processes that no longer run, and any older than
+    TMP_MAX_AGE. Those of running saves are left alone."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        if not (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)):
+            continue
+        path = os.path.join(directory, name)
+        pid = name[len(TMP_PREFIX):].split("-")[0]
+        try:
+            stale = (not pid.isdigit() or not _running(int(pid))
+                     or now - os.lstat(path).st_mtime > TMP_MAX_AGE)
+            if stale and not os.path.isdir(path):
+                os.unlink(path)
+        except OSError:  # gone meanwhile, or not ours to remove
+            pass
+
+
+def is_checkpoint(path):
+    """True if `path` is a file written by LeNet5.save (any version of the format)."""
+    try:
+        if not os.path.isfile(path) or not zipfile.is_zipfile(path):
+            return False
+        with np.load(path, allow_pickle=False) as f:
+            if "__meta__" not in f.files:
+                return False
+            meta = json.loads(f["__meta__"].tobytes().decode())
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def read_checkpoint(path):
+    """(parameters, description) of a checkpoint; CheckpointError if it is not one."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a .npz checkpoint (not a zip archive)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({e})") from e
+    if "__meta__" not in arrays:
+        raise CheckpointError(f"{path}: not a LeNet-5 checkpoint (no __meta__ record)")
+    try:
+        meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupt __meta__ record ({e})") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: corrupt __meta__ record (a JSON "
+                              f"{type(meta).__name__}, not an object)")
+    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format {meta.get('format')!r} version "
+                              f"{meta.get('version')!r}, expected {FORMAT!r} {FORMAT_VERSION}")
+    if meta.get("c3_table") != C3_TABLE.astype(int).tolist():
+        raise CheckpointError(f"{path}: made with another C3 connection table")
+    if meta.get("rbf_centers_sha256") != _centers_digest():
+        raise CheckpointError(f"{path}: made with other RBF bitmaps than this version's")
+    if meta.get("dtype") not in ("float32", "float64"):
+        raise CheckpointError(f"{path}: unknown dtype {meta.get('dtype')!r}")
+    classes = meta.get("classes", DIGITS)
+    if (not isinstance(classes, (list, tuple)) or len(classes) != 10
+            or not all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path}: class names {classes!r} are not ten strings")
+    if not isinstance(meta.get("dataset"), (str, type(None))):
+        raise CheckpointError(f"{path}: data set {meta.get('dataset')!r} is not a name")
+    if not isinstance(meta.get("provenance"), (dict, type(None))):
+        raise CheckpointError(f"{path}: provenance {meta.get('provenance')!r} is not a JSON "
+                              "object")
+    try:
+        check_parameters(arrays)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    return arrays, meta
