@@ -232,8 +232,9 @@ def _check_numbers(args):
 
 
 def run_train(args):
+    from lenet.logs import check_outputs
     from lenet.model import LeNet5
-    from lenet.train import check_outputs, default_settings, train
+    from lenet.train import default_settings, train
     _check_numbers(args)
     if args.lr is not None and args.recipe != "sgd":
         raise UserError(f"--lr is sgd's step size; the {args.recipe} recipe follows the "
@@ -326,7 +327,7 @@ SWEEP_EXAMPLE = ('{"base": {"recipe": "lecun"}, "grid": {"mu": [0.5, 1], "seed":
 
 
 def add_sweep(sub):
-    from lenet.train import SWEEP_KEYS
+    from lenet.sweep import SWEEP_KEYS
     p = sub.add_parser("sweep", help="many runs of the paper's per-pattern recipe at once",
                        description="Train many independent runs of the paper's per-pattern "
                        "SDLM recipe side by side: on a GPU one block each in one kernel "
@@ -390,7 +391,7 @@ def _check_as_train(run):
 
 
 def run_sweep(args):
-    from lenet.train import sweep, sweep_runs
+    from lenet.sweep import sweep, sweep_runs
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, not {args.epochs}")
     for option, value in (("--train-size", args.train_size), ("--test-size", args.test_size)):

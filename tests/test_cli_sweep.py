@@ -100,11 +100,11 @@ def test_a_sweep_refuses_what_train_refuses(option, key, value, tmp_path, capsys
 ])
 def test_lenet_sweep_checks_each_run_with_train_s_own_parser(key, value, message, tmp_path,
                                                              capsys, monkeypatch):
-    # with lenet.train's checks of settings switched off, `lenet sweep` still refuses the
+    # with lenet.sweep's checks of settings switched off, `lenet sweep` still refuses the
     # run: through `lenet train`'s parser and checks, in their words
-    import lenet.train
-    monkeypatch.setattr(lenet.train, "sweep_setting_error", lambda key, value: None)
-    assert lenet.train.sweep_runs([{key: value}])[0][key] == value
+    import lenet.sweep
+    monkeypatch.setattr(lenet.sweep, "sweep_setting_error", lambda key, value: None)
+    assert lenet.sweep.sweep_runs([{key: value}])[0][key] == value
     runs = json.dumps([{"name": "y", key: value}])
     status, _, err = lenet_cli(("sweep", runs, "--out", tmp_path / "out", *no_data(tmp_path)),
                          capsys)

@@ -1,6 +1,6 @@
-"""Sweeps (lenet.train.sweep): many runs of the per-pattern recipe side by side are each
-the run `train` makes alone with the same settings, bit for bit: on the CPU (one run after
-another) and on the GPU (one block each in one launch of kernels/sdlm.py; in the CUDA
+"""Sweeps (lenet.sweep): many runs of the per-pattern recipe side by side are each
+the run `train` makes alone with the same settings, bit for bit: on the CPU (one run per
+core at once) and on the GPU (one block each in one launch of kernels/sdlm.py; in the CUDA
 simulator with two tiny runs). The kernel's own check of runs side by side is
 tests/test_sdlm.py's."""
 
@@ -12,7 +12,8 @@ import pytest
 from conftest import SIMULATOR
 
 from lenet import LeNet5
-from lenet.train import sweep, sweep_runs, train
+from lenet.sweep import sweep, sweep_runs
+from lenet.train import train
 
 
 def data(n, seed):

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from lenet import LeNet5
-from lenet.train import Trainer, check_outputs, error_rate, penalties, train
+from lenet.logs import check_outputs
+from lenet.train import Trainer, error_rate, penalties, train
 
 
 def random_set(n, seed):

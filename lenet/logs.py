@@ -1,0 +1,61 @@
+"""The files a training run writes beside its checkpoint: its log, one JSON line per
+pass (lenet.train.pass_record's), and the check that `lenet train` and `lenet sweep`
+run before a pass, so that a file which is neither a checkpoint nor a log is never
+overwritten. Tested by tests/test_user_files.py."""
+
+import json
+import os
+
+from lenet.checkpoint import TMP_PREFIX, is_checkpoint
+
+
+def is_training_log(path):
+    """True if `path` is empty or every line of it is a JSON object with a "pass"."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    record = json.loads(line)
+                    if not isinstance(record, dict) or "pass" not in record:
+                        return False
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
+def check_outputs(checkpoint, log):
+    """ValueError unless `train` may write these files: a checkpoint path where no file
+    or a LeNet-5 checkpoint is, a log path where no file or a training log is, and not
+    the same file."""
+    if checkpoint and log and os.path.realpath(checkpoint) == os.path.realpath(log):
+        raise ValueError(f"the log and the checkpoint are the same file ({log}); give "
+                         "the log another name")
+    for path, what, ok in ((checkpoint, "a LeNet-5 checkpoint", is_checkpoint),
+                           (log, "a training log (JSON lines)", is_training_log)):
+        if not path or not os.path.lexists(path):
+            continue
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a directory; give a file name")
+        if not ok(path):
+            raise ValueError(f"{path} exists and is not {what}; refusing to overwrite it "
+                             "(give another name)")
+
+
+def write_log_line(path, record, replace):
+    """Append `record` as a JSON line to `path`; with replace, write it as the whole
+    file instead (through a temporary file renamed over it)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    line = json.dumps(record) + "\n"
+    if not replace:
+        with open(path, "a") as f:
+            f.write(line)
+        return
+    tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-log.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(line)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
