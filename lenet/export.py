@@ -46,7 +46,7 @@ INPUT, PENALTIES, CLASS = "images", "penalties", "class"
 EXTRA = "onnx"  # setup.cfg's extra that installs onnx and onnxruntime
 
 
-def _onnx():
+def require_onnx():
     """The onnx module, or ImportError naming the extra that installs it."""
     try:
         import onnx
@@ -102,7 +102,7 @@ class _Graph:
 def onnx_model(model):
     """The onnx.ModelProto of LeNet5 `model` (any device or dtype; exported in float32):
     inputs images (N,1,32,32), outputs penalties (N,10) float32 and class (N,) int64."""
-    onnx = _onnx()
+    onnx = require_onnx()
     helper = onnx.helper
     params = {k: np.asarray(v, np.float32) for k, v in model.parameters().items()}
     g = _Graph(onnx)

@@ -21,6 +21,7 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import lenet_cli
 from PIL import Image
 
 from lenet import images as digit_images
@@ -457,6 +458,21 @@ def test_user_mistakes_are_one_line_and_exit_2(trained, files, bad_data, mnist_d
     for path, content in before.items():  # nothing of the user's was touched
         assert path.read_bytes() == content, path
     assert not (files["text.png"][0].parent / "x.npz").exists()
+
+
+@pytest.mark.parametrize("args", [("export", "--out", "x.onnx"), ("demo", "--port", "0")])
+def test_no_shipped_weights_is_one_line(args, monkeypatch, tmp_path, capsys):
+    # an installation without lenet/weights: the commands that fall back on the shipped
+    # weights say so in one line with status 2 (export used to end in a traceback)
+    import lenet.export
+    import lenet.model
+    monkeypatch.setattr(lenet.model, "PRETRAINED", str(tmp_path / "missing.npz"))
+    monkeypatch.setattr(lenet.export, "require_onnx", lambda: None)  # with or without onnx
+    monkeypatch.chdir(tmp_path)
+    status, _, err = lenet_cli(args, capsys)
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"lenet {args[0]}: error: no trained weights ship with this installation" in err
+    assert os.listdir(tmp_path) == []
 
 
 # ------------------------------------------------------------------- help

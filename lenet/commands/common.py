@@ -1,0 +1,131 @@
+"""What several `lenet` commands share: UserError (a user's mistake, printed as one line
+with exit status 2), the data options and loading a split, the checkpoint option and
+loading a model from it or from the shipped weights, and the first N images of a split."""
+
+import os
+import sys
+
+import numpy as np
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: printed as one line, exit 2."""
+
+
+DEVICES = ["cpu", "gpu", "auto"]
+DEVICE_HELP = ("where to run: NumPy on the CPU, the CUDA kernels, or the GPU when one is "
+               "present (default: auto)")
+
+
+def add_data_options(p):
+    from lenet.datasets import DATASETS
+    p.add_argument("--dataset", choices=list(DATASETS), metavar="NAME",
+                   help=f"a data set by name ({', '.join(DATASETS)}): its official files, "
+                   "checked by SHA-256, from --data DIR or its default directory "
+                   "(~/.cache/lenet/NAME; for mnist $LENET_DATA if set; for fashion-mnist "
+                   "also Debian's /usr/share/datasets/fashion-mnist); missing files are "
+                   "downloaded when the internet can be reached. Default: mnist, or the "
+                   "checkpoint's data set")
+    p.add_argument("--data", metavar="DIR",
+                   help="the data set's directory; without --dataset, any directory of "
+                   "MNIST-format IDX files under MNIST's names (train-images-idx3-ubyte, "
+                   "train-labels-idx1-ubyte, t10k-..., raw or .gz), read as they are: "
+                   "their structure is checked, no checksum, nothing downloaded")
+
+
+def load_data(split, args, default="mnist"):
+    """One split as a lenet.data.Split (uint8 images, labels, data set), or a UserError.
+    --dataset names the data set; --data alone is a plain directory; neither: `default`."""
+    from lenet.data import MNISTError, read_split
+    from lenet.datasets import DATASETS
+    default = default if default in DATASETS else "mnist"  # a checkpoint's may be unknown
+    name = args.dataset or (None if args.data is not None else default)
+    if args.data is not None and not os.path.isdir(args.data):
+        # a mistyped --data must not become a new directory and a download
+        raise UserError(f"no such directory: {args.data} (give the directory that holds the "
+                        "data set's files, or leave --data out to use its default directory)")
+    try:
+        return read_split(split, name, args.data)
+    except MNISTError as e:
+        raise UserError(one_line(e)) from e
+
+
+def split_labels(split):
+    return split.labels.astype(np.int64)
+
+
+CHECKPOINT_HELP = ("a .npz written by `lenet train` (default: the trained weights shipped "
+                   "with the package, lenet/weights/lenet5-mnist.npz, trained on MNIST; "
+                   "their errors and how they were chosen: docs/reproduction.md)")
+
+
+def checkpoint_path(args):
+    """args.checkpoint, or the shipped weights when none was given (args.checkpoint is
+    set to their path, which the messages then name)."""
+    from lenet.model import PRETRAINED
+    if args.checkpoint is None:
+        if not os.path.isfile(PRETRAINED):
+            raise UserError(f"no --checkpoint given and no trained weights in this "
+                            f"installation ({PRETRAINED} is missing); give --checkpoint FILE")
+        args.checkpoint = PRETRAINED
+    return args.checkpoint
+
+
+def load_model(path, device):
+    from lenet.checkpoint import CheckpointError
+    from lenet.model import LeNet5
+    try:
+        return LeNet5.load(path, device=device)
+    except CheckpointError as e:
+        raise UserError(str(e)) from e
+    except (NotImplementedError, ValueError) as e:  # no GPU backend, bad dtype for it
+        raise UserError(f"cannot use device {device!r}: {e}") from e
+
+
+def shipped_model(device):
+    """LeNet5.pretrained(device), or a UserError when no weights ship with the package."""
+    from lenet.checkpoint import CheckpointError
+    from lenet.model import LeNet5
+    try:
+        return LeNet5.pretrained(device=device)
+    except CheckpointError as e:
+        raise UserError(str(e)) from e
+    except FileNotFoundError:
+        raise UserError("no trained weights ship with this installation: give --checkpoint "
+                        "FILE (a .npz written by `lenet train`)") from None
+    except (NotImplementedError, ValueError) as e:
+        raise UserError(f"cannot use device {device!r}: {e}") from e
+
+
+def one_line(error):
+    """The message of `error` on one line. MNISTError explains itself over several
+    lines, with indented lists (mirrors and reasons, file names): list items are
+    joined with ", ", sentences with " ", and a list ends with "; "."""
+    text, last_indented = "", False
+    for line in str(error).splitlines():
+        if not line.strip():
+            continue
+        indented = line[:1].isspace()
+        if text:
+            text += ", " if indented and last_indented else "; " if last_indented else " "
+        text += line.strip()
+        last_indented = indented
+    return text
+
+
+def first_images(split, n, option):
+    """(preprocessed images, int64 labels) of the first n of a Split; all when n is None."""
+    from lenet.data import preprocess
+    total = len(split.labels)
+    if n is not None and not 1 <= n <= total:
+        raise UserError(f"{option} must lie in 1..{total}, not {n}")
+    if total == 0:
+        raise UserError(f"{split.directory}: the {split.title} files hold no images")
+    n = total if n is None else n
+    return preprocess(split.images[:n]), split_labels(split)[:n]
+
+
+def note_other_data(model, split, checkpoint):
+    if model.dataset and split.dataset and model.dataset != split.dataset.name:
+        print(f"note: {checkpoint} was trained on {model.dataset}; these are "
+              f"{split.dataset.title}'s images", file=sys.stderr)

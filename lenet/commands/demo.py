@@ -1,0 +1,65 @@
+"""`lenet demo`: serve the local web page of lenet.demo with a checkpoint or the shipped
+weights; the test set's mistakes are found in the background while the page is up."""
+
+import sys
+
+from lenet.commands.common import (
+    DEVICE_HELP,
+    DEVICES,
+    UserError,
+    add_data_options,
+    load_data,
+    load_model,
+    shipped_model,
+)
+
+
+def add(sub):
+    p = sub.add_parser("demo", help="a web page: draw a digit and watch every layer",
+                       description="Start a local web server and print its address. Its "
+                       "page: a pad to draw a digit on and, on every stroke, the network's "
+                       "input 32x32, C1, S2, C3, S4, C5, F6 beside the nearest RBF bitmap, "
+                       "the ten penalties and the answer; and a view that steps through "
+                       "the test set's mistakes (as `lenet show errors` finds them) and the "
+                       "paper's random distortions of an image. The model runs on the "
+                       "server; the drawing is prepared as `lenet predict` prepares a file.")
+    p.add_argument("--checkpoint", metavar="FILE", help="a .npz written by `lenet train` "
+                   "(default: the trained weights shipped with the package)")
+    add_data_options(p)
+    p.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default "
+                   "127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any "
+                   "free one)")
+    return p
+
+
+def run(args):
+    import threading
+
+    from lenet.demo.compute import Demo
+    from lenet.demo.server import DemoServer
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must lie in 0..65535, not {args.port}")
+    model = (load_model(args.checkpoint, args.device) if args.checkpoint is not None
+             else shipped_model(args.device))
+
+    def load_test():  # in the background: the page is up while the test set runs
+        split = load_data("test", args, default=model.dataset)
+        return split.images, split.labels, split.title
+
+    demo = Demo(model, load_test)
+    try:
+        server = DemoServer(demo, args.host, args.port)
+    except OSError as e:
+        raise UserError(f"cannot listen on {args.host} port {args.port}: "
+                        f"{e.strerror or e}") from e
+    threading.Thread(target=demo.find_mistakes, daemon=True).start()
+    print(f"LeNet-5 demo ({model.device}): {server.url}  (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0

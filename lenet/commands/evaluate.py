@@ -1,0 +1,46 @@
+"""`lenet eval`: the error rate of a checkpoint (by default the shipped weights) on the
+test or training set of its data set, or of the one given."""
+
+from lenet.commands.common import (
+    CHECKPOINT_HELP,
+    UserError,
+    add_data_options,
+    checkpoint_path,
+    load_data,
+    load_model,
+    note_other_data,
+    split_labels,
+)
+
+
+def add(sub):
+    p = sub.add_parser("eval", help="error rate of a checkpoint on a test set",
+                       description="Print the error rate of a checkpoint on the test set "
+                       "(or the training set) of its data set, or of the one given.")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    add_data_options(p)
+    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
+                   help="where to run (default: auto)")
+    p.add_argument("--split", choices=["test", "train"], default="test",
+                   help="which set (default: test)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args):
+    from lenet.data import preprocess
+    from lenet.progress import Progress
+    from lenet.train import error_rate
+    model = load_model(checkpoint_path(args), args.device)
+    split = load_data(args.split, args, default=model.dataset)
+    note_other_data(model, split, args.checkpoint)
+    labels = split_labels(split)
+    if len(labels) == 0:
+        raise UserError(f"{split.directory}: the {args.split} files hold no images")
+    bar = Progress(len(labels), f"{args.split} error", enabled=not args.no_progress)
+    rate = error_rate(model, preprocess(split.images), labels, bar)
+    bar.close(keep=False)
+    errors = round(rate * len(labels))
+    print(f"{args.split} error: {100 * rate:.2f}% ({errors} of {len(labels)}) "
+          f"[{args.checkpoint}, {model.device}, {split.title}]")
+    return 0

@@ -1,0 +1,182 @@
+"""`lenet show MODE`: one PNG picture, drawn by lenet.show: a digit's feature maps, the
+RBF prototypes, training curves from a log, a checkpoint's test errors, or the paper's
+random distortions."""
+
+import os
+
+import numpy as np
+
+from lenet.commands.common import (
+    CHECKPOINT_HELP,
+    DEVICE_HELP,
+    DEVICES,
+    UserError,
+    add_data_options,
+    checkpoint_path,
+    load_data,
+    load_model,
+    note_other_data,
+    split_labels,
+)
+
+
+def add(sub):
+    p = sub.add_parser("show", help="draw PNG pictures: feature maps, RBF prototypes, "
+                       "training curves, test errors",
+                       description="Draw one picture and write it as a PNG into --out "
+                       "(fixed size, see lenet/show.py); prints its path.")
+    modes = p.add_subparsers(dest="mode", metavar="MODE", required=True)
+
+    def mode(name, help, description):
+        m = modes.add_parser(name, help=help, description=description)
+        m.add_argument("--out", default=".", metavar="DIR", help="directory for the PNG "
+                       f"(created if needed; default: .); the file is DIR/{name}.png")
+        return m
+
+    m = mode("maps", "the output of every layer for one digit",
+             "The activations of every layer for one digit: input, C1, S2, C3, S4, C5 "
+             "(120 as a 20x6 grid), F6 (84 as the 7x12 grid the RBF compares with its "
+             "bitmaps, beside the winner's bitmap) and the ten RBF penalties, the winner "
+             "highlighted. 1400x700 pixels.")
+    m.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
+    which = m.add_mutually_exclusive_group(required=True)
+    which.add_argument("--image", metavar="FILE", help="a PNG or JPEG of one digit")
+    which.add_argument("--index", type=int, metavar="K", help="test image K (0-based) of "
+                       "the checkpoint's data set, or of the one given")
+    add_data_options(m)
+    m.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+
+    mode("prototypes", "the ten 7x12 RBF bitmaps (no checkpoint needed)",
+         "The ten fixed 7x12 bitmaps that the output layer's RBF units compare F6 "
+         "with (+1 ink, -1 background). 1000x250 pixels.")
+
+    m = mode("curves", "training curves from the log of `lenet train`",
+             "Train and test error per pass (log scale) and the training loss, from the "
+             "JSON-lines log that `lenet train` writes beside its checkpoint. "
+             "1000x400 pixels.")
+    m.add_argument("--log", required=True, metavar="FILE", help="a .log.jsonl written by "
+                   "`lenet train`")
+
+    m = mode("errors", "confusion matrix and the worst mistakes on the test set",
+             "The 10x10 confusion matrix of a checkpoint on the test set of its data set "
+             "(or of the one given) and the misclassified images it was most sure of "
+             "(largest margin between the smallest and second smallest penalty). "
+             "1400x650 pixels.")
+    m.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
+    add_data_options(m)
+    m.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.add_argument("--count", type=int, default=24, help="how many mistakes to draw, "
+                   "at most 24 (default 24)")
+
+    m = mode("distortions", "random affine distortions of training digits (train --distort)",
+             "Ten training images, one of each class, as they are and under "
+             f"{DISTORTION_COLUMNS} random affine distortions drawn as `lenet train "
+             "--distort` draws them (kernels/distort.py: translation, scaling, squeezing, "
+             "horizontal shearing; some rows are left undistorted, as in training). "
+             "1300x1150 pixels.")
+    add_data_options(m)
+    m.add_argument("--seed", type=int, default=0, help="seed of the distortions (default 0)")
+    return p
+
+
+def _out_file(directory, name):
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UserError(f"--out {directory}: not a directory")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {directory}: cannot create it ({e.strerror})") from e
+    return os.path.join(directory, name + ".png")
+
+
+def _show_maps(args, show):
+    from lenet.data import preprocess
+    from lenet.images import ImageError, mnist_digit
+    model = load_model(checkpoint_path(args), args.device)
+    if args.image is not None:
+        try:
+            digit = mnist_digit(args.image)
+        except ImageError as e:
+            raise UserError(str(e)) from e
+        caption = os.path.basename(args.image)
+    else:
+        split = load_data("test", args, default=model.dataset)
+        note_other_data(model, split, args.checkpoint)
+        n = len(split.labels)
+        if not 0 <= args.index < n:
+            raise UserError(f"--index {args.index} is out of range: the {split.title} test "
+                            f"set holds {n} images" + (f" (0..{n - 1})" if n else ""))
+        digit = split.images[args.index]
+        label = int(split.labels[args.index])
+        named = split.classes[label] if split.classes[label] != str(label) else ""
+        caption = (f"{split.title} test {split.dataset.noun if split.dataset else 'image'} "
+                   f"#{args.index} (label {label}{' ' + named if named else ''})")
+    activations = model.forward_all(model.prepare_images(preprocess(digit)))
+    return show.draw_maps(_out_file(args.out, "maps"),
+                          [model.ops.to_host(a) for a in activations], caption,
+                          classes=model.classes)
+
+
+def _show_errors(args, show):
+    from lenet.data import preprocess
+    if not 1 <= args.count <= show.MAX_ERRORS:
+        raise UserError(f"--count must lie in 1..{show.MAX_ERRORS}, not {args.count}")
+    from lenet.progress import Progress
+    from lenet.train import penalties
+    model = load_model(checkpoint_path(args), args.device)
+    split = load_data("test", args, default=model.dataset)
+    note_other_data(model, split, args.checkpoint)
+    if len(split.labels) == 0:
+        raise UserError(f"{split.directory}: the test files hold no images")
+    bar = Progress(len(split.labels), "test set", enabled=not args.no_progress)
+    y = penalties(model, preprocess(split.images), bar)
+    bar.close(keep=False)
+    noun = split.dataset.noun if split.dataset else "image"
+    return show.draw_errors(_out_file(args.out, "errors"), split.images, split_labels(split), y,
+                            count=args.count, caption=os.path.basename(args.checkpoint),
+                            classes=split.classes, data=f"{split.title} test {noun}s")
+
+
+DISTORTION_COLUMNS = 11
+
+
+def _show_distortions(args, show):
+    from kernels.distort import distort_cpu, draw_distortions
+    from lenet.data import preprocess
+    split = load_data("train", args)
+    images, labels = split.images, split.labels
+    first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
+    x = preprocess(images[first])
+    shown = np.repeat(x, DISTORTION_COLUMNS, axis=0)
+    params = draw_distortions(np.random.default_rng(args.seed), len(shown))
+    out = np.empty_like(shown)
+    distort_cpu(out, shown, params)
+    return show.draw_distortions(_out_file(args.out, "distortions"), x,
+                                 out.reshape(10, DISTORTION_COLUMNS, 32, 32),
+                                 caption=f"seed {args.seed}")
+
+
+def _show_curves(args, show):
+    try:
+        records = show.read_log(args.log)
+    except show.LogError as e:
+        raise UserError(str(e)) from e
+    return show.draw_curves(_out_file(args.out, "curves"), records,
+                            caption=os.path.basename(args.log))
+
+
+def run(args):
+    from lenet import show
+    if args.mode == "maps":
+        path = _show_maps(args, show)
+    elif args.mode == "errors":
+        path = _show_errors(args, show)
+    elif args.mode == "curves":
+        path = _show_curves(args, show)
+    elif args.mode == "distortions":
+        path = _show_distortions(args, show)
+    else:
+        path = show.draw_prototypes(_out_file(args.out, "prototypes"))
+    print(path)
+    return 0
