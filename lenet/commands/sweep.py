@@ -26,8 +26,8 @@ def add(sub):
     p = sub.add_parser("sweep", help="many runs of the paper's per-pattern recipe at once",
                        description="Train many independent runs of the paper's per-pattern "
                        "SDLM recipe side by side: on a GPU one block each in one kernel "
-                       "launch, so dozens of runs take about as long as one; on the CPU one "
-                       "after another. Each run is exactly what `lenet train` does with its "
+                       "launch; on the CPU one run per core at once. Each run is exactly "
+                       "what `lenet train` does with its "
                        "settings; its checkpoint NAME.npz and log NAME.log.jsonl (lenet "
                        "train's format) go to --out after every pass.")
     p.add_argument("runs", help="the runs: a JSON file, or JSON text, holding a list of "
