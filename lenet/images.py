@@ -24,10 +24,8 @@ placing it in a 28x28 field so that its centre of mass lands in the middle.
        that no ink falls off the field.
 
 An MNIST digit saved as a 28x28 PNG comes back almost unchanged, as its box is
-already 20 pixels on the longer side and its centre of mass at (14, 14): of
-the 10,000 test digits 85% come back identical and 99% within 11 grey levels
-in every pixel (stretching 254 to 255, faint edge pixels left out of the crop);
-a few are shifted by one pixel or rescaled (those that touch MNIST's edge).
+already 20 pixels on the longer side and its centre of mass at (14, 14) (how close,
+on the 10,000 test digits: docs/digit-images.md).
 `load_digits(paths)` returns uint8 (N,28,28) ready for `lenet.data.preprocess`.
 Every problem with a file raises `ImageError` naming the file; an image of more
 pixels than Pillow's limit against decompression bombs (`Image.MAX_IMAGE_PIXELS`,

@@ -7,12 +7,13 @@ needed), writes it as a PNG of a fixed size and returns the path:
     draw_prototypes  1000x250  the ten 7x12 RBF bitmaps
     draw_curves      1000x400  error per pass (log scale) and training loss
     draw_errors      1400x650  test-set confusion matrix and the surest mistakes
+    draw_distortions 1300x1150 training digits under the paper's random distortions
 
 Grey maps use one scale for every squashed layer: white is -1.7159 and black
 +1.7159, the range of f(a) = 1.7159 tanh(2a/3), so ink reads dark as on paper.
 Classes are named by the data set's class names (the digits for MNIST, "Trouser"
 ... for Fashion-MNIST), passed as `classes`.
-`lenet show MODE --help` (lenet/cli.py) gives the commands; tests/test_cli.py
+`lenet show MODE --help` (lenet/commands/show.py) gives the commands; tests/test_cli.py
 checks that each writes a PNG of its size.
 """
 
@@ -27,15 +28,16 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
 from kernels.architecture import BITMAP_HEIGHT, BITMAP_WIDTH, RBF_CENTERS
+from lenet.datasets import DIGITS
 
 DPI = 100
-FIGSIZE = {"maps": (14, 7), "prototypes": (10, 2.5), "curves": (10, 4), "errors": (14, 6.5)}
+FIGSIZE = {"maps": (14, 7), "prototypes": (10, 2.5), "curves": (10, 4), "errors": (14, 6.5),
+           "distortions": (13, 11.5)}
 SQUASH = 1.7159       # f(a) lies in (-SQUASH, SQUASH)
 INPUT_RANGE = (-0.1, 1.175)  # lenet.data.preprocess: background, full ink
 MAX_ERRORS = 24       # the mistakes grid of draw_errors: 4 rows of 6
 WINNER, OTHERS = "tab:red", "0.7"
 LOG_KEYS = ("pass", "test_error", "running_train_error", "train_loss")
-DIGITS = tuple(str(d) for d in range(10))
 
 
 class LogError(ValueError):
@@ -279,15 +281,11 @@ def draw_errors(path, images, labels, penalties, count=MAX_ERRORS, caption="",
     return _save(fig, path)
 
 
-DISTORTIONS_FIGSIZE = (13, 11.5)
-
-
 def draw_distortions(path, originals, distorted, caption=""):
     """Training digits and their random affine distortions: originals (R,1,32,32) and
     distorted (R,K,32,32), preprocessed images, one row per digit."""
     rows, columns = distorted.shape[:2]
-    fig = Figure(figsize=DISTORTIONS_FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
+    fig = _figure("distortions")
     fig.suptitle(f"random affine distortions ({caption}): translation, scaling, squeezing, "
                  "horizontal shearing", fontsize=13)
     grid = fig.add_gridspec(rows, columns + 1, left=0.02, right=0.98, top=0.93, bottom=0.02,

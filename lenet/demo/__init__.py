@@ -8,7 +8,7 @@ with the activations of every layer, input 32x32 to F6, the ten RBF penalties an
 class; the page only draws them. A second view steps through the test set's mistakes
 (as `lenet show errors` finds them) and the paper's random distortions of an image.
 
-    lenet demo [--checkpoint FILE] [--port 8000] [--device auto]   (lenet/cli.py)
+    lenet demo [--checkpoint FILE] [--port 8000] [--device auto]   (lenet/commands/demo.py)
 
 Tested by tests/test_demo.py (HTTP and, through Playwright, in Chromium); its latency
 is measured by bench/demo_latency.py (bench/results/2026-12-06-demo-latency/).

@@ -1,8 +1,9 @@
 """The demo's web server: the page's files and a small JSON API over lenet.demo.compute.
 
 The standard library's ThreadingHTTPServer: no new dependency, a thread per connection
-(many clients at once), keep-alive, and a few milliseconds a request, which is all a
-local demo needs; a framework would add an install for nothing the page uses.
+(many clients at once) and keep-alive, which is all a local demo needs (its latency:
+bench/results/2026-12-06-demo-latency/); a framework would add an install for nothing
+the page uses.
 
     GET  /, /NAME           the page's files: only the regular files of static/, listed
                             and read once at start (no path from a request reaches the
