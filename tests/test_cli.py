@@ -30,7 +30,7 @@ from lenet.model import LeNet5
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = ("train", "sweep", "eval", "predict", "show", "export", "demo")
-SHOW_MODES = ("maps", "prototypes", "curves", "errors")
+SHOW_MODES = ("maps", "prototypes", "curves", "errors", "distortions")
 PLAIN = range(10)     # the first ten MNIST test digits, saved as they are
 ALTERED = (0, 1, 2)   # ... of which these are also saved inverted, enlarged and as JPEG
 
@@ -308,9 +308,10 @@ def test_show_writes_png_of_stated_size(mode, trained, files, mnist_dir, tmp_pat
     args = {"maps": ("--checkpoint", checkpoint, "--index", 0, "--data", mnist_dir, *device),
             "prototypes": (),
             "curves": ("--log", log),
-            "errors": ("--checkpoint", checkpoint, "--data", mnist_dir, *device)}[mode]
+            "errors": ("--checkpoint", checkpoint, "--data", mnist_dir, *device),
+            "distortions": ("--data", mnist_dir)}[mode]
     size = {"maps": (1400, 700), "prototypes": (1000, 250), "curves": (1000, 400),
-            "errors": (1400, 650)}[mode]
+            "errors": (1400, 650), "distortions": (1300, 1150)}[mode]
     stdout = ok("show", mode, *args, "--out", tmp_path / "pictures")
     path = tmp_path / "pictures" / f"{mode}.png"
     assert stdout.strip() == str(path)
