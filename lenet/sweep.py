@@ -179,17 +179,18 @@ def sweep_setting_error(key, value):
     return None if ok else f"{key} must be {want}, not {value!r}"
 
 
-def sweep(runs, train_set, test_set, epochs=None, device="gpu", out_dir=None, progress=True,
+def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, progress=True,
           evaluate_train=True, out=print, classes=None, dataset=None):
     """Many independent runs of the paper's per-pattern recipe side by side: on the GPU one
     block each in one launch of kernels/sdlm.py; on the CPU one run per core at once
-    (kernels/cpu.py). Each run is what `train` does with
-    its settings (sweep_runs: name, recipe paper or lecun, seed, init, mu, loss, j,
-    schedule, shuffle, hessian_sample, distort), bit for bit: its own model, random streams,
+    (kernels/cpu.py). Each run is what `train` does with its settings (sweep_runs: name,
+    recipe paper or lecun, seed, init, mu, loss, j, schedule, shuffle, hessian_sample,
+    distort), bit for bit: its own model, random streams,
     curvature estimate, order and distortions. After each pass every run's train and test
     error is printed and, with out_dir, its checkpoint NAME.npz and log NAME.log.jsonl
     (lenet train's format) written there; classes and dataset name the checkpoints' classes
-    and data set (LeNet5.classes, .dataset). Returns {name: [per-pass records]}."""
+    and data set (LeNet5.classes, .dataset). device: as LeNet5's ("auto": the GPU when one
+    is present). Returns {name: [per-pass records]}."""
     runs = sweep_runs(runs)
     epochs = default_settings(runs[0]["recipe"])["epochs"] if epochs is None else epochs
     if not isinstance(epochs, (int, np.integer)) or epochs < 1:

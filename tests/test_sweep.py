@@ -64,6 +64,15 @@ def test_a_cpu_sweep_is_its_runs(tmp_path):
     check_sweep("cpu", runs, n=30, epochs=2, tmp_path=tmp_path)
 
 
+def test_a_sweep_runs_where_lenet5_does_unless_told():
+    # device="auto" by default, as LeNet5's: the GPU when one is present (not the
+    # simulator), else the CPU; a sweep without a GPU must not ask for one
+    from lenet.model import gpu_available
+    records = sweep([{"seed": 0}], data(3, seed=1), data(2, seed=2), epochs=1,
+                    progress=False, out=lambda s: None, evaluate_train=False)
+    assert records["run0"][0]["device"] == ("gpu" if gpu_available() else "cpu")
+
+
 def test_a_gpu_sweep_is_its_runs(tmp_path):
     # two tiny runs (one distorted, MAP) against each alone; in the simulator a pass
     # over 2 patterns (its curvature estimate on those 2)
