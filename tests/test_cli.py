@@ -494,16 +494,19 @@ def test_each_subcommand_has_help(args):
 def test_ctrl_c_keeps_the_last_complete_checkpoint(mnist_dir, tmp_path):
     # interrupt `lenet train` once its first pass is saved: the checkpoint of that
     # pass must load, nothing half-written may remain, and the exit status is 130
-    out = tmp_path / "ckpt.npz"
+    out, log = tmp_path / "ckpt.npz", tmp_path / "ckpt.log.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "lenet", "train", "--device", "cpu",
                              "--data", str(mnist_dir), "--train-size", "500", "--epochs",
                              "1000", "--fast", "--no-progress", "--out", str(out)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
-        while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
+        # the first pass is complete once its log is written too (just after the
+        # checkpoint: a SIGINT between the two would find no log yet)
+        while not (out.exists() and log.exists()) and time.monotonic() < deadline \
+                and proc.poll() is None:
             time.sleep(0.05)
-        assert out.exists(), "no pass completed"
+        assert out.exists() and log.exists(), "no pass completed"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
