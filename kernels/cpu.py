@@ -20,8 +20,8 @@ held to the same float64 reference (kernels/reference.py).
     sdlm_runs_cpu(...)
         the per-pattern steps of many runs side by side, one run per thread at once
     activations_cpu(images, params, centers, table)
-        every layer's output (C1..F6, penalties) of images (N,1,32,32), as named arrays'
-        list, blocks of INFER_BLOCK images on every thread (LeNet5.forward_all)
+        every layer's output (C1..F6, penalties) of images (N,1,32,32), a list of
+        arrays, blocks of INFER_BLOCK images on every thread (LeNet5.forward_all)
 
 params, grads, velocity and rates are flat (PARAMETERS_LEN,) arrays in kernels.layers'
 PARAMETER_AT layout; images (N,1,32,32) or (N,1024), labels (N,) int32, index and order
