@@ -10,8 +10,9 @@ that. The layers, in the paper's order:
 The API that training code (lenet/train.py, bench/) uses, on backend arrays:
 
     model.params              the live parameters: name -> backend array, views of one
-                              flat buffer (model.flat_params, kernels.layers.PARAMETER_AT
-                              order); an update in place is an update of the model
+                              flat buffer (model.flat_params, in the order of
+                              kernels.architecture.PARAMETER_AT); an update in place is
+                              an update of the model
     model.flat_params         that flat buffer (what the fused kernels read)
     model.parameter_buffer    both, as the lenet.workspace.FlatBuffer the fused ops take
     model.centers, .tables    the RBF bitmaps (10,84) and the prepared connection tables
@@ -228,7 +229,7 @@ class LeNet5:
 
     @property
     def flat_params(self):
-        """All parameters in one flat backend array (kernels.layers.PARAMETER_AT)."""
+        """All parameters in one flat backend array (kernels.architecture.PARAMETER_AT)."""
         return self._buffer.flat
 
     def parameters(self):
