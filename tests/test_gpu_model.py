@@ -74,7 +74,7 @@ def test_forward_in_pieces(pair):
 
 def test_forward_all_matches_the_reference(pair):
     # every layer's output through GPUOps.activations, named as forward_ref names them
-    from numba import cuda
+    from lenet.model import on_device
     _, gpu = pair
     x = images(N_IMAGES, seed=13)
     expected = ref.forward_ref(float64(gpu.parameters()), x)
@@ -82,7 +82,7 @@ def test_forward_all_matches_the_reference(pair):
     names = ("input", "C1", "S2", "C3", "S4", "C5", "F6", "penalties")
     assert len(acts) == len(names)
     for name, a in zip(names, acts, strict=True):
-        assert cuda.is_cuda_array(a) or hasattr(a, "copy_to_host"), name   # on the device
+        assert on_device(a), name   # on the device
         host = gpu.ops.to_host(a)
         assert host.dtype == np.float32 and host.shape == expected[name].shape, name
         assert_close(host, expected[name], what=name)
