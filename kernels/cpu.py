@@ -23,7 +23,7 @@ held to the same float64 reference (kernels/reference.py).
         every layer's output (C1..F6, penalties) of images (N,1,32,32), a list of
         arrays, blocks of INFER_BLOCK images on every thread (LeNet5.forward_all)
 
-params, grads, velocity and rates are flat (PARAMETERS_LEN,) arrays in kernels.layers'
+params, grads, velocity and rates are flat (PARAMETERS_LEN,) arrays in kernels.architecture's
 PARAMETER_AT layout; images (N,1,32,32) or (N,1024), labels (N,) int32, index and order
 int32, centers (10,84), table the C3 connection table (6,16) bool. float32 or float64
 (one compiled version each), C-contiguous NumPy arrays.
