@@ -19,8 +19,11 @@ held to the same float64 reference (kernels/reference.py).
         from the parameters the last one left (one thread), with rates = eta / (mu + h)
     sdlm_runs_cpu(...)
         the per-pattern steps of many runs side by side, one run per thread at once
+    activations_cpu(images, params, centers, table)
+        every layer's output (C1..F6, penalties) of images (N,1,32,32), a list of
+        arrays, blocks of INFER_BLOCK images on every thread (LeNet5.forward_all)
 
-params, grads, velocity and rates are flat (PARAMETERS_LEN,) arrays in kernels.layers'
+params, grads, velocity and rates are flat (PARAMETERS_LEN,) arrays in kernels.architecture's
 PARAMETER_AT layout; images (N,1,32,32) or (N,1024), labels (N,) int32, index and order
 int32, centers (10,84), table the C3 connection table (6,16) bool. float32 or float64
 (one compiled version each), C-contiguous NumPy arrays.
@@ -831,3 +834,64 @@ def launch_step(workspace, params, grads, velocity, rates, stats, images, labels
         raise ValueError("step: stats must be a (2,) float64 array")
     workspace.step(params, grads, velocity, rates, stats, images, labels, index, start, count,
                    kind_code, j, order, MODES[mode], lr, momentum)
+
+
+# ------------------------------------------------------------ every activation
+
+@jit
+def activations_block(images, params, centers, in_maps, in_counts, c, a_1, a_2, a_3, a_4,
+                      a_5, a_6, y, lo, hi):
+    """Every layer's output of images[n] for lo <= n < hi (forward_one), copied out of the
+    flat maps into a_1 (N,6,28,28), a_2 (N,6,14,14), a_3 (N,16,10,10), a_4 (N,16,5,5),
+    a_5 (N,120), a_6 (N,84), y (N,10)."""
+    dt = images.dtype
+    p = unpack(params)
+    x0 = np.zeros((1, X0_LEN), dt)
+    a1, a2 = np.zeros((6, L1), dt), np.zeros((6, A2_LEN), dt)
+    a3, a4 = np.zeros((16, L3), dt), np.zeros((16, 25), dt)
+    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
+    for n in range(lo, hi):
+        load_image(x0, images[n])
+        forward_one(x0, p, a1, a2, a3, a4, a_5[n], a_6[n], y[n], centers, one_map, one_count,
+                    in_maps, in_counts, c)
+        for m in range(6):
+            for i in range(28):
+                for k in range(28):
+                    a_1[n, m, i, k] = a1[m, i * W0 + k]
+            for i in range(14):
+                for k in range(14):
+                    a_2[n, m, i, k] = a2[m, i * W2 + k]
+        for m in range(16):
+            for i in range(10):
+                for k in range(10):
+                    a_3[n, m, i, k] = a3[m, i * W2 + k]
+            for i in range(5):
+                for k in range(5):
+                    a_4[n, m, i, k] = a4[m, i * 5 + k]
+
+
+@pjit
+def activations_kernel(images, params, centers, in_maps, in_counts, c, a_1, a_2, a_3, a_4,
+                       a_5, a_6, y):
+    """activations_block over blocks of INFER_BLOCK images, in parallel."""
+    n = images.shape[0]
+    for b in prange((n + INFER_BLOCK - 1) // INFER_BLOCK):
+        activations_block(images, params, centers, in_maps, in_counts, c, a_1, a_2, a_3, a_4,
+                          a_5, a_6, y, b * INFER_BLOCK, min(n, (b + 1) * INFER_BLOCK))
+
+
+def activations_cpu(images, params, centers, table):
+    """[C1 (N,6,28,28), S2 (N,6,14,14), C3 (N,16,10,10), S4 (N,16,5,5), C5 (N,120),
+    F6 (N,84), penalties (N,10)] of images (N,1,32,32), in their dtype, on every thread:
+    each image's row is what the other paths compute for it, whichever thread runs it."""
+    _check("activations_cpu", params, images, centers)
+    in_maps, in_counts = _check_table("activations_cpu", table)
+    n, dt = images.shape[0], images.dtype
+    out = [np.empty((n,) + shape, dt) for shape in
+           ((6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120,), (84,), (10,))]
+    args = (images, params, centers, in_maps, in_counts, constants(dt.type), *out)
+    if n <= INFER_BLOCK:   # one block: no threads to start
+        activations_block(*args, 0, n)
+    else:
+        one_at_a_time(activations_kernel, *args)
+    return out

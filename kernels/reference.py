@@ -36,6 +36,9 @@ the order of the layers is written):
         -> {"penalties", "F6", "F6.pre", ..., "C1.pre", and every parameter name}
     sdlm_steps_ref(params, rates, images, labels, order, loss="mse", j=MAP_J)
         the paper's per-pattern steps, param -= rate * gradient, one pattern at a time
+    minibatch_steps_ref(params, images, labels, order, batch_size, ...)
+        mini-batch steps on the batches' mean loss: SGD with momentum, or SDLM's
+        param -= rate * gradient
 
 "C1.pre" is C1's pre-activation a, "C1" its output f(a); C5's output is (N,120) (its
 5x5 kernels cover its 5x5 input: a full connection). backward_ref's tensor of a name is
@@ -398,3 +401,33 @@ def sdlm_steps_ref(params, rates, images, labels, order, loss="mse", j=MAP_J):
         for name in p:
             p[name] = p[name] - rates[name] * bwd[name]
     return p, stats, fwd, bwd
+
+
+def minibatch_steps_ref(params, images, labels, order, batch_size, loss="mse", j=MAP_J,
+                        lr=0.0, momentum=0.0, velocity=None, rates=None):
+    """Steps on the batches order[0:B], order[B:2B], ... (B = batch_size, the last one
+    short): g the gradient of the batch's mean loss, then with rates (by parameter name)
+    param -= rates * g, else SGD with momentum: velocity = momentum * velocity - lr * g,
+    param += velocity (velocity by name, default zeros).
+
+    Returns (parameters after, velocities after, stats [sum of the losses, misclassified
+    count], the last batch's forward_ref and backward_ref)."""
+    p = _float64_params(params)
+    v = {k: np.zeros_like(a) for k, a in p.items()} if velocity is None \
+        else _float64_params(velocity)
+    rates = None if rates is None else _float64_params(rates)
+    images, labels, order = np.asarray(images), np.asarray(labels), np.asarray(order)
+    stats = np.zeros(2)
+    fwd = bwd = None
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        fwd = forward_ref(p, images[batch], labels[batch], loss, j)
+        bwd = backward_ref(p, fwd)
+        stats += fwd["losses"].sum(), fwd["errors"]
+        for name in p:
+            if rates is not None:
+                p[name] = p[name] - rates[name] * bwd[name]
+            else:
+                v[name] = momentum * v[name] - lr * bwd[name]
+                p[name] = p[name] + v[name]
+    return p, v, stats, fwd, bwd

@@ -10,18 +10,26 @@ that. The layers, in the paper's order:
 The API that training code (lenet/train.py, bench/) uses, on backend arrays:
 
     model.params              the live parameters: name -> backend array, views of one
-                              flat buffer (model.flat_params, kernels.layers.PARAMETER_AT
-                              order); an update in place is an update of the model
+                              flat buffer (model.flat_params, in the order of
+                              kernels.architecture.PARAMETER_AT); an update in place is
+                              an update of the model
     model.flat_params         that flat buffer (what the fused kernels read)
     model.parameter_buffer    both, as the lenet.workspace.FlatBuffer the fused ops take
     model.centers, .tables    the RBF bitmaps (10,84) and the prepared connection tables
     model.prepare_images(x)   checked images (N,1,32,32) on the backend (NaN refused)
     model.prepare_labels(labels, n)   checked int32 labels 0..9 on the backend
     model.forward_all(x)      every activation of prepared images, input first, penalties
-                              last
-    model.backward(acts, dy, hy=None, order=1)   gradients (order 1) or Gauss-Newton
-                              curvature (order 2, needs hy) of every parameter, by name
+                              last (the backend's activations)
+    model.gradients(x, labels), model.second_derivatives(x, labels)
+                              the mean loss's gradients and Gauss-Newton curvature by
+                              name, through the backend's fused training step
     check_loss(loss)          ValueError unless "mse" or "map"
+
+Every path runs on the backend's compiled or fused kernels (lenet.backend.Backend):
+forward and predict on ops.infer, forward_all on ops.activations, gradients and
+second_derivatives on ops.workspace's step (kernels/cpu.py on the CPU, kernels/
+train_step.py on the GPU). kernels/reference.py is the float64 definition the tests hold
+them to.
 """
 
 import os
@@ -30,6 +38,7 @@ import numpy as np
 
 from kernels.architecture import (
     CONV_TABLES,
+    LOSS_KINDS,
     PARAMETER_SHAPES,
     RBF_CENTERS,
     fan_in,
@@ -38,10 +47,13 @@ from kernels.architecture import (
 from kernels.reference import MAP_J
 from lenet.checkpoint import check_parameters, read_checkpoint, write_checkpoint
 from lenet.ops_cpu import CPUOps
+from lenet.workspace import FlatBuffer
 
 LOSSES = ("mse", "map")
-PATHS = ("fused", "layers")
 DIGITS = tuple(str(d) for d in range(10))
+# gradients and second_derivatives step over at most this many images at a time, in
+# workspaces of a power of two of images: calls on any batch sizes make at most 11
+GRADIENT_CHUNK = 1024
 # the trained weights shipped with the package (LeNet5.pretrained; how they were chosen:
 # bench/results/2026-12-06-cpu-validation/ and docs/reproduction.md)
 PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
@@ -132,13 +144,9 @@ def init_parameters(seed=None, dtype=np.float32, init="fan-in"):
 class LeNet5:
     """LeNet-5 (LeCun et al. 1998) with 60,000 trainable parameters.
 
-    device: "cpu" (NumPy), "gpu" (Numba CUDA kernels) or "auto" (the GPU when
-    one is present). dtype: float32, or float64 on the CPU for checking.
-    seed, init: the initial parameters' seed and range (see init_parameters).
-    path: how forward and predict run: "fused" (the default: the whole network in one
-    kernel launch on the GPU, kernels/forward.py; the compiled one-image forward on the
-    CPU, kernels/cpu.py) or "layers" (layer by layer, through the ops training
-    uses: one launch per layer on the GPU, kernels/reference.py's NumPy on the CPU).
+    device: "cpu" (compiled with Numba, kernels/cpu.py), "gpu" (Numba CUDA kernels) or
+    "auto" (the GPU when one is present). dtype: float32, or float64 on the CPU for
+    checking. seed, init: the initial parameters' seed and range (see init_parameters).
     classes, dataset: the names of the ten classes and the data set trained on (saved
     with the checkpoint; `lenet predict` and `lenet show` name classes with them).
     provenance: how the parameters were made (a JSON object saved with the checkpoint,
@@ -149,19 +157,19 @@ class LeNet5:
     dataset = None
     provenance = None
 
-    def __init__(self, device="cpu", seed=None, dtype=np.float32, init="fan-in", path=None):
+    def __init__(self, device="cpu", seed=None, dtype=np.float32, init="fan-in"):
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, not {dtype}")
         self.ops = _make_ops(device, dtype)
         self.device = self.ops.name
         self.dtype = dtype
-        self.max_batch = getattr(self.ops, "max_batch", 1024)
+        self.max_batch = self.ops.max_batch
         self.tables = {k: self.ops.prepare_table(t) for k, t in CONV_TABLES.items()}
         self.centers = self.ops.asarray(RBF_CENTERS)
         self._buffer = self.ops.parameter_buffer()   # allocated once: params are its views
         self.set_parameters(init_parameters(seed, dtype, init))
-        self.path = self._forward_path(path)
+        self._step_buffers = None    # gradients' (grads, velocity, rates, stats), made once
 
     def __repr__(self):
         return f"LeNet5(device={self.device!r}, dtype={self.dtype.name})"
@@ -181,7 +189,7 @@ class LeNet5:
 
     @property
     def flat_params(self):
-        """All parameters in one flat backend array (kernels.layers.PARAMETER_AT)."""
+        """All parameters in one flat backend array (kernels.architecture.PARAMETER_AT)."""
         return self._buffer.flat
 
     def parameters(self):
@@ -202,13 +210,6 @@ class LeNet5:
         return sum(trainable_count(name) for name in PARAMETER_SHAPES)
 
     # --------------------------------------------------------------- forward
-    def _forward_path(self, path):
-        if path is None:
-            return "fused"     # both backends have it (ops.infer)
-        if path not in PATHS:
-            raise ValueError(f"path must be one of {PATHS}, not {path!r}")
-        return path
-
     @staticmethod
     def _images(x):
         """x as an array (lists and tuples converted), its shape and dtype checked."""
@@ -256,9 +257,10 @@ class LeNet5:
                              f"(as {self.dtype.name}); images must be finite")
 
     def _infer(self, x, want, out=None):
-        """The fused path: penalties or classes of checked images in one launch per chunk
-        (lenet/ops_gpu.py GPUOps.infer); host input is cast to float32 and checked on the
-        host first, device input checked on the device and read in place."""
+        """Penalties or classes of checked images through the backend's infer (one launch
+        per chunk on the GPU, every core on the CPU); host input is cast to the model's
+        dtype and checked on the host first, device input checked on the device and read
+        in place."""
         x = self._images(x)
         n = x.shape[0]
         if n == 0:
@@ -287,28 +289,14 @@ class LeNet5:
         if isinstance(out, np.ndarray):
             out[...] = y
         else:
-            self.ops.copy_into(self.ops.asarray(out, out.dtype), 0, y)
+            self.ops.copy(self.ops.asarray(out, out.dtype), y)
         return out
 
     def forward_all(self, x):
         """All activations of one batch of prepared images x (backend arrays), input first:
-        [x, C1, S2, C3, S4, C5 (N,120), F6 (N,84), penalties (N,10)], layer by layer."""
-        p, t, ops = self.params, self.tables, self.ops
-        x0 = x
-        x1 = ops.conv(x0, p["C1.weight"], p["C1.bias"], t["C1"])
-        x2 = ops.subsample(x1, p["S2.coef"], p["S2.bias"])
-        x3 = ops.conv(x2, p["C3.weight"], p["C3.bias"], t["C3"])
-        x4 = ops.subsample(x3, p["S4.coef"], p["S4.bias"])
-        x5 = ops.conv(x4, p["C5.weight"], p["C5.bias"], t["C5"])
-        x5 = x5.reshape(x5.shape[0], x5.shape[1])
-        x6 = ops.full(x5, p["F6.weight"], p["F6.bias"])
-        y = ops.rbf(x6, self.centers)
-        return [x0, x1, x2, x3, x4, x5, x6, y]
-
-    def _chunks(self, x):
-        n = x.shape[0]
-        for start in range(0, n, self.max_batch):
-            yield start, x[start:start + self.max_batch]
+        [x, C1 (N,6,28,28), S2 (N,6,14,14), C3 (N,16,10,10), S4 (N,16,5,5), C5 (N,120),
+        F6 (N,84), penalties (N,10)], in the model's dtype."""
+        return self.ops.activations(x, self._buffer, self.tables["C3"], self.centers)
 
     def forward(self, x, out=None):
         """Penalties (N,10) of preprocessed images x (N,1,32,32) or (N,32,32) (a NumPy
@@ -316,28 +304,12 @@ class LeNet5:
         backend array for device input; N = 0 gives an empty result. `out`, an array of
         the result's shape and dtype on the same side, receives them instead of a new
         array (device input on the GPU then allocates nothing)."""
-        if self.path == "fused":
-            return self._infer(x, "penalties", out)
-        x = self._images(x)
-        host = isinstance(x, np.ndarray)
-        result = np.empty((x.shape[0], 10), self.dtype) if host else \
-            self.ops.empty((x.shape[0], 10))
-        for start, chunk in self._chunks(x):
-            y = self.forward_all(self.prepare_images(chunk, offset=start))[-1]
-            if host:
-                result[start:start + len(y)] = self.ops.to_host(y)
-            else:
-                self.ops.copy_into(result, start, y)
-        return self._written(result, out)
+        return self._infer(x, "penalties", out)
 
     def predict(self, x, out=None):
         """Class indices (N,): the RBF unit with the smallest penalty (intp for NumPy
         input; int32 on the GPU for device input). `out` as for forward."""
-        if self.path == "fused":
-            return self._infer(x, "classes", out)
-        y = self.forward(x)
-        return self._written(y.argmin(axis=1) if isinstance(y, np.ndarray)
-                             else self.ops.argmin(y), out)
+        return self._infer(x, "classes", out)
 
     # -------------------------------------------------------------- backward
     def prepare_labels(self, labels, n):
@@ -354,57 +326,53 @@ class LeNet5:
                 raise ValueError("labels must lie in 0..9")
         return self.ops.asarray(labels, dtype=np.int32)
 
-    def backward(self, acts, dy, hy=None, order=1):
-        """Gradients (order 1) or Gauss-Newton diagonal second derivatives (order 2) of
-        every parameter, by name (backend arrays, overwritten by the next call), from the
-        activations of forward_all and dE/dy (and, for order 2, d2E/dy2 hy) of the loss."""
-        if order == 1:
-            return self._propagate(acts, self.ops.rbf_backward(dy, acts[6], self.centers), "")
-        if order == 2 and hy is not None:
-            return self._propagate(acts, self.ops.rbf_backward2(hy, dy, acts[6], self.centers),
-                                   "2")
-        raise ValueError(f"backward: order must be 1, or 2 with hy; not {order!r}")
-
-    def _propagate(self, acts, d6, order):
-        """From F6 down to C1: gradients (order "") or Gauss-Newton curvature
-        (order "2") of every parameter, given that of F6's output."""
-        p, t, ops = self.params, self.tables, self.ops
-        conv, subsample, full = (getattr(ops, f"{op}_backward{order}")
-                                 for op in ("conv", "subsample", "full"))
-        x0, x1, x2, x3, x4, x5, x6, _ = acts
-        g = {}
-        d5, g["F6.weight"], g["F6.bias"] = full(d6, x6, x5, p["F6.weight"])
-        d5 = d5.reshape(d5.shape[0], d5.shape[1], 1, 1)
-        x5 = x5.reshape(d5.shape)
-        d4, g["C5.weight"], g["C5.bias"] = conv(d5, x5, x4, p["C5.weight"], t["C5"])
-        d3, g["S4.coef"], g["S4.bias"] = subsample(d4, x4, x3, p["S4.coef"])
-        d2, g["C3.weight"], g["C3.bias"] = conv(d3, x3, x2, p["C3.weight"], t["C3"])
-        d1, g["S2.coef"], g["S2.bias"] = subsample(d2, x2, x1, p["S2.coef"])
-        _, g["C1.weight"], g["C1.bias"] = conv(d1, x1, x0, p["C1.weight"], t["C1"], False)
-        return g
-
-    def _loss_and_derivatives(self, x, labels, loss, j):
-        check_loss(loss)
-        x = self.prepare_images(x)
-        if x.shape[0] == 0:
-            raise ValueError("an empty batch has no mean loss: give at least one image")
-        labels = self.prepare_labels(labels, x.shape[0])
-        acts = self.forward_all(x)
-        losses, dy, hy = self.ops.loss(acts[-1], labels, loss, j)
-        return acts, losses, dy, hy
-
     def gradients(self, x, labels, loss="mse", j=MAP_J):
-        """(mean loss over the batch, dict of gradients named like parameters())."""
-        acts, losses, dy, _ = self._loss_and_derivatives(x, labels, loss, j)
-        grads = self.backward(acts, dy)
-        return float(self.ops.to_host(losses).mean()), \
-            {k: self.ops.to_host(v) for k, v in grads.items()}
+        """(mean loss over the batch, dict of gradients named and shaped like
+        parameters()) of images x and labels 0..9."""
+        return self._derivatives(x, labels, loss, j, 1)
 
     def second_derivatives(self, x, labels, loss="mse", j=MAP_J):
         """Gauss-Newton estimate of the diagonal of the Hessian of the mean loss
         over the batch, per parameter (what SDLM divides its steps by)."""
-        acts, _, dy, hy = self._loss_and_derivatives(x, labels, loss, j)
-        return {k: self.ops.to_host(v) for k, v in self.backward(acts, dy, hy, 2).items()}
+        return self._derivatives(x, labels, loss, j, 2)[1]
+
+    def _derivatives(self, x, labels, loss, j, order):
+        """(mean loss, derivatives by name) through the backend's fused step in mode
+        STORE: order 1 the gradients, order 2 the curvature of the batch's mean loss.
+        More than GRADIENT_CHUNK images go in chunks whose results are weighted by their
+        sizes (in float64)."""
+        from kernels.train_step import STORE
+        check_loss(loss)
+        x = self.prepare_images(x)
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("an empty batch has no mean loss: give at least one image")
+        labels = self.prepare_labels(labels, n)
+        ops = self.ops
+        if self._step_buffers is None:
+            self._step_buffers = (ops.parameter_buffer(), ops.parameter_buffer(),
+                                  ops.parameter_buffer(), ops.asarray(np.zeros(2), np.float64))
+        grads, velocity, rates, stats = self._step_buffers
+        ops.fill(stats, 0.0)
+        chunk = min(n, GRADIENT_CHUNK)
+        ws = ops.workspace(1 << (chunk - 1).bit_length())   # the next power of two
+        index = ops.asarray(np.arange(n, dtype=np.int32), np.int32)
+        codes = (np.int32(LOSS_KINDS[loss]), np.int32(order), np.int32(STORE))
+        total = None
+        for start in range(0, n, chunk):
+            count = min(chunk, n - start)
+            ws.step(self.flat_params, grads.flat, velocity.flat, rates.flat, stats,
+                    x.reshape(n, 32 * 32), labels, index, start, count, codes[0], j, codes[1],
+                    codes[2], 0.0, 0.0)
+            flat = ops.to_host(grads.flat)
+            if count == n:
+                total = flat
+            else:
+                part = flat.astype(np.float64) * (count / n)
+                total = part if total is None else total + part
+        flat = np.ascontiguousarray(total, self.dtype)
+        named = {name: view.copy() for name, view in FlatBuffer(flat).views.items()}
+        return float(ops.to_host(stats)[0] / n), named
 
     # ----------------------------------------------------------- checkpoints
     def save(self, path):

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from kernels.reference import MAP_J
+from kernels.architecture import IN_LEN, LOSS_KINDS, MAP_J, PARAMETERS_LEN
 from lenet.logs import check_outputs, write_log_line
 from lenet.model import INITS, LOSSES, LeNet5
 from lenet.progress import Progress
@@ -41,8 +41,6 @@ class _SideBySide:
     sdlm_runs: one GPU block, or one CPU core at a time, a run)."""
 
     def __init__(self, trainers, data):
-        from kernels.layers import IN_LEN, PARAMETERS_LEN
-        from kernels.loss import KINDS
         self.trainers, ops, n, r = trainers, trainers[0].ops, trainers[0].n, len(trainers)
         self.ops, self.n, self.labels = ops, n, data[1]
         self.params = ops.empty((r, PARAMETERS_LEN))
@@ -57,7 +55,7 @@ class _SideBySide:
             trainers[i].distorted = self.sets[1 + k].reshape(n, 1, 32, 32)
             image_set[i] = 1 + k
         self.image_set = ops.asarray(image_set, dtype=np.int32)
-        self.kinds = ops.asarray([KINDS[t.loss] for t in trainers], dtype=np.int32)
+        self.kinds = ops.asarray([LOSS_KINDS[t.loss] for t in trainers], dtype=np.int32)
         self.js = ops.asarray([t.j for t in trainers])
 
     def train_pass(self, bar):

@@ -5,52 +5,37 @@
                 500 training patterns and held for the pass; each parameter
                 steps by eta / (mu + h_kk) times its gradient, mu = 0.02, after
                 every pattern (batch size 1); eta follows the paper's schedule
-                over 20 passes. mu is an argument. Measured on MNIST (CPU, README):
-                from the paper's initialisation (2.4/F) mu = 0.02 diverges within
-                the first 500 patterns (90% error): the low layers' curvature at
-                the initial point is 1e-5..1e-4, far below mu, so they step by
-                eta/mu times their gradient. From init="sqrt-fan-in" (2.4/sqrt(F))
-                mu = 0.02 survives one pass (2.6% test error) and blows up in the
-                second (16%), when saturated C5 units' curvature falls to ~5e-5.
-                mu = 0.2 trains from either: 1.50% and 1.39% after 20 passes; from
-                sqrt-fan-in, mu = 0.5 and 1 reach 1.21% and 1.14%.
+                over 20 passes. mu is an argument (from the paper's initialisation
+                0.02 diverges: docs/recipes.md).
     lecun       the paper's recipe as LeCun's own code starts it, with the choices
                 that reproduced the paper's figures here (docs/reproduction.md):
                 Lush's initialisation (init "lush": lenet.model.init_parameters),
-                the MAP loss (LECUN_LOSS, paper eq. 9), mu = LECUN_MU (in our units;
-                the paper's diagnostic points to 0.02, which trains worse and
-                unstably here) and the paper's eta schedule.
+                the MAP loss (LECUN_LOSS, paper eq. 9), mu = LECUN_MU (in our units)
+                and the paper's eta schedule.
     sdlm-batch  the same on mini-batches of B patterns (ours, not the paper's):
                 the step is SDLM_BATCH_SCALE * sqrt(B) * eta / (mu + h_kk) times
                 the gradient of the batch's mean loss, eta on the paper's
-                schedule. Measured on 3,000 MNIST digits, 2 passes (CPU): the
-                paper's eta per pattern diverges (89% test error) while 0.1 eta
-                reaches 6%; multiplying by B (B per-pattern steps from one point)
-                diverges at B = 16, while 0.1 sqrt(B) eta reaches 13.6% there.
+                schedule (why that scale: docs/recipes.md).
     sgd         mini-batch SGD with momentum on the batch's mean loss.
 
-Fused paths (Trainer(fused=False) keeps the layer-by-layer loop through the backend's
-ops, the reference they are tested against): the per-pattern recipes run their steps in
-one kernel, on the GPU kernels/sdlm.py (step sizes eta / (mu + h) computed once a pass)
-instead of ~40 launches a pattern, on the CPU the compiled loop of kernels/cpu.py; the
-mini-batch steps and the curvature estimate go through a fused step made once per batch
-size: on the GPU kernels/train_step.py (three launches, in a lenet.workspace.Workspace),
-on the CPU kernels/cpu.py's StepWorkspace (images split over every core). `sweep` runs
-many per-pattern runs side by side, one GPU block or one CPU core each (lenet sweep).
+Every step runs in the backend's fused kernels: the per-pattern recipes' steps in one
+kernel per chunk of patterns, on the GPU kernels/sdlm.py, on the CPU the compiled loop of
+kernels/cpu.py (step sizes eta / (mu + h) computed once a pass); the mini-batch steps and
+the curvature estimate through a fused step made once per batch size: on the GPU
+kernels/train_step.py (three launches, in a lenet.workspace.Workspace), on the CPU
+kernels/cpu.py's StepWorkspace (images split over every core). The tests hold them to
+kernels/reference.py. `sweep` runs many per-pattern runs side by side, one GPU block or
+one CPU core each (lenet sweep).
 
 Options of the SDLM recipes: the eta schedule (SCHEDULES), patterns shuffled or in
 order, the curvature's patterns (HESSIAN_SAMPLES), and the paper's random affine
 distortions drawn anew for every pattern of every pass (kernels/distort.py; with 10% of
 patterns left as they are).
 
-On the CPU, fused=False passes over batches of up to 64 run with BLAS on one thread
-(lenet.ops_cpu.SINGLE_THREAD_BATCH).
-
 The training set lives on the backend (on the GPU: uploaded once). Each pass
 shuffles with a seeded host permutation (one index array per pass is the only
-upload); the fused step reads each batch through that index (the layer-by-layer loop
-gathers it with the backend's gather op); loss and error counts accumulate on the
-backend, and the host reads back only the figures it prints.
+upload); the fused step reads each batch through that index; loss and error counts
+accumulate on the backend, and the host reads back only the figures it prints.
 
 `train` writes the checkpoint after every pass and the log of the run (one JSON line
 per pass): the log replaces an older one only once the first pass has completed, so
@@ -64,7 +49,7 @@ import time
 
 import numpy as np
 
-from kernels.reference import MAP_J
+from kernels.architecture import LOSS_KINDS, MAP_J
 from lenet.logs import check_outputs, write_log_line
 from lenet.model import check_loss, on_device
 from lenet.progress import Progress
@@ -122,12 +107,10 @@ def default_settings(recipe):
 class Trainer:
     """Runs passes of one recipe over a training set held on the model's backend.
 
-    fused=True (the default) takes the backend's fused paths: the per-pattern recipes'
-    steps in one kernel (GPU kernels/sdlm.py, CPU kernels/cpu.py), and the mini-batch
-    steps and the curvature estimate through the fused step made once per batch size
-    (GPU kernels/train_step.py in a lenet.workspace.Workspace, CPU kernels/cpu.py's
-    StepWorkspace). fused=False runs everything layer by layer through the backend's
-    ops: the checked baseline.
+    The per-pattern recipes' steps run in one kernel (GPU kernels/sdlm.py, CPU
+    kernels/cpu.py), the mini-batch steps and the curvature estimate through the fused
+    step made once per batch size (GPU kernels/train_step.py in a
+    lenet.workspace.Workspace, CPU kernels/cpu.py's StepWorkspace).
 
     Memory: velocity, hessian, grads and rates are FlatBuffers (named views: .views[name]
     or [name]); the model's parameters are model.params (views of model.flat_params).
@@ -136,8 +119,8 @@ class Trainer:
     """
 
     def __init__(self, model, images, labels, recipe="sgd", batch_size=None, lr=None,
-                 momentum=0.9, loss=None, j=MAP_J, seed=0, mu=None, fused=True,
-                 schedule=None, shuffle=True, hessian_sample="random", distort=False):
+                 momentum=0.9, loss=None, j=MAP_J, seed=0, mu=None, schedule=None,
+                 shuffle=True, hessian_sample="random", distort=False):
         settings = default_settings(recipe)
         self.model, self.ops = model, model.ops
         loss = settings["loss"] if loss is None else loss
@@ -186,20 +169,14 @@ class Trainer:
         self.grads, self.rates = ops.parameter_buffer(), ops.parameter_buffer()
         self.stats = ops.asarray(np.zeros(2, np.float64), dtype=np.float64)
         self.pass_index = 0
-        per_pattern = recipe in PER_PATTERN
-        # the fused paths (both backends have them: ops.workspace, ops.sdlm_steps);
-        # fused=False keeps the layer-by-layer loop, which the tests compare them with
-        self.fused = self.fused_curvature = bool(fused)
-        self.workspace = ops.workspace(self.batch_size) if self.fused and not per_pattern \
-            else None
-        if self.fused_curvature:   # the fused step's int32 codes, made once
-            from kernels.loss import KINDS
-            from kernels.train_step import SDLM, SGD, STORE
-            self._codes = {"kind": np.int32(KINDS[loss]), "store": np.int32(STORE),
-                           "update": np.int32(SGD if recipe == "sgd" else SDLM),
-                           1: np.int32(1), 2: np.int32(2)}
+        self.workspace = None if recipe in PER_PATTERN else ops.workspace(self.batch_size)
+        # the fused step's int32 codes, made once
+        from kernels.train_step import SDLM, SGD, STORE
+        self._codes = {"kind": np.int32(LOSS_KINDS[loss]), "store": np.int32(STORE),
+                       "update": np.int32(SGD if recipe == "sgd" else SDLM),
+                       1: np.int32(1), 2: np.int32(2)}
         self._pass = None       # (images, their (N, 1024) view, order, step size)
-        self._last = None       # the last layer-by-layer step's (losses, gradients)
+        self._last = 0          # the last step's image count
 
     def step_size(self):
         """The global step of the coming pass: sgd's lr, or the paper's eta for
@@ -216,34 +193,25 @@ class Trainer:
             index = self.rng.choice(self.n, min(SDLM_HESSIAN_PATTERNS, self.n), replace=False)
         images = self.images if images is None else images
         index = self.ops.asarray(index, dtype=np.int32)
-        if self.fused_curvature:
-            c = self._codes
-            ws = self.ops.workspace(index.shape[0])
-            ws.step(self.model.flat_params, self.hessian.flat, self.velocity.flat,
-                    self.rates.flat, ws.scratch_stats, images.reshape(self.n, -1), self.labels,
-                    index, 0, index.shape[0], c["kind"], self.j, c[2], c["store"], 0.0, 0.0)
-            return
-        x, labels = self.ops.gather(images, self.labels, index)
-        acts = self.model.forward_all(x)
-        _, dy, hy = self.ops.loss(acts[-1], labels, self.loss, self.j)
-        for name, h in self.model.backward(acts, dy, hy, order=2).items():
-            self.ops.fill(self.hessian[name], 0.0)
-            self.ops.scale_add(self.hessian[name], h, 1.0)
+        c = self._codes
+        ws = self.ops.workspace(index.shape[0])
+        ws.step(self.model.flat_params, self.hessian.flat, self.velocity.flat,
+                self.rates.flat, ws.scratch_stats, images.reshape(self.n, -1), self.labels,
+                index, 0, index.shape[0], c["kind"], self.j, c[2], c["store"], 0.0, 0.0)
 
     def train_pass(self, progress=None):
         """One pass over the training set; returns (mean loss, running error rate)."""
-        with self.ops.threads_for(self.batch_size):
-            images, order, _ = self.begin_pass()
-            if self.recipe in PER_PATTERN and self.fused:
-                self._fused_pass(progress)
-                return self.end_pass()
-            for start in range(0, self.n, self.batch_size):
-                count = min(self.batch_size, self.n - start)
-                self.step(order, start, count)
-                if progress is not None:
-                    seen = start + count
-                    progress.advance(count, lambda seen=seen: self._running(seen))
+        _, order, _ = self.begin_pass()
+        if self.recipe in PER_PATTERN:
+            self._fused_pass(progress)
             return self.end_pass()
+        for start in range(0, self.n, self.batch_size):
+            count = min(self.batch_size, self.n - start)
+            self.step(order, start, count)
+            if progress is not None:
+                seen = start + count
+                progress.advance(count, lambda seen=seen: self._running(seen))
+        return self.end_pass()
 
     def begin_pass(self):
         """Everything a pass needs before its first step: the pass's images (distorted
@@ -261,48 +229,28 @@ class Trainer:
             self.estimate_hessian(order[:count], images)
         order = ops.asarray(order, dtype=np.int32)
         ops.fill(self.stats, 0.0)
-        if sdlm and self.fused:       # eta / (mu + h) once per pass
+        if sdlm:       # eta / (mu + h) once per pass
             ops.sdlm_rates(self.rates, self.hessian, step, self.mu)
         self._pass = (images, images.reshape(self.n, -1), order, step)
         return images, order, step
 
     def step(self, order, start, count):
         """One mini-batch step on the patterns order[start:start + count] of this pass's
-        images (after begin_pass): the fused step where there is one, else layer by layer."""
-        ops = self.ops
-        images, flat_images, _, step = self._pass
-        if self.workspace is not None:
-            c = self._codes
-            self.workspace.step(self.model.flat_params, self.grads.flat, self.velocity.flat,
-                                self.rates.flat, self.stats, flat_images, self.labels, order,
-                                start, count, c["kind"], self.j, c[1], c["update"], step,
-                                self.momentum)
-            self._last = count
-            return
-        x, labels = ops.gather(images, self.labels, order[start:start + count])
-        acts = self.model.forward_all(x)
-        losses, dy, _ = ops.loss(acts[-1], labels, self.loss, self.j)
-        ops.accumulate_stats(self.stats, losses, acts[-1], labels)
-        grads = self.model.backward(acts, dy)
-        params = self.model.params
-        for name, g in grads.items():
-            if self.recipe == "sgd":
-                ops.sgd_update(params[name], g, self.velocity[name], step, self.momentum)
-            else:
-                ops.sdlm_update(params[name], g, self.hessian[name], step, self.mu)
-        self._last = (losses, grads)
+        images (after begin_pass), through the fused step."""
+        _, flat_images, _, step = self._pass
+        c = self._codes
+        self.workspace.step(self.model.flat_params, self.grads.flat, self.velocity.flat,
+                            self.rates.flat, self.stats, flat_images, self.labels, order,
+                            start, count, c["kind"], self.j, c[1], c["update"], step,
+                            self.momentum)
+        self._last = count
 
     def step_outputs(self):
         """The last step's per-pattern losses ("loss"), gradients ("grad.<name>") and
         velocities ("velocity.<name>"), on the host (bench/ checks a step with them)."""
         to_host = self.ops.to_host
-        if self.workspace is not None:
-            out = {"loss": self.workspace.losses(self._last)}
-            grads = self.grads.views
-        else:
-            losses, grads = self._last
-            out = {"loss": to_host(losses)}
-        out.update({f"grad.{k}": to_host(g) for k, g in grads.items()})
+        out = {"loss": self.workspace.losses(self._last)}
+        out.update({f"grad.{k}": to_host(g) for k, g in self.grads.views.items()})
         out.update({f"velocity.{k}": to_host(v) for k, v in self.velocity.views.items()})
         return out
 

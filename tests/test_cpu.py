@@ -1,17 +1,19 @@
-"""The compiled CPU paths (kernels/cpu.py) against the float64 reference (kernels/reference.py,
-composed layer by layer by LeNet5(dtype=float64, path="layers") and Trainer(fused=False)):
-inference, the mini-batch step (gradients and curvature, MSE and MAP, store, SGD and SDLM),
-the paper's per-pattern steps; bit for bit on one thread and on two."""
+"""The compiled CPU paths (kernels/cpu.py) against the float64 reference (kernels/reference.py's
+forward_ref, backward_ref, sdlm_steps_ref, minibatch_steps_ref; whole Trainer passes through
+tests/trainer_ref.py): inference, every activation, the mini-batch step (gradients and
+curvature, MSE and MAP, store, SGD and SDLM), the paper's per-pattern steps; bit for bit on
+one thread and on two."""
 
 import math
 
 import numba
 import numpy as np
 import pytest
+from trainer_ref import trainer_pass_ref
 
 from kernels import cpu
-from kernels.architecture import C3_TABLE, RBF_CENTERS
-from kernels.layers import PARAMETERS_LEN
+from kernels import reference as ref
+from kernels.architecture import C3_TABLE, LOSS_KINDS, PARAMETERS_LEN, RBF_CENTERS
 from kernels.tolerance import assert_close, relative_error
 from lenet import LeNet5
 from lenet.train import Trainer
@@ -29,13 +31,13 @@ def labels_of(n, seed=1):
 
 
 def start_pair(dtype, seed=4, init="lush"):
-    """The reference model in float64 and the model under test in `dtype`, both from the
-    same float32 parameters."""
-    start = LeNet5(seed=seed, init=init).parameters()
-    ref, fast = LeNet5(dtype=np.float64, path="layers"), LeNet5(dtype=dtype)
-    ref.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
+    """Float32 parameters as float64 (the reference's) and the model under test in
+    `dtype` holding them."""
+    start = {k: v.astype(np.float64) for k, v in
+             LeNet5(seed=seed, init=init).parameters().items()}
+    fast = LeNet5(dtype=dtype)
     fast.set_parameters({k: v.astype(dtype) for k, v in start.items()})
-    return start, ref, fast
+    return start, fast
 
 
 def buffer(dtype, fill=np.nan):
@@ -52,24 +54,57 @@ TOL = {np.float64: 1e-12, np.float32: 1e-5}
 def test_penalties_match_the_reference(dtype, n):
     # 1: one block on the calling thread; 17, 37: blocks of 16 over the threads, the last
     # one short
-    _, ref, fast = start_pair(dtype, seed=6, init="sqrt-fan-in")
+    start, fast = start_pair(dtype, seed=6, init="sqrt-fan-in")
     x = images(n, seed=2)
     out = np.full((n, 10), np.nan, dtype)
     cpu.penalties_cpu(out, x.astype(dtype), fast.flat_params, RBF_CENTERS.astype(dtype),
                       C3_TABLE)
-    assert_close(out, ref.forward(x.astype(np.float64)), dtype=dtype, what="penalties")
-    assert fast.path == "fused"
-    np.testing.assert_array_equal(fast.forward(x), out)       # the model's default path
+    assert_close(out, ref.forward_ref(start, x)["penalties"], dtype=dtype, what="penalties")
+    np.testing.assert_array_equal(fast.forward(x), out)       # the model's path
     np.testing.assert_array_equal(fast.predict(x), out.argmin(axis=1))
+
+
+@pytest.mark.parametrize("n", [1, 17, 37])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_activations_match_the_reference(dtype, n):
+    # every layer's output, named as forward_ref names them; 17 and 37 over the threads
+    start, fast = start_pair(dtype, seed=7, init="sqrt-fan-in")
+    x = images(n, seed=5).astype(dtype)
+    expected = ref.forward_ref(start, x)
+    out = cpu.activations_cpu(x, fast.flat_params, RBF_CENTERS.astype(dtype), C3_TABLE)
+    names = ("C1", "S2", "C3", "S4", "C5", "F6", "penalties")
+    assert len(out) == len(names)
+    for name, a in zip(names, out, strict=True):
+        assert a.dtype == dtype and a.shape == expected[name].shape, name
+        assert_close(a, expected[name], dtype=dtype, what=name)
+    # the model's forward_all: the input first, then the same arrays; its penalties are
+    # forward's, bit for bit (each image's row is computed by the same code)
+    acts = fast.forward_all(fast.prepare_images(x))
+    assert len(acts) == 8
+    np.testing.assert_array_equal(acts[0], x)
+    for a, b in zip(acts[1:], out, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(acts[-1], fast.forward(x))
+
+
+def test_activations_refuse_what_does_not_fit():
+    x = images(2)
+    with pytest.raises(ValueError, match="activations_cpu: centers"):
+        cpu.activations_cpu(x, np.zeros(PARAMETERS_LEN, np.float32), RBF_CENTERS, C3_TABLE)
+    with pytest.raises(ValueError, match="activations_cpu: the C3 table"):
+        cpu.activations_cpu(x, np.zeros(PARAMETERS_LEN, np.float32),
+                            RBF_CENTERS.astype(np.float32), C3_TABLE[:5])
 
 
 # ------------------------------------------------------------------ mini-batch step
 
-def reference_step(ref, x, labels, kind, j):
-    """float64 losses, gradients and curvature of the batch's mean loss."""
-    acts = ref.forward_all(x.astype(np.float64))
-    losses, dy, hy = ref.ops.loss(acts[-1], labels, kind, j)
-    return losses, acts[-1], ref.backward(acts, dy), ref.backward(acts, dy, hy, order=2)
+def reference_step(params, x, labels, kind, j):
+    """float64 losses, penalties, gradients and curvature (by parameter name) of the
+    batch's mean loss."""
+    fwd = ref.forward_ref(params, x, labels, kind, j)
+    grads, curvature = (ref.backward_ref(params, fwd, order) for order in (1, 2))
+    return fwd["losses"], fwd["penalties"], *({k: d[k] for k in ref.PARAMETER_SHAPES}
+                                              for d in (grads, curvature))
 
 
 @pytest.mark.parametrize("n", [1, 37])
@@ -77,9 +112,9 @@ def reference_step(ref, x, labels, kind, j):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_step_matches_the_reference(dtype, kind, j, n):
     # 37 images: three chunks of 16, 16 and 5 in three slots
-    _, ref, fast = start_pair(dtype)
+    start, fast = start_pair(dtype)
     x, labels = images(n, seed=3), labels_of(n, seed=5)
-    losses, y, grads, curvature = reference_step(ref, x, labels, kind, j)
+    losses, y, grads, curvature = reference_step(start, x, labels, kind, j)
     ws = cpu.StepWorkspace(n + 2, dtype, RBF_CENTERS, C3_TABLE)   # a partial batch
     flat = x.astype(dtype).reshape(n, -1)
     index = np.arange(n, dtype=np.int32)[::-1].copy()
@@ -100,9 +135,9 @@ def test_step_matches_the_reference(dtype, kind, j, n):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_step_updates_sgd_and_sdlm(dtype):
     n, lr, momentum = 21, 0.01, 0.9
-    _, ref, fast = start_pair(dtype, seed=8)
+    start, fast = start_pair(dtype, seed=8)
     x, labels = images(n, seed=4), labels_of(n, seed=6)
-    _, _, grads, _ = reference_step(ref, x, labels, "mse", 10.0)
+    _, _, grads, _ = reference_step(start, x, labels, "mse", 10.0)
     ws = cpu.StepWorkspace(n, dtype, RBF_CENTERS, C3_TABLE)
     flat, index = x.astype(dtype).reshape(n, -1), np.arange(n, dtype=np.int32)
     rng = np.random.default_rng(7)
@@ -125,31 +160,32 @@ def test_step_updates_sgd_and_sdlm(dtype):
 
 
 def test_codes_are_the_gpu_step_codes():
-    from kernels.loss import KINDS
     from kernels.train_step import MODES
-    assert cpu.KINDS == KINDS and cpu.MODES == MODES
+    assert cpu.KINDS == LOSS_KINDS and cpu.MODES == MODES
 
 
 # ------------------------------------------------------------------ the Trainer
 
 @pytest.mark.parametrize("recipe, batch", [("sgd", 7), ("sdlm-batch", 5)])
-def test_trainer_passes_match_the_layer_loop(recipe, batch):
-    # a compiled pass (and, for sdlm-batch, its curvature estimate) against the NumPy
-    # layer-by-layer loop over the same order, in float64
+def test_trainer_passes_match_the_reference(recipe, batch):
+    # a compiled pass (and, for sdlm-batch, its curvature estimate) against the float64
+    # reference's steps over the same order
     n = 23
     x, labels = images(n, seed=9), labels_of(n, seed=10)
-    _, ref, fast = start_pair(np.float64, seed=2, init="sqrt-fan-in")
-    ta, tb = (Trainer(m, x, labels, recipe=recipe, batch_size=batch, seed=3, mu=0.3,
-                      fused=m is fast) for m in (ref, fast))
-    assert tb.workspace is not None and ta.workspace is None
-    (loss_a, err_a), (loss_b, err_b) = ta.train_pass(), tb.train_pass()
-    assert abs(loss_b - loss_a) <= 1e-12 * abs(loss_a) and err_a == err_b
+    start, fast = start_pair(np.float64, seed=2, init="sqrt-fan-in")
+    settings = dict(recipe=recipe, batch_size=batch, seed=3, mu=0.3)
+    expected, out = trainer_pass_ref(start, x, labels, **settings)
+    trainer = Trainer(fast, x, labels, **settings)
+    assert trainer.workspace is not None
+    loss, err = trainer.train_pass()
+    assert abs(loss - out["loss"]) <= 1e-12 * abs(out["loss"]) and err == out["error"]
     if recipe == "sdlm-batch":
-        for name, h in ta.hessian.views.items():
-            assert_close(tb.hessian.views[name], h, dtype=np.float64, what=f"h {name}")
-    pa, pb = ref.parameters(), fast.parameters()
-    for k in pa:
-        assert_close(pb[k], pa[k], dtype=np.float64, what=k)
+        for name, h in out["hessian"].items():
+            assert_close(trainer.hessian.views[name], h, dtype=np.float64, what=f"h {name}")
+    after = fast.parameters()
+    for k in expected:
+        assert np.abs(expected[k] - start[k]).max() > 0, k    # every parameter moved
+        assert_close(after[k], expected[k], dtype=np.float64, what=k)
 
 
 def test_threads_do_not_change_a_bit():
@@ -178,21 +214,20 @@ def test_threads_do_not_change_a_bit():
 
 @pytest.mark.parametrize("loss", ["mse", "map"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_per_pattern_steps_match_the_loop(dtype, loss):
+def test_per_pattern_steps_match_the_reference(dtype, loss):
     # one pass of per-pattern steps, same curvature patterns and order; float64 agrees
     # to rounding; float32 to the project tolerance, its rounding growing over
     # sequential steps (about 2x every 4 patterns, tests/test_gpu_model.py), so 12
     n = 6 if dtype == np.float64 else 12
     x, labels = images(n, seed=8), np.random.default_rng(9).integers(0, 10, n)
-    start, ref, fast = start_pair(dtype)
-    ta, tb = (Trainer(m, x, labels, recipe="paper", seed=2, mu=0.3, loss=loss, j=20,
-                      fused=m is fast) for m in (ref, fast))
-    assert tb.fused and not ta.fused  # the CPU backend takes the compiled steps by default
-    (loss_a, err_a), (loss_b, err_b) = ta.train_pass(), tb.train_pass()
+    start, fast = start_pair(dtype)
+    settings = dict(recipe="paper", seed=2, mu=0.3, loss=loss, j=20)
+    pa, out = trainer_pass_ref(start, x, labels, **settings)
+    loss_b, err_b = Trainer(fast, x, labels, **settings).train_pass()
     tolerance = 1e-12 if dtype == np.float64 else 1e-5
-    assert abs(loss_b - loss_a) <= tolerance * abs(loss_a)
-    assert err_b == err_a
-    pa, pb = ref.parameters(), fast.parameters()
+    assert abs(loss_b - out["loss"]) <= tolerance * abs(out["loss"])
+    assert err_b == out["error"]
+    pb = fast.parameters()
     for k in pa:
         assert_close(pb[k], pa[k], dtype=dtype, what=k)
         step_a, step_b = pa[k] - start[k], pb[k] - start[k]

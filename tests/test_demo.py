@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kernels import reference as ref
 from kernels.architecture import RBF_CENTERS
 from kernels.distort import distort_ref
 from kernels.tolerance import assert_close
@@ -253,10 +254,10 @@ def test_distortion_steps_are_the_papers(demo_server, model, checkpoint, test_se
 def test_mistakes_are_those_of_show_errors(ready, model, test_set):
     """The mistakes view holds every test digit the model gets wrong, surest first
     (margin between the two smallest penalties), as lenet show errors orders them:
-    checked against the layer-by-layer NumPy path, an independent forward."""
-    layers = LeNet5(device="cpu", path="layers")
-    layers.set_parameters(model.parameters())
-    y = np.asarray(layers.forward(preprocess(test_set[0])), np.float64)
+    checked against kernels/reference.py's float64 forward, an independent one."""
+    params, x = model.parameters(), preprocess(test_set[0])
+    y = np.concatenate([ref.forward_ref(params, x[i:i + 1000])["penalties"]
+                        for i in range(0, len(x), 1000)])
     labels = test_set[1].astype(np.int64)
     two = np.sort(y, axis=1)[:, :2]
     margin = two[:, 1] - two[:, 0]

@@ -108,7 +108,7 @@ def test_onnx_runtime_gives_the_models_answers_on_the_mnist_test_set(trained, te
 
 def test_float64_model_exports_float32_with_the_same_answers(trained, test_images):
     images = test_images[0][:501]
-    model = LeNet5(device="cpu", dtype=np.float64, path="layers")
+    model = LeNet5(device="cpu", dtype=np.float64)
     model.set_parameters({k: v.astype(np.float64) for k, v in trained.parameters().items()})
     penalties, classes = session(onnx_model(model)).run(None, {"images": images})
     assert penalties.dtype == np.float32

@@ -5,10 +5,14 @@ forward_ref and backward_ref) at kernels/tolerance.py's bound for its dtype, and
 error of each printed (pytest -s) and named in a failure.
 
     reference    its gradients against central differences of its own loss
-    cpu model    LeNet5(device="cpu", path="layers") (lenet/ops_cpu.py), float32 and float64
+    cpu model    LeNet5(device="cpu") (lenet/ops_cpu.py): forward_all through kernels/cpu.py
+                 activations_cpu, gradients and curvature through its mini-batch step,
+                 float32 and float64
     cpu sdlm     kernels/cpu.py: the compiled forward and the per-pattern steps
     cpu step     kernels/cpu.py: the compiled mini-batch step, order 1 and 2
     gpu forward  kernels/forward.py: the fused forward kernel
+    gpu model    LeNet5(device="gpu"): forward_all (GPUOps.activations), gradients and
+                 curvature (the fused step)
     gpu step     kernels/train_step.py through lenet.workspace.Workspace: order 1 and 2
     gpu sdlm     kernels/sdlm.py: the per-pattern steps, recording each pattern's tensors
 
@@ -29,8 +33,15 @@ from conftest import SIMULATOR
 from numba import cuda
 
 from kernels import reference as ref
-from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
-from kernels.layers import IN_LEN, PARAMETER_AT, PARAMETERS_LEN
+from kernels.architecture import (
+    C3_TABLE,
+    IN_LEN,
+    LOSS_KINDS,
+    PARAMETER_AT,
+    PARAMETER_SHAPES,
+    PARAMETERS_LEN,
+    RBF_CENTERS,
+)
 from kernels.tolerance import RELATIVE_ERROR, relative_error
 from lenet import LeNet5
 
@@ -254,11 +265,11 @@ def test_reference(case, loss):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("loss", LOSSES)
 def test_cpu_model(case, loss, dtype):
-    # LeNet5 on the CPU, layer by layer through lenet/ops_cpu.py: every activation
+    # LeNet5 on the CPU (lenet/ops_cpu.py, kernels/cpu.py): every activation
     # (forward_all), the mean loss and every parameter's gradient (gradients) and
-    # curvature (second_derivatives). Deltas stay inside model.backward: not exposed.
+    # curvature (second_derivatives). Deltas stay inside the compiled step: not exposed.
     want = expected(case, loss)
-    model = LeNet5(device="cpu", dtype=dtype, path="layers")
+    model = LeNet5(device="cpu", dtype=dtype)
     model.set_parameters({k: v.astype(dtype) for k, v in case["params"].items()})
     x, labels, j = case["x"].astype(dtype), case["labels"], case["j"][loss]
     acts = model.forward_all(model.prepare_images(x))
@@ -366,6 +377,22 @@ def test_gpu_forward(case, gpu):
                           "classes": classes.copy_to_host()}, expected(case, "mse"))
 
 
+def test_gpu_model(case, gpu):
+    # LeNet5 on the GPU: every activation (forward_all, GPUOps.activations), the mean loss
+    # and every parameter's gradient and curvature through the fused step
+    loss = STEP_LOSSES[-1]
+    model, j = gpu["model"], case["j"][loss]
+    x, labels = case["x"], case["labels"]
+    acts = [model.ops.to_host(a) for a in model.forward_all(model.prepare_images(x))]
+    got = dict(zip(LAYERS, acts[1:7], strict=True))
+    got["penalties"] = acts[7]
+    got["classes"] = model.predict(x)
+    got["loss"], grads = model.gradients(x, labels, loss, j)
+    got.update(named_grads("grad", grads))
+    got.update(named_grads("curv", model.second_derivatives(x, labels, loss, j)))
+    check(f"gpu model {loss}", got, expected(case, loss))
+
+
 ROWS = {"a1": "C1", "a2": "S2", "a3": "C3", "a4": "S4", "a5": "C5", "a6": "F6",
         "y": "penalties", "dy": "dy", "hy": "hy"}
 DELTAS = {f"d{k + 1}": f"{name}.pre" for k, name in enumerate(LAYERS)}
@@ -377,7 +404,6 @@ def test_gpu_train_step(case, gpu, loss):
     # then order 2, through the model's Workspace: its rows hold every activation, dE/dy,
     # d2E/dy2, each pattern's loss and miss, and each layer's delta (curvature at order
     # 2); the flat gradient buffer every parameter's gradient (curvature)
-    from kernels.loss import KINDS
     from kernels.train_step import STORE
     want = expected(case, loss)
     model = gpu["model"]
@@ -389,7 +415,7 @@ def test_gpu_train_step(case, gpu, loss):
     for prefix, order in (("grad", 1), ("curv", 2)):
         grads, stats = nan(PARAMETERS_LEN), cuda.to_device(np.zeros(2))
         ws.step(model.flat_params, grads, velocity, rates, stats, gpu["x"], gpu["labels"],
-                index, 0, n, np.int32(KINDS[loss]), case["j"][loss], np.int32(order),
+                index, 0, n, np.int32(LOSS_KINDS[loss]), case["j"][loss], np.int32(order),
                 np.int32(STORE), 0.0, 0.0)
         rows = {name: ws.rows[name].copy_to_host() for name in ws.rows}
         if order == 1:

@@ -127,12 +127,15 @@ def test_forward_matches_layer_by_layer_reference():
 
 
 def test_forward_in_chunks_equals_one_batch():
+    # each image's penalties are computed by the same code whatever batch it comes in
+    # (and whichever thread takes it): slices give the whole batch's rows bit for bit
     m = LeNet5(seed=2)
-    x = images(7, dtype=np.float32)
+    x = images(37, dtype=np.float32)
     whole = m.forward(x)
-    m.max_batch = 3
-    # float32 sums may round differently with the batch size; within tolerance
-    assert_close(m.forward(x), whole, np.float32, "chunked forward")
+    parts = np.concatenate([m.forward(x[:3]), m.forward(x[3:20]), m.forward(x[20:])])
+    np.testing.assert_array_equal(parts, whole)
+    assert_close(whole, ref.forward_ref(m.parameters(), x)["penalties"], np.float32,
+                 "penalties")
 
 
 def test_forward_rejects_bad_images():
@@ -185,6 +188,66 @@ def test_gradients_match_finite_differences(loss):
             assert abs(numeric - grads[name][i]) <= 1e-6 * max(1.0, abs(numeric)), (name, i)
         m.set_parameters(p)
     assert abs(value - m.gradients(x, labels, loss, MAP_TEST_J)[0]) == 0
+
+
+@pytest.mark.parametrize("loss, j", [("mse", 10.0), ("map", MAP_TEST_J)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gradients_and_curvature_match_the_reference(dtype, loss, j):
+    # the fused step (kernels/cpu.py) against kernels/reference.py, 37 images (three
+    # chunks of the step); the same again in chunks of GRADIENT_CHUNK images weighted by
+    # their sizes
+    m = LeNet5(seed=4, dtype=dtype, init="sqrt-fan-in")
+    x, labels = images(37, seed=8, dtype=dtype), np.random.default_rng(9).integers(0, 10, 37)
+    p = {k: v.astype(np.float64) for k, v in m.parameters().items()}
+    fwd = ref.forward_ref(p, x, labels, loss, j)
+    grads, curvature = (ref.backward_ref(p, fwd, order) for order in (1, 2))
+    value, g = m.gradients(x, labels, loss, j)
+    h = m.second_derivatives(x, labels, loss, j)
+    assert abs(value - fwd["loss"]) <= (1e-12 if dtype == np.float64 else 1e-6) * fwd["loss"]
+    for name, shape in PARAMETER_SHAPES.items():
+        for what, got, expected in (("gradient", g, grads), ("curvature", h, curvature)):
+            assert got[name].shape == shape and got[name].dtype == dtype, name
+            assert np.abs(expected[name]).max() > 0, name
+            assert_close(got[name], expected[name], dtype, f"{what} {name}")
+    assert np.all(g["C3.weight"][~C3_TABLE.T] == 0) and np.all(h["C3.weight"][~C3_TABLE.T] == 0)
+    import lenet.model
+    lenet.model.GRADIENT_CHUNK, chunk = 16, lenet.model.GRADIENT_CHUNK
+    try:
+        value_c, g_c = m.gradients(x, labels, loss, j)
+        h_c = m.second_derivatives(x, labels, loss, j)
+    finally:
+        lenet.model.GRADIENT_CHUNK = chunk
+    assert abs(value_c - fwd["loss"]) <= (1e-12 if dtype == np.float64 else 1e-6) * fwd["loss"]
+    for name in PARAMETER_SHAPES:
+        assert_close(g_c[name], grads[name], dtype, f"chunked gradient {name}")
+        assert_close(h_c[name], curvature[name], dtype, f"chunked curvature {name}")
+
+
+def test_gradients_do_not_pile_up_workspaces():
+    # one workspace per power of two of images: 40 calls on batch sizes 1..100 make at
+    # most 8 (1, 2, 4, ..., 128), however many sizes were asked for
+    m = LeNet5(seed=0)
+    sizes = np.random.default_rng(3).integers(1, 101, 40)
+    x, labels = images(100, dtype=np.float32), np.arange(100) % 10
+    made = []
+    workspace = m.ops.workspace
+    m.ops.workspace = lambda batch: made.append(batch) or workspace(batch)
+    for n in sizes:
+        m.gradients(x[:n], labels[:n])
+    assert set(made) <= {1, 2, 4, 8, 16, 32, 64, 128}
+    assert all(b >= n and b < 2 * n for b, n in zip(made, sizes, strict=True))
+    assert len(m.ops._workspaces) == len(set(made)) <= 8 < len(set(sizes.tolist()))
+
+
+def test_cpu_backend_implements_the_interface():
+    from lenet.backend import Backend
+    from lenet.ops_cpu import CPUOps
+    ops = LeNet5().ops
+    assert isinstance(ops, CPUOps) and isinstance(ops, Backend)
+    assert Backend.__abstractmethods__ and not CPUOps.__abstractmethods__
+    for name in Backend.__abstractmethods__:
+        assert callable(getattr(ops, name)), name
+        assert getattr(CPUOps, name) is not getattr(Backend, name), name
 
 
 def test_second_derivatives_of_f6_are_gauss_newton():

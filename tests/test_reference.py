@@ -418,6 +418,37 @@ def test_sdlm_steps_ref_takes_one_pattern_after_another(net):
     np.testing.assert_array_equal(last["penalties"], last0["penalties"])
 
 
+def test_minibatch_steps_ref_steps_on_each_batch_mean(net):
+    # SGD with momentum over batches [2, 0] then [1], written out from backward_ref; SDLM
+    # steps with rates on batches of one are sdlm_steps_ref's
+    params, x, labels = net
+    lr, momentum = 0.01, 0.9
+    after, velocity, stats, last, _ = ref.minibatch_steps_ref(
+        params, x, labels, [2, 0, 1], 2, "map", 90.0, lr=lr, momentum=momentum)
+    p, v = dict(params), {k: np.zeros_like(a) for k, a in params.items()}
+    total = np.zeros(2)
+    for batch in ([2, 0], [1]):
+        fwd = ref.forward_ref(p, x[batch], labels[batch], "map", 90.0)
+        g = ref.backward_ref(p, fwd)
+        total += fwd["losses"].sum(), fwd["errors"]
+        v = {k: momentum * v[k] - lr * g[k] for k in p}
+        p = {k: p[k] + v[k] for k in p}
+    for name in params:
+        assert np.abs(after[name] - params[name]).max() > 0, name
+        np.testing.assert_array_equal(after[name], p[name])
+        np.testing.assert_array_equal(velocity[name], v[name])
+    np.testing.assert_array_equal(stats, total)
+    np.testing.assert_array_equal(last["labels"], labels[[1]])
+    r = rng(26)
+    rates = {k: r.uniform(1e-3, 1e-2, v.shape) for k, v in params.items()}
+    one_by_one, stats1, _, _ = ref.sdlm_steps_ref(params, rates, x, labels, [1, 2, 0])
+    batched, _, stats_b, _, _ = ref.minibatch_steps_ref(params, x, labels, [1, 2, 0], 1,
+                                                        rates=rates)
+    for name in params:
+        np.testing.assert_array_equal(batched[name], one_by_one[name])
+    np.testing.assert_array_equal(stats_b, stats1)
+
+
 def test_whole_network_errors_are_clear(net):
     params, x, labels = net
     with pytest.raises(ValueError, match=r"images: shape \(3, 1, 28, 28\)"):

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from kernels import reference as ref
 from lenet import LeNet5
 from lenet.train import SDLM_MU, Trainer, error_rate, paper_eta, train
 
@@ -56,15 +57,15 @@ def test_training_is_reproducible(small_mnist):
 @pytest.mark.parametrize("recipe, batch, factor", [("paper", 1, 1.0),
                                                     ("sdlm-batch", 4, 0.1 * 2)])
 def test_sdlm_step_is_eta_over_mu_plus_h(small_mnist, recipe, batch, factor):
-    # one step of train_pass, recomputed by hand: the curvature is the mean
-    # Gauss-Newton diagonal over the (here: all) patterns, held for the pass,
+    # one step of train_pass, recomputed by hand from kernels/reference.py: the curvature
+    # is the mean Gauss-Newton diagonal over the (here: all) patterns, held for the pass,
     # and each parameter moves by factor * eta / (mu + h) times its gradient
     (x, y), _ = small_mnist
     x, y = x[:batch], y[:batch]
     model = LeNet5(seed=1, dtype=np.float64)
     before = model.parameters()
-    h = model.second_derivatives(x, y)
-    _, grads = model.gradients(x, y)
+    fwd = ref.forward_ref(before, x, y)
+    h, grads = ref.backward_ref(before, fwd, order=2), ref.backward_ref(before, fwd)
     Trainer(model, x, y, recipe=recipe, batch_size=batch, seed=0, mu=0.05).train_pass()
     after = model.parameters()
     for k in before:
@@ -96,27 +97,3 @@ def test_paper_recipe_refuses_batches(small_mnist):
     (x, y), _ = small_mnist
     with pytest.raises(ValueError, match="sdlm-batch"):
         Trainer(LeNet5(), x[:10], y[:10], recipe="paper", batch_size=8)
-
-
-@pytest.mark.parametrize("batch, threads", [(1, 1), (64, 1), (65, 3)])
-def test_cpu_passes_on_small_batches_use_one_blas_thread(batch, threads):
-    # tiny per-batch ops run faster on one BLAS thread (lenet.ops_cpu.SINGLE_THREAD_BATCH);
-    # the limit holds during the pass only
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    def blas_threads():
-        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
-
-    model = LeNet5(seed=0)
-    seen = []
-    loss = model.ops.loss
-    model.ops.loss = lambda *a: (seen.append(blas_threads()), loss(*a))[1]
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-0.1, 1.175, (batch, 1, 32, 32)).astype(np.float32)
-    with threadpool_limits(limits=3, user_api="blas"):
-        assert blas_threads() == {3}
-        recipe = "paper" if batch == 1 else "sgd"
-        Trainer(model, x, rng.integers(0, 10, batch), recipe=recipe, batch_size=batch,
-                fused=False).train_pass()     # the NumPy loop: the compiled one uses no BLAS
-        assert blas_threads() == {3}
-    assert seen and all(s == {threads} for s in seen), seen

@@ -1,0 +1,93 @@
+"""The interface the model and its trainers are written against: what every backend
+(lenet.ops_cpu.CPUOps on NumPy arrays, lenet.ops_gpu.GPUOps on device arrays) provides,
+by name, so that code calls these and asks a backend nothing else.
+
+    name, dtype, max_batch   "cpu" or "gpu"; the arrays' dtype; images per forward chunk
+    memory      asarray(x, dtype=None), to_host(x), empty(shape, dtype=None), copy(dst, src),
+                fill(x, value), parameter_buffer() (a zeroed lenet.workspace.FlatBuffer),
+                assign(dst, host array), prepare_table(table)
+    forward     infer(x, shape, params, table, centers, want) (penalties or classes),
+                activations(x, params, table, centers) (every layer's output)
+    training    workspace(batch) (the fused mini-batch step and curvature estimate),
+                sdlm_rates, sdlm_steps (the paper's per-pattern steps), sdlm_runs (many
+                runs of them side by side), distort(out, images, params)
+
+params is the model's FlatBuffer (kernels.architecture.PARAMETER_AT layout), table its
+prepared C3 table (model.tables["C3"]), centers its RBF bitmaps (model.centers).
+"""
+
+import abc
+
+
+class Backend(abc.ABC):
+    """The named methods of a backend (module docstring); a subclass must define all."""
+
+    name = None
+    dtype = None
+    max_batch = 1024
+
+    @abc.abstractmethod
+    def asarray(self, x, dtype=None):
+        """x as a C-contiguous backend array of `dtype` (default: the backend's)."""
+
+    @abc.abstractmethod
+    def to_host(self, x):
+        """A NumPy copy of the backend array x."""
+
+    @abc.abstractmethod
+    def empty(self, shape, dtype=None):
+        """An uninitialised backend array."""
+
+    @abc.abstractmethod
+    def copy(self, dst, src):
+        """dst = src, two backend arrays of one shape."""
+
+    @abc.abstractmethod
+    def fill(self, x, value):
+        """x[...] = value."""
+
+    @abc.abstractmethod
+    def parameter_buffer(self):
+        """A zeroed flat parameter buffer with named views (lenet.workspace.FlatBuffer)."""
+
+    @abc.abstractmethod
+    def assign(self, dst, src):
+        """dst (a backend array) = src (a host array of its shape), in dst's dtype."""
+
+    @abc.abstractmethod
+    def prepare_table(self, table):
+        """A connection table (C,M) bool as the backend's kernels read it."""
+
+    @abc.abstractmethod
+    def infer(self, x, shape, params, table, centers, want):
+        """Penalties (N,10) (want="penalties") or classes (N,) of checked images x."""
+
+    @abc.abstractmethod
+    def activations(self, x, params, table, centers):
+        """[x, C1 (N,6,28,28), S2 (N,6,14,14), C3 (N,16,10,10), S4 (N,16,5,5), C5 (N,120),
+        F6 (N,84), penalties (N,10)] of checked images x (N,1,32,32), in the backend's
+        dtype."""
+
+    @abc.abstractmethod
+    def workspace(self, batch):
+        """The buffers of fused mini-batch steps of up to `batch` images: an object with
+        step(params, grads, velocity, rates, stats, images, labels, index, start, count,
+        kind, j, order, mode, lr, momentum), losses(count) and scratch_stats."""
+
+    @abc.abstractmethod
+    def sdlm_rates(self, rates, hess, eta, mu):
+        """rates = eta / (mu + hess) (FlatBuffers)."""
+
+    @abc.abstractmethod
+    def sdlm_steps(self, params, rates, stats, images, labels, order, start, count, kind, j,
+                   centers, c3_table):
+        """The paper's per-pattern SDLM steps for order[start:start + count]."""
+
+    @abc.abstractmethod
+    def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,
+                  kinds, js, centers, c3_table):
+        """The per-pattern steps of R runs side by side (lenet sweep)."""
+
+    @abc.abstractmethod
+    def distort(self, out, images, params):
+        """out = images under the affine distortions params (N,6)."""
