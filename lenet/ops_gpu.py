@@ -55,9 +55,9 @@ class GPUOps:
         self._c3_rows = {}          # a C3 table's bytes -> kernels.layers.c3_table of it
 
     def _out(self, tag, shape, dtype=np.float32):
-        """A cached output buffer for one batch: one per (op, trailing shape,
-        dtype), grown to the largest batch asked for and handed out as a view of
-        its first rows, so that varying batch sizes do not pile up buffers."""
+        """A cached output buffer for one batch: one per (tag, trailing shape, dtype),
+        grown to the largest batch asked for and handed out as a view of its first
+        rows, so that varying batch sizes do not pile up buffers."""
         shape = tuple(int(s) for s in shape)
         key = (tag, shape[1:], np.dtype(dtype).str)
         buf = self._buffers.get(key)
