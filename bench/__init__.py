@@ -6,13 +6,15 @@
     python -m bench --help                        # every option
 
 Implementations (bench/impls.py; each is skipped, with the reason, where it
-cannot run): gpu (LeNet5(device="gpu"): the fused forward), gpu-layers (its
-layer-by-layer forward, inference only), torch-cuda, torch-compile (torch.compile
-with CUDA graphs; inference and training steps, planned last: each new batch size
-costs a compile), cupy (im2col + cuBLAS, forward only), cpu (LeNet5(device="cpu"),
-NumPy), torch-cpu. PyTorch and CuPy are optional and never dependencies.
+cannot run): gpu (LeNet5(device="gpu"): the fused kernels), torch-cuda, torch-compile
+(torch.compile with CUDA graphs; inference and training steps, planned last: each new
+batch size costs a compile), cupy (im2col + cuBLAS, forward only), cpu
+(LeNet5(device="cpu"), kernels/cpu.py), torch-cpu. PyTorch and CuPy are optional and
+never dependencies. Earlier results also have gpu-layers (the retired layer-by-layer
+kernels), which bench/report.py still draws.
 
-Rows (bench/suite.py): whole-network inference, each layer's forward, one
+Rows (bench/suite.py): whole-network inference, each stage's forward (C1+S2, C3+S4,
+C5, F6, RBF: the GPU's stage kernels, not on the CPU), one
 training step, one training pass over 60,000 images, at batch sizes 1, 64,
 1024, 10000 and 60000, inference also at 1,000,000 (the CPU rows up to
 --max-cpu-batch); inference at batch 1 also as a latency in microseconds; the

@@ -69,12 +69,14 @@ def build_parser(prog="python -m bench"):
     p.add_argument("--what", type=_choices(suite.WHATS), default=None,
                    help="what to measure, comma-separated (default: all; with --quick "
                    "inference,layers,train-step): inference = whole-network forward; layers "
-                   "= each layer's forward alone; train-step = forward + backward + SGD "
+                   "= each stage's forward alone (gpu: kernels/forward.py's stage kernels); "
+                   "train-step = forward + backward + SGD "
                    "update; train-pass = one SGD pass over --pass-images images; paper-pass "
                    "= one pass of the paper's recipe (curvature estimate, then an SDLM step "
                    "per pattern) over --pass-images images, gpu and cpu only")
-    p.add_argument("--layers", type=_choices(flops.LAYERS), default=list(flops.LAYERS),
-                   help="layers for the layer rows (default: all: C1,S2,C3,S4,C5,F6,RBF)")
+    p.add_argument("--layers", type=_choices(flops.STAGES), default=list(flops.STAGES),
+                   help="stages for the layer rows (default: all: " + ",".join(flops.STAGES)
+                   + ")")
     p.add_argument("--batch-sizes", type=_ints, default=None,
                    help="batch sizes of the inference, layer and train-step rows (default: "
                    f"{','.join(map(str, d.batch_sizes))}, and for inference "
@@ -278,7 +280,8 @@ def collect(runner, command, interrupted, complete=True):
         "versions": machine.versions(),
         "implementations": implementations,
         "settings": asdict(runner.cfg),
-        "flops_per_image": {**{layer: flops.flops(layer) for layer in flops.LAYERS},
+        "flops_per_image": {**{layer: flops.flops(layer)
+                               for layer in flops.LAYERS + flops.STAGES},
                             "forward": flops.forward_flops(),
                             "train_step": flops.train_flops()},
         "connections_per_image": {layer: flops.connections(layer) for layer in flops.LAYERS},

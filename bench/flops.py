@@ -17,6 +17,9 @@ import numpy as np
 from kernels.architecture import CONV_TABLES, PARAMETER_SHAPES, RBF_CENTERS
 
 LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6", "RBF")
+# the benchmark's layer rows: the stages the GPU's stage kernels run (kernels/forward.py),
+# a convolution with its subsampling; earlier results' rows are single LAYERS
+STAGES = ("C1+S2", "C3+S4", "C5", "F6", "RBF")
 INPUT_SHAPE = (1, 32, 32)
 TRAIN_FACTOR = 3          # forward + backward (about 2x forward), per image
 SUBSAMPLE = 2             # S2 and S4 sum 2x2 blocks
@@ -56,7 +59,9 @@ def connections(layer):
 
 
 def flops(layer):
-    """Forward FLOPs of `layer` per image."""
+    """Forward FLOPs of `layer` (or of a stage, its layers joined by "+") per image."""
+    if "+" in layer:
+        return sum(flops(part) for part in layer.split("+"))
     return (3 if layer == "RBF" else 2) * connections(layer)
 
 

@@ -2,18 +2,18 @@
 
     gpu         this project's CUDA kernels: LeNet5(device="gpu"), whose forward pass
                 is the fused kernel (kernels/forward.py) and whose training steps are the
-                fused step (kernels/train_step.py, three launches a step); timed between
+                fused step (kernels/train_step.py, three launches a step); its layer rows
+                are the stage kernels of kernels/forward.py (C1+S2, C3+S4, C5, F6, RBF),
+                built from the fused kernels' pieces; timed between
                 numba.cuda.synchronize() calls
-    gpu-layers  the same model layer by layer: LeNet5(device="gpu", path="layers") for
-                inference, Trainer(fused=False) for training steps and SGD passes (about
-                40 launches a step: the checked baseline); its layer rows are gpu's
     torch-cuda  the same network in PyTorch on the GPU (bench/torch_lenet.py)
     torch-compile  that network through torch.compile(mode="reduce-overhead"):
                 Inductor's Triton kernels replayed as CUDA graphs; inference and
                 training steps only (each batch size costs a compile)
     cupy        a CuPy baseline: im2col + cuBLAS matmul (bench/cupy_lenet.py),
                 forward only
-    cpu         this project's compiled CPU model: LeNet5(device="cpu") (kernels/cpu.py)
+    cpu         this project's compiled CPU model: LeNet5(device="cpu") (kernels/cpu.py);
+                no layer rows (it has no stage of its own to time)
     torch-cpu   the PyTorch network on the CPU
 
 ORDER is the order of the columns of the tables: each GPU figure beside the
@@ -21,7 +21,8 @@ PyTorch figure it is compared with, then the CPU ones.
 
 An implementation offers, each returning a zero-argument `run` callable (or an
 object with run()) that the suite checks once against the reference and then
-times: inference(x), layer(name, x), train_step(x, labels, lr, momentum),
+times: inference(x), layer(stage, x) (a stage of bench.flops.STAGES),
+train_step(x, labels, lr, momentum),
 train_pass(images, labels, batch_size, lr, momentum) and, for this project's
 models only (PyTorch and CuPy have no SDLM), paper_pass(images, labels, mu). PyTorch's
 rows also have pattern-pass rows: train_pass at batch size 1, the per-pattern pass the
@@ -46,13 +47,16 @@ error) and every parameter afterwards, on the host.
 import numpy as np
 
 from bench import machine
-from bench.workload import apply_layer
 
-ORDER = ("gpu", "gpu-layers", "torch-cuda", "torch-compile", "cupy", "cpu", "torch-cpu")
-KIND = {"gpu": "gpu", "gpu-layers": "gpu", "torch-cuda": "gpu", "torch-compile": "gpu",
-        "cupy": "gpu", "cpu": "cpu",
-        "torch-cpu": "cpu"}
+ORDER = ("gpu", "torch-cuda", "torch-compile", "cupy", "cpu", "torch-cpu")
+KIND = {"gpu": "gpu", "torch-cuda": "gpu", "torch-compile": "gpu", "cupy": "gpu",
+        "cpu": "cpu", "torch-cpu": "cpu"}
+# implementations of earlier results (bench/results/), retired since: bench.report still
+# draws their columns there. gpu-layers was LeNet5(device="gpu", path="layers"), the
+# layer-by-layer kernels (about 40 launches a training step)
+RETIRED = {"gpu-layers": "gpu"}
 ALL_WHATS = frozenset({"inference", "layer", "train-step", "train-pass", "paper-pass"})
+CPU_WHATS = ALL_WHATS - {"layer"}
 TORCH_WHATS = frozenset({"inference", "layer", "train-step", "train-pass", "pattern-pass"})
 PAPER_WARMUP_PATTERNS = 2   # a paper pass's warm-up: compiles the fused and curvature kernels
 
@@ -67,8 +71,6 @@ def create(name, params, rehearse=False):
     --rehearse runs every part of a GPU session here; its times are not GPU timings)."""
     if name in ("cpu", "gpu"):
         return ProjectImpl(name, params, rehearse=rehearse)
-    if name == "gpu-layers":
-        return ProjectImpl("gpu", params, path="layers", rehearse=rehearse)
     if name in ("torch-cpu", "torch-cuda"):
         try:
             from bench.torch_lenet import TorchImpl
@@ -88,17 +90,14 @@ def create(name, params, rehearse=False):
 
 
 class ProjectImpl:
-    """This project's model, LeNet5(device="cpu" or "gpu"), on its default forward path
-    or on `path` (then named "<device>-<path>", inference rows only)."""
+    """This project's model, LeNet5(device="cpu" or "gpu")."""
 
-    whats = ALL_WHATS
+    whats = ALL_WHATS              # the GPU's; the CPU has no layer rows (CPU_WHATS)
 
-    def __init__(self, device, params, path=None, rehearse=False):
+    def __init__(self, device, params, rehearse=False):
         self.name = self.kind = device
-        self.fused = path is None      # training through the fused paths, or layer by layer
-        if path is not None:
-            self.name = f"{device}-{path}"
-            self.whats = frozenset({"inference", "train-step", "train-pass"})
+        if device == "cpu":
+            self.whats = CPU_WHATS
         self.params = params
         if device == "gpu":
             reason = machine.simulator_reason()
@@ -115,7 +114,7 @@ class ProjectImpl:
             self._sync = _no_sync
         from lenet.model import LeNet5
         try:
-            self.model = LeNet5(device=device, path=path)
+            self.model = LeNet5(device=device)
         except NotImplementedError as e:
             raise Unavailable(str(e)) from e
         self.reset()
@@ -149,21 +148,51 @@ class ProjectImpl:
         out = self.model.forward(xd)
         return lambda: self.model.forward(xd, out=out)
 
-    def layer(self, layer, x):
-        xd = self.model.ops.asarray(x)
-        return lambda: apply_layer(self.model, layer, xd)
+    def layer(self, stage, x):
+        """One stage kernel of kernels/forward.py on x, into outputs made here."""
+        return _stage(self.model, stage, self.model.ops.asarray(x))
 
     def train_step(self, x, labels, lr, momentum):
-        return _ProjectStep(self.model, x, labels, lr, momentum, self.fused)
+        return _ProjectStep(self.model, x, labels, lr, momentum)
 
     def train_pass(self, images, labels, batch_size, lr, momentum, seed=0):
         return _ProjectPass(self.model, images, labels, 2 * batch_size, recipe="sgd",
-                            batch_size=batch_size, lr=lr, momentum=momentum, seed=seed,
-                            fused=self.fused)
+                            batch_size=batch_size, lr=lr, momentum=momentum, seed=seed)
 
     def paper_pass(self, images, labels, mu, seed=0, loss="mse"):
         return _ProjectPass(self.model, images, labels, PAPER_WARMUP_PATTERNS,
-                            recipe="paper", mu=mu, loss=loss, seed=seed, fused=self.fused)
+                            recipe="paper", mu=mu, loss=loss, seed=seed)
+
+
+def _stage(model, stage, x):
+    """The run callable of a GPU layer row: stage (bench.flops.STAGES) of `model` on the
+    device array x (the stage's input as bench.workload.layer_input shapes it), through
+    kernels/forward.py's stage kernel; it returns the stage's output shaped as the
+    reference's. Outputs are made once, outside the timed call."""
+    from numba import cuda
+
+    from kernels import forward as fw
+    from kernels import layers
+    n, flat, at = x.shape[0], model.parameter_buffer.flat, layers.PARAMETER_AT
+
+    def out(*shape, dtype=np.float32):
+        return cuda.device_array((n,) + shape, dtype)
+    if stage == "C1+S2":
+        s2, c1, x2 = out(layers.S2_LEN), out(fw.C1_LEN), x.reshape(n, layers.IN_LEN)
+        return lambda: (fw.c1s2(s2, c1, x2, flat), s2.reshape(n, 6, 14, 14))[1]
+    if stage == "C3+S4":
+        s4, c3, x2 = out(layers.S4_LEN), out(fw.C3_LEN), x.reshape(n, layers.S2_LEN)
+        table = layers.c3_table(model.tables["C3"])
+        return lambda: (fw.c3s4(s4, c3, x2, flat, table), s4.reshape(n, 16, 5, 5))[1]
+    if stage in ("C5", "F6"):
+        w = flat[at[stage + ".weight"]:at[stage + ".bias"]]
+        b = flat[at[stage + ".bias"]:at[stage + ".bias"] + model.params[stage + ".bias"].size]
+        y, x2 = out(b.shape[0]), x.reshape(n, -1)
+        return lambda: (fw.dense(y, x2, w, b), y)[1]
+    if stage == "RBF":
+        y, classes, centers = out(10), out(dtype=np.int32), model.centers.reshape(-1)
+        return lambda: (fw.rbf(y, classes, x, centers), y)[1]
+    raise ValueError(f"unknown stage {stage!r}")
 
 
 def _no_sync():
@@ -171,13 +200,13 @@ def _no_sync():
 
 
 class _ProjectStep:
-    """One SGD step as lenet.train.Trainer takes it (fused or layer by layer), on a batch
-    already on the device: the batch in order, its order uploaded once."""
+    """One SGD step as lenet.train.Trainer takes it, on a batch already on the device:
+    the batch in order, its order uploaded once."""
 
-    def __init__(self, model, x, labels, lr, momentum, fused):
+    def __init__(self, model, x, labels, lr, momentum):
         from lenet.train import Trainer
         self.trainer = Trainer(model, x, labels, recipe="sgd", batch_size=len(labels), lr=lr,
-                               momentum=momentum, shuffle=False, fused=fused)
+                               momentum=momentum, shuffle=False)
         _, self.order, _ = self.trainer.begin_pass()
         self.n = len(labels)
 
@@ -191,8 +220,8 @@ class _ProjectStep:
 class _ProjectPass:
     """lenet.train.Trainer(model, images, labels, **options).train_pass() over the
     images: sgd's (ProjectImpl.train_pass) or the paper's recipe (paper_pass: the
-    curvature estimate on min(500, n) patterns, then one SDLM step per pattern, the
-    fused kernel on the GPU, NumPy layer by layer on the CPU)."""
+    curvature estimate on min(500, n) patterns, then one SDLM step per pattern: the
+    per-pattern kernel on the GPU, kernels/cpu.py on the CPU)."""
 
     def __init__(self, model, images, labels, warmup_images, **options):
         self.model, self.options = model, options

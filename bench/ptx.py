@@ -3,7 +3,7 @@ without one.
 
     python -m bench.ptx                   # here: numba-cuda + libnvvm + ptxas, no GPU
     python -m bench.ptx --device          # on a GPU: its own compiler and driver
-    python -m bench.ptx --kernel conv --out DIR
+    python -m bench.ptx --kernel backward --out DIR
 
 It imports every module of kernels/ (so every kernel made with kernels.common.kernel
 is in kernels.common.KERNELS), compiles each of its explicit signatures to PTX, and

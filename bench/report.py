@@ -5,12 +5,15 @@ import json
 import os
 
 from bench import flops, suite
-from bench.impls import ORDER, PAPER_WARMUP_PATTERNS
+from bench.impls import ORDER, PAPER_WARMUP_PATTERNS, RETIRED
 
-COLORS = {"gpu": "tab:blue", "torch-cuda": "tab:orange", "torch-compile": "tab:brown",
-          "cupy": "tab:green", "cpu": "tab:red", "torch-cpu": "tab:purple"}
+# the columns of every result, earlier ones' retired implementations after gpu
+COLUMNS = ORDER[:1] + tuple(RETIRED) + ORDER[1:]
+COLORS = {"gpu": "tab:blue", "gpu-layers": "tab:cyan", "torch-cuda": "tab:orange",
+          "torch-compile": "tab:brown", "cupy": "tab:green", "cpu": "tab:red",
+          "torch-cpu": "tab:purple"}
 SECTIONS = (("inference", "Inference (whole network, forward)"),
-            ("layer", "Layers (forward of each layer on its own)"),
+            ("layer", "Layers (forward of each stage, or layer, on its own)"),
             ("train-step", "Training step (forward, MSE loss, backward, SGD-momentum update)"),
             ("train-pass", "Training pass (one SGD pass of lenet.train.Trainer, or the same loop "
                            "in PyTorch)"),
@@ -47,12 +50,18 @@ def render(results, out_dir):
 
 # ------------------------------------------------------------------ formatting
 
+def _layer_order(name):
+    """Where a layer row goes: in the network's order, a stage (C1+S2, now) before its
+    first layer alone (earlier results' rows)."""
+    return flops.LAYERS.index(name.split("+")[0]), "+" not in name
+
+
 def _worst_errors(results):
     worst = {}
     for r in results["rows"]:
         if r["status"] == "ok" and r.get("check_error") is not None:
             worst[r["impl"]] = max(worst.get(r["impl"], 0.0), r["check_error"])
-    return ", ".join(f"{n} {worst[n]:.1e}" for n in ORDER if n in worst) or "none"
+    return ", ".join(f"{n} {worst[n]:.1e}" for n in COLUMNS if n in worst) or "none"
 
 
 def si(x):
@@ -115,7 +124,7 @@ def _section(results, what, impls):
                 "estimate or the SDLM update.", ""]
     cap = results["settings"]["max_cpu_batch"]
     keys = sorted({(r["layer"] or "", r["batch"]) for r in rows},
-                  key=lambda k: (flops.LAYERS.index(k[0]) if k[0] else 0, k[1]))
+                  key=lambda k: (_layer_order(k[0]) if k[0] else (0, False), k[1]))
     index = {(r["layer"] or "", r["batch"], r["impl"]): r for r in rows}
     lead = (["layer"] if what == "layer" else []) + ["batch"]
 
@@ -167,7 +176,7 @@ def _section(results, what, impls):
 
 def markdown(results):
     m, dev, v = results["machine"], results["device"], results["versions"]
-    impls = [n for n in ORDER if n in results["implementations"]
+    impls = [n for n in COLUMNS if n in results["implementations"]
              and results["implementations"][n]["status"] == "ran"]
     s = results["settings"]
     commit = results["commit"] + (" (with uncommitted changes)" if results.get("dirty") else "")
@@ -274,7 +283,7 @@ def plot(results, path):
         axes[0][0].text(0.5, 0.5, "no inference or training-step rows", ha="center")
         axes[0][0].set_axis_off()
     for ax, (what, title) in zip(axes[0], panels, strict=False):
-        for name in ORDER:
+        for name in COLUMNS:
             rows = sorted((r for r in results["rows"] if r["what"] == what and
                            r["impl"] == name and r["status"] == "ok"), key=lambda r: r["batch"])
             if rows:

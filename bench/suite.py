@@ -63,7 +63,7 @@ class SuiteError(Exception):
 class Config:
     impls: list = field(default_factory=lambda: list(impls.ORDER))
     whats: list = field(default_factory=lambda: list(WHATS))
-    layers: list = field(default_factory=lambda: list(flops.LAYERS))
+    layers: list = field(default_factory=lambda: list(flops.STAGES))
     batch_sizes: list = field(default_factory=lambda: [1, 64, 1024, 10000, 60000])
     # inference rows also at a million images (the unique images repeated); None:
     # batch_sizes (as with --batch-sizes or --quick)
@@ -77,7 +77,7 @@ class Config:
     min_time: float = 0.5
     warmup: int = 2
     # sgd's batch, then larger ones up to one step per pass; the batch-of-one pass is
-    # the paper-pass row (SGD at batch 1 goes layer by layer: ~40 launches a pattern)
+    # the paper-pass row
     pass_batch_sizes: list = field(default_factory=lambda: [32, 1024, 60000])
     pass_images: int = 60000
     pattern_pass_images: int = None   # pattern-pass rows' images (None: pass_images)

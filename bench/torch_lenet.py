@@ -66,12 +66,18 @@ class TorchLeNet5:
         diff = x[:, None, :] - self.centers[None, :, :]
         return (diff * diff).sum(dim=2)
 
-    def layer(self, layer, x):
-        if layer in ("C1", "C3", "C5"):
-            return self.conv(layer, x)
-        if layer in ("S2", "S4"):
-            return self.subsample(layer, x)
-        return self.full(x) if layer == "F6" else self.rbf(x)
+    def layer(self, stage, x):
+        """One stage of bench.flops.STAGES (its layers, joined by "+", in turn)."""
+        for layer in stage.split("+"):
+            if layer in ("C1", "C3"):
+                x = self.conv(layer, x)
+            elif layer == "C5":
+                x = self.conv(layer, x).flatten(1)
+            elif layer in ("S2", "S4"):
+                x = self.subsample(layer, x)
+            else:
+                x = self.full(x) if layer == "F6" else self.rbf(x)
+        return x
 
     def forward(self, x):
         """Penalties (N,10) of images (N,1,32,32)."""

@@ -10,12 +10,13 @@ gradient with each image weighted by how often it occurs. GPU inference rows get
 their batch from device_images: the unique images are copied to the device once
 and repeated there (a million images is 4 GB, which is not built on the host).
 
-Layer rows take as input the previous layer's output of the reference network
+Layer rows (one stage of the network: C1+S2, C3+S4, C5, F6, RBF, as the GPU's stage
+kernels run them) take as input the previous stage's output of the reference network
 on those images, rounded to float32 (realistic values, not zeros).
 
-References are computed with kernels/reference.py through LeNet5(device="cpu",
-dtype=float64) on the float32 inputs cast to float64 (what kernels/tolerance.py
-asks for), in chunks of CHUNK images.
+References are kernels/reference.py's, in float64 on the float32 inputs cast to float64
+(what kernels/tolerance.py asks for), in chunks of CHUNK images: forward_ref and
+backward_ref for the whole network, its layer functions (apply_stage) for a stage.
 
 The paper-pass rows' reference (paper_ref) is one pass of the paper's recipe
 (lenet.train.Trainer(recipe="paper")) over the first few images, run on its own
@@ -25,13 +26,18 @@ reference model of the other rows.
 
 import numpy as np
 
-from kernels.reference import MAP_J
+from bench.flops import STAGES
+from kernels import reference as ref
+from kernels.architecture import CONV_TABLES, RBF_CENTERS
 from lenet.model import LeNet5
 from lenet.train import Trainer
 
 BACKGROUND, INK = -0.1, 1.175      # lenet.data.preprocess's range
 CHUNK = 1024
-LAYER_INDEX = {"C1": 0, "S2": 1, "C3": 2, "S4": 3, "C5": 4, "F6": 5, "RBF": 6}
+# forward_ref's tensors: the input of each layer row, and the reference's penalties
+TENSORS = ("input", "C1", "S2", "C3", "S4", "C5", "F6")
+STAGE_INPUT = {"C1+S2": "input", "C3+S4": "S2", "C5": "S4", "F6": "C5", "RBF": "F6"}
+assert tuple(STAGE_INPUT) == STAGES
 
 
 def take(base, n):
@@ -41,22 +47,32 @@ def take(base, n):
     return np.resize(base, (n,) + base.shape[1:])
 
 
-def apply_layer(model, layer, x):
-    """Output of one layer of `model` (through model.ops) on backend array x."""
-    p, t, ops = model.params, model.tables, model.ops
-    if layer in ("C1", "C3", "C5"):
-        return ops.conv(x, p[layer + ".weight"], p[layer + ".bias"], t[layer])
-    if layer in ("S2", "S4"):
-        return ops.subsample(x, p[layer + ".coef"], p[layer + ".bias"])
-    if layer == "F6":
-        return ops.full(x, p["F6.weight"], p["F6.bias"])
-    if layer == "RBF":
-        return ops.rbf(x, model.centers)
-    raise ValueError(f"unknown layer {layer!r}")
+def apply_stage(params, stage, x):
+    """The float64 reference output of one stage (STAGES) on its input x, from
+    kernels/reference.py's layer functions: S2 (N,6,14,14), S4 (N,16,5,5), C5 (N,120),
+    F6 (N,84) or the penalties (N,10). params: float64 arrays by name."""
+    x = np.asarray(x, np.float64)
+    for layer in stage.split("+"):
+        if layer in ("C1", "C3"):
+            x = ref.squash_ref(ref.conv_ref(x, params[layer + ".weight"],
+                                            params[layer + ".bias"], CONV_TABLES[layer]))
+        elif layer in ("S2", "S4"):
+            x = ref.squash_ref(ref.subsample_ref(x, params[layer + ".coef"],
+                                                 params[layer + ".bias"]))
+        elif layer in ("C5", "F6"):
+            w = params[layer + ".weight"]
+            x = ref.squash_ref(ref.full_ref(x.reshape(len(x), -1), w.reshape(len(w), -1),
+                                            params[layer + ".bias"]))
+        elif layer == "RBF":
+            x = ref.rbf_ref(x, RBF_CENTERS)
+        else:
+            raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
+    return x
 
 
 def float64_model(params):
-    """LeNet5(device="cpu", dtype=float64) holding `params` cast to float64."""
+    """LeNet5(device="cpu", dtype=float64) holding `params` cast to float64 (the paper
+    pass's reference: it trains)."""
     model = LeNet5(device="cpu", dtype=np.float64)
     model.set_parameters({k: v.astype(np.float64) for k, v in params.items()})
     return model
@@ -70,7 +86,7 @@ class Workload:
         self.unique = int(unique)
         self.seed = seed
         self.log = log or (lambda msg: None)
-        self._ref = None
+        self._p64 = {k: np.asarray(v, np.float64) for k, v in params.items()}
         self._images = self._labels = None
         self._device_base = None     # the unique images on the device (device_images)
         self._acts = None            # float32 activations of the base images, x0..x6
@@ -112,50 +128,37 @@ class Workload:
         cuda.synchronize()
         return out
 
-    @property
-    def reference_model(self):
-        if self._ref is None:
-            self._ref = float64_model(self.params)
-        return self._ref
-
     def _forward_base(self):
         """Reference forward over the base images: float32 layer inputs, penalties."""
         if self._acts is not None:
             return
         images, _ = self._base()
-        ref = self.reference_model
         self.log(f"reference: float64 forward of {len(images)} images")
-        acts = None
-        for start in range(0, len(images), CHUNK):
-            chunk = ref.forward_all(images[start:start + CHUNK].astype(np.float64))
-            if acts is None:
-                acts = [[] for _ in chunk]
-            for i, a in enumerate(chunk):
-                acts[i].append(a)
-        acts = [np.concatenate(a) for a in acts]
-        self._penalties = acts[-1]
-        self._acts = [a.astype(np.float32) for a in acts[:-1]]
+        chunks = [ref.forward_ref(self._p64, images[s:s + CHUNK])
+                  for s in range(0, len(images), CHUNK)]
+        self._penalties = np.concatenate([c["penalties"] for c in chunks])
+        self._acts = {name: np.concatenate([c[name] for c in chunks]).astype(np.float32)
+                      for name in TENSORS}
 
     def inference_ref(self, n):
         self._forward_base()
         return take(self._penalties, n)
 
-    def layer_input(self, layer, n):
-        """float32 input of `layer` for a batch of n (C5's input (n,16,5,5), F6's (n,120))."""
+    def layer_input(self, stage, n):
+        """float32 input of `stage` for a batch of n (C1+S2's (n,1,32,32), C5's
+        (n,16,5,5), F6's (n,120), RBF's (n,84))."""
         self._forward_base()
-        return take(self._acts[LAYER_INDEX[layer]], n)
+        return take(self._acts[STAGE_INPUT[stage]], n)
 
-    def layer_ref(self, layer, n):
-        """float64 reference output of `layer` on layer_input(layer, n)."""
-        if layer not in self._layer_refs:
+    def layer_ref(self, stage, n):
+        """float64 reference output of `stage` on layer_input(stage, n)."""
+        if stage not in self._layer_refs:
             self._forward_base()
-            x = self._acts[LAYER_INDEX[layer]]
-            ref = self.reference_model
-            self.log(f"reference: float64 {layer} of {len(x)} images")
-            self._layer_refs[layer] = np.concatenate([
-                apply_layer(ref, layer, x[s:s + CHUNK].astype(np.float64))
-                for s in range(0, len(x), CHUNK)])
-        return take(self._layer_refs[layer], n)
+            x = self._acts[STAGE_INPUT[stage]]
+            self.log(f"reference: float64 {stage} of {len(x)} images")
+            self._layer_refs[stage] = np.concatenate([
+                apply_stage(self._p64, stage, x[s:s + CHUNK]) for s in range(0, len(x), CHUNK)])
+        return take(self._layer_refs[stage], n)
 
     # ------------------------------------------------------------- training
     def step_ref(self, n):
@@ -169,18 +172,16 @@ class Workload:
             counts = np.full(m, repeats, dtype=np.float64)
             counts[:extra] += 1
             weights = counts / n          # each base image's share of the mean
-            ref, ops = self.reference_model, self.reference_model.ops
             self.log(f"reference: float64 forward and backward of {m} images")
             grads, losses = {}, []
             for s in range(0, m, CHUNK):
-                x = images[s:min(m, s + CHUNK)].astype(np.float64)
-                lab = labels[s:s + len(x)]
-                acts = ref.forward_all(x)
-                loss, dy, _ = ops.loss(acts[-1], lab, "mse", MAP_J)
-                dy = dy * (len(x) * weights[s:s + len(x)])[:, None]   # dy was 1/len(x)
-                for name, g in ref.backward(acts, dy).items():
-                    grads[name] = grads[name] + g if name in grads else g
-                losses.append(loss)
+                x = images[s:min(m, s + CHUNK)]
+                fwd = ref.forward_ref(self._p64, x, labels[s:s + len(x)], "mse")
+                fwd["dy"] = fwd["dy"] * (len(x) * weights[s:s + len(x)])[:, None]  # was 1/len
+                bwd = ref.backward_ref(self._p64, fwd)
+                for name in self._p64:
+                    grads[name] = grads[name] + bwd[name] if name in grads else bwd[name]
+                losses.append(fwd["losses"])
             result = {"loss": np.concatenate(losses)}
             result.update({f"grad.{k}": v for k, v in grads.items()})
             self._step_refs[key] = result

@@ -14,6 +14,8 @@ sizes (tests/test_long_sums.py emulates each order at 1,001 and 4,099 images).
     c1_grads_kernel(dw, db, d, x, order)                  one block: (map, band) tasks
     c3_grads_kernel(dw, db, d, x, table, order)           one block: (pair, band) tasks
     c3_delta_kernel(d2, d3, w3, x2, out_table, order)     one block per IMAGES images
+    loss_kernel(losses, dy, hy, y, labels, kind, j, scale)   one thread per image
+                                                          (kernels.loss.pattern_loss)
 
 Arrays are float32 (N, per-image length) or flat parameter arrays; order is 1 or 2.
 Test: pytest -q tests/test_backward.py
@@ -34,6 +36,7 @@ from kernels.layers_backward import (
     subsample_delta,
     subsample_grads,
 )
+from kernels.loss import KINDS, pattern_loss
 
 THREADS = 128
 # the one-thread-per-element kernels stride over their elements with at most this many
@@ -196,6 +199,14 @@ def c3_delta_kernel(d2, d3, w3, x2, out_table, order):
         c3_delta(d2[n], d3[n], w3, x2[n], out_table, q // here, order)
 
 
+@kernel("void(float32[::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], int32[::1], "
+        "int32, float32, float32)")
+def loss_kernel(losses, dy, hy, y, labels, kind, j, scale):
+    # threads stride over the images
+    for n in range(uint32(cuda.grid(1)), uint32(y.shape[0]), uint32(cuda.gridsize(1))):
+        losses[n] = pattern_loss(y[n], labels[n], kind, j, scale, dy[n], hy[n])
+
+
 # ---------------------------------------------------------------------- launchers
 
 def _cdiv(a, b):
@@ -254,3 +265,11 @@ def c3_delta_all(d2, d3, w3, x2, out_table, order):
     if n:
         c3_delta_kernel[_cdiv(n, IMAGES), THREADS](d2, d3, w3, x2, out_table, _order(order))
 
+
+
+def loss_all(losses, dy, hy, y, labels, kind, j):
+    """Per-pattern losses (N,) and dy, hy (N,10) of their mean (scale 1/N, as
+    kernels/reference.py's losses give them), kind "mse" or "map"."""
+    n = y.shape[0]
+    loss_kernel[_blocks(n), THREADS](losses, dy, hy, y, labels, int32(KINDS[kind]),
+                                     float32(j), float32(1.0 / max(n, 1)))

@@ -1,46 +1,38 @@
-"""What every kernel module shares: the squashing function as CUDA device
-functions, the decorator that makes them, and the launchers' check of a device array
-argument.
+"""What every kernel module shares: the derivative of the squashing function as a CUDA
+device function, the decorator that makes them, and the launchers' check of a device
+array argument (the squashing function itself is kernels.layers.squash).
 
     device_function             cuda.jit(device=True), or the plain function under
                                 the CUDA simulator (see its docstring)
-    squash(a)                   f(a) = A tanh(S a), A = 1.7159, S = 2/3
     through_squash(d, out, k)   d f'(a) (k = 1) or d f'(a)^2 (k = 2), with f'(a)
                                 computed from the output out = f(a)
     check_device_array(...)     ValueError naming the argument unless it is a
                                 C-contiguous device array of the shape and dtype
     kernel(signature, ...)      a CUDA kernel with an explicit signature, listed in
                                 KERNELS for the compile census (bench/ptx.py)
-    u32(x), u64(x)              unsigned index conversions (masked ints in the simulator)
+    u32(x)                      an unsigned index conversion (a masked int in the simulator)
 """
 
-import math
-
 import numpy as np
-from numba import config, cuda, float32, types, uint32, uint64
+from numba import config, cuda, float32, types, uint32
 from numba.cuda.core.sigutils import normalize_signature
 
 from kernels import simcheck
 from kernels.architecture import SQUASH_A, SQUASH_S
 
-A = float32(SQUASH_A)
-S = float32(SQUASH_S)
 A2 = float32(SQUASH_A * SQUASH_A)
 S_OVER_A = float32(SQUASH_S / SQUASH_A)
 
 
-# Unsigned index conversions for kernels: numba's uint32 and uint64 on a GPU (indices
-# Numba can prove non-negative get no wraparound check; 32-bit ones divide in 32 bits).
-# Under the CUDA simulator, which runs kernels as Python, masked Python ints: they wrap
-# the same way, and NumPy scalars would make every index operation several times slower.
+# An unsigned index conversion for kernels: numba's uint32 on a GPU (indices Numba can
+# prove non-negative get no wraparound check, and divide in 32 bits). Under the CUDA
+# simulator, which runs kernels as Python, a masked Python int: it wraps the same way,
+# and NumPy scalars would make every index operation several times slower.
 if config.ENABLE_CUDASIM:
     def u32(x):
         return int(x) & 0xFFFFFFFF
-
-    def u64(x):
-        return int(x) & 0xFFFFFFFFFFFFFFFF
 else:
-    u32, u64 = uint32, uint64
+    u32 = uint32
 
 
 def device_function(fn):
@@ -56,11 +48,6 @@ def device_function(fn):
     if config.ENABLE_CUDASIM:
         return fn
     return cuda.jit(device=True)(fn)
-
-
-@device_function
-def squash(a):
-    return A * math.tanh(S * a)
 
 
 @device_function

@@ -21,9 +21,10 @@ F6's weights (233 KB) are read from global memory (L2) once per group, in 32-byt
 sectors. The code generation rules of kernels/layers.py hold here too: unsigned indices,
 constant shapes, no runtime division but by the group's image count.
 
-The stage kernels run one piece at a time over a batch (one block per IMAGES images),
-which is how tests/test_forward.py checks each piece against the reference and
-how the census sees each piece alone:
+The stage kernels run one piece at a time over a batch (one block per IMAGES images):
+how tests/test_forward.py checks each piece against the reference, how the census sees
+each piece alone, and how lenet/ops_gpu.py's activations() gives every layer's output
+(the model's forward_all, the benchmark's per-layer rows):
 
     c1s2_kernel(s2, c1, x, params)          S2 (N, 1176) and C1 (N, 4704) from x (N, 1024)
     c3s4_kernel(s4, c3, s2, params, table)  S4 (N, 400) and C3 (N, 1600) from S2
@@ -32,9 +33,8 @@ how the census sees each piece alone:
     squash_kernel(out, a)                   kernels.layers.squash elementwise (its accuracy test)
 
 FusedForward holds what a model needs to launch forward_kernel with no per-call checks
-or allocation (lenet/ops_gpu.py uses it). CPU reference: the layer ops of
-kernels/reference.py composed in order (lenet.ops_cpu). Test: pytest -q
-tests/test_forward.py
+or allocation (lenet/ops_gpu.py uses it). CPU reference: kernels.reference.forward_ref.
+Test: pytest -q tests/test_forward.py
 """
 
 import numpy as np
@@ -353,7 +353,7 @@ class FusedForward:
     """
 
     def __init__(self, table, centers):
-        """table: the C3 kernels.conv.ConvTable; centers: the RBF bitmaps, 840 float32
+        """table: the C3 connection table (6, 16) bool; centers: the RBF bitmaps, 840 float32
         on the device or on the host."""
         self.table = c3_table(table)
         if isinstance(centers, np.ndarray):

@@ -32,9 +32,8 @@ squash: A tanh(S a) = A S a + a z P(z), z = a^2, a degree-3 P, for |a| < 1, and
 copysign(A - 2A / (1 + 2^(|a| 2S log2 e)), a) above, with the hardware's ex2.approx and
 rcp.approx (inline PTX): 16 PTX instructions, no branch, no libdevice. Its worst
 relative error over every float32 input, with those two instructions at their documented
-error bounds, is 3.9e-7 (bench/results/2026-12-02-squash-accuracy/). libdevice's tanhf,
-which the layer-by-layer kernels use, is the same scheme with A and S applied outside
-(24 instructions).
+error bounds, is 3.9e-7 (bench/results/2026-12-02-squash-accuracy/). libdevice's tanhf
+is the same scheme with A and S applied outside (24 instructions).
 
 Under the CUDA simulator the pieces are plain Python (kernels.common.device_function)
 and ex2/rcp are math.exp2 and a division.
@@ -326,13 +325,19 @@ def argmin10(y):
 
 
 def c3_table(table):
-    """The (16*7,) int32 device array of a kernels.conv.ConvTable that c3s4_forward reads:
-    row m = (number of S2 maps C3 map m reads, those maps, -1 padding)."""
-    if (table.c_in, table.n_maps) != (C1_MAPS, C3_MAPS) or table.max_in > C3_MAX_IN:
-        raise ValueError(f"c3_table: the table links {table.c_in} maps to {table.n_maps} "
-                         f"with up to {table.max_in} inputs, expected {C1_MAPS} to {C3_MAPS} "
-                         f"with at most {C3_MAX_IN}")
+    """The (16*7,) int32 device array that c3s4_forward reads, from a C3 connection table
+    (6 S2 maps, 16 C3 maps) bool (kernels.architecture.C3_TABLE): row m = (number of S2
+    maps C3 map m reads, those maps, -1 padding)."""
+    table = np.asarray(table)
+    if table.shape != (C1_MAPS, C3_MAPS) or table.dtype != np.bool_:
+        raise ValueError(f"c3_table: the table is {table.dtype} {table.shape}, expected "
+                         f"bool ({C1_MAPS}, {C3_MAPS})")
+    counts = table.sum(axis=0)
+    if counts.min() < 1 or counts.max() > C3_MAX_IN:
+        raise ValueError(f"c3_table: every C3 map must read 1 to {C3_MAX_IN} S2 maps, "
+                         f"not {counts.min()} to {counts.max()}")
     rows = np.full((C3_MAPS, TABLE_ROW), -1, np.int32)
-    rows[:, 0] = table.in_counts_host
-    rows[:, 1:1 + table.max_in] = table.in_maps_host
+    for m in range(C3_MAPS):
+        maps = np.flatnonzero(table[:, m])
+        rows[m, 0], rows[m, 1:1 + len(maps)] = len(maps), maps
     return cuda.to_device(rows.reshape(-1))

@@ -55,6 +55,7 @@ from kernels.common import device_function, through_squash
 from kernels.layers import (
     C1_MAPS,
     C1_SIZE,
+    C3_MAPS,
     C3_SIZE,
     F6_UNITS,
     IN_SIZE,
@@ -364,13 +365,15 @@ def c3_pair_sum(part, pair, s):
 
 
 def c3_out_table(table):
-    """The (6*17,) int32 device array of a kernels.conv.ConvTable that c3_delta reads:
-    row c = (number of C3 maps that read S2 map c, those maps, -1 padding)."""
-    if table.c_in != C1_MAPS or table.max_out > OUT_TABLE_ROW - 1:
-        raise ValueError(f"c3_out_table: the table has {table.c_in} input maps feeding up to "
-                         f"{table.max_out}, expected {C1_MAPS} feeding at most "
-                         f"{OUT_TABLE_ROW - 1}")
+    """The (6*17,) int32 device array that c3_delta reads, from a C3 connection table
+    (6 S2 maps, 16 C3 maps) bool: row c = (number of C3 maps that read S2 map c, those
+    maps, -1 padding)."""
+    table = np.asarray(table)
+    if table.shape != (C1_MAPS, C3_MAPS) or table.dtype != np.bool_:
+        raise ValueError(f"c3_out_table: the table is {table.dtype} {table.shape}, expected "
+                         f"bool ({C1_MAPS}, {C3_MAPS})")
     rows = np.full((C1_MAPS, OUT_TABLE_ROW), -1, np.int32)
-    rows[:, 0] = table.out_counts_host
-    rows[:, 1:1 + table.max_out] = table.out_maps_host
+    for c in range(C1_MAPS):
+        maps = np.flatnonzero(table[c])
+        rows[c, 0], rows[c, 1:1 + len(maps)] = len(maps), maps
     return cuda.to_device(rows.reshape(-1))

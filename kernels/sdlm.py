@@ -7,8 +7,8 @@ run or for many independent runs at once (one block each: a sweep).
                count, kinds, js, centers, table, out_table, record=False)
 
 For run r (block r) and each of the `count` patterns n = order[r, start], ...,
-order[r, start + count - 1], in that order, it does what the layer-by-layer loop of
-lenet/train.py does with a batch of one: the forward pass, the loss (kinds[r] 0: MSE,
+order[r, start + count - 1], in that order, it does what a mini-batch step of
+kernels/train_step.py does with a batch of one: the forward pass, the loss (kinds[r] 0: MSE,
 paper eq. 8; 1: MAP, eq. 9 with constant js[r]), the gradient of every parameter, and
 the step
 
@@ -319,8 +319,8 @@ def _cdiv(a, b):
 
 
 def sdlm_rates(rates, hess, eta, mu):
-    """rates = eta / (mu + hess) (flat (PARAMETERS_LEN,) device arrays, float32 as the
-    layer-by-layer step computes it)."""
+    """rates = eta / (mu + hess) (flat (PARAMETERS_LEN,) device arrays, in
+    float32)."""
     check_device_array("sdlm_rates", "rates", rates, (PARAMETERS_LEN,))
     check_device_array("sdlm_rates", "hess", hess, (PARAMETERS_LEN,))
     sdlm_rates_kernel[RATES_BLOCKS, RATES_THREADS](rates, hess, np.float32(eta),

@@ -21,7 +21,7 @@ and kernels/layers_backward.py.
 
 order 1 gives gradients, 2 the Gauss-Newton curvature of the SDLM recipes (the pieces'
 order). dy and hy are scaled by `scale` = 1 / count: the derivatives of the batch's mean
-loss, as kernels/loss.py gives them.
+loss, as kernels.loss.pattern_loss gives them.
 
 acts is one flat buffer of per-image rows grouped by name (ACT_ROWS): the block of name k
 is acts[bp * ACT_AT[k]:][:bp * len], image n's row at n * len, bp = the batch rounded up

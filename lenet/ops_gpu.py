@@ -1,18 +1,17 @@
-"""The GPU backend: the op interface of `lenet.ops_cpu.CPUOps` on Numba device arrays.
+"""The GPU backend: the methods of `lenet.ops_cpu.CPUOps` on Numba device arrays, every
+computation one of the fused family's kernels (kernels/forward.py, train_step.py,
+sdlm.py), all built from the one-image pieces of kernels/layers.py and layers_backward.py.
 
-Each op takes its output from a buffer cache, one buffer per (op, trailing
-shape, dtype) grown to the largest batch seen, so a training loop or repeated
-forward passes reuse device memory instead of allocating per call. A buffer is
-overwritten by the next call of the same op: the model copies what it hands to
-a user (`forward`, `predict`) into fresh arrays. Inputs may be NumPy arrays (copied to the device
-once) or any object with `__cuda_array_interface__` (CuPy, PyTorch CUDA
-tensors, Numba device arrays), used in place without a host round trip.
-
-The fused paths read every parameter from the model's flat device buffer
-(lenet.workspace.FlatBuffer, kernels.layers.PARAMETER_AT), whose named views are the
-model's parameters:
+Inputs may be NumPy arrays (copied to the device once) or any object with
+`__cuda_array_interface__` (CuPy, PyTorch CUDA tensors, Numba device arrays), used in
+place without a host round trip. Every parameter is read from the model's flat device
+buffer (lenet.workspace.FlatBuffer, kernels.architecture.PARAMETER_AT), whose named views
+are the model's parameters:
 
     infer          the whole forward pass in one launch (kernels/forward.py)
+    activations    every layer's output, one stage kernel a layer or two (kernels/
+                   forward.py's c1s2, c3s4, dense, rbf), into buffers kept here: one per
+                   layer grown to the largest batch seen, overwritten by the next call
     workspace(b)   the fused mini-batch step's buffers for batch size b (kernels/
                    train_step.py, lenet.workspace.Workspace), made once per batch size
     sdlm_rates, sdlm_steps, sdlm_runs   the paper's per-pattern steps (kernels/sdlm.py):
@@ -22,10 +21,10 @@ model's parameters:
 import contextlib
 
 import numpy as np
-from numba import config, cuda
+from numba import cuda
 
-from kernels import conv, full, inputs, layers, loss, rbf, sdlm, subsample, update
 from kernels import forward as fused
+from kernels import inputs, layers, sdlm
 from lenet.workspace import FlatBuffer, Workspace
 
 
@@ -45,11 +44,6 @@ class GPUOps:
     name = "gpu"
     dtype = np.dtype(np.float32)
     max_batch = 16384  # images per forward chunk: about 0.5 GB of activations
-    # Subsampling's v2 backward adds per-block partial sums with atomics, whose
-    # order varies from run to run; v1 reduces each map in one block, always in
-    # the same order. Training batches use v1 so that a seed repeats a run bit
-    # for bit; only larger batches take v2.
-    deterministic_batch = 4096
 
     def __init__(self):
         if not cuda.is_available():
@@ -58,25 +52,18 @@ class GPUOps:
         self._fused = None          # kernels.forward.FusedForward, made on first use
         self._workspaces = {}       # batch size -> Workspace
         self._constants = None      # the fused kernels' C3 tables and RBF centers
+        self._c3_rows = {}          # a C3 table's bytes -> kernels.layers.c3_table of it
 
     def _out(self, tag, shape, dtype=np.float32):
-        """A cached output buffer for one batch: one per (op, trailing shape,
-        dtype), grown to the largest batch asked for and handed out as a view of
-        its first rows, so that varying batch sizes do not pile up buffers."""
+        """A cached output buffer for one batch: one per (tag, trailing shape, dtype),
+        grown to the largest batch asked for and handed out as a view of its first
+        rows, so that varying batch sizes do not pile up buffers."""
         shape = tuple(int(s) for s in shape)
         key = (tag, shape[1:], np.dtype(dtype).str)
         buf = self._buffers.get(key)
         if buf is None or buf.shape[0] < shape[0]:
             buf = self._buffers[key] = cuda.device_array(shape, dtype=dtype)
         return buf if buf.shape[0] == shape[0] else buf[:shape[0]]
-
-    def _param_out(self, tag, shape):
-        """A cached buffer shaped like a parameter (its gradient or curvature),
-        keyed by the whole shape: C1's, C3's and C5's biases must not share one."""
-        key = (tag, tuple(int(s) for s in shape))
-        if key not in self._buffers:
-            self._buffers[key] = cuda.device_array(key[1], dtype=np.float32)
-        return self._buffers[key]
 
     # ------------------------------------------------------------- memory
     def asarray(self, x, dtype=None):
@@ -101,7 +88,8 @@ class GPUOps:
         return _device_view(x).copy_to_host()
 
     def prepare_table(self, table):
-        return conv.conv_table(np.asarray(table, dtype=bool))
+        """A connection table as the fused kernels' launchers take it: (C, M) bool."""
+        return np.array(table, dtype=bool)
 
     def empty(self, shape, dtype=None):
         return cuda.device_array(shape, dtype=dtype or self.dtype)
@@ -128,8 +116,7 @@ class GPUOps:
         if self._constants is None:
             from kernels.architecture import C3_TABLE, RBF_CENTERS
             from kernels.layers_backward import c3_out_table
-            table = conv.conv_table(C3_TABLE)
-            self._constants = (layers.c3_table(table), c3_out_table(table),
+            self._constants = (layers.c3_table(C3_TABLE), c3_out_table(C3_TABLE),
                                cuda.to_device(RBF_CENTERS.astype(np.float32).ravel()))
         return self._constants
 
@@ -200,157 +187,45 @@ class GPUOps:
                         count, kinds, js, centers, table, out_table, record)
 
     # ------------------------------------------------------------- layers
-    # A convolution whose kernel covers its whole input and whose table connects every
-    # input map to every output map (LeNet-5's C5: 16@5x5 -> 120@1x1) is a full
-    # connection, out (N,M) = f(x (N,C*K*K) @ weight (M,C*K*K).T + bias): it runs on
-    # kernels/full.py's shared-tile matrix kernels, through views of the same arrays.
-    # The convolution kernels' v2 C5 forward ran at 7.5M images/s on an H100, 720
-    # GFLOP/s; the full kernel ran F6 at 6,300 GFLOP/s (309M images/s), which would be
-    # about 65M images/s for C5's 4.7x the work (bench/results/2026-11-22-h100).
-    #
-    # Off under the CUDA simulator, where every barrier of the full kernels' 16x16-thread
-    # tiles is a wait on 256 Python threads: C5 on 2 images took 13 s forward and 64 s
-    # backward there, against 0.9 s and 3.5 s on the convolution kernels, and the
-    # model's tests would take three times as long. tests/test_gpu_model.py turns it on
-    # for its C5-shaped check of this path.
-    whole_input_as_full = not config.ENABLE_CUDASIM
-
-    def _is_full_connection(self, x, weight, table):
-        return (self.whole_input_as_full and x.shape[2] == weight.shape[2]
-                and x.shape[3] == weight.shape[3] and bool(table.table.all()))
-
-    @staticmethod
-    def _flat(*arrays):
-        """(N, ...) device arrays as (N, rest) views."""
-        return [a.reshape(a.shape[0], int(np.prod(a.shape[1:]))) for a in arrays]
-
-    def conv(self, x, weight, bias, table):
-        n, _, h, w = x.shape
-        m, _, k, _ = weight.shape
-        out = self._out("conv", (n, m, h - k + 1, w - k + 1))
-        if self._is_full_connection(x, weight, table):
-            full.full_forward(*self._flat(out, x, weight), bias)
-        else:
-            conv.conv_forward(out, x, weight, bias, table)
-        return out
-
-    def _conv_backward(self, order, tag, d, out, x, weight, table, need_dx):
-        """conv_backward (order 1) and conv_backward2 (order 2)."""
-        full_connection = self._is_full_connection(x, weight, table)
-        dx = self._out(f"conv_{tag}x", x.shape) if need_dx or full_connection else None
-        dw = self._param_out(f"conv_{tag}w", weight.shape)
-        db = self._param_out(f"conv_{tag}b", weight.shape[:1])
-        if full_connection:
-            dx2, dw2, d2, out2, x2, w2 = self._flat(dx, dw, d, out, x, weight)
-            backward = full.full_backward if order == 1 else full.full_backward2
-            backward(dx2, dw2, db, d2, out2, x2, w2)
-        else:
-            backward = conv.conv_backward if order == 1 else conv.conv_backward2
-            backward(dx, dw, db, d, out, x, weight, table)
-        return dx if need_dx else None, dw, db
-
-    def conv_backward(self, dout, out, x, weight, table, need_dx=True):
-        return self._conv_backward(1, "d", dout, out, x, weight, table, need_dx)
-
-    def conv_backward2(self, hout, out, x, weight, table, need_hx=True):
-        return self._conv_backward(2, "h", hout, out, x, weight, table, need_hx)
-
-    def subsample(self, x, coef, bias):
-        n, c, h, w = x.shape
-        out = self._out("subsample", (n, c, h // 2, w // 2))
-        subsample.subsample_forward(out, x, coef, bias)
-        return out
-
-    def subsample_backward(self, dout, out, x, coef):
-        dx = self._out("sub_dx", x.shape)
-        dc, db = self._param_out("sub_dc", coef.shape), self._param_out("sub_db", coef.shape)
-        subsample.subsample_backward(dx, dc, db, dout, out, x, coef,
-                                     version=self._subsample_version(x))
-        return dx, dc, db
-
-    def subsample_backward2(self, hout, out, x, coef):
-        hx = self._out("sub_hx", x.shape)
-        hc, hb = self._param_out("sub_hc", coef.shape), self._param_out("sub_hb", coef.shape)
-        subsample.subsample_backward2(hx, hc, hb, hout, out, x, coef,
-                                      version=self._subsample_version(x))
-        return hx, hc, hb
-
-    def _subsample_version(self, x):
-        return 1 if x.shape[0] <= self.deterministic_batch else 2
-
-    def full(self, x, weight, bias):
-        out = self._out("full", (x.shape[0], weight.shape[0]))
-        full.full_forward(out, x, weight, bias)
-        return out
-
-    def full_backward(self, dout, out, x, weight):
-        dx = self._out("full_dx", x.shape)
-        dw = self._param_out("full_dw", weight.shape)
-        db = self._param_out("full_db", weight.shape[:1])
-        full.full_backward(dx, dw, db, dout, out, x, weight)
-        return dx, dw, db
-
-    def full_backward2(self, hout, out, x, weight):
-        hx = self._out("full_hx", x.shape)
-        hw = self._param_out("full_hw", weight.shape)
-        hb = self._param_out("full_hb", weight.shape[:1])
-        full.full_backward2(hx, hw, hb, hout, out, x, weight)
-        return hx, hw, hb
-
-    def rbf(self, x, centers):
-        y = self._out("rbf", (x.shape[0], centers.shape[0]))
-        rbf.rbf_forward(y, x, centers)
-        return y
-
-    def rbf_backward(self, dy, x, centers):
-        dx = self._out("rbf_dx", x.shape)
-        rbf.rbf_backward(dx, dy, x, centers)
-        return dx
-
-    def rbf_backward2(self, hy, dy, x, centers):
-        hx = self._out("rbf_hx", x.shape)
-        rbf.rbf_backward2(hx, hy, dy, x, centers)
-        return hx
-
-    # --------------------------------------------------------------- loss
-    def loss(self, y, labels, kind, j):
-        n = y.shape[0]
-        losses, dy, hy = self._out("losses", (n,)), self._out("dy", y.shape), \
-            self._out("hy", y.shape)
-        loss.loss_forward_backward(losses, dy, hy, y, labels, kind, j)
-        return losses, dy, hy
+    def activations(self, x, params, table, centers):
+        """Every layer's output of images x (N,1,32,32) (a checked float32 device array)
+        with the model's FlatBuffer params: [x, C1 (N,6,28,28), S2 (N,6,14,14), C3
+        (N,16,10,10), S4 (N,16,5,5), C5 (N,120), F6 (N,84), penalties (N,10)], squashed,
+        float32 on the device, from kernels/forward.py's stage kernels (C1+S2, C3+S4,
+        C5, F6, RBF: the fused kernels' pieces). table is prepare_table's C3 table,
+        centers the RBF bitmaps (10,84) on the device. The outputs are buffers kept
+        here, overwritten by the next call."""
+        n = x.shape[0]
+        x = _device_view(x)
+        rows = self._c3_rows.get(table.tobytes())
+        if rows is None:
+            rows = self._c3_rows[table.tobytes()] = layers.c3_table(table)
+        flat, at, L = params.flat, layers.PARAMETER_AT, layers
+        c1, s2 = self._out("C1", (n, fused.C1_LEN)), self._out("S2", (n, L.S2_LEN))
+        c3, s4 = self._out("C3", (n, fused.C3_LEN)), self._out("S4", (n, L.S4_LEN))
+        c5, f6 = self._out("C5", (n, L.C5_UNITS)), self._out("F6", (n, L.F6_UNITS))
+        y = self._out("penalties", (n, L.N_CLASSES))
+        if n:
+            fused.c1s2(s2, c1, x.reshape(n, L.IN_LEN), flat)
+            fused.c3s4(s4, c3, s2, flat, rows)
+            fused.dense(c5, s4, flat[at["C5.weight"]:at["C5.bias"]],
+                        flat[at["C5.bias"]:at["F6.weight"]])
+            fused.dense(f6, c5, flat[at["F6.weight"]:at["F6.bias"]],
+                        flat[at["F6.bias"]:L.PARAMETERS_LEN])
+            fused.rbf(y, self._out("classes", (n,), np.int32), f6,
+                      _device_view(centers).reshape(-1))
+        return [x, c1.reshape(n, L.C1_MAPS, L.C1_SIZE, L.C1_SIZE),
+                s2.reshape(n, L.C1_MAPS, L.S2_SIZE, L.S2_SIZE),
+                c3.reshape(n, L.C3_MAPS, L.C3_SIZE, L.C3_SIZE),
+                s4.reshape(n, L.C3_MAPS, L.S4_SIZE, L.S4_SIZE), c5, f6, y]
 
     # ----------------------------------------------------------- training
-    def gather(self, images, labels, index):
-        b = index.shape[0]
-        x = self._out("gather_x", (b,) + tuple(images.shape[1:]))
-        lab = self._out("gather_labels", (b,), np.int32)
-        update.gather(x, lab, images, labels, index)
-        return x, lab
-
-    def argmin(self, y):
-        out = cuda.device_array(y.shape[0], dtype=np.int32)  # handed to the user: fresh
-        update.argmin_rows(out, y)
-        return out
-
-    def accumulate_stats(self, stats, losses, y, labels):
-        update.sum_into(stats[0:1], losses)
-        update.count_errors(stats[1:2], y, labels)
-
-    def sgd_update(self, param, grad, velocity, lr, momentum):
-        update.sgd_update(param, grad, velocity, lr, momentum)
-
-    def sdlm_update(self, param, grad, hess, eta, mu):
-        update.sdlm_update(param, grad, hess, eta, mu)
-
     def distort(self, out, images, params):
         """out = images under the affine distortions params (N,6), on the device
         (kernels/distort.py): no image leaves it."""
         from kernels.distort import distort
         distort(out, images, params)
 
-    def scale_add(self, acc, x, scale):
-        update.scale_add(acc, x, scale)
-
     def fill(self, x, value):
-        update.fill(x, value)
+        """Every element of the device array x = value (a host copy: x is small)."""
+        x.copy_to_device(np.full(x.shape, value, x.dtype))

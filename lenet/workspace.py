@@ -5,8 +5,8 @@ and the GPU workspace of the fused training step.
                                 (kernels/architecture.py); .views[name] are views of it
                                 shaped as PARAMETER_SHAPES (writing a view
                                 writes the buffer). The model's parameters are one (its
-                                `params` ARE the views: the fused kernels read the flat
-                                buffer, the layer ops the views); a Trainer's gradients,
+                                `params` ARE the views: the kernels read the flat
+                                buffer, the user the views); a Trainer's gradients,
                                 velocities, curvature and step sizes are four more.
     Workspace(batch, ...)       the GPU's buffers for the fused step at one batch size
                                 (kernels/train_step.py): per-image rows of every

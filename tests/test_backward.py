@@ -1,6 +1,7 @@
-"""Each backward piece of kernels/layers_backward.py, run over a batch by the stage
-kernels of kernels/backward.py, against kernels/reference.py: deltas (order 1) and
-Gauss-Newton curvature (order 2), parameter gradients summed over the batch. Inputs are
+"""Each backward piece of kernels/layers_backward.py and the loss piece of kernels/loss.py,
+run over a batch by the stage kernels of kernels/backward.py, against kernels/reference.py:
+losses, deltas (order 1) and Gauss-Newton curvature (order 2), parameter gradients summed
+over the batch. Inputs are
 the reference network's activations on seeded images (rounded to float32) and seeded
 deltas; outputs are NaN-poisoned.
 """
@@ -13,8 +14,7 @@ from numba import cuda
 from kernels import backward as bw
 from kernels import reference as ref
 from kernels.architecture import C3_TABLE, CONV_TABLES, RBF_CENTERS
-from kernels.conv import conv_table
-from kernels.layers import c3_table
+from kernels.layers import IMAGES, c3_table
 from kernels.layers_backward import c3_out_table
 from kernels.tolerance import assert_close
 from lenet import LeNet5
@@ -120,22 +120,97 @@ def test_c1_grads(params, n, order):
     assert_close(got_db.copy_to_host(), db, what=f"C1 biases, order {order}")
 
 
-@pytest.mark.parametrize("order", ORDERS)
-@pytest.mark.parametrize("n", BATCHES)
-def test_c3_grads_and_delta(params, n, order):
-    a2 = activations(n, params, seed=40 + n)["S2"]
+def check_c3(params, n, order, table, seed):
+    a2 = activations(n, params, seed=seed)["S2"]
     w = params["C3.weight"].astype(np.float32).astype(np.float64)
     d = deltas((n, 16, 10, 10), order, seed=6)
     backward = ref.conv_backward_ref if order == 1 else ref.conv_backward2_ref
-    dx, dw, db = backward(d, a2, w, C3_TABLE)
-    table = conv_table(C3_TABLE)
+    dx, dw, db = backward(d, a2, w, table)
     got_dw, got_db, got_dx = poisoned(w.shape), poisoned(16), poisoned((n, a2[0].size))
     bw.c3_grads_all(got_dw, got_db, dev(d.reshape(n, -1)), dev(a2.reshape(n, -1)),
                     c3_table(table), order)
     bw.c3_delta_all(got_dx, dev(d.reshape(n, -1)), dev(w.ravel()), dev(a2.reshape(n, -1)),
                     c3_out_table(table), order)
     assert_close(got_dw.copy_to_host(), dw, what=f"C3 weights, order {order}")
-    assert np.all(got_dw.copy_to_host()[~C3_TABLE.T] == 0)   # exact zeros off the table
+    assert np.all(got_dw.copy_to_host()[~table.T] == 0)   # exact zeros off the table
     assert_close(got_db.copy_to_host(), db, what=f"C3 biases, order {order}")
     assert_close(got_dx.copy_to_host(), through(order, dx, a2).reshape(n, -1),
                  what=f"S2 delta, order {order}")
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("n", BATCHES)
+def test_c3_grads_and_delta(params, n, order):
+    check_c3(params, n, order, C3_TABLE, seed=40 + n)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_c3_pieces_follow_another_table(params, order):
+    # every C3 map reads 1 to 6 S2 maps, in scattered order; the C3 weights off this
+    # table are not zero (the paper's table's zeros are on): only the table's pairs may
+    # be read. IMAGES + 1 images: two blocks of c3_delta_kernel
+    r = np.random.default_rng(3)
+    table = np.zeros((6, 16), bool)
+    for m, k in enumerate(r.permutation(np.arange(16) % 6 + 1)):
+        table[r.choice(6, k, replace=False), m] = True
+    assert table.sum(axis=0).min() == 1 and table.sum(axis=0).max() == 6
+    check_c3(params, IMAGES + 1, order, table, seed=45)
+
+
+# --------------------------------------------------------------------------- loss
+
+def penalties_typical(r, n, labels):
+    return r.uniform(5, 150, (n, 10))
+
+
+def penalties_huge(r, n, labels):
+    """Up to 1e3: every exp(-y) underflows, even in float64, without the max trick."""
+    return r.uniform(950, 1000, (n, 10))
+
+
+def penalties_near_zero(r, n, labels):
+    return r.uniform(0, 3, (n, 10))
+
+
+def penalties_confident(r, n, labels):
+    """The correct class far ahead: 1 - p of it is ~1e-4, lost to cancellation if
+    computed as 1 - p in float32."""
+    y = r.uniform(40, 150, (n, 10))
+    y[np.arange(n), labels] = r.uniform(0, 0.5, n)
+    return y
+
+
+LOSS_CASES = {
+    "mse": ("mse", penalties_typical, ref.MAP_J),
+    "map": ("map", penalties_typical, ref.MAP_J),
+    # j = 10 far above every -y: exp(-j - max(-y)) overflows unless -j is in the max
+    "map-huge-y": ("map", penalties_huge, ref.MAP_J),
+    "map-huge-y-huge-j": ("map", penalties_huge, 2000.0),
+    "map-y-near-0-huge-j": ("map", penalties_near_zero, 1000.0),
+    "map-confident": ("map", penalties_confident, ref.MAP_J),
+}
+
+
+@pytest.mark.parametrize("case", LOSS_CASES)
+@pytest.mark.parametrize("n", BATCHES)
+def test_loss(n, case):
+    kind, penalties, j = LOSS_CASES[case]
+    r = np.random.default_rng([8, n, len(case)])
+    labels = r.integers(0, 10, n).astype(np.int32)
+    y = penalties(r, n, labels).astype(np.float32)
+    losses, dy, hy = poisoned((n,)), poisoned((n, 10)), poisoned((n, 10))
+    bw.loss_all(losses, dy, hy, dev(y), cuda.to_device(labels), kind, j)
+    y64 = y.astype(np.float64)
+    want = ref.mse_loss_ref(y64, labels) if kind == "mse" else ref.map_loss_ref(y64, labels, j)
+    for got, w, name in zip((losses, dy, hy), want, ("losses", "dy", "hy"), strict=True):
+        assert_close(got.copy_to_host(), w, what=name)
+
+
+def test_loss_of_a_bad_label_is_nan():
+    y = np.random.default_rng(9).uniform(5, 150, (3, 10)).astype(np.float32)
+    labels = np.array([1, 10, 2], np.int32)
+    losses, dy, hy = poisoned((3,)), poisoned((3, 10)), poisoned((3, 10))
+    bw.loss_all(losses, dy, hy, dev(y), cuda.to_device(labels), "map", ref.MAP_J)
+    got = losses.copy_to_host()
+    assert np.isfinite(got[[0, 2]]).all() and np.isnan(got[1])
+    assert np.isnan(dy.copy_to_host()[1]).all() and np.isfinite(dy.copy_to_host()[[0, 2]]).all()

@@ -84,8 +84,8 @@ def test_quick_run_writes_json_with_everything(quick_run):
     assert results["commit"] == "unknown" or len(results["commit"]) == 40
     assert results["date"] and results["cpu"]["peak_gflops"] > 0
     rows = results["rows"]
-    assert {(r["what"], r["layer"]) for r in rows} == \
-        {("inference", None), ("train-step", None)} | {("layer", n) for n in flops.LAYERS}
+    # no layer rows on the CPU: it has no stage of its own to time
+    assert {(r["what"], r["layer"]) for r in rows} == {("inference", None), ("train-step", None)}
     assert {r["batch"] for r in rows} == {1, 8}
     for r in rows:
         assert r["impl"] == "cpu" and r["status"] == "ok", r
@@ -102,9 +102,10 @@ def test_quick_run_writes_markdown_and_png(quick_run):
     _, _, _, out = quick_run
     with open(os.path.join(out, "results.md")) as f:
         md = f.read()
-    for text in ("## Inference", "## Layers", "## Training step", "| batch | cpu |",
+    for text in ("## Inference", "## Training step", "| batch | cpu |",
                  "FLOPs per image", "122,304", "max-cpu-batch"):
         assert text in md, text
+    assert "## Layers" not in md   # the CPU has no layer rows
     from PIL import Image
     with Image.open(os.path.join(out, "throughput.png")) as image:
         image.load()
@@ -256,7 +257,7 @@ def test_wrong_paper_pass_is_failed_and_not_timed(tmp_path, monkeypatch, wrong):
 def test_only_this_projects_models_get_paper_pass_rows():
     from bench.cupy_lenet import CuPyImpl
     whats = {"gpu": impls.ProjectImpl.whats, "cupy": CuPyImpl.whats,
-             "cpu": impls.ProjectImpl.whats, "torch-cuda": impls.TORCH_WHATS,
+             "cpu": impls.CPU_WHATS, "torch-cuda": impls.TORCH_WHATS,
              "torch-cpu": impls.TORCH_WHATS}
     runner = suite.Suite(suite.Config(batch_sizes=[1]), log=lambda message: None)
     runner.impls = {name: SimpleNamespace(whats=whats[name]) for name in impls.ORDER
@@ -352,11 +353,39 @@ def test_measure_takes_enough_samples():
     assert (s["min_s"], s["median_s"], s["max_s"]) == (1.0, 2.0, 3.0)
 
 
+def test_earlier_results_still_render():
+    """A committed GPU result of the retired layer rows (single layers, C1 to RBF) and the
+    layer-by-layer kernels renders as it did: bench/results/ is history."""
+    from bench import report
+    with open(os.path.join(ROOT, "bench", "results", "2026-11-22-h100", "results.json")) as f:
+        results = json.load(f)
+    md = report.markdown(results)
+    assert "## Layers" in md and "| gpu |" in md
+    layers = [line.split("|")[1].strip() for line in md.split("## Layers")[1].split("\n## ")[0]
+              .splitlines() if line.startswith("| ") and line.split("|")[1].strip() in
+              flops.LAYERS]
+    assert list(dict.fromkeys(layers)) == list(flops.LAYERS)    # in the network's order
+    assert report.COLUMNS.index("gpu-layers") == 1 and "gpu-layers" not in impls.ORDER
+
+
 # -------------------------------------------------- comparison implementations
 
 def _reference_run(params, n=5, seed=4):
     w = Workload(params, unique=n, seed=seed)
     return w, w.images(n)[0]
+
+
+def test_gpu_layer_rows_run_the_stage_kernels():
+    """The gpu implementation's layer rows: each stage kernel of kernels/forward.py on the
+    stage's input, against the float64 reference of that stage (in the simulator here,
+    as a --rehearse session runs it)."""
+    params = LeNet5(device="cpu", seed=3).parameters()
+    w, _ = _reference_run(params, n=3)
+    impl = impls.ProjectImpl("gpu", params, rehearse=True)
+    for stage in flops.STAGES:
+        run = impl.layer(stage, w.layer_input(stage, 3))
+        assert_close(impl.to_host(run()), w.layer_ref(stage, 3), np.float32, what=stage)
+    assert impls.ProjectImpl("cpu", params).whats == impls.CPU_WHATS   # none on the CPU
 
 
 def test_cupy_baseline_maths_through_numpy():
@@ -365,9 +394,9 @@ def test_cupy_baseline_maths_through_numpy():
     w, x = _reference_run(params)
     net = ArrayLeNet5(params, np)
     assert_close(net.forward(x), w.inference_ref(len(x)), np.float32, what="penalties")
-    for layer in flops.LAYERS:
-        assert_close(net.layer(layer, w.layer_input(layer, len(x))), w.layer_ref(layer, len(x)),
-                     np.float32, what=layer)
+    for stage in flops.STAGES:
+        assert_close(net.layer(stage, w.layer_input(stage, len(x))), w.layer_ref(stage, len(x)),
+                     np.float32, what=stage)
 
 
 def test_torch_network_matches_the_cpu_model():
@@ -381,6 +410,10 @@ def test_torch_network_matches_the_cpu_model():
         y = net.forward(torch.from_numpy(x)).numpy()
     assert_close(y, model.forward(x).astype(np.float64), np.float32, what="vs cpu model")
     assert_close(y, w.inference_ref(len(x)), np.float32, what="vs float64 reference")
+    with torch.no_grad():
+        for stage in flops.STAGES:   # the layer rows
+            got = net.layer(stage, torch.from_numpy(w.layer_input(stage, len(x)))).numpy()
+            assert_close(got, w.layer_ref(stage, len(x)), np.float32, what=stage)
     # one training step: losses, gradients, momentum buffers
     impl = TorchImpl("cpu", params)
     images, labels = w.images(len(x))
@@ -447,14 +480,14 @@ def test_rows_have_their_own_batch_sizes():
     args = cli.build_parser().parse_args(
         ["--what", "inference,layers,train-step,paper-pass", "--batch-sizes", "1,1024,60000",
          "--layer-batch-sizes", "60000", "--step-batch-sizes", "64,60000",
-         "--max-cpu-pass-images", "0", "--layers", "C1,F6"])
+         "--max-cpu-pass-images", "0", "--layers", "C1+S2,F6"])
     cfg = cli.config_from(args)
     runner = suite.Suite(cfg, log=lambda message: None)
     runner.impls = {"gpu": SimpleNamespace(whats=impls.ProjectImpl.whats)}
     rows = [(what, layer, n) for what, layer, n, _ in runner.plan()]
     assert rows == [("inference", None, 1), ("train-step", None, 64),
                     ("inference", None, 1024), ("inference", None, 60000),
-                    ("layer", "C1", 60000), ("layer", "F6", 60000),
+                    ("layer", "C1+S2", 60000), ("layer", "F6", 60000),
                     ("train-step", None, 60000), ("paper-pass", None, 1)]
     # torch.compile's rows (a compile per new batch size) come after every other row
     runner.impls = {"torch-compile": SimpleNamespace(whats={"inference"}),
@@ -473,12 +506,12 @@ def test_headline_rows_come_first():
     args = cli.build_parser().parse_args(
         ["--what", "inference,layers,train-step,paper-pass,pattern-pass,train-pass",
          "--batch-sizes", "1,1024", "--layer-batch-sizes", "1024", "--step-batch-sizes", "64",
-         "--pass-batch-sizes", "32", "--layers", "C1", "--headline-first"])
+         "--pass-batch-sizes", "32", "--layers", "C1+S2", "--headline-first"])
     runner = suite.Suite(cli.config_from(args), log=lambda message: None)
     runner.impls = {"gpu": SimpleNamespace(whats=impls.ProjectImpl.whats),
                     "torch-cuda": SimpleNamespace(whats=impls.TORCH_WHATS),
                     "torch-compile": SimpleNamespace(whats={"inference", "train-step"}),
-                    "cpu": SimpleNamespace(whats=impls.ProjectImpl.whats)}
+                    "cpu": SimpleNamespace(whats=impls.CPU_WHATS)}
     rows = [(what, n, name) for what, _, n, name in runner.plan()]
     assert rows[:11] == [
         ("inference", 1, "gpu"), ("inference", 1024, "gpu"),
@@ -492,7 +525,7 @@ def test_headline_rows_come_first():
     default = runner.plan()
     assert [r[3] for r in default][:5] == ["gpu"] * 4 + ["torch-cuda"]
     assert headline[11:] == [r for r in default if r not in headline[:11]]
-    assert headline[11] == ("layer", "C1", 1024, "gpu") and len(headline) == len(default) == 21
+    assert headline[11] == ("layer", "C1+S2", 1024, "gpu") and len(headline) == len(default) == 20
 
 
 def test_results_json_is_written_after_every_row(tmp_path, monkeypatch):
@@ -577,12 +610,12 @@ def test_session_records_parts_and_collects_them(tmp_path, quick_run):
     assert ptx.markdown(census).startswith("# Compile census: sm_90")
     # the session recorded what it ran by content: unchanged sources read as such
     recorded = readme.run_sources(dest)
-    assert recorded["kernels/conv.py"] == readme.file_digest("kernels/conv.py")
-    assert readme.changed_since({"sources": recorded}, ["kernels/conv.py"]) == []
-    recorded["kernels/conv.py"] = "0" * 64
-    assert readme.changed_since({"sources": recorded}, ["kernels/conv.py"]) == \
-        ["kernels/conv.py"]
-    assert readme.changed_since({"sources": None}, ["kernels/conv.py"]) is None
+    assert recorded["kernels/forward.py"] == readme.file_digest("kernels/forward.py")
+    assert readme.changed_since({"sources": recorded}, ["kernels/forward.py"]) == []
+    recorded["kernels/forward.py"] = "0" * 64
+    assert readme.changed_since({"sources": recorded}, ["kernels/forward.py"]) == \
+        ["kernels/forward.py"]
+    assert readme.changed_since({"sources": None}, ["kernels/forward.py"]) is None
     run = {"dir": dest, "commit": None, "tests": readme.test_results(dest), "sources": None}
     assert run["tests"]["failed"] == [("tests/test_x.py", "test_y")]
     assert run["tests"]["counts"] == {"failed": 1, "passed": 9}

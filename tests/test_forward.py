@@ -1,9 +1,9 @@
-"""The fused forward path (kernels/forward.py) and each of its pieces (kernels/layers.py)
-against kernels/reference.py, on seeded inputs in awkward batch sizes, into NaN-poisoned
-outputs.
+"""The fused forward path (kernels/forward.py), each of its pieces (kernels/layers.py) in
+its stage kernel, and the GPU backend's activations() built from them, against
+kernels/reference.py, on seeded inputs in awkward batch sizes, into NaN-poisoned outputs.
 
 In the CUDA simulator (no GPU) the batches are tiny; on a GPU they include 1001 and
-4099 images, and the whole MNIST test set runs through both forward paths.
+4099 images, and the whole MNIST test set runs through the fused forward pass.
 """
 
 import numpy as np
@@ -15,7 +15,6 @@ from kernels import forward as fw
 from kernels import layers as L
 from kernels import reference as ref
 from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
-from kernels.conv import conv_table
 from kernels.tolerance import RELATIVE_ERROR, assert_close
 from lenet import LeNet5
 
@@ -43,7 +42,7 @@ def net():
     params = LeNet5(device="cpu", seed=7).parameters()
     flat = np.concatenate([params[name].ravel() for name in L.PARAMETER_SHAPES])
     return {"params": params, "flat": cuda.to_device(flat),
-            "table": L.c3_table(conv_table(C3_TABLE)),
+            "table": L.c3_table(C3_TABLE),
             "centers": cuda.to_device(RBF_CENTERS.astype(np.float32).ravel())}
 
 
@@ -102,18 +101,68 @@ def test_c1s2_piece(net, n):
 def test_c3s4_piece(net, n):
     # from the reference's S2, so that the piece is checked on its own
     s2_in = ref.forward_ref(net["params"], images(n, seed=10 + n))["S2"].astype(np.float32)
-    want = reference_from_s2(s2_in, net["params"])
+    want = reference_from_s2(s2_in, net["params"], C3_TABLE)
     s4, c3 = poisoned((n, L.S4_LEN)), poisoned((n, fw.C3_LEN))
     fw.c3s4(s4, c3, cuda.to_device(s2_in.reshape(n, -1)), net["flat"], net["table"])
     assert_close(c3.copy_to_host(), want["C3"].reshape(n, -1), what="C3")
     assert_close(s4.copy_to_host(), want["S4"].reshape(n, -1), what="S4")
 
 
-def reference_from_s2(s2, params):
+def other_table():
+    """A C3 table that is not the paper's: every map reads 1 to 6 S2 maps (1 and 6 both
+    occur), in scattered order."""
+    r = np.random.default_rng(3)
+    table = np.zeros((L.C1_MAPS, L.C3_MAPS), bool)
+    for m, k in enumerate(r.permutation(np.arange(L.C3_MAPS) % L.C3_MAX_IN + 1)):
+        table[r.choice(L.C1_MAPS, k, replace=False), m] = True
+    return table
+
+
+def test_c3s4_piece_follows_its_table(net):
+    # the weights off this table are not zero: the piece must read only the table's pairs
+    table, n = other_table(), 2
+    params = dict(net["params"])
+    params["C3.weight"] = np.random.default_rng(4).uniform(
+        -0.3, 0.3, PARAMETER_SHAPES["C3.weight"]).astype(np.float32)
+    flat = cuda.to_device(np.concatenate([params[k].ravel() for k in L.PARAMETER_SHAPES]))
+    s2_in = ref.forward_ref(params, images(n, seed=12))["S2"].astype(np.float32)
+    want = reference_from_s2(s2_in, params, table)
+    s4, c3 = poisoned((n, L.S4_LEN)), poisoned((n, fw.C3_LEN))
+    fw.c3s4(s4, c3, cuda.to_device(s2_in.reshape(n, -1)), flat, L.c3_table(table))
+    assert_close(c3.copy_to_host(), want["C3"].reshape(n, -1), what="C3")
+    assert_close(s4.copy_to_host(), want["S4"].reshape(n, -1), what="S4")
+
+
+def reference_from_s2(s2, params, table):
     p = {k: v.astype(np.float64) for k, v in params.items()}
     c3 = ref.squash_ref(ref.conv_ref(s2.astype(np.float64), p["C3.weight"], p["C3.bias"],
-                                     C3_TABLE))
+                                     table))
     return {"C3": c3, "S4": ref.squash_ref(ref.subsample_ref(c3, p["S4.coef"], p["S4.bias"]))}
+
+
+def test_c3_tables_list_the_paper_table():
+    from kernels.layers_backward import OUT_TABLE_ROW, c3_out_table
+    rows = L.c3_table(C3_TABLE).copy_to_host().reshape(L.C3_MAPS, L.TABLE_ROW)
+    assert rows[:, 0].tolist() == [3] * 6 + [4] * 9 + [6]   # Table I: 60 connections
+    for m in range(L.C3_MAPS):
+        assert rows[m, 1:1 + rows[m, 0]].tolist() == np.flatnonzero(C3_TABLE[:, m]).tolist()
+        assert (rows[m, 1 + rows[m, 0]:] == -1).all()
+    assert rows[12, 1:5].tolist() == [0, 1, 3, 4]              # a non-contiguous one
+    out = c3_out_table(C3_TABLE).copy_to_host().reshape(L.C1_MAPS, OUT_TABLE_ROW)
+    assert out[:, 0].tolist() == [10] * 6                        # each S2 map feeds 10
+    for c in range(L.C1_MAPS):
+        assert out[c, 1:11].tolist() == np.flatnonzero(C3_TABLE[c]).tolist()
+        assert (out[c, 11:] == -1).all()
+
+
+@pytest.mark.parametrize("table, match", [
+    (np.ones((6, 15), bool), r"expected bool \(6, 16\)"),
+    (np.ones((6, 16), np.int32), r"expected bool \(6, 16\)"),
+    (np.eye(6, 16, dtype=bool), "every C3 map must read 1 to 6 S2 maps, not 0 to 1"),
+])
+def test_c3_table_refuses_what_the_piece_cannot_read(table, match):
+    with pytest.raises(ValueError, match="c3_table: .*" + match):
+        L.c3_table(table)
 
 
 @pytest.mark.parametrize("layer", ["C5", "F6"])
@@ -179,29 +228,43 @@ def test_launcher_refuses_wrong_arguments(net):
                    net["centers"])
 
 
+# ---------------------------------------------------- the backend's activations
+
+@pytest.mark.parametrize("n", [1, L.IMAGES + 1])   # two blocks of every stage kernel
+def test_activations_are_the_reference_layers(n):
+    from lenet.ops_gpu import GPUOps
+    from lenet.workspace import FlatBuffer
+    params = LeNet5(device="cpu", seed=8).parameters()
+    ops = GPUOps()
+    flat = FlatBuffer(cuda.to_device(np.concatenate([params[k].ravel()
+                                                     for k in L.PARAMETER_SHAPES])))
+    x = images(n, seed=50 + n)
+    centers = cuda.to_device(RBF_CENTERS.astype(np.float32))
+    got = ops.activations(cuda.to_device(x), flat, ops.prepare_table(C3_TABLE), centers)
+    want = ref.forward_ref(params, x)
+    names = ["input", "C1", "S2", "C3", "S4", "C5", "F6", "penalties"]
+    assert len(got) == len(names)
+    for name, a in zip(names, got, strict=True):
+        assert np.dtype(a.dtype) == np.float32 and tuple(a.shape) == want[name].shape, name
+        assert_close(a.copy_to_host(), want[name], what=name)
+    # the buffers are reused: a smaller batch next gets views of the same memory
+    again = ops.activations(cuda.to_device(x[:1]), flat, ops.prepare_table(C3_TABLE), centers)
+    assert_close(again[-1].copy_to_host(), want["penalties"][:1], what="penalties again")
+    empty = ops.activations(cuda.to_device(x[:0]), flat, ops.prepare_table(C3_TABLE), centers)
+    assert [tuple(a.shape)[0] for a in empty] == [0] * len(names)
+
+
 # -------------------------------------------------------------------- the model
 
 @pytest.fixture(scope="module")
 def models():
-    """The seeded parameters, and the fused and layer-by-layer GPU models holding them."""
-    fused, layers = LeNet5(device="gpu", seed=11), LeNet5(device="gpu", path="layers")
-    start = fused.parameters()
-    layers.set_parameters(start)
-    return start, fused, layers
-
-
-def test_paths(models):
-    _, fused, layers = models
-    assert (fused.path, layers.path) == ("fused", "layers")
-    assert LeNet5(device="cpu", dtype=np.float64, path="layers").path == "layers"
-    assert LeNet5(device="cpu").path == "fused"   # the compiled forward, kernels/cpu.py
-    for device in ("cpu", "gpu"):
-        with pytest.raises(ValueError, match="path must be one of"):
-            LeNet5(device=device, path="fast")
+    """The seeded parameters, and the GPU model holding them."""
+    fused = LeNet5(device="gpu", seed=11)
+    return fused.parameters(), fused
 
 
 def test_model_forward_and_predict(models):
-    start, fused, layers = models
+    start, fused = models
     n = 3
     x = images(n, seed=40)
     want = penalties(start, x)
@@ -214,13 +277,10 @@ def test_model_forward_and_predict(models):
     assert_close(yd.copy_to_host(), want, what="penalties from device input")
     assert_classes(fused.predict(cuda.to_device(x)).copy_to_host(), want)
     assert fused.forward(x[:0]).shape == (0, 10) and fused.predict(x[:0]).shape == (0,)
-    # the layer-by-layer path, selected by path="layers", gives the same (one image: it
-    # is slow in the simulator; tests/test_gpu_model.py covers it further)
-    assert_close(layers.forward(x[:1]), want[:1], what="layers path")
 
 
 def test_fused_host_input_in_chunks(models, monkeypatch):
-    start, fused, _ = models
+    start, fused = models
     monkeypatch.setattr(fw, "CHUNK", 2)
     x = images(5, seed=41)
     assert_close(fused.forward(x.astype(np.float64)), penalties(start, x),
@@ -230,14 +290,14 @@ def test_fused_host_input_in_chunks(models, monkeypatch):
 def test_fused_path_follows_parameter_changes(models):
     # the fused kernel reads one flat buffer; set_parameters and in-place updates of the
     # model's parameter arrays (what training does) must both reach it
-    start, fused, _ = models
+    start, fused = models
     x = images(1, seed=42)
     try:
         changed = dict(start, **{"F6.bias": start["F6.bias"] + np.float32(0.25)})
         fused.set_parameters(changed)
         assert_close(fused.forward(x), penalties(changed, x), what="after set_parameters")
-        fused.ops.scale_add(fused.params["C5.bias"], fused.params["C5.bias"], -0.5)
         changed["C5.bias"] = changed["C5.bias"] * np.float32(0.5)
+        fused.params["C5.bias"].copy_to_device(changed["C5.bias"])   # the view, in place
         assert_close(fused.forward(x), penalties(changed, x), what="after an in-place update")
         for k, v in fused.parameters().items():
             np.testing.assert_array_equal(v, changed[k], err_msg=k)
@@ -249,7 +309,7 @@ def test_fused_path_follows_parameter_changes(models):
 @pytest.mark.parametrize("library", ["cupy", "torch"])
 def test_fused_reads_other_libraries_in_place(models, library):
     lib = pytest.importorskip(library, reason=f"{library} is not installed")
-    start, fused, _ = models
+    start, fused = models
     x = images(257, seed=43)
     xd = lib.asarray(x) if library == "cupy" else lib.as_tensor(x, device="cuda")
     y = fused.forward(xd)
@@ -258,10 +318,8 @@ def test_fused_reads_other_libraries_in_place(models, library):
 
 
 @pytest.mark.skipif(SIMULATOR, reason="the MNIST test set is too large for the simulator")
-@pytest.mark.parametrize("path", ["fused", "layers"])
-def test_mnist_test_set_predictions(models, mnist_dir, path):
+def test_mnist_test_set_predictions(models, mnist_dir):
     from lenet.data import load_mnist, preprocess
-    start, fused, layers = models
+    start, fused = models
     x = preprocess(load_mnist("test", mnist_dir)[0])
-    gpu = fused if path == "fused" else layers
-    assert_classes(gpu.predict(x), penalties(start, x), what=f"{path} classes on MNIST")
+    assert_classes(fused.predict(x), penalties(start, x), what="classes on MNIST")

@@ -114,12 +114,11 @@ def test_the_workspace_asks_the_driver(monkeypatch):
     answer on a GPU), not a constant."""
     from kernels import layers, layers_backward, occupancy
     from kernels.architecture import C3_TABLE
-    from kernels.conv import conv_table
     from lenet.workspace import Workspace
     answers = {ts.batch_kernel.name: 5, ts.dense_grads_kernel.name: 19}
     monkeypatch.setattr(occupancy, "device_resident_blocks",
                         lambda kernel, threads, simulated=2: answers[kernel.name])
-    table = conv_table(C3_TABLE)
+    table = C3_TABLE
     ws = Workspace(8, cuda.to_device(np.zeros(840, np.float32)), layers.c3_table(table),
                    layers_backward.c3_out_table(table))
     sms = 1 if config.ENABLE_CUDASIM else cuda.get_current_device().MULTIPROCESSOR_COUNT
@@ -132,11 +131,10 @@ def test_a_batch_past_the_32_bit_rows_is_refused():
     allocating (its rows would take 17 GB)."""
     from kernels import layers, layers_backward
     from kernels.architecture import C3_TABLE
-    from kernels.conv import conv_table
     from lenet.workspace import Workspace
     assert ts.padded(ts.MAX_BATCH) * ts.ROW_LEN <= 2**32
     assert ts.padded(ts.MAX_BATCH + 1) * ts.ROW_LEN > 2**32
-    table = conv_table(C3_TABLE)
+    table = C3_TABLE
     with pytest.raises(ValueError, match="past the fused step's largest"):
         Workspace(ts.MAX_BATCH + 1, cuda.to_device(np.zeros(840, np.float32)),
                   layers.c3_table(table), layers_backward.c3_out_table(table))

@@ -28,12 +28,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The kernels that may compute in float64, each a float64 accumulator on purpose: a
 # new one needs its reason in its allow= and its name here.
 FLOAT64_ACCUMULATORS = {
-    "kernels.full.full_backward_params_kernel_v1",   # batch sums of the weight gradients
-    "kernels.full.full_backward_params_kernel_v2",
     "kernels.sdlm.sdlm_kernel",                      # each run's loss and error totals
     "kernels.train_step.finish_kernel",              # the pass's loss and error totals
-    "kernels.update.count_errors_kernel",            # its float64 counter signature
-    "kernels.update.sum_into_kernel",                # its float64 total signature
 }
 
 
@@ -77,14 +73,15 @@ def test_float64_only_in_the_listed_accumulators(census):
 
 def test_census_reports_the_inner_loops(census):
     """The figures the fused-inference target is stated in: the FMA share of the
-    innermost loops. conv_forward_kernel_v1's innermost loop is the one over connected
-    input maps, its 5x5 multiply-adds unrolled: 25 FMAs per trip."""
+    innermost loops. c3s4_kernel's innermost loop is the one over the 5 kernel rows of
+    a connected S2 map, its 5 weights times the 2x10 register tile unrolled: 100 FMAs
+    per trip."""
     entry = next(e for e in census["kernels"]
-                 if e["kernel"] == "kernels.conv.conv_forward_kernel_v1")
+                 if e["kernel"] == "kernels.forward.c3s4_kernel")
     hot = entry["loops"]["hot"]
-    assert hot["fma_f32"] == 25
+    assert hot["fma_f32"] == 100
     assert 0 < hot["fma_share"] < 1
-    assert "| conv.conv_forward_kernel_v1 |" in census["markdown"]
+    assert "| forward.c3s4_kernel |" in census["markdown"]
 
 
 # ------------------------------------------------------------- reading PTX
@@ -180,82 +177,10 @@ def _device(shape, dtype=np.float32):
     return cuda.device_array(shape, dtype=dtype)
 
 
-def _launch_conv():
-    from kernels import conv
-    table = conv.conv_table(np.array([[True, False, True], [True, True, False]]))
-    n, c, m, h = 3, 2, 3, 12
-    x, w, b = _device((n, c, h, h)), _device((m, c, 5, 5)), _device((m,))
-    out = _device((n, m, h - 4, h - 4))
-    for version in (1, 2):
-        conv.conv_forward(out, x, w, b, table, version=version)
-        conv.conv_backward(_device(x.shape), _device(w.shape), _device(b.shape),
-                           _device(out.shape), out, x, w, table, version=version)
-    big = _device((64, c, h, h))   # enough pixels for several chunks: the finishing kernel
-    conv.conv_backward2(None, _device(w.shape), _device(b.shape), _device((64, m, 8, 8)),
-                        _device((64, m, 8, 8)), big, w, table)
-
-
-def _launch_full():
-    from kernels import full
-    n, i, o = 3, 7, 5
-    x, w, b, out = _device((n, i)), _device((o, i)), _device((o,)), _device((n, o))
-    for version in (1, 2):
-        full.full_forward(out, x, w, b, version=version)
-        full.full_backward(_device(x.shape), _device(w.shape), _device(b.shape),
-                           _device(out.shape), out, x, w, version=version)
-    big = _device((full.SPLIT_ROWS + 1, i))   # two batch slices: the finishing kernel
-    full.full_backward2(_device(big.shape), _device(w.shape), _device(b.shape),
-                        _device((len(big), o)), _device((len(big), o)), big, w)
-
-
-def _launch_loss():
-    from kernels import loss
-    n = 3
-    loss.loss_forward_backward(_device((n,)), _device((n, 10)), _device((n, 10)),
-                               _device((n, 10)), _device((n,), np.int32), "map", 10.0)
-
-
-def _launch_rbf():
-    from kernels import rbf
-    n = 3
-    x, c = _device((n, 84)), _device((10, 84))
-    rbf.rbf_forward(_device((n, 10)), x, c)
-    rbf.rbf_backward(_device((n, 84)), _device((n, 10)), x, c)
-    rbf.rbf_backward2(_device((n, 84)), _device((n, 10)), _device((n, 10)), x, c)
-
-
-def _launch_subsample():
-    from kernels import subsample
-    x, small, coef = _device((3, 2, 4, 4)), _device((3, 2, 2, 2)), _device((2,))
-    subsample.subsample_forward(small, x, coef, _device((2,)))
-    for version in (1, 2):
-        subsample.subsample_backward(_device(x.shape), _device((2,)), _device((2,)),
-                                     _device(small.shape), small, x, coef, version=version)
-
-
-def _launch_update():
-    from kernels import update
-    a = [_device((2, 3)) for _ in range(3)]
-    update.sgd_update(*a, 0.1, 0.9)
-    update.sdlm_update(*a, 0.1, 0.02)
-    update.scale_add(a[0], a[1], 0.5)
-    for dtype in (np.float32, np.float64, np.int32, np.int64, np.uint8):
-        update.fill(_device((5,), dtype), 1)
-    for dtype in (np.int32, np.int64):
-        update.gather(_device((2, 1, 4, 4)), _device((2,), np.int32), _device((6, 1, 4, 4)),
-                      _device((6,), np.int32), _device((2,), dtype))
-    y, labels = _device((4, 10)), _device((4,), np.int32)
-    update.argmin_rows(_device((4,), np.int32), y)
-    for dtype in (np.int32, np.int64, np.float32, np.float64):
-        update.count_errors(_device((1,), dtype), y, labels)
-    for dtype in (np.float32, np.float64):
-        update.sum_into(_device((1,), dtype), _device((7,)))
-
-
 def _launch_sdlm():
-    from kernels import conv, layers, layers_backward, sdlm
+    from kernels import layers, layers_backward, sdlm
     from kernels.architecture import C3_TABLE
-    r, n, table = 2, 5, conv.conv_table(C3_TABLE)
+    r, n, table = 2, 5, C3_TABLE
     flat = _device((layers.PARAMETERS_LEN,))
     sdlm.sdlm_rates(flat, _device((layers.PARAMETERS_LEN,)), 5e-4, 0.02)
     sdlm.sdlm_steps(_device((r, layers.PARAMETERS_LEN)), _device((r, layers.PARAMETERS_LEN)),
@@ -267,10 +192,10 @@ def _launch_sdlm():
 
 
 def _launch_train_step():
-    from kernels import conv, layers, layers_backward
+    from kernels import layers, layers_backward
     from kernels import train_step as ts
     from kernels.architecture import C3_TABLE
-    n, table = 6, conv.conv_table(C3_TABLE)
+    n, table = 6, C3_TABLE
     bp = ts.padded(n)
     flats = [_device((layers.PARAMETERS_LEN,)) for _ in range(4)]
     ts.launch_step(_device((bp * ts.ROW_LEN,)), bp, *flats, _device((9, layers.IN_LEN)),
@@ -286,10 +211,10 @@ def _launch_inputs():
 
 
 def _launch_forward():
-    from kernels import conv, forward, layers
+    from kernels import forward, layers
     from kernels.architecture import C3_TABLE
     n, params = 3, _device((layers.PARAMETERS_LEN,))
-    table, centers = layers.c3_table(conv.conv_table(C3_TABLE)), _device((10 * 84,))
+    table, centers = layers.c3_table(C3_TABLE), _device((10 * 84,))
     penalties, classes = _device((n, 10)), _device((n,), np.int32)
     forward.forward(penalties, classes, _device((n, layers.IN_LEN)), params, table, centers)
     s2, s4 = _device((n, layers.S2_LEN)), _device((n, layers.S4_LEN))
@@ -302,9 +227,9 @@ def _launch_forward():
 
 def _launch_backward():
     from kernels import backward as bw
-    from kernels import conv, layers, layers_backward
+    from kernels import layers, layers_backward
     from kernels.architecture import C3_TABLE
-    n, table = 3, conv.conv_table(C3_TABLE)
+    n, table = 3, C3_TABLE
     bw.rbf_delta_all(_device((n, 84)), _device((n, 10)), _device((n, 10)), _device((n, 84)),
                      _device((10 * 84,)), 1)
     bw.dense_delta_all(_device((n, 120)), _device((n, 84)), _device((84 * 120,)),
@@ -321,6 +246,8 @@ def _launch_backward():
     bw.c3_delta_all(_device((n, layers.S2_LEN)), _device((n, 16 * 100)),
                     _device((16 * 6 * 25,)), _device((n, layers.S2_LEN)),
                     layers_backward.c3_out_table(table), 1)
+    bw.loss_all(_device((n,)), _device((n, 10)), _device((n, 10)), _device((n, 10)),
+                _device((n,), np.int32), "map", 10.0)
 
 
 def _launch_distort():
@@ -328,8 +255,7 @@ def _launch_distort():
     distort.distort(_device((3, 1, 32, 32)), _device((3, 1, 32, 32)), _device((3, 6)))
 
 
-LAUNCHES = (_launch_conv, _launch_full, _launch_loss, _launch_rbf, _launch_subsample,
-            _launch_update, _launch_sdlm, _launch_train_step, _launch_inputs, _launch_forward,
+LAUNCHES = (_launch_sdlm, _launch_train_step, _launch_inputs, _launch_forward,
             _launch_backward, _launch_distort)
 
 
@@ -349,11 +275,11 @@ def test_every_kernel_signature_is_launched_by_its_launcher(monkeypatch):
 
 def test_a_launch_that_does_not_fit_is_refused(monkeypatch):
     """The check itself: a float64 array where the signature says float32."""
-    from kernels import update
+    from kernels import forward
     seen = set()
     monkeypatch.setattr(common.Kernel, "__getitem__", lambda self, launch: _Launch(self, seen))
-    with pytest.raises(TypeError, match="scale_add_kernel.*acc is float64"):
-        update.scale_add_kernel[1, 1](_device((3,), np.float64), _device((3,)), np.float32(1))
+    with pytest.raises(TypeError, match="squash_kernel.*out is float64"):
+        forward.squash_kernel[1, 1](_device((3,), np.float64), _device((3,)))
 
 
 # ------------------------------------------- the census in a GPU session
@@ -380,7 +306,7 @@ def test_device_census_compiles_each_signature_once(monkeypatch):
     """--device: one cuda.jit per kernel and signature gives both the PTX and the
     driver's figures (it used to compile twice: ~95 s, over the session's 60 s)."""
     from types import SimpleNamespace
-    kernels = [k for k in all_kernels() if k.name.startswith("kernels.update.")]
+    kernels = [k for k in all_kernels() if k.name.startswith("kernels.backward.")]
     compiled = []
 
     def jit(signature, **options):
@@ -410,12 +336,12 @@ def test_a_census_killed_midway_keeps_the_kernels_it_finished(tmp_path):
             pytest.fail(f"CI needs the CUDA toolkit for the compile census: {problem}")
         pytest.skip(f"no CUDA toolkit for the compile census: {problem}")
     env = dict(os.environ, PYTHONPATH=ROOT, NUMBA_ENABLE_CUDASIM="0")
-    p = subprocess.Popen([sys.executable, "-m", "bench.ptx", "--kernel", "kernels.update.",
+    p = subprocess.Popen([sys.executable, "-m", "bench.ptx", "--kernel", "kernels.backward.",
                           "--json-only", "--out", str(tmp_path)], cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for line in p.stderr:
-            if line.startswith("kernels.update."):   # logged after its entry is written
+            if line.startswith("kernels.backward."):   # logged after its entry is written
                 p.kill()
                 break
         p.wait(timeout=300)

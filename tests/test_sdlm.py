@@ -11,13 +11,11 @@ from numba import cuda
 from kernels import layers as L
 from kernels import reference as ref
 from kernels import sdlm
-from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
-from kernels.conv import conv_table
+from kernels.architecture import C3_TABLE, LOSS_KINDS, PARAMETER_SHAPES, RBF_CENTERS
 from kernels.layers_backward import c3_out_table
 from kernels.tolerance import assert_close
 from lenet import LeNet5
 
-KIND = {"mse": 0, "map": 1}
 # what the kernel records (kernels/sdlm.py's names) in the order it makes them, and the
 # names of forward_ref's tensors (activations a1..a6, penalties y, dy, hy) and of
 # backward_ref's (deltas d6..d1) that it must equal
@@ -50,9 +48,9 @@ class Runs:
                                         else np.asarray(image_set, np.int32))
         self.labels = cuda.to_device(np.asarray(labels, np.int32))
         self.order = cuda.to_device(np.asarray(orders, np.int32))
-        self.kinds = cuda.to_device(np.array([KIND[k] for k in kinds], np.int32))
+        self.kinds = cuda.to_device(np.array([LOSS_KINDS[k] for k in kinds], np.int32))
         self.js = cuda.to_device(np.asarray(js, np.float32))
-        table = conv_table(C3_TABLE)
+        table = C3_TABLE
         self.table, self.out_table = L.c3_table(table), c3_out_table(table)
         self.centers = cuda.to_device(RBF_CENTERS.astype(np.float32).ravel())
 

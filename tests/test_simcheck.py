@@ -18,15 +18,13 @@ import pytest
 from conftest import SIMULATOR
 from numba import cuda, float32
 
-from kernels import common, sdlm, simcheck
+from kernels import common, reference, sdlm, simcheck
 from kernels import forward as fw
 from kernels import layers as L
 from kernels import train_step as ts
-from kernels.architecture import C3_TABLE, RBF_CENTERS
+from kernels.architecture import C3_TABLE, LOSS_KINDS, RBF_CENTERS
 from kernels.common import Kernel, u32
-from kernels.conv import conv_table
 from kernels.layers_backward import c3_out_table
-from kernels.loss import KINDS
 from kernels.tolerance import assert_close
 from lenet import LeNet5
 from lenet.workspace import Workspace
@@ -347,11 +345,9 @@ def active(tally, name):
 
 @pytest.fixture(scope="module")
 def nets():
-    """A seeded model's float32 parameters and its float64 twin (the reference)."""
+    """A seeded model's float32 parameters and them in float64 (for the reference)."""
     start = LeNet5(seed=5, init="sqrt-fan-in").parameters()
-    ref = LeNet5(dtype=np.float64)
-    ref.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
-    return start, ref
+    return start, {k: v.astype(np.float64) for k, v in start.items()}
 
 
 SHAPES = dict(L.PARAMETER_SHAPES)     # parameter name -> shape, in the flat buffer's order
@@ -362,8 +358,7 @@ def flat(params):
 
 
 def tables():
-    table = conv_table(C3_TABLE)
-    return (L.c3_table(table), c3_out_table(table),
+    return (L.c3_table(C3_TABLE), c3_out_table(C3_TABLE),
             cuda.to_device(RBF_CENTERS.astype(np.float32).ravel()))
 
 
@@ -373,7 +368,7 @@ def images(n, seed):
 
 def test_fused_forward_has_no_race_or_bad_index(nets):
     # 9 images in 2 blocks: block 0 takes groups 0 and 2 (the last one partial) in turn
-    start, ref = nets
+    start, p64 = nets
     n, (table, _, centers) = 9, tables()
     x = images(n, seed=11)
     pen = device(np.full((n, L.N_CLASSES), np.nan, np.float32))
@@ -383,7 +378,7 @@ def test_fused_forward_has_no_race_or_bad_index(nets):
                                          device(flat(start)), table, centers)
     counts = active(tally, "kernels.forward.forward_kernel")
     assert counts["shared"] > 0 and counts["local"] > 0
-    want = ref.forward(x)
+    want = reference.forward_ref(p64, x)["penalties"]
     assert_close(pen.copy_to_host(), want, what="penalties")
     np.testing.assert_array_equal(cls.copy_to_host(), pen.copy_to_host().argmin(axis=1))
 
@@ -392,11 +387,11 @@ def test_fused_training_step_has_no_race_or_bad_index(nets):
     # Workspace.step (the three kernels, as training launches them) on 5 of 7 images
     # through a shuffled index: two groups (4 + 1) in one block, no barrier between them;
     # C5's and F6's sums in two splits; gradients stored (mode "store"), MAP loss
-    start, ref = nets
+    start, p64 = nets
     x, labels = images(7, seed=12), np.array([3, 1, 4, 1, 5, 9, 2], np.int32)
     index, first, count = np.array([6, 2, 0, 5, 3, 1, 4], np.int32), 1, 5
     picked = index[first:first + count]
-    j = float(np.floor(ref.forward(x[picked]).min()))
+    j = float(np.floor(reference.forward_ref(p64, x[picked])["penalties"].min()))
     table, out_table, centers = tables()
     ws = Workspace(count, centers, table, out_table, blocks=1, splits=2, split_images=2)
     params, grads = device(flat(start)), device(np.full(L.PARAMETERS_LEN, np.nan, np.float32))
@@ -405,12 +400,13 @@ def test_fused_training_step_has_no_race_or_bad_index(nets):
     stats = device(np.zeros(2))
     with simcheck.checking() as tally:
         ws.step(params, grads, velocity, rates, stats, device(x.reshape(7, -1)),
-                device(labels), device(index), first, count, np.int32(KINDS["map"]), j,
+                device(labels), device(index), first, count, np.int32(LOSS_KINDS["map"]), j,
                 np.int32(1), np.int32(ts.MODES["store"]), 0.0, 0.0)
     assert active(tally, "kernels.train_step.batch_kernel")["shared"] > 0
     assert active(tally, "kernels.train_step.dense_grads_kernel")["shared"] > 0
     active(tally, "kernels.train_step.finish_kernel")
-    loss, want = ref.gradients(x[picked], labels[picked], "map", j)
+    fwd = reference.forward_ref(p64, x[picked], labels[picked], "map", j)
+    loss, want = fwd["loss"], reference.backward_ref(p64, fwd)
     got = grads.copy_to_host()
     for name, shape in SHAPES.items():
         at = L.PARAMETER_AT[name]
@@ -436,7 +432,7 @@ def test_per_pattern_sdlm_kernel_has_no_race_or_bad_index(nets):
             sdlm.sdlm_steps(params, rates, stats, scratch, device(x.reshape(1, 3, -1)),
                             device(np.zeros(2, np.int32)), device(labels),
                             device(np.array([[2, 0, 1], [1, 2, 0]], np.int32)), 0, 2,
-                            device(np.array([KINDS["mse"], KINDS["map"]], np.int32)),
+                            device(np.array([LOSS_KINDS["mse"], LOSS_KINDS["map"]], np.int32)),
                             device(np.array([10.0, 5.0], np.float32)), centers, table,
                             out_table)
         return tally, params.copy_to_host(), stats.copy_to_host(), scratch.copy_to_host()

@@ -13,7 +13,6 @@ from kernels import layers as L
 from kernels import reference as ref
 from kernels import train_step as ts
 from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
-from kernels.conv import conv_table
 from kernels.layers_backward import c3_out_table
 from kernels.tolerance import assert_close
 from lenet import LeNet5
@@ -45,7 +44,7 @@ class Step:
         self.labels = cuda.to_device(np.asarray(labels, np.int32))
         self.conv_part, self.dense_part = nan((blocks, ts.CONV_LEN)), nan((splits, ts.DENSE_LEN))
         self.stats_part, self.stats = nan((blocks, 2)), cuda.to_device(np.zeros(2))
-        table = conv_table(C3_TABLE)
+        table = C3_TABLE
         self.table, self.out_table = L.c3_table(table), c3_out_table(table)
         self.centers = cuda.to_device(RBF_CENTERS.astype(np.float32).ravel())
 
