@@ -19,6 +19,12 @@ prepared C3 table (model.tables["C3"]), centers its RBF bitmaps (model.centers).
 import abc
 
 
+def on_device(x):
+    """True for a device array: any with __cuda_array_interface__, or a Numba one
+    (the CUDA simulator's have none)."""
+    return hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host")
+
+
 class Backend(abc.ABC):
     """The named methods of a backend (module docstring); a subclass must define all."""
 

@@ -45,6 +45,7 @@ from kernels.architecture import (
     trainable_count,
 )
 from kernels.reference import MAP_J
+from lenet.backend import on_device
 from lenet.checkpoint import check_parameters, read_checkpoint, write_checkpoint
 from lenet.ops_cpu import CPUOps
 from lenet.workspace import FlatBuffer
@@ -64,12 +65,6 @@ def check_loss(loss):
     """ValueError unless `loss` is one of LOSSES."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
-
-
-def on_device(x):
-    """True for a device array: any with __cuda_array_interface__, or a Numba one
-    (the CUDA simulator's have none)."""
-    return hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host")
 
 
 def gpu_available():

@@ -18,19 +18,14 @@ are the model's parameters:
                    one run, or many runs side by side (one block each: lenet.train.sweep)
 """
 
-import contextlib
 
 import numpy as np
 from numba import cuda
 
 from kernels import forward as fused
 from kernels import inputs, layers, sdlm
+from lenet.backend import Backend, on_device
 from lenet.workspace import FlatBuffer, Workspace
-
-
-def on_device(x):
-    """True for a device array of any library, or the simulator's."""
-    return hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host")
 
 
 def _device_view(x):
@@ -40,7 +35,7 @@ def _device_view(x):
     return cuda.as_cuda_array(x)
 
 
-class GPUOps:
+class GPUOps(Backend):
     name = "gpu"
     dtype = np.dtype(np.float32)
     max_batch = 16384  # images per forward chunk: about 0.5 GB of activations
@@ -78,10 +73,6 @@ class GPUOps:
             return arr
         return cuda.to_device(np.ascontiguousarray(x, dtype=dtype))
 
-    def threads_for(self, batch_size):
-        """CPUOps's thread limit for small batches; nothing to limit here."""
-        return contextlib.nullcontext()
-
     def to_host(self, x):
         if isinstance(x, np.ndarray):
             return x.copy()
@@ -93,9 +84,6 @@ class GPUOps:
 
     def empty(self, shape, dtype=None):
         return cuda.device_array(shape, dtype=dtype or self.dtype)
-
-    def copy_into(self, dst, start, src):
-        dst[start:start + src.shape[0]].copy_to_device(src)
 
     def parameter_buffer(self):
         """A zeroed flat parameter buffer on the device with named views."""

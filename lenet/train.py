@@ -50,8 +50,9 @@ import time
 import numpy as np
 
 from kernels.architecture import LOSS_KINDS, MAP_J
+from lenet.backend import on_device
 from lenet.logs import check_outputs, write_log_line
-from lenet.model import check_loss, on_device
+from lenet.model import check_loss
 from lenet.progress import Progress
 
 RECIPES = ("paper", "lecun", "sdlm-batch", "sgd")

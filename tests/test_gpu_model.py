@@ -74,7 +74,7 @@ def test_forward_in_pieces(pair):
 
 def test_forward_all_matches_the_reference(pair):
     # every layer's output through GPUOps.activations, named as forward_ref names them
-    from lenet.model import on_device
+    from lenet.backend import on_device
     _, gpu = pair
     x = images(N_IMAGES, seed=13)
     expected = ref.forward_ref(float64(gpu.parameters()), x)
