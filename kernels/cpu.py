@@ -714,7 +714,7 @@ def sdlm_steps_cpu(params, rates, stats, images, labels, order, start, count, ki
 def sdlm_runs_cpu(params, rates, stats, sets, image_set, labels, order, start, count, kinds,
                   js, centers, table):
     """The per-pattern steps of R runs side by side (the CPU's kernels/sdlm.py sdlm_steps,
-    lenet.train.sweep): params, rates (R, PARAMETERS_LEN), stats (R, 2) float64, sets
+    lenet.sweep.sweep): params, rates (R, PARAMETERS_LEN), stats (R, 2) float64, sets
     (M, N, 1024) image sets, image_set (R,) int32, labels (N,) int32, order (R, P) int32,
     kinds (R,) int32 codes of KINDS, js (R,) MAP's constants. Each run's parameters end
     bit for bit as sdlm_steps_cpu would leave them."""

@@ -44,8 +44,7 @@ Arrays (float32 unless said, C-contiguous, on the device):
     kinds (R,) int32, js (R,) float32, centers (840,), table (112,) int32 (c3_table),
     out_table (102,) int32 (c3_out_table)
 
-CPU twin: kernels/cpu.py; reference: lenet.train.Trainer(fused=False) (batch of
-one, kernels/reference.py). Test: pytest -q tests/test_sdlm.py (each phase's
+CPU twin: kernels/cpu.py; reference: kernels/reference.py (sdlm_steps_ref). Test: pytest -q tests/test_sdlm.py (each phase's
 outputs after one pattern against kernels/reference.py; two runs side by side against
 each alone); end to end: tests/test_gpu_model.py, tests/test_sweep.py.
 """

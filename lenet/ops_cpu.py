@@ -83,7 +83,7 @@ class CPUOps(Backend):
     def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,
                   kinds, js, centers, c3_table):
         """Per-pattern SDLM steps of R runs side by side, one run per core at once
-        (kernels/cpu.py sdlm_runs_cpu; lenet.train.sweep): params, rates (R,
+        (kernels/cpu.py sdlm_runs_cpu; lenet.sweep.sweep): params, rates (R,
         PARAMETERS_LEN), stats (R, 2) float64, images (M, N, 1024) image sets, image_set
         (R,), labels (N,), order (R, P), kinds (R,) int32 loss codes, js (R,)."""
         from kernels.cpu import sdlm_runs_cpu

@@ -15,7 +15,7 @@ are the model's parameters:
     workspace(b)   the fused mini-batch step's buffers for batch size b (kernels/
                    train_step.py, lenet.workspace.Workspace), made once per batch size
     sdlm_rates, sdlm_steps, sdlm_runs   the paper's per-pattern steps (kernels/sdlm.py):
-                   one run, or many runs side by side (one block each: lenet.train.sweep)
+                   one run, or many runs side by side (one block each: lenet.sweep.sweep)
 """
 
 
