@@ -172,17 +172,17 @@ def _stage(model, stage, x):
     from numba import cuda
 
     from kernels import forward as fw
-    from kernels import layers
-    n, flat, at = x.shape[0], model.parameter_buffer.flat, layers.PARAMETER_AT
+    from kernels import forward_pieces
+    n, flat, at = x.shape[0], model.parameter_buffer.flat, forward_pieces.PARAMETER_AT
 
     def out(*shape, dtype=np.float32):
         return cuda.device_array((n,) + shape, dtype)
     if stage == "C1+S2":
-        s2, c1, x2 = out(layers.S2_LEN), out(fw.C1_LEN), x.reshape(n, layers.IN_LEN)
+        s2, c1, x2 = out(forward_pieces.S2_LEN), out(fw.C1_LEN), x.reshape(n, forward_pieces.IN_LEN)
         return lambda: (fw.c1s2(s2, c1, x2, flat), s2.reshape(n, 6, 14, 14))[1]
     if stage == "C3+S4":
-        s4, c3, x2 = out(layers.S4_LEN), out(fw.C3_LEN), x.reshape(n, layers.S2_LEN)
-        table = layers.c3_table(model.tables["C3"])
+        s4, c3, x2 = out(forward_pieces.S4_LEN), out(fw.C3_LEN), x.reshape(n, forward_pieces.S2_LEN)
+        table = forward_pieces.c3_table(model.tables["C3"])
         return lambda: (fw.c3s4(s4, c3, x2, flat, table), s4.reshape(n, 16, 5, 5))[1]
     if stage in ("C5", "F6"):
         w = flat[at[stage + ".weight"]:at[stage + ".bias"]]

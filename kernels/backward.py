@@ -1,4 +1,4 @@
-"""Stage kernels that run each backward piece of kernels/layers_backward.py over a batch:
+"""Stage kernels that run each backward piece of kernels/backward_pieces.py over a batch:
 how tests/test_backward.py checks every piece against kernels/reference.py (both
 orders: gradients and Gauss-Newton curvature), and how the compile census sees each
 piece alone. The fused training step (kernels/train_step.py) is built from the same
@@ -23,9 +23,7 @@ Test: pytest -q tests/test_backward.py
 
 from numba import config, cuda, float32, int32, uint32
 
-from kernels.common import kernel
-from kernels.layers import C1_MAPS, C3_MAPS, C3_MAX_IN, IMAGES, TABLE_ROW, K
-from kernels.layers_backward import (
+from kernels.backward_pieces import (
     c1_weight_grads,
     c3_delta,
     c3_weight_grads,
@@ -36,6 +34,8 @@ from kernels.layers_backward import (
     subsample_delta,
     subsample_grads,
 )
+from kernels.common import kernel
+from kernels.forward_pieces import C1_MAPS, C3_MAPS, C3_MAX_IN, IMAGES, TABLE_ROW, K
 from kernels.loss import KINDS, pattern_loss
 
 THREADS = 128

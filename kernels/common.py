@@ -1,6 +1,6 @@
 """What every kernel module shares: the derivative of the squashing function as a CUDA
 device function, the decorator that makes them, and the launchers' check of a device
-array argument (the squashing function itself is kernels.layers.squash).
+array argument (the squashing function itself is kernels.forward_pieces.squash).
 
     device_function             cuda.jit(device=True), or the plain function under
                                 the CUDA simulator (see its docstring)

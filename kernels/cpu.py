@@ -60,7 +60,7 @@ import numpy as np
 from numba import get_parallel_chunksize, njit, prange, set_parallel_chunksize, types
 from numba.extending import overload
 
-from kernels.layers import (
+from kernels.forward_pieces import (
     B1_AT,
     B2_AT,
     B3_AT,

@@ -1,11 +1,11 @@
-"""The whole LeNet-5 forward pass in one kernel launch, built from kernels/layers.py.
+"""The whole LeNet-5 forward pass in one kernel launch, built from kernels/forward_pieces.py.
 
     forward_kernel(penalties, classes, x, params, table, centers)
 
 x (N, 1024) float32 preprocessed images -> penalties (N, 10) float32 (RBF outputs,
 smaller is better) and classes (N,) int32 (the argmin), all in one launch at any N; no
 activation goes to global memory. params is the flat parameter buffer
-(kernels.layers.PARAMETER_AT), table c3_table()'s C3 connection lists, centers the RBF
+(kernels.forward_pieces.PARAMETER_AT), table c3_table()'s C3 connection lists, centers the RBF
 bitmaps (10*84,).
 
 One block (THREADS threads) per group of IMAGES images, striding over the groups. Per
@@ -18,7 +18,7 @@ Shared memory (45.7 KB): C1..S4's parameters (2,616 floats, staged once per bloc
 1,024-float row per image that holds the input, then S4, C5, F6 and the penalties, and
 a 1,176-float row per image for S2, then the full connections' partial sums. C5's and
 F6's weights (233 KB) are read from global memory (L2) once per group, in 32-byte
-sectors. The code generation rules of kernels/layers.py hold here too: unsigned indices,
+sectors. The code generation rules of kernels/forward_pieces.py hold here too: unsigned indices,
 constant shapes, no runtime division but by the group's image count.
 
 The stage kernels run one piece at a time over a batch (one block per IMAGES images):
@@ -30,7 +30,7 @@ each piece alone, and how lenet/ops_gpu.py's activations() gives every layer's o
     c3s4_kernel(s4, c3, s2, params, table)  S4 (N, 400) and C3 (N, 1600) from S2
     dense_kernel(out, x, w, b)              f(x w^T + b): C5 (N,400)->(N,120), F6 ->(N,84)
     rbf_kernel(penalties, classes, x6, centers)
-    squash_kernel(out, a)                   kernels.layers.squash elementwise (its accuracy test)
+    squash_kernel(out, a)                   forward_pieces.squash elementwise (its accuracy test)
 
 FusedForward holds what a model needs to launch forward_kernel with no per-call checks
 or allocation (lenet/ops_gpu.py uses it). CPU reference: kernels.reference.forward_ref.
@@ -41,8 +41,7 @@ import numpy as np
 from numba import config, cuda, float32, int32, uint32
 
 from kernels.common import device_function, kernel
-from kernels.inputs import NonfiniteCheck
-from kernels.layers import (
+from kernels.forward_pieces import (
     B1_AT,
     B2_AT,
     B3_AT,
@@ -83,6 +82,7 @@ from kernels.layers import (
     rbf_penalty,
     squash,
 )
+from kernels.inputs import NonfiniteCheck
 
 THREADS = 256                      # threads per block
 BLOCKS_PER_SM = 3                  # launch bound: registers for 3 resident blocks an SM
@@ -282,7 +282,7 @@ def forward(penalties, classes, x, params, table, centers):
 
 
 def squash_all(a):
-    """kernels.layers.squash of every element of a float32 NumPy array, on the device (in
+    """kernels.forward_pieces.squash of every element of a float32 NumPy array, on the device (in
     the simulator, the plain function element by element: a kernel there is a Python
     thread per element)."""
     a = np.ascontiguousarray(a, np.float32).ravel()

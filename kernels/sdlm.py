@@ -18,7 +18,7 @@ so each pattern sees the parameters its predecessor left. stats[r] (float64) gai
 patterns' losses and misclassifications. Run r reads the image set images[image_set[r]]
 (its own distorted copy of the training set, or the shared undistorted one).
 
-Built from the one-image pieces of kernels/layers.py (forward), kernels/layers_backward.py
+Built from the one-image pieces of kernels/forward_pieces.py (forward), kernels/backward_pieces.py
 (deltas, gradient sums) and kernels.loss.pattern_loss: no layer is written twice.
 Threads split each phase's tasks; every parameter steps once the layer below no longer
 needs it (| = syncthreads):
@@ -38,22 +38,41 @@ buffer to scratch, so a test sees every activation and delta of the last pattern
 (SCRATCH_AT names each one's place).
 
 Arrays (float32 unless said, C-contiguous, on the device):
-    params, rates (R, PARAMETERS_LEN)   flat, kernels.layers.PARAMETER_AT; params updated
+    params, rates (R, PARAMETERS_LEN)   flat, kernels.forward_pieces.PARAMETER_AT; params updated
     stats (R, 2) float64, scratch (R, SCRATCH_LEN)
     images (M, N, 1024), image_set (R,) int32, labels (N,) int32, order (R, P) int32
     kinds (R,) int32, js (R,) float32, centers (840,), table (112,) int32 (c3_table),
     out_table (102,) int32 (c3_out_table)
 
-CPU twin: kernels/cpu.py; reference: kernels/reference.py (sdlm_steps_ref). Test: pytest -q tests/test_sdlm.py (each phase's
-outputs after one pattern against kernels/reference.py; two runs side by side against
-each alone); end to end: tests/test_gpu_model.py, tests/test_sweep.py.
+CPU twin: kernels/cpu.py; reference: kernels/reference.py (sdlm_steps_ref). Test:
+pytest -q tests/test_sdlm.py (each phase's outputs after one pattern against
+kernels/reference.py; two runs side by side against each alone); end to end:
+tests/test_gpu_model.py, tests/test_sweep.py.
 """
 
 import numpy as np
 from numba import config, cuda, float32, float64, int32, int64, uint32, void
 
+from kernels.backward_pieces import (
+    C1_GRAD_TASKS,
+    C3_GRAD_TASKS,
+    C3_PAIRS,
+    GRAD_SUMS,
+    OUT_TABLE_ROW,
+    c1_grad_sums,
+    c1_map_sum,
+    c3_delta,
+    c3_first_pair,
+    c3_grad_sums,
+    c3_pair,
+    c3_pair_sum,
+    dense_delta_step,
+    rbf_delta,
+    subsample_delta,
+    subsample_grads,
+)
 from kernels.common import check_device_array, device_function, kernel
-from kernels.layers import (
+from kernels.forward_pieces import (
     B1_AT,
     B2_AT,
     B3_AT,
@@ -93,24 +112,6 @@ from kernels.layers import (
     dense_finish,
     dense_partials,
     rbf_penalty,
-)
-from kernels.layers_backward import (
-    C1_GRAD_TASKS,
-    C3_GRAD_TASKS,
-    C3_PAIRS,
-    GRAD_SUMS,
-    OUT_TABLE_ROW,
-    c1_grad_sums,
-    c1_map_sum,
-    c3_delta,
-    c3_first_pair,
-    c3_grad_sums,
-    c3_pair,
-    c3_pair_sum,
-    dense_delta_step,
-    rbf_delta,
-    subsample_delta,
-    subsample_grads,
 )
 from kernels.loss import KINDS, pattern_loss
 

@@ -3,7 +3,7 @@ needs no GPU, for faults the simulator otherwise hides.
 
 With LENET_SIMCHECK=1 (and NUMBA_ENABLE_CUDASIM=1), every kernel launched through
 kernels.common.kernel runs with its array arguments, its cuda.shared arrays and its
-local arrays (cuda.local and kernels.layers.registers) behind proxies that check every
+local arrays (cuda.local and kernels.forward_pieces.registers) behind proxies that check every
 element access, and the launch fails with one SimcheckError naming the kernel, the
 array, the index and the threads (block and thread indices) on the first of:
 

@@ -1,6 +1,6 @@
 """A fused mini-batch training step of LeNet-5: forward, loss, backward and the update of
-every parameter in three launches, built from the one-image pieces of kernels/layers.py
-and kernels/layers_backward.py.
+every parameter in three launches, built from the one-image pieces of kernels/forward_pieces.py
+and kernels/backward_pieces.py.
 
     batch_kernel(acts, bp, params, images, labels, index, start, count, kind, j, scale,
                  order, conv_part, stats_part, centers, table, out_table)
@@ -40,9 +40,25 @@ train_step
 import numpy as np
 from numba import config, cuda, float32, float64, int32, int64, uint32, void
 
+from kernels.backward_pieces import (
+    C1_GRAD_TASKS,
+    C3_GRAD_TASKS,
+    GRAD_SUMS,
+    OUT_TABLE_ROW,
+    c1_grad_sums,
+    c1_map_sum,
+    c3_delta,
+    c3_first_pair,
+    c3_grad_sums,
+    c3_pair_sum,
+    dense_delta,
+    rbf_delta,
+    subsample_delta,
+    subsample_grads,
+)
 from kernels.common import check_device_array, device_function, kernel
 from kernels.forward import image_task
-from kernels.layers import (
+from kernels.forward_pieces import (
     B1_AT,
     B2_AT,
     B3_AT,
@@ -83,22 +99,6 @@ from kernels.layers import (
     dense_finish,
     dense_partials,
     rbf_penalty,
-)
-from kernels.layers_backward import (
-    C1_GRAD_TASKS,
-    C3_GRAD_TASKS,
-    GRAD_SUMS,
-    OUT_TABLE_ROW,
-    c1_grad_sums,
-    c1_map_sum,
-    c3_delta,
-    c3_first_pair,
-    c3_grad_sums,
-    c3_pair_sum,
-    dense_delta,
-    rbf_delta,
-    subsample_delta,
-    subsample_grads,
 )
 from kernels.loss import KINDS, pattern_loss
 

@@ -1,6 +1,6 @@
 """The GPU backend: the methods of `lenet.ops_cpu.CPUOps` on Numba device arrays, every
 computation one of the fused family's kernels (kernels/forward.py, train_step.py,
-sdlm.py), all built from the one-image pieces of kernels/layers.py and layers_backward.py.
+sdlm.py), all built from the one-image pieces of kernels/forward_pieces.py and backward_pieces.py.
 
 Inputs may be NumPy arrays (copied to the device once) or any object with
 `__cuda_array_interface__` (CuPy, PyTorch CUDA tensors, Numba device arrays), used in
@@ -23,7 +23,7 @@ import numpy as np
 from numba import cuda
 
 from kernels import forward as fused
-from kernels import inputs, layers, sdlm
+from kernels import forward_pieces, inputs, sdlm
 from lenet.backend import Backend, on_device
 from lenet.workspace import FlatBuffer, Workspace
 
@@ -47,7 +47,7 @@ class GPUOps(Backend):
         self._fused = None          # kernels.forward.FusedForward, made on first use
         self._workspaces = {}       # batch size -> Workspace
         self._constants = None      # the fused kernels' C3 tables and RBF centers
-        self._c3_rows = {}          # a C3 table's bytes -> kernels.layers.c3_table of it
+        self._c3_rows = {}          # a C3 table's bytes -> kernels.forward_pieces.c3_table of it
 
     def _out(self, tag, shape, dtype=np.float32):
         """A cached output buffer for one batch: one per (tag, trailing shape, dtype),
@@ -87,7 +87,7 @@ class GPUOps(Backend):
 
     def parameter_buffer(self):
         """A zeroed flat parameter buffer on the device with named views."""
-        return FlatBuffer(cuda.to_device(np.zeros(layers.PARAMETERS_LEN, np.float32)))
+        return FlatBuffer(cuda.to_device(np.zeros(forward_pieces.PARAMETERS_LEN, np.float32)))
 
     def assign(self, dst, src):
         """dst (a device array) = src (a host array of its shape), as float32."""
@@ -103,8 +103,8 @@ class GPUOps(Backend):
         fused kernels read them (LeNet-5's own table and bitmaps)."""
         if self._constants is None:
             from kernels.architecture import C3_TABLE, RBF_CENTERS
-            from kernels.layers_backward import c3_out_table
-            self._constants = (layers.c3_table(C3_TABLE), c3_out_table(C3_TABLE),
+            from kernels.backward_pieces import c3_out_table
+            self._constants = (forward_pieces.c3_table(C3_TABLE), c3_out_table(C3_TABLE),
                                cuda.to_device(RBF_CENTERS.astype(np.float32).ravel()))
         return self._constants
 
@@ -120,9 +120,10 @@ class GPUOps(Backend):
             self._fused = fused.FusedForward(table, centers.reshape(-1))
         n = shape[0]
         if isinstance(x, np.ndarray):
-            return self._fused.host(x.reshape(n, layers.IN_LEN), params.flat, want)
-        y, first = self._fused.device(self.asarray(x).reshape(n, layers.IN_LEN), params.flat,
-                                      want, _device_view(out) if on_device(out) else out)
+            return self._fused.host(x.reshape(n, forward_pieces.IN_LEN), params.flat, want)
+        x = self.asarray(x).reshape(n, forward_pieces.IN_LEN)
+        y, first = self._fused.device(x, params.flat, want,
+                                      _device_view(out) if on_device(out) else out)
         if first >= 0:
             raise inputs.nonfinite_error(first, self.dtype)
         return y
@@ -169,7 +170,7 @@ class GPUOps(Backend):
                 scratch = self._buffers[("sdlm scratch", r)] = cuda.device_array(
                     (r, sdlm.SCRATCH_LEN), np.float32)
         if len(images.shape) == 4:
-            images = images.reshape(1, images.shape[0], layers.IN_LEN)
+            images = images.reshape(1, images.shape[0], forward_pieces.IN_LEN)
         table, out_table, centers = self.fused_constants()
         sdlm.sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start,
                         count, kinds, js, centers, table, out_table, record)
@@ -187,8 +188,8 @@ class GPUOps(Backend):
         x = _device_view(x)
         rows = self._c3_rows.get(table.tobytes())
         if rows is None:
-            rows = self._c3_rows[table.tobytes()] = layers.c3_table(table)
-        flat, at, L = params.flat, layers.PARAMETER_AT, layers
+            rows = self._c3_rows[table.tobytes()] = forward_pieces.c3_table(table)
+        flat, at, L = params.flat, forward_pieces.PARAMETER_AT, forward_pieces
         c1, s2 = self._out("C1", (n, fused.C1_LEN)), self._out("S2", (n, L.S2_LEN))
         c3, s4 = self._out("C3", (n, fused.C3_LEN)), self._out("S4", (n, L.S4_LEN))
         c5, f6 = self._out("C5", (n, L.C5_UNITS)), self._out("F6", (n, L.F6_UNITS))

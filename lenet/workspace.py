@@ -58,9 +58,9 @@ class Workspace:
         from numba import config, cuda
 
         from kernels import train_step as ts
+        from kernels.backward_pieces import OUT_TABLE_ROW
         from kernels.common import check_device_array
-        from kernels.layers import C3_MAPS, F6_UNITS, N_CLASSES, TABLE_ROW
-        from kernels.layers_backward import OUT_TABLE_ROW
+        from kernels.forward_pieces import C3_MAPS, F6_UNITS, N_CLASSES, TABLE_ROW
         from kernels.occupancy import device_resident_blocks
         self.ts = ts
         if not isinstance(batch, (int, np.integer)) or batch < 1:

@@ -1,4 +1,4 @@
-"""Each backward piece of kernels/layers_backward.py and the loss piece of kernels/loss.py,
+"""Each backward piece of kernels/backward_pieces.py and the loss piece of kernels/loss.py,
 run over a batch by the stage kernels of kernels/backward.py, against kernels/reference.py:
 losses, deltas (order 1) and Gauss-Newton curvature (order 2), parameter gradients summed
 over the batch. Inputs are
@@ -14,8 +14,8 @@ from numba import cuda
 from kernels import backward as bw
 from kernels import reference as ref
 from kernels.architecture import C3_TABLE, CONV_TABLES, RBF_CENTERS
-from kernels.layers import IMAGES, c3_table
-from kernels.layers_backward import c3_out_table
+from kernels.backward_pieces import c3_out_table
+from kernels.forward_pieces import IMAGES, c3_table
 from kernels.tolerance import assert_close
 from lenet import LeNet5
 

@@ -1,4 +1,4 @@
-"""The fused forward path (kernels/forward.py), each of its pieces (kernels/layers.py) in
+"""The fused forward path (kernels/forward.py), each of its pieces (kernels/forward_pieces.py) in
 its stage kernel, and the GPU backend's activations() built from them, against
 kernels/reference.py, on seeded inputs in awkward batch sizes, into NaN-poisoned outputs.
 
@@ -12,7 +12,7 @@ from conftest import BATCHES, SIMULATOR
 from numba import cuda
 
 from kernels import forward as fw
-from kernels import layers as L
+from kernels import forward_pieces as L
 from kernels import reference as ref
 from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 from kernels.tolerance import RELATIVE_ERROR, assert_close
@@ -141,7 +141,7 @@ def reference_from_s2(s2, params, table):
 
 
 def test_c3_tables_list_the_paper_table():
-    from kernels.layers_backward import OUT_TABLE_ROW, c3_out_table
+    from kernels.backward_pieces import OUT_TABLE_ROW, c3_out_table
     rows = L.c3_table(C3_TABLE).copy_to_host().reshape(L.C3_MAPS, L.TABLE_ROW)
     assert rows[:, 0].tolist() == [3] * 6 + [4] * 9 + [6]   # Table I: 60 connections
     for m in range(L.C3_MAPS):

@@ -112,15 +112,15 @@ def test_the_fused_step_is_one_wave(ptx_census, gpu):
 def test_the_workspace_asks_the_driver(monkeypatch):
     """Workspace sizes its grid by kernels.occupancy.device_resident_blocks (the driver's
     answer on a GPU), not a constant."""
-    from kernels import layers, layers_backward, occupancy
+    from kernels import backward_pieces, forward_pieces, occupancy
     from kernels.architecture import C3_TABLE
     from lenet.workspace import Workspace
     answers = {ts.batch_kernel.name: 5, ts.dense_grads_kernel.name: 19}
     monkeypatch.setattr(occupancy, "device_resident_blocks",
                         lambda kernel, threads, simulated=2: answers[kernel.name])
     table = C3_TABLE
-    ws = Workspace(8, cuda.to_device(np.zeros(840, np.float32)), layers.c3_table(table),
-                   layers_backward.c3_out_table(table))
+    ws = Workspace(8, cuda.to_device(np.zeros(840, np.float32)), forward_pieces.c3_table(table),
+                   backward_pieces.c3_out_table(table))
     sms = 1 if config.ENABLE_CUDASIM else cuda.get_current_device().MULTIPROCESSOR_COUNT
     assert (ws.blocks, ws.splits) == ts.persistent_grid(sms, 5, 19)
 
@@ -129,7 +129,7 @@ def test_a_batch_past_the_32_bit_rows_is_refused():
     """The fused step's rows are indexed in 32 bits: the largest batch's last float is
     below 2^32, the next batch's would not be, and the Workspace refuses it before
     allocating (its rows would take 17 GB)."""
-    from kernels import layers, layers_backward
+    from kernels import backward_pieces, forward_pieces
     from kernels.architecture import C3_TABLE
     from lenet.workspace import Workspace
     assert ts.padded(ts.MAX_BATCH) * ts.ROW_LEN <= 2**32
@@ -137,4 +137,4 @@ def test_a_batch_past_the_32_bit_rows_is_refused():
     table = C3_TABLE
     with pytest.raises(ValueError, match="past the fused step's largest"):
         Workspace(ts.MAX_BATCH + 1, cuda.to_device(np.zeros(840, np.float32)),
-                  layers.c3_table(table), layers_backward.c3_out_table(table))
+                  forward_pieces.c3_table(table), backward_pieces.c3_out_table(table))

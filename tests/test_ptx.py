@@ -178,31 +178,32 @@ def _device(shape, dtype=np.float32):
 
 
 def _launch_sdlm():
-    from kernels import layers, layers_backward, sdlm
+    from kernels import backward_pieces, forward_pieces, sdlm
     from kernels.architecture import C3_TABLE
     r, n, table = 2, 5, C3_TABLE
-    flat = _device((layers.PARAMETERS_LEN,))
-    sdlm.sdlm_rates(flat, _device((layers.PARAMETERS_LEN,)), 5e-4, 0.02)
-    sdlm.sdlm_steps(_device((r, layers.PARAMETERS_LEN)), _device((r, layers.PARAMETERS_LEN)),
+    flat = _device((forward_pieces.PARAMETERS_LEN,))
+    sdlm.sdlm_rates(flat, _device((forward_pieces.PARAMETERS_LEN,)), 5e-4, 0.02)
+    sdlm.sdlm_steps(_device((r, forward_pieces.PARAMETERS_LEN)),
+                    _device((r, forward_pieces.PARAMETERS_LEN)),
                     _device((r, 2), np.float64), _device((r, sdlm.SCRATCH_LEN)),
-                    _device((2, n, layers.IN_LEN)), _device((r,), np.int32),
+                    _device((2, n, forward_pieces.IN_LEN)), _device((r,), np.int32),
                     _device((n,), np.int32), _device((r, 4), np.int32), 1, 3,
                     _device((r,), np.int32), _device((r,)), _device((10 * 84,)),
-                    layers.c3_table(table), layers_backward.c3_out_table(table), True)
+                    forward_pieces.c3_table(table), backward_pieces.c3_out_table(table), True)
 
 
 def _launch_train_step():
-    from kernels import layers, layers_backward
+    from kernels import backward_pieces, forward_pieces
     from kernels import train_step as ts
     from kernels.architecture import C3_TABLE
     n, table = 6, C3_TABLE
     bp = ts.padded(n)
-    flats = [_device((layers.PARAMETERS_LEN,)) for _ in range(4)]
-    ts.launch_step(_device((bp * ts.ROW_LEN,)), bp, *flats, _device((9, layers.IN_LEN)),
+    flats = [_device((forward_pieces.PARAMETERS_LEN,)) for _ in range(4)]
+    ts.launch_step(_device((bp * ts.ROW_LEN,)), bp, *flats, _device((9, forward_pieces.IN_LEN)),
                    _device((9,), np.int32), _device((8,), np.int32), 1, n, "map", 10.0, 2, "sgd",
                    0.01, 0.9, _device((2, ts.CONV_LEN)), _device((2, ts.DENSE_LEN)),
                    _device((2, 2)), _device((2,), np.float64), _device((10 * 84,)),
-                   layers.c3_table(table), layers_backward.c3_out_table(table))
+                   forward_pieces.c3_table(table), backward_pieces.c3_out_table(table))
 
 
 def _launch_inputs():
@@ -211,14 +212,14 @@ def _launch_inputs():
 
 
 def _launch_forward():
-    from kernels import forward, layers
+    from kernels import forward, forward_pieces
     from kernels.architecture import C3_TABLE
-    n, params = 3, _device((layers.PARAMETERS_LEN,))
-    table, centers = layers.c3_table(C3_TABLE), _device((10 * 84,))
+    n, params = 3, _device((forward_pieces.PARAMETERS_LEN,))
+    table, centers = forward_pieces.c3_table(C3_TABLE), _device((10 * 84,))
     penalties, classes = _device((n, 10)), _device((n,), np.int32)
-    forward.forward(penalties, classes, _device((n, layers.IN_LEN)), params, table, centers)
-    s2, s4 = _device((n, layers.S2_LEN)), _device((n, layers.S4_LEN))
-    forward.c1s2(s2, _device((n, 6 * 28 * 28)), _device((n, layers.IN_LEN)), params)
+    forward.forward(penalties, classes, _device((n, forward_pieces.IN_LEN)), params, table, centers)
+    s2, s4 = _device((n, forward_pieces.S2_LEN)), _device((n, forward_pieces.S4_LEN))
+    forward.c1s2(s2, _device((n, 6 * 28 * 28)), _device((n, forward_pieces.IN_LEN)), params)
     forward.c3s4(s4, _device((n, 16 * 10 * 10)), s2, params, table)
     forward.dense(_device((n, 120)), s4, _device((120 * 400,)), _device((120,)))
     forward.rbf(penalties, classes, _device((n, 84)), centers)
@@ -227,7 +228,7 @@ def _launch_forward():
 
 def _launch_backward():
     from kernels import backward as bw
-    from kernels import layers, layers_backward
+    from kernels import backward_pieces, forward_pieces
     from kernels.architecture import C3_TABLE
     n, table = 3, C3_TABLE
     bw.rbf_delta_all(_device((n, 84)), _device((n, 10)), _device((n, 10)), _device((n, 84)),
@@ -240,12 +241,12 @@ def _launch_backward():
     bw.subsample_delta_all(_device((n, 16 * 100)), d, x, _device((16,)), 1)
     bw.subsample_grads_all(_device((16,)), _device((16,)), d, x, 2)
     bw.c1_grads_all(_device((6, 1, 5, 5)), _device((6,)), _device((n, 6 * 28 * 28)),
-                    _device((n, layers.IN_LEN)), 1)
+                    _device((n, forward_pieces.IN_LEN)), 1)
     bw.c3_grads_all(_device((16, 6, 5, 5)), _device((16,)), _device((n, 16 * 100)),
-                    _device((n, layers.S2_LEN)), layers.c3_table(table), 1)
-    bw.c3_delta_all(_device((n, layers.S2_LEN)), _device((n, 16 * 100)),
-                    _device((16 * 6 * 25,)), _device((n, layers.S2_LEN)),
-                    layers_backward.c3_out_table(table), 1)
+                    _device((n, forward_pieces.S2_LEN)), forward_pieces.c3_table(table), 1)
+    bw.c3_delta_all(_device((n, forward_pieces.S2_LEN)), _device((n, 16 * 100)),
+                    _device((16 * 6 * 25,)), _device((n, forward_pieces.S2_LEN)),
+                    backward_pieces.c3_out_table(table), 1)
     bw.loss_all(_device((n,)), _device((n, 10)), _device((n, 10)), _device((n, 10)),
                 _device((n,), np.int32), "map", 10.0)
 

@@ -20,11 +20,11 @@ from numba import cuda, float32
 
 from kernels import common, reference, sdlm, simcheck
 from kernels import forward as fw
-from kernels import layers as L
+from kernels import forward_pieces as L
 from kernels import train_step as ts
 from kernels.architecture import C3_TABLE, LOSS_KINDS, RBF_CENTERS
+from kernels.backward_pieces import c3_out_table
 from kernels.common import Kernel, u32
-from kernels.layers_backward import c3_out_table
 from kernels.tolerance import assert_close
 from lenet import LeNet5
 from lenet.workspace import Workspace

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from kernels import layers as L
+from kernels import forward_pieces as L
 from kernels import reference as ref
 from kernels import train_step as ts
 from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
-from kernels.layers_backward import c3_out_table
+from kernels.backward_pieces import c3_out_table
 from kernels.tolerance import assert_close
 from lenet import LeNet5
 

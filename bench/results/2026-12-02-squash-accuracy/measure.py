@@ -1,4 +1,4 @@
-"""Accuracy of kernels.layers.squash against float64 A tanh(S a), over every float32 a.
+"""Accuracy of kernels.forward_pieces.squash against float64 A tanh(S a), over every float32 a.
 
 Emulates, in NumPy, the 16 PTX instructions the function compiles to for sm_90 (printed
 by `--ptx`; the order of operations below is theirs): float32 multiplies and adds

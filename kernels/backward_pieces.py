@@ -1,6 +1,6 @@
 """One-image layer pieces of LeNet-5 (backward): deltas, their Gauss-Newton counterparts
 and parameter-gradient contributions, as device functions, for the fused training step
-and the per-pattern SDLM kernel to be assembled from (with kernels/layers.py's forward
+and the per-pattern SDLM kernel to be assembled from (with kernels/forward_pieces.py's forward
 pieces and kernels.loss.pattern_loss), each tested on its own against
 kernels/reference.py.
 
@@ -8,7 +8,7 @@ A delta is dE/da at a layer's pre-activation a (its output is f(a)). order 1 giv
 gradients; order 2 the Gauss-Newton second derivatives of the paper's SDLM recipe
 (weights and inputs squared, f'(a)^2, f'' dropped: kernels/reference.py's *_backward2_ref).
 f'(a) is taken from the layer's output (kernels.common.through_squash). Arrays are 1-D
-and C-ordered per image, as in kernels/layers.py; where a piece sums over images it
+and C-ordered per image, as in kernels/forward_pieces.py; where a piece sums over images it
 reads image g at g * stride, so a block of several images (the training step) and one
 image (SDLM, images = 1) call the same code.
 
@@ -52,7 +52,7 @@ import numpy as np
 from numba import cuda, float32, uint32
 
 from kernels.common import device_function, through_squash
-from kernels.layers import (
+from kernels.forward_pieces import (
     C1_MAPS,
     C1_SIZE,
     C3_MAPS,
