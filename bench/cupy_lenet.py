@@ -21,8 +21,8 @@ import os
 import numpy as np
 
 from bench.impls import Unavailable
-from kernels.architecture import CONV_TABLES, RBF_CENTERS
-from kernels.reference import SQUASH_A, SQUASH_S
+from lenet.kernels.architecture import CONV_TABLES, RBF_CENTERS
+from lenet.kernels.reference import SQUASH_A, SQUASH_S
 
 K = 5
 _A, _S = float(np.float32(SQUASH_A)), float(np.float32(SQUASH_S))

@@ -14,7 +14,7 @@ product for the gradient of the inputs and one for that of the weights).
 
 import numpy as np
 
-from kernels.architecture import CONV_TABLES, PARAMETER_SHAPES, RBF_CENTERS
+from lenet.kernels.architecture import CONV_TABLES, PARAMETER_SHAPES, RBF_CENTERS
 
 LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6", "RBF")
 # the benchmark's layer rows: the stages the GPU's stage kernels run (kernels/forward.py),

@@ -171,8 +171,8 @@ def _stage(model, stage, x):
     reference's. Outputs are made once, outside the timed call."""
     from numba import cuda
 
-    from kernels import forward as fw
-    from kernels import forward_pieces
+    from lenet.kernels import forward as fw
+    from lenet.kernels import forward_pieces
     n, flat, at = x.shape[0], model.parameter_buffer.flat, forward_pieces.PARAMETER_AT
 
     def out(*shape, dtype=np.float32):

@@ -255,7 +255,7 @@ class _Device:
 def load_kernels():
     """Import every module of the kernels package; return kernels.common.KERNELS."""
     import kernels
-    from kernels.common import KERNELS
+    from lenet.kernels.common import KERNELS
     for info in pkgutil.iter_modules(kernels.__path__):
         importlib.import_module(f"kernels.{info.name}")
     return KERNELS

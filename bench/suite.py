@@ -37,7 +37,7 @@ import numpy as np
 
 from bench import flops, impls, machine, timing
 from bench.workload import Workload
-from kernels.tolerance import RELATIVE_ERROR, assert_close, relative_error
+from lenet.kernels.tolerance import RELATIVE_ERROR, assert_close, relative_error
 
 WHATS = ("inference", "layers", "train-step", "train-pass", "paper-pass", "pattern-pass")
 STEP_WHATS = ("inference", "layers", "train-step")

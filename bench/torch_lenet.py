@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.impls import TORCH_WHATS, Unavailable
-from kernels.architecture import C3_TABLE, RBF_CENTERS
-from kernels.reference import SQUASH_A, SQUASH_S
+from lenet.kernels.architecture import C3_TABLE, RBF_CENTERS
+from lenet.kernels.reference import SQUASH_A, SQUASH_S
 
 
 def squash(a):

@@ -27,8 +27,8 @@ reference model of the other rows.
 import numpy as np
 
 from bench.flops import STAGES
-from kernels import reference as ref
-from kernels.architecture import CONV_TABLES, RBF_CENTERS
+from lenet.kernels import reference as ref
+from lenet.kernels.architecture import CONV_TABLES, RBF_CENTERS
 from lenet.model import LeNet5
 from lenet.train import Trainer
 

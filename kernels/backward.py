@@ -23,7 +23,7 @@ Test: pytest -q tests/test_backward.py
 
 from numba import config, cuda, float32, int32, uint32
 
-from kernels.backward_pieces import (
+from .backward_pieces import (
     c1_weight_grads,
     c3_delta,
     c3_weight_grads,
@@ -34,9 +34,9 @@ from kernels.backward_pieces import (
     subsample_delta,
     subsample_grads,
 )
-from kernels.common import kernel
-from kernels.forward_pieces import C1_MAPS, C3_MAPS, C3_MAX_IN, IMAGES, TABLE_ROW, K
-from kernels.loss import KINDS, pattern_loss
+from .common import kernel
+from .forward_pieces import C1_MAPS, C3_MAPS, C3_MAX_IN, IMAGES, TABLE_ROW, K
+from .loss import KINDS, pattern_loss
 
 THREADS = 128
 # the one-thread-per-element kernels stride over their elements with at most this many

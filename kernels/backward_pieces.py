@@ -51,8 +51,8 @@ over a batch are kernels/backward.py.
 import numpy as np
 from numba import cuda, float32, uint32
 
-from kernels.common import device_function, through_squash
-from kernels.forward_pieces import (
+from .common import device_function, through_squash
+from .forward_pieces import (
     C1_MAPS,
     C1_SIZE,
     C3_MAPS,

@@ -17,8 +17,8 @@ import numpy as np
 from numba import config, cuda, float32, types, uint32
 from numba.cuda.core.sigutils import normalize_signature
 
-from kernels import simcheck
-from kernels.architecture import SQUASH_A, SQUASH_S
+from . import simcheck
+from .architecture import SQUASH_A, SQUASH_S
 
 A2 = float32(SQUASH_A * SQUASH_A)
 S_OVER_A = float32(SQUASH_S / SQUASH_A)

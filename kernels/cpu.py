@@ -60,7 +60,7 @@ import numpy as np
 from numba import get_parallel_chunksize, njit, prange, set_parallel_chunksize, types
 from numba.extending import overload
 
-from kernels.forward_pieces import (
+from .forward_pieces import (
     B1_AT,
     B2_AT,
     B3_AT,
@@ -76,7 +76,7 @@ from kernels.forward_pieces import (
     W5_AT,
     W6_AT,
 )
-from kernels.reference import SQUASH_A, SQUASH_S
+from .reference import SQUASH_A, SQUASH_S
 
 K = 5
 KINDS = {"mse": 0, "map": 1}                 # as kernels/loss.py's

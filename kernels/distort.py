@@ -34,7 +34,7 @@ import math
 import numpy as np
 from numba import cuda, float32, njit
 
-from kernels.common import check_device_array, device_function, kernel
+from .common import check_device_array, device_function, kernel
 
 SIZE = 32
 CENTRE = (SIZE - 1) / 2

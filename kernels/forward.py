@@ -40,8 +40,8 @@ Test: pytest -q tests/test_forward.py
 import numpy as np
 from numba import config, cuda, float32, int32, uint32
 
-from kernels.common import device_function, kernel
-from kernels.forward_pieces import (
+from .common import device_function, kernel
+from .forward_pieces import (
     B1_AT,
     B2_AT,
     B3_AT,
@@ -82,7 +82,7 @@ from kernels.forward_pieces import (
     rbf_penalty,
     squash,
 )
-from kernels.inputs import NonfiniteCheck
+from .inputs import NonfiniteCheck
 
 THREADS = 256                      # threads per block
 BLOCKS_PER_SM = 3                  # launch bound: registers for 3 resident blocks an SM

@@ -47,7 +47,7 @@ import math
 import numpy as np
 from numba import config, cuda, float32, uint32
 
-from kernels.architecture import (  # noqa: F401 -- the kernels take shapes from here too
+from .architecture import (  # noqa: F401 -- the kernels take shapes from here too
     C1_MAPS,
     C1_SIZE,
     C3_MAPS,
@@ -71,7 +71,7 @@ from kernels.architecture import (  # noqa: F401 -- the kernels take shapes from
     SQUASH_S,
     K,
 )
-from kernels.common import device_function
+from .common import device_function
 
 # LeNet-5's shapes and the flat parameter layout: kernels/architecture.py
 C1S2_COLS = 2                              # S2 pixels per task, side by side

@@ -25,7 +25,7 @@ import threading
 import numpy as np
 from numba import cuda
 
-from kernels.common import check_device_array, kernel
+from .common import check_device_array, kernel
 
 BLOCK = 256  # threads per block
 ITEMS = 8    # elements per thread (fewer threads: the CUDA simulator runs each as one)

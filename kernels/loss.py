@@ -29,8 +29,8 @@ import math
 
 from numba import float32
 
-from kernels.architecture import LOSS_KINDS, N_CLASSES
-from kernels.common import device_function
+from .architecture import LOSS_KINDS, N_CLASSES
+from .common import device_function
 
 KINDS = LOSS_KINDS
 KIND_MSE, KIND_MAP = LOSS_KINDS["mse"], LOSS_KINDS["map"]

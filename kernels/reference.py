@@ -56,7 +56,7 @@ finite differences in float64, and the whole network's gradients likewise;
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from kernels.architecture import (  # noqa: F401 -- the reference's constants, re-exported
+from .architecture import (  # noqa: F401 -- the reference's constants, re-exported
     CONV_TABLES,
     LOSS_KINDS,
     MAP_J,

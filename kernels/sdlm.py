@@ -53,7 +53,7 @@ tests/test_gpu_model.py, tests/test_sweep.py.
 import numpy as np
 from numba import config, cuda, float32, float64, int32, int64, uint32, void
 
-from kernels.backward_pieces import (
+from .backward_pieces import (
     C1_GRAD_TASKS,
     C3_GRAD_TASKS,
     C3_PAIRS,
@@ -71,8 +71,8 @@ from kernels.backward_pieces import (
     subsample_delta,
     subsample_grads,
 )
-from kernels.common import check_device_array, device_function, kernel
-from kernels.forward_pieces import (
+from .common import check_device_array, device_function, kernel
+from .forward_pieces import (
     B1_AT,
     B2_AT,
     B3_AT,
@@ -113,7 +113,7 @@ from kernels.forward_pieces import (
     dense_partials,
     rbf_penalty,
 )
-from kernels.loss import KINDS, pattern_loss
+from .loss import KINDS, pattern_loss
 
 THREADS = 512                       # threads of a run's block
 LAUNCH_BOUNDS = {"launch_bounds": (THREADS, 1)}

@@ -40,7 +40,7 @@ train_step
 import numpy as np
 from numba import config, cuda, float32, float64, int32, int64, uint32, void
 
-from kernels.backward_pieces import (
+from .backward_pieces import (
     C1_GRAD_TASKS,
     C3_GRAD_TASKS,
     GRAD_SUMS,
@@ -56,9 +56,9 @@ from kernels.backward_pieces import (
     subsample_delta,
     subsample_grads,
 )
-from kernels.common import check_device_array, device_function, kernel
-from kernels.forward import image_task
-from kernels.forward_pieces import (
+from .common import check_device_array, device_function, kernel
+from .forward import image_task
+from .forward_pieces import (
     B1_AT,
     B2_AT,
     B3_AT,
@@ -100,7 +100,7 @@ from kernels.forward_pieces import (
     dense_partials,
     rbf_penalty,
 )
-from kernels.loss import KINDS, pattern_loss
+from .loss import KINDS, pattern_loss
 
 THREADS = 256
 BLOCKS_PER_SM = 2                    # launch bound: up to 128 registers a thread

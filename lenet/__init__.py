@@ -8,8 +8,8 @@
 `lenet.data` loads MNIST; `python -m lenet --help` lists the commands.
 """
 
-from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS, bitmap_text
 from lenet.checkpoint import CheckpointError
+from lenet.kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS, bitmap_text
 from lenet.model import LeNet5, gpu_available
 
 __all__ = ["C3_TABLE", "PARAMETER_SHAPES", "RBF_CENTERS", "bitmap_text", "CheckpointError",

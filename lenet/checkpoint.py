@@ -24,8 +24,8 @@ import zipfile
 
 import numpy as np
 
-from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 from lenet.datasets import DIGITS
+from lenet.kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 
 FORMAT = "lenet5-checkpoint"
 FORMAT_VERSION = 1

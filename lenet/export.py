@@ -36,8 +36,8 @@ import secrets
 
 import numpy as np
 
-from kernels.architecture import C3_TABLE, RBF_CENTERS, SQUASH_A, SQUASH_S
 from lenet import __version__
+from lenet.kernels.architecture import C3_TABLE, RBF_CENTERS, SQUASH_A, SQUASH_S
 
 FORMATS = ("onnx",)
 OPSET = 17

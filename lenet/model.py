@@ -36,7 +36,9 @@ import os
 
 import numpy as np
 
-from kernels.architecture import (
+from lenet.backend import on_device
+from lenet.checkpoint import check_parameters, read_checkpoint, write_checkpoint
+from lenet.kernels.architecture import (
     CONV_TABLES,
     LOSS_KINDS,
     PARAMETER_SHAPES,
@@ -44,9 +46,7 @@ from kernels.architecture import (
     fan_in,
     trainable_count,
 )
-from kernels.reference import MAP_J
-from lenet.backend import on_device
-from lenet.checkpoint import check_parameters, read_checkpoint, write_checkpoint
+from lenet.kernels.reference import MAP_J
 from lenet.ops_cpu import CPUOps
 from lenet.workspace import FlatBuffer
 
@@ -245,7 +245,7 @@ class LeNet5:
             bad = ~np.isfinite(x.reshape(n, 32 * 32)).all(axis=1)
             first = int(np.argmax(bad)) if bad.any() else -1
         else:
-            from kernels.inputs import first_nonfinite
+            from lenet.kernels.inputs import first_nonfinite
             first = first_nonfinite(x)
         if first >= 0:
             raise ValueError(f"image {offset + first} contains NaN or infinite values "
@@ -336,7 +336,7 @@ class LeNet5:
         STORE: order 1 the gradients, order 2 the curvature of the batch's mean loss.
         More than GRADIENT_CHUNK images go in chunks whose results are weighted by their
         sizes (in float64)."""
-        from kernels.train_step import STORE
+        from lenet.kernels.train_step import STORE
         check_loss(loss)
         x = self.prepare_images(x)
         n = x.shape[0]

@@ -40,7 +40,7 @@ class CPUOps(Backend):
 
     def parameter_buffer(self):
         """A zeroed flat parameter buffer with named views (lenet.workspace.FlatBuffer)."""
-        from kernels.architecture import PARAMETERS_LEN
+        from lenet.kernels.architecture import PARAMETERS_LEN
         from lenet.workspace import FlatBuffer
         return FlatBuffer(np.zeros(PARAMETERS_LEN, self.dtype))
 
@@ -61,8 +61,8 @@ class CPUOps(Backend):
         StepWorkspace, the GPU's Workspace interface), made once per batch size."""
         ws = self._workspaces.get(batch)
         if ws is None:
-            from kernels.architecture import C3_TABLE, RBF_CENTERS
-            from kernels.cpu import StepWorkspace
+            from lenet.kernels.architecture import C3_TABLE, RBF_CENTERS
+            from lenet.kernels.cpu import StepWorkspace
             ws = self._workspaces[batch] = StepWorkspace(batch, self.dtype, RBF_CENTERS,
                                                          C3_TABLE)
         return ws
@@ -76,7 +76,7 @@ class CPUOps(Backend):
         """Per-pattern SDLM steps for order[start:start + count] with the step sizes
         `rates` (FlatBuffers params and rates), compiled (kernels/cpu.py), on one thread:
         each step needs the last."""
-        from kernels.cpu import sdlm_steps_cpu
+        from lenet.kernels.cpu import sdlm_steps_cpu
         sdlm_steps_cpu(params.flat, rates.flat, stats, images, labels, order, start, count,
                        kind, j, centers, c3_table)
 
@@ -86,7 +86,7 @@ class CPUOps(Backend):
         (kernels/cpu.py sdlm_runs_cpu; lenet.sweep.sweep): params, rates (R,
         PARAMETERS_LEN), stats (R, 2) float64, images (M, N, 1024) image sets, image_set
         (R,), labels (N,), order (R, P), kinds (R,) int32 loss codes, js (R,)."""
-        from kernels.cpu import sdlm_runs_cpu
+        from lenet.kernels.cpu import sdlm_runs_cpu
         sdlm_runs_cpu(params, rates, stats, images, image_set, labels, order, start, count,
                       kinds, js, centers, c3_table)
 
@@ -94,7 +94,7 @@ class CPUOps(Backend):
         """Penalties (N,10) (want="penalties") or classes (N,) of checked images x `shape`
         (N,1,32,32), compiled (kernels/cpu.py), images split over every core.
         params: the model's FlatBuffer."""
-        from kernels.cpu import penalties_cpu
+        from lenet.kernels.cpu import penalties_cpu
         out = np.empty((shape[0], 10), x.dtype)
         penalties_cpu(out, x.reshape(shape), params.flat, centers, table)
         return out if want == "penalties" else out.argmin(axis=1)
@@ -103,11 +103,11 @@ class CPUOps(Backend):
         """[x, C1, S2, C3, S4, C5, F6, penalties] of checked images x (N,1,32,32), compiled
         (kernels/cpu.py activations_cpu), images split over every core. params: the
         model's FlatBuffer."""
-        from kernels.cpu import activations_cpu
+        from lenet.kernels.cpu import activations_cpu
         x = np.ascontiguousarray(x, self.dtype)
         return [x] + activations_cpu(x, params.flat, centers, table)
 
     def distort(self, out, images, params):
         """out = images under the affine distortions params (N,6) (kernels/distort.py)."""
-        from kernels.distort import distort_cpu
+        from lenet.kernels.distort import distort_cpu
         distort_cpu(out, images, params)

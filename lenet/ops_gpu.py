@@ -22,9 +22,9 @@ are the model's parameters:
 import numpy as np
 from numba import cuda
 
-from kernels import forward as fused
-from kernels import forward_pieces, inputs, sdlm
 from lenet.backend import Backend, on_device
+from lenet.kernels import forward as fused
+from lenet.kernels import forward_pieces, inputs, sdlm
 from lenet.workspace import FlatBuffer, Workspace
 
 
@@ -102,8 +102,8 @@ class GPUOps(Backend):
         """(C3 input lists, C3 output lists, RBF centers (840,)) on the device, as the
         fused kernels read them (LeNet-5's own table and bitmaps)."""
         if self._constants is None:
-            from kernels.architecture import C3_TABLE, RBF_CENTERS
-            from kernels.backward_pieces import c3_out_table
+            from lenet.kernels.architecture import C3_TABLE, RBF_CENTERS
+            from lenet.kernels.backward_pieces import c3_out_table
             self._constants = (forward_pieces.c3_table(C3_TABLE), c3_out_table(C3_TABLE),
                                cuda.to_device(RBF_CENTERS.astype(np.float32).ravel()))
         return self._constants
@@ -212,7 +212,7 @@ class GPUOps(Backend):
     def distort(self, out, images, params):
         """out = images under the affine distortions params (N,6), on the device
         (kernels/distort.py): no image leaves it."""
-        from kernels.distort import distort
+        from lenet.kernels.distort import distort
         distort(out, images, params)
 
     def fill(self, x, value):

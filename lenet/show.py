@@ -27,8 +27,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
-from kernels.architecture import BITMAP_HEIGHT, BITMAP_WIDTH, RBF_CENTERS
 from lenet.datasets import DIGITS
+from lenet.kernels.architecture import BITMAP_HEIGHT, BITMAP_WIDTH, RBF_CENTERS
 
 DPI = 100
 FIGSIZE = {"maps": (14, 7), "prototypes": (10, 2.5), "curves": (10, 4), "errors": (14, 6.5),

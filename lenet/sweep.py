@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from kernels.architecture import IN_LEN, LOSS_KINDS, MAP_J, PARAMETERS_LEN
+from lenet.kernels.architecture import IN_LEN, LOSS_KINDS, MAP_J, PARAMETERS_LEN
 from lenet.logs import check_outputs, write_log_line
 from lenet.model import INITS, LOSSES, LeNet5
 from lenet.progress import Progress

@@ -49,8 +49,8 @@ import time
 
 import numpy as np
 
-from kernels.architecture import LOSS_KINDS, MAP_J
 from lenet.backend import on_device
+from lenet.kernels.architecture import LOSS_KINDS, MAP_J
 from lenet.logs import check_outputs, write_log_line
 from lenet.model import check_loss
 from lenet.progress import Progress
@@ -172,7 +172,7 @@ class Trainer:
         self.pass_index = 0
         self.workspace = None if recipe in PER_PATTERN else ops.workspace(self.batch_size)
         # the fused step's int32 codes, made once
-        from kernels.train_step import SDLM, SGD, STORE
+        from lenet.kernels.train_step import SDLM, SGD, STORE
         self._codes = {"kind": np.int32(LOSS_KINDS[loss]), "store": np.int32(STORE),
                        "update": np.int32(SGD if recipe == "sgd" else SDLM),
                        1: np.int32(1), 2: np.int32(2)}
@@ -266,7 +266,7 @@ class Trainer:
         distorted anew (kernels/distort.py) into a buffer on the backend."""
         if not self.distort:
             return self.images
-        from kernels.distort import draw_distortions
+        from lenet.kernels.distort import draw_distortions
         if self.distorted is None:
             self.distorted = self.ops.empty(self.images.shape)
         params = self.ops.asarray(draw_distortions(self.distort_rng, self.n))

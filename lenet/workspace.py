@@ -22,7 +22,7 @@ serves one batch size and any smaller count (the last, partial batch of a pass).
 
 import numpy as np
 
-from kernels.architecture import PARAMETER_AT, PARAMETER_SHAPES, PARAMETERS_LEN
+from lenet.kernels.architecture import PARAMETER_AT, PARAMETER_SHAPES, PARAMETERS_LEN
 
 
 class FlatBuffer:
@@ -57,11 +57,11 @@ class Workspace:
                  split_images=None):
         from numba import config, cuda
 
-        from kernels import train_step as ts
-        from kernels.backward_pieces import OUT_TABLE_ROW
-        from kernels.common import check_device_array
-        from kernels.forward_pieces import C3_MAPS, F6_UNITS, N_CLASSES, TABLE_ROW
-        from kernels.occupancy import device_resident_blocks
+        from lenet.kernels import train_step as ts
+        from lenet.kernels.backward_pieces import OUT_TABLE_ROW
+        from lenet.kernels.common import check_device_array
+        from lenet.kernels.forward_pieces import C3_MAPS, F6_UNITS, N_CLASSES, TABLE_ROW
+        from lenet.kernels.occupancy import device_resident_blocks
         self.ts = ts
         if not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"Workspace: batch must be a positive whole number, not {batch!r}")

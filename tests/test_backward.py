@@ -11,13 +11,13 @@ import pytest
 from conftest import BATCHES
 from numba import cuda
 
-from kernels import backward as bw
-from kernels import reference as ref
-from kernels.architecture import C3_TABLE, CONV_TABLES, RBF_CENTERS
-from kernels.backward_pieces import c3_out_table
-from kernels.forward_pieces import IMAGES, c3_table
-from kernels.tolerance import assert_close
 from lenet import LeNet5
+from lenet.kernels import backward as bw
+from lenet.kernels import reference as ref
+from lenet.kernels.architecture import C3_TABLE, CONV_TABLES, RBF_CENTERS
+from lenet.kernels.backward_pieces import c3_out_table
+from lenet.kernels.forward_pieces import IMAGES, c3_table
+from lenet.kernels.tolerance import assert_close
 
 ORDERS = (1, 2)
 OUTPUTS = ["input"] + [name for name, _ in ref.LAYERS]   # what each layer reads

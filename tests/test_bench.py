@@ -17,8 +17,8 @@ import pytest
 
 from bench import cli, flops, impls, machine, suite, timing
 from bench.workload import Workload, take
-from kernels.tolerance import assert_close
 from lenet import C3_TABLE
+from lenet.kernels.tolerance import assert_close
 from lenet.model import LeNet5
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,7 +164,7 @@ def test_wrong_output_is_failed_and_not_timed(tmp_path, monkeypatch):
 
 
 def test_wrong_update_is_failed(tmp_path, monkeypatch):
-    from kernels.cpu import StepWorkspace  # the CPU's compiled step: lr 1% off
+    from lenet.kernels.cpu import StepWorkspace  # the CPU's compiled step: lr 1% off
     original = StepWorkspace.step
     monkeypatch.setattr(StepWorkspace, "step", lambda self, *a:
                         original(self, *a[:-2], 1.01 * a[-2], a[-1]))

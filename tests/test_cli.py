@@ -190,7 +190,7 @@ def test_paper_recipe_on_both_devices(mnist_dir, tmp_path):
     # and grows (tests/test_gpu_model.py, the fused test)
     from conftest import SIMULATOR
 
-    from kernels.tolerance import assert_close
+    from lenet.kernels.tolerance import assert_close
     n = 2 if SIMULATOR else 16
     runs = {}
     for device in ("cpu", "gpu"):

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from trainer_ref import trainer_pass_ref
 
-from kernels import cpu
-from kernels import reference as ref
-from kernels.architecture import C3_TABLE, LOSS_KINDS, PARAMETERS_LEN, RBF_CENTERS
-from kernels.tolerance import assert_close, relative_error
 from lenet import LeNet5
+from lenet.kernels import cpu
+from lenet.kernels import reference as ref
+from lenet.kernels.architecture import C3_TABLE, LOSS_KINDS, PARAMETERS_LEN, RBF_CENTERS
+from lenet.kernels.tolerance import assert_close, relative_error
 from lenet.train import Trainer
 from lenet.workspace import FlatBuffer
 
@@ -160,7 +160,7 @@ def test_step_updates_sgd_and_sdlm(dtype):
 
 
 def test_codes_are_the_gpu_step_codes():
-    from kernels.train_step import MODES
+    from lenet.kernels.train_step import MODES
     assert cpu.KINDS == LOSS_KINDS and cpu.MODES == MODES
 
 

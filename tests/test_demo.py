@@ -27,16 +27,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kernels import reference as ref
-from kernels.architecture import RBF_CENTERS
-from kernels.distort import distort_ref
-from kernels.tolerance import assert_close
 from lenet.cli import main
 from lenet.data import load_mnist, preprocess
 from lenet.demo import server
 from lenet.demo.compute import LAYERS, Demo, distortion
 from lenet.demo.server import MAX_BODY, DemoServer, static_files
 from lenet.images import mnist_digit
+from lenet.kernels import reference as ref
+from lenet.kernels.architecture import RBF_CENTERS
+from lenet.kernels.distort import distort_ref
+from lenet.kernels.tolerance import assert_close
 from lenet.model import LeNet5
 from lenet.train import train
 

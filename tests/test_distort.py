@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import SIMULATOR
 
-from kernels import distort as d
-from kernels.tolerance import assert_close
 from lenet import LeNet5
+from lenet.kernels import distort as d
+from lenet.kernels.tolerance import assert_close
 from lenet.train import Trainer
 
 IDENTITY = (1, 0, 0, 1, 0, 0)

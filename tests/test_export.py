@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from conftest import lenet_cli
 
-from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
-from kernels.tolerance import assert_close, relative_error
 from lenet.data import load_mnist, preprocess
+from lenet.kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
+from lenet.kernels.tolerance import assert_close, relative_error
 from lenet.model import LeNet5
 from lenet.train import train
 

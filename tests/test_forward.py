@@ -11,12 +11,12 @@ import pytest
 from conftest import BATCHES, SIMULATOR
 from numba import cuda
 
-from kernels import forward as fw
-from kernels import forward_pieces as L
-from kernels import reference as ref
-from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
-from kernels.tolerance import RELATIVE_ERROR, assert_close
 from lenet import LeNet5
+from lenet.kernels import forward as fw
+from lenet.kernels import forward_pieces as L
+from lenet.kernels import reference as ref
+from lenet.kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
+from lenet.kernels.tolerance import RELATIVE_ERROR, assert_close
 
 TOL = RELATIVE_ERROR[np.dtype(np.float32)]
 # fused-kernel batches: a batch of one, a partial group, one over a group of IMAGES
@@ -141,7 +141,7 @@ def reference_from_s2(s2, params, table):
 
 
 def test_c3_tables_list_the_paper_table():
-    from kernels.backward_pieces import OUT_TABLE_ROW, c3_out_table
+    from lenet.kernels.backward_pieces import OUT_TABLE_ROW, c3_out_table
     rows = L.c3_table(C3_TABLE).copy_to_host().reshape(L.C3_MAPS, L.TABLE_ROW)
     assert rows[:, 0].tolist() == [3] * 6 + [4] * 9 + [6]   # Table I: 60 connections
     for m in range(L.C3_MAPS):

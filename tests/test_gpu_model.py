@@ -14,11 +14,11 @@ import pytest
 from conftest import SIMULATOR
 from trainer_ref import trainer_pass_ref
 
-from kernels import reference as ref
-from kernels.architecture import C3_TABLE, PARAMETER_SHAPES
-from kernels.tolerance import assert_close
-from kernels.tolerance import relative_error as ref_relative_error
 from lenet import LeNet5
+from lenet.kernels import reference as ref
+from lenet.kernels.architecture import C3_TABLE, PARAMETER_SHAPES
+from lenet.kernels.tolerance import assert_close
+from lenet.kernels.tolerance import relative_error as ref_relative_error
 
 N_IMAGES = 2 if SIMULATOR else 3001
 # the simulator runs every CUDA thread in Python, so it checks the MAP loss only (with

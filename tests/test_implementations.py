@@ -32,8 +32,9 @@ import pytest
 from conftest import SIMULATOR
 from numba import cuda
 
-from kernels import reference as ref
-from kernels.architecture import (
+from lenet import LeNet5
+from lenet.kernels import reference as ref
+from lenet.kernels.architecture import (
     C3_TABLE,
     IN_LEN,
     LOSS_KINDS,
@@ -42,8 +43,7 @@ from kernels.architecture import (
     PARAMETERS_LEN,
     RBF_CENTERS,
 )
-from kernels.tolerance import RELATIVE_ERROR, relative_error
-from lenet import LeNet5
+from lenet.kernels.tolerance import RELATIVE_ERROR, relative_error
 
 N_IMAGES = 3 if SIMULATOR else 1001
 N_PATTERNS = 2 if SIMULATOR else 16
@@ -293,7 +293,7 @@ def test_cpu_sdlm(case, loss, dtype):
     # kernels/cpu.py: the compiled forward exposes the penalties; the per-pattern
     # steps their effect on every parameter and the loss and error sums. Activations,
     # deltas and gradients live inside the compiled loop: not exposed.
-    from kernels.cpu import penalties_cpu, sdlm_steps_cpu
+    from lenet.kernels.cpu import penalties_cpu, sdlm_steps_cpu
     start = flat_as(case["params"], dtype)
     centers = np.ascontiguousarray(RBF_CENTERS, dtype)
     x, labels, order, j = case["x"].astype(dtype), case["labels"], case["order"], case["j"][loss]
@@ -328,7 +328,7 @@ def test_cpu_train_step(case, loss, dtype):
     # kernels/cpu.py's compiled mini-batch step ("store": parameters untouched), order 1
     # then 2: every parameter's gradient and curvature and the batch's loss and errors;
     # activations and deltas live inside the compiled loop: not exposed
-    from kernels.cpu import StepWorkspace, launch_step
+    from lenet.kernels.cpu import StepWorkspace, launch_step
     want = expected(case, loss)
     n = N_IMAGES
     params = flat_as(case["params"], dtype)
@@ -368,7 +368,7 @@ def nan(shape, dtype=np.float32):
 def test_gpu_forward(case, gpu):
     # the fused forward kernel exposes the penalties and classes only; its pieces'
     # activations are the training step's (below), which keeps them
-    from kernels.forward import forward
+    from lenet.kernels.forward import forward
     table, _, centers = gpu["model"].ops.fused_constants()
     n = N_IMAGES
     penalties, classes = nan((n, 10)), nan(n, np.int32)
@@ -404,7 +404,7 @@ def test_gpu_train_step(case, gpu, loss):
     # then order 2, through the model's Workspace: its rows hold every activation, dE/dy,
     # d2E/dy2, each pattern's loss and miss, and each layer's delta (curvature at order
     # 2); the flat gradient buffer every parameter's gradient (curvature)
-    from kernels.train_step import STORE
+    from lenet.kernels.train_step import STORE
     want = expected(case, loss)
     model = gpu["model"]
     n = N_IMAGES
@@ -436,7 +436,7 @@ def test_gpu_sdlm(case, gpu, loss):
     # the per-pattern kernel through the GPU backend (GPUOps.sdlm_runs, one run): every
     # parameter's step, the loss and error sums, and (record) every activation, dE/dy,
     # d2E/dy2 and delta of the pattern. Its gradients stay inside the kernel.
-    from kernels import sdlm
+    from lenet.kernels import sdlm
     ops = gpu["model"].ops
     rates32 = sdlm_rates(case, loss)
     rates = cuda.to_device(flat(rates32).reshape(1, -1))

@@ -14,13 +14,13 @@ rounded before each add; the GPU's fused multiply-add rounds once, which only he
 import numpy as np
 import pytest
 
-from kernels import backward as bw
-from kernels import reference as ref
-from kernels import train_step as ts
-from kernels.architecture import C3_TABLE, CONV_TABLES
-from kernels.occupancy import HOPPER, resident_blocks
-from kernels.tolerance import RELATIVE_ERROR, relative_error
 from lenet import LeNet5
+from lenet.kernels import backward as bw
+from lenet.kernels import reference as ref
+from lenet.kernels import train_step as ts
+from lenet.kernels.architecture import C3_TABLE, CONV_TABLES
+from lenet.kernels.occupancy import HOPPER, resident_blocks
+from lenet.kernels.tolerance import RELATIVE_ERROR, relative_error
 
 F32 = np.float32
 BOUND = RELATIVE_ERROR[np.dtype(F32)]

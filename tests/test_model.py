@@ -4,10 +4,10 @@ parameter validation (checkpoints: tests/test_checkpoint.py)."""
 import numpy as np
 import pytest
 
-from kernels import reference as ref
-from kernels.architecture import PARAMETER_SHAPES, trainable_count
-from kernels.tolerance import assert_close
 from lenet import C3_TABLE, RBF_CENTERS, LeNet5, bitmap_text
+from lenet.kernels import reference as ref
+from lenet.kernels.architecture import PARAMETER_SHAPES, trainable_count
+from lenet.kernels.tolerance import assert_close
 
 PAPER_TABLE = """
 X...XXX..XXXX.XX
@@ -82,7 +82,7 @@ def test_initialisation_follows_fan_in():
 def test_initialisation_ranges(init, scale):
     # every parameter divided by its bound 2.4 / scale(F) is uniform on [-1, 1]: none
     # beyond 1, and the mean magnitude of all 60,000 is 1/2 (standard error 0.0012).
-    # F counted here from the paper's layer table, not from kernels.architecture
+    # F counted here from the paper's layer table, not from lenet.kernels.architecture
     fans = {"C1": 25, "S2": 4, "S4": 4, "C5": 400, "F6": 120}
     p = LeNet5(seed=5, init=init).parameters()
     normalised = []
@@ -333,8 +333,8 @@ def test_first_nonfinite_kernel_matches_reference(monkeypatch):
     # after the first call nothing is allocated
     from numba import cuda
 
-    from kernels import inputs
-    from kernels.inputs import first_nonfinite, first_nonfinite_ref
+    from lenet.kernels import inputs
+    from lenet.kernels.inputs import first_nonfinite, first_nonfinite_ref
     first_nonfinite(cuda.to_device(np.zeros((1, 4), np.float32)))
 
     def no_allocation(*args, **kwargs):
@@ -371,7 +371,7 @@ def test_device_input_is_checked_on_the_device(monkeypatch):
     # the device array itself goes to the check kernel, no copy to the host and back
     from numba import cuda
 
-    from kernels import inputs
+    from lenet.kernels import inputs
     m = LeNet5(device="gpu", seed=0)
     x = images(3, dtype=np.float32)
     x[2, 0, 5, 5] = -np.inf
@@ -428,8 +428,8 @@ def test_device_inference_allocates_nothing_and_waits_for_its_stream_only(monkey
     # the CPU model's
     from numba import cuda
 
-    from kernels import forward as fused
-    from kernels import inputs
+    from lenet.kernels import forward as fused
+    from lenet.kernels import inputs
     m = LeNet5(device="gpu", seed=2)
     x = images(5, dtype=np.float32)
     xd = cuda.to_device(x)

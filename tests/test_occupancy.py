@@ -13,9 +13,9 @@ import test_long_sums
 from numba import config, cuda
 from test_ptx import LAUNCHES
 
-from kernels import common
-from kernels import train_step as ts
-from kernels.occupancy import GPUS, HOPPER, SMLimits, resident_blocks
+from lenet.kernels import common
+from lenet.kernels import train_step as ts
+from lenet.kernels.occupancy import GPUS, HOPPER, SMLimits, resident_blocks
 
 
 def figures(census):
@@ -112,8 +112,8 @@ def test_the_fused_step_is_one_wave(ptx_census, gpu):
 def test_the_workspace_asks_the_driver(monkeypatch):
     """Workspace sizes its grid by kernels.occupancy.device_resident_blocks (the driver's
     answer on a GPU), not a constant."""
-    from kernels import backward_pieces, forward_pieces, occupancy
-    from kernels.architecture import C3_TABLE
+    from lenet.kernels import backward_pieces, forward_pieces, occupancy
+    from lenet.kernels.architecture import C3_TABLE
     from lenet.workspace import Workspace
     answers = {ts.batch_kernel.name: 5, ts.dense_grads_kernel.name: 19}
     monkeypatch.setattr(occupancy, "device_resident_blocks",
@@ -129,8 +129,8 @@ def test_a_batch_past_the_32_bit_rows_is_refused():
     """The fused step's rows are indexed in 32 bits: the largest batch's last float is
     below 2^32, the next batch's would not be, and the Workspace refuses it before
     allocating (its rows would take 17 GB)."""
-    from kernels import backward_pieces, forward_pieces
-    from kernels.architecture import C3_TABLE
+    from lenet.kernels import backward_pieces, forward_pieces
+    from lenet.kernels.architecture import C3_TABLE
     from lenet.workspace import Workspace
     assert ts.padded(ts.MAX_BATCH) * ts.ROW_LEN <= 2**32
     assert ts.padded(ts.MAX_BATCH + 1) * ts.ROW_LEN > 2**32

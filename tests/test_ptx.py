@@ -21,7 +21,7 @@ import pytest
 from numba import cuda
 
 from bench import ptx
-from kernels import common
+from lenet.kernels import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -178,8 +178,8 @@ def _device(shape, dtype=np.float32):
 
 
 def _launch_sdlm():
-    from kernels import backward_pieces, forward_pieces, sdlm
-    from kernels.architecture import C3_TABLE
+    from lenet.kernels import backward_pieces, forward_pieces, sdlm
+    from lenet.kernels.architecture import C3_TABLE
     r, n, table = 2, 5, C3_TABLE
     flat = _device((forward_pieces.PARAMETERS_LEN,))
     sdlm.sdlm_rates(flat, _device((forward_pieces.PARAMETERS_LEN,)), 5e-4, 0.02)
@@ -193,9 +193,9 @@ def _launch_sdlm():
 
 
 def _launch_train_step():
-    from kernels import backward_pieces, forward_pieces
-    from kernels import train_step as ts
-    from kernels.architecture import C3_TABLE
+    from lenet.kernels import backward_pieces, forward_pieces
+    from lenet.kernels import train_step as ts
+    from lenet.kernels.architecture import C3_TABLE
     n, table = 6, C3_TABLE
     bp = ts.padded(n)
     flats = [_device((forward_pieces.PARAMETERS_LEN,)) for _ in range(4)]
@@ -207,13 +207,13 @@ def _launch_train_step():
 
 
 def _launch_inputs():
-    from kernels import inputs
+    from lenet.kernels import inputs
     inputs.first_nonfinite(_device((3, 1, 4, 4)))
 
 
 def _launch_forward():
-    from kernels import forward, forward_pieces
-    from kernels.architecture import C3_TABLE
+    from lenet.kernels import forward, forward_pieces
+    from lenet.kernels.architecture import C3_TABLE
     n, params = 3, _device((forward_pieces.PARAMETERS_LEN,))
     table, centers = forward_pieces.c3_table(C3_TABLE), _device((10 * 84,))
     penalties, classes = _device((n, 10)), _device((n,), np.int32)
@@ -227,9 +227,9 @@ def _launch_forward():
 
 
 def _launch_backward():
-    from kernels import backward as bw
-    from kernels import backward_pieces, forward_pieces
-    from kernels.architecture import C3_TABLE
+    from lenet.kernels import backward as bw
+    from lenet.kernels import backward_pieces, forward_pieces
+    from lenet.kernels.architecture import C3_TABLE
     n, table = 3, C3_TABLE
     bw.rbf_delta_all(_device((n, 84)), _device((n, 10)), _device((n, 10)), _device((n, 84)),
                      _device((10 * 84,)), 1)
@@ -252,7 +252,7 @@ def _launch_backward():
 
 
 def _launch_distort():
-    from kernels import distort
+    from lenet.kernels import distort
     distort.distort(_device((3, 1, 32, 32)), _device((3, 1, 32, 32)), _device((3, 6)))
 
 
@@ -276,7 +276,7 @@ def test_every_kernel_signature_is_launched_by_its_launcher(monkeypatch):
 
 def test_a_launch_that_does_not_fit_is_refused(monkeypatch):
     """The check itself: a float64 array where the signature says float32."""
-    from kernels import forward
+    from lenet.kernels import forward
     seen = set()
     monkeypatch.setattr(common.Kernel, "__getitem__", lambda self, launch: _Launch(self, seen))
     with pytest.raises(TypeError, match="squash_kernel.*out is float64"):

@@ -12,8 +12,8 @@
 import numpy as np
 import pytest
 
-from kernels import reference as ref
-from kernels.architecture import C3_TABLE, RBF_CENTERS
+from lenet.kernels import reference as ref
+from lenet.kernels.architecture import C3_TABLE, RBF_CENTERS
 
 RTOL = 1e-6   # finite differences in float64 with EPS below
 EPS = 1e-5

@@ -85,7 +85,7 @@ def test_train_options_reach_the_trainer(name, data, mnist_dir, tmp_path):
 
 def test_lush_init_is_lecuns(data):
     # weights within 1/sqrt(F) (C3 per map from its table), biases 0, coefficients 0.5
-    from kernels.architecture import CONV_TABLES, fan_in
+    from lenet.kernels.architecture import CONV_TABLES, fan_in
     p = LeNet5(seed=5, init="lush").parameters()
     for name, v in p.items():
         layer, kind = name.split(".")

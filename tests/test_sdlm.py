@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from kernels import forward_pieces as L
-from kernels import reference as ref
-from kernels import sdlm
-from kernels.architecture import C3_TABLE, LOSS_KINDS, PARAMETER_SHAPES, RBF_CENTERS
-from kernels.backward_pieces import c3_out_table
-from kernels.tolerance import assert_close
 from lenet import LeNet5
+from lenet.kernels import forward_pieces as L
+from lenet.kernels import reference as ref
+from lenet.kernels import sdlm
+from lenet.kernels.architecture import C3_TABLE, LOSS_KINDS, PARAMETER_SHAPES, RBF_CENTERS
+from lenet.kernels.backward_pieces import c3_out_table
+from lenet.kernels.tolerance import assert_close
 
 # what the kernel records (kernels/sdlm.py's names) in the order it makes them, and the
 # names of forward_ref's tensors (activations a1..a6, penalties y, dy, hy) and of

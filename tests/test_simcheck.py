@@ -18,15 +18,15 @@ import pytest
 from conftest import SIMULATOR
 from numba import cuda, float32
 
-from kernels import common, reference, sdlm, simcheck
-from kernels import forward as fw
-from kernels import forward_pieces as L
-from kernels import train_step as ts
-from kernels.architecture import C3_TABLE, LOSS_KINDS, RBF_CENTERS
-from kernels.backward_pieces import c3_out_table
-from kernels.common import Kernel, u32
-from kernels.tolerance import assert_close
 from lenet import LeNet5
+from lenet.kernels import common, reference, sdlm, simcheck
+from lenet.kernels import forward as fw
+from lenet.kernels import forward_pieces as L
+from lenet.kernels import train_step as ts
+from lenet.kernels.architecture import C3_TABLE, LOSS_KINDS, RBF_CENTERS
+from lenet.kernels.backward_pieces import c3_out_table
+from lenet.kernels.common import Kernel, u32
+from lenet.kernels.tolerance import assert_close
 from lenet.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(not SIMULATOR, reason="simcheck hooks the CUDA simulator "
@@ -328,7 +328,7 @@ def test_the_environment_variable_turns_it_on():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for value, want in (("1", "True"), ("0", "False"), ("", "False")):
         env = dict(os.environ, LENET_SIMCHECK=value)
-        got = subprocess.run([sys.executable, "-c", "import kernels.simcheck as s; "
+        got = subprocess.run([sys.executable, "-c", "import lenet.kernels.simcheck as s; "
                               "print(s.active)"], cwd=root, env=env, capture_output=True,
                              text=True, check=True).stdout.strip()
         assert got == want, f"LENET_SIMCHECK={value!r}"

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from kernels import reference as ref
 from lenet import LeNet5
+from lenet.kernels import reference as ref
 from lenet.train import SDLM_MU, Trainer, error_rate, paper_eta, train
 
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from kernels import forward_pieces as L
-from kernels import reference as ref
-from kernels import train_step as ts
-from kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
-from kernels.backward_pieces import c3_out_table
-from kernels.tolerance import assert_close
 from lenet import LeNet5
+from lenet.kernels import forward_pieces as L
+from lenet.kernels import reference as ref
+from lenet.kernels import train_step as ts
+from lenet.kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
+from lenet.kernels.backward_pieces import c3_out_table
+from lenet.kernels.tolerance import assert_close
 
 
 def flat(params):

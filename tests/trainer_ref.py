@@ -5,7 +5,7 @@ hold the Trainer's fused passes (CPU and GPU) to it."""
 
 import numpy as np
 
-from kernels import reference as ref
+from lenet.kernels import reference as ref
 from lenet.model import LeNet5
 from lenet.train import PER_PATTERN, SDLM_HESSIAN_PATTERNS, Trainer
 

@@ -142,8 +142,8 @@ DISTORTION_COLUMNS = 11
 
 
 def _show_distortions(args, show):
-    from kernels.distort import distort_cpu, draw_distortions
     from lenet.data import preprocess
+    from lenet.kernels.distort import distort_cpu, draw_distortions
     split = load_data("train", args)
     images, labels = split.images, split.labels
     first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]

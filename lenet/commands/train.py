@@ -6,13 +6,13 @@ import math
 import os
 import sys
 
-from kernels.reference import MAP_J
 from lenet.commands.common import (
     UserError,
     add_data_options,
     first_images,
     load_data,
 )
+from lenet.kernels.reference import MAP_J
 
 
 def add(sub):

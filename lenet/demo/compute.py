@@ -22,10 +22,10 @@ import time
 
 import numpy as np
 
-from kernels.architecture import RBF_CENTERS
-from kernels.distort import RANGES, distort_cpu, draw_distortions
 from lenet.data import preprocess
 from lenet.images import center_digit, ink
+from lenet.kernels.architecture import RBF_CENTERS
+from lenet.kernels.distort import RANGES, distort_cpu, draw_distortions
 from lenet.show import surest_mistakes
 from lenet.train import penalties
 

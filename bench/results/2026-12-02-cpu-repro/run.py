@@ -106,7 +106,7 @@ def first_pass_rates(model, images, labels, settings, seed):
     is half ours, so its h and mu are half ours: 2 eta / (mu + h))."""
     import numpy as np
 
-    from kernels.architecture import CONV_TABLES
+    from lenet.kernels.architecture import CONV_TABLES
     from lenet.train import SDLM_HESSIAN_PATTERNS, paper_eta
     rng = np.random.default_rng([seed, 2])
     index = rng.choice(len(labels), SDLM_HESSIAN_PATTERNS, replace=False)

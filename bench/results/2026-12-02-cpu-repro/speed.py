@@ -21,8 +21,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from kernels.distort import distort_cpu, draw_distortions
 from lenet.data import load_mnist, preprocess
+from lenet.kernels.distort import distort_cpu, draw_distortions
 from lenet.model import LeNet5
 from lenet.train import Trainer
 

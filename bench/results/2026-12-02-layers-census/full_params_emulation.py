@@ -20,8 +20,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
-from kernels import reference as ref  # noqa: E402
-from kernels.tolerance import relative_error  # noqa: E402
+from lenet.kernels import reference as ref  # noqa: E402
+from lenet.kernels.tolerance import relative_error  # noqa: E402
 
 A, S = np.float32(ref.SQUASH_A), np.float32(ref.SQUASH_S)
 SPLITS = (256, 512, 1024)   # rows per slice; the kernel's SPLIT_ROWS is 512

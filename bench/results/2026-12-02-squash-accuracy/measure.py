@@ -25,8 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 sys.path.insert(0, ROOT)
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")   # import the constants, no GPU needed
 
-from kernels import layers  # noqa: E402
-from kernels.reference import SQUASH_A, SQUASH_S  # noqa: E402
+from lenet.kernels import layers  # noqa: E402
+from lenet.kernels.reference import SQUASH_A, SQUASH_S  # noqa: E402
 
 f32 = np.float32
 ULP1 = 2.0 ** -23

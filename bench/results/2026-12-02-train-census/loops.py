@@ -7,7 +7,7 @@ and global loads and stores (the figures the README's napkin maths start from).
 from bench import ptx
 
 ptx.prepare_offline()
-from kernels import sdlm, train_step  # noqa: E402  (after the offline compile set-up)
+from lenet.kernels import sdlm, train_step  # noqa: E402  (after the offline compile set-up)
 
 for k in (sdlm.sdlm_kernel, train_step.batch_kernel, train_step.dense_grads_kernel):
     text = ptx.compile_ptx(k, k.signatures[0], device=False)

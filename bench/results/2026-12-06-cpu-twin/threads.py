@@ -6,9 +6,9 @@ import time
 import numba
 import numpy as np
 
-from kernels import cpu
-from kernels.architecture import C3_TABLE, RBF_CENTERS
 from lenet import LeNet5
+from lenet.kernels import cpu
+from lenet.kernels.architecture import C3_TABLE, RBF_CENTERS
 
 n, R = 4000, 2
 rng = np.random.default_rng(0)
