@@ -86,6 +86,8 @@
 {   # read whole before it runs: an edit of this file during a run cannot derail it
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
+# lenet.kernels is a link to kernels/; a copy of the tree that dropped links gets it back
+[ -e lenet/kernels ] || ln -s ../kernels lenet/kernels
 PYTHON=${GPU_SESSION_PYTHON:-python3}
 [ -z "${GPU_SESSION_PYTHON:-}" ] && [ -x .venv/bin/python ] && PYTHON=$PWD/.venv/bin/python
 

@@ -254,10 +254,10 @@ class _Device:
 
 def load_kernels():
     """Import every module of the kernels package; return kernels.common.KERNELS."""
-    import kernels
+    from lenet import kernels
     from lenet.kernels.common import KERNELS
     for info in pkgutil.iter_modules(kernels.__path__):
-        importlib.import_module(f"kernels.{info.name}")
+        importlib.import_module(f"{kernels.__name__}.{info.name}")
     return KERNELS
 
 

@@ -75,6 +75,7 @@ def check_device_array(op, name, a, shape, dtype=np.float32):
 
 
 # ------------------------------------------------------------------ kernels
+_PACKAGE = __name__.rpartition(".")[0]   # lenet.kernels
 
 KERNELS = []  # every Kernel, in definition order: what bench/ptx.py compiles
 ALLOWANCES = ("float64", "local_memory", "spills")
@@ -100,7 +101,11 @@ class Kernel:
         self.py_func = fn
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
-        self.name = f"{fn.__module__}.{fn.__name__}"
+        # this package's kernels named by their place in the source tree (kernels/<module>.py)
+        module = fn.__module__
+        if module.startswith(_PACKAGE + "."):
+            module = "kernels." + module[len(_PACKAGE) + 1:]
+        self.name = f"{module}.{fn.__name__}"
         self.signatures = list(signatures)
         self.allow = dict(allow)
         self.options = dict(options)

@@ -455,7 +455,7 @@ def test_a_barrier_removed_from_the_fused_forward_is_caught(monkeypatch):
     barriers = [i for i in range(begin, len(lines)) if "cuda.syncthreads()" in lines[i]]
     cut = barriers[1]
     lines[cut] = lines[cut].replace("cuda.syncthreads()", "pass")
-    mutant = {"__name__": "forward_without_a_barrier"}
+    mutant = {"__name__": "forward_without_a_barrier", "__package__": fw.__package__}
     monkeypatch.setattr(common, "KERNELS", [])     # not for the compile census
     exec(compile("\n".join(lines), fw.__file__, "exec"), mutant)
     n, (table, _, centers) = 1, tables()
