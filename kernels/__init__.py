@@ -1,6 +1,6 @@
 """LeNet-5's kernels: the network as data (`architecture.py`), the float64 NumPy reference
 (`reference.py`), the CPU's compiled implementation (`cpu.py`) and the Numba CUDA
-kernels, built from one-image pieces (`forward_pieces.py`, `backward_pieces.py`, `loss.py`) into
+kernels, built from one-image pieces (`forward_pieces.py`, `backward_pieces.py`) into
 the fused forward pass (`forward.py`), training step (`train_step.py`) and per-pattern
 SDLM kernel (`sdlm.py`) and into stage kernels that run one piece over a batch
 (`forward.py`, `backward.py`), with the one tolerance they are compared at

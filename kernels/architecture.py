@@ -57,6 +57,15 @@ for _name, _shape in PARAMETER_SHAPES.items():
     _at += int(np.prod(_shape))
 PARAMETERS_LEN = _at                                   # 60,900 floats
 CONV_PARAMETERS_LEN = PARAMETER_AT["C5.weight"]        # C1 to S4: 2,616 floats
+# the offsets as the kernels slice the buffer (W weight, B bias, C subsampling coefficient)
+W1_AT, B1_AT = PARAMETER_AT["C1.weight"], PARAMETER_AT["C1.bias"]
+C2_AT, B2_AT = PARAMETER_AT["S2.coef"], PARAMETER_AT["S2.bias"]
+W3_AT, B3_AT = PARAMETER_AT["C3.weight"], PARAMETER_AT["C3.bias"]
+C4_AT, B4_AT = PARAMETER_AT["S4.coef"], PARAMETER_AT["S4.bias"]
+W5_AT, B5_AT = PARAMETER_AT["C5.weight"], PARAMETER_AT["C5.bias"]
+W6_AT, B6_AT = PARAMETER_AT["F6.weight"], PARAMETER_AT["F6.bias"]
+# what a fused training step does with the gradients: store them, or an SGD or SDLM step
+STEP_MODES = {"store": 0, "sgd": 1, "sdlm": 2}
 
 # ------------------------------------------------------------------ connections, output
 # Paper's Table I: rows are S2 maps (inputs), columns C3 maps (outputs).

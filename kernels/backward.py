@@ -15,7 +15,7 @@ sizes (tests/test_long_sums.py emulates each order at 1,001 and 4,099 images).
     c3_grads_kernel(dw, db, d, x, table, order)           one block: (pair, band) tasks
     c3_delta_kernel(d2, d3, w3, x2, out_table, order)     one block per IMAGES images
     loss_kernel(losses, dy, hy, y, labels, kind, j, scale)   one thread per image
-                                                          (kernels.loss.pattern_loss)
+                                                          (kernels.backward_pieces.pattern_loss)
 
 Arrays are float32 (N, per-image length) or flat parameter arrays; order is 1 or 2.
 Test: pytest -q tests/test_backward.py
@@ -23,6 +23,7 @@ Test: pytest -q tests/test_backward.py
 
 from numba import config, cuda, float32, int32, uint32
 
+from .architecture import LOSS_KINDS
 from .backward_pieces import (
     c1_weight_grads,
     c3_delta,
@@ -30,13 +31,13 @@ from .backward_pieces import (
     dense_bias_grad,
     dense_delta,
     dense_weight_grad,
+    pattern_loss,
     rbf_delta,
     subsample_delta,
     subsample_grads,
 )
 from .common import kernel
 from .forward_pieces import C1_MAPS, C3_MAPS, C3_MAX_IN, IMAGES, TABLE_ROW, K
-from .loss import KINDS, pattern_loss
 
 THREADS = 128
 # the one-thread-per-element kernels stride over their elements with at most this many
@@ -271,5 +272,5 @@ def loss_all(losses, dy, hy, y, labels, kind, j):
     """Per-pattern losses (N,) and dy, hy (N,10) of their mean (scale 1/N, as
     kernels/reference.py's losses give them), kind "mse" or "map"."""
     n = y.shape[0]
-    loss_kernel[_blocks(n), THREADS](losses, dy, hy, y, labels, int32(KINDS[kind]),
+    loss_kernel[_blocks(n), THREADS](losses, dy, hy, y, labels, int32(LOSS_KINDS[kind]),
                                      float32(j), float32(1.0 / max(n, 1)))

@@ -1,8 +1,7 @@
 """One-image layer pieces of LeNet-5 (backward): deltas, their Gauss-Newton counterparts
 and parameter-gradient contributions, as device functions, for the fused training step
 and the per-pattern SDLM kernel to be assembled from (with kernels/forward_pieces.py's forward
-pieces and kernels.loss.pattern_loss), each tested on its own against
-kernels/reference.py.
+pieces), each tested on its own against kernels/reference.py.
 
 A delta is dE/da at a layer's pre-activation a (its output is f(a)). order 1 gives
 gradients; order 2 the Gauss-Newton second derivatives of the paper's SDLM recipe
@@ -11,6 +10,25 @@ f'(a) is taken from the layer's output (kernels.common.through_squash). Arrays a
 and C-ordered per image, as in kernels/forward_pieces.py; where a piece sums over images it
 reads image g at g * stride, so a block of several images (the training step) and one
 image (SDLM, images = 1) call the same code.
+
+    pattern_loss(y, label, kind, j, scale, dy, hy) -> loss
+
+y (10,) float32 RBF penalties, label 0..9, kind a code of KINDS (kernels.architecture.
+LOSS_KINDS), j eq. 9's constant; dy and hy (10,) get dE/dy and d2E/dy2 times `scale`
+(1/N for the mean over a batch of N), exactly as kernels/reference.py's mse_loss_ref and
+map_loss_ref give them:
+
+    mse  (paper eq. 8):  loss = y_D,   dy = onehot,   hy = 0
+    map  (paper eq. 9):  loss = y_D + log(exp(-j) + sum_i exp(-y_i)),
+                         p_i = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)),
+                         dy = onehot - p,   hy = p (1 - p)
+
+MAP is computed stably: every exponent is taken relative to the largest one, zmax =
+max(-j, -y_0, ..., -y_9), so the largest term is exactly 1 and nothing overflows or
+underflows to a zero total. The sum r of the other terms is kept separately, giving
+log(total) = zmax + log1p(r) and 1 - p = r / total for the largest term without the
+cancellation of 1 - p (which matters when a pattern is classified with confidence).
+A label outside 0..9 makes the pattern's loss, dy and hy NaN.
 
     rbf_delta(d6, dy, hy, x6, centers, order, j)    F6 unit j's delta from the loss's
                                    dE/dy (and d2E/dy2 for order 2) through the RBF
@@ -48,9 +66,12 @@ Tests: pytest -q tests/test_backward.py; the stage kernels that run each piece
 over a batch are kernels/backward.py.
 """
 
+import math
+
 import numpy as np
 from numba import cuda, float32, uint32
 
+from .architecture import LOSS_KINDS
 from .common import device_function, through_squash
 from .forward_pieces import (
     C1_MAPS,
@@ -75,6 +96,47 @@ C3_PAIRS = 60                       # connected (C3 map, S2 map) pairs of Table 
 C3_GRAD_TASKS = C3_PAIRS * 2        # (connected pair, band of 5 rows)
 OUT_TABLE_ROW = 1 + 16          # c3_out_table row: count, then up to 16 C3 maps
 GRAD_SUMS = K * K + 1           # a weight-gradient task's sums: 25 weights and the bias
+KIND_MSE = LOSS_KINDS["mse"]
+
+
+# -------------------------------------------------------------------------- loss
+@device_function
+def pattern_loss(y, label, kind, j, scale, dy, hy):
+    """One pattern's loss from its penalties y (10,), writing dE/dy * scale into dy (10,)
+    and the Gauss-Newton d2E/dy2 * scale into hy (10,). A label outside 0..9 gives NaN
+    for all three."""
+    if label < 0 or label >= N_CLASSES:
+        for i in range(N_CLASSES):
+            dy[i] = math.nan
+            hy[i] = math.nan
+        return float32(math.nan)
+
+    if kind == KIND_MSE:
+        for i in range(N_CLASSES):
+            dy[i] = scale if i == label else float32(0)
+            hy[i] = float32(0)
+        return y[label]
+
+    # MAP: the exponents are z = (-j, -y_0, ..., -y_9); imax = -1 stands for -j
+    zmax = -j
+    imax = -1
+    for i in range(N_CLASSES):
+        if -y[i] > zmax:
+            zmax = -y[i]
+            imax = i
+    # r = the sum of every term exp(z - zmax) but the largest, which is exactly 1
+    r = float32(0) if imax == -1 else math.exp(-j - zmax)
+    for i in range(N_CLASSES):
+        if i != imax:
+            r += math.exp(-y[i] - zmax)
+    total = float32(1) + r
+    for i in range(N_CLASSES):
+        e = math.exp(-y[i] - zmax)
+        p = e / total
+        q = (r if i == imax else total - e) / total  # 1 - p, without cancellation
+        dy[i] = (q if i == label else -p) * scale
+        hy[i] = p * q * scale
+    return (y[label] + zmax) + math.log1p(r)
 
 
 # --------------------------------------------------------------------------- RBF

@@ -60,7 +60,7 @@ import numpy as np
 from numba import get_parallel_chunksize, njit, prange, set_parallel_chunksize, types
 from numba.extending import overload
 
-from .forward_pieces import (
+from .architecture import (
     B1_AT,
     B2_AT,
     B3_AT,
@@ -70,18 +70,20 @@ from .forward_pieces import (
     C2_AT,
     C4_AT,
     CONV_PARAMETERS_LEN,
+    LOSS_KINDS,
     PARAMETERS_LEN,
+    SQUASH_A,
+    SQUASH_S,
+    STEP_MODES,
     W1_AT,
     W3_AT,
     W5_AT,
     W6_AT,
+    K,
 )
-from .reference import SQUASH_A, SQUASH_S
 
-K = 5
-KINDS = {"mse": 0, "map": 1}                 # as kernels/loss.py's
-MODES = {"store": 0, "sgd": 1, "sdlm": 2}    # as kernels/train_step.py's
-STORE, SGD, SDLM = 0, 1, 2
+KINDS, MODES = LOSS_KINDS, STEP_MODES
+STORE, SGD, SDLM = MODES["store"], MODES["sgd"], MODES["sdlm"]
 # flat map layouts (module docstring): row stride, length of the computed span, buffer size
 W0, X0_LEN = 32, 1032   # the input image; C1 reads up to 27*32+27 + 4*32+4 = 1027
 L1 = 28 * W0            # C1's output: 28 rows of stride 32
@@ -268,8 +270,8 @@ def load_image(x0, image):
 def pattern_loss(y, label, kind, c, dy, hy):
     """The loss of penalties y (10,) for `label`; writes dE/dy into dy and the diagonal of
     d2E/dy2 into hy. kind 0: MSE (paper eq. 8), 1: MAP (eq. 9, j = c[4]), computed
-    relative to the largest exponent as kernels/loss.py does. A label outside 0..9 gives
-    NaN."""
+    relative to the largest exponent as kernels/backward_pieces.py's pattern_loss does. A
+    label outside 0..9 gives NaN."""
     n = y.shape[0]
     if label < 0 or label >= n:
         dy[:] = np.nan

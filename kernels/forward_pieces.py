@@ -48,11 +48,19 @@ import numpy as np
 from numba import config, cuda, float32, uint32
 
 from .architecture import (  # noqa: F401 -- the kernels take shapes from here too
+    B1_AT,
+    B2_AT,
+    B3_AT,
+    B4_AT,
+    B5_AT,
+    B6_AT,
     C1_MAPS,
     C1_SIZE,
+    C2_AT,
     C3_MAPS,
     C3_MAX_IN,
     C3_SIZE,
+    C4_AT,
     C5_INPUTS,
     C5_UNITS,
     CONV_PARAMETERS_LEN,
@@ -69,6 +77,10 @@ from .architecture import (  # noqa: F401 -- the kernels take shapes from here t
     S4_SIZE,
     SQUASH_A,
     SQUASH_S,
+    W1_AT,
+    W3_AT,
+    W5_AT,
+    W6_AT,
     K,
 )
 from .common import device_function
@@ -80,13 +92,6 @@ C1S2_WIN_H, C1S2_WIN_W = K + 1, C1S2_TILE_W + K - 1   # its input window, 6x8
 C1S2_TASKS = S2_SIZE * (S2_SIZE // C1S2_COLS)   # 98 an image
 C3S4_TASKS = C3_MAPS * S4_SIZE                  # 80 an image
 
-# the parameters' offsets in the flat buffer, as the kernels slice it
-W1_AT, B1_AT = PARAMETER_AT["C1.weight"], PARAMETER_AT["C1.bias"]
-C2_AT, B2_AT = PARAMETER_AT["S2.coef"], PARAMETER_AT["S2.bias"]
-W3_AT, B3_AT = PARAMETER_AT["C3.weight"], PARAMETER_AT["C3.bias"]
-C4_AT, B4_AT = PARAMETER_AT["S4.coef"], PARAMETER_AT["S4.bias"]
-W5_AT, B5_AT = PARAMETER_AT["C5.weight"], PARAMETER_AT["C5.bias"]
-W6_AT, B6_AT = PARAMETER_AT["F6.weight"], PARAMETER_AT["F6.bias"]
 assert CONV_PARAMETERS_LEN == W5_AT   # C1 to S4: 2,616 floats, small enough for shared
 
 # C3's connection lists as one int32 array: row m = (count, S2 maps..., padded with -1)

@@ -19,7 +19,7 @@ patterns' losses and misclassifications. Run r reads the image set images[image_
 (its own distorted copy of the training set, or the shared undistorted one).
 
 Built from the one-image pieces of kernels/forward_pieces.py (forward), kernels/backward_pieces.py
-(deltas, gradient sums) and kernels.loss.pattern_loss: no layer is written twice.
+(deltas, gradient sums) and kernels.backward_pieces.pattern_loss: no layer is written twice.
 Threads split each phase's tasks; every parameter steps once the layer below no longer
 needs it (| = syncthreads):
 
@@ -53,6 +53,7 @@ tests/test_gpu_model.py, tests/test_sweep.py.
 import numpy as np
 from numba import config, cuda, float32, float64, int32, int64, uint32, void
 
+from .architecture import LOSS_KINDS
 from .backward_pieces import (
     C1_GRAD_TASKS,
     C3_GRAD_TASKS,
@@ -67,6 +68,7 @@ from .backward_pieces import (
     c3_pair,
     c3_pair_sum,
     dense_delta_step,
+    pattern_loss,
     rbf_delta,
     subsample_delta,
     subsample_grads,
@@ -113,7 +115,6 @@ from .forward_pieces import (
     dense_partials,
     rbf_penalty,
 )
-from .loss import KINDS, pattern_loss
 
 THREADS = 512                       # threads of a run's block
 LAUNCH_BOUNDS = {"launch_bounds": (THREADS, 1)}
@@ -329,10 +330,10 @@ def sdlm_rates(rates, hess, eta, mu):
 
 def kinds_of(losses):
     """The int32 codes sdlm_kernel takes for loss names ("mse", "map")."""
-    unknown = [k for k in losses if k not in KINDS]
+    unknown = [k for k in losses if k not in LOSS_KINDS]
     if unknown:
-        raise ValueError(f"sdlm_steps: loss {unknown[0]!r}, expected one of {sorted(KINDS)}")
-    return np.array([KINDS[k] for k in losses], np.int32)
+        raise ValueError(f"sdlm_steps: loss {unknown[0]!r}, expected one of {sorted(LOSS_KINDS)}")
+    return np.array([LOSS_KINDS[k] for k in losses], np.int32)
 
 
 def sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start, count,

@@ -21,7 +21,7 @@ and kernels/backward_pieces.py.
 
 order 1 gives gradients, 2 the Gauss-Newton curvature of the SDLM recipes (the pieces'
 order). dy and hy are scaled by `scale` = 1 / count: the derivatives of the batch's mean
-loss, as kernels.loss.pattern_loss gives them.
+loss, as kernels.backward_pieces.pattern_loss gives them.
 
 acts is one flat buffer of per-image rows grouped by name (ACT_ROWS): the block of name k
 is acts[bp * ACT_AT[k]:][:bp * len], image n's row at n * len, bp = the batch rounded up
@@ -40,6 +40,7 @@ train_step
 import numpy as np
 from numba import config, cuda, float32, float64, int32, int64, uint32, void
 
+from .architecture import LOSS_KINDS, STEP_MODES
 from .backward_pieces import (
     C1_GRAD_TASKS,
     C3_GRAD_TASKS,
@@ -52,6 +53,7 @@ from .backward_pieces import (
     c3_grad_sums,
     c3_pair_sum,
     dense_delta,
+    pattern_loss,
     rbf_delta,
     subsample_delta,
     subsample_grads,
@@ -100,7 +102,6 @@ from .forward_pieces import (
     dense_partials,
     rbf_penalty,
 )
-from .loss import KINDS, pattern_loss
 
 THREADS = 256
 BLOCKS_PER_SM = 2                    # launch bound: up to 128 registers a thread
@@ -122,8 +123,8 @@ C3_SUMS_LEN = C3_GRAD_TASKS * GRAD_SUMS
 PART_LEN = DENSE_SPLIT * IMAGES * C5_UNITS
 
 # the finish kernel's modes
-STORE, SGD, SDLM = 0, 1, 2
-MODES = {"store": STORE, "sgd": SGD, "sdlm": SDLM}
+MODES = STEP_MODES
+STORE, SGD, SDLM = MODES["store"], MODES["sgd"], MODES["sdlm"]
 
 # per-image rows of the activation buffer, in order: outputs of each layer, the
 # penalties y, dE/dy, d2E/dy2, (loss, misclassified), then the deltas (dE/da at each
@@ -477,9 +478,9 @@ def launch_step(acts, bp, params, grads, velocity, rates, images, labels, index,
     (gradients, or curvature with order 2, into grads), "sgd" or "sdlm"; kind "mse" or
     "map". conv_part (blocks, CONV_LEN) and dense_part (splits, DENSE_LEN) decide the
     grid: their row counts are the most blocks and splits used."""
-    if kind not in KINDS or mode not in MODES or order not in (1, 2):
+    if kind not in LOSS_KINDS or mode not in MODES or order not in (1, 2):
         raise ValueError(f"step: kind {kind!r}, mode {mode!r}, order {order!r}; expected "
-                         f"one of {sorted(KINDS)}, {sorted(MODES)}, 1 or 2")
+                         f"one of {sorted(LOSS_KINDS)}, {sorted(MODES)}, 1 or 2")
     n_all = images.shape[0] if len(getattr(images, "shape", ())) == 2 else None
     if bp > MAX_BATCH:
         raise ValueError(f"step: {bp} rows; the most is {MAX_BATCH} (32-bit indices)")
@@ -507,7 +508,7 @@ def launch_step(acts, bp, params, grads, velocity, rates, images, labels, index,
         check_device_array("step", name, a, shape, dtype)
     blocks, splits = grid(count, conv_part.shape[0], dense_part.shape[0], split_images)
     batch_kernel[blocks, THREADS](acts, np.int32(bp), params, images, labels, index,
-                                  np.int64(start), np.int32(count), np.int32(KINDS[kind]),
+                                  np.int64(start), np.int32(count), np.int32(LOSS_KINDS[kind]),
                                   np.float32(j), np.float32(1.0 / count), np.int32(order),
                                   conv_part, stats_part, centers, table, out_table)
     dense_grads_kernel[(DENSE_TILES, splits), THREADS](dense_part, acts, np.int32(bp),

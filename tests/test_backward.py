@@ -1,4 +1,4 @@
-"""Each backward piece of kernels/backward_pieces.py and the loss piece of kernels/loss.py,
+"""Each backward piece of kernels/backward_pieces.py (the loss piece among them),
 run over a batch by the stage kernels of kernels/backward.py, against kernels/reference.py:
 losses, deltas (order 1) and Gauss-Newton curvature (order 2), parameter gradients summed
 over the batch. Inputs are

@@ -14,7 +14,7 @@ from trainer_ref import trainer_pass_ref
 from lenet import LeNet5
 from lenet.kernels import cpu
 from lenet.kernels import reference as ref
-from lenet.kernels.architecture import C3_TABLE, LOSS_KINDS, PARAMETERS_LEN, RBF_CENTERS
+from lenet.kernels.architecture import C3_TABLE, PARAMETERS_LEN, RBF_CENTERS
 from lenet.kernels.tolerance import assert_close, relative_error
 from lenet.train import Trainer
 from lenet.workspace import FlatBuffer
@@ -158,10 +158,6 @@ def test_step_updates_sgd_and_sdlm(dtype):
                     flat, labels, index, 0, n, "mse", 10.0, 1, "sdlm", lr, momentum)
     assert_close(params - p0, -rates.flat * g.flat, dtype=dtype, what="sdlm step")
 
-
-def test_codes_are_the_gpu_step_codes():
-    from lenet.kernels.train_step import MODES
-    assert cpu.KINDS == LOSS_KINDS and cpu.MODES == MODES
 
 
 # ------------------------------------------------------------------ the Trainer

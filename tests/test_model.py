@@ -1,59 +1,18 @@
-"""The CPU model: architecture facts, gradients against finite differences,
-parameter validation (checkpoints: tests/test_checkpoint.py)."""
+"""The model: forward, gradients against finite differences and the reference, parameter
+validation, input checks (architecture facts: tests/test_architecture.py; checkpoints:
+tests/test_checkpoint.py)."""
 
 import numpy as np
 import pytest
 
-from lenet import C3_TABLE, RBF_CENTERS, LeNet5, bitmap_text
+from lenet import C3_TABLE, RBF_CENTERS, LeNet5
 from lenet.kernels import reference as ref
-from lenet.kernels.architecture import PARAMETER_SHAPES, trainable_count
+from lenet.kernels.architecture import PARAMETER_SHAPES
 from lenet.kernels.tolerance import assert_close
-
-PAPER_TABLE = """
-X...XXX..XXXX.XX
-XX...XXX..XXXX.X
-XXX...XXX..X.XXX
-.XXX..XXXX..X.XX
-..XXX..XXXX.XX.X
-...XXX..XXXX.XXX
-"""
 
 
 def images(n, seed=0, dtype=np.float64):
     return np.random.default_rng(seed).uniform(-0.1, 1.175, (n, 1, 32, 32)).astype(dtype)
-
-
-# ------------------------------------------------------------- architecture
-
-def test_c3_table_is_the_papers():
-    # written out independently of kernels.architecture's copy
-    expected = np.array([[c == "X" for c in row] for row in PAPER_TABLE.split()])
-    assert C3_TABLE.shape == (6, 16) and C3_TABLE.dtype == bool
-    assert np.array_equal(C3_TABLE, expected)
-    assert C3_TABLE.sum() == 60
-    assert list(C3_TABLE.sum(axis=0)) == [3] * 6 + [4] * 9 + [6]
-
-
-def test_parameter_counts_per_layer():
-    per_layer = {}
-    for name in PARAMETER_SHAPES:
-        layer = name.split(".")[0]
-        per_layer[layer] = per_layer.get(layer, 0) + trainable_count(name)
-    assert per_layer == {"C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 10164}
-    assert LeNet5.num_parameters() == 60000
-
-
-def test_rbf_bitmaps_are_distinct_digits():
-    assert RBF_CENTERS.shape == (10, 84)
-    assert set(np.unique(RBF_CENTERS)) == {-1.0, 1.0}
-    for i in range(10):
-        for k in range(i):
-            # two prototypes differ in at least 12 of 84 pixels: well separated penalties
-            assert np.sum(RBF_CENTERS[i] != RBF_CENTERS[k]) >= 12, (i, k)
-    for d in range(10):  # shown with `pytest -s`: 12 rows of 7, readable as digits
-        print(f"digit {d}:\n{bitmap_text(d)}\n")
-        assert len(bitmap_text(d).splitlines()) == 12
-        assert all(len(row) == 7 for row in bitmap_text(d).splitlines())
 
 
 def test_layer_output_shapes():
@@ -325,40 +284,6 @@ def test_forward_refuses_nonfinite_images_naming_the_first():
                        r"\(as float32\)"):
         m.forward(big)
     assert np.all(np.isfinite(LeNet5(seed=0, dtype=np.float64).forward(big)))
-
-
-def test_first_nonfinite_kernel_matches_reference(monkeypatch):
-    # the device check that forward runs on device input, against its CPU reference,
-    # in awkward sizes and image shapes; the images never come back to the host, and
-    # after the first call nothing is allocated
-    from numba import cuda
-
-    from lenet.kernels import inputs
-    from lenet.kernels.inputs import first_nonfinite, first_nonfinite_ref
-    first_nonfinite(cuda.to_device(np.zeros((1, 4), np.float32)))
-
-    def no_allocation(*args, **kwargs):
-        raise AssertionError("first_nonfinite allocated device memory")
-
-    r = np.random.default_rng(3)
-    for shape, bad in [((1, 1, 32, 32), []), ((5, 3, 7), [(4, 2, 6)]),
-                       ((7, 1, 5, 5), [(6, 0, 0, 0), (2, 0, 4, 1), (3, 0, 0, 0)]),
-                       ((3, 1, 32, 32), [(0, 0, 0, 0)]), ((0, 1, 32, 32), [])]:
-        x = r.standard_normal(shape).astype(np.float32)
-        for k, index in enumerate(bad):
-            x[index] = (np.nan, np.inf, -np.inf)[k % 3]
-        device = cuda.to_device(x)
-
-        def no_copy(*args, **kwargs):
-            raise AssertionError("the images were copied to the host")
-
-        device.copy_to_host = no_copy
-        expected = first_nonfinite_ref(x)
-        assert expected == (min(i[0] for i in bad) if bad else -1)
-        with monkeypatch.context() as m:
-            for name in ("mapped_array", "device_array", "to_device", "pinned_array"):
-                m.setattr(inputs.cuda, name, no_allocation)
-            assert first_nonfinite(device) == expected, shape
 
 
 def _address(a):
