@@ -508,19 +508,130 @@ def sdlm_runs_kernel(params, rates, stats, sets, image_set, labels, order, start
 # ------------------------------------------------------------ inference
 
 @jit
+def row_taps(w, m, ch, u):
+    """The five weights of kernel row u of output map m over input map ch, as scalars."""
+    return w[m, ch, u, 0], w[m, ch, u, 1], w[m, ch, u, 2], w[m, ch, u, 3], w[m, ch, u, 4]
+
+
+@jit
+def taps_one(o, xs, t, span):
+    """o[i] += the kernel row t (five weights) over xs[i:i + 5], for i < span."""
+    for i in range(span):
+        o[i] += t[0] * xs[i] + t[1] * xs[i + 1] + t[2] * xs[i + 2] + t[3] * xs[i + 3] \
+            + t[4] * xs[i + 4]
+
+
+@jit
+def taps_three(o0, o1, o2, xs, t0, t1, t2, span):
+    """taps_one for three output maps that read the same input row xs: each input value
+    is loaded once for the three (few enough arrays for the compiler to vectorise)."""
+    for i in range(span):
+        x0, x1, x2, x3, x4 = xs[i], xs[i + 1], xs[i + 2], xs[i + 3], xs[i + 4]
+        o0[i] += t0[0] * x0 + t0[1] * x1 + t0[2] * x2 + t0[3] * x3 + t0[4] * x4
+        o1[i] += t1[0] * x0 + t1[1] * x1 + t1[2] * x2 + t1[3] * x3 + t1[4] * x4
+        o2[i] += t2[0] * x0 + t2[1] * x1 + t2[2] * x2 + t2[3] * x3 + t2[4] * x4
+
+
+@jit
+def conv_infer_one(out, x, w, b, out_maps, out_counts, width, span, c):
+    """conv_forward_one's maps, input map by input map: the output maps that read input
+    map ch (out_maps[ch, :out_counts[ch]]) go three at a time over each of its kernel
+    rows. Each output's sum runs in the same order as conv_forward_one's (input maps in
+    increasing order, then kernel rows)."""
+    for m in range(out.shape[0]):
+        out[m, :span] = b[m]
+    for ch in range(out_counts.shape[0]):
+        for u in range(K):
+            xs = x[ch, u * width:u * width + span + K - 1]
+            n = out_counts[ch]
+            j = 0
+            while j + 3 <= n:
+                m0, m1, m2 = out_maps[ch, j], out_maps[ch, j + 1], out_maps[ch, j + 2]
+                taps_three(out[m0], out[m1], out[m2], xs, row_taps(w, m0, ch, u),
+                           row_taps(w, m1, ch, u), row_taps(w, m2, ch, u), span)
+                j += 3
+            while j < n:
+                m = out_maps[ch, j]
+                taps_one(out[m], xs, row_taps(w, m, ch, u), span)
+                j += 1
+    for m in range(out.shape[0]):
+        o = out[m]
+        for i in range(span):
+            o[i] = squash(o[i], c)
+
+
+@jit
+def subsample_infer_one(out, out_width, x, x_width, coef, bias, c):
+    """subsample_forward_one in two passes: the pre-activations (strided reads), then the
+    squash over each contiguous output map, which vectorises."""
+    for m in range(out.shape[0]):
+        o = out[m]
+        for i in range(out_width):
+            r0, r1 = 2 * i * x_width, (2 * i + 1) * x_width
+            for j in range(out_width):
+                s = x[m, r0 + 2 * j] + x[m, r0 + 2 * j + 1] + x[m, r1 + 2 * j] \
+                    + x[m, r1 + 2 * j + 1]
+                o[i * out_width + j] = coef[m] * s + bias[m]
+        for k in range(out_width * out_width):
+            o[k] = squash(o[k], c)
+
+
+@jit
+def full_infer_rows(out, x, w, b, count, c):
+    """out[g] = f(w (O,I) @ x[g] + b) for the first `count` rows of x (G,I): each weight
+    row is read once for the group (from L1, not once an image from L2); each image's sum
+    runs in the same order whatever the group."""
+    for o in range(w.shape[0]):
+        wo = w[o]
+        for g in range(count):
+            xg = x[g]
+            acc = c[5]
+            for i in range(xg.shape[0]):
+                acc += wo[i] * xg[i]
+            out[g, o] = acc + b[o]
+    for g in range(count):
+        og = out[g]
+        for o in range(og.shape[0]):
+            og[o] = squash(og[o], c)
+
+
+@jit
 def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi):
-    """out[n] = the penalties of images[n] for lo <= n < hi, one image after another."""
+    """out[n] = the penalties of images[n] for lo <= n < hi: groups of INFER_BLOCK images,
+    C1..S4 one image after another, C5 and F6 for the whole group."""
     dt = images.dtype
-    p = unpack(params)
+    c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = unpack(params)
     x0 = np.zeros((1, X0_LEN), dt)
-    a1, a2 = np.zeros((6, L1), dt), np.zeros((6, A2_LEN), dt)
-    a3, a4 = np.zeros((16, L3), dt), np.zeros((16, 25), dt)
-    a5, a6 = np.zeros(120, dt), np.zeros(84, dt)
-    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
-    for n in range(lo, hi):
-        load_image(x0, images[n])
-        forward_one(x0, p, a1, a2, a3, a4, a5, a6, out[n], centers, one_map, one_count,
-                    in_maps, in_counts, c)
+    a1, a2, a3 = np.zeros((6, L1), dt), np.zeros((6, A2_LEN), dt), np.zeros((16, L3), dt)
+    # S4's, C5's and F6's outputs, a row per image of a group
+    a4 = np.zeros((INFER_BLOCK, 400), dt)
+    a5, a6 = np.zeros((INFER_BLOCK, 120), dt), np.zeros((INFER_BLOCK, 84), dt)
+    # the output maps of each input map: C1's one to all six, C3's from its table
+    all_six, six = np.arange(6).astype(np.int32).reshape((1, 6)), np.full(1, 6, np.int32)
+    out_maps, out_counts = np.zeros((6, 16), np.int32), np.zeros(6, np.int32)
+    for m in range(16):
+        for jj in range(in_counts[m]):
+            ch = in_maps[m, jj]
+            out_maps[ch, out_counts[ch]] = m
+            out_counts[ch] += 1
+    for first in range(lo, hi, INFER_BLOCK):
+        count = min(hi - first, INFER_BLOCK)
+        for g in range(count):
+            load_image(x0, images[first + g])
+            conv_infer_one(a1, x0, c1w, c1b, all_six, six, W0, L1, c)
+            subsample_infer_one(a2, W2, a1, W0, s2c, s2b, c)
+            conv_infer_one(a3, a2, c3w, c3b, out_maps, out_counts, W2, L3, c)
+            subsample_infer_one(a4[g].reshape((16, 25)), 5, a3, W2, s4c, s4b, c)
+        full_infer_rows(a5, a4, c5w, c5b, count, c)
+        full_infer_rows(a6, a5, f6w, f6b, count, c)
+        for g in range(count):
+            y = out[first + g]
+            for k in range(y.shape[0]):
+                acc = c[5]
+                for i in range(a6.shape[1]):
+                    d = a6[g, i] - centers[k, i]
+                    acc += d * d
+                y[k] = acc
 
 
 @pjit
