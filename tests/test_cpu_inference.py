@@ -1,26 +1,42 @@
 """kernels/cpu.py's inference (penalties_cpu) takes groups of cpu.LANES images side by side
 and the images left over one at a time: every image's penalties must match the float64
-reference (LeNet5(dtype=float64, path="layers")) and be the same bits whichever way,
-batch, position or thread count computed them."""
+reference (kernels/reference.py's layers, composed here) and be the same bits whichever
+way, batch, position or thread count computed them."""
 
 import numba
 import numpy as np
 import pytest
 
 from kernels import cpu
-from kernels.architecture import C3_TABLE, RBF_CENTERS
+from kernels import reference as ref
+from kernels.architecture import C3_TABLE, CONV_TABLES, RBF_CENTERS
 from kernels.tolerance import assert_close
 from lenet import LeNet5
 
 
+class Reference:
+    """The float64 penalties of float32 parameters, layer by layer."""
+
+    def __init__(self, params):
+        self.p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+
+    def forward(self, x):
+        p, f = self.p, ref.squash_ref
+        a = x.astype(np.float64)
+        for conv, sub in (("C1", "S2"), ("C3", "S4")):
+            a = f(ref.conv_ref(a, p[conv + ".weight"], p[conv + ".bias"], CONV_TABLES[conv]))
+            a = f(ref.subsample_ref(a, p[sub + ".coef"], p[sub + ".bias"]))
+        a = f(ref.conv_ref(a, p["C5.weight"], p["C5.bias"], CONV_TABLES["C5"]))
+        a = f(ref.full_ref(a.reshape(a.shape[0], -1), p["F6.weight"], p["F6.bias"]))
+        return ref.rbf_ref(a, RBF_CENTERS.astype(np.float64))
+
+
 def setup(dtype, n, seed):
     start = LeNet5(seed=seed, init="sqrt-fan-in").parameters()
-    ref = LeNet5(dtype=np.float64, path="layers")
-    ref.set_parameters({k: v.astype(np.float64) for k, v in start.items()})
     fast = LeNet5(dtype=dtype)
     fast.set_parameters({k: v.astype(dtype) for k, v in start.items()})
     x = np.random.default_rng(seed).uniform(-0.1, 1.175, (n, 1, 32, 32))
-    return ref, fast.flat_params, x.astype(np.float32)
+    return Reference(start), fast.flat_params, x.astype(np.float32)
 
 
 def penalties(x, params, dtype):
