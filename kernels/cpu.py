@@ -92,6 +92,7 @@ L3 = 10 * W2            # C3's output: 10 rows of stride 14
 CHUNK = 16              # images a mini-batch step sums before adding them to their slot
 SLOTS = 16              # most partial sums of a step (the most threads it keeps busy)
 INFER_BLOCK = 16        # images per task of the parallel inference
+LANES = 8               # images side by side in inference (a 256-bit float32 vector)
 FINISH_BLOCK = 4096     # parameters per task of a step's finish
 
 jit = njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
@@ -513,19 +514,183 @@ def sdlm_runs_kernel(params, rates, stats, sets, image_set, labels, order, start
 # ------------------------------------------------------------ inference
 
 @jit
+def row_taps(w, m, ch, u):
+    """The five weights of kernel row u of output map m over input map ch, as scalars."""
+    return w[m, ch, u, 0], w[m, ch, u, 1], w[m, ch, u, 2], w[m, ch, u, 3], w[m, ch, u, 4]
+
+
+@jit
+def taps_one(o, x, t, rows, x_stride, o_stride, span, step):
+    """o[r * o_stride + i] += the kernel row t (five weights) over x[r * x_stride + i +
+    step * v], v < 5, for rows r and i < span."""
+    for r in range(rows):
+        xs = x[r * x_stride:r * x_stride + span + 4 * step]
+        os = o[r * o_stride:r * o_stride + span]
+        for i in range(span):
+            os[i] += t[0] * xs[i] + t[1] * xs[i + step] + t[2] * xs[i + 2 * step] \
+                + t[3] * xs[i + 3 * step] + t[4] * xs[i + 4 * step]
+
+
+@jit
+def taps_three(o0, o1, o2, x, t0, t1, t2, rows, x_stride, o_stride, span, step):
+    """taps_one for three output maps that read the same input map x: each input value
+    is loaded once for the three (few enough arrays for the compiler to vectorise)."""
+    for r in range(rows):
+        xs = x[r * x_stride:r * x_stride + span + 4 * step]
+        p0 = o0[r * o_stride:r * o_stride + span]
+        p1 = o1[r * o_stride:r * o_stride + span]
+        p2 = o2[r * o_stride:r * o_stride + span]
+        for i in range(span):
+            x0, x1, x2 = xs[i], xs[i + step], xs[i + 2 * step]
+            x3, x4 = xs[i + 3 * step], xs[i + 4 * step]
+            p0[i] += t0[0] * x0 + t0[1] * x1 + t0[2] * x2 + t0[3] * x3 + t0[4] * x4
+            p1[i] += t1[0] * x0 + t1[1] * x1 + t1[2] * x2 + t1[3] * x3 + t1[4] * x4
+            p2[i] += t2[0] * x0 + t2[1] * x1 + t2[2] * x2 + t2[3] * x3 + t2[4] * x4
+
+
+@jit
+def conv_infer(out, x, w, b, out_maps, out_counts, rows, x_stride, o_stride, span, step, c):
+    """A convolution's squashed output maps out (M, *) from its input maps x (C, *), input
+    map by input map: the output maps that read input map ch (out_maps[ch,
+    :out_counts[ch]]) go three at a time over each of its kernel rows u, each a taps_*
+    pass over `rows` rows (the input from x[ch, u * x_stride:]). Each output's sum runs
+    in conv_forward_one's order (input maps in increasing order, then kernel rows)."""
+    for m in range(out.shape[0]):
+        out[m, :] = b[m]
+    for ch in range(out_counts.shape[0]):
+        for u in range(K):
+            xs = x[ch, u * x_stride:]
+            n = out_counts[ch]
+            j = 0
+            while j + 3 <= n:
+                m0, m1, m2 = out_maps[ch, j], out_maps[ch, j + 1], out_maps[ch, j + 2]
+                taps_three(out[m0], out[m1], out[m2], xs, row_taps(w, m0, ch, u),
+                           row_taps(w, m1, ch, u), row_taps(w, m2, ch, u), rows, x_stride,
+                           o_stride, span, step)
+                j += 3
+            while j < n:
+                m = out_maps[ch, j]
+                taps_one(out[m], xs, row_taps(w, m, ch, u), rows, x_stride, o_stride, span,
+                         step)
+                j += 1
+    squash_all(out, c)
+
+
+@jit
+def squash_all(a, c):
+    """a = f(a), every entry of a 2-D array (one contiguous pass a row, vectorised)."""
+    for m in range(a.shape[0]):
+        o = a[m]
+        for i in range(o.shape[0]):
+            o[i] = squash(o[i], c)
+
+
+@jit
+def subsample_lanes(out, out_width, x, width, coef, bias, lanes, c):
+    """A subsampling layer over `lanes` images side by side (lanes innermost; 1: one
+    image): out[m, (i * out_width + j) * lanes + k] = f(coef[m] * (2x2 block sum of
+    x[m] at (2i, 2j), lane k) + bias[m]) for i, j < out_width, x with rows of `width`
+    positions."""
+    for m in range(out.shape[0]):
+        for i in range(out_width):
+            r0, r1 = 2 * i * width * lanes, (2 * i + 1) * width * lanes
+            for j in range(out_width):
+                o = (i * out_width + j) * lanes
+                a, b = r0 + 2 * j * lanes, r1 + 2 * j * lanes
+                for k in range(lanes):
+                    s = x[m, a + k] + x[m, a + lanes + k] + x[m, b + k] + x[m, b + lanes + k]
+                    out[m, o + k] = coef[m] * s + bias[m]
+    squash_all(out, c)
+
+
+@jit
+def full_infer_rows(out, x, w, b, count, c):
+    """out[g] = f(w (O,I) @ x[g] + b) for the first `count` rows of x (G,I) (G at least
+    count rounded up to even): rows in pairs, so that each weight is loaded once for two
+    images and each weight row once for the group; every image's sum runs in the same
+    order whatever its row."""
+    for o in range(w.shape[0]):
+        wo = w[o]
+        for g in range(0, count, 2):
+            xa, xb = x[g], x[g + 1]
+            acc_a, acc_b = c[5], c[5]
+            for i in range(wo.shape[0]):
+                acc_a += wo[i] * xa[i]
+                acc_b += wo[i] * xb[i]
+            out[g, o] = acc_a + b[o]
+            out[g + 1, o] = acc_b + b[o]
+    for g in range(count):
+        og = out[g]
+        for o in range(og.shape[0]):
+            og[o] = squash(og[o], c)
+
+
+@jit
 def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi):
-    """out[n] = the penalties of images[n] for lo <= n < hi, one image after another."""
+    """out[n] = the penalties of images[n] for lo <= n < hi. Groups of LANES images go
+    side by side (lanes innermost) through C1..S4: no unused columns, every pass
+    contiguous and as long as a row; the images left over go one at a time, each map
+    flat with its input's row stride (the module docstring). C5 and F6 take a group's
+    rows together. The two ways compute the same arithmetic for every image, so its
+    penalties do not depend on its batch, group or thread."""
     dt = images.dtype
-    p = unpack(params)
-    x0 = np.zeros((1, X0_LEN), dt)
-    a1, a2 = np.zeros((6, L1), dt), np.zeros((6, A2_LEN), dt)
-    a3, a4 = np.zeros((16, L3), dt), np.zeros((16, 25), dt)
-    a5, a6 = np.zeros(120, dt), np.zeros(84, dt)
-    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
-    for n in range(lo, hi):
-        load_image(x0, images[n])
-        forward_one(x0, p, a1, a2, a3, a4, a5, a6, out[n], centers, one_map, one_count,
-                    in_maps, in_counts, c)
+    c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = unpack(params)
+    # the output maps of each input map: C1's one to all six, C3's from its table
+    all_six, six = np.arange(6).astype(np.int32).reshape((1, 6)), np.full(1, 6, np.int32)
+    out_maps, out_counts = np.zeros((6, 16), np.int32), np.zeros(6, np.int32)
+    for m in range(16):
+        for jj in range(in_counts[m]):
+            ch = in_maps[m, jj]
+            out_maps[ch, out_counts[ch]] = m
+            out_counts[ch] += 1
+    groups = (hi - lo) // LANES
+    lanes = LANES if groups > 0 else 1
+    # the images and C1's (28x28), S2's (14x14), C3's (10x10) and S4's (5x5) outputs of
+    # a group, side by side, or of one image, flat (large enough for both)
+    x0 = np.zeros((1, max(1024 * lanes, X0_LEN)), dt)
+    a1, a2 = np.zeros((6, max(784 * lanes, L1)), dt), np.zeros((6, max(196 * lanes, A2_LEN)), dt)
+    a3, a4 = np.zeros((16, max(100 * lanes, L3)), dt), np.zeros((16, 25 * lanes), dt)
+    # S4's, C5's and F6's outputs, a row per image of the group (pairs: at least two)
+    x4, a5, a6 = np.zeros((max(lanes, 2), 400), dt), np.zeros((max(lanes, 2), 120), dt), \
+        np.zeros((max(lanes, 2), 84), dt)
+    first = lo
+    while first < hi:
+        if first + LANES <= hi:
+            count = LANES
+            for g in range(count):
+                image = images[first + g].reshape(W0 * W0)
+                for q in range(W0 * W0):
+                    x0[0, q * LANES + g] = image[q]
+            conv_infer(a1, x0, c1w, c1b, all_six, six, 28, W0 * LANES, 28 * LANES,
+                       28 * LANES, LANES, c)
+            subsample_lanes(a2, W2, a1, 28, s2c, s2b, LANES, c)
+            conv_infer(a3, a2, c3w, c3b, out_maps, out_counts, 10, W2 * LANES, 10 * LANES,
+                       10 * LANES, LANES, c)
+            subsample_lanes(a4, 5, a3, 10, s4c, s4b, LANES, c)
+            for g in range(count):
+                for m in range(16):
+                    for q in range(25):
+                        x4[g, m * 25 + q] = a4[m, q * LANES + g]
+        else:
+            count = 1
+            load_image(x0, images[first])
+            conv_infer(a1, x0, c1w, c1b, all_six, six, 1, W0, L1, L1, 1, c)
+            subsample_lanes(a2, W2, a1, W0, s2c, s2b, 1, c)
+            conv_infer(a3, a2, c3w, c3b, out_maps, out_counts, 1, W2, L3, L3, 1, c)
+            subsample_lanes(a4, 5, a3, W2, s4c, s4b, 1, c)
+            for m in range(16):
+                x4[0, m * 25:m * 25 + 25] = a4[m, :25]
+        full_infer_rows(a5, x4, c5w, c5b, count, c)
+        full_infer_rows(a6, a5, f6w, f6b, count, c)
+        for g in range(count):
+            y = out[first + g]
+            for k in range(y.shape[0]):
+                acc = c[5]
+                for i in range(a6.shape[1]):
+                    d = a6[g, i] - centers[k, i]
+                    acc += d * d
+                y[k] = acc
+        first += count
 
 
 @pjit
@@ -744,10 +909,19 @@ def sdlm_runs_cpu(params, rates, stats, sets, image_set, labels, order, start, c
                   int(start), int(count), kinds, centers, in_maps, in_counts, c)
 
 
+_INFER_TABLES = {}   # a C3 table's bytes -> its connection lists (penalties_cpu's)
+
+
 def penalties_cpu(out, images, params, centers, table):
-    """out (N,10) = the RBF penalties of images (N,1,32,32), on every thread."""
+    """out (N,10) = the RBF penalties of images (N,1,32,32), on every thread. A table's
+    connection lists are made once (45 us, more than one image's forward)."""
     _check("penalties_cpu", params, images, centers, [("out", out, (images.shape[0], 10))])
-    in_maps, in_counts = _check_table("penalties_cpu", table)
+    key = np.asarray(table, dtype=bool).tobytes() if np.shape(table) == (6, 16) else None
+    lists = _INFER_TABLES.get(key)
+    if lists is None:
+        lists = _check_table("penalties_cpu", table)
+        _INFER_TABLES[key] = lists
+    in_maps, in_counts = lists
     c = constants(images.dtype.type)
     if images.shape[0] <= INFER_BLOCK:   # one block: no threads to start
         penalties_block(out, images, params, centers, in_maps, in_counts, c, 0,
