@@ -47,7 +47,9 @@ squared weights, squared inputs and f'^2 (kernels/reference.py's *_backward2_ref
 Arithmetic. Sums may be reassociated (fastmath "reassoc", which lets dot products
 vectorise): results differ from the reference by rounding only, and a run repeats bit
 for bit on the same machine (also from Numba's on-disk cache; with "contract" too, the
-cached code rounded differently from the freshly compiled one). float32 computes tanh
+cached code rounded differently from the freshly compiled one); the loops that are no
+sums (the convolutions' outputs and deltas, the dense deltas) use explicit fused
+multiply-adds (fma, llvm.fma: one rounding, whatever the compiler). float32 computes tanh
 with a rational approximation (tanh32: Eigen's, within 3e-7 of tanh, 6x faster than the
 C library's tanhf here); float64 uses math.tanh.
 
@@ -57,8 +59,9 @@ Test: pytest -q tests/test_cpu.py
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import get_parallel_chunksize, njit, prange, set_parallel_chunksize, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from .architecture import (
     B1_AT,
@@ -141,6 +144,23 @@ def unpack(p):
     return unpack_conv(p) + unpack_dense(p)
 
 
+# ------------------------------------------------------------------------ fma
+
+@intrinsic
+def fma(typingctx, a, b, s):
+    """a * b + s rounded once (LLVM's llvm.fma; a, b, s one float type): an explicit fused
+    multiply-add, so that its rounding does not depend on what the compiler chose (as
+    fastmath "contract" would); loops over it vectorise."""
+    if not (isinstance(a, types.Float) and a == b == s):
+        return None
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        f = builder.module.declare_intrinsic("llvm.fma", [t], ir.FunctionType(t, [t, t, t]))
+        return builder.call(f, args)
+    return a(a, b, s), codegen
+
+
 # ----------------------------------------------------------------------- tanh
 
 def tanh32(x):
@@ -208,8 +228,8 @@ def conv_forward_one(out, x, w, b, in_maps, in_counts, width, span, c):
                 w3, w4 = w[m, ch, u, 3], w[m, ch, u, 4]
                 xs = x[ch, u * width:u * width + span + K - 1]
                 for i in range(span):
-                    o[i] += (w0 * xs[i] + w1 * xs[i + 1] + w2 * xs[i + 2] + w3 * xs[i + 3]
-                             + w4 * xs[i + 4])
+                    o[i] = fma(w4, xs[i + 4], fma(w3, xs[i + 3], fma(w2, xs[i + 2], fma(
+                        w1, xs[i + 1], fma(w0, xs[i], o[i])))))
         for i in range(span):
             o[i] = squash(o[i], c)
 
@@ -224,7 +244,10 @@ def subsample_forward_one(out, out_width, x, x_width, coef, bias, c):
             for j in range(out_width):
                 s = x[m, r0 + 2 * j] + x[m, r0 + 2 * j + 1] + x[m, r1 + 2 * j] \
                     + x[m, r1 + 2 * j + 1]
-                out[m, i * out_width + j] = squash(coef[m] * s + bias[m], c)
+                out[m, i * out_width + j] = coef[m] * s + bias[m]
+        o = out[m]
+        for k in range(out_width * out_width):   # apart, so that the tanh vectorises
+            o[k] = squash(o[k], c)
 
 
 @jit
@@ -234,7 +257,9 @@ def full_forward_one(out, x, w, b, c):
         acc = c[5]
         for i in range(x.shape[0]):
             acc += w[o, i] * x[i]
-        out[o] = squash(acc + b[o], c)
+        out[o] = acc + b[o]
+    for o in range(out.shape[0]):               # apart, so that the tanh vectorises
+        out[o] = squash(out[o], c)
 
 
 @jit
@@ -322,11 +347,19 @@ def subsample_delta(d_x, x, x_width, d_out, out_width, coef, c, order):
     own pre-activation) times coef, spread over each 2x2 block, times f' (order 2: coef
     holds coef^2, and f'^2). Writes the 2 out_width x 2 out_width used entries only."""
     for m in range(d_x.shape[0]):
-        for yy in range(2 * out_width):
+        dm, xm, om = d_x[m], x[m], d_out[m]
+        for yy in range(2 * out_width):           # f' first, in passes that vectorise
+            r = yy * x_width
             for xx in range(2 * out_width):
-                k = yy * x_width + xx
-                d_x[m, k] = d_out[m, (yy // 2) * out_width + xx // 2] * coef[m] \
-                    * fprime(x[m, k], c, order)
+                dm[r + xx] = fprime(xm[r + xx], c, order)
+        for i in range(out_width):
+            r0, r1 = 2 * i * x_width, (2 * i + 1) * x_width
+            for j in range(out_width):
+                v = om[i * out_width + j] * coef[m]
+                dm[r0 + 2 * j] = v * dm[r0 + 2 * j]
+                dm[r0 + 2 * j + 1] = v * dm[r0 + 2 * j + 1]
+                dm[r1 + 2 * j] = v * dm[r1 + 2 * j]
+                dm[r1 + 2 * j + 1] = v * dm[r1 + 2 * j + 1]
 
 
 @jit
@@ -366,8 +399,8 @@ def conv_delta(d_x, x, d_out, w, in_maps, in_counts, width, span, pad, c, order)
                 w3, w4 = w[m, ch, u, 3], w[m, ch, u, 4]
                 dx = d_x[ch, u * width:u * width + span + K - 1]
                 for i in range(span + K - 1):  # dx[i] += sum_v w_v d_out[m, i - v]
-                    dx[i] += (w0 * pad[i + 4] + w1 * pad[i + 3] + w2 * pad[i + 2]
-                              + w3 * pad[i + 1] + w4 * pad[i])
+                    dx[i] = fma(w4, pad[i], fma(w3, pad[i + 1], fma(w2, pad[i + 2], fma(
+                        w1, pad[i + 3], fma(w0, pad[i + 4], dx[i])))))
     for ch in range(d_x.shape[0]):
         for i in range(width * width):
             d_x[ch, i] *= fprime(x[ch, i], c, order)
@@ -404,13 +437,54 @@ def conv_step(w, b, r_w, r_b, x, d, in_maps, in_counts, width, span, c):
 
 
 @jit
+def conv_sums(w, b, x, d, length, in_maps, in_counts, width, c):
+    """w += the weight gradient, b += the bias gradient of a convolution summed over a
+    chunk of images laid end to end: image k's input map ch in x[ch, k S:(k + 1) S] and its
+    delta at the pre-activation in d[m, k S:(k + 1) S], zero beyond its span (S, the
+    images' stride, at least as long as what a kernel reads of one input map), for a
+    chunk `length` = images * S long; x reaches K - 1 rows past it. One dot product of
+    each weight over the whole chunk (one reduction per chunk, not per image): the zeros
+    of d keep each image to its own input."""
+    for m in range(d.shape[0]):
+        dm = d[m, :length]
+        for jj in range(in_counts[m]):
+            ch = in_maps[m, jj]
+            for u in range(K):
+                xs = x[ch, u * width:u * width + length + K - 1]
+                g0 = g1 = g2 = g3 = g4 = c[5]
+                for i in range(length):
+                    g0 += dm[i] * xs[i]
+                    g1 += dm[i] * xs[i + 1]
+                    g2 += dm[i] * xs[i + 2]
+                    g3 += dm[i] * xs[i + 3]
+                    g4 += dm[i] * xs[i + 4]
+                w[m, ch, u, 0] += g0
+                w[m, ch, u, 1] += g1
+                w[m, ch, u, 2] += g2
+                w[m, ch, u, 3] += g3
+                w[m, ch, u, 4] += g4
+        g = c[5]
+        for i in range(length):
+            g += dm[i]
+        b[m] += g
+
+
+@jit
 def full_delta(d_x, x, d, w, c, order):
     """The delta d_x (I,) at the input's pre-activation of a full connection
     out = f(w (O,I) @ x + b) with delta d (O,): (d @ w) f'(x) (order 2: w^2, f'^2)."""
     d_x[:] = 0
-    for o in range(d.shape[0]):
+    n_out = d.shape[0]
+    o = 0
+    while o + 4 <= n_out:   # four rows of w a pass: a quarter of the passes over d_x
+        d0, d1, d2, d3 = d[o], d[o + 1], d[o + 2], d[o + 3]
+        w0, w1, w2, w3 = w[o], w[o + 1], w[o + 2], w[o + 3]
         for i in range(x.shape[0]):
-            d_x[i] += d[o] * w[o, i]
+            d_x[i] = fma(d3, w3[i], fma(d2, w2[i], fma(d1, w1[i], fma(d0, w0[i], d_x[i]))))
+        o += 4
+    for r in range(o, n_out):
+        for i in range(x.shape[0]):
+            d_x[i] += d[r] * w[r, i]
     for i in range(x.shape[0]):
         d_x[i] *= fprime(x[i], c, order)
 
@@ -732,6 +806,10 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
     # C5's and F6's inputs (squared for order 2) and deltas, a row per image of a chunk
     x4, d5 = np.zeros((CHUNK, 400), dt), np.zeros((CHUNK, 120), dt)
     x5, d6 = np.zeros((CHUNK, 120), dt), np.zeros((CHUNK, 84), dt)
+    # C3's inputs (squared for order 2) and deltas of a chunk's images end to end
+    # (conv_sums), A2_LEN apart; the deltas' columns past L3 stay zero
+    c3_x = np.zeros((6, (CHUNK + 1) * A2_LEN), dt)
+    c3_d = np.zeros((16, CHUNK * A2_LEN), dt)
     for chunk in range(first, (count + CHUNK - 1) // CHUNK, stride):
         add = chunk != first                      # the slot's first chunk writes it
         part[:] = 0
@@ -763,12 +841,18 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
             subsample_delta(d3, a3, W2, d4, 5, e[6], c, order)
             subsample_step(g4c, g4b, r4c, r4b, a3, W2, d4, 5, c, order)
             conv_delta(d2, a2, d3, e[4], in_maps, in_counts, W2, L3, pad, c, order)
-            conv_step(g3w, g3b, r3w, r3b, q2 if order == 2 else a2, d3, in_maps, in_counts,
-                      W2, L3, c)
+            x2 = q2 if order == 2 else a2
+            for m in range(16):
+                for t in range(L3):
+                    c3_d[m, k * A2_LEN + t] = d3[m, t]
+            for ch in range(6):
+                for t in range(A2_LEN):
+                    c3_x[ch, k * A2_LEN + t] = x2[ch, t]
             subsample_delta(d1, a1, W0, d2, W2, e[2], c, order)
             subsample_step(g2c, g2b, r2c, r2b, a1, W0, d2, W2, c, order)
             conv_step(g1w, g1b, r1w, r1b, q0 if order == 2 else x0, d1, one_map, one_count,
                       W0, L1, c)
+        conv_sums(g3w, g3b, c3_x, c3_d, (hi - lo) * A2_LEN, in_maps, in_counts, W2, c)
         full_sums(s5w, s5b, d5, x4, hi - lo, add, c)
         full_sums(s6w, s6b, d6, x5, hi - lo, add, c)
         for t in range(CONV_PARAMETERS_LEN):
