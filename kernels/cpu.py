@@ -407,6 +407,20 @@ def conv_delta(d_x, x, d_out, w, in_maps, in_counts, width, span, pad, c, order)
 
 
 @jit
+def shifted_sums(d, x, n, c):
+    """The K dot products of d[:n] with x shifted by 0..K-1 (x at least n + K - 1 long),
+    each with its own partial sum in a vector register: one 5x5 kernel row's gradient."""
+    g0 = g1 = g2 = g3 = g4 = c[5]
+    for i in range(n):
+        g0 += d[i] * x[i]
+        g1 += d[i] * x[i + 1]
+        g2 += d[i] * x[i + 2]
+        g3 += d[i] * x[i + 3]
+        g4 += d[i] * x[i + 4]
+    return g0, g1, g2, g3, g4
+
+
+@jit
 def conv_step(w, b, r_w, r_b, x, d, in_maps, in_counts, width, span, c):
     """w -= r_w * gradient, b -= r_b * gradient of a convolution's connected weights and
     biases, from its input x (order 2: x^2) and the delta d at its pre-activation (unused
@@ -417,19 +431,9 @@ def conv_step(w, b, r_w, r_b, x, d, in_maps, in_counts, width, span, c):
         for jj in range(in_counts[m]):
             ch = in_maps[m, jj]
             for u in range(K):
-                xs = x[ch, u * width:u * width + span + K - 1]
-                g0 = g1 = g2 = g3 = g4 = c[5]
-                for i in range(span):
-                    g0 += dm[i] * xs[i]
-                    g1 += dm[i] * xs[i + 1]
-                    g2 += dm[i] * xs[i + 2]
-                    g3 += dm[i] * xs[i + 3]
-                    g4 += dm[i] * xs[i + 4]
-                w[m, ch, u, 0] -= r_w[m, ch, u, 0] * g0
-                w[m, ch, u, 1] -= r_w[m, ch, u, 1] * g1
-                w[m, ch, u, 2] -= r_w[m, ch, u, 2] * g2
-                w[m, ch, u, 3] -= r_w[m, ch, u, 3] * g3
-                w[m, ch, u, 4] -= r_w[m, ch, u, 4] * g4
+                g = shifted_sums(dm, x[ch, u * width:u * width + span + K - 1], span, c)
+                for v in range(K):
+                    w[m, ch, u, v] -= r_w[m, ch, u, v] * g[v]
         g = c[5]
         for i in range(span):
             g += dm[i]
@@ -450,19 +454,9 @@ def conv_sums(w, b, x, d, length, in_maps, in_counts, width, c):
         for jj in range(in_counts[m]):
             ch = in_maps[m, jj]
             for u in range(K):
-                xs = x[ch, u * width:u * width + length + K - 1]
-                g0 = g1 = g2 = g3 = g4 = c[5]
-                for i in range(length):
-                    g0 += dm[i] * xs[i]
-                    g1 += dm[i] * xs[i + 1]
-                    g2 += dm[i] * xs[i + 2]
-                    g3 += dm[i] * xs[i + 3]
-                    g4 += dm[i] * xs[i + 4]
-                w[m, ch, u, 0] += g0
-                w[m, ch, u, 1] += g1
-                w[m, ch, u, 2] += g2
-                w[m, ch, u, 3] += g3
-                w[m, ch, u, 4] += g4
+                g = shifted_sums(dm, x[ch, u * width:u * width + length + K - 1], length, c)
+                for v in range(K):
+                    w[m, ch, u, v] += g[v]
         g = c[5]
         for i in range(length):
             g += dm[i]
