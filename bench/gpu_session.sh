@@ -161,7 +161,7 @@ if [ $REHEARSE = 0 ]; then
     TRAIN_ARGS=(--epochs 20)
 else
     LIMITS=(150 120 400 200)   # ~3x what they take here (about 10, 15, 75, 20 s)
-    TEST_ARGS=("${PRIORITY_TESTS[@]}" -k "${GPU_SESSION_REHEARSE_K:-test_parameter_layout or test_rbf_piece or test_wrong_arguments_are_refused or test_wrong_shapes_are_refused_by_name or test_parameters_move_losslessly or test_c3_table_is_the_papers}")
+    TEST_ARGS=("${PRIORITY_TESTS[@]}" -k "${GPU_SESSION_REHEARSE_K:-test_parameter_layout or test_rbf_piece or test_wrong_arguments_are_refused or test_wrong_shapes_are_refused_by_name or test_parameters_move_losslessly or test_set_parameters_copies}")
     CENSUS_ARGS=(--kernel "${GPU_SESSION_REHEARSE_KERNELS:-kernels.inputs}")
     BENCH_ARGS=(--rehearse --impl gpu,torch-cuda,torch-compile,cpu,torch-cpu
                 --what inference,layers,train-step,paper-pass,pattern-pass
