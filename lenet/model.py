@@ -43,6 +43,7 @@ from lenet.kernels.architecture import (
     LOSS_KINDS,
     PARAMETER_SHAPES,
     RBF_CENTERS,
+    STEP_MODES,
     fan_in,
     trainable_count,
 )
@@ -336,7 +337,6 @@ class LeNet5:
         STORE: order 1 the gradients, order 2 the curvature of the batch's mean loss.
         More than GRADIENT_CHUNK images go in chunks whose results are weighted by their
         sizes (in float64)."""
-        from lenet.kernels.train_step import STORE
         check_loss(loss)
         x = self.prepare_images(x)
         n = x.shape[0]
@@ -352,7 +352,7 @@ class LeNet5:
         chunk = min(n, GRADIENT_CHUNK)
         ws = ops.workspace(1 << (chunk - 1).bit_length())   # the next power of two
         index = ops.asarray(np.arange(n, dtype=np.int32), np.int32)
-        codes = (np.int32(LOSS_KINDS[loss]), np.int32(order), np.int32(STORE))
+        codes = (np.int32(LOSS_KINDS[loss]), np.int32(order), np.int32(STEP_MODES["store"]))
         total = None
         for start in range(0, n, chunk):
             count = min(chunk, n - start)

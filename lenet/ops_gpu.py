@@ -98,13 +98,21 @@ class GPUOps(Backend):
         dst.copy_to_device(src)
 
     # ------------------------------------------------------------ fused path
+    def _rows(self, table):
+        """A C3 table's input lists on the device (kernels.forward_pieces.c3_table), made
+        once per table."""
+        rows = self._c3_rows.get(table.tobytes())
+        if rows is None:
+            rows = self._c3_rows[table.tobytes()] = forward_pieces.c3_table(table)
+        return rows
+
     def fused_constants(self):
         """(C3 input lists, C3 output lists, RBF centers (840,)) on the device, as the
         fused kernels read them (LeNet-5's own table and bitmaps)."""
         if self._constants is None:
             from lenet.kernels.architecture import C3_TABLE, RBF_CENTERS
             from lenet.kernels.backward_pieces import c3_out_table
-            self._constants = (forward_pieces.c3_table(C3_TABLE), c3_out_table(C3_TABLE),
+            self._constants = (self._rows(C3_TABLE), c3_out_table(C3_TABLE),
                                cuda.to_device(RBF_CENTERS.astype(np.float32).ravel()))
         return self._constants
 
@@ -186,9 +194,7 @@ class GPUOps(Backend):
         here, overwritten by the next call."""
         n = x.shape[0]
         x = _device_view(x)
-        rows = self._c3_rows.get(table.tobytes())
-        if rows is None:
-            rows = self._c3_rows[table.tobytes()] = forward_pieces.c3_table(table)
+        rows = self._rows(table)
         flat, at, L = params.flat, forward_pieces.PARAMETER_AT, forward_pieces
         c1, s2 = self._out("C1", (n, fused.C1_LEN)), self._out("S2", (n, L.S2_LEN))
         c3, s4 = self._out("C3", (n, fused.C3_LEN)), self._out("S4", (n, L.S4_LEN))

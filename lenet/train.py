@@ -50,7 +50,7 @@ import time
 import numpy as np
 
 from lenet.backend import on_device
-from lenet.kernels.architecture import LOSS_KINDS, MAP_J
+from lenet.kernels.architecture import LOSS_KINDS, MAP_J, STEP_MODES
 from lenet.logs import check_outputs, write_log_line
 from lenet.model import check_loss
 from lenet.progress import Progress
@@ -172,9 +172,9 @@ class Trainer:
         self.pass_index = 0
         self.workspace = None if recipe in PER_PATTERN else ops.workspace(self.batch_size)
         # the fused step's int32 codes, made once
-        from lenet.kernels.train_step import SDLM, SGD, STORE
-        self._codes = {"kind": np.int32(LOSS_KINDS[loss]), "store": np.int32(STORE),
-                       "update": np.int32(SGD if recipe == "sgd" else SDLM),
+        self._codes = {"kind": np.int32(LOSS_KINDS[loss]),
+                       "store": np.int32(STEP_MODES["store"]),
+                       "update": np.int32(STEP_MODES["sgd" if recipe == "sgd" else "sdlm"]),
                        1: np.int32(1), 2: np.int32(2)}
         self._pass = None       # (images, their (N, 1024) view, order, step size)
         self._last = 0          # the last step's image count
