@@ -115,6 +115,37 @@ def image_task(q, here, tasks):
     return q // uint32(tasks), q % uint32(tasks)
 
 
+@cuda.jit(device=True)   # not device_function: the simulator must swap in its cuda module
+def s2_to_penalties(a2, a2_row, a3, a3_row, a4, a4_row, a5, a5_row, a6, a6_row, y, y_row,
+                    part, w3, b3, c4, b4, w5, b5, w6, b6, table, centers, here, t, threads,
+                    store):
+    """The forward of a group of `here` images from S2 on: C3+S4, C5, F6, the penalties.
+    Image g's outputs of a stage start at view[g * row]; `part` holds C5's and F6's
+    partial sums; thread t of `threads` takes its share of each stage, a barrier after
+    each. store: keep C3's outputs a3 (for a backward pass)."""
+    for q in range(t, here * uint32(C3S4_TASKS), uint32(threads)):
+        g, task = image_task(q, here, C3S4_TASKS)
+        c3s4_forward(a4[g * uint32(a4_row):], a3[g * uint32(a3_row):], a2[g * uint32(a2_row):],
+                     w3, b3, c4, b4, table, task, store)
+    cuda.syncthreads()  # S4 is complete
+    if t < uint32(C5_THREADS):
+        dense_partials(part, a4, a4_row, w5, C5_INPUTS, C5_UNITS, t)
+    cuda.syncthreads()  # C5's partial sums are complete
+    for q in range(t, here * uint32(C5_UNITS), uint32(threads)):
+        dense_finish(a5, a5_row, part, b5, C5_UNITS, q // uint32(C5_UNITS), q % uint32(C5_UNITS))
+    cuda.syncthreads()  # C5 is complete
+    if t < uint32(F6_THREADS):
+        dense_partials(part, a5, a5_row, w6, C5_UNITS, F6_UNITS, t)
+    cuda.syncthreads()  # F6's partial sums are complete
+    for q in range(t, here * uint32(F6_UNITS), uint32(threads)):
+        dense_finish(a6, a6_row, part, b6, F6_UNITS, q // uint32(F6_UNITS), q % uint32(F6_UNITS))
+    cuda.syncthreads()  # F6 is complete
+    for q in range(t, here * uint32(N_CLASSES), uint32(threads)):
+        g, i = q // uint32(N_CLASSES), q % uint32(N_CLASSES)
+        y[g * uint32(y_row) + i] = rbf_penalty(a6[g * uint32(a6_row):], centers, i)
+    cuda.syncthreads()  # the penalties are complete
+
+
 @kernel("void(float32[:, ::1], int32[::1], float32[:, ::1], float32[::1], int32[::1], "
         "float32[::1])", **LAUNCH_BOUNDS)
 def forward_kernel(penalties, classes, x, params, table, centers):
@@ -145,31 +176,12 @@ def forward_kernel(penalties, classes, x, params, table, centers):
             c1s2_forward(buf_b[g * uint32(S2_LEN):], buf_b, buf_a[g * uint32(IN_LEN):],
                          w1, b1, c2, b2, task, False)
         cuda.syncthreads()  # S2 is complete; the inputs are dead
-        for q in range(t, here * uint32(C3S4_TASKS), uint32(THREADS)):
-            g, task = image_task(q, here, C3S4_TASKS)
-            c3s4_forward(buf_a[g * uint32(IN_LEN) + uint32(S4_AT):], buf_a,
-                         buf_b[g * uint32(S2_LEN):], w3, b3, c4, b4, table, task, False)
-        cuda.syncthreads()  # S4 is complete; S2 is dead
-        if t < uint32(C5_THREADS):
-            dense_partials(buf_b, buf_a[S4_AT:], IN_LEN, w5, C5_INPUTS, C5_UNITS, t)
-        cuda.syncthreads()  # C5's partial sums are complete
-        for q in range(t, here * uint32(C5_UNITS), uint32(THREADS)):
-            dense_finish(buf_a[A5_AT:], IN_LEN, buf_b, b5, C5_UNITS,
-                         q // uint32(C5_UNITS), q % uint32(C5_UNITS))
-        cuda.syncthreads()  # C5 is complete
-        if t < uint32(F6_THREADS):
-            dense_partials(buf_b, buf_a[A5_AT:], IN_LEN, w6, C5_UNITS, F6_UNITS, t)
-        cuda.syncthreads()  # F6's partial sums are complete
-        for q in range(t, here * uint32(F6_UNITS), uint32(THREADS)):
-            dense_finish(buf_a[A6_AT:], IN_LEN, buf_b, b6, F6_UNITS,
-                         q // uint32(F6_UNITS), q % uint32(F6_UNITS))
-        cuda.syncthreads()  # F6 is complete
+        s2_to_penalties(buf_b, S2_LEN, buf_a, 0, buf_a[S4_AT:], IN_LEN, buf_a[A5_AT:], IN_LEN,
+                        buf_a[A6_AT:], IN_LEN, buf_a[Y_AT:], IN_LEN, buf_b, w3, b3, c4, b4, w5,
+                        b5, w6, b6, table, centers, here, t, THREADS, False)
         for q in range(t, here * uint32(N_CLASSES), uint32(THREADS)):
             g, i = q // uint32(N_CLASSES), q % uint32(N_CLASSES)
-            y = rbf_penalty(buf_a[g * uint32(IN_LEN) + uint32(A6_AT):], centers, i)
-            buf_a[g * uint32(IN_LEN) + uint32(Y_AT) + i] = y
-            penalties[n0 + g, i] = y
-        cuda.syncthreads()  # the penalties are complete
+            penalties[n0 + g, i] = buf_a[g * uint32(IN_LEN) + uint32(Y_AT) + i]
         if t < here:
             classes[n0 + t] = int32(argmin10(buf_a[t * uint32(IN_LEN) + uint32(Y_AT):]))
         cuda.syncthreads()  # buffer A is read before the next group's inputs overwrite it

@@ -74,6 +74,7 @@ from .backward_pieces import (
     subsample_grads,
 )
 from .common import check_device_array, device_function, kernel
+from .forward import s2_to_penalties
 from .forward_pieces import (
     B1_AT,
     B2_AT,
@@ -87,12 +88,10 @@ from .forward_pieces import (
     C2_AT,
     C3_MAPS,
     C3_SIZE,
-    C3S4_TASKS,
     C4_AT,
     C5_INPUTS,
     C5_UNITS,
     DENSE_SPLIT,
-    DENSE_UNITS,
     F6_UNITS,
     IMAGES,
     IN_LEN,
@@ -110,10 +109,6 @@ from .forward_pieces import (
     K,
     argmin10,
     c1s2_forward,
-    c3s4_forward,
-    dense_finish,
-    dense_partials,
-    rbf_penalty,
 )
 
 THREADS = 512                       # threads of a run's block
@@ -125,8 +120,6 @@ RATES_BLOCKS = 4 if config.ENABLE_CUDASIM else -(-PARAMETERS_LEN // RATES_THREAD
 
 C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE        # 4704
 C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE        # 1600
-C5_THREADS = DENSE_SPLIT * (C5_UNITS // DENSE_UNITS)   # 240: dense_partials' threads
-F6_THREADS = DENSE_SPLIT * (F6_UNITS // DENSE_UNITS)   # 168
 C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)   # c3_delta: (S2 map, row pair)
 
 # shared memory, one pattern: name -> (offset, length) in floats
@@ -219,24 +212,8 @@ def sdlm_kernel(params, rates, stats, scratch, images, image_set, labels, order,
         if t < uint32(C1S2_TASKS):
             c1s2_forward(a2, a1, x, w1, b1, c2, b2, t, True)
         cuda.syncthreads()  # S2 is complete
-        if t < uint32(C3S4_TASKS):
-            c3s4_forward(a4, a3, a2, w3, b3, c4, b4, table, t, True)
-        cuda.syncthreads()  # S4 is complete
-        if t < uint32(C5_THREADS):
-            dense_partials(part, a4, 0, w5, C5_INPUTS, C5_UNITS, t)
-        cuda.syncthreads()  # C5's partial sums are complete
-        if t < uint32(C5_UNITS):
-            dense_finish(a5, 0, part, b5, C5_UNITS, 0, t)
-        cuda.syncthreads()  # C5 is complete
-        if t < uint32(F6_THREADS):
-            dense_partials(part, a5, 0, w6, C5_UNITS, F6_UNITS, t)
-        cuda.syncthreads()  # F6's partial sums are complete
-        if t < uint32(F6_UNITS):
-            dense_finish(a6, 0, part, b6, F6_UNITS, 0, t)
-        cuda.syncthreads()  # F6 is complete
-        if t < uint32(N_CLASSES):
-            y[t] = rbf_penalty(a6, centers, t)
-        cuda.syncthreads()  # the penalties are complete
+        s2_to_penalties(a2, 0, a3, 0, a4, 0, a5, 0, a6, 0, y, 0, part, w3, b3, c4, b4, w5, b5,
+                        w6, b6, table, centers, uint32(1), t, THREADS, True)
         if t == 0:
             label = labels[n]
             stats[run, 0] += float64(pattern_loss(y, label, kind, j, float32(1.0), dy, hy))

@@ -59,7 +59,7 @@ from .backward_pieces import (
     subsample_grads,
 )
 from .common import check_device_array, device_function, kernel
-from .forward import image_task
+from .forward import C5_THREADS, image_task, s2_to_penalties
 from .forward_pieces import (
     B1_AT,
     B2_AT,
@@ -73,13 +73,11 @@ from .forward_pieces import (
     C2_AT,
     C3_MAPS,
     C3_SIZE,
-    C3S4_TASKS,
     C4_AT,
     C5_INPUTS,
     C5_UNITS,
     CONV_PARAMETERS_LEN,
     DENSE_SPLIT,
-    DENSE_UNITS,
     F6_UNITS,
     IMAGES,
     IN_LEN,
@@ -97,10 +95,6 @@ from .forward_pieces import (
     K,
     argmin10,
     c1s2_forward,
-    c3s4_forward,
-    dense_finish,
-    dense_partials,
-    rbf_penalty,
 )
 
 THREADS = 256
@@ -108,8 +102,6 @@ BLOCKS_PER_SM = 2                    # launch bound: up to 128 registers a threa
 LAUNCH_BOUNDS = {"launch_bounds": (THREADS, BLOCKS_PER_SM)}
 C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE
 C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE
-C5_THREADS = DENSE_SPLIT * (C5_UNITS // DENSE_UNITS)
-F6_THREADS = DENSE_SPLIT * (F6_UNITS // DENSE_UNITS)
 C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)        # c3_delta's tasks an image
 DENSE_LEN = PARAMETERS_LEN - W5_AT               # C5's and F6's parameters: 58,284
 CONV_LEN = CONV_PARAMETERS_LEN                   # C1..S4's: 2,616
@@ -239,31 +231,11 @@ def batch_kernel(acts, bp, params, images, labels, index, start, count, kind, j,
             c1s2_forward(a2[n * uint32(S2_LEN):], a1[n * uint32(C1_LEN):],
                          images[index[start + n]], w1, b1, c2, b2, task, True)
         cuda.syncthreads()  # S2 is complete
-        for q in range(t, here * uint32(C3S4_TASKS), uint32(THREADS)):
-            g, task = image_task(q, here, C3S4_TASKS)
-            n = n0 + g
-            c3s4_forward(a4[n * uint32(S4_LEN):], a3[n * uint32(C3_LEN):],
-                         a2[n * uint32(S2_LEN):], w3, b3, c4, b4, table, task, True)
-        cuda.syncthreads()  # S4 is complete
-        if t < uint32(C5_THREADS):
-            dense_partials(part, a4[n0 * uint32(S4_LEN):], S4_LEN, w5, C5_INPUTS, C5_UNITS, t)
-        cuda.syncthreads()  # C5's partial sums are complete
-        for q in range(t, here * uint32(C5_UNITS), uint32(THREADS)):
-            dense_finish(a5[n0 * uint32(C5_UNITS):], C5_UNITS, part, b5, C5_UNITS,
-                         q // uint32(C5_UNITS), q % uint32(C5_UNITS))
-        cuda.syncthreads()  # C5 is complete
-        if t < uint32(F6_THREADS):
-            dense_partials(part, a5[n0 * uint32(C5_UNITS):], C5_UNITS, w6, C5_UNITS, F6_UNITS,
-                           t)
-        cuda.syncthreads()  # F6's partial sums are complete
-        for q in range(t, here * uint32(F6_UNITS), uint32(THREADS)):
-            dense_finish(a6[n0 * uint32(F6_UNITS):], F6_UNITS, part, b6, F6_UNITS,
-                         q // uint32(F6_UNITS), q % uint32(F6_UNITS))
-        cuda.syncthreads()  # F6 is complete
-        for q in range(t, here * uint32(N_CLASSES), uint32(THREADS)):
-            n, i = n0 + q // uint32(N_CLASSES), q % uint32(N_CLASSES)
-            y[n * uint32(N_CLASSES) + i] = rbf_penalty(a6[n * uint32(F6_UNITS):], centers, i)
-        cuda.syncthreads()  # the penalties are complete
+        s2_to_penalties(a2[n0 * uint32(S2_LEN):], S2_LEN, a3[n0 * uint32(C3_LEN):], C3_LEN,
+                        a4[n0 * uint32(S4_LEN):], S4_LEN, a5[n0 * uint32(C5_UNITS):], C5_UNITS,
+                        a6[n0 * uint32(F6_UNITS):], F6_UNITS, y[n0 * uint32(N_CLASSES):],
+                        N_CLASSES, part, w3, b3, c4, b4, w5, b5, w6, b6, table, centers, here,
+                        t, THREADS, True)
         if t < here:
             n = n0 + t
             label = labels[index[start + n]]
