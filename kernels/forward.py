@@ -42,20 +42,12 @@ from numba import config, cuda, float32, int32, uint32
 
 from .common import device_function, kernel
 from .forward_pieces import (
-    B1_AT,
-    B2_AT,
-    B3_AT,
-    B4_AT,
-    B5_AT,
-    B6_AT,
     C1_MAPS,
     C1_SIZE,
     C1S2_TASKS,
-    C2_AT,
     C3_MAPS,
     C3_SIZE,
     C3S4_TASKS,
-    C4_AT,
     C5_INPUTS,
     C5_UNITS,
     CONV_PARAMETERS_LEN,
@@ -69,16 +61,14 @@ from .forward_pieces import (
     S2_LEN,
     S4_LEN,
     TABLE_ROW,
-    W1_AT,
-    W3_AT,
-    W5_AT,
-    W6_AT,
     argmin10,
     c1s2_forward,
     c3_table,
     c3s4_forward,
+    conv_views,
     dense_finish,
     dense_partials,
+    dense_views,
     rbf_penalty,
     squash,
 )
@@ -157,12 +147,8 @@ def forward_kernel(penalties, classes, x, params, table, centers):
     n = uint32(x.shape[0])
     for i in range(t, uint32(CONV_PARAMETERS_LEN), uint32(THREADS)):
         conv[i] = params[i]
-    w1, b1 = conv[W1_AT:B1_AT], conv[B1_AT:C2_AT]
-    c2, b2 = conv[C2_AT:B2_AT], conv[B2_AT:W3_AT]
-    w3, b3 = conv[W3_AT:B3_AT], conv[B3_AT:C4_AT]
-    c4, b4 = conv[C4_AT:B4_AT], conv[B4_AT:W5_AT]
-    w5, b5 = params[W5_AT:B5_AT], params[B5_AT:W6_AT]
-    w6, b6 = params[W6_AT:B6_AT], params[B6_AT:PARAMETERS_LEN]
+    w1, b1, c2, b2, w3, b3, c4, b4 = conv_views(conv)
+    w5, b5, w6, b6 = dense_views(params)
     groups = (n + uint32(IMAGES - 1)) // uint32(IMAGES)
     for group in range(uint32(cuda.blockIdx.x), groups, uint32(cuda.gridDim.x)):
         n0 = group * uint32(IMAGES)
@@ -194,8 +180,7 @@ def c1s2_kernel(s2, c1, x, params):
     # one block per IMAGES images; threads over (task, image)
     n0 = uint32(cuda.blockIdx.x) * uint32(IMAGES)
     here = min(uint32(IMAGES), uint32(x.shape[0]) - n0)
-    w1, b1 = params[W1_AT:B1_AT], params[B1_AT:C2_AT]
-    c2, b2 = params[C2_AT:B2_AT], params[B2_AT:W3_AT]
+    w1, b1, c2, b2 = conv_views(params)[:4]
     for q in range(uint32(cuda.threadIdx.x), here * uint32(C1S2_TASKS), uint32(THREADS)):
         n = n0 + q % here
         c1s2_forward(s2[n], c1[n], x[n], w1, b1, c2, b2, q // here, True)
@@ -206,8 +191,7 @@ def c3s4_kernel(s4, c3, s2, params, table):
     # one block per IMAGES images; threads over (task, image)
     n0 = uint32(cuda.blockIdx.x) * uint32(IMAGES)
     here = min(uint32(IMAGES), uint32(s2.shape[0]) - n0)
-    w3, b3 = params[W3_AT:B3_AT], params[B3_AT:C4_AT]
-    c4, b4 = params[C4_AT:B4_AT], params[B4_AT:W5_AT]
+    w3, b3, c4, b4 = conv_views(params)[4:]
     for q in range(uint32(cuda.threadIdx.x), here * uint32(C3S4_TASKS), uint32(THREADS)):
         n = n0 + q % here
         c3s4_forward(s4[n], c3[n], s2[n], w3, b3, c4, b4, table, q // here, True)

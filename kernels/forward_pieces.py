@@ -102,6 +102,22 @@ DENSE_UNITS = 4      # units per thread in dense_partials (its code names 4 rows
 DENSE_SPLIT = 8      # threads sharing one unit group's inputs
 
 
+# ------------------------------------------------------------------ parameters
+
+@device_function
+def conv_views(p):
+    """C1..S4's parameters, views of the flat buffer (or of its first CONV_PARAMETERS_LEN
+    floats staged in shared memory): w1, b1, c2, b2, w3, b3, c4, b4."""
+    return (p[W1_AT:B1_AT], p[B1_AT:C2_AT], p[C2_AT:B2_AT], p[B2_AT:W3_AT],
+            p[W3_AT:B3_AT], p[B3_AT:C4_AT], p[C4_AT:B4_AT], p[B4_AT:W5_AT])
+
+
+@device_function
+def dense_views(p):
+    """C5's and F6's parameters, views of the flat buffer: w5, b5, w6, b6."""
+    return p[W5_AT:B5_AT], p[B5_AT:W6_AT], p[W6_AT:B6_AT], p[B6_AT:PARAMETERS_LEN]
+
+
 # ------------------------------------------------------------- hardware intrinsics
 
 def _unary_ptx(instruction):

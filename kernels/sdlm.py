@@ -104,11 +104,11 @@ from .forward_pieces import (
     TABLE_ROW,
     W1_AT,
     W3_AT,
-    W5_AT,
-    W6_AT,
     K,
     argmin10,
     c1s2_forward,
+    conv_views,
+    dense_views,
 )
 
 THREADS = 512                       # threads of a run's block
@@ -192,9 +192,8 @@ def sdlm_kernel(params, rates, stats, scratch, images, image_set, labels, order,
     run = uint32(cuda.blockIdx.x)
     t = uint32(cuda.threadIdx.x)
     p, rt, sc = params[run], rates[run], scratch[run]
-    w1, b1, c2, b2 = p[W1_AT:B1_AT], p[B1_AT:C2_AT], p[C2_AT:B2_AT], p[B2_AT:W3_AT]
-    w3, b3, c4, b4 = p[W3_AT:B3_AT], p[B3_AT:C4_AT], p[C4_AT:B4_AT], p[B4_AT:W5_AT]
-    w5, b5, w6, b6 = p[W5_AT:B5_AT], p[B5_AT:W6_AT], p[W6_AT:B6_AT], p[B6_AT:PARAMETERS_LEN]
+    w1, b1, c2, b2, w3, b3, c4, b4 = conv_views(p)
+    w5, b5, w6, b6 = dense_views(p)
     x, a2, d2 = sh[X_AT:A2_AT], sh[A2_AT:D2_AT], sh[D2_AT:A3_AT]
     a3, d3, a4, d4 = sh[A3_AT:D3_AT], sh[D3_AT:A4_AT], sh[A4_AT:D4_AT], sh[D4_AT:A5_AT]
     a5, d5, a6, d6 = sh[A5_AT:D5_AT], sh[D5_AT:A6_AT], sh[A6_AT:D6_AT], sh[D6_AT:Y_AT]
@@ -222,7 +221,7 @@ def sdlm_kernel(params, rates, stats, scratch, images, image_set, labels, order,
         cuda.syncthreads()  # dE/dy is written
 
         # ----------------------------------------------------------- backward
-        rt6, rt5 = rt[W6_AT:B6_AT], rt[W5_AT:B5_AT]
+        rt5, _, rt6, _ = dense_views(rt)
         if t < uint32(F6_UNITS):
             rbf_delta(d6, dy, hy, a6, centers, 1, t)
         cuda.syncthreads()  # F6's delta is complete

@@ -62,9 +62,7 @@ from .common import check_device_array, device_function, kernel
 from .forward import C5_THREADS, image_task, s2_to_penalties
 from .forward_pieces import (
     B1_AT,
-    B2_AT,
     B3_AT,
-    B4_AT,
     B5_AT,
     B6_AT,
     C1_MAPS,
@@ -88,13 +86,14 @@ from .forward_pieces import (
     S4_LEN,
     S4_SIZE,
     TABLE_ROW,
-    W1_AT,
     W3_AT,
     W5_AT,
     W6_AT,
     K,
     argmin10,
     c1s2_forward,
+    conv_views,
+    dense_views,
 )
 
 THREADS = 256
@@ -201,10 +200,8 @@ def batch_kernel(acts, bp, params, images, labels, index, start, count, kind, j,
         conv[i] = params[i]
     if t < uint32(SUB_LEN):
         sub[t] = float32(0.0)
-    w1, b1, c2, b2 = conv[W1_AT:B1_AT], conv[B1_AT:C2_AT], conv[C2_AT:B2_AT], conv[B2_AT:W3_AT]
-    w3, b3, c4, b4 = conv[W3_AT:B3_AT], conv[B3_AT:C4_AT], conv[C4_AT:B4_AT], conv[B4_AT:W5_AT]
-    w5, b5 = params[W5_AT:B5_AT], params[B5_AT:W6_AT]
-    w6, b6 = params[W6_AT:B6_AT], params[B6_AT:PARAMETERS_LEN]
+    w1, b1, c2, b2, w3, b3, c4, b4 = conv_views(conv)
+    w5, b5, w6, b6 = dense_views(params)
     rows = uint32(bp)
     a1, a2, a3 = acts[rows * uint32(A1):], acts[rows * uint32(A2):], acts[rows * uint32(A3):]
     a4, a5, a6 = acts[rows * uint32(A4):], acts[rows * uint32(A5):], acts[rows * uint32(A6):]
