@@ -142,8 +142,8 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 
 # What each part runs: the GPU's sizes, or the rehearsal's (tiny; a few tests from each
 # priority file, since CI runs the whole suite; the census of one small kernel offline, as
-# --device needs a GPU;
-# the GPU rows of the benchmark in the simulator; 2 training patterns).
+# --device needs a GPU; every row kind of the benchmark once, at batch 1, the GPU's in the
+# simulator; 1 training pattern).
 if [ $REHEARSE = 0 ]; then
     LIMITS=(200 60 170 600)   # tests census bench train (train: what is left)
     # then the other files, those whose work parts 2 and 3 repeat last, the rehearsal not
@@ -161,15 +161,15 @@ if [ $REHEARSE = 0 ]; then
     TRAIN_ARGS=(--epochs 20)
 else
     LIMITS=(150 120 400 200)   # ~3x what they take here (about 10, 15, 75, 20 s)
-    TEST_ARGS=("${PRIORITY_TESTS[@]}" -k "${GPU_SESSION_REHEARSE_K:-test_parameter_layout or test_rbf_piece or test_wrong_arguments_are_refused or test_wrong_shapes_are_refused_by_name or test_parameters_move_losslessly or test_set_parameters_copies}")
+    TEST_ARGS=("${PRIORITY_TESTS[@]}" -k "${GPU_SESSION_REHEARSE_K:-test_launcher_refuses_wrong_arguments or test_wrong_arguments_are_refused or test_wrong_shapes_are_refused_by_name or test_parameters_move_losslessly or test_set_parameters_copies}")
     CENSUS_ARGS=(--kernel "${GPU_SESSION_REHEARSE_KERNELS:-kernels.inputs}")
     BENCH_ARGS=(--rehearse --impl gpu,torch-cuda,torch-compile,cpu,torch-cpu
                 --what inference,layers,train-step,paper-pass,pattern-pass
-                --batch-sizes 1,2 --layers RBF --layer-batch-sizes 2 --step-batch-sizes 1
+                --batch-sizes 1 --layers RBF --layer-batch-sizes 1 --step-batch-sizes 1
                 --max-cpu-batch 1 --pass-images 1 --pattern-pass-images 2
                 --paper-check-patterns 1 --pass-repeats 1 --max-cpu-pass-images 2
                 --repeats 1 --min-time 0 --warmup 0 --unique-images 2 --cpu-peak-gflops 100)
-    TRAIN_ARGS=(--epochs 1 --train-size 2 --test-size 1)
+    TRAIN_ARGS=(--epochs 1 --train-size 1 --test-size 1)
 fi
 xdist=()
 if [ "${GPU_SESSION_XDIST:-0}" -gt 0 ]; then

@@ -1,0 +1,226 @@
+"""Each backward piece of kernels/backward_pieces.py (the loss piece among them),
+run over a batch by the stage kernels of kernels/backward.py, against kernels/reference.py:
+losses, deltas (order 1) and Gauss-Newton curvature (order 2), parameter gradients summed
+over the batch; and the C3 out-table rows the C3 delta piece reads. Inputs are
+the reference network's activations on seeded images (rounded to float32) and seeded
+deltas; outputs are NaN-poisoned. The stage kernels' own checks are
+tests/test_backward.py's.
+"""
+
+import numpy as np
+import pytest
+from conftest import BATCHES
+from numba import cuda
+
+from lenet import LeNet5
+from lenet.kernels import backward as bw
+from lenet.kernels import reference as ref
+from lenet.kernels.architecture import C3_TABLE, CONV_TABLES, RBF_CENTERS
+from lenet.kernels.backward_pieces import OUT_TABLE_ROW, c3_out_table
+from lenet.kernels.forward_pieces import C1_MAPS, IMAGES, c3_table
+from lenet.kernels.tolerance import assert_close
+
+ORDERS = (1, 2)
+OUTPUTS = ["input"] + [name for name, _ in ref.LAYERS]   # what each layer reads
+
+
+def poisoned(shape):
+    return cuda.to_device(np.full(shape, np.nan, np.float32))
+
+
+def dev(a):
+    return cuda.to_device(np.ascontiguousarray(a, np.float32))
+
+
+@pytest.fixture(scope="module")
+def params():
+    return {k: v.astype(np.float64) for k, v in LeNet5(device="cpu", seed=5).parameters().items()}
+
+
+def activations(n, params, seed):
+    """The reference network's tensors on seeded images, rounded to float32, by name."""
+    x = np.random.default_rng(seed).uniform(-0.1, 1.175, (n, 1, 32, 32))
+    fwd = ref.forward_ref(params, x)
+    return {k: fwd[k].astype(np.float32).astype(np.float64) for k in OUTPUTS}
+
+
+def deltas(shape, order, seed):
+    """Seeded deltas: signed for gradients, non-negative for curvature."""
+    rng = np.random.default_rng(seed)
+    d = rng.uniform(-1, 1, shape) if order == 1 else rng.uniform(0, 1, shape)
+    return d.astype(np.float32).astype(np.float64)
+
+
+def through(order, d, out):
+    return ref.squash_backward_ref(d, out) if order == 1 else ref.squash_backward2_ref(d, out)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("n", BATCHES)
+def test_rbf_delta(params, n, order):
+    x6 = activations(n, params, seed=n)["F6"]
+    dy = deltas((n, 10), 1, seed=1)
+    hy = deltas((n, 10), 2, seed=2)
+    want = through(order, ref.rbf_backward_ref(dy, x6, RBF_CENTERS) if order == 1
+                   else ref.rbf_backward2_ref(hy, dy, x6, RBF_CENTERS), x6)
+    d6 = poisoned((n, 84))
+    bw.rbf_delta_all(d6, dev(dy), dev(hy), dev(x6), dev(RBF_CENTERS.ravel()), order)
+    assert_close(d6.copy_to_host(), want, what=f"F6 delta, order {order}")
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("layer", ["C5", "F6"])
+@pytest.mark.parametrize("n", BATCHES)
+def test_dense_delta_and_grads(params, n, layer, order):
+    below = "S4" if layer == "C5" else "C5"
+    x = activations(n, params, seed=10 + n)[below].reshape(n, -1)   # the layer's input
+    w = params[f"{layer}.weight"].reshape(-1, x.shape[1]).astype(np.float32).astype(np.float64)
+    d = deltas((n, w.shape[0]), order, seed=3)
+    backward = ref.full_backward_ref if order == 1 else ref.full_backward2_ref
+    dx, dw, db = backward(d, x, w)
+    got_dx, got_dw, got_db = poisoned(x.shape), poisoned(w.shape), poisoned(w.shape[:1])
+    bw.dense_delta_all(got_dx, dev(d), dev(w.ravel()), dev(x), order)
+    bw.dense_grads_all(got_dw, got_db, dev(d), dev(x), order)
+    assert_close(got_dx.copy_to_host(), through(order, dx, x), what=f"{below} delta")
+    assert_close(got_dw.copy_to_host(), dw, what=f"{layer} weights, order {order}")
+    assert_close(got_db.copy_to_host(), db, what=f"{layer} biases, order {order}")
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("layer", ["S2", "S4"])
+@pytest.mark.parametrize("n", BATCHES)
+def test_subsample_delta_and_grads(params, n, layer, order):
+    below = "C1" if layer == "S2" else "C3"
+    x = activations(n, params, seed=20 + n)[below]   # the layer's input
+    coef = params[f"{layer}.coef"].astype(np.float32).astype(np.float64)
+    maps, size = x.shape[1], x.shape[2] // 2
+    d = deltas((n, maps, size, size), order, seed=4)
+    backward = ref.subsample_backward_ref if order == 1 else ref.subsample_backward2_ref
+    dx, dcoef, dbias = backward(d, x, coef)
+    got_dx, got_dc, got_db = poisoned((n, x[0].size)), poisoned(maps), poisoned(maps)
+    bw.subsample_delta_all(got_dx, dev(d.reshape(n, -1)), dev(x.reshape(n, -1)), dev(coef),
+                           order)
+    bw.subsample_grads_all(got_dc, got_db, dev(d.reshape(n, -1)), dev(x.reshape(n, -1)), order)
+    assert_close(got_dx.copy_to_host(), through(order, dx, x).reshape(n, -1),
+                 what=f"{below} delta")
+    assert_close(got_dc.copy_to_host(), dcoef, what=f"{layer} coefficients, order {order}")
+    assert_close(got_db.copy_to_host(), dbias, what=f"{layer} biases, order {order}")
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("n", BATCHES)
+def test_c1_grads(params, n, order):
+    x = activations(n, params, seed=30 + n)["input"]
+    w = params["C1.weight"]
+    d = deltas((n, 6, 28, 28), order, seed=5)
+    backward = ref.conv_backward_ref if order == 1 else ref.conv_backward2_ref
+    _, dw, db = backward(d, x, w, CONV_TABLES["C1"], False)
+    got_dw, got_db = poisoned(w.shape), poisoned(6)
+    bw.c1_grads_all(got_dw, got_db, dev(d.reshape(n, -1)), dev(x.reshape(n, -1)), order)
+    assert_close(got_dw.copy_to_host(), dw, what=f"C1 weights, order {order}")
+    assert_close(got_db.copy_to_host(), db, what=f"C1 biases, order {order}")
+
+
+def test_c3_out_table_lists_the_paper_table():
+    # each S2 map's row: how many C3 maps read it, then which, then -1s
+    out = c3_out_table(C3_TABLE).copy_to_host().reshape(C1_MAPS, OUT_TABLE_ROW)
+    assert out[:, 0].tolist() == [10] * 6                        # each S2 map feeds 10
+    for c in range(C1_MAPS):
+        assert out[c, 1:11].tolist() == np.flatnonzero(C3_TABLE[c]).tolist()
+        assert (out[c, 11:] == -1).all()
+
+
+def check_c3(params, n, order, table, seed):
+    a2 = activations(n, params, seed=seed)["S2"]
+    w = params["C3.weight"].astype(np.float32).astype(np.float64)
+    d = deltas((n, 16, 10, 10), order, seed=6)
+    backward = ref.conv_backward_ref if order == 1 else ref.conv_backward2_ref
+    dx, dw, db = backward(d, a2, w, table)
+    got_dw, got_db, got_dx = poisoned(w.shape), poisoned(16), poisoned((n, a2[0].size))
+    bw.c3_grads_all(got_dw, got_db, dev(d.reshape(n, -1)), dev(a2.reshape(n, -1)),
+                    c3_table(table), order)
+    bw.c3_delta_all(got_dx, dev(d.reshape(n, -1)), dev(w.ravel()), dev(a2.reshape(n, -1)),
+                    c3_out_table(table), order)
+    assert_close(got_dw.copy_to_host(), dw, what=f"C3 weights, order {order}")
+    assert np.all(got_dw.copy_to_host()[~table.T] == 0)   # exact zeros off the table
+    assert_close(got_db.copy_to_host(), db, what=f"C3 biases, order {order}")
+    assert_close(got_dx.copy_to_host(), through(order, dx, a2).reshape(n, -1),
+                 what=f"S2 delta, order {order}")
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("n", BATCHES)
+def test_c3_grads_and_delta(params, n, order):
+    check_c3(params, n, order, C3_TABLE, seed=40 + n)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_c3_pieces_follow_another_table(params, order):
+    # every C3 map reads 1 to 6 S2 maps, in scattered order; the C3 weights off this
+    # table are not zero (the paper's table's zeros are on): only the table's pairs may
+    # be read. IMAGES + 1 images: two blocks of c3_delta_kernel
+    r = np.random.default_rng(3)
+    table = np.zeros((6, 16), bool)
+    for m, k in enumerate(r.permutation(np.arange(16) % 6 + 1)):
+        table[r.choice(6, k, replace=False), m] = True
+    assert table.sum(axis=0).min() == 1 and table.sum(axis=0).max() == 6
+    check_c3(params, IMAGES + 1, order, table, seed=45)
+
+
+# --------------------------------------------------------------------------- loss
+
+def penalties_typical(r, n, labels):
+    return r.uniform(5, 150, (n, 10))
+
+
+def penalties_huge(r, n, labels):
+    """Up to 1e3: every exp(-y) underflows, even in float64, without the max trick."""
+    return r.uniform(950, 1000, (n, 10))
+
+
+def penalties_near_zero(r, n, labels):
+    return r.uniform(0, 3, (n, 10))
+
+
+def penalties_confident(r, n, labels):
+    """The correct class far ahead: 1 - p of it is ~1e-4, lost to cancellation if
+    computed as 1 - p in float32."""
+    y = r.uniform(40, 150, (n, 10))
+    y[np.arange(n), labels] = r.uniform(0, 0.5, n)
+    return y
+
+
+LOSS_CASES = {
+    "mse": ("mse", penalties_typical, ref.MAP_J),
+    "map": ("map", penalties_typical, ref.MAP_J),
+    # j = 10 far above every -y: exp(-j - max(-y)) overflows unless -j is in the max
+    "map-huge-y": ("map", penalties_huge, ref.MAP_J),
+    "map-huge-y-huge-j": ("map", penalties_huge, 2000.0),
+    "map-y-near-0-huge-j": ("map", penalties_near_zero, 1000.0),
+    "map-confident": ("map", penalties_confident, ref.MAP_J),
+}
+
+
+@pytest.mark.parametrize("case", LOSS_CASES)
+@pytest.mark.parametrize("n", BATCHES)
+def test_loss(n, case):
+    kind, penalties, j = LOSS_CASES[case]
+    r = np.random.default_rng([8, n, len(case)])
+    labels = r.integers(0, 10, n).astype(np.int32)
+    y = penalties(r, n, labels).astype(np.float32)
+    losses, dy, hy = poisoned((n,)), poisoned((n, 10)), poisoned((n, 10))
+    bw.loss_all(losses, dy, hy, dev(y), cuda.to_device(labels), kind, j)
+    y64 = y.astype(np.float64)
+    want = ref.mse_loss_ref(y64, labels) if kind == "mse" else ref.map_loss_ref(y64, labels, j)
+    for got, w, name in zip((losses, dy, hy), want, ("losses", "dy", "hy"), strict=True):
+        assert_close(got.copy_to_host(), w, what=name)
+
+
+def test_loss_of_a_bad_label_is_nan():
+    y = np.random.default_rng(9).uniform(5, 150, (3, 10)).astype(np.float32)
+    labels = np.array([1, 10, 2], np.int32)
+    losses, dy, hy = poisoned((3,)), poisoned((3, 10)), poisoned((3, 10))
+    bw.loss_all(losses, dy, hy, dev(y), cuda.to_device(labels), "map", ref.MAP_J)
+    got = losses.copy_to_host()
+    assert np.isfinite(got[[0, 2]]).all() and np.isnan(got[1])
+    assert np.isnan(dy.copy_to_host()[1]).all() and np.isfinite(dy.copy_to_host()[[0, 2]]).all()
