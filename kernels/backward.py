@@ -1,5 +1,5 @@
 """Stage kernels that run each backward piece of kernels/backward_pieces.py over a batch:
-how tests/test_backward.py checks every piece against kernels/reference.py (both
+how tests/test_backward_pieces.py checks every piece against kernels/reference.py (both
 orders: gradients and Gauss-Newton curvature), and how the compile census sees each
 piece alone. The fused training step (kernels/train_step.py) is built from the same
 pieces. Parameter gradients are summed over the whole batch in a fixed order, none in a
@@ -18,7 +18,7 @@ sizes (tests/test_long_sums.py emulates each order at 1,001 and 4,099 images).
                                                           (kernels.backward_pieces.pattern_loss)
 
 Arrays are float32 (N, per-image length) or flat parameter arrays; order is 1 or 2.
-Test: pytest -q tests/test_backward.py
+Test: pytest -q tests/test_backward.py (the stage kernels as such)
 """
 
 from numba import config, cuda, float32, int32, uint32

@@ -62,7 +62,7 @@ partial-sum buffer (a block's shared memory), and the fixed-order totals from th
 The gradient pieces return or write sums; the caller writes them, adds them to a
 block's partial sums (in a fixed order: no atomics) or takes the SDLM step with them.
 
-Tests: pytest -q tests/test_backward.py; the stage kernels that run each piece
+Tests: pytest -q tests/test_backward_pieces.py; the stage kernels that run each piece
 over a batch are kernels/backward.py.
 """
 

@@ -22,7 +22,7 @@ sectors. The code generation rules of kernels/forward_pieces.py hold here too: u
 constant shapes, no runtime division but by the group's image count.
 
 The stage kernels run one piece at a time over a batch (one block per IMAGES images):
-how tests/test_forward.py checks each piece against the reference, how the census sees
+how tests/test_forward_pieces.py checks each piece against the reference, how the census sees
 each piece alone, and how lenet/ops_gpu.py's activations() gives every layer's output
 (the model's forward_all, the benchmark's per-layer rows):
 

@@ -38,8 +38,8 @@ is the same scheme with A and S applied outside (24 instructions).
 Under the CUDA simulator the pieces are plain Python (kernels.common.device_function)
 and ex2/rcp are math.exp2 and a division.
 
-Tests: pytest -q tests/test_forward.py (each piece on its own, then the fused
-kernel); compile census: bench/results/2026-12-02-fused-census/.
+Tests: pytest -q tests/test_forward_pieces.py (each piece through its stage kernel;
+the fused kernel: tests/test_forward.py); compile census: bench/results/2026-12-02-fused-census/.
 """
 
 import math

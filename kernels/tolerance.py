@@ -30,11 +30,11 @@ def assert_close(out, ref, dtype=np.float32, what="result"):
     if not np.all(np.isfinite(out)):
         bad = np.argwhere(~np.isfinite(out))
         raise AssertionError(f"{what}: {len(bad)} non-finite elements (unwritten?), "
-                             f"first at {tuple(bad[0])}")
+                             f"first at {tuple(int(i) for i in bad[0])}")
     err = relative_error(out, ref)
     bound = RELATIVE_ERROR[np.dtype(dtype)]
     if not err <= bound:
-        worst = np.unravel_index(np.argmax(np.abs(out - ref)), ref.shape)
+        worst = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(out - ref)), ref.shape))
         raise AssertionError(f"{what}: relative error {err:.2e} > {bound:.0e}; worst at "
-                             f"{worst}: {out[worst]!r} vs {ref[worst]!r}")
+                             f"{worst}: {float(out[worst])!r} vs {float(ref[worst])!r}")
     return err

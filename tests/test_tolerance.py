@@ -7,9 +7,6 @@ import pytest
 
 from lenet.kernels.tolerance import RELATIVE_ERROR, assert_close, relative_error
 
-# an index as the message writes it: 1, or NumPy 2's np.int64(1)
-INDEX = r"(?:np\.int64\()?{}\)?"
-
 
 def test_one_bound_per_dtype():
     assert RELATIVE_ERROR == {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
@@ -35,7 +32,7 @@ def test_assert_close_fails_past_the_bound_naming_the_worst_element():
     ref = np.array([[1.0, 0.0], [0.0, 0.0]])
     out = ref + [[0, 0], [1.1e-5, 0]]
     with pytest.raises(AssertionError, match=r"^C1: relative error 1\.10e-05 > 1e-05; worst "
-                       rf"at \({INDEX.format(1)}, {INDEX.format(0)}\): "):
+                       r"at \(1, 0\): 1\.1e-05 vs 0\.0$"):
         assert_close(out, ref, what="C1")
     # float32's pass is float64's failure
     out = ref + [[1e-11, 0], [0, 0]]
@@ -49,7 +46,7 @@ def test_a_non_finite_output_fails_whatever_the_reference(bad):
     # a NaN-poisoned element a kernel forgot to write fails, even against the same NaN
     ref = np.array([0.5, bad, 2.0])
     with pytest.raises(AssertionError, match=r"^S2: 1 non-finite elements \(unwritten\?\), "
-                       rf"first at \({INDEX.format(1)},\)$"):
+                       r"first at \(1,\)$"):
         assert_close(ref.copy(), ref, what="S2")
 
 
