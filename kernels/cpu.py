@@ -342,42 +342,30 @@ def rbf_delta(d6, a6, dy, hy, centers, c, order):
 
 
 @jit
-def subsample_delta(d_x, x, x_width, d_out, out_width, coef, c, order):
-    """The delta at the pre-activation of a subsampling layer's input x: d_out (at its
-    own pre-activation) times coef, spread over each 2x2 block, times f' (order 2: coef
-    holds coef^2, and f'^2). Writes the 2 out_width x 2 out_width used entries only."""
+def subsample_back(d_x, x, x_width, d_out, out_width, e_coef, coef, bias, r_coef, r_bias,
+                   c, order):
+    """A subsampling layer's backward step in one pass over its input x: the delta d_x at
+    x's pre-activation, d_out (at the layer's own) times e_coef (coef; coef^2 for order 2)
+    spread over each 2x2 block, times f' (f'^2), in the 2 out_width x 2 out_width used
+    entries; then coef -= r_coef * gradient, bias -= r_bias * gradient, the gradient of
+    coef the sum of d_out times the 2x2 block sums s of x (s^2 for order 2)."""
     for m in range(d_x.shape[0]):
-        dm, xm, om = d_x[m], x[m], d_out[m]
-        for yy in range(2 * out_width):           # f' first, in passes that vectorise
-            r = yy * x_width
-            for xx in range(2 * out_width):
-                dm[r + xx] = fprime(xm[r + xx], c, order)
-        for i in range(out_width):
-            r0, r1 = 2 * i * x_width, (2 * i + 1) * x_width
-            for j in range(out_width):
-                v = om[i * out_width + j] * coef[m]
-                dm[r0 + 2 * j] = v * dm[r0 + 2 * j]
-                dm[r0 + 2 * j + 1] = v * dm[r0 + 2 * j + 1]
-                dm[r1 + 2 * j] = v * dm[r1 + 2 * j]
-                dm[r1 + 2 * j + 1] = v * dm[r1 + 2 * j + 1]
-
-
-@jit
-def subsample_step(coef, bias, r_coef, r_bias, x, x_width, d, out_width, c, order):
-    """coef -= r_coef * gradient, bias -= r_bias * gradient of a subsampling layer, from
-    its input x and the delta d at its pre-activation: the gradient of coef is the sum of
-    d times the 2x2 block sums s (s^2 for order 2)."""
-    for m in range(d.shape[0]):
+        dm, xm, om, k = d_x[m], x[m], d_out[m], e_coef[m]
         gc, gb = c[5], c[5]
         for i in range(out_width):
             r0, r1 = 2 * i * x_width, (2 * i + 1) * x_width
             for j in range(out_width):
-                s = x[m, r0 + 2 * j] + x[m, r0 + 2 * j + 1] + x[m, r1 + 2 * j] \
-                    + x[m, r1 + 2 * j + 1]
-                if order == 2:
-                    s = s * s
-                gc += d[m, i * out_width + j] * s
-                gb += d[m, i * out_width + j]
+                p, q, t, u = xm[r0 + 2 * j], xm[r0 + 2 * j + 1], xm[r1 + 2 * j], \
+                    xm[r1 + 2 * j + 1]
+                s = p + q + t + u
+                o = om[i * out_width + j]
+                gc += o * (s * s if order == 2 else s)
+                gb += o
+                v = o * k
+                dm[r0 + 2 * j] = v * fprime(p, c, order)
+                dm[r0 + 2 * j + 1] = v * fprime(q, c, order)
+                dm[r1 + 2 * j] = v * fprime(t, c, order)
+                dm[r1 + 2 * j + 1] = v * fprime(u, c, order)
         coef[m] -= r_coef[m] * gc
         bias[m] -= r_bias[m] * gb
 
@@ -421,46 +409,80 @@ def shifted_sums(d, x, n, c):
 
 
 @jit
-def conv_step(w, b, r_w, r_b, x, d, in_maps, in_counts, width, span, c):
+def shifted_sums3(da, db, dc, x, n, c):
+    """shifted_sums of three maps' deltas with the same x: each x is loaded once for the
+    fifteen sums."""
+    a0 = a1 = a2 = a3 = a4 = b0 = b1 = b2 = b3 = b4 = e0 = e1 = e2 = e3 = e4 = c[5]
+    for i in range(n):
+        x0, x1, x2, x3, x4 = x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4]
+        a0 += da[i] * x0
+        a1 += da[i] * x1
+        a2 += da[i] * x2
+        a3 += da[i] * x3
+        a4 += da[i] * x4
+        b0 += db[i] * x0
+        b1 += db[i] * x1
+        b2 += db[i] * x2
+        b3 += db[i] * x3
+        b4 += db[i] * x4
+        e0 += dc[i] * x0
+        e1 += dc[i] * x1
+        e2 += dc[i] * x2
+        e3 += dc[i] * x3
+        e4 += dc[i] * x4
+    return (a0, a1, a2, a3, a4), (b0, b1, b2, b3, b4), (e0, e1, e2, e3, e4)
+
+
+@jit
+def take_row(w, r_w, m, ch, u, g):
+    """w[m, ch, u, :] -= r_w[m, ch, u, :] * g (g five sums)."""
+    for v in range(K):
+        w[m, ch, u, v] -= r_w[m, ch, u, v] * g[v]
+
+
+@jit
+def conv_step(w, b, r_w, r_b, x, d, length, out_maps, out_counts, width, c):
     """w -= r_w * gradient, b -= r_b * gradient of a convolution's connected weights and
-    biases, from its input x (order 2: x^2) and the delta d at its pre-activation (unused
-    columns zero): the gradient of w[m, ch, u, v] is the dot product of d[m] with x[ch]
-    shifted by u * width + v."""
+    biases, from its input x (order 2: x^2) and the delta d at its pre-activation, flat
+    maps with the row stride `width`, d zero where unused: the gradient of w[m, ch, u, v]
+    is the dot product of d[m, :length] with x[ch] shifted by u * width + v (x reaching
+    that far). A chunk of images laid end to end, A2_LEN apart, is one dot product per
+    weight: the zeros of d keep each image to its own input. The output maps that read
+    input map ch (out_maps[ch, :out_counts[ch]]) go three at a time over its rows."""
+    for ch in range(out_counts.shape[0]):
+        n = out_counts[ch]
+        for u in range(K):
+            xs = x[ch, u * width:u * width + length + K - 1]
+            j = 0
+            while j + 3 <= n:
+                m0, m1, m2 = out_maps[ch, j], out_maps[ch, j + 1], out_maps[ch, j + 2]
+                g0, g1, g2 = shifted_sums3(d[m0], d[m1], d[m2], xs, length, c)
+                take_row(w, r_w, m0, ch, u, g0)
+                take_row(w, r_w, m1, ch, u, g1)
+                take_row(w, r_w, m2, ch, u, g2)
+                j += 3
+            for jj in range(j, n):
+                m = out_maps[ch, jj]
+                take_row(w, r_w, m, ch, u, shifted_sums(d[m], xs, length, c))
     for m in range(d.shape[0]):
-        dm = d[m, :span]
-        for jj in range(in_counts[m]):
-            ch = in_maps[m, jj]
-            for u in range(K):
-                g = shifted_sums(dm, x[ch, u * width:u * width + span + K - 1], span, c)
-                for v in range(K):
-                    w[m, ch, u, v] -= r_w[m, ch, u, v] * g[v]
         g = c[5]
-        for i in range(span):
-            g += dm[i]
+        for i in range(length):
+            g += d[m, i]
         b[m] -= r_b[m] * g
 
 
 @jit
-def conv_sums(w, b, x, d, length, in_maps, in_counts, width, c):
-    """w += the weight gradient, b += the bias gradient of a convolution summed over a
-    chunk of images laid end to end: image k's input map ch in x[ch, k S:(k + 1) S] and its
-    delta at the pre-activation in d[m, k S:(k + 1) S], zero beyond its span (S, the
-    images' stride, at least as long as what a kernel reads of one input map), for a
-    chunk `length` = images * S long; x reaches K - 1 rows past it. One dot product of
-    each weight over the whole chunk (one reduction per chunk, not per image): the zeros
-    of d keep each image to its own input."""
-    for m in range(d.shape[0]):
-        dm = d[m, :length]
+def out_lists(in_maps, in_counts):
+    """The connection lists by input map: out_maps (C, M) int32 (the output maps that read
+    input map ch are out_maps[ch, :out_counts[ch]], in increasing order), out_counts."""
+    out_maps = np.zeros((in_maps.shape[1], in_maps.shape[0]), np.int32)
+    out_counts = np.zeros(in_maps.shape[1], np.int32)
+    for m in range(in_maps.shape[0]):
         for jj in range(in_counts[m]):
             ch = in_maps[m, jj]
-            for u in range(K):
-                g = shifted_sums(dm, x[ch, u * width:u * width + length + K - 1], length, c)
-                for v in range(K):
-                    w[m, ch, u, v] += g[v]
-        g = c[5]
-        for i in range(length):
-            g += dm[i]
-        b[m] += g
+            out_maps[ch, out_counts[ch]] = m
+            out_counts[ch] += 1
+    return out_maps, out_counts
 
 
 @jit
@@ -543,6 +565,8 @@ def sdlm_steps_kernel(params, rates, stats, images, labels, order, start, count,
     y, dy, hy = np.zeros(10, dt), np.zeros(10, dt), np.zeros(10, dt)
     pad = np.zeros(L3 + 2 * (K - 1), dt)
     one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
+    all_six, six = out_lists(one_map, one_count)
+    out_maps, out_counts = out_lists(in_maps, in_counts)
     for q in range(start, start + count):
         n = order[q]
         load_image(x0, images[n])
@@ -559,13 +583,11 @@ def sdlm_steps_kernel(params, rates, stats, images, labels, order, start, count,
         full_step(f6w, f6b, r6w, r6b, a5, d6)
         full_delta(d4.reshape(400), a4.reshape(400), d5, c5w, c, 1)
         full_step(c5w, c5b, r5w, r5b, a4.reshape(400), d5)
-        subsample_delta(d3, a3, W2, d4, 5, s4c, c, 1)          # C3's delta through S4
-        subsample_step(s4c, s4b, r4c, r4b, a3, W2, d4, 5, c, 1)
+        subsample_back(d3, a3, W2, d4, 5, s4c, s4c, s4b, r4c, r4b, c, 1)  # S4, C3's delta
         conv_delta(d2, a2, d3, c3w, in_maps, in_counts, W2, L3, pad, c, 1)  # S2's
-        conv_step(c3w, c3b, r3w, r3b, a2, d3, in_maps, in_counts, W2, L3, c)
-        subsample_delta(d1, a1, W0, d2, W2, s2c, c, 1)         # C1's delta through S2
-        subsample_step(s2c, s2b, r2c, r2b, a1, W0, d2, W2, c, 1)
-        conv_step(c1w, c1b, r1w, r1b, x0, d1, one_map, one_count, W0, L1, c)
+        conv_step(c3w, c3b, r3w, r3b, a2, d3, L3, out_maps, out_counts, W2, c)
+        subsample_back(d1, a1, W0, d2, W2, s2c, s2c, s2b, r2c, r2b, c, 1)  # S2, C1's
+        conv_step(c1w, c1b, r1w, r1b, x0, d1, L1, all_six, six, W0, c)
 
 
 @pjit
@@ -705,12 +727,7 @@ def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi)
     c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = unpack(params)
     # the output maps of each input map: C1's one to all six, C3's from its table
     all_six, six = np.arange(6).astype(np.int32).reshape((1, 6)), np.full(1, 6, np.int32)
-    out_maps, out_counts = np.zeros((6, 16), np.int32), np.zeros(6, np.int32)
-    for m in range(16):
-        for jj in range(in_counts[m]):
-            ch = in_maps[m, jj]
-            out_maps[ch, out_counts[ch]] = m
-            out_counts[ch] += 1
+    out_maps, out_counts = out_lists(in_maps, in_counts)
     groups = (hi - lo) // LANES
     lanes = LANES if groups > 0 else 1
     # the images and C1's (28x28), S2's (14x14), C3's (10x10) and S4's (5x5) outputs of
@@ -797,11 +814,13 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
     y, dy, hy = np.zeros(10, dt), np.zeros(10, dt), np.zeros(10, dt)
     pad = np.zeros(L3 + 2 * (K - 1), dt)
     one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
+    all_six, six = out_lists(one_map, one_count)
+    out_maps, out_counts = out_lists(in_maps, in_counts)
     # C5's and F6's inputs (squared for order 2) and deltas, a row per image of a chunk
     x4, d5 = np.zeros((CHUNK, 400), dt), np.zeros((CHUNK, 120), dt)
     x5, d6 = np.zeros((CHUNK, 120), dt), np.zeros((CHUNK, 84), dt)
     # C3's inputs (squared for order 2) and deltas of a chunk's images end to end
-    # (conv_sums), A2_LEN apart; the deltas' columns past L3 stay zero
+    # (conv_step), A2_LEN apart; the deltas' columns past L3 stay zero
     c3_x = np.zeros((6, (CHUNK + 1) * A2_LEN), dt)
     c3_d = np.zeros((16, CHUNK * A2_LEN), dt)
     for chunk in range(first, (count + CHUNK - 1) // CHUNK, stride):
@@ -832,8 +851,7 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
             else:
                 x5[k] = a5
                 x4[k] = a4.reshape(400)
-            subsample_delta(d3, a3, W2, d4, 5, e[6], c, order)
-            subsample_step(g4c, g4b, r4c, r4b, a3, W2, d4, 5, c, order)
+            subsample_back(d3, a3, W2, d4, 5, e[6], g4c, g4b, r4c, r4b, c, order)
             conv_delta(d2, a2, d3, e[4], in_maps, in_counts, W2, L3, pad, c, order)
             x2 = q2 if order == 2 else a2
             for m in range(16):
@@ -842,11 +860,11 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
             for ch in range(6):
                 for t in range(A2_LEN):
                     c3_x[ch, k * A2_LEN + t] = x2[ch, t]
-            subsample_delta(d1, a1, W0, d2, W2, e[2], c, order)
-            subsample_step(g2c, g2b, r2c, r2b, a1, W0, d2, W2, c, order)
-            conv_step(g1w, g1b, r1w, r1b, q0 if order == 2 else x0, d1, one_map, one_count,
-                      W0, L1, c)
-        conv_sums(g3w, g3b, c3_x, c3_d, (hi - lo) * A2_LEN, in_maps, in_counts, W2, c)
+            subsample_back(d1, a1, W0, d2, W2, e[2], g2c, g2b, r2c, r2b, c, order)
+            conv_step(g1w, g1b, r1w, r1b, q0 if order == 2 else x0, d1, L1, all_six, six,
+                      W0, c)
+        conv_step(g3w, g3b, r3w, r3b, c3_x, c3_d, (hi - lo) * A2_LEN, out_maps, out_counts,
+                  W2, c)
         full_sums(s5w, s5b, d5, x4, hi - lo, add, c)
         full_sums(s6w, s6b, d6, x5, hi - lo, add, c)
         for t in range(CONV_PARAMETERS_LEN):
