@@ -395,26 +395,27 @@ def conv_delta(d_x, x, d_out, w, in_maps, in_counts, width, span, pad, c, order)
 
 
 @jit
-def shifted_sums(d, x, n, c):
-    """The K dot products of d[:n] with x shifted by 0..K-1 (x at least n + K - 1 long),
-    each with its own partial sum in a vector register: one 5x5 kernel row's gradient."""
+def shifted_sums(d, x, n, step, c):
+    """The K dot products of d[:n] with x shifted by 0, step, .., (K-1) step, each with its
+    own partial sum in a vector register: one 5x5 kernel row's gradient."""
     g0 = g1 = g2 = g3 = g4 = c[5]
     for i in range(n):
         g0 += d[i] * x[i]
-        g1 += d[i] * x[i + 1]
-        g2 += d[i] * x[i + 2]
-        g3 += d[i] * x[i + 3]
-        g4 += d[i] * x[i + 4]
+        g1 += d[i] * x[i + step]
+        g2 += d[i] * x[i + 2 * step]
+        g3 += d[i] * x[i + 3 * step]
+        g4 += d[i] * x[i + 4 * step]
     return g0, g1, g2, g3, g4
 
 
 @jit
-def shifted_sums3(da, db, dc, x, n, c):
+def shifted_sums3(da, db, dc, x, n, step, c):
     """shifted_sums of three maps' deltas with the same x: each x is loaded once for the
     fifteen sums."""
     a0 = a1 = a2 = a3 = a4 = b0 = b1 = b2 = b3 = b4 = e0 = e1 = e2 = e3 = e4 = c[5]
     for i in range(n):
-        x0, x1, x2, x3, x4 = x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4]
+        x0, x1, x2 = x[i], x[i + step], x[i + 2 * step]
+        x3, x4 = x[i + 3 * step], x[i + 4 * step]
         a0 += da[i] * x0
         a1 += da[i] * x1
         a2 += da[i] * x2
@@ -441,29 +442,29 @@ def take_row(w, r_w, m, ch, u, g):
 
 
 @jit
-def conv_step(w, b, r_w, r_b, x, d, length, out_maps, out_counts, width, c):
+def conv_step(w, b, r_w, r_b, x, d, length, out_maps, out_counts, width, step, c):
     """w -= r_w * gradient, b -= r_b * gradient of a convolution's connected weights and
     biases, from its input x (order 2: x^2) and the delta d at its pre-activation, flat
     maps with the row stride `width`, d zero where unused: the gradient of w[m, ch, u, v]
-    is the dot product of d[m, :length] with x[ch] shifted by u * width + v (x reaching
-    that far). A chunk of images laid end to end, A2_LEN apart, is one dot product per
-    weight: the zeros of d keep each image to its own input. The output maps that read
-    input map ch (out_maps[ch, :out_counts[ch]]) go three at a time over its rows."""
+    is the dot product of d[m, :length] with x[ch] shifted by u * width + v * step (x
+    reaching that far). step 1: one image; a chunk's images side by side (step of them,
+    innermost) make one dot product per weight. The output maps that read input map ch
+    (out_maps[ch, :out_counts[ch]]) go three at a time over its rows."""
     for ch in range(out_counts.shape[0]):
         n = out_counts[ch]
         for u in range(K):
-            xs = x[ch, u * width:u * width + length + K - 1]
+            xs = x[ch, u * width:u * width + length + (K - 1) * step]
             j = 0
             while j + 3 <= n:
                 m0, m1, m2 = out_maps[ch, j], out_maps[ch, j + 1], out_maps[ch, j + 2]
-                g0, g1, g2 = shifted_sums3(d[m0], d[m1], d[m2], xs, length, c)
+                g0, g1, g2 = shifted_sums3(d[m0], d[m1], d[m2], xs, length, step, c)
                 take_row(w, r_w, m0, ch, u, g0)
                 take_row(w, r_w, m1, ch, u, g1)
                 take_row(w, r_w, m2, ch, u, g2)
                 j += 3
             for jj in range(j, n):
                 m = out_maps[ch, jj]
-                take_row(w, r_w, m, ch, u, shifted_sums(d[m], xs, length, c))
+                take_row(w, r_w, m, ch, u, shifted_sums(d[m], xs, length, step, c))
     for m in range(d.shape[0]):
         g = c[5]
         for i in range(length):
@@ -538,6 +539,17 @@ def full_sums(w, b, d, x, count, add, c):
 
 
 @jit
+def side_by_side(out, maps, count):
+    """out[m, t * CHUNK + k] = maps[k, m, t] for the first count images k of a chunk."""
+    for m in range(out.shape[0]):
+        om = out[m]
+        for k in range(count):
+            src = maps[k, m]
+            for t in range(src.shape[0]):
+                om[t * CHUNK + k] = src[t]
+
+
+@jit
 def square_into(q, a):
     """q = a * a (same shapes, flat loop)."""
     qf, af = q.reshape(q.size), a.reshape(a.size)
@@ -585,9 +597,9 @@ def sdlm_steps_kernel(params, rates, stats, images, labels, order, start, count,
         full_step(c5w, c5b, r5w, r5b, a4.reshape(400), d5)
         subsample_back(d3, a3, W2, d4, 5, s4c, s4c, s4b, r4c, r4b, c, 1)  # S4, C3's delta
         conv_delta(d2, a2, d3, c3w, in_maps, in_counts, W2, L3, pad, c, 1)  # S2's
-        conv_step(c3w, c3b, r3w, r3b, a2, d3, L3, out_maps, out_counts, W2, c)
+        conv_step(c3w, c3b, r3w, r3b, a2, d3, L3, out_maps, out_counts, W2, 1, c)
         subsample_back(d1, a1, W0, d2, W2, s2c, s2c, s2b, r2c, r2b, c, 1)  # S2, C1's
-        conv_step(c1w, c1b, r1w, r1b, x0, d1, L1, all_six, six, W0, c)
+        conv_step(c1w, c1b, r1w, r1b, x0, d1, L1, all_six, six, W0, 1, c)
 
 
 @pjit
@@ -807,8 +819,7 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
     s5w, s5b, s6w, s6b = unpack_dense(slot)
     x0, q0 = np.zeros((1, X0_LEN), dt), np.zeros((1, X0_LEN), dt)
     a1, d1 = np.zeros((6, L1), dt), np.zeros((6, L1), dt)
-    a2, d2, q2 = np.zeros((6, A2_LEN), dt), np.zeros((6, A2_LEN), dt), np.zeros((6, A2_LEN), dt)
-    a3, d3 = np.zeros((16, L3), dt), np.zeros((16, L3), dt)
+    d2, a3 = np.zeros((6, A2_LEN), dt), np.zeros((16, L3), dt)
     a4, d4 = np.zeros((16, 25), dt), np.zeros((16, 25), dt)
     a5, a6 = np.zeros(120, dt), np.zeros(84, dt)
     y, dy, hy = np.zeros(10, dt), np.zeros(10, dt), np.zeros(10, dt)
@@ -819,18 +830,24 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
     # C5's and F6's inputs (squared for order 2) and deltas, a row per image of a chunk
     x4, d5 = np.zeros((CHUNK, 400), dt), np.zeros((CHUNK, 120), dt)
     x5, d6 = np.zeros((CHUNK, 120), dt), np.zeros((CHUNK, 84), dt)
-    # C3's inputs (squared for order 2) and deltas of a chunk's images end to end
-    # (conv_step), A2_LEN apart; the deltas' columns past L3 stay zero
-    c3_x = np.zeros((6, (CHUNK + 1) * A2_LEN), dt)
-    c3_d = np.zeros((16, CHUNK * A2_LEN), dt)
+    # S2's output (squared: q2s, order 2) and C3's delta of each image of a chunk, and
+    # C3's input and delta of a chunk's images side by side (conv_step): image k's at k,
+    # k + CHUNK, ...; the deltas' columns 10..13 stay zero
+    a2s, q2s = np.zeros((CHUNK, 6, A2_LEN), dt), np.zeros((CHUNK, 6, A2_LEN), dt)
+    d3s = np.zeros((CHUNK, 16, L3), dt)
+    c3_x, c3_d = np.zeros((6, A2_LEN * CHUNK), dt), np.zeros((16, L3 * CHUNK), dt)
     for chunk in range(first, (count + CHUNK - 1) // CHUNK, stride):
         add = chunk != first                      # the slot's first chunk writes it
         part[:] = 0
         lo = chunk * CHUNK
         hi = min(count, lo + CHUNK)
+        if hi - lo < CHUNK:                       # no sums from the lanes left over
+            c3_x[:] = 0
+            c3_d[:] = 0
         for n in range(lo, hi):
             k = n - lo
             i = index[start + n]
+            a2, d3 = a2s[k], d3s[k]
             load_image(x0, images[i])
             forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, one_map, one_count,
                         in_maps, in_counts, c)
@@ -846,25 +863,20 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
             if order == 2:
                 square_into(x5[k], a5)
                 square_into(x4[k], a4)
-                square_into(q2, a2)
+                square_into(q2s[k], a2)
                 square_into(q0, x0)
             else:
                 x5[k] = a5
                 x4[k] = a4.reshape(400)
             subsample_back(d3, a3, W2, d4, 5, e[6], g4c, g4b, r4c, r4b, c, order)
             conv_delta(d2, a2, d3, e[4], in_maps, in_counts, W2, L3, pad, c, order)
-            x2 = q2 if order == 2 else a2
-            for m in range(16):
-                for t in range(L3):
-                    c3_d[m, k * A2_LEN + t] = d3[m, t]
-            for ch in range(6):
-                for t in range(A2_LEN):
-                    c3_x[ch, k * A2_LEN + t] = x2[ch, t]
             subsample_back(d1, a1, W0, d2, W2, e[2], g2c, g2b, r2c, r2b, c, order)
             conv_step(g1w, g1b, r1w, r1b, q0 if order == 2 else x0, d1, L1, all_six, six,
-                      W0, c)
-        conv_step(g3w, g3b, r3w, r3b, c3_x, c3_d, (hi - lo) * A2_LEN, out_maps, out_counts,
-                  W2, c)
+                      W0, 1, c)
+        side_by_side(c3_x, q2s if order == 2 else a2s, hi - lo)
+        side_by_side(c3_d, d3s, hi - lo)
+        conv_step(g3w, g3b, r3w, r3b, c3_x, c3_d, L3 * CHUNK, out_maps, out_counts,
+                  W2 * CHUNK, CHUNK, c)
         full_sums(s5w, s5b, d5, x4, hi - lo, add, c)
         full_sums(s6w, s6b, d6, x5, hi - lo, add, c)
         for t in range(CONV_PARAMETERS_LEN):
