@@ -214,43 +214,6 @@ def fprime(out, c, order):
 # ------------------------------------------------------------ one image, forward
 
 @jit
-def conv_forward_one(out, x, w, b, in_maps, in_counts, width, span, c):
-    """out[m, i] = f(b[m] + sum over the input maps ch that m reads and u, v of
-    w[m, ch, u, v] * x[ch, u * width + v + i]) for i < span; x (C, *), out (M, *) flat
-    maps. The five taps of a kernel row go together: one pass over out per row."""
-    for m in range(out.shape[0]):
-        o = out[m]
-        o[:span] = b[m]
-        for jj in range(in_counts[m]):
-            ch = in_maps[m, jj]
-            for u in range(K):
-                w0, w1, w2 = w[m, ch, u, 0], w[m, ch, u, 1], w[m, ch, u, 2]
-                w3, w4 = w[m, ch, u, 3], w[m, ch, u, 4]
-                xs = x[ch, u * width:u * width + span + K - 1]
-                for i in range(span):
-                    o[i] = fma(w4, xs[i + 4], fma(w3, xs[i + 3], fma(w2, xs[i + 2], fma(
-                        w1, xs[i + 1], fma(w0, xs[i], o[i])))))
-        for i in range(span):
-            o[i] = squash(o[i], c)
-
-
-@jit
-def subsample_forward_one(out, out_width, x, x_width, coef, bias, c):
-    """out[m, i * out_width + j] = f(coef[m] * (2x2 block sum of x at (2i, 2j)) + bias[m])
-    for i, j < out_width."""
-    for m in range(out.shape[0]):
-        for i in range(out_width):
-            r0, r1 = 2 * i * x_width, (2 * i + 1) * x_width
-            for j in range(out_width):
-                s = x[m, r0 + 2 * j] + x[m, r0 + 2 * j + 1] + x[m, r1 + 2 * j] \
-                    + x[m, r1 + 2 * j + 1]
-                out[m, i * out_width + j] = coef[m] * s + bias[m]
-        o = out[m]
-        for k in range(out_width * out_width):   # apart, so that the tanh vectorises
-            o[k] = squash(o[k], c)
-
-
-@jit
 def full_forward_one(out, x, w, b, c):
     """out (O,) = f(w (O,I) @ x (I,) + b)."""
     for o in range(out.shape[0]):
@@ -263,16 +226,16 @@ def full_forward_one(out, x, w, b, c):
 
 
 @jit
-def forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, one_map, one_count, in_maps,
-                in_counts, c):
+def forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, all_six, six, out_maps,
+                out_counts, c):
     """Every layer of one image x0 (1, X0_LEN) (the 32x32 image, zero-padded) with the
     parameters p (unpack's views): the flat maps a1 (6, L1), a2 (6, A2_LEN), a3 (16, L3),
     a4 (16, 25), a5, a6, penalties y (10,)."""
     c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = p
-    conv_forward_one(a1, x0, c1w, c1b, one_map, one_count, W0, L1, c)
-    subsample_forward_one(a2, W2, a1, W0, s2c, s2b, c)
-    conv_forward_one(a3, a2, c3w, c3b, in_maps, in_counts, W2, L3, c)
-    subsample_forward_one(a4, 5, a3, W2, s4c, s4b, c)
+    conv_infer(a1, x0, c1w, c1b, all_six, six, 1, W0, L1, L1, 1, c)
+    subsample_lanes(a2, W2, a1, W0, s2c, s2b, 1, c)
+    conv_infer(a3, a2, c3w, c3b, out_maps, out_counts, 1, W2, L3, L3, 1, c)
+    subsample_lanes(a4, 5, a3, W2, s4c, s4b, 1, c)
     full_forward_one(a5, a4.reshape(a4.size), c5w, c5b, c)
     full_forward_one(a6, a5, f6w, f6b, c)
     for k in range(y.shape[0]):
@@ -473,6 +436,12 @@ def conv_step(w, b, r_w, r_b, x, d, length, out_maps, out_counts, width, step, c
 
 
 @jit
+def c1_lists():
+    """C1's connection lists by input map (out_lists): its one input map to all six."""
+    return np.arange(6).astype(np.int32).reshape((1, 6)), np.full(1, 6, np.int32)
+
+
+@jit
 def out_lists(in_maps, in_counts):
     """The connection lists by input map: out_maps (C, M) int32 (the output maps that read
     input map ch are out_maps[ch, :out_counts[ch]], in increasing order), out_counts."""
@@ -576,14 +545,13 @@ def sdlm_steps_kernel(params, rates, stats, images, labels, order, start, count,
     a6, d6 = np.zeros(84, dt), np.zeros(84, dt)
     y, dy, hy = np.zeros(10, dt), np.zeros(10, dt), np.zeros(10, dt)
     pad = np.zeros(L3 + 2 * (K - 1), dt)
-    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
-    all_six, six = out_lists(one_map, one_count)
+    all_six, six = c1_lists()
     out_maps, out_counts = out_lists(in_maps, in_counts)
     for q in range(start, start + count):
         n = order[q]
         load_image(x0, images[n])
-        forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, one_map, one_count, in_maps,
-                    in_counts, c)
+        forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, all_six, six, out_maps,
+                    out_counts, c)
         label = labels[n]
         stats[0] += pattern_loss(y, label, kind, c, dy, hy)
         if np.argmin(y) != label:
@@ -622,6 +590,12 @@ def row_taps(w, m, ch, u):
 
 
 @jit
+def fma5(t, x0, x1, x2, x3, x4, s):
+    """s + the kernel row t (five weights) times x0..x4, a chain of fused multiply-adds."""
+    return fma(t[4], x4, fma(t[3], x3, fma(t[2], x2, fma(t[1], x1, fma(t[0], x0, s)))))
+
+
+@jit
 def taps_one(o, x, t, rows, x_stride, o_stride, span, step):
     """o[r * o_stride + i] += the kernel row t (five weights) over x[r * x_stride + i +
     step * v], v < 5, for rows r and i < span."""
@@ -629,8 +603,8 @@ def taps_one(o, x, t, rows, x_stride, o_stride, span, step):
         xs = x[r * x_stride:r * x_stride + span + 4 * step]
         os = o[r * o_stride:r * o_stride + span]
         for i in range(span):
-            os[i] += t[0] * xs[i] + t[1] * xs[i + step] + t[2] * xs[i + 2 * step] \
-                + t[3] * xs[i + 3 * step] + t[4] * xs[i + 4 * step]
+            os[i] = fma5(t, xs[i], xs[i + step], xs[i + 2 * step], xs[i + 3 * step],
+                         xs[i + 4 * step], os[i])
 
 
 @jit
@@ -645,9 +619,9 @@ def taps_three(o0, o1, o2, x, t0, t1, t2, rows, x_stride, o_stride, span, step):
         for i in range(span):
             x0, x1, x2 = xs[i], xs[i + step], xs[i + 2 * step]
             x3, x4 = xs[i + 3 * step], xs[i + 4 * step]
-            p0[i] += t0[0] * x0 + t0[1] * x1 + t0[2] * x2 + t0[3] * x3 + t0[4] * x4
-            p1[i] += t1[0] * x0 + t1[1] * x1 + t1[2] * x2 + t1[3] * x3 + t1[4] * x4
-            p2[i] += t2[0] * x0 + t2[1] * x1 + t2[2] * x2 + t2[3] * x3 + t2[4] * x4
+            p0[i] = fma5(t0, x0, x1, x2, x3, x4, p0[i])
+            p1[i] = fma5(t1, x0, x1, x2, x3, x4, p1[i])
+            p2[i] = fma5(t2, x0, x1, x2, x3, x4, p2[i])
 
 
 @jit
@@ -656,7 +630,8 @@ def conv_infer(out, x, w, b, out_maps, out_counts, rows, x_stride, o_stride, spa
     map by input map: the output maps that read input map ch (out_maps[ch,
     :out_counts[ch]]) go three at a time over each of its kernel rows u, each a taps_*
     pass over `rows` rows (the input from x[ch, u * x_stride:]). Each output's sum runs
-    in conv_forward_one's order (input maps in increasing order, then kernel rows)."""
+    in the same order whatever its group: input maps in increasing order, kernel rows,
+    then its taps (fma5). rows 1, step 1: one image's flat maps (module docstring)."""
     for m in range(out.shape[0]):
         out[m, :] = b[m]
     for ch in range(out_counts.shape[0]):
@@ -738,7 +713,7 @@ def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi)
     dt = images.dtype
     c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = unpack(params)
     # the output maps of each input map: C1's one to all six, C3's from its table
-    all_six, six = np.arange(6).astype(np.int32).reshape((1, 6)), np.full(1, 6, np.int32)
+    all_six, six = c1_lists()
     out_maps, out_counts = out_lists(in_maps, in_counts)
     groups = (hi - lo) // LANES
     lanes = LANES if groups > 0 else 1
@@ -824,8 +799,7 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
     a5, a6 = np.zeros(120, dt), np.zeros(84, dt)
     y, dy, hy = np.zeros(10, dt), np.zeros(10, dt), np.zeros(10, dt)
     pad = np.zeros(L3 + 2 * (K - 1), dt)
-    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
-    all_six, six = out_lists(one_map, one_count)
+    all_six, six = c1_lists()
     out_maps, out_counts = out_lists(in_maps, in_counts)
     # C5's and F6's inputs (squared for order 2) and deltas, a row per image of a chunk
     x4, d5 = np.zeros((CHUNK, 400), dt), np.zeros((CHUNK, 120), dt)
@@ -849,8 +823,8 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
             i = index[start + n]
             a2, d3 = a2s[k], d3s[k]
             load_image(x0, images[i])
-            forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, one_map, one_count,
-                        in_maps, in_counts, c)
+            forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, all_six, six, out_maps,
+                        out_counts, c)
             label = labels[i]
             losses[n] = pattern_loss(y, label, kind, c, dy, hy)
             wrong[n] = np.argmin(y) != label
@@ -1133,11 +1107,12 @@ def activations_block(images, params, centers, in_maps, in_counts, c, a_1, a_2, 
     x0 = np.zeros((1, X0_LEN), dt)
     a1, a2 = np.zeros((6, L1), dt), np.zeros((6, A2_LEN), dt)
     a3, a4 = np.zeros((16, L3), dt), np.zeros((16, 25), dt)
-    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
+    all_six, six = c1_lists()
+    out_maps, out_counts = out_lists(in_maps, in_counts)
     for n in range(lo, hi):
         load_image(x0, images[n])
-        forward_one(x0, p, a1, a2, a3, a4, a_5[n], a_6[n], y[n], centers, one_map, one_count,
-                    in_maps, in_counts, c)
+        forward_one(x0, p, a1, a2, a3, a4, a_5[n], a_6[n], y[n], centers, all_six, six,
+                    out_maps, out_counts, c)
         for m in range(6):
             for i in range(28):
                 for k in range(28):
