@@ -243,6 +243,12 @@ def forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, all_six, six, out_map
     subsample_lanes(a4, 5, a3, W2, s4c, s4b, 1, c)
     full_forward_one(a5, a4.reshape(a4.size), c5w, c5b, c)
     full_forward_one(a6, a5, f6w, f6b, c)
+    rbf(y, a6, centers, c)
+
+
+@jit
+def rbf(y, a6, centers, c):
+    """The RBF penalties y (10,) of F6's output a6 (84,): squared distances to centers."""
     for k in range(y.shape[0]):
         acc = c[5]
         for i in range(a6.shape[0]):
@@ -363,23 +369,10 @@ def conv_delta(d_x, x, d_out, w, in_maps, in_counts, width, span, pad, c, order)
 
 
 @jit
-def shifted_sums(d, x, n, step, c):
-    """The K dot products of d[:n] with x shifted by 0, step, .., (K-1) step, each with its
-    own partial sum in a vector register: one 5x5 kernel row's gradient."""
-    g0 = g1 = g2 = g3 = g4 = c[5]
-    for i in range(n):
-        g0 += d[i] * x[i]
-        g1 += d[i] * x[i + step]
-        g2 += d[i] * x[i + 2 * step]
-        g3 += d[i] * x[i + 3 * step]
-        g4 += d[i] * x[i + 4 * step]
-    return g0, g1, g2, g3, g4
-
-
-@jit
-def shifted_sums3(da, db, dc, x, n, step, c):
-    """shifted_sums of three maps' deltas with the same x: each x is loaded once for the
-    fifteen sums."""
+def shifted_sums(da, db, dc, x, n, step, c):
+    """The K dot products of each of da[:n], db[:n], dc[:n] with x shifted by 0, step, ..,
+    (K-1) step (one 5x5 kernel row's gradient of three output maps), each with its own
+    partial sum in a vector register: each x is loaded once for the fifteen sums."""
     a0 = a1 = a2 = a3 = a4 = b0 = b1 = b2 = b3 = b4 = e0 = e1 = e2 = e3 = e4 = c[5]
     for i in range(n):
         x0, x1, x2 = x[i], x[i + step], x[i + 2 * step]
@@ -422,17 +415,15 @@ def conv_step(w, b, r_w, r_b, x, d, length, out_maps, out_counts, width, step, c
         n = out_counts[ch]
         for u in range(K):
             xs = x[ch, u * width:u * width + length + (K - 1) * step]
-            j = 0
-            while j + 3 <= n:
-                m0, m1, m2 = out_maps[ch, j], out_maps[ch, j + 1], out_maps[ch, j + 2]
-                g0, g1, g2 = shifted_sums3(d[m0], d[m1], d[m2], xs, length, step, c)
+            for j in range(0, n, 3):   # a last group of one or two repeats its last map
+                m0, m1, m2 = out_maps[ch, j], out_maps[ch, min(j + 1, n - 1)], \
+                    out_maps[ch, min(j + 2, n - 1)]
+                g0, g1, g2 = shifted_sums(d[m0], d[m1], d[m2], xs, length, step, c)
                 take_row(w, r_w, m0, ch, u, g0)
-                take_row(w, r_w, m1, ch, u, g1)
-                take_row(w, r_w, m2, ch, u, g2)
-                j += 3
-            for jj in range(j, n):
-                m = out_maps[ch, jj]
-                take_row(w, r_w, m, ch, u, shifted_sums(d[m], xs, length, step, c))
+                if j + 1 < n:
+                    take_row(w, r_w, m1, ch, u, g1)
+                if j + 2 < n:
+                    take_row(w, r_w, m2, ch, u, g2)
     for m in range(d.shape[0]):
         g = c[5]
         for i in range(length):
@@ -760,13 +751,7 @@ def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi)
         full_infer_rows(a5, x4, c5w, c5b, count, c)
         full_infer_rows(a6, a5, f6w, f6b, count, c)
         for g in range(count):
-            y = out[first + g]
-            for k in range(y.shape[0]):
-                acc = c[5]
-                for i in range(a6.shape[1]):
-                    d = a6[g, i] - centers[k, i]
-                    acc += d * d
-                y[k] = acc
+            rbf(out[first + g], a6[g], centers, c)
         first += count
 
 
