@@ -369,29 +369,28 @@ def conv_delta(d_x, x, d_out, w, in_maps, in_counts, width, span, pad, c, order)
 
 
 @jit
-def shifted_sums(da, db, dc, x, n, step, c):
-    """The K dot products of each of da[:n], db[:n], dc[:n] with x shifted by 0, step, ..,
-    (K-1) step (one 5x5 kernel row's gradient of three output maps), each with its own
-    partial sum in a vector register: each x is loaded once for the fifteen sums."""
+def shifted_sums(d, x, n, step, c):
+    """The K dot products of d[:n] with x shifted by 0, step, .., (K-1) step, each with its
+    own partial sum in a vector register: one 5x5 kernel row's gradient."""
+    g0 = g1 = g2 = g3 = g4 = c[5]
+    for i in range(n):
+        x0, x1, x2, x3, x4 = x[i], x[i + step], x[i + 2 * step], x[i + 3 * step], x[i + 4 * step]
+        p = d[i]
+        g0, g1, g2, g3, g4 = g0 + p * x0, g1 + p * x1, g2 + p * x2, g3 + p * x3, g4 + p * x4
+    return g0, g1, g2, g3, g4
+
+
+@jit
+def shifted_sums3(da, db, dc, x, n, step, c):
+    """shifted_sums of three maps' deltas with the same x: each x is loaded once for the
+    fifteen sums."""
     a0 = a1 = a2 = a3 = a4 = b0 = b1 = b2 = b3 = b4 = e0 = e1 = e2 = e3 = e4 = c[5]
     for i in range(n):
-        x0, x1, x2 = x[i], x[i + step], x[i + 2 * step]
-        x3, x4 = x[i + 3 * step], x[i + 4 * step]
-        a0 += da[i] * x0
-        a1 += da[i] * x1
-        a2 += da[i] * x2
-        a3 += da[i] * x3
-        a4 += da[i] * x4
-        b0 += db[i] * x0
-        b1 += db[i] * x1
-        b2 += db[i] * x2
-        b3 += db[i] * x3
-        b4 += db[i] * x4
-        e0 += dc[i] * x0
-        e1 += dc[i] * x1
-        e2 += dc[i] * x2
-        e3 += dc[i] * x3
-        e4 += dc[i] * x4
+        x0, x1, x2, x3, x4 = x[i], x[i + step], x[i + 2 * step], x[i + 3 * step], x[i + 4 * step]
+        p, q, r = da[i], db[i], dc[i]
+        a0, a1, a2, a3, a4 = a0 + p * x0, a1 + p * x1, a2 + p * x2, a3 + p * x3, a4 + p * x4
+        b0, b1, b2, b3, b4 = b0 + q * x0, b1 + q * x1, b2 + q * x2, b3 + q * x3, b4 + q * x4
+        e0, e1, e2, e3, e4 = e0 + r * x0, e1 + r * x1, e2 + r * x2, e3 + r * x3, e4 + r * x4
     return (a0, a1, a2, a3, a4), (b0, b1, b2, b3, b4), (e0, e1, e2, e3, e4)
 
 
@@ -415,15 +414,17 @@ def conv_step(w, b, r_w, r_b, x, d, length, out_maps, out_counts, width, step, c
         n = out_counts[ch]
         for u in range(K):
             xs = x[ch, u * width:u * width + length + (K - 1) * step]
-            for j in range(0, n, 3):   # a last group of one or two repeats its last map
-                m0, m1, m2 = out_maps[ch, j], out_maps[ch, min(j + 1, n - 1)], \
-                    out_maps[ch, min(j + 2, n - 1)]
-                g0, g1, g2 = shifted_sums(d[m0], d[m1], d[m2], xs, length, step, c)
+            j = 0
+            while j + 3 <= n:
+                m0, m1, m2 = out_maps[ch, j], out_maps[ch, j + 1], out_maps[ch, j + 2]
+                g0, g1, g2 = shifted_sums3(d[m0], d[m1], d[m2], xs, length, step, c)
                 take_row(w, r_w, m0, ch, u, g0)
-                if j + 1 < n:
-                    take_row(w, r_w, m1, ch, u, g1)
-                if j + 2 < n:
-                    take_row(w, r_w, m2, ch, u, g2)
+                take_row(w, r_w, m1, ch, u, g1)
+                take_row(w, r_w, m2, ch, u, g2)
+                j += 3
+            for jj in range(j, n):
+                m = out_maps[ch, jj]
+                take_row(w, r_w, m, ch, u, shifted_sums(d[m], xs, length, step, c))
     for m in range(d.shape[0]):
         g = c[5]
         for i in range(length):
