@@ -214,67 +214,41 @@ def fprime(out, c, order):
 # ------------------------------------------------------------ one image, forward
 
 @jit
-def conv_forward_one(out, x, w, b, in_maps, in_counts, width, span, c):
-    """out[m, i] = f(b[m] + sum over the input maps ch that m reads and u, v of
-    w[m, ch, u, v] * x[ch, u * width + v + i]) for i < span; x (C, *), out (M, *) flat
-    maps. The five taps of a kernel row go together: one pass over out per row."""
-    for m in range(out.shape[0]):
-        o = out[m]
-        o[:span] = b[m]
-        for jj in range(in_counts[m]):
-            ch = in_maps[m, jj]
-            for u in range(K):
-                w0, w1, w2 = w[m, ch, u, 0], w[m, ch, u, 1], w[m, ch, u, 2]
-                w3, w4 = w[m, ch, u, 3], w[m, ch, u, 4]
-                xs = x[ch, u * width:u * width + span + K - 1]
-                for i in range(span):
-                    o[i] = fma(w4, xs[i + 4], fma(w3, xs[i + 3], fma(w2, xs[i + 2], fma(
-                        w1, xs[i + 1], fma(w0, xs[i], o[i])))))
-        for i in range(span):
-            o[i] = squash(o[i], c)
-
-
-@jit
-def subsample_forward_one(out, out_width, x, x_width, coef, bias, c):
-    """out[m, i * out_width + j] = f(coef[m] * (2x2 block sum of x at (2i, 2j)) + bias[m])
-    for i, j < out_width."""
-    for m in range(out.shape[0]):
-        for i in range(out_width):
-            r0, r1 = 2 * i * x_width, (2 * i + 1) * x_width
-            for j in range(out_width):
-                s = x[m, r0 + 2 * j] + x[m, r0 + 2 * j + 1] + x[m, r1 + 2 * j] \
-                    + x[m, r1 + 2 * j + 1]
-                out[m, i * out_width + j] = coef[m] * s + bias[m]
-        o = out[m]
-        for k in range(out_width * out_width):   # apart, so that the tanh vectorises
-            o[k] = squash(o[k], c)
-
-
-@jit
 def full_forward_one(out, x, w, b, c):
-    """out (O,) = f(w (O,I) @ x (I,) + b)."""
-    for o in range(out.shape[0]):
-        acc = c[5]
+    """out (O,) = f(w (O,I) @ x (I,) + b), O a multiple of 4: four rows a pass over x."""
+    for o in range(0, out.shape[0], 4):
+        w0, w1, w2, w3 = w[o], w[o + 1], w[o + 2], w[o + 3]
+        a0 = a1 = a2 = a3 = c[5]
         for i in range(x.shape[0]):
-            acc += w[o, i] * x[i]
-        out[o] = acc + b[o]
+            a0 += w0[i] * x[i]
+            a1 += w1[i] * x[i]
+            a2 += w2[i] * x[i]
+            a3 += w3[i] * x[i]
+        out[o], out[o + 1], out[o + 2], out[o + 3] = a0 + b[o], a1 + b[o + 1], a2 + b[o + 2], \
+            a3 + b[o + 3]
     for o in range(out.shape[0]):               # apart, so that the tanh vectorises
         out[o] = squash(out[o], c)
 
 
 @jit
-def forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, one_map, one_count, in_maps,
-                in_counts, c):
+def forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, all_six, six, out_maps,
+                out_counts, c):
     """Every layer of one image x0 (1, X0_LEN) (the 32x32 image, zero-padded) with the
     parameters p (unpack's views): the flat maps a1 (6, L1), a2 (6, A2_LEN), a3 (16, L3),
     a4 (16, 25), a5, a6, penalties y (10,)."""
     c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = p
-    conv_forward_one(a1, x0, c1w, c1b, one_map, one_count, W0, L1, c)
-    subsample_forward_one(a2, W2, a1, W0, s2c, s2b, c)
-    conv_forward_one(a3, a2, c3w, c3b, in_maps, in_counts, W2, L3, c)
-    subsample_forward_one(a4, 5, a3, W2, s4c, s4b, c)
+    conv_infer(a1, x0, c1w, c1b, all_six, six, 1, W0, L1, L1, 1, c)
+    subsample_lanes(a2, W2, a1, W0, s2c, s2b, 1, c)
+    conv_infer(a3, a2, c3w, c3b, out_maps, out_counts, 1, W2, L3, L3, 1, c)
+    subsample_lanes(a4, 5, a3, W2, s4c, s4b, 1, c)
     full_forward_one(a5, a4.reshape(a4.size), c5w, c5b, c)
     full_forward_one(a6, a5, f6w, f6b, c)
+    rbf(y, a6, centers, c)
+
+
+@jit
+def rbf(y, a6, centers, c):
+    """The RBF penalties y (10,) of F6's output a6 (84,): squared distances to centers."""
     for k in range(y.shape[0]):
         acc = c[5]
         for i in range(a6.shape[0]):
@@ -342,42 +316,30 @@ def rbf_delta(d6, a6, dy, hy, centers, c, order):
 
 
 @jit
-def subsample_delta(d_x, x, x_width, d_out, out_width, coef, c, order):
-    """The delta at the pre-activation of a subsampling layer's input x: d_out (at its
-    own pre-activation) times coef, spread over each 2x2 block, times f' (order 2: coef
-    holds coef^2, and f'^2). Writes the 2 out_width x 2 out_width used entries only."""
+def subsample_back(d_x, x, x_width, d_out, out_width, e_coef, coef, bias, r_coef, r_bias,
+                   c, order):
+    """A subsampling layer's backward step in one pass over its input x: the delta d_x at
+    x's pre-activation, d_out (at the layer's own) times e_coef (coef; coef^2 for order 2)
+    spread over each 2x2 block, times f' (f'^2), in the 2 out_width x 2 out_width used
+    entries; then coef -= r_coef * gradient, bias -= r_bias * gradient, the gradient of
+    coef the sum of d_out times the 2x2 block sums s of x (s^2 for order 2)."""
     for m in range(d_x.shape[0]):
-        dm, xm, om = d_x[m], x[m], d_out[m]
-        for yy in range(2 * out_width):           # f' first, in passes that vectorise
-            r = yy * x_width
-            for xx in range(2 * out_width):
-                dm[r + xx] = fprime(xm[r + xx], c, order)
-        for i in range(out_width):
-            r0, r1 = 2 * i * x_width, (2 * i + 1) * x_width
-            for j in range(out_width):
-                v = om[i * out_width + j] * coef[m]
-                dm[r0 + 2 * j] = v * dm[r0 + 2 * j]
-                dm[r0 + 2 * j + 1] = v * dm[r0 + 2 * j + 1]
-                dm[r1 + 2 * j] = v * dm[r1 + 2 * j]
-                dm[r1 + 2 * j + 1] = v * dm[r1 + 2 * j + 1]
-
-
-@jit
-def subsample_step(coef, bias, r_coef, r_bias, x, x_width, d, out_width, c, order):
-    """coef -= r_coef * gradient, bias -= r_bias * gradient of a subsampling layer, from
-    its input x and the delta d at its pre-activation: the gradient of coef is the sum of
-    d times the 2x2 block sums s (s^2 for order 2)."""
-    for m in range(d.shape[0]):
+        dm, xm, om, k = d_x[m], x[m], d_out[m], e_coef[m]
         gc, gb = c[5], c[5]
         for i in range(out_width):
             r0, r1 = 2 * i * x_width, (2 * i + 1) * x_width
             for j in range(out_width):
-                s = x[m, r0 + 2 * j] + x[m, r0 + 2 * j + 1] + x[m, r1 + 2 * j] \
-                    + x[m, r1 + 2 * j + 1]
-                if order == 2:
-                    s = s * s
-                gc += d[m, i * out_width + j] * s
-                gb += d[m, i * out_width + j]
+                p, q, t, u = xm[r0 + 2 * j], xm[r0 + 2 * j + 1], xm[r1 + 2 * j], \
+                    xm[r1 + 2 * j + 1]
+                s = p + q + t + u
+                o = om[i * out_width + j]
+                gc += o * (s * s if order == 2 else s)
+                gb += o
+                v = o * k
+                dm[r0 + 2 * j] = v * fprime(p, c, order)
+                dm[r0 + 2 * j + 1] = v * fprime(q, c, order)
+                dm[r1 + 2 * j] = v * fprime(t, c, order)
+                dm[r1 + 2 * j + 1] = v * fprime(u, c, order)
         coef[m] -= r_coef[m] * gc
         bias[m] -= r_bias[m] * gb
 
@@ -407,60 +369,87 @@ def conv_delta(d_x, x, d_out, w, in_maps, in_counts, width, span, pad, c, order)
 
 
 @jit
-def shifted_sums(d, x, n, c):
-    """The K dot products of d[:n] with x shifted by 0..K-1 (x at least n + K - 1 long),
-    each with its own partial sum in a vector register: one 5x5 kernel row's gradient."""
+def shifted_sums(d, x, n, step, c):
+    """The K dot products of d[:n] with x shifted by 0, step, .., (K-1) step, each with its
+    own partial sum in a vector register: one 5x5 kernel row's gradient."""
     g0 = g1 = g2 = g3 = g4 = c[5]
     for i in range(n):
-        g0 += d[i] * x[i]
-        g1 += d[i] * x[i + 1]
-        g2 += d[i] * x[i + 2]
-        g3 += d[i] * x[i + 3]
-        g4 += d[i] * x[i + 4]
+        x0, x1, x2, x3, x4 = x[i], x[i + step], x[i + 2 * step], x[i + 3 * step], x[i + 4 * step]
+        p = d[i]
+        g0, g1, g2, g3, g4 = g0 + p * x0, g1 + p * x1, g2 + p * x2, g3 + p * x3, g4 + p * x4
     return g0, g1, g2, g3, g4
 
 
 @jit
-def conv_step(w, b, r_w, r_b, x, d, in_maps, in_counts, width, span, c):
+def shifted_sums3(da, db, dc, x, n, step, c):
+    """shifted_sums of three maps' deltas with the same x: each x is loaded once for the
+    fifteen sums."""
+    a0 = a1 = a2 = a3 = a4 = b0 = b1 = b2 = b3 = b4 = e0 = e1 = e2 = e3 = e4 = c[5]
+    for i in range(n):
+        x0, x1, x2, x3, x4 = x[i], x[i + step], x[i + 2 * step], x[i + 3 * step], x[i + 4 * step]
+        p, q, r = da[i], db[i], dc[i]
+        a0, a1, a2, a3, a4 = a0 + p * x0, a1 + p * x1, a2 + p * x2, a3 + p * x3, a4 + p * x4
+        b0, b1, b2, b3, b4 = b0 + q * x0, b1 + q * x1, b2 + q * x2, b3 + q * x3, b4 + q * x4
+        e0, e1, e2, e3, e4 = e0 + r * x0, e1 + r * x1, e2 + r * x2, e3 + r * x3, e4 + r * x4
+    return (a0, a1, a2, a3, a4), (b0, b1, b2, b3, b4), (e0, e1, e2, e3, e4)
+
+
+@jit
+def take_row(w, r_w, m, ch, u, g):
+    """w[m, ch, u, :] -= r_w[m, ch, u, :] * g (g five sums)."""
+    for v in range(K):
+        w[m, ch, u, v] -= r_w[m, ch, u, v] * g[v]
+
+
+@jit
+def conv_step(w, b, r_w, r_b, x, d, length, out_maps, out_counts, width, step, c):
     """w -= r_w * gradient, b -= r_b * gradient of a convolution's connected weights and
-    biases, from its input x (order 2: x^2) and the delta d at its pre-activation (unused
-    columns zero): the gradient of w[m, ch, u, v] is the dot product of d[m] with x[ch]
-    shifted by u * width + v."""
+    biases, from its input x (order 2: x^2) and the delta d at its pre-activation, flat
+    maps with the row stride `width`, d zero where unused: the gradient of w[m, ch, u, v]
+    is the dot product of d[m, :length] with x[ch] shifted by u * width + v * step (x
+    reaching that far). step 1: one image; a chunk's images side by side (step of them,
+    innermost) make one dot product per weight. The output maps that read input map ch
+    (out_maps[ch, :out_counts[ch]]) go three at a time over its rows."""
+    for ch in range(out_counts.shape[0]):
+        n = out_counts[ch]
+        for u in range(K):
+            xs = x[ch, u * width:u * width + length + (K - 1) * step]
+            j = 0
+            while j + 3 <= n:
+                m0, m1, m2 = out_maps[ch, j], out_maps[ch, j + 1], out_maps[ch, j + 2]
+                g0, g1, g2 = shifted_sums3(d[m0], d[m1], d[m2], xs, length, step, c)
+                take_row(w, r_w, m0, ch, u, g0)
+                take_row(w, r_w, m1, ch, u, g1)
+                take_row(w, r_w, m2, ch, u, g2)
+                j += 3
+            for jj in range(j, n):
+                m = out_maps[ch, jj]
+                take_row(w, r_w, m, ch, u, shifted_sums(d[m], xs, length, step, c))
     for m in range(d.shape[0]):
-        dm = d[m, :span]
-        for jj in range(in_counts[m]):
-            ch = in_maps[m, jj]
-            for u in range(K):
-                g = shifted_sums(dm, x[ch, u * width:u * width + span + K - 1], span, c)
-                for v in range(K):
-                    w[m, ch, u, v] -= r_w[m, ch, u, v] * g[v]
         g = c[5]
-        for i in range(span):
-            g += dm[i]
+        for i in range(length):
+            g += d[m, i]
         b[m] -= r_b[m] * g
 
 
 @jit
-def conv_sums(w, b, x, d, length, in_maps, in_counts, width, c):
-    """w += the weight gradient, b += the bias gradient of a convolution summed over a
-    chunk of images laid end to end: image k's input map ch in x[ch, k S:(k + 1) S] and its
-    delta at the pre-activation in d[m, k S:(k + 1) S], zero beyond its span (S, the
-    images' stride, at least as long as what a kernel reads of one input map), for a
-    chunk `length` = images * S long; x reaches K - 1 rows past it. One dot product of
-    each weight over the whole chunk (one reduction per chunk, not per image): the zeros
-    of d keep each image to its own input."""
-    for m in range(d.shape[0]):
-        dm = d[m, :length]
+def c1_lists():
+    """C1's connection lists by input map (out_lists): its one input map to all six."""
+    return np.arange(6).astype(np.int32).reshape((1, 6)), np.full(1, 6, np.int32)
+
+
+@jit
+def out_lists(in_maps, in_counts):
+    """The connection lists by input map: out_maps (C, M) int32 (the output maps that read
+    input map ch are out_maps[ch, :out_counts[ch]], in increasing order), out_counts."""
+    out_maps = np.zeros((in_maps.shape[1], in_maps.shape[0]), np.int32)
+    out_counts = np.zeros(in_maps.shape[1], np.int32)
+    for m in range(in_maps.shape[0]):
         for jj in range(in_counts[m]):
             ch = in_maps[m, jj]
-            for u in range(K):
-                g = shifted_sums(dm, x[ch, u * width:u * width + length + K - 1], length, c)
-                for v in range(K):
-                    w[m, ch, u, v] += g[v]
-        g = c[5]
-        for i in range(length):
-            g += dm[i]
-        b[m] += g
+            out_maps[ch, out_counts[ch]] = m
+            out_counts[ch] += 1
+    return out_maps, out_counts
 
 
 @jit
@@ -516,6 +505,17 @@ def full_sums(w, b, d, x, count, add, c):
 
 
 @jit
+def side_by_side(out, maps, count):
+    """out[m, t * CHUNK + k] = maps[k, m, t] for the first count images k of a chunk."""
+    for m in range(out.shape[0]):
+        om = out[m]
+        for k in range(count):
+            src = maps[k, m]
+            for t in range(src.shape[0]):
+                om[t * CHUNK + k] = src[t]
+
+
+@jit
 def square_into(q, a):
     """q = a * a (same shapes, flat loop)."""
     qf, af = q.reshape(q.size), a.reshape(a.size)
@@ -542,12 +542,13 @@ def sdlm_steps_kernel(params, rates, stats, images, labels, order, start, count,
     a6, d6 = np.zeros(84, dt), np.zeros(84, dt)
     y, dy, hy = np.zeros(10, dt), np.zeros(10, dt), np.zeros(10, dt)
     pad = np.zeros(L3 + 2 * (K - 1), dt)
-    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
+    all_six, six = c1_lists()
+    out_maps, out_counts = out_lists(in_maps, in_counts)
     for q in range(start, start + count):
         n = order[q]
         load_image(x0, images[n])
-        forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, one_map, one_count, in_maps,
-                    in_counts, c)
+        forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, all_six, six, out_maps,
+                    out_counts, c)
         label = labels[n]
         stats[0] += pattern_loss(y, label, kind, c, dy, hy)
         if np.argmin(y) != label:
@@ -559,13 +560,11 @@ def sdlm_steps_kernel(params, rates, stats, images, labels, order, start, count,
         full_step(f6w, f6b, r6w, r6b, a5, d6)
         full_delta(d4.reshape(400), a4.reshape(400), d5, c5w, c, 1)
         full_step(c5w, c5b, r5w, r5b, a4.reshape(400), d5)
-        subsample_delta(d3, a3, W2, d4, 5, s4c, c, 1)          # C3's delta through S4
-        subsample_step(s4c, s4b, r4c, r4b, a3, W2, d4, 5, c, 1)
+        subsample_back(d3, a3, W2, d4, 5, s4c, s4c, s4b, r4c, r4b, c, 1)  # S4, C3's delta
         conv_delta(d2, a2, d3, c3w, in_maps, in_counts, W2, L3, pad, c, 1)  # S2's
-        conv_step(c3w, c3b, r3w, r3b, a2, d3, in_maps, in_counts, W2, L3, c)
-        subsample_delta(d1, a1, W0, d2, W2, s2c, c, 1)         # C1's delta through S2
-        subsample_step(s2c, s2b, r2c, r2b, a1, W0, d2, W2, c, 1)
-        conv_step(c1w, c1b, r1w, r1b, x0, d1, one_map, one_count, W0, L1, c)
+        conv_step(c3w, c3b, r3w, r3b, a2, d3, L3, out_maps, out_counts, W2, 1, c)
+        subsample_back(d1, a1, W0, d2, W2, s2c, s2c, s2b, r2c, r2b, c, 1)  # S2, C1's
+        conv_step(c1w, c1b, r1w, r1b, x0, d1, L1, all_six, six, W0, 1, c)
 
 
 @pjit
@@ -588,6 +587,12 @@ def row_taps(w, m, ch, u):
 
 
 @jit
+def fma5(t, x0, x1, x2, x3, x4, s):
+    """s + the kernel row t (five weights) times x0..x4, a chain of fused multiply-adds."""
+    return fma(t[4], x4, fma(t[3], x3, fma(t[2], x2, fma(t[1], x1, fma(t[0], x0, s)))))
+
+
+@jit
 def taps_one(o, x, t, rows, x_stride, o_stride, span, step):
     """o[r * o_stride + i] += the kernel row t (five weights) over x[r * x_stride + i +
     step * v], v < 5, for rows r and i < span."""
@@ -595,8 +600,8 @@ def taps_one(o, x, t, rows, x_stride, o_stride, span, step):
         xs = x[r * x_stride:r * x_stride + span + 4 * step]
         os = o[r * o_stride:r * o_stride + span]
         for i in range(span):
-            os[i] += t[0] * xs[i] + t[1] * xs[i + step] + t[2] * xs[i + 2 * step] \
-                + t[3] * xs[i + 3 * step] + t[4] * xs[i + 4 * step]
+            os[i] = fma5(t, xs[i], xs[i + step], xs[i + 2 * step], xs[i + 3 * step],
+                         xs[i + 4 * step], os[i])
 
 
 @jit
@@ -611,9 +616,9 @@ def taps_three(o0, o1, o2, x, t0, t1, t2, rows, x_stride, o_stride, span, step):
         for i in range(span):
             x0, x1, x2 = xs[i], xs[i + step], xs[i + 2 * step]
             x3, x4 = xs[i + 3 * step], xs[i + 4 * step]
-            p0[i] += t0[0] * x0 + t0[1] * x1 + t0[2] * x2 + t0[3] * x3 + t0[4] * x4
-            p1[i] += t1[0] * x0 + t1[1] * x1 + t1[2] * x2 + t1[3] * x3 + t1[4] * x4
-            p2[i] += t2[0] * x0 + t2[1] * x1 + t2[2] * x2 + t2[3] * x3 + t2[4] * x4
+            p0[i] = fma5(t0, x0, x1, x2, x3, x4, p0[i])
+            p1[i] = fma5(t1, x0, x1, x2, x3, x4, p1[i])
+            p2[i] = fma5(t2, x0, x1, x2, x3, x4, p2[i])
 
 
 @jit
@@ -622,7 +627,8 @@ def conv_infer(out, x, w, b, out_maps, out_counts, rows, x_stride, o_stride, spa
     map by input map: the output maps that read input map ch (out_maps[ch,
     :out_counts[ch]]) go three at a time over each of its kernel rows u, each a taps_*
     pass over `rows` rows (the input from x[ch, u * x_stride:]). Each output's sum runs
-    in conv_forward_one's order (input maps in increasing order, then kernel rows)."""
+    in the same order whatever its group: input maps in increasing order, kernel rows,
+    then its taps (fma5). rows 1, step 1: one image's flat maps (module docstring)."""
     for m in range(out.shape[0]):
         out[m, :] = b[m]
     for ch in range(out_counts.shape[0]):
@@ -704,13 +710,8 @@ def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi)
     dt = images.dtype
     c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = unpack(params)
     # the output maps of each input map: C1's one to all six, C3's from its table
-    all_six, six = np.arange(6).astype(np.int32).reshape((1, 6)), np.full(1, 6, np.int32)
-    out_maps, out_counts = np.zeros((6, 16), np.int32), np.zeros(6, np.int32)
-    for m in range(16):
-        for jj in range(in_counts[m]):
-            ch = in_maps[m, jj]
-            out_maps[ch, out_counts[ch]] = m
-            out_counts[ch] += 1
+    all_six, six = c1_lists()
+    out_maps, out_counts = out_lists(in_maps, in_counts)
     groups = (hi - lo) // LANES
     lanes = LANES if groups > 0 else 1
     # the images and C1's (28x28), S2's (14x14), C3's (10x10) and S4's (5x5) outputs of
@@ -751,13 +752,7 @@ def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi)
         full_infer_rows(a5, x4, c5w, c5b, count, c)
         full_infer_rows(a6, a5, f6w, f6b, count, c)
         for g in range(count):
-            y = out[first + g]
-            for k in range(y.shape[0]):
-                acc = c[5]
-                for i in range(a6.shape[1]):
-                    d = a6[g, i] - centers[k, i]
-                    acc += d * d
-                y[k] = acc
+            rbf(out[first + g], a6[g], centers, c)
         first += count
 
 
@@ -790,31 +785,37 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
     s5w, s5b, s6w, s6b = unpack_dense(slot)
     x0, q0 = np.zeros((1, X0_LEN), dt), np.zeros((1, X0_LEN), dt)
     a1, d1 = np.zeros((6, L1), dt), np.zeros((6, L1), dt)
-    a2, d2, q2 = np.zeros((6, A2_LEN), dt), np.zeros((6, A2_LEN), dt), np.zeros((6, A2_LEN), dt)
-    a3, d3 = np.zeros((16, L3), dt), np.zeros((16, L3), dt)
+    d2, a3 = np.zeros((6, A2_LEN), dt), np.zeros((16, L3), dt)
     a4, d4 = np.zeros((16, 25), dt), np.zeros((16, 25), dt)
     a5, a6 = np.zeros(120, dt), np.zeros(84, dt)
     y, dy, hy = np.zeros(10, dt), np.zeros(10, dt), np.zeros(10, dt)
     pad = np.zeros(L3 + 2 * (K - 1), dt)
-    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
+    all_six, six = c1_lists()
+    out_maps, out_counts = out_lists(in_maps, in_counts)
     # C5's and F6's inputs (squared for order 2) and deltas, a row per image of a chunk
     x4, d5 = np.zeros((CHUNK, 400), dt), np.zeros((CHUNK, 120), dt)
     x5, d6 = np.zeros((CHUNK, 120), dt), np.zeros((CHUNK, 84), dt)
-    # C3's inputs (squared for order 2) and deltas of a chunk's images end to end
-    # (conv_sums), A2_LEN apart; the deltas' columns past L3 stay zero
-    c3_x = np.zeros((6, (CHUNK + 1) * A2_LEN), dt)
-    c3_d = np.zeros((16, CHUNK * A2_LEN), dt)
+    # S2's output (squared: q2s, order 2) and C3's delta of each image of a chunk, and
+    # C3's input and delta of a chunk's images side by side (conv_step): image k's at k,
+    # k + CHUNK, ...; the deltas' columns 10..13 stay zero
+    a2s, q2s = np.zeros((CHUNK, 6, A2_LEN), dt), np.zeros((CHUNK, 6, A2_LEN), dt)
+    d3s = np.zeros((CHUNK, 16, L3), dt)
+    c3_x, c3_d = np.zeros((6, A2_LEN * CHUNK), dt), np.zeros((16, L3 * CHUNK), dt)
     for chunk in range(first, (count + CHUNK - 1) // CHUNK, stride):
         add = chunk != first                      # the slot's first chunk writes it
         part[:] = 0
         lo = chunk * CHUNK
         hi = min(count, lo + CHUNK)
+        if hi - lo < CHUNK:                       # no sums from the lanes left over
+            c3_x[:] = 0
+            c3_d[:] = 0
         for n in range(lo, hi):
             k = n - lo
             i = index[start + n]
+            a2, d3 = a2s[k], d3s[k]
             load_image(x0, images[i])
-            forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, one_map, one_count,
-                        in_maps, in_counts, c)
+            forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, all_six, six, out_maps,
+                        out_counts, c)
             label = labels[i]
             losses[n] = pattern_loss(y, label, kind, c, dy, hy)
             wrong[n] = np.argmin(y) != label
@@ -827,26 +828,20 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
             if order == 2:
                 square_into(x5[k], a5)
                 square_into(x4[k], a4)
-                square_into(q2, a2)
+                square_into(q2s[k], a2)
                 square_into(q0, x0)
             else:
                 x5[k] = a5
                 x4[k] = a4.reshape(400)
-            subsample_delta(d3, a3, W2, d4, 5, e[6], c, order)
-            subsample_step(g4c, g4b, r4c, r4b, a3, W2, d4, 5, c, order)
+            subsample_back(d3, a3, W2, d4, 5, e[6], g4c, g4b, r4c, r4b, c, order)
             conv_delta(d2, a2, d3, e[4], in_maps, in_counts, W2, L3, pad, c, order)
-            x2 = q2 if order == 2 else a2
-            for m in range(16):
-                for t in range(L3):
-                    c3_d[m, k * A2_LEN + t] = d3[m, t]
-            for ch in range(6):
-                for t in range(A2_LEN):
-                    c3_x[ch, k * A2_LEN + t] = x2[ch, t]
-            subsample_delta(d1, a1, W0, d2, W2, e[2], c, order)
-            subsample_step(g2c, g2b, r2c, r2b, a1, W0, d2, W2, c, order)
-            conv_step(g1w, g1b, r1w, r1b, q0 if order == 2 else x0, d1, one_map, one_count,
-                      W0, L1, c)
-        conv_sums(g3w, g3b, c3_x, c3_d, (hi - lo) * A2_LEN, in_maps, in_counts, W2, c)
+            subsample_back(d1, a1, W0, d2, W2, e[2], g2c, g2b, r2c, r2b, c, order)
+            conv_step(g1w, g1b, r1w, r1b, q0 if order == 2 else x0, d1, L1, all_six, six,
+                      W0, 1, c)
+        side_by_side(c3_x, q2s if order == 2 else a2s, hi - lo)
+        side_by_side(c3_d, d3s, hi - lo)
+        conv_step(g3w, g3b, r3w, r3b, c3_x, c3_d, L3 * CHUNK, out_maps, out_counts,
+                  W2 * CHUNK, CHUNK, c)
         full_sums(s5w, s5b, d5, x4, hi - lo, add, c)
         full_sums(s6w, s6b, d6, x5, hi - lo, add, c)
         for t in range(CONV_PARAMETERS_LEN):
@@ -1103,11 +1098,12 @@ def activations_block(images, params, centers, in_maps, in_counts, c, a_1, a_2, 
     x0 = np.zeros((1, X0_LEN), dt)
     a1, a2 = np.zeros((6, L1), dt), np.zeros((6, A2_LEN), dt)
     a3, a4 = np.zeros((16, L3), dt), np.zeros((16, 25), dt)
-    one_map, one_count = np.zeros((6, 1), np.int32), np.ones(6, np.int32)
+    all_six, six = c1_lists()
+    out_maps, out_counts = out_lists(in_maps, in_counts)
     for n in range(lo, hi):
         load_image(x0, images[n])
-        forward_one(x0, p, a1, a2, a3, a4, a_5[n], a_6[n], y[n], centers, one_map, one_count,
-                    in_maps, in_counts, c)
+        forward_one(x0, p, a1, a2, a3, a4, a_5[n], a_6[n], y[n], centers, all_six, six,
+                    out_maps, out_counts, c)
         for m in range(6):
             for i in range(28):
                 for k in range(28):
