@@ -35,6 +35,9 @@ def _real_gpu_present():
 if "NUMBA_ENABLE_CUDASIM" not in os.environ:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "0" if _real_gpu_present() else "1"
 SIMULATOR = os.environ["NUMBA_ENABLE_CUDASIM"] == "1"
+if SIMULATOR:   # the simulator's blocks wait at their barriers instead of being polled
+    from sim_blocks import install
+    install()
 
 # Batch sizes for kernel tests: awkward ones (1, 3, not multiples of any block).
 BATCHES = (1, 3) if SIMULATOR else (1, 3, 1001, 4099)

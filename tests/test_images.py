@@ -1,0 +1,240 @@
+"""Image files as people make them (lenet/images.py): transparent PNGs with white, black
+or coloured ink, grey with alpha, palettes with and without transparency, 16-bit grey and
+EXIF-rotated JPEGs, each made with Pillow from MNIST test digits and read as the same
+drawing in a plain grey PNG is; `lenet predict` gives them its class (needs MNIST,
+LENET_DATA). About 15 s in all."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lenet import LeNet5
+from lenet.train import train
+
+# Each kind of file is made with Pillow from MNIST test digits, enlarged on a larger
+# canvas as a drawing would be, and must give the 32x32 input that the same drawing as
+# a plain 8-bit grey PNG gives (lenet/images.py).
+
+DIGITS = (0, 1, 2, 3, 4, 8)    # MNIST test images 7, 2, 1, 0, 4, 5
+CANVAS = (150, 130)            # (height, width) of the drawing, the digit off centre
+
+
+@pytest.fixture(scope="module")
+def drawings(mnist_dir):
+    """Ink (0..1) of MNIST test digits DIGITS enlarged 4x onto a CANVAS, (K,150,130)."""
+    from PIL import Image
+
+    from lenet.data import load_mnist
+    digits = load_mnist("test", mnist_dir)[0][list(DIGITS)]
+    out = np.zeros((len(DIGITS),) + CANVAS)
+    for k, d in enumerate(digits):
+        big = np.asarray(Image.fromarray(d).resize((112, 112), Image.Resampling.BICUBIC))
+        out[k, 20:132, 9:121] = big / 255.0
+    return out
+
+
+def prepared(path):
+    """The network's input (1,1,32,32) for one image file."""
+    from lenet.data import preprocess
+    from lenet.images import mnist_digit
+    return preprocess(mnist_digit(path))
+
+
+def levels(x):
+    return np.rint(np.clip(x, 0, 255)).astype(np.uint8)
+
+
+def save(image, path, **options):
+    image.save(path, **options)
+    return path
+
+
+def plain(ink, folder):
+    """The reference: the drawing as an 8-bit grey PNG, black ink on white."""
+    from PIL import Image
+    return save(Image.fromarray(levels(255 * (1 - ink))), folder / "plain.png")
+
+
+def rgba(ink, colour, folder, name, background=(0, 0, 0)):
+    """Ink of one colour, its amount in the alpha channel, on a transparent canvas whose
+    invisible pixels hold `background` (as drawing apps and canvases save them)."""
+    from PIL import Image
+    pixels = np.empty(ink.shape + (4,), np.uint8)
+    pixels[..., :3] = np.where(ink[..., None] > 0, colour, background)
+    pixels[..., 3] = levels(255 * ink)
+    return save(Image.fromarray(pixels), folder / f"{name}.png")
+
+
+def make_files(ink, folder, seed):
+    """name -> (path, how close to the plain PNG's input it must be: 0 = identical)."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    grey = levels(255 * (1 - ink))
+    files = {
+        "white ink on transparent": (rgba(ink, (255, 255, 255), folder, "white"), 0),
+        "black ink on transparent": (rgba(ink, (0, 0, 0), folder, "black",
+                                          background=(255, 255, 255)), 0),
+        # coloured ink: luma 0.299 R + 0.587 G + 0.114 B of (30, 60, 200) = 66, so the
+        # stretched ink agrees to rounding
+        "blue ink on transparent": (rgba(ink, (30, 60, 200), folder, "blue"), 1),
+    }
+    la = np.stack([np.full(ink.shape, 255, np.uint8), levels(255 * ink)], axis=-1)
+    files["grey with alpha (LA), white ink"] = (save(Image.fromarray(la), folder / "la.png"),
+                                                0)
+    # a palette that is a random permutation of the greys: reading the indices as grey
+    # levels gives noise
+    order = rng.permutation(256)
+    index = np.argsort(order)[grey].astype(np.uint8)     # palette[index] = grey
+    p = Image.fromarray(index, mode="L").convert("P")
+    p.putpalette(np.repeat(order, 3).astype(np.uint8).tobytes())
+    files["palette (P)"] = (save(p, folder / "palette.png"), 0)
+    # a palette of white ink whose entries carry the opacity (tRNS bytes), as pngquant saves
+    alpha = levels(255 * ink)
+    p = Image.fromarray(np.argsort(order)[alpha].astype(np.uint8), mode="L").convert("P")
+    p.putpalette(bytes([255, 255, 255]) * 256)
+    files["palette with alpha entries"] = (save(p, folder / "palette_alpha.png",
+                                                transparency=bytes(order.astype(np.uint8))), 0)
+    # two colours, index 0 transparent (its colour black, like the ink: only the
+    # transparency tells them apart); the reference is the same hard-edged digit
+    hard = ink > 0.5
+    p = Image.fromarray(hard.astype(np.uint8), mode="L").convert("P")
+    p.putpalette(bytes([0, 0, 0, 0, 0, 0]) + bytes(254 * 3))
+    files["palette with a transparent index"] = (save(p, folder / "palette_key.png",
+                                                      transparency=0), ("hard", 0))
+    # 16-bit grey: each 8-bit level times 257 (0..65535; clipped at 255 it would be white)
+    sixteen = grey.astype(np.uint16) * np.uint16(257)
+    files["16-bit grey (I;16)"] = (save(Image.fromarray(sixteen), folder / "sixteen.png"), 0)
+    # ... with its white declared transparent (tRNS): the anti-aliased edges stay opaque
+    files["16-bit grey, white transparent"] = (save(Image.fromarray(sixteen), folder /
+                                                    "sixteen_key.png", transparency=65535), 0)
+    return files
+
+
+MODES = {"white ink on transparent": "RGBA", "black ink on transparent": "RGBA",
+         "blue ink on transparent": "RGBA", "grey with alpha (LA), white ink": "LA",
+         "palette (P)": "P", "palette with alpha entries": "P",
+         "palette with a transparent index": "P", "16-bit grey (I;16)": "I;16",
+         "16-bit grey, white transparent": "I;16"}
+PIXEL = 1.275 / 255  # one grey level in the network's input
+
+
+@pytest.mark.parametrize("k", range(len(DIGITS)))
+def test_each_kind_of_file_reads_as_the_plain_png(drawings, tmp_path, k):
+    from PIL import Image
+    ink = drawings[k]
+    reference = prepared(plain(ink, tmp_path))
+    hard_reference = prepared(save(Image.fromarray(np.where(ink > 0.5, 0, 255).astype(
+        np.uint8)), tmp_path / "hard.png"))
+    files = make_files(ink, tmp_path, seed=k)
+    assert set(files) == set(MODES)
+    for name, (path, tolerance) in files.items():
+        with Image.open(path) as image:  # the file is the kind it claims to be
+            assert image.mode == MODES[name], (name, image.mode)
+            see_through = image.mode in ("RGBA", "LA") or "transparency" in image.info
+            assert see_through == ("transparen" in name or "alpha" in name), name
+        expected = reference
+        if isinstance(tolerance, tuple):
+            expected, tolerance = hard_reference, tolerance[1]
+        worst = np.abs(prepared(path) - expected).max()
+        assert worst <= tolerance * PIXEL + 1e-6, f"{name}: off by {worst / PIXEL:.1f} levels"
+
+
+# the transposition that makes a picture upright for each EXIF orientation, by the EXIF
+# specification (2.32, tag 0x0112); a camera stores the inverse transposition's picture
+UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+           6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+INVERSE = {"ROTATE_270": "ROTATE_90", "ROTATE_90": "ROTATE_270"}
+
+
+def exif_jpeg(ink, orientation, path):
+    """A JPEG photo of the drawing (dark ink on light paper) as a phone held sideways
+    stores it: the pixels turned, and the EXIF orientation that turns them back."""
+    from PIL import Image
+    paper, pen = np.array([235, 230, 220.0]), np.array([20, 25, 60.0])
+    upright = Image.fromarray(levels(paper + ink[..., None] * (pen - paper)))
+    if orientation == 1:
+        return save(upright, path, quality=95)
+    method = UPRIGHT[orientation]
+    stored = upright.transpose(getattr(Image.Transpose, INVERSE.get(method, method)))
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    return save(stored, path, quality=95, exif=exif)
+
+
+def correlation(a, b):
+    return np.corrcoef(a.ravel(), b.ravel())[0, 1]
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8, 2, 5, 7])
+def test_exif_rotated_jpeg_reads_upright(drawings, tmp_path, orientation):
+    from PIL import Image
+    ink = drawings[1]
+    reference = prepared(exif_jpeg(ink, 1, tmp_path / "upright.jpg"))
+    path = exif_jpeg(ink, orientation, tmp_path / f"turned{orientation}.jpg")
+    got = prepared(path)
+    with Image.open(path) as image:  # what a reader that ignores EXIF would get
+        sideways = tmp_path / "sideways.png"
+        image.save(sideways)
+    assert correlation(got, reference) > 0.99, orientation
+    assert correlation(prepared(sideways), reference) < 0.9  # the test can tell
+    # the same JPEG pixels turned: within a few grey levels (JPEG blocks turn with them)
+    assert np.abs(got - reference).mean() < 2 * PIXEL
+
+
+@pytest.fixture(scope="module")
+def checkpoint(mnist_dir, tmp_path_factory):
+    """A checkpoint of one lecun pass over 2,000 MNIST digits (about 17% test error)."""
+    from lenet.data import load_mnist, preprocess
+    images, labels = load_mnist("train", mnist_dir)
+    model = LeNet5(device="cpu", seed=0, init="lush")
+    x, y = preprocess(images[:2000]), labels[:2000].astype(np.int64)
+    train(model, (x, y), (x[:10], y[:10]), recipe="lecun", epochs=1, progress=False,
+          evaluate_train=False, out=lambda line: None)
+    path = tmp_path_factory.mktemp("predict") / "m.npz"
+    model.save(path)
+    return path
+
+
+def test_predict_gives_each_kind_the_plain_png_s_class(drawings, checkpoint, tmp_path,
+                                                        capsys):
+    from lenet.cli import main
+    names, paths = [], []
+    for k in range(len(DIGITS)):
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        files = {"plain": (plain(drawings[k], folder), 0),
+                 **make_files(drawings[k], folder, seed=k)}
+        files["EXIF orientation 6"] = (exif_jpeg(drawings[k], 6, folder / "turned.jpg"), 0)
+        del files["palette with a transparent index"]  # a thresholded digit: another input
+        names += [(k, name) for name in files]
+        paths += [str(p) for p, _ in files.values()]
+    assert main(["predict", "--checkpoint", str(checkpoint), "--device", "cpu", "--json",
+                 *paths]) == 0
+    classes = {key: r["class"] for key, r in zip(names, json.loads(capsys.readouterr().out),
+                                                  strict=True)}
+    for (k, name), c in classes.items():
+        assert c == classes[k, "plain"], (DIGITS[k], name, c, classes[k, "plain"])
+
+
+def test_backdrop_of_thin_strokes_holes_and_nothing(tmp_path):
+    from PIL import Image
+
+    from lenet.images import ImageError, backdrop, mnist_digit
+    alpha = np.zeros((30, 20))
+    alpha[5:25, 10] = 1.0                      # a stroke one pixel thin: no inside
+    alpha[24, 4:16] = 1.0
+    for ink, expected in ((255.0, 0.0), (200.0, 0.0), (40.0, 255.0), (0.0, 255.0)):
+        assert backdrop(np.full(alpha.shape, ink), alpha) == expected, ink
+    # an opaque page with a transparent hole shows white through the hole
+    page = 1.0 - alpha
+    assert backdrop(np.zeros(alpha.shape), page) == 255.0
+    # a thin white line on a transparent canvas is a digit; nothing drawn is blank
+    pixels = np.zeros(alpha.shape + (4,), np.uint8)
+    pixels[..., :3], pixels[..., 3] = 255, (255 * alpha).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "thin.png")
+    assert mnist_digit(tmp_path / "thin.png").max() == 255
+    pixels[..., 3] = 0
+    Image.fromarray(pixels).save(tmp_path / "empty.png")
+    with pytest.raises(ImageError, match="no digit found"):
+        mnist_digit(tmp_path / "empty.png")

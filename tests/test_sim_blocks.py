@@ -1,0 +1,81 @@
+"""tests/sim_blocks.py, the simulator's block scheduler that tests/conftest.py installs:
+barriers that order a block's threads, threads that return early not holding the others
+back, and a failing thread failing the launch with its own error."""
+
+import numpy as np
+import pytest
+from conftest import SIMULATOR
+from numba import cuda, float64
+
+pytestmark = pytest.mark.skipif(not SIMULATOR, reason="a scheduler for the CUDA simulator")
+
+THREADS = 64
+
+
+@cuda.jit
+def tree_sums(out, x):
+    # each block sums its THREADS values by halving, a barrier between the steps
+    buf = cuda.shared.array(THREADS, float64)
+    t = cuda.threadIdx.x
+    buf[t] = x[cuda.blockIdx.x, t]
+    cuda.syncthreads()
+    half = THREADS // 2
+    while half > 0:
+        if t < half:
+            buf[t] += buf[t + half]
+        cuda.syncthreads()
+        half //= 2
+    if t == 0:
+        out[cuda.blockIdx.x] = buf[0]
+
+
+@cuda.jit
+def odd_threads_leave(out):
+    # the odd threads return at once; the even ones meet at two barriers
+    buf = cuda.shared.array(THREADS, float64)
+    t = cuda.threadIdx.x
+    if t % 2 == 1:
+        return
+    buf[t] = t
+    cuda.syncthreads()
+    v = buf[(t + 2) % THREADS]
+    cuda.syncthreads()
+    buf[t] = v
+    cuda.syncthreads()
+    out[t] = buf[t]
+
+
+@cuda.jit
+def one_thread_fails(out, bad):
+    buf = cuda.shared.array(THREADS, float64)
+    t = cuda.threadIdx.x
+    buf[t] = 1.0
+    cuda.syncthreads()
+    if cuda.blockIdx.x == 1 and t == bad:
+        out[THREADS + 5] = 1.0     # past the end: IndexError in this thread only
+    cuda.syncthreads()
+    out[t] = buf[(t + 1) % THREADS]
+
+
+def test_barriers_order_the_steps_of_a_reduction():
+    x = np.random.default_rng(0).uniform(-1, 1, (3, THREADS))
+    out = np.zeros(3)
+    tree_sums[3, THREADS](out, x)
+    np.testing.assert_allclose(out, x.sum(axis=1), rtol=1e-12)
+
+
+def test_threads_that_return_do_not_hold_the_barrier():
+    out = np.full(THREADS, -1.0)
+    odd_threads_leave[1, THREADS](out)
+    even = np.arange(0, THREADS, 2)
+    np.testing.assert_array_equal(out[even], (even + 2) % THREADS)
+    assert np.all(out[1::2] == -1.0)
+
+
+def test_a_failing_thread_fails_the_launch_with_its_own_error():
+    out = np.zeros(THREADS)
+    with pytest.raises(IndexError, match=r"^tid=\[5, 0, 0\] ctaid=\[1, 0, 0\]"):
+        one_thread_fails[2, THREADS](out, 5)
+    # the next launch runs normally
+    one_thread_fails[2, THREADS](out, THREADS)
+    assert np.all(out == 1.0)
