@@ -5,8 +5,9 @@
 # session cut short at any moment keeps what it finished.
 #
 #   1. tests   pytest at GPU sizes (kernel batches 1, 3, 1001, 4099): the fused kernels'
-#              and the models' files first (PRIORITY_TESTS below: tests/test_forward,
-#              test_train_step, test_sdlm, test_gpu_model, test_model), then every
+#              and the models' files first (PRIORITY_TESTS below: tests/test_forward_pieces,
+#              test_forward, test_backward_pieces, test_train_step, test_sdlm,
+#              test_gpu_model, test_model), then every
 #              other test file (test_bench and test_ptx last: parts 2 and 3 do their
 #              work on the GPU; test_gpu_session not: it is this script's rehearsal),
 #              until the part's limit (SIGINT: pytest still writes the XML of what
@@ -91,8 +92,9 @@ cd "$(dirname "$0")/.." || exit 1
 PYTHON=${GPU_SESSION_PYTHON:-python3}
 [ -z "${GPU_SESSION_PYTHON:-}" ] && [ -x .venv/bin/python ] && PYTHON=$PWD/.venv/bin/python
 
-PRIORITY_TESTS=(tests/test_forward.py tests/test_train_step.py tests/test_sdlm.py
-                tests/test_gpu_model.py tests/test_model.py)
+PRIORITY_TESTS=(tests/test_forward_pieces.py tests/test_forward.py tests/test_backward_pieces.py
+                tests/test_train_step.py tests/test_sdlm.py tests/test_gpu_model.py
+                tests/test_model.py)
 
 if [ "${1:-}" = --prepare ]; then
     mnist=${2:-../shared/data/mnist}
@@ -161,7 +163,7 @@ if [ $REHEARSE = 0 ]; then
     TRAIN_ARGS=(--epochs 20)
 else
     LIMITS=(150 120 400 200)   # ~3x what they take here (about 10, 15, 75, 20 s)
-    TEST_ARGS=("${PRIORITY_TESTS[@]}" -k "${GPU_SESSION_REHEARSE_K:-test_launcher_refuses_wrong_arguments or test_wrong_arguments_are_refused or test_wrong_shapes_are_refused_by_name or test_parameters_move_losslessly or test_set_parameters_copies}")
+    TEST_ARGS=("${PRIORITY_TESTS[@]}" -k "${GPU_SESSION_REHEARSE_K:-test_c3_table_lists_the_paper_table or test_c3_out_table_lists_the_paper_table or test_launcher_refuses_wrong_arguments or test_wrong_arguments_are_refused or test_wrong_shapes_are_refused_by_name or test_parameters_move_losslessly or test_set_parameters_copies}")
     CENSUS_ARGS=(--kernel "${GPU_SESSION_REHEARSE_KERNELS:-kernels.inputs}")
     BENCH_ARGS=(--rehearse --impl gpu,torch-cuda,torch-compile,cpu,torch-cpu
                 --what inference,layers,train-step,paper-pass,pattern-pass

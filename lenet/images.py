@@ -31,7 +31,7 @@ Every problem with a file raises `ImageError` naming the file; an image of more
 pixels than Pillow's limit against decompression bombs (`Image.MAX_IMAGE_PIXELS`,
 89 million by default) is refused from its header, before it is decoded.
 
-Tested by `tests/test_user_files.py` (each kind of file people make: transparency,
+Tested by `tests/test_images.py` (each kind of file people make: transparency,
 palettes, 16-bit, EXIF rotation) and `tests/test_cli.py` (the `lenet predict` tests).
 """
 

@@ -16,8 +16,9 @@ import pytest
 from bench import session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRIORITY = ["tests/test_forward.py", "tests/test_train_step.py",
-            "tests/test_sdlm.py", "tests/test_gpu_model.py", "tests/test_model.py"]
+PRIORITY = ["tests/test_forward_pieces.py", "tests/test_forward.py",
+            "tests/test_backward_pieces.py", "tests/test_train_step.py", "tests/test_sdlm.py",
+            "tests/test_gpu_model.py", "tests/test_model.py"]
 
 
 def _tree(path):
@@ -70,7 +71,7 @@ def test_the_priority_tests_ran_first_and_passed(rehearsal):
     cases = ET.parse(out / "tests.xml").getroot().iter("testcase")
     ran = [(c.get("classname"), c.get("name"), [x.tag for x in c]) for c in cases]
     files = [f"tests/{cls.split('.')[-1]}.py" for cls, _, _ in ran]
-    assert set(files) == set(PRIORITY) and len(ran) >= 5
+    assert set(files) == set(PRIORITY) and len(ran) >= 7
     assert files == sorted(files, key=PRIORITY.index)      # in the session's order
     assert all(not tags for _, _, tags in ran), ran        # no failure, error or skip
     with open(out / "tests.log") as f:
