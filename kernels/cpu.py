@@ -575,7 +575,8 @@ def sdlm_runs_kernel(params, rates, stats, sets, image_set, labels, order, start
     sets[image_set[r]], its totals into stats[r], its loss kinds[r] and constants c[r]."""
     for r in prange(params.shape[0]):
         sdlm_steps_kernel(params[r], rates[r], stats[r], sets[image_set[r]], labels,
-                          order[r], start, count, kinds[r], centers, in_maps, in_counts, c[r])
+                          order[r], start, count, np.int64(kinds[r]), centers, in_maps,
+                          in_counts, c[r])
 
 
 # ------------------------------------------------------------ inference
@@ -761,8 +762,9 @@ def penalties_kernel(out, images, params, centers, in_maps, in_counts, c):
     """penalties_block over blocks of INFER_BLOCK images, in parallel."""
     n = images.shape[0]
     for b in prange((n + INFER_BLOCK - 1) // INFER_BLOCK):
-        penalties_block(out, images, params, centers, in_maps, in_counts, c,
-                        b * INFER_BLOCK, min(n, (b + 1) * INFER_BLOCK))
+        lo = np.int64(b) * INFER_BLOCK
+        penalties_block(out, images, params, centers, in_maps, in_counts, c, lo,
+                        min(n, lo + INFER_BLOCK))
 
 
 # ------------------------------------------------------------ mini-batch step
@@ -854,8 +856,8 @@ def slots_kernel(slots, n_slots, losses, wrong, params, squares, neg, images, la
     """slot_sums of every slot, in parallel."""
     for s in prange(n_slots):
         slot_sums(slots[s], losses, wrong, params, squares, neg, images, labels, index,
-                  start, count, kind, order, scale, s, n_slots, centers, in_maps, in_counts,
-                  c)
+                  start, count, kind, order, scale, np.int64(s), n_slots, centers, in_maps,
+                  in_counts, c)
 
 
 @pjit
@@ -902,7 +904,9 @@ def one_at_a_time(kernel, *args):
 
 def _check(op, params, images, centers, extra=()):
     """ValueError naming the first argument that does not fit (shapes, one dtype,
-    C-contiguous NumPy arrays)."""
+    C-contiguous NumPy arrays); else the images as (N, 1024) rows and the centers
+    writable, as every kernel takes them (another shape or a read-only array would be
+    another compile of every function it reaches)."""
     dtype = getattr(images, "dtype", None)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"{op}: images are {dtype}, expected float32 or float64")
@@ -915,6 +919,8 @@ def _check(op, params, images, centers, extra=()):
             raise ValueError(f"{op}: {name} must be a C-contiguous {dtype} array of shape "
                              f"{tuple(shape)}, not {getattr(a, 'dtype', type(a).__name__)} "
                              f"{getattr(a, 'shape', '')}")
+    return (images.reshape(n, W0 * W0),
+            centers if centers.flags.writeable else centers.copy())
 
 
 def _check_table(op, table):
@@ -934,7 +940,8 @@ def sdlm_steps_cpu(params, rates, stats, images, labels, order, start, count, ki
     """Per-pattern SDLM steps for patterns order[start:start + count] (module docstring);
     params (flat) are updated in place, stats (2,) float64 gains loss and errors."""
     code = _check_kind("sdlm_steps_cpu", kind)
-    _check("sdlm_steps_cpu", params, images, centers, [("rates", rates, (PARAMETERS_LEN,))])
+    images, centers = _check("sdlm_steps_cpu", params, images, centers,
+                             [("rates", rates, (PARAMETERS_LEN,))])
     if labels.dtype != np.int32 or labels.shape != images.shape[:1] or \
             order.dtype != np.int32 or order.ndim != 1:
         raise ValueError("sdlm_steps_cpu: labels (N,) and order (P,) must be int32 arrays")
@@ -959,7 +966,7 @@ def sdlm_runs_cpu(params, rates, stats, sets, image_set, labels, order, start, c
     kinds (R,) int32 codes of KINDS, js (R,) MAP's constants. Each run's parameters end
     bit for bit as sdlm_steps_cpu would leave them."""
     r = params.shape[0]
-    _check("sdlm_runs_cpu", params[0], sets[0], centers,
+    _, centers = _check("sdlm_runs_cpu", params[0], sets[0], centers,
            [("rates", rates, (r, PARAMETERS_LEN)), ("params", params, (r, PARAMETERS_LEN))])
     if stats.dtype != np.float64 or stats.shape != (r, 2):
         raise ValueError(f"sdlm_runs_cpu: stats must be a ({r}, 2) float64 array")
@@ -988,7 +995,8 @@ _INFER_TABLES = {}   # a C3 table's bytes -> its connection lists (penalties_cpu
 def penalties_cpu(out, images, params, centers, table):
     """out (N,10) = the RBF penalties of images (N,1,32,32), on every thread. A table's
     connection lists are made once (45 us, more than one image's forward)."""
-    _check("penalties_cpu", params, images, centers, [("out", out, (images.shape[0], 10))])
+    images, centers = _check("penalties_cpu", params, images, centers,
+                             [("out", out, (images.shape[0], 10))])
     key = np.asarray(table, dtype=bool).tobytes() if np.shape(table) == (6, 16) else None
     lists = _INFER_TABLES.get(key)
     if lists is None:
@@ -1016,7 +1024,7 @@ class StepWorkspace:
         self.batch, self.dtype = int(batch), np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"StepWorkspace: dtype {self.dtype}, expected float32 or float64")
-        self.centers = np.ascontiguousarray(centers, self.dtype)
+        self.centers = np.array(centers, self.dtype)   # a writable copy (see _check)
         if self.centers.shape != (10, 84):
             raise ValueError(f"StepWorkspace: centers {self.centers.shape}, expected (10, 84)")
         self.in_maps, self.in_counts = _check_table("StepWorkspace", table)
@@ -1126,15 +1134,16 @@ def activations_kernel(images, params, centers, in_maps, in_counts, c, a_1, a_2,
     """activations_block over blocks of INFER_BLOCK images, in parallel."""
     n = images.shape[0]
     for b in prange((n + INFER_BLOCK - 1) // INFER_BLOCK):
+        lo = np.int64(b) * INFER_BLOCK
         activations_block(images, params, centers, in_maps, in_counts, c, a_1, a_2, a_3, a_4,
-                          a_5, a_6, y, b * INFER_BLOCK, min(n, (b + 1) * INFER_BLOCK))
+                          a_5, a_6, y, lo, min(n, lo + INFER_BLOCK))
 
 
 def activations_cpu(images, params, centers, table):
     """[C1 (N,6,28,28), S2 (N,6,14,14), C3 (N,16,10,10), S4 (N,16,5,5), C5 (N,120),
     F6 (N,84), penalties (N,10)] of images (N,1,32,32), in their dtype, on every thread:
     each image's row is what the other paths compute for it, whichever thread runs it."""
-    _check("activations_cpu", params, images, centers)
+    images, centers = _check("activations_cpu", params, images, centers)
     in_maps, in_counts = _check_table("activations_cpu", table)
     n, dt = images.shape[0], images.dtype
     out = [np.empty((n,) + shape, dt) for shape in
