@@ -140,7 +140,7 @@ mkdir -p "$OUT" || exit 1
 SCRATCH=$(mktemp -d /tmp/gpu-session-scratch.XXXXXX)
 COMMIT=$(head -1 .commit 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)
 [ $REHEARSE = 1 ] && COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1   # and what it was given
 
 # What each part runs: the GPU's sizes, or the rehearsal's (tiny; a few tests from each
 # priority file, since CI runs the whole suite; the census of one small kernel offline, as

@@ -35,9 +35,18 @@ def _real_gpu_present():
 if "NUMBA_ENABLE_CUDASIM" not in os.environ:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "0" if _real_gpu_present() else "1"
 SIMULATOR = os.environ["NUMBA_ENABLE_CUDASIM"] == "1"
-if SIMULATOR:   # the simulator's blocks wait at their barriers instead of being polled
-    from sim_blocks import install
+SIM_SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sim_site")
+
+
+def python_path(*first):
+    """PYTHONPATH for a child process: these folders, then what the tests run with."""
+    return os.pathsep.join([*first, *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+if SIMULATOR:   # the simulator's blocks wait at their barriers instead of being polled,
+    from sim_blocks import install  # here and in every child Python (sim_site)
     install()
+    os.environ["PYTHONPATH"] = python_path(SIM_SITE)
 
 # Batch sizes for kernel tests: awkward ones (1, 3, not multiples of any block).
 BATCHES = (1, 3) if SIMULATOR else (1, 3, 1001, 4099)

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import python_path
 
 from bench import cli, flops, impls, machine, suite, timing
 from bench.workload import Workload, take
@@ -27,7 +28,7 @@ FAST = ["--repeats", "1", "--min-time", "0", "--warmup", "1", "--cpu-peak-gflops
 
 def run_bench(*args):
     """`python -m bench args` in a subprocess: (exit status, stdout, stderr)."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=python_path(ROOT))
     p = subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     return p.returncode, p.stdout, p.stderr
@@ -552,7 +553,7 @@ def test_an_interrupt_during_the_setup_leaves_valid_results(tmp_path):
     that says so; the run would take minutes otherwise (--min-time 60 a row)."""
     import signal
     out = tmp_path / "interrupted"
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONPATH=python_path(ROOT), PYTHONUNBUFFERED="1")
     p = subprocess.Popen([sys.executable, "-m", "bench", "--impl", "cpu", "--what",
                           "inference", "--batch-sizes", "1", "--min-time", "60",
                           "--json-only", "--out", str(out)],

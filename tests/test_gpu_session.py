@@ -12,6 +12,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
+from conftest import python_path
 
 from bench import session
 
@@ -115,5 +116,5 @@ def test_collect_renders_the_rehearsal_outside_the_results(rehearsal):
     # without a destination, a rehearsal is refused (it would land in bench/results/)
     p = subprocess.run([sys.executable, "-m", "bench.session", "collect",
                         str(rehearsal["out"])], cwd=ROOT, capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+                       env=dict(os.environ, PYTHONPATH=python_path(ROOT)), timeout=120)
     assert p.returncode == 1 and "rehearsal" in p.stderr and p.stderr.count("\n") == 1

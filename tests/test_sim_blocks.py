@@ -1,6 +1,10 @@
 """tests/sim_blocks.py, the simulator's block scheduler that tests/conftest.py installs:
 barriers that order a block's threads, threads that return early not holding the others
-back, and a failing thread failing the launch with its own error."""
+back, a failing thread failing the launch with its own error, and the scheduler in the
+tests' child Pythons (tests/sim_site)."""
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -79,3 +83,13 @@ def test_a_failing_thread_fails_the_launch_with_its_own_error():
     # the next launch runs normally
     one_thread_fails[2, THREADS](out, THREADS)
     assert np.all(out == 1.0)
+
+
+def test_child_pythons_run_the_scheduler_and_others_pay_nothing():
+    # tests/sim_site/sitecustomize.py, on the children's PYTHONPATH: installed when the
+    # simulator's kernel module is imported, and nothing imported before that
+    code = ("import sys; print('numba' in sys.modules); "
+            "from numba.cuda.simulator import kernel; print(kernel.BlockManager.run.__module__)")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    assert got == ["False", "sim_blocks"]
