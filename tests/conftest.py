@@ -44,7 +44,7 @@ def python_path(*first):
 
 
 if SIMULATOR:   # the simulator's blocks wait at their barriers instead of being polled,
-    from sim_blocks import install  # here and in every child Python (sim_site)
+    from fast_sim import install  # here and in every child Python (sim_site)
     install()
     os.environ["PYTHONPATH"] = python_path(SIM_SITE)
 

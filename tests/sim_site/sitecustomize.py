@@ -1,5 +1,5 @@
 """The tests' child Python processes (the CLI, the benchmark, the GPU session's
-rehearsal) run the simulator's blocks with tests/sim_blocks.py's scheduler too:
+rehearsal) run tests/fast_sim.py's faster simulator too:
 tests/conftest.py puts this folder on their PYTHONPATH. It is installed when the
 simulator's kernel module is first imported, so a child that never imports it (pip, a
 Python without Numba) pays nothing."""
@@ -22,11 +22,11 @@ class _InstallOnImport(importlib.abc.MetaPathFinder):
 
         def exec_then_install(module):
             exec_module(module)
-            where = os.path.join(os.path.dirname(os.path.dirname(__file__)), "sim_blocks.py")
-            blocks = importlib.util.spec_from_file_location("sim_blocks", where)
-            sim_blocks = importlib.util.module_from_spec(blocks)
-            blocks.loader.exec_module(sim_blocks)
-            sim_blocks.install()
+            where = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fast_sim.py")
+            blocks = importlib.util.spec_from_file_location("fast_sim", where)
+            fast_sim = importlib.util.module_from_spec(blocks)
+            blocks.loader.exec_module(fast_sim)
+            fast_sim.install()
 
         spec.loader.exec_module = exec_then_install
         return spec

@@ -1,7 +1,7 @@
-"""tests/sim_blocks.py, the simulator's block scheduler that tests/conftest.py installs:
-barriers that order a block's threads, threads that return early not holding the others
-back, a failing thread failing the launch with its own error, and the scheduler in the
-tests' child Pythons (tests/sim_site)."""
+"""tests/fast_sim.py, the faster simulator that tests/conftest.py installs: barriers that
+order a block's threads, threads that return early not holding the others back, a failing
+thread failing the launch with its own error, casts and indexing as the simulator's, and
+all of it in the tests' child Pythons (tests/sim_site)."""
 
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import SIMULATOR
-from numba import cuda, float64
+from numba import cuda, float32, float64, int32, uint32
 
 pytestmark = pytest.mark.skipif(not SIMULATOR, reason="a scheduler for the CUDA simulator")
 
@@ -61,6 +61,35 @@ def one_thread_fails(out, bad):
     out[t] = buf[(t + 1) % THREADS]
 
 
+@cuda.jit
+def casts_and_views(out, rows, records):
+    # uint32 arithmetic that wraps, float32 rounding, a row view written through, records
+    t = cuda.threadIdx.x
+    out[t, 0] = uint32(t) - uint32(1)
+    out[t, 1] = float32(0.1) * float32(t)
+    row = rows[t]
+    row[1] = row[0] + int32(t)
+    records[t]["b"] = records[t]["a"] * 2
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # 0 - 1 wraps
+def test_casts_and_indexing_keep_the_simulators_semantics():
+    # against NumPy, what the unpatched simulator computes with: NumPy scalars of the
+    # cast's type, views of rows, fields of records
+    n = 4
+    out, rows = np.zeros((n, 2)), np.arange(2 * n, dtype=np.int64).reshape(n, 2)
+    records = np.zeros(n, dtype=[("a", np.int32), ("b", np.int32)])
+    records["a"] = np.arange(n) + 5
+    casts_and_views[1, n](out, rows, records)
+    t = np.arange(n)
+    np.testing.assert_array_equal(out[:, 0], (t.astype(np.uint32) - np.uint32(1)))
+    np.testing.assert_array_equal(out[:, 1], np.float32(0.1) * t.astype(np.float32))
+    np.testing.assert_array_equal(rows[:, 1], 2 * t + t)
+    np.testing.assert_array_equal(records["b"], 2 * (t + 5))
+    assert type(uint32(7)) is np.uint32 and type(float32(7)) is np.float32
+    assert str(float32(int32, int32)) == "(int32, int32) -> float32"   # still a signature
+
+
 def test_barriers_order_the_steps_of_a_reduction():
     x = np.random.default_rng(0).uniform(-1, 1, (3, THREADS))
     out = np.zeros(3)
@@ -90,6 +119,7 @@ def test_child_pythons_run_the_scheduler_and_others_pay_nothing():
     # simulator's kernel module is imported, and nothing imported before that
     code = ("import sys; print('numba' in sys.modules); "
             "from numba.cuda.simulator import kernel; print(kernel.BlockManager.run.__module__)")
+    code += "; from numba import uint32; print(type(uint32).__call__.__module__)"
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout.split()
-    assert got == ["False", "sim_blocks"]
+    assert got == ["False", "fast_sim", "fast_sim"]

@@ -1,0 +1,128 @@
+"""Numba's CUDA simulator made faster for the tests, with its semantics unchanged.
+install() is called by tests/conftest.py under the simulator, and by
+tests/sim_site/sitecustomize.py in the tests' child Pythons.
+
+- Blocks: the simulator runs a block as one Python thread per CUDA thread, and its
+  BlockManager releases a cuda.syncthreads() by polling every thread from the main
+  thread in a busy loop, which takes the GIL from the threads doing the work. Here a
+  block's threads meet at a barrier of their own (a condition variable: the last live
+  thread to arrive releases the others; a thread that returns stops counting), and the
+  main thread only joins them. A barrier opens when every live thread of the block has
+  reached it, and the first exception of a block ends the launch (the other threads are
+  aborted at their next barrier). kernels/simcheck.py wraps the syncthreads installed here.
+- Casts: a kernel's uint32(x) or float32(x) is numba.types' __call__, which imports a
+  module and checks an abstract class on every call before it makes the NumPy scalar;
+  here a number makes its NumPy scalar at once (the same one).
+- Indexing: an array inside a kernel is a FakeWithinKernelCUDAArray around a
+  FakeCUDAArray around the NumPy array, and each element read went through both; here it
+  reads the NumPy array, wrapping views and records as before."""
+
+import threading
+
+import numpy as np
+
+
+class _Barrier:
+    def __init__(self, parties):
+        self.cond = threading.Condition()
+        self.live = parties        # threads still running
+        self.arrived = 0           # threads waiting at the current barrier
+        self.generation = 0
+        self.failed = None         # the block's first thread to fail
+
+    def _open(self):
+        self.arrived = 0
+        self.generation += 1
+        self.cond.notify_all()
+
+    def wait(self):
+        with self.cond:
+            if self.failed:
+                raise RuntimeError("abort flag set on syncthreads call")
+            generation = self.generation
+            self.arrived += 1
+            if self.arrived == self.live:
+                self._open()
+            while self.generation == generation and not self.failed:
+                self.cond.wait()
+            if self.failed and self.generation == generation:
+                raise RuntimeError("abort flag set on syncthreads clear")
+
+    def leave(self, failed=None):
+        with self.cond:
+            self.live -= 1
+            if failed is not None and self.failed is None:
+                self.failed = failed
+                self.cond.notify_all()
+            elif self.arrived and self.arrived == self.live:
+                self._open()
+
+
+def install():
+    from numba.cuda.simulator import kernel as sim
+
+    def run(self, grid_point, *args):
+        barrier = self._barrier = _Barrier(int(np.prod(self._block_dim)))
+        threads = []
+
+        def target():
+            try:
+                self._f(*args)
+            except BaseException:
+                barrier.leave(threading.current_thread())
+                raise
+            barrier.leave()
+
+        for block_point in np.ndindex(*self._block_dim):
+            t = sim.BlockThread(target, self, grid_point, block_point, self._debug)
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+        if barrier.failed:   # its exception, as BlockThread.run recorded it (thread indices)
+            error, traceback = barrier.failed.exception
+            raise error.with_traceback(traceback)
+
+    def syncthreads(self):
+        self._manager._barrier.wait()
+
+    sim.BlockManager.run = run
+    sim.BlockThread.syncthreads = syncthreads
+    _fast_casts()
+    _fast_indexing()
+
+
+def _fast_casts():
+    from numba.core import types
+
+    generic = types.Type.__call__
+    casts = {}   # a type's name -> its NumPy scalar type, as cast_python_value finds it
+
+    def call(self, *args):
+        if len(args) == 1 and isinstance(args[0], (int, float, np.generic)) and \
+                type(self) in (types.Integer, types.Float):
+            cast = casts.get(self.name)
+            if cast is None:
+                cast = casts[self.name] = getattr(np, self.name)
+            return cast(args[0])
+        return generic(self, *args)
+
+    types.Integer.__call__ = call
+    types.Float.__call__ = call
+
+
+def _fast_indexing():
+    from numba.cuda.simulator.cudadrv import devicearray as sim
+
+    def getitem(self, idx):
+        item = self._item
+        value = item._ary[idx]
+        if type(value) is np.ndarray or type(value) is np.void:
+            return sim.FakeWithinKernelCUDAArray(sim.FakeCUDAArray(value, stream=item.stream))
+        return value
+
+    def setitem(self, idx, value):
+        self._item._ary[idx] = value
+
+    sim.FakeWithinKernelCUDAArray.__getitem__ = getitem
+    sim.FakeWithinKernelCUDAArray.__setitem__ = setitem
