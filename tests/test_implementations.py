@@ -49,10 +49,6 @@ from lenet.kernels.tolerance import RELATIVE_ERROR, relative_error
 N_IMAGES = 3 if SIMULATOR else 1001
 N_PATTERNS = 2 if SIMULATOR else 16
 LOSSES = ("mse", "map")
-# the simulator runs a CUDA thread as a Python thread (a training step over 3 images takes
-# about 17 s there), so the fused step and the per-pattern kernel check MAP only there (dy
-# and hy both non-trivial); both run MSE in tests/test_train_step.py and test_sdlm.py
-GPU_LOSSES = ("map",) if SIMULATOR else LOSSES
 LAYERS = [name for name, _ in ref.LAYERS]
 
 
@@ -381,11 +377,11 @@ def test_gpu_forward(case, gpu):
 def test_gpu_model(case, gpu):
     # LeNet5 on the GPU: every activation (forward_all, GPUOps.activations), and on a GPU
     # the mean loss and every parameter's gradient and curvature through the fused step.
-    # In the simulator (~8 s a step) those are not taken twice: the same fused step on
+    # In the simulator those are not taken twice: the same fused step on
     # this case at orders 1 and 2 is test_gpu_train_step's, and the model's gradients()
     # and second_derivatives() around it tests/test_gpu_model.py's (MAP, against
     # backward_ref)
-    loss = GPU_LOSSES[-1]
+    loss = "map"
     model, j = gpu["model"], case["j"][loss]
     x, labels = case["x"], case["labels"]
     acts = [model.ops.to_host(a) for a in model.forward_all(model.prepare_images(x))]
@@ -404,7 +400,7 @@ ROWS = {"a1": "C1", "a2": "S2", "a3": "C3", "a4": "S4", "a5": "C5", "a6": "F6",
 DELTAS = {f"d{k + 1}": f"{name}.pre" for k, name in enumerate(LAYERS)}
 
 
-@pytest.mark.parametrize("loss", GPU_LOSSES)
+@pytest.mark.parametrize("loss", LOSSES)
 def test_gpu_train_step(case, gpu, loss):
     # one fused step over the whole batch ("store" mode: parameters untouched) with order 1
     # then order 2, through the model's Workspace: its rows hold every activation, dE/dy,
@@ -437,7 +433,7 @@ def test_gpu_train_step(case, gpu, loss):
           {**want, **own_loss_derivatives(got, case["labels"], loss, case["j"][loss])})
 
 
-@pytest.mark.parametrize("loss", GPU_LOSSES)
+@pytest.mark.parametrize("loss", LOSSES)
 def test_gpu_sdlm(case, gpu, loss):
     # the per-pattern kernel through the GPU backend (GPUOps.sdlm_runs, one run): every
     # parameter's step, the loss and error sums, and (record) every activation, dE/dy,
