@@ -2,7 +2,7 @@
 the CUDA simulator at tiny sizes with a fake device name; then its files collected into
 a temporary folder. What would break the one GPU call of a session breaks here first.
 
-    pytest -q tests/test_gpu_session.py     (about 3 minutes on 2 cores)
+    pytest -q tests/test_gpu_session.py     (about a minute on 2 cores)
 """
 
 import json
