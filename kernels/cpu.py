@@ -148,35 +148,29 @@ def unpack(p):
 
 # ------------------------------------------------------------------------ fma
 
-@intrinsic
-def fma(typingctx, a, b, s):
-    """a * b + s rounded once (LLVM's llvm.fma; a, b, s one float type): an explicit fused
-    multiply-add, so that its rounding does not depend on what the compiler chose (as
-    fastmath "contract" would); loops over it vectorise."""
-    if not (isinstance(a, types.Float) and a == b == s):
-        return None
+def _multiply_add(llvm_name, fastmath, doc):
+    """An intrinsic a * b + s through LLVM's llvm_name (a, b, s one float type)."""
+    def typer(typingctx, a, b, s):
+        if not (isinstance(a, types.Float) and a == b == s):
+            return None
 
-    def codegen(context, builder, signature, args):
-        t = args[0].type
-        f = builder.module.declare_intrinsic("llvm.fma", [t], ir.FunctionType(t, [t, t, t]))
-        return builder.call(f, args)
-    return a(a, b, s), codegen
+        def codegen(context, builder, signature, args):
+            t = args[0].type
+            f = builder.module.declare_intrinsic(llvm_name, [t], ir.FunctionType(t, [t, t, t]))
+            return builder.call(f, args, fastmath=fastmath)
+        return a(a, b, s), codegen
+    typer.__name__ = typer.__qualname__ = llvm_name.replace("llvm.", "")
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-@intrinsic
-def fmuladd(typingctx, a, b, s):
-    """a * b + s as a term of a sum (LLVM's llvm.fmuladd with "reassoc", a, b, s one float
-    type): fused on a machine with FMA, and a loop that sums over it vectorises (a
-    reduction over llvm.fma does not; a separate multiply and add take twice the
-    instructions)."""
-    if not (isinstance(a, types.Float) and a == b == s):
-        return None
-
-    def codegen(context, builder, signature, args):
-        t = args[0].type
-        f = builder.module.declare_intrinsic("llvm.fmuladd", [t], ir.FunctionType(t, [t, t, t]))
-        return builder.call(f, args, fastmath=("reassoc",))
-    return a(a, b, s), codegen
+fma = _multiply_add("llvm.fma", (), """a * b + s rounded once: an explicit fused
+multiply-add, so that its rounding does not depend on what the compiler chose (as fastmath
+"contract" would); loops over it vectorise.""")
+fmuladd = _multiply_add("llvm.fmuladd", ("reassoc",), """a * b + s as a term of a sum (with
+"reassoc"): fused on a machine with FMA, and a loop that sums over it vectorises (a
+reduction over llvm.fma does not; a separate multiply and add take twice the
+instructions).""")
 
 
 # ----------------------------------------------------------------------- tanh

@@ -43,8 +43,8 @@ def python_path(*first):
     return os.pathsep.join([*first, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
-if SIMULATOR:   # the simulator's blocks wait at their barriers instead of being polled,
-    from fast_sim import install  # here and in every child Python (sim_site)
+if SIMULATOR:   # the faster simulator (fast_sim), here and in every child Python (sim_site)
+    from fast_sim import install
     install()
     os.environ["PYTHONPATH"] = python_path(SIM_SITE)
 
