@@ -47,6 +47,7 @@ if SIMULATOR:   # the faster simulator (fast_sim), here and in every child Pytho
     from fast_sim import install
     install()
     os.environ["PYTHONPATH"] = python_path(SIM_SITE)
+    import simcheck  # noqa: F401  (LENET_SIMCHECK=1 checks every launch for races and bounds)
 
 # Batch sizes for kernel tests: awkward ones (1, 3, not multiples of any block).
 BATCHES = (1, 3) if SIMULATOR else (1, 3, 1001, 4099)

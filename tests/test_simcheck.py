@@ -1,4 +1,4 @@
-"""The simulator's race and bounds check (kernels/simcheck.py).
+"""The simulator's race and bounds check (tests/simcheck.py).
 
 Faults planted in small kernels are caught, each with the kernel, the array, the index
 and the threads named; correct kernels (barriers, atomics, grid strides) pass and compute
@@ -15,11 +15,12 @@ import sys
 
 import numpy as np
 import pytest
+import simcheck
 from conftest import SIMULATOR
 from numba import cuda, float32
 
 from lenet import LeNet5
-from lenet.kernels import common, reference, sdlm, simcheck
+from lenet.kernels import common, reference, sdlm
 from lenet.kernels import forward as fw
 from lenet.kernels import forward_pieces as L
 from lenet.kernels import train_step as ts
@@ -328,8 +329,9 @@ def test_the_environment_variable_turns_it_on():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for value, want in (("1", "True"), ("0", "False"), ("", "False")):
         env = dict(os.environ, LENET_SIMCHECK=value)
-        got = subprocess.run([sys.executable, "-c", "import lenet.kernels.simcheck as s; "
-                              "print(s.active)"], cwd=root, env=env, capture_output=True,
+        got = subprocess.run([sys.executable, "-c", "import simcheck as s, lenet.kernels.common "
+                              "as c; print(s.active and c.launch_check is s.launch)"],
+                             cwd=os.path.join(root, "tests"), env=env, capture_output=True,
                              text=True, check=True).stdout.strip()
         assert got == want, f"LENET_SIMCHECK={value!r}"
 

@@ -1,7 +1,7 @@
 """Races and out-of-bounds indices in kernels run by the CUDA simulator: a check that
 needs no GPU, for faults the simulator otherwise hides.
 
-With LENET_SIMCHECK=1 (and NUMBA_ENABLE_CUDASIM=1), every kernel launched through
+With LENET_SIMCHECK=1 (the tests run in the simulator), every kernel launched through
 kernels.common.kernel runs with its array arguments, its cuda.shared arrays and its
 local arrays (cuda.local and kernels.forward_pieces.registers) behind proxies that check every
 element access, and the launch fails with one SimcheckError naming the kernel, the
@@ -32,13 +32,12 @@ update lost when two threads read one element at the same moment (a miss, never 
 alarm).
 
 Run:
-    LENET_SIMCHECK=1 pytest -q tests/test_forward.py      # any kernel test
+    LENET_SIMCHECK=1 pytest -q tests/test_forward.py      # any kernel test (conftest imports this)
     with simcheck.checking() as tally: ...     # from a test: on for the block, counts
     pytest -q tests/test_simcheck.py           # planted faults, then the fused kernels
 
-Cost: a checked launch takes 2-3 times the simulator's own time (forward_kernel on 5
-images: 2.2x, 2026-12-06, a loaded 2-core machine). Unset (the default), a launch pays one
-flag check (kernels.common._CheckedLaunch); on a GPU nothing here runs.
+A checked launch takes 2-3 times the simulator's own time. Off (the default), a launch
+pays one test of kernels.common.launch_check; on a GPU nothing here runs.
 """
 
 import linecache
@@ -51,7 +50,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-active = os.environ.get("LENET_SIMCHECK", "") not in ("", "0")
+from lenet.kernels import common
+
+active = False     # whether kernels.common's simulated launches go through launch() now
 totals = {}        # kernel name -> {"launches", "shared", "global", "local"} since import
 _tallies = []      # the open checking() blocks' Tally objects
 _launch = None     # the _Launch now running (the simulator runs one at a time)
@@ -75,15 +76,22 @@ class Tally:
 def checking(on=True):
     """Turn the check on (or off) for the block, whatever LENET_SIMCHECK says; yields a
     Tally of the kernels launched inside it."""
-    global active
-    was, active = active, on
+    was = active
+    turn(on)
     tally = Tally()
     _tallies.append(tally)
     try:
         yield tally
     finally:
-        active = was
+        turn(was)
         _tallies.remove(tally)
+
+
+def turn(on):
+    """Route kernels.common's simulated launches through launch() (on) or not."""
+    global active
+    active = bool(on)
+    common.launch_check = launch if active else None
 
 
 def launch(kernel, configuration, args):
@@ -508,3 +516,6 @@ def _patched():
     finally:
         for cls, name, fn in saved:
             setattr(cls, name, fn)
+
+
+turn(os.environ.get("LENET_SIMCHECK", "") not in ("", "0"))
