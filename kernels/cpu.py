@@ -1,32 +1,18 @@
 """LeNet-5 on the CPU, compiled with Numba (njit): every CPU path of the model, the CPU's
-own implementation beside the GPU's kernels (kernels/forward.py, train_step.py, sdlm.py),
-held to the same float64 reference (kernels/reference.py).
+own implementation beside the GPU's kernels, held to the float64 reference
+(kernels/reference.py).
 
-    penalties_cpu(out, images, params, centers, table)
-        inference: the RBF penalties (N,10) of images (N,1,32,32), blocks of INFER_BLOCK
-        images on every thread
-    StepWorkspace(batch, dtype, centers, table).step(params, grads, velocity, rates,
-            stats, images, labels, index, start, count, kind, j, order, mode, lr, momentum)
-        a mini-batch step over images[index[start:start + count]], with the interface of
-        the GPU's lenet.workspace.Workspace: forward, the loss (KINDS: "mse", paper eq. 8;
-        "map", eq. 9 with constant j), the gradients (order 1) or Gauss-Newton curvature
-        (order 2) of the batch's mean loss into grads, then MODES "store" (nothing more),
-        "sgd" (velocity = momentum velocity - lr g; params += velocity) or "sdlm"
-        (params -= rates g); stats (2,) float64 gains the losses and misclassified count
-    sdlm_steps_cpu(params, rates, stats, images, labels, order, start, count, kind, j,
-                   centers, table)
-        the paper's per-pattern SDLM steps for patterns order[start:start + count], each
-        from the parameters the last one left (one thread), with rates = eta / (mu + h)
-    sdlm_runs_cpu(...)
-        the per-pattern steps of many runs side by side, one run per thread at once
-    activations_cpu(images, params, centers, table)
-        every layer's output (C1..F6, penalties) of images (N,1,32,32), a list of
-        arrays, blocks of INFER_BLOCK images on every thread (LeNet5.forward_all)
+    penalties_cpu(out, images, params, centers, table)     inference, on every thread
+    activations_cpu(images, params, centers, table)        every layer's output (forward_all)
+    StepWorkspace(batch, dtype, centers, table).step(...)  a mini-batch step: gradients or
+        Gauss-Newton curvature of the batch's mean loss, then "store", "sgd" or "sdlm"
+        (the interface of the GPU's lenet.workspace.Workspace; launch_step checks it)
+    sdlm_steps_cpu(...), sdlm_runs_cpu(...)                the paper's per-pattern steps,
+        one run on one thread, or many runs side by side, one per thread
 
 params, grads, velocity and rates are flat (PARAMETERS_LEN,) arrays in kernels.architecture's
-PARAMETER_AT layout; images (N,1,32,32) or (N,1024), labels (N,) int32, index and order
-int32, centers (10,84), table the C3 connection table (6,16) bool. float32 or float64
-(one compiled version each), C-contiguous NumPy arrays.
+PARAMETER_AT layout; images (N,1,32,32) or (N,1024), labels and index int32; float32 or
+float64 (one compiled version each), C-contiguous NumPy arrays.
 
 Threads. A step splits its images into chunks of CHUNK; chunk k is summed, image after
 image, into slot k mod S (S = min(SLOTS, chunks)); the slots run in parallel (prange), and
@@ -44,16 +30,12 @@ per-pattern steps pass the parameters and eta / (mu + h); a mini-batch step pass
 sums and rates of -1, which add the gradient exactly. Order 2 runs the same code with
 squared weights, squared inputs and f'^2 (kernels/reference.py's *_backward2_ref).
 
-Arithmetic. Sums may be reassociated (fastmath "reassoc", which lets dot products
-vectorise): results differ from the reference by rounding only, and a run repeats bit
-for bit on the same machine (also from Numba's on-disk cache; with "contract" too, the
-cached code rounded differently from the freshly compiled one); the dot products' terms
-are explicit multiply-adds (fmuladd, llvm.fmuladd: fused on a machine with FMA, in cached
-and fresh code alike, and still a sum that vectorises); the loops that are no sums (the
-convolutions' outputs and deltas, the dense deltas and gradients) use explicit fused
-multiply-adds (fma, llvm.fma: one rounding, whatever the compiler). float32 computes tanh
-with a rational approximation (tanh32: Eigen's, within 3e-7 of tanh, 6x faster than the
-C library's tanhf here); float64 uses math.tanh.
+Arithmetic. Sums may be reassociated (fastmath "reassoc", so that dot products
+vectorise; "contract" is left out because cached code then rounded differently from
+fresh): results differ from the reference by rounding only and repeat bit for bit on the
+same machine. Multiply-adds are explicit: fmuladd in the dot products, fma (one rounding,
+whatever the compiler) in the loops that are no sums. float32's tanh is a rational
+approximation (tanh32) that vectorises.
 
 Test: pytest -q tests/test_cpu.py
 """
@@ -241,18 +223,24 @@ def full_forward_one(out, x, w, b, c):
 
 
 @jit
-def forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, all_six, six, out_maps,
-                out_counts, c):
-    """Every layer of one image x0 (1, X0_LEN) (the 32x32 image, zero-padded) with the
+def features_one(x0, p, a1, a2, a3, a4, all_six, six, out_maps, out_counts, c):
+    """C1..S4 of one image x0 (1, X0_LEN) (the 32x32 image, zero-padded) with the
     parameters p (unpack's views): the flat maps a1 (6, L1), a2 (6, A2_LEN), a3 (16, L3),
-    a4 (16, 25), a5, a6, penalties y (10,)."""
-    c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = p
+    a4 (16, 25)."""
+    c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b = p[:8]
     conv_infer(a1, x0, c1w, c1b, all_six, six, 1, W0, L1, L1, 1, c)
     subsample_lanes(a2, W2, a1, W0, s2c, s2b, 1, c)
     conv_infer(a3, a2, c3w, c3b, out_maps, out_counts, 1, W2, L3, L3, 1, c)
     subsample_lanes(a4, 5, a3, W2, s4c, s4b, 1, c)
-    full_forward_one(a5, a4.reshape(a4.size), c5w, c5b, c)
-    full_forward_one(a6, a5, f6w, f6b, c)
+
+
+@jit
+def forward_one(x0, p, a1, a2, a3, a4, a5, a6, y, centers, all_six, six, out_maps,
+                out_counts, c):
+    """Every layer of one image: features_one's maps, then a5, a6, penalties y (10,)."""
+    features_one(x0, p, a1, a2, a3, a4, all_six, six, out_maps, out_counts, c)
+    full_forward_one(a5, a4.reshape(a4.size), p[8], p[9], c)
+    full_forward_one(a6, a5, p[10], p[11], c)
     rbf(y, a6, centers, c)
 
 
@@ -755,7 +743,8 @@ def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi)
     rows together. The two ways compute the same arithmetic for every image, so its
     penalties do not depend on its batch, group or thread."""
     dt = images.dtype
-    c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = unpack(params)
+    p = unpack(params)
+    c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = p
     # the output maps of each input map: C1's one to all six, C3's from its table
     all_six, six = c1_lists()
     out_maps, out_counts = out_lists(in_maps, in_counts)
@@ -790,10 +779,7 @@ def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi)
         else:
             count = 1
             load_image(x0, images[first])
-            conv_infer(a1, x0, c1w, c1b, all_six, six, 1, W0, L1, L1, 1, c)
-            subsample_lanes(a2, W2, a1, W0, s2c, s2b, 1, c)
-            conv_infer(a3, a2, c3w, c3b, out_maps, out_counts, 1, W2, L3, L3, 1, c)
-            subsample_lanes(a4, 5, a3, W2, s4c, s4b, 1, c)
+            features_one(x0, p, a1, a2, a3, a4, all_six, six, out_maps, out_counts, c)
             for m in range(16):
                 x4[0, m * 25:m * 25 + 25] = a4[m, :25]
         full_infer_rows(a5, x4, c5w, c5b, count, c)
@@ -975,6 +961,21 @@ def _check_table(op, table):
     return connection_lists(table)
 
 
+def _check_picks(op, order, start, count, n, items="patterns", what="order"):
+    """ValueError unless order[..., start:start + count] exists and picks among n images."""
+    if not 0 <= start <= start + count <= order.shape[-1]:
+        raise ValueError(f"{op}: {items} {start}..{start + count} outside the {what} of "
+                         f"{order.shape[-1]}")
+    chosen = order[..., start:start + count]
+    if chosen.size and (chosen.min() < 0 or chosen.max() >= n):
+        raise ValueError(f"{op}: {what} entries outside the {n} images")
+
+
+def _check_stats(op, stats, shape):
+    if stats.dtype != np.float64 or stats.shape != shape:
+        raise ValueError(f"{op}: stats must be a {shape} float64 array")
+
+
 def _check_kind(op, kind):
     if kind not in KINDS:
         raise ValueError(f"{op}: kind {kind!r}, expected one of {sorted(KINDS)}")
@@ -991,14 +992,8 @@ def sdlm_steps_cpu(params, rates, stats, images, labels, order, start, count, ki
     if labels.dtype != np.int32 or labels.shape != images.shape[:1] or \
             order.dtype != np.int32 or order.ndim != 1:
         raise ValueError("sdlm_steps_cpu: labels (N,) and order (P,) must be int32 arrays")
-    if stats.dtype != np.float64 or stats.shape != (2,):
-        raise ValueError("sdlm_steps_cpu: stats must be a (2,) float64 array")
-    if not 0 <= start <= start + count <= order.shape[0]:
-        raise ValueError(f"sdlm_steps_cpu: patterns {start}..{start + count} outside the "
-                         f"order of {order.shape[0]}")
-    chunk = order[start:start + count]
-    if chunk.size and (chunk.min() < 0 or chunk.max() >= images.shape[0]):
-        raise ValueError(f"sdlm_steps_cpu: order indexes outside the {images.shape[0]} images")
+    _check_stats("sdlm_steps_cpu", stats, (2,))
+    _check_picks("sdlm_steps_cpu", order, start, count, images.shape[0])
     in_maps, in_counts = _check_table("sdlm_steps_cpu", table)
     sdlm_steps_kernel(params, rates, stats, images, labels, order, int(start), int(count),
                       code, centers, in_maps, in_counts, constants(images.dtype.type, j))
@@ -1014,18 +1009,12 @@ def sdlm_runs_cpu(params, rates, stats, sets, image_set, labels, order, start, c
     r = params.shape[0]
     _, centers = _check("sdlm_runs_cpu", params[0], sets[0], centers,
            [("rates", rates, (r, PARAMETERS_LEN)), ("params", params, (r, PARAMETERS_LEN))])
-    if stats.dtype != np.float64 or stats.shape != (r, 2):
-        raise ValueError(f"sdlm_runs_cpu: stats must be a ({r}, 2) float64 array")
+    _check_stats("sdlm_runs_cpu", stats, (r, 2))
     for name, a, shape in (("image_set", image_set, (r,)), ("labels", labels, sets.shape[1:2]),
                            ("order", order, (r, order.shape[-1])), ("kinds", kinds, (r,))):
         if a.dtype != np.int32 or a.shape != shape:
             raise ValueError(f"sdlm_runs_cpu: {name} must be an int32 array of shape {shape}")
-    if not 0 <= start <= start + count <= order.shape[1]:
-        raise ValueError(f"sdlm_runs_cpu: patterns {start}..{start + count} outside the "
-                         f"order of {order.shape[1]}")
-    chosen = order[:, start:start + count]
-    if chosen.size and (chosen.min() < 0 or chosen.max() >= sets.shape[1]):
-        raise ValueError(f"sdlm_runs_cpu: order indexes outside the {sets.shape[1]} images")
+    _check_picks("sdlm_runs_cpu", order, start, count, sets.shape[1])
     if image_set.min() < 0 or image_set.max() >= sets.shape[0] or \
             kinds.min() < 0 or kinds.max() >= len(KINDS):
         raise ValueError("sdlm_runs_cpu: an image set or loss kind out of range")
@@ -1125,16 +1114,10 @@ def launch_step(workspace, params, grads, velocity, rates, stats, images, labels
         raise ValueError(f"step: {params.dtype} arrays in a {workspace.dtype} workspace")
     if not 0 < count <= workspace.batch:
         raise ValueError(f"step: {count} images in a workspace for {workspace.batch}")
-    if not 0 <= start <= start + count <= index.shape[0]:
-        raise ValueError(f"step: images {start}..{start + count} outside the index of "
-                         f"{index.shape[0]}")
     if labels.dtype != np.int32 or index.dtype != np.int32 or labels.shape != images.shape[:1]:
         raise ValueError("step: labels (N,) and index must be int32 arrays")
-    chosen = index[start:start + count]
-    if chosen.min() < 0 or chosen.max() >= images.shape[0]:
-        raise ValueError(f"step: index outside the {images.shape[0]} images")
-    if stats.dtype != np.float64 or stats.shape != (2,):
-        raise ValueError("step: stats must be a (2,) float64 array")
+    _check_picks("step", index, start, count, images.shape[0], "images", "index")
+    _check_stats("step", stats, (2,))
     workspace.step(params, grads, velocity, rates, stats, images, labels, index, start, count,
                    kind_code, j, order, MODES[mode], lr, momentum)
 
@@ -1159,19 +1142,11 @@ def activations_block(images, params, centers, in_maps, in_counts, c, a_1, a_2, 
         forward_one(x0, p, a1, a2, a3, a4, a_5[n], a_6[n], y[n], centers, all_six, six,
                     out_maps, out_counts, c)
         for m in range(6):
-            for i in range(28):
-                for k in range(28):
-                    a_1[n, m, i, k] = a1[m, i * W0 + k]
-            for i in range(14):
-                for k in range(14):
-                    a_2[n, m, i, k] = a2[m, i * W2 + k]
+            a_1[n, m] = a1[m].reshape((28, W0))[:, :28]
+            a_2[n, m] = a2[m, :196].reshape((14, 14))
         for m in range(16):
-            for i in range(10):
-                for k in range(10):
-                    a_3[n, m, i, k] = a3[m, i * W2 + k]
-            for i in range(5):
-                for k in range(5):
-                    a_4[n, m, i, k] = a4[m, i * 5 + k]
+            a_3[n, m] = a3[m].reshape((10, W2))[:, :10]
+            a_4[n, m] = a4[m].reshape((5, 5))
 
 
 @pjit

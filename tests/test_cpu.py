@@ -279,7 +279,7 @@ def test_a_label_outside_the_classes_makes_the_loss_nan():
     (lambda a: a.__setitem__(0, np.zeros(PARAMETERS_LEN - 1, np.float32)),
      r"params must be a C-contiguous float32 array of shape \(60900,\)"),
     (lambda a: a.__setitem__(1, np.zeros(PARAMETERS_LEN, np.float64)), "rates must be"),
-    (lambda a: a.__setitem__(5, np.array([0, 1, 3], np.int32)), "order indexes outside"),
+    (lambda a: a.__setitem__(5, np.array([0, 1, 3], np.int32)), "order entries outside"),
     (lambda a: a.__setitem__(7, 4), r"patterns 0..4 outside the order of 3"),
     (lambda a: a.__setitem__(8, "hinge"), "kind 'hinge'"),
     (lambda a: a.__setitem__(2, np.zeros(2, np.float32)), "stats must be"),
@@ -296,7 +296,7 @@ def test_steps_refuse_what_does_not_fit(change, message):
     (dict(count=5), "5 images in a workspace for 4"),
     (dict(kind="hinge"), "kind 'hinge'"),
     (dict(mode="adam"), "mode 'adam'"),
-    (dict(index=np.array([0, 1, 9, 2], np.int32)), "index outside the 4 images"),
+    (dict(index=np.array([0, 1, 9, 2], np.int32)), "index entries outside the 4 images"),
     (dict(grads=np.zeros(10, np.float32)), r"grads must be a C-contiguous float32"),
 ])
 def test_launch_step_refuses_what_does_not_fit(change, message):
