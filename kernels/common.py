@@ -35,15 +35,9 @@ else:
 
 
 def device_function(fn):
-    """cuda.jit(device=True)(fn) on a GPU; `fn` itself under the CUDA simulator.
-
-    The simulator runs every call of a jitted device function inside
-    swapped_cuda_module, which takes a global lock and the function's module lock on
-    entry and again on exit. A block's hundreds of Python threads calling one in an
-    inner loop queue on those locks: one C1 weight-gradient test took 135 s, almost all
-    of it waiting there. A plain Python function computes the same thing with no lock.
-    Only for functions that use no cuda.* intrinsics (those need the simulator's fake
-    cuda module, which the swap installs)."""
+    """cuda.jit(device=True)(fn) on a GPU; `fn` itself under the CUDA simulator, whose
+    jitted device functions take two locks per call (hundreds of threads queue on them).
+    Only for functions that use no cuda.* intrinsics (those need the simulator's swap)."""
     if config.ENABLE_CUDASIM:
         return fn
     return cuda.jit(device=True)(fn)
