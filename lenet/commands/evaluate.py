@@ -2,13 +2,11 @@
 test or training set of its data set, or of the one given."""
 
 from lenet.commands.common import (
-    CHECKPOINT_HELP,
     UserError,
+    add_checkpoint_option,
     add_data_options,
-    checkpoint_path,
-    load_data,
-    load_model,
-    note_other_data,
+    add_device_option,
+    model_and_split,
     split_labels,
 )
 
@@ -17,10 +15,9 @@ def add(sub):
     p = sub.add_parser("eval", help="error rate of a checkpoint on a test set",
                        description="Print the error rate of a checkpoint on the test set "
                        "(or the training set) of its data set, or of the one given.")
-    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    add_checkpoint_option(p)
     add_data_options(p)
-    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
-                   help="where to run (default: auto)")
+    add_device_option(p)
     p.add_argument("--split", choices=["test", "train"], default="test",
                    help="which set (default: test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -31,9 +28,7 @@ def run(args):
     from lenet.data import preprocess
     from lenet.progress import Progress
     from lenet.train import error_rate
-    model = load_model(checkpoint_path(args), args.device)
-    split = load_data(args.split, args, default=model.dataset)
-    note_other_data(model, split, args.checkpoint)
+    model, split = model_and_split(args, args.split)
     labels = split_labels(split)
     if len(labels) == 0:
         raise UserError(f"{split.directory}: the {args.split} files hold no images")
