@@ -1,18 +1,10 @@
 """LeNet-5 checkpoints: the parameters and a description in one .npz, never pickled.
 
-    write_checkpoint(path, params, ...)   what LeNet5.save writes, atomically
-    read_checkpoint(path)                 (parameters, description), or CheckpointError
-    is_checkpoint(path)                   True for any version of the format
-    check_parameters(params)              the checks every parameter set passes (names,
-                                          shapes, dtypes, finite values, C3's zeros)
-
-The description (the "__meta__" array: JSON bytes) names the format and its version,
-the dtype, the shapes, the C3 table and a digest of the RBF bitmaps, so that a file made
-for another network is refused, and carries the data set, the class names and, for
-the shipped weights, their provenance. A save writes a temporary file beside the
-checkpoint and renames it over it, so a killed save leaves the old file whole; the
-next save in that directory removes what killed saves left. Tested by
-tests/test_checkpoint.py.
+The description (the "__meta__" array: JSON bytes) names the format and its version, the
+dtype, the shapes, the C3 table and a digest of the RBF bitmaps, so that a file made for
+another network is refused, and carries the data set, the class names and, for the
+shipped weights, their provenance. Saves are atomic (a temporary file renamed over the
+checkpoint). Tested by tests/test_checkpoint.py.
 """
 
 import hashlib

@@ -1,20 +1,10 @@
-"""Pictures of LeNet-5 as PNG files: feature maps, RBF prototypes, curves, errors.
-
-Each `draw_*` function draws one figure on matplotlib's Agg canvas (no display
-needed), writes it as a PNG of a fixed size and returns the path:
-
-    draw_maps        1400x700  every layer's output for one digit, input to penalties
-    draw_prototypes  1000x250  the ten 7x12 RBF bitmaps
-    draw_curves      1000x400  error per pass (log scale) and training loss
-    draw_errors      1400x650  test-set confusion matrix and the surest mistakes
-    draw_distortions 1300x1150 training digits under the paper's random distortions
-
-Grey maps use one scale for every squashed layer: white is -1.7159 and black
-+1.7159, the range of f(a) = 1.7159 tanh(2a/3), so ink reads dark as on paper.
-Classes are named by the data set's class names (the digits for MNIST, "Trouser"
-... for Fashion-MNIST), passed as `classes`.
-`lenet show MODE --help` (lenet/commands/show.py) gives the commands; tests/test_cli.py
-checks that each writes a PNG of its size.
+"""Pictures of LeNet-5 as PNG files of fixed sizes (FIGSIZE at DPI), drawn on matplotlib's
+Agg canvas (no display needed): every layer's output for one digit (draw_maps), the RBF
+prototypes, training curves from a log, a confusion matrix with the surest mistakes
+(draw_errors), the paper's random distortions. Grey maps use one scale for every squashed
+layer, white -1.7159 to black +1.7159 (the range of f(a) = 1.7159 tanh(2a/3)), so ink
+reads dark as on paper. `lenet show MODE` (lenet/commands/show.py) draws them;
+tests/test_cli.py checks that each writes a PNG of its size.
 """
 
 import json

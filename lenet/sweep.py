@@ -1,15 +1,9 @@
-"""Sweeps: many independent runs of the per-pattern recipes (paper, lecun) side by side
-(`lenet sweep`), each run bit for bit what `lenet.train.train` does with its settings.
-
-    sweep_runs(spec)    the runs of a list of settings or of a {"base", "grid"} spec,
-                        every setting checked as `lenet train` checks its option
-    sweep(runs, ...)    train them together; a checkpoint and a log per run
-
-The runs' parameters, step sizes and orders sit side by side in (runs, ...) arrays and
-one launch a chunk steps them all (the backend's sdlm_runs: on the GPU one block a run,
-kernels/sdlm.py; on the CPU one run per core, kernels/cpu.py). What a sweep of 64 runs
-is expected to cost against one: bench/results/2026-12-02-train-census/. Tested by
-tests/test_sweep.py and tests/test_cli_sweep.py.
+"""Sweeps (`lenet sweep`): many independent runs of the per-pattern recipes (paper, lecun)
+side by side, each bit for bit what `lenet.train.train` does with its settings. sweep_runs
+reads and checks the runs' settings; sweep trains them, their parameters, step sizes and
+orders in (runs, ...) arrays that one launch a chunk steps together (the backend's
+sdlm_runs). What 64 runs cost against one: bench/results/2026-12-02-train-census/.
+Tested by tests/test_sweep.py and tests/test_cli_sweep.py.
 """
 
 import math
@@ -179,16 +173,11 @@ def sweep_setting_error(key, value):
 
 def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, progress=True,
           evaluate_train=True, out=print, classes=None, dataset=None):
-    """Many independent runs of the paper's per-pattern recipe side by side: on the GPU one
-    block each in one launch of kernels/sdlm.py; on the CPU one run per core at once
-    (kernels/cpu.py). Each run is what `train` does with its settings (sweep_runs: name,
-    recipe paper or lecun, seed, init, mu, loss, j, schedule, shuffle, hessian_sample,
-    distort), bit for bit: its own model, random streams,
-    curvature estimate, order and distortions. After each pass every run's train and test
-    error is printed and, with out_dir, its checkpoint NAME.npz and log NAME.log.jsonl
-    (lenet train's format) written there; classes and dataset name the checkpoints' classes
-    and data set (LeNet5.classes, .dataset). device: as LeNet5's ("auto": the GPU when one
-    is present). Returns {name: [per-pass records]}."""
+    """Train the runs of sweep_runs(runs) side by side, each with its own model, random
+    streams, curvature estimate, order and distortions. After each pass every run's
+    errors are printed and, with out_dir, its checkpoint NAME.npz and log NAME.log.jsonl
+    (lenet train's format) written there; classes and dataset go into the checkpoints;
+    device: as LeNet5's. Returns {name: [per-pass records]}."""
     runs = sweep_runs(runs)
     epochs = default_settings(runs[0]["recipe"])["epochs"] if epochs is None else epochs
     if not isinstance(epochs, (int, np.integer)) or epochs < 1:
