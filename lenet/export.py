@@ -14,11 +14,11 @@ the 10,000 MNIST test digits).
 
 import json
 import os
-import secrets
 
 import numpy as np
 
 from lenet import __version__
+from lenet.checkpoint import write_atomically
 from lenet.kernels.architecture import C3_TABLE, RBF_CENTERS, SQUASH_A, SQUASH_S
 
 FORMATS = ("onnx",)
@@ -139,13 +139,5 @@ def to_onnx(model, path, overwrite=False):
         raise IsADirectoryError(f"{path} is a directory; give a file name")
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; refusing to overwrite it")
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".lenet-{os.getpid()}-{secrets.token_hex(4)}.onnx.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(proto.SerializeToString())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, lambda f: f.write(proto.SerializeToString()), ".onnx.tmp")
     return path
