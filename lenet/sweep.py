@@ -22,6 +22,7 @@ from lenet.train import (
     PER_PATTERN,
     SCHEDULES,
     Trainer,
+    check_epochs,
     default_settings,
     pass_line,
     pass_record,
@@ -179,9 +180,7 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
     (lenet train's format) written there; classes and dataset go into the checkpoints;
     device: as LeNet5's. Returns {name: [per-pass records]}."""
     runs = sweep_runs(runs)
-    epochs = default_settings(runs[0]["recipe"])["epochs"] if epochs is None else epochs
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a whole number of at least 1, not {epochs}")
+    epochs = check_epochs(epochs, runs[0]["recipe"])
     if len(test_set[1]) == 0:
         raise ValueError("no test images: the test set is empty")
     files = {}

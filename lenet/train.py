@@ -283,7 +283,8 @@ def error_rate(model, images, labels, progress=None):
     return float(np.mean(penalties(model, images, progress).argmin(axis=1) != labels))
 
 
-def _evaluate(model, images, labels, what, enabled):
+def evaluate(model, images, labels, what, enabled=True):
+    """error_rate with a progress bar "`what` error" (shown if `enabled`), erased after."""
     bar = Progress(len(labels), f"{what} error", enabled=enabled)
     try:
         return error_rate(model, images, labels, bar)
@@ -304,9 +305,7 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
     With validation_set (images held out of the training set, to choose settings on)
     each pass also records "validation_error"; test_set may then be None, so that the
     test set is not looked at (its "test_error" is None). Returns the per-pass records."""
-    epochs = default_settings(recipe)["epochs"] if epochs is None else epochs
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a whole number of at least 1, not {epochs}")
+    epochs = check_epochs(epochs, recipe)
     if test_set is None and validation_set is None:
         raise ValueError("no test set and no validation set: nothing to evaluate")
     for what, pair in (("test", test_set), ("validation", validation_set)):
@@ -338,6 +337,14 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
     return records
 
 
+def check_epochs(epochs, recipe):
+    """`epochs`, or the recipe's default when None; ValueError unless a whole number >= 1."""
+    epochs = default_settings(recipe)["epochs"] if epochs is None else epochs
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be a whole number of at least 1, not {epochs}")
+    return epochs
+
+
 def pass_record(trainer, epoch, step, result, seconds, train_set, test_set, progress,
                  evaluate_train, validation_set=None):
     """The JSON line of one pass of `trainer` (lenet train's log format); test_set None:
@@ -347,14 +354,14 @@ def pass_record(trainer, epoch, step, result, seconds, train_set, test_set, prog
     record = {"pass": epoch + 1, "recipe": recipe, "loss": trainer.loss, "step_size": step,
               "mu": None if recipe == "sgd" else trainer.mu,
               "train_loss": train_loss, "running_train_error": running_error,
-              "train_error": _evaluate(model, *train_set, "training", progress)
+              "train_error": evaluate(model, *train_set, "training", progress)
               if evaluate_train else None,
               "test_error": None if test_set is None
-              else _evaluate(model, *test_set, "test", progress),
+              else evaluate(model, *test_set, "test", progress),
               "seconds": seconds, "patterns_per_second": trainer.n / seconds,
               "device": model.device, "dataset": model.dataset}
     if validation_set is not None:
-        record["validation_error"] = _evaluate(model, *validation_set, "validation", progress)
+        record["validation_error"] = evaluate(model, *validation_set, "validation", progress)
         record["validation_size"] = len(validation_set[1])
     if recipe != "sgd":  # the SDLM choices that docs/reproduction.md compares
         record.update(schedule=trainer.schedule, shuffle=trainer.shuffle,

@@ -26,15 +26,12 @@ def add(sub):
 
 def run(args):
     from lenet.data import preprocess
-    from lenet.progress import Progress
-    from lenet.train import error_rate
+    from lenet.train import evaluate
     model, split = model_and_split(args, args.split)
     labels = split_labels(split)
     if len(labels) == 0:
         raise UserError(f"{split.directory}: the {args.split} files hold no images")
-    bar = Progress(len(labels), f"{args.split} error", enabled=not args.no_progress)
-    rate = error_rate(model, preprocess(split.images), labels, bar)
-    bar.close(keep=False)
+    rate = evaluate(model, preprocess(split.images), labels, args.split, not args.no_progress)
     errors = round(rate * len(labels))
     print(f"{args.split} error: {100 * rate:.2f}% ({errors} of {len(labels)}) "
           f"[{args.checkpoint}, {model.device}, {split.title}]")

@@ -164,17 +164,13 @@ def _show_curves(args, show):
                             caption=os.path.basename(args.log))
 
 
+def _show_prototypes(args, show):
+    return show.draw_prototypes(_out_file(args.out, "prototypes"))
+
+
 def run(args):
     from lenet import show
-    if args.mode == "maps":
-        path = _show_maps(args, show)
-    elif args.mode == "errors":
-        path = _show_errors(args, show)
-    elif args.mode == "curves":
-        path = _show_curves(args, show)
-    elif args.mode == "distortions":
-        path = _show_distortions(args, show)
-    else:
-        path = show.draw_prototypes(_out_file(args.out, "prototypes"))
-    print(path)
+    draw = {"maps": _show_maps, "errors": _show_errors, "curves": _show_curves,
+            "distortions": _show_distortions, "prototypes": _show_prototypes}[args.mode]
+    print(draw(args, show))
     return 0
