@@ -164,8 +164,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._serve(self._get)
 
-    def do_HEAD(self):
-        self._serve(self._get)
+    do_HEAD = do_GET    # _send leaves the body out
 
     def do_POST(self):
         self._serve(self._post)
@@ -237,7 +236,6 @@ class Handler(BaseHTTPRequestHandler):
             return 200, encode(self.server.demo.drawing(grey, step)), "application/json"
         except DrawingError as e:
             raise RequestError(422, str(e)) from None
-
 
     def _drain(self, length):
         """Read and drop a refused body of up to DRAIN bytes, so that the client, still
