@@ -102,14 +102,14 @@ def draw_maps(path, activations, caption, classes=DIGITS):
     ax.barh(digits, y, color=[WINNER if d == winner else OTHERS for d in digits])
     ax.set_yticks(digits)  # names that are words go beside the values (too wide here)
     ax.invert_yaxis()
-    ax.set_xlim(0, y.max() * (1.3 if tuple(classes) == DIGITS else 1.6))
     named = tuple(classes) != DIGITS
+    ax.set_xlim(0, y.max() * (1.6 if named else 1.3))
     for d in digits:  # the winner's bar may be too short to see: colour its labels too
         ax.text(y[d], d, f" {y[d]:.1f}" + (f"  {classes[d]}" if named else ""), va="center",
                 fontsize=8, color=WINNER if d == winner else "black")
     ax.get_yticklabels()[winner].set(color=WINNER, fontweight="bold")
     ax.set_xlabel("penalty (smaller wins)")
-    ax.set_ylabel("digit" if tuple(classes) == DIGITS else "class")
+    ax.set_ylabel("class" if named else "digit")
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, 0.015, f"grey scale of every layer after the input: white -{SQUASH}, "
              f"black +{SQUASH} (the range of the squashing function); input: white "

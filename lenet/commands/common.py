@@ -12,12 +12,10 @@ class UserError(Exception):
     """A mistake in what the user asked for: printed as one line, exit 2."""
 
 
-DEVICE_HELP = ("where to run: NumPy on the CPU, the CUDA kernels, or the GPU when one is "
-               "present (default: auto)")
-
-
-def add_device_option(p, help=DEVICE_HELP):
-    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto", help=help)
+def add_device_option(p):
+    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
+                   help="where to run: the compiled CPU code, the CUDA kernels, or the GPU "
+                   "when one is present (default: auto)")
 
 
 def add_data_options(p):

@@ -151,13 +151,13 @@ def run(args):
     train_set, validation_set = _hold_out(train_set, args.validation)
     if validation_set is None:
         test_set = first_images(load_data("test", args), args.test_size, "--test-size")
-        print(f"data: {train_split.title} from {train_split.directory} "
-              f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
+        other = f"{len(test_set[1]):,} test images"
     else:
         test_set = None
-        print(f"data: {train_split.title} from {train_split.directory} "
-              f"({len(train_set[1]):,} training, the last {len(validation_set[1]):,} held out "
-              "for validation; the test set is not read)")
+        other = (f"the last {len(validation_set[1]):,} held out for validation; the test set "
+                 "is not read")
+    print(f"data: {train_split.title} from {train_split.directory} "
+          f"({len(train_set[1]):,} training, {other})")
     try:
         model = LeNet5(device=args.device, seed=args.seed,
                        init=args.init or default_settings(args.recipe)["init"])
