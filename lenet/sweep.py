@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from lenet.kernels.architecture import IN_LEN, LOSS_KINDS, MAP_J, PARAMETERS_LEN
+from lenet.kernels.architecture import IN_LEN, LOSS_KINDS, PARAMETERS_LEN
 from lenet.logs import check_outputs, write_log_line
 from lenet.model import INITS, LOSSES, LeNet5
 from lenet.progress import Progress
@@ -201,11 +201,9 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
         if data is None:   # the training set on the backend once, for every run
             data = (model.prepare_images(train_set[0]),
                     model.prepare_labels(train_set[1], len(train_set[1])))
-        trainers.append(Trainer(model, *data, recipe=run["recipe"], loss=run.get("loss"),
-                                j=run.get("j", MAP_J), seed=run.get("seed", 0), mu=run.get("mu"),
-                                schedule=run.get("schedule"), shuffle=run.get("shuffle", True),
-                                hessian_sample=run.get("hessian_sample", "random"),
-                                distort=run.get("distort", False)))
+        # the run's settings are Trainer's arguments (None: the recipe's default)
+        trainers.append(Trainer(model, *data, **{k: v for k, v in run.items()
+                                                 if k not in ("name", "init")}))
     n, r_count = trainers[0].n, len(trainers)
     side_by_side = _SideBySide(trainers, data)
     first = trainers[0].model
