@@ -192,9 +192,8 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
             check_outputs(*files[run["name"]])
     trainers, data = [], None
     for run in runs:
-        settings = default_settings(run["recipe"])
         model = LeNet5(device=device, seed=run.get("seed", 0),
-                       init=run.get("init") or settings["init"])
+                       init=run.get("init") or default_settings(run["recipe"])["init"])
         model.dataset = dataset
         if classes is not None:
             model.classes = tuple(classes)
@@ -206,10 +205,8 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
                                                  if k not in ("name", "init")}))
     n, r_count = trainers[0].n, len(trainers)
     side_by_side = _SideBySide(trainers, data)
-    first = trainers[0].model
     out(f"sweep of {r_count} run{'s' if r_count > 1 else ''} of the per-pattern recipe on "
-        f"{first.device}, {epochs} "
-        f"passes, {n} patterns")
+        f"{trainers[0].model.device}, {epochs} passes, {n} patterns")
     records = {run["name"]: [] for run in runs}
     for epoch in range(epochs):
         started = time.perf_counter()

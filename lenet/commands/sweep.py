@@ -110,18 +110,12 @@ def run(args):
     test_set = first_images(test_split, args.test_size, "--test-size")
     print(f"data: {train_split.title} from {train_split.directory} "
           f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
-    device = args.device
-    if device == "auto":
-        from lenet.model import gpu_available
-        device = "gpu" if gpu_available() else "cpu"
     try:
-        sweep(runs, train_set, test_set, epochs=args.epochs, device=device, out_dir=args.out,
+        sweep(runs, train_set, test_set, epochs=args.epochs, device=args.device, out_dir=args.out,
               progress=not args.no_progress, evaluate_train=not args.fast,
               classes=train_split.classes,
               dataset=train_split.dataset.name if train_split.dataset else None)
-    except NotImplementedError as e:
-        raise UserError(str(e)) from e
-    except ValueError as e:   # files in --out that are not ours to replace
+    except (NotImplementedError, ValueError) as e:  # no GPU; files in --out not ours to replace
         raise UserError(str(e)) from e
     except KeyboardInterrupt:
         print(f"\ninterrupted; every run's last complete pass is in {args.out}",
