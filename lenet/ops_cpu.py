@@ -1,6 +1,6 @@
-"""The CPU backend: lenet.backend.Backend on NumPy arrays, every computation compiled with
-Numba (kernels/cpu.py: forward, the mini-batch step's StepWorkspace, the per-pattern
-steps; kernels/distort.py), images split over every core."""
+"""The CPU backend: lenet.backend.Backend on NumPy arrays, its network computations
+compiled with Numba (kernels/cpu.py: forward, the mini-batch step's StepWorkspace, the
+per-pattern steps; kernels/distort.py), images split over every core."""
 
 import numpy as np
 
