@@ -1,19 +1,8 @@
-"""The interface the model and its trainers are written against: what every backend
-(lenet.ops_cpu.CPUOps on NumPy arrays, lenet.ops_gpu.GPUOps on device arrays) provides,
-by name, so that code calls these and asks a backend nothing else.
-
-    name, dtype, max_batch   "cpu" or "gpu"; the arrays' dtype; images per forward chunk
-    memory      asarray(x, dtype=None), to_host(x), empty(shape, dtype=None), copy(dst, src),
-                fill(x, value), parameter_buffer() (a zeroed lenet.workspace.FlatBuffer),
-                assign(dst, host array), prepare_table(table)
-    forward     infer(x, shape, params, table, centers, want) (penalties or classes),
-                activations(x, params, table, centers) (every layer's output)
-    training    workspace(batch) (the fused mini-batch step and curvature estimate),
-                sdlm_rates, sdlm_steps (the paper's per-pattern steps), sdlm_runs (many
-                runs of them side by side), distort(out, images, params)
-
-params is the model's FlatBuffer (kernels.architecture.PARAMETER_AT layout), table its
-prepared C3 table (model.tables["C3"]), centers its RBF bitmaps (model.centers).
+"""The interface the model and its trainers are written against: the methods of Backend,
+which every backend provides (lenet.ops_cpu.CPUOps on NumPy arrays, lenet.ops_gpu.GPUOps
+on device arrays), so that code calls these and asks a backend nothing else. params is
+the model's FlatBuffer (kernels.architecture.PARAMETER_AT layout), table its prepared C3
+table (model.tables["C3"]), centers its RBF bitmaps (model.centers).
 """
 
 import abc
@@ -26,11 +15,11 @@ def on_device(x):
 
 
 class Backend(abc.ABC):
-    """The named methods of a backend (module docstring); a subclass must define all."""
+    """The methods of a backend; a subclass must define all."""
 
-    name = None
-    dtype = None
-    max_batch = 1024
+    name = None         # "cpu" or "gpu"
+    dtype = None        # the arrays' dtype
+    max_batch = 1024    # images per forward chunk
 
     @abc.abstractmethod
     def asarray(self, x, dtype=None):
@@ -82,17 +71,20 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def sdlm_rates(self, rates, hess, eta, mu):
-        """rates = eta / (mu + hess) (FlatBuffers)."""
+        """rates = eta / (mu + hess) (FlatBuffers), once per pass."""
 
     @abc.abstractmethod
     def sdlm_steps(self, params, rates, stats, images, labels, order, start, count, kind, j,
                    centers, c3_table):
-        """The paper's per-pattern SDLM steps for order[start:start + count]."""
+        """The paper's per-pattern SDLM steps for order[start:start + count] with the
+        step sizes `rates` (FlatBuffers params and rates)."""
 
     @abc.abstractmethod
     def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,
                   kinds, js, centers, c3_table):
-        """The per-pattern steps of R runs side by side (lenet sweep)."""
+        """The per-pattern steps of R runs side by side (lenet sweep): params, rates (R,
+        PARAMETERS_LEN), stats (R, 2) float64, images (M, N, 1024) image sets, image_set
+        (R,) int32, labels (N,), order (R, P), kinds (R,) int32 loss codes, js (R,)."""
 
     @abc.abstractmethod
     def distort(self, out, images, params):

@@ -1,18 +1,10 @@
 """LeNet-5 checkpoints: the parameters and a description in one .npz, never pickled.
 
-    write_checkpoint(path, params, ...)   what LeNet5.save writes, atomically
-    read_checkpoint(path)                 (parameters, description), or CheckpointError
-    is_checkpoint(path)                   True for any version of the format
-    check_parameters(params)              the checks every parameter set passes (names,
-                                          shapes, dtypes, finite values, C3's zeros)
-
-The description (the "__meta__" array: JSON bytes) names the format and its version,
-the dtype, the shapes, the C3 table and a digest of the RBF bitmaps, so that a file made
-for another network is refused, and carries the data set, the class names and, for
-the shipped weights, their provenance. A save writes a temporary file beside the
-checkpoint and renames it over it, so a killed save leaves the old file whole; the
-next save in that directory removes what killed saves left. Tested by
-tests/test_checkpoint.py.
+The description (the "__meta__" array: JSON bytes) names the format and its version, the
+dtype, the shapes, the C3 table and a digest of the RBF bitmaps, so that a file made for
+another network is refused, and carries the data set, the class names and, for the
+shipped weights, their provenance. Saves are atomic (a temporary file renamed over the
+checkpoint). Tested by tests/test_checkpoint.py.
 """
 
 import hashlib
@@ -78,22 +70,25 @@ def write_checkpoint(path, params, dtype, dataset=None, classes=DIGITS, provenan
         meta["provenance"] = provenance
     arrays = dict(params)
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    path = os.fspath(path)
+    remove_leftovers(os.path.dirname(os.path.abspath(path)))
+    write_atomically(path, lambda f: np.savez(f, **arrays))
+
+
+def write_atomically(path, write, suffix=TMP_SUFFIX):
+    """Call write(f) on a new binary file beside `path` (mode 0666 less the umask), synced,
+    then rename it over `path`: a write that fails or is killed leaves the old file whole
+    (and no temporary file, unless killed: remove_leftovers)."""
     directory = os.path.dirname(os.path.abspath(path))
-    remove_leftovers(directory)
-    tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-                       f"{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+    tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        with open(tmp, "xb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def _centers_digest():

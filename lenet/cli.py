@@ -1,22 +1,11 @@
 """The `lenet` command (also `python -m lenet`): its parser and dispatch.
 
-    lenet train     train LeNet-5 on an MNIST-format data set, write a checkpoint and a
-                    JSON-lines log                                 (lenet/commands/train.py)
-    lenet sweep     many runs of the paper's per-pattern recipe side by side (one GPU
-                    block or one CPU core each), a checkpoint and a log per run  (sweep.py)
-    lenet eval      error rate of a checkpoint on a test (or training) set  (evaluate.py)
-    lenet predict   classes of PNG/JPEG files or of IDX entries            (predict.py)
-    lenet show      pictures: feature maps, RBF prototypes, curves, errors    (show.py)
-    lenet export    the network as an ONNX file                             (export.py)
-    lenet demo      a local web page: draw a digit, watch every layer         (demo.py)
-
-Each command's module in lenet/commands/ has an `add(sub)` that declares its options
-and a `run(args)` that does the work; lenet/commands/common.py holds what several share
-(the data options, loading a checkpoint, UserError). A user's mistake (a missing data
-directory, a file that is not a checkpoint, an unreadable image) is reported as one line
-`lenet <command>: error: ...` on stderr with exit status 2, never as a traceback; output
-cut short by a closed pipe (`| head`) ends quietly. Tested end to end by
-tests/test_cli.py (and tests/test_cli_sweep.py).
+Each command (train, sweep, eval, predict, show, export, demo) is a module of
+lenet/commands/ with an `add(sub)` that declares its options and a `run(args)` that does
+the work; lenet/commands/common.py holds what several share. A user's mistake is one line
+`lenet <command>: error: ...` on stderr with exit status 2, never a traceback; output cut
+short by a closed pipe (`| head`) ends quietly. Tested by tests/test_cli.py and
+tests/test_cli_sweep.py.
 """
 
 import argparse

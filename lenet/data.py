@@ -1,31 +1,15 @@
 """MNIST-format data: read and check IDX files, load data sets, download, preprocess.
 
-An MNIST-format data set is four IDX files, usually gzip-compressed: training and
-test images of 28x28 uint8 pixels and their labels 0..9. This module
+    read_idx(path)                 one IDX file (raw or .gz), its structure checked
+    load_dataset(name, split)      a data set of lenet/datasets.py by name: its official
+                                   files, downloaded through pooch if missing, checked by
+                                   structure, counts, then SHA-256
+    load_directory(dir, split)     any directory of files under MNIST's names, structure only
+    preprocess(images)             uint8 (N,28,28) -> LeNet-5 input float32 (N,1,32,32)
 
-* reads an IDX file, gzipped (``.gz``) or raw, and checks its structure: magic
-  number, dimensions, exact length, label range (``read_idx``). Labels are uint8
-  vectors (idx1-ubyte) or, as QMNIST publishes them, int32 rows whose first
-  number is the class (idx2-int);
-* loads a data set known by name, ``load_dataset("fashion-mnist", "train")``: the
-  names, sizes and SHA-256 checksums of its official files are in
-  lenet/datasets.py (mnist, fashion-mnist, kmnist, emnist-digits, qmnist). Missing
-  files are downloaded into its directory through pooch and kept only when their
-  SHA-256 is the official one (``download``); a file that is there but is not the official one
-  is an error that says which data set it is not (and which it is, when we know
-  its checksum). Nothing the user put there is ever deleted or replaced;
-* loads any directory of MNIST-format files under MNIST's four names,
-  ``load_directory(DIR, "test")``, with the structural checks only;
-* turns images into network input: ``preprocess`` pads them to 32x32 and maps
-  pixels so that background is -0.1 and full ink is 1.175 (as in LeNet-5).
-
-Structural checks, and the image and label counts, come before any checksum, so
-that the clearer message wins. Every problem with a file raises ``MNISTError`` with
-a message that names the file and the problem. numpy; pooch (and tqdm) to download.
-
-Test with ``pytest tests/test_data.py``; set ``LENET_DATA`` to a directory holding
-the real MNIST files (e.g. ``LENET_DATA=../shared/data/mnist``) to also run the tests
-that need them; no test reaches the outside network.
+Every problem with a file is an ``MNISTError`` naming the file; nothing the user put in a
+directory is deleted or replaced. Tested by tests/test_data.py (``LENET_DATA`` set to the
+real MNIST files runs the tests that need them; none reaches the network).
 """
 
 import gzip
@@ -40,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lenet.datasets import DATASETS, DIGITS, MNIST, Dataset
+from lenet.datasets import DATASETS, DIGITS, Dataset
 
 SPLITS = ("train", "test")
 KINDS = ("images", "labels")
@@ -52,7 +36,6 @@ FILES = {
     ("test", "images"): "t10k-images-idx3-ubyte",
     ("test", "labels"): "t10k-labels-idx1-ubyte",
 }
-MIRRORS = list(MNIST.mirrors)
 
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 LABEL_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
@@ -160,8 +143,8 @@ class _IdxFile:
 
 
 def _parse_idx(data, path, kind=None):
-    """Check the IDX header, length and labels of ``data``; return (kind, array): uint8
-    images (N, 28, 28) or uint8 labels (N,). ``kind`` None: whichever the header says."""
+    """Check the IDX header, length and labels of ``data``; return uint8 images
+    (N, 28, 28) or uint8 labels (N,). ``kind`` None: whichever the header says."""
     if len(data) < 4:
         raise MNISTError(f"{path}: truncated file ({len(data)} bytes, no IDX header)")
     (magic,) = struct.unpack(">I", data[:4])
@@ -203,25 +186,19 @@ def _parse_idx(data, path, kind=None):
         if bad.size:
             raise MNISTError(f"{path}: label out of range 0..9 (label {int(labels[bad[0]])} "
                              f"at index {bad[0]})")
-        return found, labels.astype(np.uint8)
-    return found, array.copy()
+        return labels.astype(np.uint8)
+    return array.copy()
 
 
 def read_idx(path, kind=None):
-    """Read one MNIST-format IDX file, gzipped (``.gz``) or raw, and check its structure.
-
-    Images: magic 2051, uint8, N x 28 x 28. Labels: magic 2049, uint8 (N,); or magic
-    3074, int32 rows (N, K) with the class in the first column (QMNIST). The file's
-    length must be exact and every label in 0..9. ``kind`` "images" or "labels" also
-    requires that kind.
-
-    Returns a writable uint8 array: (N, 28, 28) images or (N,) labels.
-    Raises MNISTError naming ``path`` and the problem.
-    """
+    """A writable uint8 array, images (N, 28, 28) or labels (N,), of one IDX file, gzipped
+    (``.gz``) or raw, after checking its magic number, dimensions, exact length and labels
+    (0..9; QMNIST's int32 label rows give their first column); ``kind`` "images" or
+    "labels" also requires that kind. MNISTError naming ``path`` and the problem."""
     if kind not in (None, *KINDS):
         raise ValueError(f"kind must be 'images', 'labels' or None, not {kind!r}")
     idx = _IdxFile(path)
-    return _parse_idx(idx.data, idx.path, kind)[1]
+    return _parse_idx(idx.data, idx.path, kind)
 
 
 def find_file(directory, name):
@@ -301,21 +278,11 @@ def _official_file(ds, name):
 
 
 def download(name, directory, mirrors=None, timeout=30, progress=True, dataset_name="mnist"):
-    """The path of the official file ``name`` of a data set in ``directory``, downloaded if
-    it is not there.
-
-    ``name`` is one of the data set's file names (with or without ``.gz``). A copy already
-    in ``directory`` (gzipped or not) is returned as it is, without the network: loading
-    checks it. Otherwise each mirror (default: the data set's) is tried in turn for
-    ``<mirror><name>.gz`` through pooch, which downloads into a temporary file and keeps
-    it only if its SHA-256 is the official one. A data set published as one archive
-    (EMNIST) has the archive downloaded and checked in a temporary directory and its four
-    files taken out; the archive is not kept. ``directory`` is created if needed and
-    removed again if nothing could be downloaded; no file in it is ever replaced.
-
-    Raises MNISTError, with each mirror's reason and where to put the files by hand,
-    when no mirror gives the official file.
-    """
+    """The path of the official file ``name`` (with or without ``.gz``) of a data set in
+    ``directory``: a copy already there (checked when loaded), else the first mirror's
+    that pooch finds to have the official SHA-256 (EMNIST: taken out of its archive, which
+    is not kept). A directory made for it is removed again if nothing came; MNISTError,
+    with each mirror's reason and where to put the files by hand, if no mirror served."""
     ds = dataset(dataset_name)
     official = _official_file(ds, name)
     directory = os.fspath(directory)
@@ -423,21 +390,20 @@ def _remove_empty(created):
 
 # ------------------------------------------------------------------ loading
 
-def _check_pair(images, labels, directory, split):
+def _parse_pair(files, directory, split):
+    """(images, labels) of a split's two _IdxFiles, structure checked, one per image."""
+    images, labels = (_parse_idx(files[kind].data, files[kind].path, kind) for kind in KINDS)
     if len(images) != len(labels):
         raise MNISTError(f"{directory}: {split} split has {len(images)} images but "
                          f"{len(labels)} labels")
+    return images, labels
 
 
 def read_split(split="train", name=None, directory=None, download_missing=True, mirrors=None):
-    """Load one split as a ``Split`` (images, labels, data set, directory).
-
-    With ``name`` (a data set of lenet/datasets.py): its official files from
-    ``directory`` (default ``default_root(name)``), downloading missing ones when
-    ``download_missing`` is true. Without ``name``: the MNIST-named files of the plain
-    directory ``directory``, structural checks only, never downloading; ``dataset`` is
-    then the data set whose files they are by checksum, if any.
-    """
+    """One split as a ``Split``. With ``name``: that data set's official files from
+    ``directory`` (default ``default_root(name)``), missing ones downloaded if
+    ``download_missing``. Without: the MNIST-named files of ``directory``, structure only,
+    never downloading (``dataset``: the data set they are by checksum, if any)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
     if name is None:
@@ -460,9 +426,7 @@ def read_split(split="train", name=None, directory=None, download_missing=True, 
                                  f"{_manual_instructions(ds, directory)}")
             path = download(official.name, directory, mirrors=mirrors, dataset_name=name)
         files[kind] = _IdxFile(path)
-    images = _parse_idx(files["images"].data, files["images"].path, "images")[1]
-    labels = _parse_idx(files["labels"].data, files["labels"].path, "labels")[1]
-    _check_pair(images, labels, directory, split)
+    images, labels = _parse_pair(files, directory, split)
     for kind, array in (("images", images), ("labels", labels)):
         if len(array) != ds.counts[split]:
             raise MNISTError(f"{files[kind].path}: holds {len(array):,} {kind}, but "
@@ -494,9 +458,7 @@ def _read_directory(split, directory):
                                 "this directory, name the data set (--dataset mnist --data "
                                 "DIR; load_dataset)."))
         files[kind] = _IdxFile(path)
-    images = _parse_idx(files["images"].data, files["images"].path, "images")[1]
-    labels = _parse_idx(files["labels"].data, files["labels"].path, "labels")[1]
-    _check_pair(images, labels, directory, split)
+    images, labels = _parse_pair(files, directory, split)
     found = [identify(files[kind]) for kind in KINDS]
     same = found[0] and found[1] and found[0][0] is found[1][0] and not found[0][0].transposed
     return Split(images, labels, found[0][0] if same else None, directory)
@@ -514,13 +476,8 @@ def _other_names_hint(directory):
 
 
 def load_dataset(name, split="train", root=None, download=True, mirrors=None):
-    """Load one split of a named data set: ``(images uint8 (N, 28, 28), labels uint8 (N,))``.
-
-    ``name``: mnist, fashion-mnist, kmnist, emnist-digits or qmnist (lenet/datasets.py);
-    ``split``: "train" or "test"; ``root``: the directory of its files (default
-    ``default_root(name)``). Missing files are downloaded there when ``download`` is
-    true. Every file is checked (structure, counts, then checksum): see ``read_split``.
-    """
+    """``(images uint8 (N, 28, 28), labels uint8 (N,))`` of one split ("train" or "test")
+    of a data set of lenet/datasets.py, read as ``read_split`` reads it from ``root``."""
     s = read_split(split, name, root, download, mirrors)
     return s.images, s.labels
 
@@ -549,14 +506,10 @@ _BACKGROUND = _PIXEL_LUT[0]
 
 
 def preprocess(images_uint8):
-    """Turn uint8 MNIST images into LeNet-5 input: float32 (N, 1, 32, 32), C-contiguous.
-
-    Accepts (N, 28, 28) or a single (28, 28) image (returned as N = 1). Each image is
-    padded with 2 background pixels on every side to 32x32 and pixel value v in 0..255
-    is mapped linearly to ``-0.1 + v / 255 * 1.275``: background (0) -> -0.1, full ink
-    (255) -> 1.175. Raises TypeError for a non-uint8 input and ValueError for a wrong
-    shape.
-    """
+    """LeNet-5 input float32 (N, 1, 32, 32) of uint8 images (N, 28, 28) or one (28, 28):
+    padded with 2 background pixels a side, pixel v mapped to ``-0.1 + v / 255 * 1.275``
+    (background -0.1, full ink 1.175, as in the paper). TypeError for a non-uint8 input,
+    ValueError for a wrong shape."""
     if not isinstance(images_uint8, np.ndarray) or images_uint8.dtype != np.uint8:
         dtype = getattr(images_uint8, "dtype", type(images_uint8).__name__)
         raise TypeError(

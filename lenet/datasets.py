@@ -1,24 +1,11 @@
-"""The MNIST-format data sets `lenet` knows by name, with their official files.
-
-    mnist          MNIST (LeCun, Cortes, Burges): handwritten digits, 60,000 + 10,000
-    fashion-mnist  Fashion-MNIST (Xiao, Rasul, Vollgraf 2017): Zalando product photos
-    kmnist         Kuzushiji-MNIST (Clanuwat et al. 2018): cursive Japanese hiragana
-    emnist-digits  EMNIST Digits (Cohen et al. 2017): 240,000 + 40,000 digits from NIST
-                   SD 19, images stored transposed
-    qmnist         QMNIST (Yadav, Bottou 2019): MNIST rebuilt from NIST; 60,000 + 60,000,
-                   labels as int32 rows of 8 numbers whose first is the class
-
-For each file: its name as published, the size and SHA-256 of the published file,
-and the SHA-256 of its decompressed content where we know it (None where no
-official value was found: such a file is checked only by its structure and counts
-unless it is byte for byte the published one). lenet/data.py reads, checks and
-downloads them.
-
-Sources of the checksums (each cited below at its table):
-- TFDS: TensorFlow Datasets' tensorflow_datasets/url_checksums/<name>.txt, which
-  lists the URL, size and SHA-256 of every published file.
-- Decompressed SHA-256: computed here from published files that match TFDS's
-  checksum (see each table), never taken on trust.
+"""The MNIST-format data sets `lenet` knows by name (DATASETS: mnist (LeCun, Cortes,
+Burges), fashion-mnist (Xiao, Rasul, Vollgraf 2017), kmnist (Clanuwat et al. 2018),
+emnist-digits (Cohen et al. 2017), qmnist (Yadav, Bottou 2019)) with their official
+files: each file's published name, size and SHA-256 (TensorFlow Datasets'
+url_checksums/<name>.txt) and, where known, the SHA-256 of its decompressed content
+(computed here from published files that match those checksums, never taken on trust;
+None where unknown: such a file is checked by its structure and counts only).
+lenet/data.py reads, checks and downloads them.
 """
 
 from dataclasses import dataclass, field

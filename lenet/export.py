@@ -1,42 +1,24 @@
-"""LeNet-5 out of the project: the network as an ONNX graph, for ONNX Runtime and the
-tools that read ONNX.
+"""LeNet-5 as an ONNX graph (opset 17, IR version 8: ONNX Runtime 1.13 and later), in
+float32: onnx_model(model) builds it, to_onnx(model, path) writes it (`lenet export`).
 
-    onnx_model(model)               the onnx.ModelProto of a LeNet5 (checked by onnx.checker)
-    to_onnx(model, path, overwrite=False)   write it to `path` (never over an existing file
-                                    unless told; through a temporary file renamed over it)
-
-The graph is the network as the paper gives it, layer by layer, in float32:
-
-    images (N,1,32,32)  input, as lenet.data.preprocess makes it (-0.1 background, 1.175 ink)
-    C1, C5              Conv with bias, then the squash 1.7159 tanh(2a/3) (Mul, Tanh, Mul)
-    S2, S4              the sum of each 2x2 block (AveragePool times 4, exact in float32)
-                        times the map's coefficient plus its bias, then the squash
-    C3                  a masked convolution: a full 6 -> 16 Conv whose weights are
-                        C3.weight times C3.connections, the paper's Table I as 0/1 (16,6,1,1),
-                        so the zeros stay zeros in any tool that retrains the graph
-    F6                  Gemm 120 -> 84, the squash
-    RBF                 penalties (N,10) = ReduceSum((F6 - rbf.centers)^2) over the 84 units,
-                        rbf.centers the fixed 7x12 bitmaps (10,84)
-    class (N,) int64    ArgMin of the penalties (the first of equal ones, as NumPy's argmin)
-
-The batch dimension N is dynamic. Initialisers carry the project's parameter names
-(kernels.architecture.PARAMETER_SHAPES; the subsampling coefficients and biases shaped
-(maps,1,1) to broadcast); the model's metadata holds its class names and data set.
-Opset 17, IR version 8: readable by ONNX Runtime 1.13 and later.
-
-`onnx` is an optional dependency (pip install 'lenet5-cuda[onnx]'); without it the
-functions raise ImportError saying so. Tested by tests/test_export.py (ONNX Runtime
-against LeNet5(device="cpu") on the 10,000 MNIST test digits); `lenet export` is the
-command.
+Input images (N,1,32,32) as lenet.data.preprocess makes them; outputs penalties (N,10)
+and class (N,) int64 (ArgMin, the first of equal ones as NumPy's argmin). The layers as
+the paper gives them: C3 a masked convolution (C3.weight times the 0/1 table, so the
+zeros stay zeros in any tool that retrains the graph), S2 and S4 the 2x2 sum (AveragePool
+times 4, exact) times a coefficient plus a bias, the squash as Mul-Tanh-Mul, the RBF as
+ReduceSum((F6 - centers)^2). Initialisers carry the project's parameter names; the
+metadata the class names and data set. `onnx` is optional (pip install
+'lenet5-cuda[onnx]'). Tested by tests/test_export.py (ONNX Runtime against LeNet5 on
+the 10,000 MNIST test digits).
 """
 
 import json
 import os
-import secrets
 
 import numpy as np
 
 from lenet import __version__
+from lenet.checkpoint import write_atomically
 from lenet.kernels.architecture import C3_TABLE, RBF_CENTERS, SQUASH_A, SQUASH_S
 
 FORMATS = ("onnx",)
@@ -157,13 +139,5 @@ def to_onnx(model, path, overwrite=False):
         raise IsADirectoryError(f"{path} is a directory; give a file name")
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; refusing to overwrite it")
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".lenet-{os.getpid()}-{secrets.token_hex(4)}.onnx.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(proto.SerializeToString())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, lambda f: f.write(proto.SerializeToString()), ".onnx.tmp")
     return path

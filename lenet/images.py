@@ -1,38 +1,17 @@
 """Digits from image files: any PNG or JPEG turned into an MNIST-style 28x28 digit.
 
-MNIST was made (LeCun, Cortes, Burges) by scaling each NIST digit, with
-anti-aliasing, so that it fits a 20x20 box keeping its aspect ratio, then
-placing it in a 28x28 field so that its centre of mass lands in the middle.
-`mnist_digit` does the same to a photo, scan or drawing of one digit:
+MNIST was made (LeCun, Cortes, Burges) by scaling each NIST digit, with anti-aliasing,
+to fit a 20x20 box keeping its aspect ratio, then placing it in a 28x28 field with its
+centre of mass in the middle. `mnist_digit(path)` does the same to a photo, scan or
+drawing of one digit: grey levels as a person sees the file (`read_grey`), ink measured
+from the border's background (`ink`), cropped, scaled and centred (`center_digit`); an
+MNIST digit saved as a PNG comes back almost unchanged (docs/digit-images.md).
+`load_digits(paths)` gives uint8 (N,28,28) for `lenet.data.preprocess`. Every problem
+with a file is an `ImageError` naming it; an image past Pillow's pixel limit against
+decompression bombs is refused from its header, before it is decoded.
 
-    1. grey levels as a person sees the file (`read_grey`): upright by its EXIF
-       orientation; colour converted with ITU-R 601 luma; palettes looked up;
-       16-bit grey scaled to 0..255; transparency composited over the backdrop
-       that shows the drawing: white ink on a transparent canvas on black, dark
-       ink on white, an image with an opaque background over white;
-    2. ink: the background is the median of the border pixels; ink is how far
-       a pixel is from it, towards the dark side on light paper and towards
-       the light side on a dark screen, stretched so that the strongest ink is
-       255 (no threshold);
-    3. crop to the bounding box of the pixels whose ink exceeds CROP_FRACTION
-       of the strongest (this ignores JPEG noise and paper grain);
-    4. scale the longer side to 20 pixels, keeping the aspect ratio, with
-       Lanczos (anti-aliased) resampling;
-    5. paste into 28x28 so that the centre of mass is at row 14, column 14 (an
-       integer shift, as in MNIST, whose test digits have their centre of mass
-       at 14.0 +- 0.3 in 0-based pixel coordinates); the shift is limited so
-       that no ink falls off the field.
-
-An MNIST digit saved as a 28x28 PNG comes back almost unchanged, as its box is
-already 20 pixels on the longer side and its centre of mass at (14, 14) (how close,
-on the 10,000 test digits: docs/digit-images.md).
-`load_digits(paths)` returns uint8 (N,28,28) ready for `lenet.data.preprocess`.
-Every problem with a file raises `ImageError` naming the file; an image of more
-pixels than Pillow's limit against decompression bombs (`Image.MAX_IMAGE_PIXELS`,
-89 million by default) is refused from its header, before it is decoded.
-
-Tested by `tests/test_images.py` (each kind of file people make: transparency,
-palettes, 16-bit, EXIF rotation) and `tests/test_cli.py` (the `lenet predict` tests).
+Tested by tests/test_images.py (each kind of file people make: transparency, palettes,
+16-bit, EXIF rotation) and tests/test_cli.py (the `lenet predict` tests).
 """
 
 import os
@@ -137,11 +116,10 @@ def stroke_grey(grey, alpha):
 
 
 def ink(grey):
-    """Ink intensity float64 (H,W) in 0..255 of grey levels (H,W), background 0.
-
-    The background is the median of the border pixels: on light paper ink is
-    darker than it, on a dark background lighter. Returns zeros when the image
-    has less than MIN_CONTRAST of ink."""
+    """Ink intensity float64 (H,W) in 0..255 of grey levels (H,W), background 0: how far
+    each pixel is from the median of the border pixels, towards the dark side on light
+    paper and the light side on a dark screen, stretched so that the strongest ink is 255
+    (no threshold). Zeros when the image has less than MIN_CONTRAST of ink."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     background = float(np.median(border))
     amount = background - grey if background > 127.5 else grey - background
@@ -153,7 +131,10 @@ def ink(grey):
 
 
 def center_digit(amount):
-    """uint8 (28,28) MNIST-style digit of ink float (H,W) in 0..255 (not all zero)."""
+    """uint8 (28,28) MNIST-style digit of ink float (H,W) in 0..255 (not all zero): the
+    bounding box of the ink above CROP_FRACTION of the strongest (ignoring JPEG noise and
+    paper grain), its longer side scaled to BOX with Lanczos, pasted so that its centre of
+    mass lands at CENTER by an integer shift (as in MNIST) that keeps all ink inside."""
     from PIL import Image
     strong = amount > CROP_FRACTION * amount.max()
     rows = np.flatnonzero(strong.any(axis=1))

@@ -6,7 +6,7 @@ overwritten. Tested by tests/test_user_files.py."""
 import json
 import os
 
-from lenet.checkpoint import TMP_PREFIX, is_checkpoint
+from lenet.checkpoint import is_checkpoint, write_atomically
 
 
 def is_training_log(path):
@@ -44,18 +44,10 @@ def check_outputs(checkpoint, log):
 def write_log_line(path, record, replace):
     """Append `record` as a JSON line to `path`; with replace, write it as the whole
     file instead (through a temporary file renamed over it)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     line = json.dumps(record) + "\n"
-    if not replace:
+    if replace:
+        write_atomically(path, lambda f: f.write(line.encode()), ".log.tmp")
+    else:
         with open(path, "a") as f:
             f.write(line)
-        return
-    tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-log.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(line)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

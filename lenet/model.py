@@ -1,35 +1,12 @@
 """The LeNet-5 model: parameters, forward, gradients, curvature, checkpoints.
 
-The model holds its parameters on a backend (`lenet.ops_cpu.CPUOps` or the GPU
-one) and calls the backend's ops; it knows nothing of NumPy versus CUDA beyond
-that. The layers, in the paper's order:
-
     input (N,1,32,32) -C1-> (N,6,28,28) -S2-> (N,6,14,14) -C3-> (N,16,10,10)
     -S4-> (N,16,5,5) -C5-> (N,120) -F6-> (N,84) -RBF-> penalties (N,10)
 
-The API that training code (lenet/train.py, bench/) uses, on backend arrays:
-
-    model.params              the live parameters: name -> backend array, views of one
-                              flat buffer (model.flat_params, in the order of
-                              kernels.architecture.PARAMETER_AT); an update in place is
-                              an update of the model
-    model.flat_params         that flat buffer (what the fused kernels read)
-    model.parameter_buffer    both, as the lenet.workspace.FlatBuffer the fused ops take
-    model.centers, .tables    the RBF bitmaps (10,84) and the prepared connection tables
-    model.prepare_images(x)   checked images (N,1,32,32) on the backend (NaN refused)
-    model.prepare_labels(labels, n)   checked int32 labels 0..9 on the backend
-    model.forward_all(x)      every activation of prepared images, input first, penalties
-                              last (the backend's activations)
-    model.gradients(x, labels), model.second_derivatives(x, labels)
-                              the mean loss's gradients and Gauss-Newton curvature by
-                              name, through the backend's fused training step
-    check_loss(loss)          ValueError unless "mse" or "map"
-
-Every path runs on the backend's compiled or fused kernels (lenet.backend.Backend):
-forward and predict on ops.infer, forward_all on ops.activations, gradients and
-second_derivatives on ops.workspace's step (kernels/cpu.py on the CPU, kernels/
-train_step.py on the GPU). kernels/reference.py is the float64 definition the tests hold
-them to.
+LeNet5 holds its parameters on a backend (lenet.backend: CPUOps, GPUOps) as views of one
+flat buffer that the fused kernels read, and calls the backend's ops for everything
+else; kernels/reference.py is the float64 definition the tests (tests/test_model.py,
+tests/test_gpu_model.py) hold it to.
 """
 
 import os
@@ -38,6 +15,7 @@ import numpy as np
 
 from lenet.backend import on_device
 from lenet.checkpoint import check_parameters, read_checkpoint, write_checkpoint
+from lenet.datasets import DIGITS
 from lenet.kernels.architecture import (
     CONV_TABLES,
     LOSS_KINDS,
@@ -52,7 +30,6 @@ from lenet.ops_cpu import CPUOps
 from lenet.workspace import FlatBuffer
 
 LOSSES = ("mse", "map")
-DIGITS = tuple(str(d) for d in range(10))
 # gradients and second_derivatives step over at most this many images at a time, in
 # workspaces of a power of two of images: calls on any batch sizes make at most 11
 GRADIENT_CHUNK = 1024
@@ -99,24 +76,11 @@ INITS = ("fan-in", "sqrt-fan-in", "lush")
 
 def init_parameters(seed=None, dtype=np.float32, init="fan-in"):
     """The paper's initialisation: every weight and bias uniform in [-2.4/F, 2.4/F],
-    F the fan-in of the unit it belongs to; C3's weights are exact zeros where the
-    connection table has no connection.
-
-    init="sqrt-fan-in" draws from [-2.4/sqrt(F), 2.4/sqrt(F)] instead. It is what the
-    paper's stated reason for its choice asks for ("that the initial standard
-    deviation of the weighted sums be in the same range for each unit, and fall
-    within the normal operating region of the sigmoid"): with inputs of variance
-    about 1, a weighted sum over F inputs has standard deviation 1.39 / sqrt(F)
-    under the paper's letter (0.07 for C5), 1.39 for every unit under sqrt(F).
-    It matters for SDLM: see lenet/train.py.
-
-    init="lush" is what LeCun's own code does: Lush's gblearn2 `forget 1 2`
-    (packages/gblearn2/gb-modules-nn.lsh in github.com/barak/lush: c-layer, f-layer
-    and s-layer `forget (v p)`, called with v = 1, p = 2 by demos/lenet5.lsh) and
-    EBLearn's `forget_param_linear(1, 0.5)` (github.com/Augertron/eblearn): weights
-    uniform in [-1/sqrt(F), 1/sqrt(F)], F counting only connected inputs (C3: per map,
-    from the table), every bias 0 and every subsampling coefficient 1/sqrt(4) = 0.5.
-    With the paper's recipe it trains best of the three (docs/reproduction.md)."""
+    F the fan-in of its unit; C3's weights exact zeros where the table has no connection.
+    init="sqrt-fan-in": [-2.4/sqrt(F), 2.4/sqrt(F)], what the paper's stated reason asks
+    for; init="lush": LeCun's own code (Lush's `forget 1 2`, EBLearn): [-1/sqrt(F),
+    1/sqrt(F)] with F the connected inputs, biases 0, subsampling coefficients 0.5. Why
+    and where from: docs/initialisation.md."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, not {init!r}")
     rng = np.random.default_rng(seed)
@@ -161,6 +125,7 @@ class LeNet5:
         self.device = self.ops.name
         self.dtype = dtype
         self.max_batch = self.ops.max_batch
+        # the prepared connection tables and the RBF bitmaps (10,84), as the ops take them
         self.tables = {k: self.ops.prepare_table(t) for k, t in CONV_TABLES.items()}
         self.centers = self.ops.asarray(RBF_CENTERS)
         self._buffer = self.ops.parameter_buffer()   # allocated once: params are its views

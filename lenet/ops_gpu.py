@@ -1,23 +1,8 @@
-"""The GPU backend: the methods of `lenet.ops_cpu.CPUOps` on Numba device arrays, every
-computation one of the fused family's kernels (kernels/forward.py, train_step.py,
-sdlm.py), all built from the one-image pieces of kernels/forward_pieces.py and backward_pieces.py.
-
-Inputs may be NumPy arrays (copied to the device once) or any object with
-`__cuda_array_interface__` (CuPy, PyTorch CUDA tensors, Numba device arrays), used in
-place without a host round trip. Every parameter is read from the model's flat device
-buffer (lenet.workspace.FlatBuffer, kernels.architecture.PARAMETER_AT), whose named views
-are the model's parameters:
-
-    infer          the whole forward pass in one launch (kernels/forward.py)
-    activations    every layer's output, one stage kernel a layer or two (kernels/
-                   forward.py's c1s2, c3s4, dense, rbf), into buffers kept here: one per
-                   layer grown to the largest batch seen, overwritten by the next call
-    workspace(b)   the fused mini-batch step's buffers for batch size b (kernels/
-                   train_step.py, lenet.workspace.Workspace), made once per batch size
-    sdlm_rates, sdlm_steps, sdlm_runs   the paper's per-pattern steps (kernels/sdlm.py):
-                   one run, or many runs side by side (one block each: lenet.sweep.sweep)
+"""The GPU backend: lenet.backend.Backend on Numba device arrays, every computation one
+of the fused family's kernels (kernels/forward.py, train_step.py, sdlm.py). Inputs may be
+NumPy arrays (copied to the device once) or any object with `__cuda_array_interface__`
+(CuPy, PyTorch CUDA tensors, Numba device arrays), used in place without a host copy.
 """
-
 
 import numpy as np
 from numba import cuda
@@ -86,15 +71,12 @@ class GPUOps(Backend):
         return cuda.device_array(shape, dtype=dtype or self.dtype)
 
     def parameter_buffer(self):
-        """A zeroed flat parameter buffer on the device with named views."""
         return FlatBuffer(cuda.to_device(np.zeros(forward_pieces.PARAMETERS_LEN, np.float32)))
 
     def assign(self, dst, src):
-        """dst (a device array) = src (a host array of its shape), as float32."""
         dst.copy_to_device(np.ascontiguousarray(src, np.float32))
 
     def copy(self, dst, src):
-        """dst = src, two device arrays of one shape (a device-to-device copy)."""
         dst.copy_to_device(src)
 
     # ------------------------------------------------------------ fused path
@@ -117,13 +99,10 @@ class GPUOps(Backend):
         return self._constants
 
     def infer(self, x, shape, params, table, centers, want, out=None):
-        """The whole forward pass in one launch per batch (per CHUNK images for NumPy
-        input): penalties (N,10) float32 (want="penalties") or classes (N,) (want=
-        "classes") of images x of `shape` (N,1,32,32), with the model's FlatBuffer params.
+        """The whole forward pass in one launch per batch (per chunk for NumPy input).
         NumPy in (checked finite by the caller), NumPy out (classes as intp, like argmin);
-        a device array in, read in place and checked on the device in the same stream
-        (kernels.inputs.nonfinite_error), a device array out: `out` if given (no
-        allocation), else a fresh one (classes int32)."""
+        a device array in, read in place and checked on the device in the same stream,
+        a device array out: `out` if given (no allocation), else a fresh one."""
         if self._fused is None:
             self._fused = fused.FusedForward(table, centers.reshape(-1))
         n = shape[0]
@@ -137,7 +116,7 @@ class GPUOps(Backend):
         return y
 
     def workspace(self, batch):
-        """The Workspace of the fused mini-batch step for `batch` images, made once."""
+        """The lenet.workspace.Workspace for `batch` images, made once."""
         ws = self._workspaces.get(batch)
         if ws is None:
             table, out_table, centers = self.fused_constants()
@@ -145,14 +124,11 @@ class GPUOps(Backend):
         return ws
 
     def sdlm_rates(self, rates, hess, eta, mu):
-        """rates = eta / (mu + hess) (FlatBuffers), once per pass."""
         sdlm.sdlm_rates(rates.flat, hess.flat, eta, mu)
 
     def sdlm_steps(self, params, rates, stats, images, labels, order, start, count, kind, j,
                    centers, c3_table):
-        """Per-pattern SDLM steps for order[start:start + count] with step sizes `rates`
-        (FlatBuffers params and rates), in one launch of kernels/sdlm.py (one run):
-        what the batch-of-one loop does, without ~40 launches a pattern."""
+        """One run of sdlm_runs: one launch of kernels/sdlm.py, not ~40 a pattern."""
         key = ("sdlm", kind, float(j))
         run = self._buffers.get(key)
         if run is None:
@@ -166,11 +142,9 @@ class GPUOps(Backend):
 
     def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,
                   kinds, js, centers=None, c3_table=None, scratch=None, record=False):
-        """Per-pattern SDLM steps of R runs side by side (kernels/sdlm.py: one block each):
-        params, rates (R, PARAMETERS_LEN), stats (R, 2) float64, images (N,1,32,32) or
-        (M, N, 1024) image sets, image_set (R,) int32, labels (N,), order (R, P), kinds
-        (R,) int32 (kernels.sdlm.kinds_of), js (R,); centers and c3_table unused (the
-        kernel reads fused_constants()); scratch (R, SCRATCH_LEN) or one kept here."""
+        """kernels/sdlm.py, one block a run; images may also be (N,1,32,32); centers and
+        c3_table unused (the kernel reads fused_constants()); scratch (R, SCRATCH_LEN) or
+        one kept here."""
         r = params.shape[0]
         if scratch is None:
             scratch = self._buffers.get(("sdlm scratch", r))
@@ -185,13 +159,8 @@ class GPUOps(Backend):
 
     # ------------------------------------------------------------- layers
     def activations(self, x, params, table, centers):
-        """Every layer's output of images x (N,1,32,32) (a checked float32 device array)
-        with the model's FlatBuffer params: [x, C1 (N,6,28,28), S2 (N,6,14,14), C3
-        (N,16,10,10), S4 (N,16,5,5), C5 (N,120), F6 (N,84), penalties (N,10)], squashed,
-        float32 on the device, from kernels/forward.py's stage kernels (C1+S2, C3+S4,
-        C5, F6, RBF: the fused kernels' pieces). table is prepare_table's C3 table,
-        centers the RBF bitmaps (10,84) on the device. The outputs are buffers kept
-        here, overwritten by the next call."""
+        """kernels/forward.py's stage kernels (C1+S2, C3+S4, C5, F6, RBF: the fused
+        kernels' pieces), into buffers kept here, overwritten by the next call."""
         n = x.shape[0]
         x = _device_view(x)
         rows = self._rows(table)
@@ -216,8 +185,7 @@ class GPUOps(Backend):
 
     # ----------------------------------------------------------- training
     def distort(self, out, images, params):
-        """out = images under the affine distortions params (N,6), on the device
-        (kernels/distort.py): no image leaves it."""
+        """On the device (kernels/distort.py): no image leaves it."""
         from lenet.kernels.distort import distort
         distort(out, images, params)
 

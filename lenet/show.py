@@ -1,20 +1,10 @@
-"""Pictures of LeNet-5 as PNG files: feature maps, RBF prototypes, curves, errors.
-
-Each `draw_*` function draws one figure on matplotlib's Agg canvas (no display
-needed), writes it as a PNG of a fixed size and returns the path:
-
-    draw_maps        1400x700  every layer's output for one digit, input to penalties
-    draw_prototypes  1000x250  the ten 7x12 RBF bitmaps
-    draw_curves      1000x400  error per pass (log scale) and training loss
-    draw_errors      1400x650  test-set confusion matrix and the surest mistakes
-    draw_distortions 1300x1150 training digits under the paper's random distortions
-
-Grey maps use one scale for every squashed layer: white is -1.7159 and black
-+1.7159, the range of f(a) = 1.7159 tanh(2a/3), so ink reads dark as on paper.
-Classes are named by the data set's class names (the digits for MNIST, "Trouser"
-... for Fashion-MNIST), passed as `classes`.
-`lenet show MODE --help` (lenet/commands/show.py) gives the commands; tests/test_cli.py
-checks that each writes a PNG of its size.
+"""Pictures of LeNet-5 as PNG files of fixed sizes (FIGSIZE at DPI), drawn on matplotlib's
+Agg canvas (no display needed): every layer's output for one digit (draw_maps), the RBF
+prototypes, training curves from a log, a confusion matrix with the surest mistakes
+(draw_errors), the paper's random distortions. Grey maps use one scale for every squashed
+layer, white -1.7159 to black +1.7159 (the range of f(a) = 1.7159 tanh(2a/3)), so ink
+reads dark as on paper. `lenet show MODE` (lenet/commands/show.py) draws them;
+tests/test_cli.py checks that each writes a PNG of its size.
 """
 
 import json
@@ -112,14 +102,14 @@ def draw_maps(path, activations, caption, classes=DIGITS):
     ax.barh(digits, y, color=[WINNER if d == winner else OTHERS for d in digits])
     ax.set_yticks(digits)  # names that are words go beside the values (too wide here)
     ax.invert_yaxis()
-    ax.set_xlim(0, y.max() * (1.3 if tuple(classes) == DIGITS else 1.6))
     named = tuple(classes) != DIGITS
+    ax.set_xlim(0, y.max() * (1.6 if named else 1.3))
     for d in digits:  # the winner's bar may be too short to see: colour its labels too
         ax.text(y[d], d, f" {y[d]:.1f}" + (f"  {classes[d]}" if named else ""), va="center",
                 fontsize=8, color=WINNER if d == winner else "black")
     ax.get_yticklabels()[winner].set(color=WINNER, fontweight="bold")
     ax.set_xlabel("penalty (smaller wins)")
-    ax.set_ylabel("digit" if tuple(classes) == DIGITS else "class")
+    ax.set_ylabel("class" if named else "digit")
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, 0.015, f"grey scale of every layer after the input: white -{SQUASH}, "
              f"black +{SQUASH} (the range of the squashing function); input: white "

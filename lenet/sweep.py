@@ -1,15 +1,9 @@
-"""Sweeps: many independent runs of the per-pattern recipes (paper, lecun) side by side
-(`lenet sweep`), each run bit for bit what `lenet.train.train` does with its settings.
-
-    sweep_runs(spec)    the runs of a list of settings or of a {"base", "grid"} spec,
-                        every setting checked as `lenet train` checks its option
-    sweep(runs, ...)    train them together; a checkpoint and a log per run
-
-The runs' parameters, step sizes and orders sit side by side in (runs, ...) arrays and
-one launch a chunk steps them all (the backend's sdlm_runs: on the GPU one block a run,
-kernels/sdlm.py; on the CPU one run per core, kernels/cpu.py). What a sweep of 64 runs
-is expected to cost against one: bench/results/2026-12-02-train-census/. Tested by
-tests/test_sweep.py and tests/test_cli_sweep.py.
+"""Sweeps (`lenet sweep`): many independent runs of the per-pattern recipes (paper, lecun)
+side by side, each bit for bit what `lenet.train.train` does with its settings. sweep_runs
+reads and checks the runs' settings; sweep trains them, their parameters, step sizes and
+orders in (runs, ...) arrays that one launch a chunk steps together (the backend's
+sdlm_runs). What 64 runs cost against one: bench/results/2026-12-02-train-census/.
+Tested by tests/test_sweep.py and tests/test_cli_sweep.py.
 """
 
 import math
@@ -18,7 +12,7 @@ import time
 
 import numpy as np
 
-from lenet.kernels.architecture import IN_LEN, LOSS_KINDS, MAP_J, PARAMETERS_LEN
+from lenet.kernels.architecture import IN_LEN, LOSS_KINDS, PARAMETERS_LEN
 from lenet.logs import check_outputs, write_log_line
 from lenet.model import INITS, LOSSES, LeNet5
 from lenet.progress import Progress
@@ -28,6 +22,7 @@ from lenet.train import (
     PER_PATTERN,
     SCHEDULES,
     Trainer,
+    check_epochs,
     default_settings,
     pass_line,
     pass_record,
@@ -179,20 +174,13 @@ def sweep_setting_error(key, value):
 
 def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, progress=True,
           evaluate_train=True, out=print, classes=None, dataset=None):
-    """Many independent runs of the paper's per-pattern recipe side by side: on the GPU one
-    block each in one launch of kernels/sdlm.py; on the CPU one run per core at once
-    (kernels/cpu.py). Each run is what `train` does with its settings (sweep_runs: name,
-    recipe paper or lecun, seed, init, mu, loss, j, schedule, shuffle, hessian_sample,
-    distort), bit for bit: its own model, random streams,
-    curvature estimate, order and distortions. After each pass every run's train and test
-    error is printed and, with out_dir, its checkpoint NAME.npz and log NAME.log.jsonl
-    (lenet train's format) written there; classes and dataset name the checkpoints' classes
-    and data set (LeNet5.classes, .dataset). device: as LeNet5's ("auto": the GPU when one
-    is present). Returns {name: [per-pass records]}."""
+    """Train the runs of sweep_runs(runs) side by side, each with its own model, random
+    streams, curvature estimate, order and distortions. After each pass every run's
+    errors are printed and, with out_dir, its checkpoint NAME.npz and log NAME.log.jsonl
+    (lenet train's format) written there; classes and dataset go into the checkpoints;
+    device: as LeNet5's. Returns {name: [per-pass records]}."""
     runs = sweep_runs(runs)
-    epochs = default_settings(runs[0]["recipe"])["epochs"] if epochs is None else epochs
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a whole number of at least 1, not {epochs}")
+    epochs = check_epochs(epochs, runs[0]["recipe"])
     if len(test_set[1]) == 0:
         raise ValueError("no test images: the test set is empty")
     files = {}
@@ -204,26 +192,21 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
             check_outputs(*files[run["name"]])
     trainers, data = [], None
     for run in runs:
-        settings = default_settings(run["recipe"])
         model = LeNet5(device=device, seed=run.get("seed", 0),
-                       init=run.get("init") or settings["init"])
+                       init=run.get("init") or default_settings(run["recipe"])["init"])
         model.dataset = dataset
         if classes is not None:
             model.classes = tuple(classes)
         if data is None:   # the training set on the backend once, for every run
             data = (model.prepare_images(train_set[0]),
                     model.prepare_labels(train_set[1], len(train_set[1])))
-        trainers.append(Trainer(model, *data, recipe=run["recipe"], loss=run.get("loss"),
-                                j=run.get("j", MAP_J), seed=run.get("seed", 0), mu=run.get("mu"),
-                                schedule=run.get("schedule"), shuffle=run.get("shuffle", True),
-                                hessian_sample=run.get("hessian_sample", "random"),
-                                distort=run.get("distort", False)))
+        # the run's settings are Trainer's arguments (None: the recipe's default)
+        trainers.append(Trainer(model, *data, **{k: v for k, v in run.items()
+                                                 if k not in ("name", "init")}))
     n, r_count = trainers[0].n, len(trainers)
     side_by_side = _SideBySide(trainers, data)
-    first = trainers[0].model
     out(f"sweep of {r_count} run{'s' if r_count > 1 else ''} of the per-pattern recipe on "
-        f"{first.device}, {epochs} "
-        f"passes, {n} patterns")
+        f"{trainers[0].model.device}, {epochs} passes, {n} patterns")
     records = {run["name"]: [] for run in runs}
     for epoch in range(epochs):
         started = time.perf_counter()

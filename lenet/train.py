@@ -1,47 +1,22 @@
 """Training recipes for LeNet-5, on whichever backend the model runs on.
 
-    paper       stochastic diagonal Levenberg-Marquardt as the paper gives it:
-                before each pass the Gauss-Newton diagonal h_kk is estimated on
-                500 training patterns and held for the pass; each parameter
-                steps by eta / (mu + h_kk) times its gradient, mu = 0.02, after
-                every pattern (batch size 1); eta follows the paper's schedule
-                over 20 passes. mu is an argument (from the paper's initialisation
-                0.02 diverges: docs/recipes.md).
-    lecun       the paper's recipe as LeCun's own code starts it, with the choices
-                that reproduced the paper's figures here (docs/reproduction.md):
-                Lush's initialisation (init "lush": lenet.model.init_parameters),
-                the MAP loss (LECUN_LOSS, paper eq. 9), mu = LECUN_MU (in our units)
-                and the paper's eta schedule.
-    sdlm-batch  the same on mini-batches of B patterns (ours, not the paper's):
-                the step is SDLM_BATCH_SCALE * sqrt(B) * eta / (mu + h_kk) times
-                the gradient of the batch's mean loss, eta on the paper's
-                schedule (why that scale: docs/recipes.md).
-    sgd         mini-batch SGD with momentum on the batch's mean loss.
+    paper       stochastic diagonal Levenberg-Marquardt as the paper gives it: before
+                each pass the Gauss-Newton diagonal h_kk is estimated on 500 patterns;
+                each parameter steps by eta / (mu + h_kk) times its gradient after every
+                pattern, mu = 0.02, eta on the paper's schedule over 20 passes
+    lecun       the same as LeCun's own code starts it, the choices that reproduced the
+                paper's figures (docs/reproduction.md): init "lush", the MAP loss
+                (paper eq. 9), mu = LECUN_MU
+    sdlm-batch  the same on mini-batches of B (ours): SDLM_BATCH_SCALE * sqrt(B) times
+                the paper's steps, on the batch's mean loss (why: docs/recipes.md)
+    sgd         mini-batch SGD with momentum on the batch's mean loss
 
-Every step runs in the backend's fused kernels: the per-pattern recipes' steps in one
-kernel per chunk of patterns, on the GPU kernels/sdlm.py, on the CPU the compiled loop of
-kernels/cpu.py (step sizes eta / (mu + h) computed once a pass); the mini-batch steps and
-the curvature estimate through a fused step made once per batch size: on the GPU
-kernels/train_step.py (three launches, in a lenet.workspace.Workspace), on the CPU
-kernels/cpu.py's StepWorkspace (images split over every core). The tests hold them to
-kernels/reference.py. `sweep` runs many per-pattern runs side by side, one GPU block or
-one CPU core each (lenet sweep).
-
-Options of the SDLM recipes: the eta schedule (SCHEDULES), patterns shuffled or in
-order, the curvature's patterns (HESSIAN_SAMPLES), and the paper's random affine
-distortions drawn anew for every pattern of every pass (kernels/distort.py; with 10% of
-patterns left as they are).
-
-The training set lives on the backend (on the GPU: uploaded once). Each pass
-shuffles with a seeded host permutation (one index array per pass is the only
-upload); the fused step reads each batch through that index; loss and error counts
-accumulate on the backend, and the host reads back only the figures it prints.
-
-`train` writes the checkpoint after every pass and the log of the run (one JSON line
-per pass): the log replaces an older one only once the first pass has completed, so
-an interrupted first pass leaves the previous checkpoint and its log as they were.
-It refuses to overwrite a file that is not a checkpoint or not a log
-(`check_outputs`). The error rates after each pass are computed with a progress bar.
+Trainer runs the passes on the backend's fused kernels (per-pattern steps: one launch a
+chunk; mini-batch steps and the curvature: the fused step of ops.workspace), with the
+training set held on the backend and only the printed figures read back; `train` runs a
+whole training, writing the checkpoint and a JSON line of the log after every pass.
+Tested against tests/trainer_ref.py (float64) by tests/test_train.py, test_cpu.py and
+test_gpu_model.py.
 """
 
 import math
@@ -108,15 +83,9 @@ def default_settings(recipe):
 class Trainer:
     """Runs passes of one recipe over a training set held on the model's backend.
 
-    The per-pattern recipes' steps run in one kernel (GPU kernels/sdlm.py, CPU
-    kernels/cpu.py), the mini-batch steps and the curvature estimate through the fused
-    step made once per batch size (GPU kernels/train_step.py in a
-    lenet.workspace.Workspace, CPU kernels/cpu.py's StepWorkspace).
-
-    Memory: velocity, hessian, grads and rates are FlatBuffers (named views: .views[name]
-    or [name]); the model's parameters are model.params (views of model.flat_params).
-    A pass is begin_pass(), steps (step() for mini-batches), end_pass(); train_pass()
-    does all three.
+    velocity, hessian, grads and rates are FlatBuffers (named views of one flat array);
+    the parameters are the model's. A pass is begin_pass(), steps (step() for
+    mini-batches), end_pass(); train_pass() does all three.
     """
 
     def __init__(self, model, images, labels, recipe="sgd", batch_size=None, lr=None,
@@ -314,7 +283,8 @@ def error_rate(model, images, labels, progress=None):
     return float(np.mean(penalties(model, images, progress).argmin(axis=1) != labels))
 
 
-def _evaluate(model, images, labels, what, enabled):
+def evaluate(model, images, labels, what, enabled=True):
+    """error_rate with a progress bar "`what` error" (shown if `enabled`), erased after."""
     bar = Progress(len(labels), f"{what} error", enabled=enabled)
     try:
         return error_rate(model, images, labels, bar)
@@ -335,9 +305,7 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
     With validation_set (images held out of the training set, to choose settings on)
     each pass also records "validation_error"; test_set may then be None, so that the
     test set is not looked at (its "test_error" is None). Returns the per-pass records."""
-    epochs = default_settings(recipe)["epochs"] if epochs is None else epochs
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a whole number of at least 1, not {epochs}")
+    epochs = check_epochs(epochs, recipe)
     if test_set is None and validation_set is None:
         raise ValueError("no test set and no validation set: nothing to evaluate")
     for what, pair in (("test", test_set), ("validation", validation_set)):
@@ -369,6 +337,14 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
     return records
 
 
+def check_epochs(epochs, recipe):
+    """`epochs`, or the recipe's default when None; ValueError unless a whole number >= 1."""
+    epochs = default_settings(recipe)["epochs"] if epochs is None else epochs
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be a whole number of at least 1, not {epochs}")
+    return epochs
+
+
 def pass_record(trainer, epoch, step, result, seconds, train_set, test_set, progress,
                  evaluate_train, validation_set=None):
     """The JSON line of one pass of `trainer` (lenet train's log format); test_set None:
@@ -378,14 +354,14 @@ def pass_record(trainer, epoch, step, result, seconds, train_set, test_set, prog
     record = {"pass": epoch + 1, "recipe": recipe, "loss": trainer.loss, "step_size": step,
               "mu": None if recipe == "sgd" else trainer.mu,
               "train_loss": train_loss, "running_train_error": running_error,
-              "train_error": _evaluate(model, *train_set, "training", progress)
+              "train_error": evaluate(model, *train_set, "training", progress)
               if evaluate_train else None,
               "test_error": None if test_set is None
-              else _evaluate(model, *test_set, "test", progress),
+              else evaluate(model, *test_set, "test", progress),
               "seconds": seconds, "patterns_per_second": trainer.n / seconds,
               "device": model.device, "dataset": model.dataset}
     if validation_set is not None:
-        record["validation_error"] = _evaluate(model, *validation_set, "validation", progress)
+        record["validation_error"] = evaluate(model, *validation_set, "validation", progress)
         record["validation_size"] = len(validation_set[1])
     if recipe != "sgd":  # the SDLM choices that docs/reproduction.md compares
         record.update(schedule=trainer.schedule, shuffle=trainer.shuffle,

@@ -1,23 +1,8 @@
-"""Memory for training, allocated once: parameter-shaped flat buffers with named views,
-and the GPU workspace of the fused training step.
-
-    FlatBuffer(flat)            one flat array of PARAMETERS_LEN in PARAMETER_AT order
-                                (kernels/architecture.py); .views[name] are views of it
-                                shaped as PARAMETER_SHAPES (writing a view
-                                writes the buffer). The model's parameters are one (its
-                                `params` ARE the views: the kernels read the flat
-                                buffer, the user the views); a Trainer's gradients,
-                                velocities, curvature and step sizes are four more.
-    Workspace(batch, ...)       the GPU's buffers for the fused step at one batch size
-                                (kernels/train_step.py): per-image rows of every
-                                activation and delta named by layer (.rows), the blocks'
-                                and splits' partial sums, the grids for each image count.
-                                step() launches the three kernels with no checks and no
-                                allocation: the workspace checked and sized everything
-                                when it was built.
-
-Backends make them (ops.parameter_buffer(), GPUOps.workspace(batch)); a workspace
-serves one batch size and any smaller count (the last, partial batch of a pass).
+"""Memory for training, allocated once (llm.c's habit): FlatBuffer, a parameter-shaped
+flat array with named views (the model's parameters, a Trainer's gradients, velocities,
+curvature and step sizes), and Workspace, the GPU's buffers for the fused training step
+of kernels/train_step.py at one batch size (and any smaller count: a pass's last batch).
+Backends make them (ops.parameter_buffer(), GPUOps.workspace(batch)).
 """
 
 import numpy as np
@@ -26,7 +11,9 @@ from lenet.kernels.architecture import PARAMETER_AT, PARAMETER_SHAPES, PARAMETER
 
 
 class FlatBuffer:
-    """A flat parameter-shaped array and its named views (module docstring)."""
+    """One flat array of PARAMETERS_LEN in PARAMETER_AT order (kernels/architecture.py)
+    and .views[name], views of it shaped as PARAMETER_SHAPES: the kernels read the flat
+    array, the user the views, and writing a view writes the buffer."""
 
     def __init__(self, flat):
         if tuple(flat.shape) != (PARAMETERS_LEN,):
@@ -41,7 +28,9 @@ class FlatBuffer:
 
 
 class Workspace:
-    """Everything kernels/train_step.py needs for steps of up to `batch` images.
+    """Everything kernels/train_step.py needs for steps of up to `batch` images, checked
+    and sized once, so that step() launches its three kernels with no checks and no
+    allocation.
 
     rows[name]   (batch, length) device views of the activation rows: a1..a6 (each
                  layer's output), y, dy, hy, loss (per image: loss, misclassified), d1..d6

@@ -374,6 +374,16 @@ def test_page_files_are_served(demo_server):
         assert element in page
 
 
+def test_head_gives_get_s_headers_without_the_body(demo_server):
+    with open(os.path.join(os.path.dirname(server.__file__), "static", "index.html"),
+              "rb") as f:
+        size = len(f.read())
+    status, headers, body = request(demo_server, "HEAD", "/")
+    assert (status, headers["Content-Length"], body) == (200, str(size), b"")
+    status, headers, body = request(demo_server, "HEAD", "/api/nothing")
+    assert status == 404 and int(headers["Content-Length"]) > 0 and body == b""
+
+
 def test_static_files_stay_in_their_folder(demo_server, tmp_path):
     """No path reaches a file outside the page's folder: the server's own source one
     folder up, the system's files, encoded and doubled dots, and a symlink out."""

@@ -1,6 +1,6 @@
 """What several `lenet` commands share: UserError (a user's mistake, printed as one line
-with exit status 2), the data options and loading a split, the checkpoint option and
-loading a model from it or from the shipped weights, and the first N images of a split."""
+with exit status 2), the data, device and checkpoint options, loading a split and a model
+(from a checkpoint or the shipped weights), and the first N images of a split."""
 
 import os
 import sys
@@ -12,9 +12,10 @@ class UserError(Exception):
     """A mistake in what the user asked for: printed as one line, exit 2."""
 
 
-DEVICES = ["cpu", "gpu", "auto"]
-DEVICE_HELP = ("where to run: NumPy on the CPU, the CUDA kernels, or the GPU when one is "
-               "present (default: auto)")
+def add_device_option(p):
+    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
+                   help="where to run: the compiled CPU code, the CUDA kernels, or the GPU "
+                   "when one is present (default: auto)")
 
 
 def add_data_options(p):
@@ -59,6 +60,10 @@ CHECKPOINT_HELP = ("a .npz written by `lenet train` (default: the trained weight
                    "their errors and how they were chosen: docs/reproduction.md)")
 
 
+def add_checkpoint_option(p, help=CHECKPOINT_HELP):
+    p.add_argument("--checkpoint", metavar="FILE", help=help)
+
+
 def checkpoint_path(args):
     """args.checkpoint, or the shipped weights when none was given (args.checkpoint is
     set to their path, which the messages then name)."""
@@ -72,32 +77,35 @@ def checkpoint_path(args):
 
 
 def load_model(path, device):
-    from lenet.checkpoint import CheckpointError
-    from lenet.model import LeNet5
-    try:
-        return LeNet5.load(path, device=device)
-    except CheckpointError as e:
-        raise UserError(str(e)) from e
-    except (NotImplementedError, ValueError) as e:  # no GPU backend, bad dtype for it
-        raise UserError(f"cannot use device {device!r}: {e}") from e
-
-
-def shipped_model(device):
-    """LeNet5.pretrained(device), or a UserError when no weights ship with the package."""
+    """LeNet5.load(path, device), or with path None LeNet5.pretrained(device); UserError
+    for a file that is not a checkpoint, no shipped weights, or a device it cannot use."""
     from lenet.checkpoint import CheckpointError
     from lenet.model import LeNet5
     pretrained = getattr(LeNet5, "pretrained", None)  # tests/test_demo.py takes it away
     try:
+        if path is not None:
+            return LeNet5.load(path, device=device)
         if pretrained is None:
             raise FileNotFoundError
         return pretrained(device=device)
     except CheckpointError as e:
         raise UserError(str(e)) from e
     except FileNotFoundError:
+        if path is not None:
+            raise
         raise UserError("no trained weights ship with this installation: give --checkpoint "
                         "FILE (a .npz written by `lenet train`)") from None
-    except (NotImplementedError, ValueError) as e:
+    except (NotImplementedError, ValueError) as e:  # no GPU backend, bad dtype for it
         raise UserError(f"cannot use device {device!r}: {e}") from e
+
+
+def model_and_split(args, split_name):
+    """The model of --checkpoint (default: the shipped weights) and one split of its data
+    set, or of the one given (a note on stderr when they differ)."""
+    model = load_model(checkpoint_path(args), args.device)
+    split = load_data(split_name, args, default=model.dataset)
+    note_other_data(model, split, args.checkpoint)
+    return model, split
 
 
 def one_line(error):

@@ -4,13 +4,12 @@ weights; the test set's mistakes are found in the background while the page is u
 import sys
 
 from lenet.commands.common import (
-    DEVICE_HELP,
-    DEVICES,
     UserError,
+    add_checkpoint_option,
     add_data_options,
+    add_device_option,
     load_data,
     load_model,
-    shipped_model,
 )
 
 
@@ -23,10 +22,10 @@ def add(sub):
                        "the test set's mistakes (as `lenet show errors` finds them) and the "
                        "paper's random distortions of an image. The model runs on the "
                        "server; the drawing is prepared as `lenet predict` prepares a file.")
-    p.add_argument("--checkpoint", metavar="FILE", help="a .npz written by `lenet train` "
-                   "(default: the trained weights shipped with the package)")
+    add_checkpoint_option(p, "a .npz written by `lenet train` (default: the trained "
+                          "weights shipped with the package)")
     add_data_options(p)
-    p.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+    add_device_option(p)
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default "
                    "127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0: any "
@@ -41,8 +40,7 @@ def run(args):
     from lenet.demo.server import DemoServer
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must lie in 0..65535, not {args.port}")
-    model = (load_model(args.checkpoint, args.device) if args.checkpoint is not None
-             else shipped_model(args.device))
+    model = load_model(args.checkpoint, args.device)
 
     def load_test():  # in the background: the page is up while the test set runs
         split = load_data("test", args, default=model.dataset)

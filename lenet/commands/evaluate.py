@@ -2,13 +2,11 @@
 test or training set of its data set, or of the one given."""
 
 from lenet.commands.common import (
-    CHECKPOINT_HELP,
     UserError,
+    add_checkpoint_option,
     add_data_options,
-    checkpoint_path,
-    load_data,
-    load_model,
-    note_other_data,
+    add_device_option,
+    model_and_split,
     split_labels,
 )
 
@@ -17,10 +15,9 @@ def add(sub):
     p = sub.add_parser("eval", help="error rate of a checkpoint on a test set",
                        description="Print the error rate of a checkpoint on the test set "
                        "(or the training set) of its data set, or of the one given.")
-    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    add_checkpoint_option(p)
     add_data_options(p)
-    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
-                   help="where to run (default: auto)")
+    add_device_option(p)
     p.add_argument("--split", choices=["test", "train"], default="test",
                    help="which set (default: test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -29,17 +26,12 @@ def add(sub):
 
 def run(args):
     from lenet.data import preprocess
-    from lenet.progress import Progress
-    from lenet.train import error_rate
-    model = load_model(checkpoint_path(args), args.device)
-    split = load_data(args.split, args, default=model.dataset)
-    note_other_data(model, split, args.checkpoint)
+    from lenet.train import evaluate
+    model, split = model_and_split(args, args.split)
     labels = split_labels(split)
     if len(labels) == 0:
         raise UserError(f"{split.directory}: the {args.split} files hold no images")
-    bar = Progress(len(labels), f"{args.split} error", enabled=not args.no_progress)
-    rate = error_rate(model, preprocess(split.images), labels, bar)
-    bar.close(keep=False)
+    rate = evaluate(model, preprocess(split.images), labels, args.split, not args.no_progress)
     errors = round(rate * len(labels))
     print(f"{args.split} error: {100 * rate:.2f}% ({errors} of {len(labels)}) "
           f"[{args.checkpoint}, {model.device}, {split.title}]")

@@ -3,11 +3,7 @@ an existing file is replaced only with --force, never the checkpoint itself."""
 
 import os
 
-from lenet.commands.common import (
-    UserError,
-    load_model,
-    shipped_model,
-)
+from lenet.commands.common import UserError, add_checkpoint_option, load_model
 
 
 def add(sub):
@@ -20,9 +16,8 @@ def add(sub):
                        "(pip install 'lenet5-cuda[onnx]').")
     p.add_argument("--format", default="onnx", metavar="FORMAT",
                    help="the file format: onnx (the only one, and the default)")
-    p.add_argument("--checkpoint", metavar="FILE", help="a .npz written by `lenet train` "
-                   "(default: the weights shipped with the package, where this version has "
-                   "them)")
+    add_checkpoint_option(p, "a .npz written by `lenet train` (default: the weights shipped "
+                          "with the package, where this version has them)")
     p.add_argument("--out", metavar="FILE", help="the file to write (default: the "
                    "checkpoint's name with .onnx, or lenet5.onnx); an existing file is "
                    "replaced only with --force")
@@ -50,8 +45,7 @@ def run(args):
     if os.path.lexists(out) and not args.force:
         raise UserError(f"{out} exists; refusing to overwrite it (give --force to replace "
                         "it, or another --out)")
-    model = (load_model(args.checkpoint, "cpu") if args.checkpoint is not None
-             else shipped_model("cpu"))
+    model = load_model(args.checkpoint, "cpu")
     try:
         export.to_onnx(model, out, overwrite=args.force)
     except OSError as e:

@@ -7,10 +7,9 @@ import os
 import numpy as np
 
 from lenet.commands.common import (
-    CHECKPOINT_HELP,
-    DEVICE_HELP,
-    DEVICES,
     UserError,
+    add_checkpoint_option,
+    add_device_option,
     checkpoint_path,
     load_model,
     one_line,
@@ -29,12 +28,12 @@ def add(sub):
                        "better) per image.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files, one "
                    "digit each")
-    p.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
+    add_checkpoint_option(p)
     p.add_argument("--idx", metavar="FILE", help="an IDX image file (e.g. MNIST's "
                    "t10k-images-idx3-ubyte.gz) to take images from, with --index")
     p.add_argument("--index", nargs="+", type=int, metavar="K", help="which images of "
                    "--idx (0-based)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+    add_device_option(p)
     p.add_argument("--json", action="store_true", help="print a JSON list of {\"file\", "
                    "\"class\" (0..9), \"name\", \"penalties\"}; IDX entries also have "
                    "\"index\"; for digit data sets \"digit\" repeats the class")
@@ -63,6 +62,7 @@ def _idx_digits(path, indices):
 
 def run(args):
     from lenet.data import preprocess
+    from lenet.datasets import DIGITS
     from lenet.images import ImageError, load_digits
     if not args.images and args.idx is None:
         raise UserError("give IMAGE files, or --idx FILE --index K")
@@ -78,7 +78,7 @@ def run(args):
         digits = np.concatenate([digits, _idx_digits(args.idx, args.index)])
         names += [{"file": args.idx, "index": k} for k in args.index]
     penalties = np.asarray(model.forward(preprocess(digits)))
-    digits_only = tuple(model.classes) == tuple(str(d) for d in range(10))
+    digits_only = tuple(model.classes) == DIGITS
     results = []
     for name, y in zip(names, penalties, strict=True):
         k = int(y.argmin())

@@ -7,14 +7,14 @@ import os
 import numpy as np
 
 from lenet.commands.common import (
-    CHECKPOINT_HELP,
-    DEVICE_HELP,
-    DEVICES,
     UserError,
+    add_checkpoint_option,
     add_data_options,
+    add_device_option,
     checkpoint_path,
     load_data,
     load_model,
+    model_and_split,
     note_other_data,
     split_labels,
 )
@@ -38,13 +38,13 @@ def add(sub):
              "(120 as a 20x6 grid), F6 (84 as the 7x12 grid the RBF compares with its "
              "bitmaps, beside the winner's bitmap) and the ten RBF penalties, the winner "
              "highlighted. 1400x700 pixels.")
-    m.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
+    add_checkpoint_option(m)
     which = m.add_mutually_exclusive_group(required=True)
     which.add_argument("--image", metavar="FILE", help="a PNG or JPEG of one digit")
     which.add_argument("--index", type=int, metavar="K", help="test image K (0-based) of "
                        "the checkpoint's data set, or of the one given")
     add_data_options(m)
-    m.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+    add_device_option(m)
 
     mode("prototypes", "the ten 7x12 RBF bitmaps (no checkpoint needed)",
          "The ten fixed 7x12 bitmaps that the output layer's RBF units compare F6 "
@@ -62,9 +62,9 @@ def add(sub):
              "(or of the one given) and the misclassified images it was most sure of "
              "(largest margin between the smallest and second smallest penalty). "
              "1400x650 pixels.")
-    m.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
+    add_checkpoint_option(m)
     add_data_options(m)
-    m.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+    add_device_option(m)
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     m.add_argument("--count", type=int, default=24, help="how many mistakes to draw, "
                    "at most 24 (default 24)")
@@ -124,9 +124,7 @@ def _show_errors(args, show):
         raise UserError(f"--count must lie in 1..{show.MAX_ERRORS}, not {args.count}")
     from lenet.progress import Progress
     from lenet.train import penalties
-    model = load_model(checkpoint_path(args), args.device)
-    split = load_data("test", args, default=model.dataset)
-    note_other_data(model, split, args.checkpoint)
+    model, split = model_and_split(args, "test")
     if len(split.labels) == 0:
         raise UserError(f"{split.directory}: the test files hold no images")
     bar = Progress(len(split.labels), "test set", enabled=not args.no_progress)
@@ -166,17 +164,13 @@ def _show_curves(args, show):
                             caption=os.path.basename(args.log))
 
 
+def _show_prototypes(args, show):
+    return show.draw_prototypes(_out_file(args.out, "prototypes"))
+
+
 def run(args):
     from lenet import show
-    if args.mode == "maps":
-        path = _show_maps(args, show)
-    elif args.mode == "errors":
-        path = _show_errors(args, show)
-    elif args.mode == "curves":
-        path = _show_curves(args, show)
-    elif args.mode == "distortions":
-        path = _show_distortions(args, show)
-    else:
-        path = show.draw_prototypes(_out_file(args.out, "prototypes"))
-    print(path)
+    draw = {"maps": _show_maps, "errors": _show_errors, "curves": _show_curves,
+            "distortions": _show_distortions, "prototypes": _show_prototypes}[args.mode]
+    print(draw(args, show))
     return 0

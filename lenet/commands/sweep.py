@@ -9,14 +9,18 @@ import sys
 
 from lenet.commands import train as train_command
 from lenet.commands.common import (
-    DEVICE_HELP,
-    DEVICES,
     UserError,
     add_data_options,
+    add_device_option,
     first_images,
     load_data,
 )
-from lenet.commands.train import check_numbers
+from lenet.commands.train import (
+    add_pass_options,
+    add_size_options,
+    check_counts,
+    check_numbers,
+)
 
 SWEEP_EXAMPLE = ('{"base": {"recipe": "lecun"}, "grid": {"mu": [0.5, 1], "seed": [0, 1, 2]}}')
 
@@ -35,17 +39,13 @@ def add(sub):
                    "lecun, default lecun) or an object {\"base\": {...}, \"grid\": {key: "
                    f"[values]}}}}: every combination, e.g. '{SWEEP_EXAMPLE}'")
     add_data_options(p)
-    p.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+    add_device_option(p)
     p.add_argument("--epochs", type=int, help="passes over the training set (default 20)")
-    p.add_argument("--train-size", type=int, help="use only the first N training images")
-    p.add_argument("--test-size", type=int, help="report the test error on only the first N "
-                   "test images (default: all)")
+    add_size_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="directory for every run's "
                    "checkpoint and log (made if missing; existing files of those names are "
                    "replaced only if they are checkpoints and logs)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--fast", action="store_true", help="skip the full training-set error "
-                   "after each pass (print the running error of the pass instead)")
+    add_pass_options(p)
     return p
 
 
@@ -87,11 +87,7 @@ def _check_as_train(run):
 
 def run(args):
     from lenet.sweep import sweep, sweep_runs
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, not {args.epochs}")
-    for option, value in (("--train-size", args.train_size), ("--test-size", args.test_size)):
-        if value is not None and value < 1:
-            raise UserError(f"{option} must be at least 1, not {value}")
+    check_counts(args, "--epochs", "--train-size", "--test-size")
     text = args.runs
     if not text.lstrip().startswith(("[", "{")):
         try:
@@ -114,18 +110,12 @@ def run(args):
     test_set = first_images(test_split, args.test_size, "--test-size")
     print(f"data: {train_split.title} from {train_split.directory} "
           f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
-    device = args.device
-    if device == "auto":
-        from lenet.model import gpu_available
-        device = "gpu" if gpu_available() else "cpu"
     try:
-        sweep(runs, train_set, test_set, epochs=args.epochs, device=device, out_dir=args.out,
+        sweep(runs, train_set, test_set, epochs=args.epochs, device=args.device, out_dir=args.out,
               progress=not args.no_progress, evaluate_train=not args.fast,
               classes=train_split.classes,
               dataset=train_split.dataset.name if train_split.dataset else None)
-    except NotImplementedError as e:
-        raise UserError(str(e)) from e
-    except ValueError as e:   # files in --out that are not ours to replace
+    except (NotImplementedError, ValueError) as e:  # no GPU; files in --out not ours to replace
         raise UserError(str(e)) from e
     except KeyboardInterrupt:
         print(f"\ninterrupted; every run's last complete pass is in {args.out}",

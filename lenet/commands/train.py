@@ -1,6 +1,6 @@
 """`lenet train`: train one model with lenet.train.train, writing its checkpoint after
 every pass and its log. check_numbers holds the ranges of the training options, which
-`lenet sweep` also applies to every run."""
+`lenet sweep` also applies to every run; the options both take are added here once."""
 
 import math
 import os
@@ -9,6 +9,7 @@ import sys
 from lenet.commands.common import (
     UserError,
     add_data_options,
+    add_device_option,
     first_images,
     load_data,
 )
@@ -24,9 +25,7 @@ def add(sub):
                        "test error after every pass and saving the checkpoint after each "
                        "one (Ctrl-C keeps the last complete one).")
     add_data_options(p)
-    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
-                   help="where to train: NumPy on the CPU, the CUDA kernels, or the GPU "
-                   "when one is present (default: auto)")
+    add_device_option(p)
     p.add_argument("--recipe", choices=t.RECIPES, default="lecun",
                    help="lecun (the default) reproduces the paper; paper: per-pattern "
                    "stochastic diagonal Levenberg-Marquardt as published (20 passes; with "
@@ -75,9 +74,7 @@ def add(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and "
                    "shuffling, 0 or more: the same seed on the same device repeats a run "
                    "bit for bit (on the GPU for batches of up to 4096 images)")
-    p.add_argument("--train-size", type=int, help="use only the first N training images")
-    p.add_argument("--test-size", type=int, help="report the test error on only the first N "
-                   "test images (default: all)")
+    add_size_options(p)
     p.add_argument("--validation", type=int, metavar="N", help="hold out the last N training "
                    "images (of the first --train-size) as a validation set: train on the others, "
                    "record the validation error after every pass, and leave the test set "
@@ -89,20 +86,36 @@ def add(sub):
                    "checkpoint's name with .log.jsonl); an older log there is replaced once "
                    "the first pass has completed (not before), and a file that is not a "
                    "training log is never overwritten")
+    add_pass_options(p)
+    return p
+
+
+def add_size_options(p):
+    p.add_argument("--train-size", type=int, help="use only the first N training images")
+    p.add_argument("--test-size", type=int, help="report the test error on only the first N "
+                   "test images (default: all)")
+
+
+def add_pass_options(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--fast", action="store_true", help="skip the full training-set error "
                    "after each pass (print the running error of the pass instead)")
-    return p
+
+
+def check_counts(args, *options):
+    """UserError unless each of these options, when given, is at least 1."""
+    for option in options:
+        value = getattr(args, option[2:].replace("-", "_"))
+        if value is not None and value < 1:
+            raise UserError(f"{option} must be at least 1, not {value}")
 
 
 def check_numbers(args):
     """UserError for a nonsensical number or combination among the training options."""
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, not {args.epochs}")
+    check_counts(args, "--epochs")
     if args.recipe == "sgd" and (args.schedule or args.hessian_sample != "random"):
         raise UserError("--schedule and --hessian-sample belong to the SDLM recipes, not sgd")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
+    check_counts(args, "--batch-size")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise UserError(f"--lr must be a positive number, not {args.lr}")
     if not (math.isfinite(args.momentum) and 0 <= args.momentum < 1):
@@ -111,10 +124,7 @@ def check_numbers(args):
         raise UserError(f"--mu must be a positive number, not {args.mu}")
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, not {args.seed}")
-    for option, value in (("--train-size", args.train_size), ("--test-size", args.test_size),
-                          ("--validation", args.validation)):
-        if value is not None and value < 1:
-            raise UserError(f"{option} must be at least 1, not {value}")
+    check_counts(args, "--train-size", "--test-size", "--validation")
 
 
 def run(args):
@@ -141,13 +151,13 @@ def run(args):
     train_set, validation_set = _hold_out(train_set, args.validation)
     if validation_set is None:
         test_set = first_images(load_data("test", args), args.test_size, "--test-size")
-        print(f"data: {train_split.title} from {train_split.directory} "
-              f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
+        other = f"{len(test_set[1]):,} test images"
     else:
         test_set = None
-        print(f"data: {train_split.title} from {train_split.directory} "
-              f"({len(train_set[1]):,} training, the last {len(validation_set[1]):,} held out "
-              "for validation; the test set is not read)")
+        other = (f"the last {len(validation_set[1]):,} held out for validation; the test set "
+                 "is not read")
+    print(f"data: {train_split.title} from {train_split.directory} "
+          f"({len(train_set[1]):,} training, {other})")
     try:
         model = LeNet5(device=args.device, seed=args.seed,
                        init=args.init or default_settings(args.recipe)["init"])

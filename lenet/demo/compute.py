@@ -1,19 +1,11 @@
 """The demo's computation: one digit through every layer of the project's own model.
 
-    Demo(model, load_test=None)    the model, its lock and the test set's mistakes
-    demo.drawing(grey, step)       a drawing (grey levels, any size) through the network
-    demo.mistake(k, step)          the k-th surest mistake on the test set, the same way
-    demo.find_mistakes()           run the test set once (a background thread calls it)
-    distortion(step)               the step-th of the paper's affine distortions, and its
-                                   translation, scale, squeeze and shear in words
-
-A drawing is prepared exactly as `lenet predict` prepares an image file: lenet.images'
-ink (background from the border, stretched) and center_digit (cropped, scaled to 20
-pixels, centred by mass in 28x28), then lenet.data.preprocess (32x32, -0.1..1.175).
-The mistakes are those `lenet show errors` draws: lenet.train.penalties over the test
-set, ordered by lenet.show.surest_mistakes (largest margin first), all of them.
-Every answer holds each layer's activations (LeNet5.forward_all), the ten penalties
-and the class names; the page only draws them. Tested by tests/test_demo.py.
+A drawing is prepared exactly as `lenet predict` prepares an image file (lenet.images'
+ink and center_digit, then lenet.data.preprocess); the mistakes are those `lenet show
+errors` draws (lenet.train.penalties over the test set, lenet.show.surest_mistakes), all
+of them. Every answer holds each layer's activations (LeNet5.forward_all), the ten
+penalties and the class; `distortion(step)` gives the paper's affine distortions with
+their translation, scale, squeeze and shear in words. Tested by tests/test_demo.py.
 """
 
 import contextlib

@@ -1,23 +1,16 @@
-"""The demo's web server: the page's files and a small JSON API over lenet.demo.compute.
+"""The demo's web server: the page's files and a small JSON API over lenet.demo.compute,
+on the standard library's ThreadingHTTPServer (a thread per connection, keep-alive: all a
+local demo needs, without a framework to install).
 
-The standard library's ThreadingHTTPServer: no new dependency, a thread per connection
-(many clients at once) and keep-alive, which is all a local demo needs (its latency:
-bench/results/2026-12-06-demo-latency/); a framework would add an install for nothing
-the page uses.
-
-    GET  /, /NAME           the page's files: only the regular files of static/, listed
-                            and read once at start (no path from a request reaches the
-                            file system)
+    GET  /, /NAME           the regular files of static/, read once at start (no path
+                            from a request reaches the file system)
     GET  /api/info          class names, data set, device, the mistakes' state
-    POST /api/draw          {"width": W, "height": H, "pixels": base64 of W*H grey bytes,
-                            row by row (0 black .. 255 white), "step": distortion 0..}
+    POST /api/draw          {"width", "height", "pixels": base64 of W*H grey bytes row by
+                            row (0 black .. 255 white), "step": distortion 0..}
     GET  /api/mistake?k=K&step=S   the test set's K-th surest mistake (0-based)
 
-An answer: {"layers": {name: {"shape", "data": base64 little-endian float32}}, "penalties",
-"answer", "name", "step", "distortion", "ms"} (and "mistake" for a mistake). A bad
-request gets a 4xx and {"error": one line}: 413 too large, 411 no length, 400 malformed,
-422 wrong shape or a blank drawing, 404 unknown, 405 wrong method; never a traceback.
-Tested by tests/test_demo.py; timed by bench/demo_latency.py.
+Answers carry each layer as its shape and base64 little-endian float32 (`encode`). A bad
+request gets a 4xx and {"error": one line}, never a traceback. Tested by tests/test_demo.py.
 """
 
 import base64
@@ -171,8 +164,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._serve(self._get)
 
-    def do_HEAD(self):
-        self._serve(self._get)
+    do_HEAD = do_GET    # _send leaves the body out
 
     def do_POST(self):
         self._serve(self._post)
@@ -244,7 +236,6 @@ class Handler(BaseHTTPRequestHandler):
             return 200, encode(self.server.demo.drawing(grey, step)), "application/json"
         except DrawingError as e:
             raise RequestError(422, str(e)) from None
-
 
     def _drain(self, length):
         """Read and drop a refused body of up to DRAIN bytes, so that the client, still
