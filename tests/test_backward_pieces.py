@@ -52,7 +52,7 @@ def deltas(shape, order, seed):
 
 
 def through(order, d, out):
-    return ref.squash_backward_ref(d, out) if order == 1 else ref.squash_backward2_ref(d, out)
+    return ref.squash_backward_ref(d, out, order)
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -61,8 +61,7 @@ def test_rbf_delta(params, n, order):
     x6 = activations(n, params, seed=n)["F6"]
     dy = deltas((n, 10), 1, seed=1)
     hy = deltas((n, 10), 2, seed=2)
-    want = through(order, ref.rbf_backward_ref(dy, x6, RBF_CENTERS) if order == 1
-                   else ref.rbf_backward2_ref(hy, dy, x6, RBF_CENTERS), x6)
+    want = through(order, ref.rbf_backward_ref(dy, x6, RBF_CENTERS, order, hy), x6)
     d6 = poisoned((n, 84))
     bw.rbf_delta_all(d6, dev(dy), dev(hy), dev(x6), dev(RBF_CENTERS.ravel()), order)
     assert_close(d6.copy_to_host(), want, what=f"F6 delta, order {order}")
@@ -76,8 +75,7 @@ def test_dense_delta_and_grads(params, n, layer, order):
     x = activations(n, params, seed=10 + n)[below].reshape(n, -1)   # the layer's input
     w = params[f"{layer}.weight"].reshape(-1, x.shape[1]).astype(np.float32).astype(np.float64)
     d = deltas((n, w.shape[0]), order, seed=3)
-    backward = ref.full_backward_ref if order == 1 else ref.full_backward2_ref
-    dx, dw, db = backward(d, x, w)
+    dx, dw, db = ref.full_backward_ref(d, x, w, order)
     got_dx, got_dw, got_db = poisoned(x.shape), poisoned(w.shape), poisoned(w.shape[:1])
     bw.dense_delta_all(got_dx, dev(d), dev(w.ravel()), dev(x), order)
     bw.dense_grads_all(got_dw, got_db, dev(d), dev(x), order)
@@ -95,8 +93,7 @@ def test_subsample_delta_and_grads(params, n, layer, order):
     coef = params[f"{layer}.coef"].astype(np.float32).astype(np.float64)
     maps, size = x.shape[1], x.shape[2] // 2
     d = deltas((n, maps, size, size), order, seed=4)
-    backward = ref.subsample_backward_ref if order == 1 else ref.subsample_backward2_ref
-    dx, dcoef, dbias = backward(d, x, coef)
+    dx, dcoef, dbias = ref.subsample_backward_ref(d, x, coef, order)
     got_dx, got_dc, got_db = poisoned((n, x[0].size)), poisoned(maps), poisoned(maps)
     bw.subsample_delta_all(got_dx, dev(d.reshape(n, -1)), dev(x.reshape(n, -1)), dev(coef),
                            order)
@@ -113,8 +110,7 @@ def test_c1_grads(params, n, order):
     x = activations(n, params, seed=30 + n)["input"]
     w = params["C1.weight"]
     d = deltas((n, 6, 28, 28), order, seed=5)
-    backward = ref.conv_backward_ref if order == 1 else ref.conv_backward2_ref
-    _, dw, db = backward(d, x, w, CONV_TABLES["C1"], False)
+    _, dw, db = ref.conv_backward_ref(d, x, w, CONV_TABLES["C1"], order, need_dx=False)
     got_dw, got_db = poisoned(w.shape), poisoned(6)
     bw.c1_grads_all(got_dw, got_db, dev(d.reshape(n, -1)), dev(x.reshape(n, -1)), order)
     assert_close(got_dw.copy_to_host(), dw, what=f"C1 weights, order {order}")
@@ -134,8 +130,7 @@ def check_c3(params, n, order, table, seed):
     a2 = activations(n, params, seed=seed)["S2"]
     w = params["C3.weight"].astype(np.float32).astype(np.float64)
     d = deltas((n, 16, 10, 10), order, seed=6)
-    backward = ref.conv_backward_ref if order == 1 else ref.conv_backward2_ref
-    dx, dw, db = backward(d, a2, w, table)
+    dx, dw, db = ref.conv_backward_ref(d, a2, w, table, order)
     got_dw, got_db, got_dx = poisoned(w.shape), poisoned(16), poisoned((n, a2[0].size))
     bw.c3_grads_all(got_dw, got_db, dev(d.reshape(n, -1)), dev(a2.reshape(n, -1)),
                     c3_table(table), order)
