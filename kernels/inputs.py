@@ -1,21 +1,11 @@
-"""Checks of a user's input on the device: the first image holding a NaN or an infinity.
+"""The first image of a device array holding a NaN or an infinity, found on the device:
+first_nonfinite(x) on the default stream, or NonfiniteCheck ordered on a stream among
+other work (the fused inference path checks its input this way, one wait for the check
+and the forward pass). Only the 4-byte answer comes back to the host, through a mapped
+int32 made once per check: a call allocates nothing and launches once. CPU reference:
+first_nonfinite_ref.
 
-    first_nonfinite(x)             index of the first image of x (N, ...) with a NaN or
-                                   infinite value, or -1 if every value is finite; waits
-                                   for the default stream only, not the whole device
-    NonfiniteCheck(stream)         the same check ordered on a stream among other work:
-                                   launch(x), then, once the stream is synchronized,
-                                   result(); the fused inference path checks its input
-                                   this way with one wait for check and forward pass
-    nonfinite_error(index, dtype)  the ValueError that names the image
-
-x is a C-contiguous float32 device array of any image shape, viewed as (N, P). Only
-the 4-byte answer comes back to the host, through a mapped (host-visible) int32 made
-once per check: a call allocates nothing and launches once. The model refuses bad
-device input (lenet/model.py) without copying the images. Its CPU reference is
-`first_nonfinite_ref`.
-
-Test: pytest -q tests/test_model.py -k nonfinite
+Test: pytest -q tests/test_inputs.py; pytest -q tests/test_model.py -k nonfinite
 """
 
 import functools
@@ -91,7 +81,7 @@ def _default_check():
 
 def first_nonfinite(x):
     """Index of the first image of the float32 device array x (N, ...) holding a NaN
-    or an infinite value, or -1."""
+    or an infinite value, or -1; waits for the default stream only, not the whole device."""
     with _answer_lock:
         check = _default_check()
         check.launch(x)
