@@ -323,22 +323,14 @@ def backward_ref(params, forward, order=1):
 def sdlm_steps_ref(params, rates, images, labels, order, loss="mse", j=MAP_J):
     """The paper's per-pattern SDLM steps: for n = order[0], order[1], ... in turn, the
     gradient g of pattern n's loss and param -= rates[name] * g, so that each pattern
-    sees the parameters its predecessor left. rates: eta / (mu + h) by parameter name.
+    sees the parameters its predecessor left (minibatch_steps_ref with batches of one).
+    rates: eta / (mu + h) by parameter name.
 
     Returns (parameters after, stats [sum of the losses, misclassified count], the last
     pattern's forward_ref and backward_ref)."""
-    p = _float64_params(params)
-    rates = _float64_params(rates)
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    stats = np.zeros(2)
-    fwd = bwd = None
-    for n in np.asarray(order).reshape(-1):
-        fwd = forward_ref(p, images[n:n + 1], labels[n:n + 1], loss, j)
-        bwd = backward_ref(p, fwd)
-        stats += fwd["losses"][0], fwd["errors"]
-        for name in p:
-            p[name] = p[name] - rates[name] * bwd[name]
+    p, _, stats, fwd, bwd = minibatch_steps_ref(params, images, labels,
+                                                np.asarray(order).reshape(-1), 1, loss, j,
+                                                rates=rates)
     return p, stats, fwd, bwd
 
 
