@@ -35,7 +35,7 @@ from .forward_pieces import (
     registers,
 )
 
-C1_GRAD_COLS = C1_SIZE // 2     # c1_weight_grads covers half a row of C1 per call
+C1_GRAD_COLS = C1_SIZE // 2     # c1_grad_sums covers half a row of C1 per task
 C1_GRAD_WIN = C1_GRAD_COLS + K - 1
 C3_GRAD_WIN = C3_SIZE + K - 1
 C1_GRAD_TASKS = C1_MAPS * 7 * 2     # (C1 map, band of 4 rows, half row)
@@ -228,53 +228,28 @@ def subsample_grads(d, d_stride, x, x_stride, images, size, order, m):
 # ------------------------------------------------------------------ convolutions
 
 @device_function
-def c1_weight_grads(out, d, x, y0, x0, order, accumulate):
-    """C1 map's 25 weight sums and its bias sum over the output rows y0 .. y0 + 3 and
-    columns x0 .. x0 + 13 of one image, into out (26,) (added to it if accumulate):
-    out[5 u + v] = sum d[y, x] x[y + u, x + v] (x^2 for order 2), out[25] = sum d.
-    d (28*28,) one C1 map's delta, x (32*32,) the input image."""
+def weight_grads(out, d, d_width, x, x_width, y0, x0, rows, cols, win, order, accumulate):
+    """One (output map, input map) pair's 25 weight sums and the output map's bias sum over
+    the output rows y0 .. y0 + rows - 1 and columns x0 .. x0 + cols - 1 of one image, into
+    out (26,) (added to it if accumulate): out[5 u + v] = sum d[y, x] x[y + u, x + v] (x^2
+    for order 2), out[25] = sum d. d: the output map's delta in rows of d_width; x: the
+    input map in rows of x_width; rows, cols and win = cols + 4 constants (register tiles)."""
     acc = registers.local.array(GRAD_SUMS, float32)
-    row = registers.local.array(C1_GRAD_WIN, float32)
-    dr = registers.local.array(C1_GRAD_COLS, float32)
+    row = registers.local.array(win, float32)
+    dr = registers.local.array(cols, float32)
     for q in range(GRAD_SUMS):
         acc[q] = float32(0.0)
-    for y in range(uint32(y0), uint32(y0) + uint32(4)):
-        for c in range(uint32(C1_GRAD_COLS)):
-            dr[c] = d[y * uint32(C1_SIZE) + uint32(x0) + c]
+    for y in range(uint32(y0), uint32(y0) + uint32(rows)):
+        for c in range(uint32(cols)):
+            dr[c] = d[y * uint32(d_width) + uint32(x0) + c]
             acc[K * K] += dr[c]
         for u in range(uint32(K)):
-            at = (y + u) * uint32(IN_SIZE) + uint32(x0)
-            for c in range(uint32(C1_GRAD_WIN)):
+            at = (y + u) * uint32(x_width) + uint32(x0)
+            for c in range(uint32(win)):
                 xv = x[at + c]
                 row[c] = xv * xv if order == 2 else xv
             for v in range(K):
-                for c in range(C1_GRAD_COLS):
-                    acc[u * uint32(K) + v] += dr[c] * row[c + v]
-    for q in range(uint32(GRAD_SUMS)):
-        out[q] = (out[q] if accumulate else float32(0.0)) + acc[q]
-
-
-@device_function
-def c3_weight_grads(out, d, x, y0, order, accumulate):
-    """One connected pair (C3 map m, S2 map c): its 25 weight sums and m's bias sum over
-    the output rows y0 .. y0 + 4 of one image, into out (26,) (added to it if
-    accumulate). d (10*10,) the delta of C3 map m, x (14*14,) S2 map c's output."""
-    acc = registers.local.array(GRAD_SUMS, float32)
-    row = registers.local.array(C3_GRAD_WIN, float32)
-    dr = registers.local.array(C3_SIZE, float32)
-    for q in range(GRAD_SUMS):
-        acc[q] = float32(0.0)
-    for y in range(uint32(y0), uint32(y0) + uint32(5)):
-        for c in range(uint32(C3_SIZE)):
-            dr[c] = d[y * uint32(C3_SIZE) + c]
-            acc[K * K] += dr[c]
-        for u in range(uint32(K)):
-            at = (y + u) * uint32(S2_SIZE)
-            for c in range(uint32(C3_GRAD_WIN)):
-                xv = x[at + c]
-                row[c] = xv * xv if order == 2 else xv
-            for v in range(K):
-                for c in range(C3_SIZE):
+                for c in range(cols):
                     acc[u * uint32(K) + v] += dr[c] * row[c + v]
     for q in range(uint32(GRAD_SUMS)):
         out[q] = (out[q] if accumulate else float32(0.0)) + acc[q]
@@ -329,12 +304,12 @@ def c3_delta(d2, d3, w3, x2, out_table, task, order):
 @device_function
 def c1_grad_sums(part, d1, x, task, order, accumulate):
     """C1 task `task` = 14 m + 2 band + half of one image into part[task * 26:]:
-    c1_weight_grads over rows 4 band .. 4 band + 3, columns 14 half .. 14 half + 13 of map
+    weight_grads over rows 4 band .. 4 band + 3, columns 14 half .. 14 half + 13 of map
     m. d1 (6*28*28,) C1's delta, x (32*32,) the image."""
     m, band, half = task // uint32(C1_BANDS), (task // uint32(2)) % uint32(7), task % uint32(2)
-    c1_weight_grads(part[uint32(task) * uint32(GRAD_SUMS):],
-                    d1[m * uint32(C1_SIZE * C1_SIZE):], x, uint32(4) * band,
-                    uint32(C1_GRAD_COLS) * half, order, accumulate)
+    weight_grads(part[uint32(task) * uint32(GRAD_SUMS):], d1[m * uint32(C1_SIZE * C1_SIZE):],
+                 C1_SIZE, x, IN_SIZE, uint32(4) * band, uint32(C1_GRAD_COLS) * half, 4,
+                 C1_GRAD_COLS, C1_GRAD_WIN, order, accumulate)
 
 
 @device_function
@@ -369,14 +344,15 @@ def c3_first_pair(table, m):
 
 @device_function
 def c3_grad_sums(part, d3, a2, table, task, order, accumulate):
-    """C3 task `task` = 2 pair + band of one image into part[task * 26:]: c3_weight_grads
+    """C3 task `task` = 2 pair + band of one image into part[task * 26:]: weight_grads
     of connected pair `pair` (C3 map m, S2 map c) over C3 rows 5 band .. 5 band + 4. d3
     (16*10*10,) C3's delta, a2 (6*14*14,) S2's output."""
     m, jj = c3_pair(table, uint32(task) // uint32(2))
     c = uint32(table[m * uint32(TABLE_ROW) + uint32(1) + jj])
-    c3_weight_grads(part[uint32(task) * uint32(GRAD_SUMS):], d3[m * uint32(C3_SIZE * C3_SIZE):],
-                    a2[c * uint32(S2_SIZE * S2_SIZE):], uint32(5) * (uint32(task) % uint32(2)),
-                    order, accumulate)
+    weight_grads(part[uint32(task) * uint32(GRAD_SUMS):], d3[m * uint32(C3_SIZE * C3_SIZE):],
+                 C3_SIZE, a2[c * uint32(S2_SIZE * S2_SIZE):], S2_SIZE,
+                 uint32(5) * (uint32(task) % uint32(2)), 0, 5, C3_SIZE, C3_GRAD_WIN, order,
+                 accumulate)
 
 
 @device_function
