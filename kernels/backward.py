@@ -1,6 +1,8 @@
 """Stage kernels that run each piece of kernels/backward_pieces.py over a batch (both
 orders: gradients and Gauss-Newton curvature), so that tests/test_backward_pieces.py checks
-every piece against kernels/reference.py and the compile census sees each piece alone.
+every piece against kernels/reference.py and the compile census sees each piece alone
+(C5's and F6's gradients have no piece: tests/test_backward_pieces.py runs the training
+step's dense_grads_kernel).
 Each kernel's first comment says how threads map to data. Parameter gradients are summed
 over the batch in a fixed order, none in a float32 running sum long enough to miss
 kernels/tolerance.py at the GPU tests' batch sizes (tests/test_long_sums.py).
@@ -21,9 +23,7 @@ from .backward_pieces import (
     c3_grad_sums,
     c3_pair_sum,
     c3_weight_sum,
-    dense_bias_grad,
     dense_delta,
-    dense_weight_grad,
     pattern_loss,
     rbf_delta,
     subsample_delta,
@@ -57,21 +57,6 @@ def dense_delta_kernel(dx, d, w, x, order):
     for t in range(uint32(cuda.grid(1)), uint32(dx.shape[0]) * n_in, uint32(cuda.gridsize(1))):
         n, i = t // n_in, t % n_in
         dense_delta(dx[n], d[n], w, x[n], n_in, uint32(d.shape[1]), order, i)
-
-
-@kernel("void(float32[:, ::1], float32[::1], float32[::1], float32[::1], int32)")
-def dense_grads_kernel(dw, db, d, x, order):
-    # threads stride over the weights (o, i), then the biases o, each summing over the
-    # batch; d (N * n_out,) and x (N * n_in,) flat
-    n_out, n_in = uint32(dw.shape[0]), uint32(dw.shape[1])
-    images = uint32(d.shape[0]) // n_out
-    for t in range(uint32(cuda.grid(1)), n_out * n_in + n_out, uint32(cuda.gridsize(1))):
-        if t < n_out * n_in:
-            o, i = t // n_in, t % n_in
-            dw[o, i] = dense_weight_grad(d, n_out, x, n_in, images, order, o, i)
-        else:
-            o = t - n_out * n_in
-            db[o] = dense_bias_grad(d, n_out, images, o)
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1], int32, int32)")
@@ -203,12 +188,6 @@ def rbf_delta_all(d6, dy, hy, x6, centers, order):
 
 def dense_delta_all(dx, d, w, x, order):
     dense_delta_kernel[_blocks(dx.size), THREADS](dx, d, w, x, _order(order))
-
-
-def dense_grads_all(dw, db, d, x, order):
-    """dw (O,I), db (O,) from d (N,O) and x (N,I), summed over the batch."""
-    dense_grads_kernel[_blocks(dw.size + db.size), THREADS](
-        dw, db, d.reshape(d.size), x.reshape(x.size), _order(order))
 
 
 def _size(d, maps):

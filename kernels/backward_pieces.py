@@ -158,29 +158,6 @@ def dense_delta_step(dx, d, w, rate, x, n_in, n_out, i):
     dx[i] = through_squash(g, xi, 1)
 
 
-@device_function
-def dense_weight_grad(d, d_stride, x, x_stride, images, order, o, i):
-    """sum over `images` images g of d[g * d_stride + o] x[g * x_stride + i] (x^2 for
-    order 2): weight (o, i)'s gradient contribution."""
-    g = float32(0.0)
-    for n in range(uint32(images)):
-        xv = x[n * uint32(x_stride) + uint32(i)]
-        if order == 2:
-            xv = xv * xv
-        g += d[n * uint32(d_stride) + uint32(o)] * xv
-    return g
-
-
-@device_function
-def dense_bias_grad(d, d_stride, images, o):
-    """sum over `images` images g of d[g * d_stride + o]: bias o's contribution (either
-    order: a bias's input is 1)."""
-    g = float32(0.0)
-    for n in range(uint32(images)):
-        g += d[n * uint32(d_stride) + uint32(o)]
-    return g
-
-
 # ------------------------------------------------------------------ subsampling
 
 @device_function
