@@ -233,7 +233,7 @@ def groups(n):
 
 def forward(penalties, classes, x, params, table, centers):
     """penalties (N,10) and classes (N,) int32 of images x (N,1024): forward_kernel after
-    checking every argument (FusedForward.run launches it without checks)."""
+    checking every argument (FusedForward launches it without checks)."""
     n = x.shape[0] if len(getattr(x, "shape", ())) == 2 else None
     _check_all("forward", x=(x, (n, IN_LEN)), penalties=(penalties, (n, N_CLASSES)),
                classes=(classes, (n,), np.int32), params=(params, (PARAMETERS_LEN,)),

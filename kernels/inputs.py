@@ -40,8 +40,8 @@ def first_nonfinite_kernel(out, x):
 
 
 class NonfiniteCheck:
-    """first_nonfinite_kernel on one stream, with its own mapped answer (module
-    docstring). Not for two threads at once: each caller keeps its own."""
+    """first_nonfinite_kernel on one stream, with its own mapped answer: launch(x), then
+    wait(). Not for two threads at once: each caller keeps its own."""
 
     def __init__(self, stream=None):
         self.stream = stream or cuda.default_stream()
@@ -62,15 +62,11 @@ class NonfiniteCheck:
             blocks = (n * pixels + BLOCK * ITEMS - 1) // (BLOCK * ITEMS)
             first_nonfinite_kernel[blocks, BLOCK, self.stream](self.out, flat)
 
-    def result(self):
-        """The launched check's answer; the caller has synchronized the stream."""
-        first = int(self.out[0])
-        return -1 if first == self.n else first
-
     def wait(self):
-        """Synchronize the stream, then result()."""
+        """Synchronize the stream; the launched check's answer (first_nonfinite's)."""
         self.stream.synchronize()
-        return self.result()
+        first = int(self.out[0])   # the mapped answer, readable once the stream is done
+        return -1 if first == self.n else first
 
 
 @functools.cache
