@@ -219,7 +219,6 @@ def c3_delta_all(d2, d3, w3, x2, out_table, order):
         c3_delta_kernel[_cdiv(n, IMAGES), THREADS](d2, d3, w3, x2, out_table, _order(order))
 
 
-
 def loss_all(losses, dy, hy, y, labels, kind, j):
     """Per-pattern losses (N,) and dy, hy (N,10) of their mean (scale 1/N, as
     kernels/reference.py's losses give them), kind "mse" or "map"."""

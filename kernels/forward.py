@@ -49,8 +49,8 @@ from .inputs import NonfiniteCheck
 THREADS = 256                      # threads per block
 BLOCKS_PER_SM = 3                  # launch bound: registers for 3 resident blocks an SM
 LAUNCH_BOUNDS = {"launch_bounds": (THREADS, BLOCKS_PER_SM)}
-C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE
-C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE
+C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE   # 4704 floats an image
+C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE   # 1600
 # where a group's row of buffer A keeps each stage (the input is dead once S2 is done)
 S4_AT, A5_AT = 0, S4_LEN
 A6_AT = A5_AT + C5_UNITS

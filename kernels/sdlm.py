@@ -37,7 +37,7 @@ from .backward_pieces import (
     subsample_grads,
 )
 from .common import check_device_array, device_function, kernel
-from .forward import s2_to_penalties
+from .forward import C1_LEN, C3_LEN, s2_to_penalties
 from .forward_pieces import (
     B1_AT,
     B2_AT,
@@ -46,11 +46,9 @@ from .forward_pieces import (
     B5_AT,
     B6_AT,
     C1_MAPS,
-    C1_SIZE,
     C1S2_TASKS,
     C2_AT,
     C3_MAPS,
-    C3_SIZE,
     C4_AT,
     C5_INPUTS,
     C5_UNITS,
@@ -81,8 +79,6 @@ RATES_THREADS = 256
 # the simulator, which runs a Python thread per CUDA thread
 RATES_BLOCKS = 4 if config.ENABLE_CUDASIM else -(-PARAMETERS_LEN // RATES_THREADS)
 
-C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE        # 4704
-C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE        # 1600
 C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)   # c3_delta: (S2 map, row pair)
 
 # shared memory, one pattern: name -> (offset, length) in floats

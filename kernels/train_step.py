@@ -35,18 +35,16 @@ from .backward_pieces import (
     subsample_grads,
 )
 from .common import check_device_array, device_function, kernel
-from .forward import C5_THREADS, image_task, s2_to_penalties
+from .forward import C1_LEN, C3_LEN, C5_THREADS, image_task, s2_to_penalties
 from .forward_pieces import (
     B1_AT,
     B3_AT,
     B5_AT,
     B6_AT,
     C1_MAPS,
-    C1_SIZE,
     C1S2_TASKS,
     C2_AT,
     C3_MAPS,
-    C3_SIZE,
     C4_AT,
     C5_INPUTS,
     C5_UNITS,
@@ -75,8 +73,6 @@ from .forward_pieces import (
 THREADS = 256
 BLOCKS_PER_SM = 2                    # launch bound: up to 128 registers a thread
 LAUNCH_BOUNDS = {"launch_bounds": (THREADS, BLOCKS_PER_SM)}
-C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE
-C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE
 C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)        # c3_delta's tasks an image
 DENSE_LEN = PARAMETERS_LEN - W5_AT               # C5's and F6's parameters: 58,284
 CONV_LEN = CONV_PARAMETERS_LEN                   # C1..S4's: 2,616
