@@ -96,7 +96,7 @@ ACT_ROWS = (("a1", C1_LEN), ("a2", S2_LEN), ("a3", C3_LEN), ("a4", S4_LEN),
             ("a5", C5_UNITS), ("a6", F6_UNITS), ("y", N_CLASSES), ("dy", N_CLASSES),
             ("hy", N_CLASSES), ("loss", 2), ("d1", C1_LEN), ("d2", S2_LEN), ("d3", C3_LEN),
             ("d4", S4_LEN), ("d5", C5_UNITS), ("d6", F6_UNITS))
-ACT_AT, ROW_LEN = offsets(ACT_ROWS)              # ROW_LEN: floats an image, 16,195
+ACT_AT, ROW_LEN = offsets(ACT_ROWS)              # ROW_LEN: floats an image, 16,200
 ACT_LEN = dict(ACT_ROWS)
 A1, A2, A3, A4, A5, A6 = (ACT_AT[k] for k in ("a1", "a2", "a3", "a4", "a5", "a6"))
 Y, DY, HY, LOSS = ACT_AT["y"], ACT_AT["dy"], ACT_AT["hy"], ACT_AT["loss"]
