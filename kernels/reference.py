@@ -227,33 +227,32 @@ LOSSES = tuple(LOSS_KINDS)
 
 
 def _float64_params(params):
-    shapes = PARAMETER_SHAPES
-    missing = sorted(set(shapes) - set(params))
+    missing = sorted(set(PARAMETER_SHAPES) - set(params))
     if missing:
         raise ValueError(f"params: missing {missing}")
-    out = {}
-    for name, shape in shapes.items():
-        out[name] = np.asarray(params[name], dtype=np.float64)
+    out = {name: np.asarray(params[name], dtype=np.float64) for name in PARAMETER_SHAPES}
+    for name, shape in PARAMETER_SHAPES.items():
         if out[name].shape != shape:
             raise ValueError(f"params: {name} has shape {out[name].shape}, expected {shape}")
     return out
 
 
-def _layer_forward(name, kind, x, p, tables):
+def _layer_forward(name, kind, x, p):
     """The pre-activation of layer `name` from its input x."""
     if kind == "conv":
-        return conv_ref(x, p[name + ".weight"], p[name + ".bias"], tables[name])
+        return conv_ref(x, p[name + ".weight"], p[name + ".bias"], CONV_TABLES[name])
     if kind == "subsample":
         return subsample_ref(x, p[name + ".coef"], p[name + ".bias"])
     w = p[name + ".weight"]
     return full_ref(x.reshape(x.shape[0], -1), w.reshape(w.shape[0], -1), p[name + ".bias"])
 
 
-def _layer_backward(name, kind, d, x, p, tables, order, need_dx):
+def _layer_backward(name, kind, d, x, p, order, need_dx):
     """(derivative at the input x or None, {parameter name: derivative}) of layer `name`
     from the derivative d at its pre-activation; order 1 or 2 (Gauss-Newton)."""
     if kind == "conv":
-        dx, dw, db = conv_backward_ref(d, x, p[name + ".weight"], tables[name], order, need_dx)
+        dx, dw, db = conv_backward_ref(d, x, p[name + ".weight"], CONV_TABLES[name], order,
+                                       need_dx)
         return dx, {name + ".weight": dw, name + ".bias": db}
     if kind == "subsample":
         dx, dc, db = subsample_backward_ref(d, x, p[name + ".coef"], order)
@@ -271,7 +270,6 @@ def forward_ref(params, images, labels=None, loss="mse", j=MAP_J):
     "penalties", "classes". With labels (N,) ints 0..9 also the loss: per pattern
     ("losses"), their mean ("loss"), the misclassified count ("errors") and the mean's
     derivatives in the penalties, "dy" and its Gauss-Newton diagonal "hy"."""
-    tables, centers = CONV_TABLES, RBF_CENTERS
     p = _float64_params(params)
     x = np.asarray(images, dtype=np.float64)
     if x.ndim < 2 or int(np.prod(x.shape[1:])) != 32 * 32:
@@ -279,9 +277,9 @@ def forward_ref(params, images, labels=None, loss="mse", j=MAP_J):
     out = {"input": x.reshape(x.shape[0], 1, 32, 32)}
     x = out["input"]
     for name, kind in LAYERS:
-        out[name + ".pre"] = _layer_forward(name, kind, x, p, tables)
+        out[name + ".pre"] = _layer_forward(name, kind, x, p)
         x = out[name] = squash_ref(out[name + ".pre"])
-    out["penalties"] = rbf_ref(x, centers)
+    out["penalties"] = rbf_ref(x, RBF_CENTERS)
     out["classes"] = out["penalties"].argmin(axis=1)
     if labels is not None:
         if loss not in LOSSES:
@@ -304,16 +302,15 @@ def backward_ref(params, forward, order=1):
         raise ValueError(f"backward_ref: order must be 1 or 2, not {order!r}")
     if "dy" not in forward:
         raise ValueError("backward_ref: the forward pass has no loss (give it labels)")
-    tables, centers = CONV_TABLES, RBF_CENTERS
     p = _float64_params(params)
     top = LAYERS[-1][0]
     out = {"penalties": forward["dy"] if order == 1 else forward["hy"],
-           top: rbf_backward_ref(forward["dy"], forward[top], centers, order, forward["hy"])}
+           top: rbf_backward_ref(forward["dy"], forward[top], RBF_CENTERS, order, forward["hy"])}
     for k in range(len(LAYERS) - 1, -1, -1):
         name, kind = LAYERS[k]
         below = LAYERS[k - 1][0] if k else "input"
         d = out[name + ".pre"] = squash_backward_ref(out[name], forward[name], order)
-        dx, grads = _layer_backward(name, kind, d, forward[below], p, tables, order, k > 0)
+        dx, grads = _layer_backward(name, kind, d, forward[below], p, order, k > 0)
         out.update(grads)
         if k:
             out[below] = dx
