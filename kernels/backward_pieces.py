@@ -1,17 +1,13 @@
-"""One-image backward pieces of LeNet-5: the loss, the deltas (dE/da at a layer's
-pre-activation a) and the parameter-gradient sums, as device functions that the fused
-training step (kernels/train_step.py) and the per-pattern SDLM kernel (kernels/sdlm.py)
-are assembled from, with kernels/forward_pieces.py's forward pieces.
+"""One-image backward pieces of LeNet-5, device functions: the loss, the deltas (dE/da at a
+layer's pre-activation a) and the parameter-gradient sums that kernels/train_step.py and
+kernels/sdlm.py are assembled from. order 1 gives gradients, order 2 the Gauss-Newton
+second derivatives of the SDLM recipe (as kernels.reference's order 2), f'(a) taken from
+the layer's output (kernels.common.through_squash). Arrays are 1-D per image, as in
+kernels/forward_pieces.py; a piece that sums over images reads image g at g * stride, so
+a block of images and one image (SDLM) call the same code. Sums are in a fixed order (no
+atomics); the caller adds or steps with them.
 
-order 1 gives gradients; order 2 the Gauss-Newton second derivatives of the paper's SDLM
-recipe (kernels.reference's order 2: weights and inputs squared, f'(a)^2, f'' dropped),
-f'(a) taken from the layer's output (kernels.common.through_squash). Arrays are 1-D per
-image, as in kernels/forward_pieces.py; a piece that sums over images reads image g at
-g * stride, so a block of images and one image (SDLM) call the same code. Gradient pieces
-return or write sums in a fixed order (no atomics); the caller adds or steps with them.
-
-Test: pytest -q tests/test_backward_pieces.py (each piece through its stage kernel of
-kernels/backward.py, against kernels/reference.py).
+Test: pytest -q tests/test_backward_pieces.py (each piece through kernels/backward.py)
 """
 
 import math

@@ -1,12 +1,11 @@
-"""The whole LeNet-5 forward pass in one kernel launch, built from kernels/forward_pieces.py:
-forward_kernel (launcher: forward; FusedForward, which lenet/ops_gpu.py uses, launches it
-for a model with no per-call checks or allocation). No activation goes to global memory;
-the thread mapping and shared memory layout are told in docs/kernels.md.
+"""The whole LeNet-5 forward pass in one launch, built from kernels/forward_pieces.py:
+forward_kernel, launched by forward (checked) or by FusedForward (lenet/ops_gpu.py: no
+per-call checks or allocation). No activation goes to global memory (layout:
+docs/kernels.md). The stage kernels (c1s2, c3s4, dense, rbf, squash) run one piece over a
+batch: tests/test_forward_pieces.py checks each piece through them, the census sees each
+alone, and lenet/ops_gpu.py's activations() gives every layer's output with them.
 
-The stage kernels (c1s2, c3s4, dense, rbf, squash) run one piece over a batch: how
-tests/test_forward_pieces.py checks each piece against kernels/reference.py, how the
-census sees each piece alone, and how lenet/ops_gpu.py's activations() gives every
-layer's output. Test: pytest -q tests/test_forward.py
+Test: pytest -q tests/test_forward.py
 """
 
 import numpy as np

@@ -1,15 +1,13 @@
-"""One-image forward pieces of LeNet-5: the device functions that the fused kernels
-(kernels/forward.py, kernels/train_step.py, kernels/sdlm.py) are assembled from.
+"""One-image forward pieces of LeNet-5, device functions that the fused kernels
+(kernels/forward.py, train_step.py, sdlm.py) are assembled from. A piece computes one task
+(a small part of one layer for one image); the caller maps threads to (image, task).
+Arrays are 1-D, one image's maps flattened (x[(c * H + y) * W + x]), in shared or global
+memory alike. Shapes are module constants, loops have constant bounds and indices are
+unsigned, so NVVM unrolls the inner loops and keeps the register tiles in registers.
+Under the CUDA simulator the pieces are plain Python (kernels.common.device_function).
 
-A piece computes one task (a small part of one layer for one image); the caller maps
-threads to (image, task). Arrays are 1-D, one image's maps flattened (x[(c * H + y) * W +
-x]), in shared or global memory alike. Shapes are module constants, loops have constant
-bounds and indices are unsigned, so NVVM unrolls the inner loops and keeps the register
-tiles (cuda.local.array) in registers. Under the CUDA simulator the pieces are plain
-Python (kernels.common.device_function).
-
-Test: pytest -q tests/test_forward_pieces.py (each piece through its stage kernel of
-kernels/forward.py); census: bench/results/2026-12-02-fused-census/.
+Test: pytest -q tests/test_forward_pieces.py (each piece through kernels/forward.py's
+stage kernels); census: bench/results/2026-12-02-fused-census/.
 """
 
 import math

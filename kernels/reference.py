@@ -1,20 +1,15 @@
 """CPU reference of LeNet-5: the definition every implementation is checked against.
 
-Pure NumPy, batched over images (axis 0), vectorised, in the inputs' dtype (float64 to
-check gradients, float32 for speed). Each op has a forward, <op>_ref, and a backward,
-<op>_backward_ref(..., order): order 1 the gradients of a scalar loss, order 2 the
-Gauss-Newton diagonal second derivatives of the SDLM recipe (curvature through each
-linear map with squared weights and inputs; the squashing function's own second
-derivative dropped). Parameter derivatives are summed over the batch; the losses are
-means over patterns.
+Pure NumPy, batched over images (axis 0), in the inputs' dtype (float64 to check
+gradients). Each op has a forward, <op>_ref, and a backward, <op>_backward_ref(...,
+order): order 1 the gradients of a scalar loss, order 2 the Gauss-Newton diagonal of the
+SDLM recipe (curvature through each linear map with squared weights and inputs, f''
+dropped). Parameter derivatives are summed over the batch; losses are means over patterns.
+The whole network, in float64 with named tensors: forward_ref, backward_ref and the
+training loops sdlm_steps_ref and minibatch_steps_ref (LAYERS: the order of the layers).
 
-The whole network with named tensors, in float64 (LAYERS is the one place the order of
-the layers is written): forward_ref, backward_ref, and the training loops sdlm_steps_ref
-(the paper's per-pattern steps) and minibatch_steps_ref.
-
-Tests: pytest tests/test_reference.py (each backward against central finite differences
-in float64, and the whole network's); pytest -s tests/test_implementations.py compares
-every implementation with it.
+Tests: pytest tests/test_reference.py (each backward against central finite differences);
+pytest -s tests/test_implementations.py compares every implementation with it.
 """
 
 import numpy as np

@@ -262,17 +262,15 @@ def kinds_of(losses):
 def sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start, count,
                kinds, js, centers, table, out_table, record=False):
     """Per-pattern SDLM steps of R runs (block r: run r) for the patterns order[r, start],
-    ..., order[r, start + count - 1] in turn, after checking every argument. Float32
-    unless said, C-contiguous device arrays:
+    ..., order[r, start + count - 1] in turn, after checking every argument (C-contiguous
+    device arrays, float32 unless said):
 
-    params, rates (R, PARAMETERS_LEN)  flat (kernels.architecture.PARAMETER_AT); params
-                                       updated in place
-    stats (R, 2) float64               gains each run's sum of losses and misclassified count
-    scratch (R, SCRATCH_LEN)           C1's output and delta; with record, the last
-                                       pattern's every activation and delta (SCRATCH_AT)
+    params, rates (R, PARAMETERS_LEN)   flat; params updated in place
+    stats (R, 2) float64                gains each run's loss sum and misclassified count
+    scratch (R, SCRATCH_LEN)            C1's output and delta; with record, the last
+                                        pattern's every activation and delta (SCRATCH_AT)
     images (M, N, 1024), image_set (R,) int32   run r reads images[image_set[r]]
-    labels (N,) int32, order (R, P) int32
-    kinds (R,) int32, js (R,)          each run's loss (kinds_of) and eq. 9's constant
+    labels (N,) int32, order (R, P) int32, kinds (R,) int32 (kinds_of), js (R,) (eq. 9's j)
     centers (840,), table (112,) int32 (c3_table), out_table (102,) int32 (c3_out_table)
     """
     r = params.shape[0] if len(getattr(params, "shape", ())) == 2 else None

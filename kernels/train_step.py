@@ -1,15 +1,14 @@
-"""A fused mini-batch training step of LeNet-5 in three launches, built from the one-image
-pieces of kernels/forward_pieces.py and kernels/backward_pieces.py: batch_kernel (forward,
-loss, backward, C1..S4's gradient sums per block), dense_grads_kernel (C5's and F6's
-gradients as split-batch products) and finish_kernel (every gradient's partial sums in a
-fixed order, then the update). No atomics: a step repeats bit for bit. order 1 gives
-gradients, 2 the Gauss-Newton curvature of the SDLM recipes; both are of the batch's mean
-loss (scale = 1 / count).
+"""A fused mini-batch training step of LeNet-5 in three launches, built from the pieces of
+kernels/forward_pieces.py and kernels/backward_pieces.py: batch_kernel (forward, loss,
+backward, C1..S4's gradient sums per block), dense_grads_kernel (C5's and F6's gradients
+as split-batch products) and finish_kernel (each gradient's partial sums in a fixed order:
+a step repeats bit for bit; then the update). order 1 gives the gradients of the batch's
+mean loss, 2 its Gauss-Newton curvature (the SDLM recipes).
 
-launch_step checks every argument and launches the three; lenet/workspace.py allocates
+launch_step checks every argument, then launches the three; lenet/workspace.py allocates
 the activation buffer (ACT_ROWS) once per batch size and launches them without checks.
-Grid and memory layout: docs/kernels.md. Test: pytest -q tests/test_train_step.py
-(against the float64 reference); through the Trainer: tests/test_gpu_model.py.
+Grid and memory layout: docs/kernels.md. Test: pytest -q tests/test_train_step.py;
+through the Trainer: tests/test_gpu_model.py.
 """
 
 import numpy as np
