@@ -1,18 +1,10 @@
-"""LeNet-5 as data, written once: the bottom of the import graph (NumPy only).
+"""LeNet-5 as data, written once: the bottom of the import graph (NumPy only). Everything
+here is a fact of the paper (../shared/docs/lenet5.md) except the digit glyphs, which the
+paper leaves to us, and the flat order of the parameters, ours: the squashing function's
+constants, the losses, the layers' shapes, the parameters (PARAMETER_SHAPES in the flat
+order, PARAMETER_AT their offsets), the C3 connection table and the RBF prototypes.
 
-Everything here is a fact of the paper (../shared/docs/lenet5.md) except the digit
-glyphs, which the paper leaves to us, and the flat order of the parameters, ours:
-
-    the squashing function's constants   f(a) = SQUASH_A tanh(SQUASH_S a)
-    the losses                           LOSS_KINDS (eq. 8 "mse", eq. 9 "map"), MAP_J
-    the layers' shapes                   K, IN_SIZE, C1_MAPS, C1_SIZE, ..., N_CLASSES
-    the parameters                       PARAMETER_SHAPES (name -> shape, in the flat
-                                         order), PARAMETER_AT (name -> offset in one flat
-                                         buffer), PARAMETERS_LEN, CONV_PARAMETERS_LEN
-    the connections                      C3_TABLE (the paper's Table I), CONV_TABLES
-    the output                           RBF_CENTERS (the 7x12 bitmaps), bitmap_text
-
-kernels/ and lenet/ take these from here; nothing here imports the project.
+Test: pytest -q tests/test_architecture.py
 """
 
 import numpy as np
@@ -50,12 +42,18 @@ PARAMETER_SHAPES = {
     "C5.weight": (C5_UNITS, C3_MAPS, K, K), "C5.bias": (C5_UNITS,),
     "F6.weight": (F6_UNITS, C5_UNITS), "F6.bias": (F6_UNITS,),
 }
-PARAMETER_AT = {}
-_at = 0
-for _name, _shape in PARAMETER_SHAPES.items():
-    PARAMETER_AT[_name] = _at
-    _at += int(np.prod(_shape))
-PARAMETERS_LEN = _at                                   # 60,900 floats
+
+
+def offsets(sizes):
+    """({name: offset}, total) of (name, size) pairs laid end to end in one flat buffer."""
+    at, total = {}, 0
+    for name, size in sizes:
+        at[name], total = total, total + size
+    return at, total
+
+
+PARAMETER_AT, PARAMETERS_LEN = offsets(           # PARAMETERS_LEN: 60,900 floats
+    (name, int(np.prod(shape))) for name, shape in PARAMETER_SHAPES.items())
 CONV_PARAMETERS_LEN = PARAMETER_AT["C5.weight"]        # C1 to S4: 2,616 floats
 # the offsets as the kernels slice the buffer (W weight, B bias, C subsampling coefficient)
 W1_AT, B1_AT = PARAMETER_AT["C1.weight"], PARAMETER_AT["C1.bias"]

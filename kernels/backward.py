@@ -1,23 +1,11 @@
-"""Stage kernels that run each backward piece of kernels/backward_pieces.py over a batch:
-how tests/test_backward_pieces.py checks every piece against kernels/reference.py (both
-orders: gradients and Gauss-Newton curvature), and how the compile census sees each
-piece alone. The fused training step (kernels/train_step.py) is built from the same
-pieces. Parameter gradients are summed over the whole batch in a fixed order, none in a
-float32 running sum long enough to miss kernels/tolerance.py at the GPU tests' batch
-sizes (tests/test_long_sums.py emulates each order at 1,001 and 4,099 images).
+"""Stage kernels that run each piece of kernels/backward_pieces.py over a batch (both
+orders: gradients and Gauss-Newton curvature), so that tests/test_backward_pieces.py checks
+every piece against kernels/reference.py and the compile census sees each piece alone
+(C5's and F6's gradients have no piece: that test runs train_step's dense_grads_kernel).
+Parameter gradients are summed over the batch in a fixed order, none in a float32 running
+sum long enough to miss kernels/tolerance.py at the GPU tests' batch sizes
+(tests/test_long_sums.py).
 
-    rbf_delta_kernel(d6, dy, hy, x6, centers, order)      (image, F6 unit) per thread
-    dense_delta_kernel(dx, d, w, x, order)                (image, input) per thread
-    dense_grads_kernel(dw, db, d, x, order)               a weight or a bias per thread
-    subsample_delta_kernel(dx, d, x, coef, size, order)   (image, input pixel) per thread
-    subsample_grads_kernel(dcoef, dbias, d, x, size, order)   one block per map
-    c1_grads_kernel(dw, db, d, x, order)                  one block: (map, band) tasks
-    c3_grads_kernel(dw, db, d, x, table, order)           one block: (pair, band) tasks
-    c3_delta_kernel(d2, d3, w3, x2, out_table, order)     one block per IMAGES images
-    loss_kernel(losses, dy, hy, y, labels, kind, j, scale)   one thread per image
-                                                          (kernels.backward_pieces.pattern_loss)
-
-Arrays are float32 (N, per-image length) or flat parameter arrays; order is 1 or 2.
 Test: pytest -q tests/test_backward.py (the stage kernels as such)
 """
 
@@ -25,29 +13,30 @@ from numba import config, cuda, float32, int32, uint32
 
 from .architecture import LOSS_KINDS
 from .backward_pieces import (
-    c1_weight_grads,
+    C1_GRAD_TASKS,
+    GRAD_SUMS,
+    c1_grad_sums,
+    c1_map_sum,
     c3_delta,
-    c3_weight_grads,
-    dense_bias_grad,
+    c3_first_pair,
+    c3_grad_sums,
+    c3_pair_sum,
+    c3_weight_sum,
     dense_delta,
-    dense_weight_grad,
     pattern_loss,
     rbf_delta,
     subsample_delta,
     subsample_grads,
 )
 from .common import kernel
-from .forward_pieces import C1_MAPS, C3_MAPS, C3_MAX_IN, IMAGES, TABLE_ROW, K
+from .forward_pieces import C1_MAPS, C3_MAPS, C3_MAX_IN, IMAGES, K
 
 THREADS = 128
 # the one-thread-per-element kernels stride over their elements with at most this many
 # blocks: a harness needs no more, and the simulator creates a Python thread per thread
 MAX_BLOCKS = 8 if config.ENABLE_CUDASIM else 1024
-KK1 = K * K + 1                      # a weight-gradient task's sums: 25 weights and a bias
-C1_TASKS = C1_MAPS * 7 * 2           # (map, band of 4 rows, half row)
-C3_TASKS = C3_MAPS * C3_MAX_IN * 2   # (map, slot in its input list, band of 5 rows)
-C1_PART_LEN = C1_TASKS * KK1
-C3_PART_LEN = C3_TASKS * KK1
+C1_PART_LEN = C1_GRAD_TASKS * GRAD_SUMS
+C3_PART_LEN = C3_MAPS * C3_MAX_IN * 2 * GRAD_SUMS   # any table: up to 96 pairs, 2 bands each
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], "
@@ -67,21 +56,6 @@ def dense_delta_kernel(dx, d, w, x, order):
     for t in range(uint32(cuda.grid(1)), uint32(dx.shape[0]) * n_in, uint32(cuda.gridsize(1))):
         n, i = t // n_in, t % n_in
         dense_delta(dx[n], d[n], w, x[n], n_in, uint32(d.shape[1]), order, i)
-
-
-@kernel("void(float32[:, ::1], float32[::1], float32[::1], float32[::1], int32)")
-def dense_grads_kernel(dw, db, d, x, order):
-    # threads stride over the weights (o, i), then the biases o, each summing over the
-    # batch; d (N * n_out,) and x (N * n_in,) flat
-    n_out, n_in = uint32(dw.shape[0]), uint32(dw.shape[1])
-    images = uint32(d.shape[0]) // n_out
-    for t in range(uint32(cuda.grid(1)), n_out * n_in + n_out, uint32(cuda.gridsize(1))):
-        if t < n_out * n_in:
-            o, i = t // n_in, t % n_in
-            dw[o, i] = dense_weight_grad(d, n_out, x, n_in, images, order, o, i)
-        else:
-            o = t - n_out * n_in
-            db[o] = dense_bias_grad(d, n_out, images, o)
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[::1], int32, int32)")
@@ -125,26 +99,21 @@ def subsample_grads_kernel(dcoef, dbias, d, x, size, order):
 
 @kernel("void(float32[:, :, :, ::1], float32[::1], float32[:, ::1], float32[:, ::1], int32)")
 def c1_grads_kernel(dw, db, d, x, order):
-    # one block; one thread per (map m, band of 4 rows, half row) task summing over the
-    # batch into shared partial sums, then one per (map, weight or bias) adding its 14
+    # one block; one thread per c1_grad_sums task (map, band of 4 rows, half row) summing
+    # over the batch into shared partial sums, then one per (map, weight or bias)
     part = cuda.shared.array(C1_PART_LEN, float32)
     t = uint32(cuda.threadIdx.x)
     n_img = uint32(d.shape[0])
-    for task in range(t, uint32(C1_TASKS), uint32(THREADS)):
-        m, band, half = task // uint32(14), (task // uint32(2)) % uint32(7), task % uint32(2)
-        out = part[task * uint32(KK1):]
+    for task in range(t, uint32(C1_GRAD_TASKS), uint32(THREADS)):
         for n in range(n_img):
-            c1_weight_grads(out, d[n, m * uint32(784):], x[n], uint32(4) * band,
-                            uint32(14) * half, order, n > 0)
+            c1_grad_sums(part, d[n], x[n], task, order, n > 0)
         if n_img == 0:
-            for q in range(KK1):
-                out[q] = float32(0.0)
+            for q in range(GRAD_SUMS):
+                part[task * uint32(GRAD_SUMS) + q] = float32(0.0)
     cuda.syncthreads()  # every task's sums are in shared memory
-    for s in range(t, uint32(C1_MAPS * KK1), uint32(THREADS)):
-        m, q = s // uint32(KK1), s % uint32(KK1)
-        total = float32(0.0)
-        for task in range(m * uint32(14), m * uint32(14) + uint32(14)):
-            total += part[task * uint32(KK1) + q]
+    for s in range(t, uint32(C1_MAPS * GRAD_SUMS), uint32(THREADS)):
+        m, q = s // uint32(GRAD_SUMS), s % uint32(GRAD_SUMS)
+        total = c1_map_sum(part, m, q)
         if q < uint32(K * K):
             dw[m, 0, q // uint32(K), q % uint32(K)] = total
         else:
@@ -154,39 +123,27 @@ def c1_grads_kernel(dw, db, d, x, order):
 @kernel("void(float32[:, :, :, ::1], float32[::1], float32[:, ::1], float32[:, ::1], "
         "int32[::1], int32)")
 def c3_grads_kernel(dw, db, d, x, table, order):
-    # one block; one thread per (C3 map m, slot j of its input list, band of 5 rows) task
-    # summing over the batch into shared partial sums, then one per (m, c, weight) or
-    # bias adding its 2 bands; pairs off the table get exact zeros
+    # one block; one thread per c3_grad_sums task (connected pair, band of 5 rows: 120 for
+    # the paper's table) summing over the batch into shared partial sums, then one per
+    # (C3 map, S2 map, weight) or bias; pairs off the table get exact zeros
     part = cuda.shared.array(C3_PART_LEN, float32)
     t = uint32(cuda.threadIdx.x)
     n_img = uint32(d.shape[0])
-    for task in range(t, uint32(C3_TASKS), uint32(THREADS)):
-        m, j, band = task // uint32(12), (task // uint32(2)) % uint32(6), task % uint32(2)
-        row = m * uint32(TABLE_ROW)
-        if j < uint32(table[row]):
-            c = uint32(table[row + uint32(1) + j])
-            out = part[task * uint32(KK1):]
-            for n in range(n_img):
-                c3_weight_grads(out, d[n, m * uint32(100):], x[n, c * uint32(196):],
-                                uint32(5) * band, order, n > 0)
-            if n_img == 0:
-                for q in range(KK1):
-                    out[q] = float32(0.0)
+    for task in range(t, uint32(2) * c3_first_pair(table, C3_MAPS), uint32(THREADS)):
+        for n in range(n_img):
+            c3_grad_sums(part, d[n], x[n], table, task, order, n > 0)
+        if n_img == 0:
+            for q in range(GRAD_SUMS):
+                part[task * uint32(GRAD_SUMS) + q] = float32(0.0)
     cuda.syncthreads()  # every task's sums are in shared memory
     for s in range(t, uint32(C3_MAPS * C1_MAPS * K * K + C3_MAPS), uint32(THREADS)):
         if s < uint32(C3_MAPS * C1_MAPS * K * K):
-            m, c, q = s // uint32(150), (s // uint32(25)) % uint32(6), s % uint32(25)
-            total = float32(0.0)
-            row = m * uint32(TABLE_ROW)
-            for j in range(uint32(table[row])):
-                if uint32(table[row + uint32(1) + j]) == c:
-                    at = (m * uint32(12) + j * uint32(2)) * uint32(KK1) + q
-                    total = part[at] + part[at + uint32(KK1)]
-            dw[m, c, q // uint32(K), q % uint32(K)] = total
-        else:
-            m = s - uint32(C3_MAPS * C1_MAPS * K * K)   # every pair of m sums the same d:
-            at = m * uint32(12) * uint32(KK1) + uint32(K * K)   # take its first pair's
-            db[m] = part[at] + part[at + uint32(KK1)]
+            m, c, q = s // uint32(C1_MAPS * K * K), (s // uint32(K * K)) % uint32(C1_MAPS), \
+                s % uint32(K * K)
+            dw[m, c, q // uint32(K), q % uint32(K)] = c3_weight_sum(part, table, m, c, q)
+        else:   # every pair of map m sums the same delta: take its first pair's
+            m = s - uint32(C3_MAPS * C1_MAPS * K * K)
+            db[m] = c3_pair_sum(part, c3_first_pair(table, m), uint32(K * K))
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float32[::1], float32[:, ::1], int32[::1], "
@@ -232,12 +189,6 @@ def dense_delta_all(dx, d, w, x, order):
     dense_delta_kernel[_blocks(dx.size), THREADS](dx, d, w, x, _order(order))
 
 
-def dense_grads_all(dw, db, d, x, order):
-    """dw (O,I), db (O,) from d (N,O) and x (N,I), summed over the batch."""
-    dense_grads_kernel[_blocks(dw.size + db.size), THREADS](
-        dw, db, d.reshape(d.size), x.reshape(x.size), _order(order))
-
-
 def _size(d, maps):
     return int(round((d.shape[1] // maps) ** 0.5))
 
@@ -265,7 +216,6 @@ def c3_delta_all(d2, d3, w3, x2, out_table, order):
     n = d2.shape[0]
     if n:
         c3_delta_kernel[_cdiv(n, IMAGES), THREADS](d2, d3, w3, x2, out_table, _order(order))
-
 
 
 def loss_all(losses, dy, hy, y, labels, kind, j):

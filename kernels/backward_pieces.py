@@ -1,69 +1,13 @@
-"""One-image layer pieces of LeNet-5 (backward): deltas, their Gauss-Newton counterparts
-and parameter-gradient contributions, as device functions, for the fused training step
-and the per-pattern SDLM kernel to be assembled from (with kernels/forward_pieces.py's forward
-pieces), each tested on its own against kernels/reference.py.
+"""One-image backward pieces of LeNet-5, device functions: the loss, the deltas (dE/da at a
+layer's pre-activation a) and the parameter-gradient sums that kernels/train_step.py and
+kernels/sdlm.py are assembled from. order 1 gives gradients, order 2 the Gauss-Newton
+second derivatives of the SDLM recipe (as kernels.reference's order 2), f'(a) taken from
+the layer's output (kernels.common.through_squash). Arrays are 1-D per image, as in
+kernels/forward_pieces.py; a piece that sums over images reads image g at g * stride, so
+a block of images and one image (SDLM) call the same code. Sums are in a fixed order (no
+atomics); the caller adds or steps with them.
 
-A delta is dE/da at a layer's pre-activation a (its output is f(a)). order 1 gives
-gradients; order 2 the Gauss-Newton second derivatives of the paper's SDLM recipe
-(weights and inputs squared, f'(a)^2, f'' dropped: kernels/reference.py's *_backward2_ref).
-f'(a) is taken from the layer's output (kernels.common.through_squash). Arrays are 1-D
-and C-ordered per image, as in kernels/forward_pieces.py; where a piece sums over images it
-reads image g at g * stride, so a block of several images (the training step) and one
-image (SDLM, images = 1) call the same code.
-
-    pattern_loss(y, label, kind, j, scale, dy, hy) -> loss
-
-y (10,) float32 RBF penalties, label 0..9, kind a code of KINDS (kernels.architecture.
-LOSS_KINDS), j eq. 9's constant; dy and hy (10,) get dE/dy and d2E/dy2 times `scale`
-(1/N for the mean over a batch of N), exactly as kernels/reference.py's mse_loss_ref and
-map_loss_ref give them:
-
-    mse  (paper eq. 8):  loss = y_D,   dy = onehot,   hy = 0
-    map  (paper eq. 9):  loss = y_D + log(exp(-j) + sum_i exp(-y_i)),
-                         p_i = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)),
-                         dy = onehot - p,   hy = p (1 - p)
-
-MAP is computed stably: every exponent is taken relative to the largest one, zmax =
-max(-j, -y_0, ..., -y_9), so the largest term is exactly 1 and nothing overflows or
-underflows to a zero total. The sum r of the other terms is kept separately, giving
-log(total) = zmax + log1p(r) and 1 - p = r / total for the largest term without the
-cancellation of 1 - p (which matters when a pattern is classified with confidence).
-A label outside 0..9 makes the pattern's loss, dy and hy NaN.
-
-    rbf_delta(d6, dy, hy, x6, centers, order, j)    F6 unit j's delta from the loss's
-                                   dE/dy (and d2E/dy2 for order 2) through the RBF
-    dense_delta(dx, d, w, x, n_in, n_out, order, i)   input unit i's delta below a full
-                                   connection (C5 -> S4, F6 -> C5): sum_o d[o] w[o, i]
-    dense_delta_step(dx, d, w, rate, x, n_in, n_out, i)   the same (order 1) with the
-                                   per-pattern step of column i's weights in the same
-                                   pass: w[o, i] -= rate[o, i] d[o] x[i] (SDLM, one image)
-    dense_weight_grad(d, ds, x, xs, images, n_in, order, o, i)   sum over images of
-                                   d[o] x[i] (x^2): one weight's gradient contribution
-    dense_bias_grad(d, ds, images, order, o)         sum over images of d[o]
-    subsample_delta(dx, d, x, coef, maps, size, order, k)   input pixel k's delta below
-                                   S2 or S4: coef d[block] (coef^2 for order 2)
-    subsample_grads(d, ds, x, xs, images, size, order, m)   (coefficient, bias)
-                                   gradient contributions of map m
-    c1_weight_grads(out, d, x, y0, x0, order, accumulate)   C1: one map's 25 weights and
-    c3_weight_grads(out, d, x, y0, order, accumulate)   bias (C3: one connected pair's)
-                                   over a band of output rows: register tile of 26 sums
-    c3_delta(d2, d3, w3, x2, out_table, task, order)   S2's delta below C3, task (S2
-                                   map c, row pair): walks c's output list (10 C3 maps)
-
-Weight-gradient tasks of a whole layer, each a register tile of 26 sums in a row of a
-partial-sum buffer (a block's shared memory), and the fixed-order totals from them:
-
-    c1_grad_sums(part, d1, x, task, order, accumulate)   C1: 84 tasks (map, band, half)
-    c1_map_sum(part, m, s)                               C1 map m's sum s (25 = bias)
-    c3_grad_sums(part, d3, a2, table, task, order, accumulate)   C3: 120 tasks (connected
-                                   pair, band), the 60 pairs numbered map by map (c3_pair)
-    c3_pair_sum(part, pair, s), c3_first_pair(table, m)  C3 pair's sum s; map m's first pair
-
-The gradient pieces return or write sums; the caller writes them, adds them to a
-block's partial sums (in a fixed order: no atomics) or takes the SDLM step with them.
-
-Tests: pytest -q tests/test_backward_pieces.py; the stage kernels that run each piece
-over a batch are kernels/backward.py.
+Test: pytest -q tests/test_backward_pieces.py (each piece through kernels/backward.py)
 """
 
 import math
@@ -87,7 +31,7 @@ from .forward_pieces import (
     registers,
 )
 
-C1_GRAD_COLS = C1_SIZE // 2     # c1_weight_grads covers half a row of C1 per call
+C1_GRAD_COLS = C1_SIZE // 2     # c1_grad_sums covers half a row of C1 per task
 C1_GRAD_WIN = C1_GRAD_COLS + K - 1
 C3_GRAD_WIN = C3_SIZE + K - 1
 C1_GRAD_TASKS = C1_MAPS * 7 * 2     # (C1 map, band of 4 rows, half row)
@@ -103,8 +47,21 @@ KIND_MSE = LOSS_KINDS["mse"]
 @device_function
 def pattern_loss(y, label, kind, j, scale, dy, hy):
     """One pattern's loss from its penalties y (10,), writing dE/dy * scale into dy (10,)
-    and the Gauss-Newton d2E/dy2 * scale into hy (10,). A label outside 0..9 gives NaN
-    for all three."""
+    and the Gauss-Newton d2E/dy2 * scale into hy (10,) (scale 1/N: the mean over a batch of
+    N), as kernels/reference.py's mse_loss_ref and map_loss_ref give them. label 0..9 (any
+    other: NaN for all three), kind a code of kernels.architecture.LOSS_KINDS, j eq. 9's
+    constant:
+
+        mse  (paper eq. 8):  loss = y_D,   dy = onehot,   hy = 0
+        map  (paper eq. 9):  loss = y_D + log(exp(-j) + sum_i exp(-y_i)),
+                             p_i = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)),
+                             dy = onehot - p,   hy = p (1 - p)
+
+    MAP is computed stably: every exponent relative to the largest, zmax = max(-j, -y_0,
+    ..., -y_9), so the largest term is exactly 1 and nothing overflows or underflows to a
+    zero total; the sum r of the other terms gives log(total) = zmax + log1p(r) and 1 - p =
+    r / total for the largest term, without the cancellation of 1 - p (which matters when
+    a pattern is classified with confidence)."""
     if label < 0 or label >= N_CLASSES:
         for i in range(N_CLASSES):
             dy[i] = math.nan
@@ -145,7 +102,7 @@ def pattern_loss(y, label, kind, j, scale, dy, hy):
 def rbf_delta(d6, dy, hy, x6, centers, order, j):
     """F6 unit j of one image. order 1: d6[j] = f'(a6_j) sum_i dy_i 2 (x6_j - c_ij);
     order 2: f'(a6_j)^2 sum_i (2 dy_i + 4 hy_i (x6_j - c_ij)^2) (y's own curvature kept:
-    kernels.reference.rbf_backward2_ref). dy, hy (10,); x6 (84,) F6's output."""
+    kernels.reference.rbf_backward_ref). dy, hy (10,); x6 (84,) F6's output."""
     xj = x6[j]
     g = float32(0.0)
     for i in range(uint32(N_CLASSES)):
@@ -197,29 +154,6 @@ def dense_delta_step(dx, d, w, rate, x, n_in, n_out, i):
     dx[i] = through_squash(g, xi, 1)
 
 
-@device_function
-def dense_weight_grad(d, d_stride, x, x_stride, images, order, o, i):
-    """sum over `images` images g of d[g * d_stride + o] x[g * x_stride + i] (x^2 for
-    order 2): weight (o, i)'s gradient contribution."""
-    g = float32(0.0)
-    for n in range(uint32(images)):
-        xv = x[n * uint32(x_stride) + uint32(i)]
-        if order == 2:
-            xv = xv * xv
-        g += d[n * uint32(d_stride) + uint32(o)] * xv
-    return g
-
-
-@device_function
-def dense_bias_grad(d, d_stride, images, o):
-    """sum over `images` images g of d[g * d_stride + o]: bias o's contribution (either
-    order: a bias's input is 1)."""
-    g = float32(0.0)
-    for n in range(uint32(images)):
-        g += d[n * uint32(d_stride) + uint32(o)]
-    return g
-
-
 # ------------------------------------------------------------------ subsampling
 
 @device_function
@@ -267,53 +201,28 @@ def subsample_grads(d, d_stride, x, x_stride, images, size, order, m):
 # ------------------------------------------------------------------ convolutions
 
 @device_function
-def c1_weight_grads(out, d, x, y0, x0, order, accumulate):
-    """C1 map's 25 weight sums and its bias sum over the output rows y0 .. y0 + 3 and
-    columns x0 .. x0 + 13 of one image, into out (26,) (added to it if accumulate):
-    out[5 u + v] = sum d[y, x] x[y + u, x + v] (x^2 for order 2), out[25] = sum d.
-    d (28*28,) one C1 map's delta, x (32*32,) the input image."""
+def weight_grads(out, d, d_width, x, x_width, y0, x0, rows, cols, win, order, accumulate):
+    """One (output map, input map) pair's 25 weight sums and the output map's bias sum over
+    the output rows y0 .. y0 + rows - 1 and columns x0 .. x0 + cols - 1 of one image, into
+    out (26,) (added to it if accumulate): out[5 u + v] = sum d[y, x] x[y + u, x + v] (x^2
+    for order 2), out[25] = sum d. d: the output map's delta in rows of d_width; x: the
+    input map in rows of x_width; rows, cols and win = cols + 4 constants (register tiles)."""
     acc = registers.local.array(GRAD_SUMS, float32)
-    row = registers.local.array(C1_GRAD_WIN, float32)
-    dr = registers.local.array(C1_GRAD_COLS, float32)
+    row = registers.local.array(win, float32)
+    dr = registers.local.array(cols, float32)
     for q in range(GRAD_SUMS):
         acc[q] = float32(0.0)
-    for y in range(uint32(y0), uint32(y0) + uint32(4)):
-        for c in range(uint32(C1_GRAD_COLS)):
-            dr[c] = d[y * uint32(C1_SIZE) + uint32(x0) + c]
+    for y in range(uint32(y0), uint32(y0) + uint32(rows)):
+        for c in range(uint32(cols)):
+            dr[c] = d[y * uint32(d_width) + uint32(x0) + c]
             acc[K * K] += dr[c]
         for u in range(uint32(K)):
-            at = (y + u) * uint32(IN_SIZE) + uint32(x0)
-            for c in range(uint32(C1_GRAD_WIN)):
+            at = (y + u) * uint32(x_width) + uint32(x0)
+            for c in range(uint32(win)):
                 xv = x[at + c]
                 row[c] = xv * xv if order == 2 else xv
             for v in range(K):
-                for c in range(C1_GRAD_COLS):
-                    acc[u * uint32(K) + v] += dr[c] * row[c + v]
-    for q in range(uint32(GRAD_SUMS)):
-        out[q] = (out[q] if accumulate else float32(0.0)) + acc[q]
-
-
-@device_function
-def c3_weight_grads(out, d, x, y0, order, accumulate):
-    """One connected pair (C3 map m, S2 map c): its 25 weight sums and m's bias sum over
-    the output rows y0 .. y0 + 4 of one image, into out (26,) (added to it if
-    accumulate). d (10*10,) the delta of C3 map m, x (14*14,) S2 map c's output."""
-    acc = registers.local.array(GRAD_SUMS, float32)
-    row = registers.local.array(C3_GRAD_WIN, float32)
-    dr = registers.local.array(C3_SIZE, float32)
-    for q in range(GRAD_SUMS):
-        acc[q] = float32(0.0)
-    for y in range(uint32(y0), uint32(y0) + uint32(5)):
-        for c in range(uint32(C3_SIZE)):
-            dr[c] = d[y * uint32(C3_SIZE) + c]
-            acc[K * K] += dr[c]
-        for u in range(uint32(K)):
-            at = (y + u) * uint32(S2_SIZE)
-            for c in range(uint32(C3_GRAD_WIN)):
-                xv = x[at + c]
-                row[c] = xv * xv if order == 2 else xv
-            for v in range(K):
-                for c in range(C3_SIZE):
+                for c in range(cols):
                     acc[u * uint32(K) + v] += dr[c] * row[c + v]
     for q in range(uint32(GRAD_SUMS)):
         out[q] = (out[q] if accumulate else float32(0.0)) + acc[q]
@@ -368,12 +277,12 @@ def c3_delta(d2, d3, w3, x2, out_table, task, order):
 @device_function
 def c1_grad_sums(part, d1, x, task, order, accumulate):
     """C1 task `task` = 14 m + 2 band + half of one image into part[task * 26:]:
-    c1_weight_grads over rows 4 band .. 4 band + 3, columns 14 half .. 14 half + 13 of map
+    weight_grads over rows 4 band .. 4 band + 3, columns 14 half .. 14 half + 13 of map
     m. d1 (6*28*28,) C1's delta, x (32*32,) the image."""
     m, band, half = task // uint32(C1_BANDS), (task // uint32(2)) % uint32(7), task % uint32(2)
-    c1_weight_grads(part[uint32(task) * uint32(GRAD_SUMS):],
-                    d1[m * uint32(C1_SIZE * C1_SIZE):], x, uint32(4) * band,
-                    uint32(C1_GRAD_COLS) * half, order, accumulate)
+    weight_grads(part[uint32(task) * uint32(GRAD_SUMS):], d1[m * uint32(C1_SIZE * C1_SIZE):],
+                 C1_SIZE, x, IN_SIZE, uint32(4) * band, uint32(C1_GRAD_COLS) * half, 4,
+                 C1_GRAD_COLS, C1_GRAD_WIN, order, accumulate)
 
 
 @device_function
@@ -408,14 +317,15 @@ def c3_first_pair(table, m):
 
 @device_function
 def c3_grad_sums(part, d3, a2, table, task, order, accumulate):
-    """C3 task `task` = 2 pair + band of one image into part[task * 26:]: c3_weight_grads
+    """C3 task `task` = 2 pair + band of one image into part[task * 26:]: weight_grads
     of connected pair `pair` (C3 map m, S2 map c) over C3 rows 5 band .. 5 band + 4. d3
     (16*10*10,) C3's delta, a2 (6*14*14,) S2's output."""
     m, jj = c3_pair(table, uint32(task) // uint32(2))
     c = uint32(table[m * uint32(TABLE_ROW) + uint32(1) + jj])
-    c3_weight_grads(part[uint32(task) * uint32(GRAD_SUMS):], d3[m * uint32(C3_SIZE * C3_SIZE):],
-                    a2[c * uint32(S2_SIZE * S2_SIZE):], uint32(5) * (uint32(task) % uint32(2)),
-                    order, accumulate)
+    weight_grads(part[uint32(task) * uint32(GRAD_SUMS):], d3[m * uint32(C3_SIZE * C3_SIZE):],
+                 C3_SIZE, a2[c * uint32(S2_SIZE * S2_SIZE):], S2_SIZE,
+                 uint32(5) * (uint32(task) % uint32(2)), 0, 5, C3_SIZE, C3_GRAD_WIN, order,
+                 accumulate)
 
 
 @device_function
@@ -424,6 +334,18 @@ def c3_pair_sum(part, pair, s):
     its two bands' sums."""
     at = uint32(pair) * uint32(2 * GRAD_SUMS) + uint32(s)
     return part[at] + part[at + uint32(GRAD_SUMS)]
+
+
+@device_function
+def c3_weight_sum(part, table, m, c, q):
+    """Weight q (5u + v) of C3 map m from S2 map c: its pair's sum, 0 off the table."""
+    row = m * uint32(TABLE_ROW)
+    pair = c3_first_pair(table, m)
+    g = float32(0.0)
+    for jj in range(uint32(table[row])):
+        if uint32(table[row + uint32(1) + jj]) == c:
+            g = c3_pair_sum(part, pair + jj, q)
+    return g
 
 
 def c3_out_table(table):

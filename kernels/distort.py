@@ -1,14 +1,11 @@
 """Random planar affine distortions of training images, as in the paper's distortion
 experiment: "combinations of the following planar affine transformations: horizontal
 and vertical translations, scaling, squeezing (simultaneous horizontal compression and
-vertical elongation, or the reverse), and horizontal shearing".
+vertical elongation, or the reverse), and horizontal shearing". Three versions:
+distort_ref (NumPy, float64: the definition), distort_cpu (Numba njit, one thread) and
+distort (CUDA: one thread per output pixel (n, y, x)); draw_distortions draws their
+parameters. Images are (N,1,32,32), preprocessed (lenet.data.preprocess: background -0.1).
 
-    draw_distortions(rng, n)                  params (n, 6) float32, one row a pattern
-    distort_ref(params, images, background)   NumPy, float64: the definition
-    distort_cpu(out, images, params, background)    compiled (Numba njit), one thread
-    distort(out, images, params, background)        CUDA: distort_kernel's launcher
-
-images and out are (N,1,32,32), preprocessed (lenet.data.preprocess: background -0.1).
 A row (a, b, c, d, e, f) of params maps each output pixel (y, x) to the input point
 
     x_in = a (x - C) + b (y - C) + C + e,   y_in = c (x - C) + d (y - C) + C + f,
@@ -25,8 +22,7 @@ originals beside 540,000 distorted patterns); otherwise a translation uniform in
 (x += k y), applied as x' = M x + t, M = [[s q, k s / q], [0, s / q]]; the row is M's
 inverse and the matching offset. `lenet show distortions` draws examples.
 
-One CUDA version: one thread per output pixel (n, y, x). Test: pytest -q
-tests/test_distort.py
+Test: pytest -q tests/test_distort.py
 """
 
 import math

@@ -1,46 +1,17 @@
-"""The whole LeNet-5 forward pass in one kernel launch, built from kernels/forward_pieces.py.
+"""The whole LeNet-5 forward pass in one launch, built from kernels/forward_pieces.py:
+forward_kernel, launched by forward (checked) or by FusedForward (lenet/ops_gpu.py: no
+per-call checks or allocation). No activation goes to global memory (layout:
+docs/kernels.md). The stage kernels (c1s2, c3s4, dense, rbf, squash) run one piece over a
+batch: tests/test_forward_pieces.py checks each piece through them, the census sees each
+alone, and lenet/ops_gpu.py's activations() gives every layer's output with them.
 
-    forward_kernel(penalties, classes, x, params, table, centers)
-
-x (N, 1024) float32 preprocessed images -> penalties (N, 10) float32 (RBF outputs,
-smaller is better) and classes (N,) int32 (the argmin), all in one launch at any N; no
-activation goes to global memory. params is the flat parameter buffer
-(kernels.forward_pieces.PARAMETER_AT), table c3_table()'s C3 connection lists, centers the RBF
-bitmaps (10*84,).
-
-One block (THREADS threads) per group of IMAGES images, striding over the groups. Per
-group, with | a syncthreads:
-
-    inputs -> shared | C1+S2, 98 tasks an image | C3+S4, 80 tasks an image | C5 partial
-    sums | C5 | F6 partial sums | F6 | RBF penalties | argmin
-
-Shared memory (45.7 KB): C1..S4's parameters (2,616 floats, staged once per block), a
-1,024-float row per image that holds the input, then S4, C5, F6 and the penalties, and
-a 1,176-float row per image for S2, then the full connections' partial sums. C5's and
-F6's weights (233 KB) are read from global memory (L2) once per group, in 32-byte
-sectors. The code generation rules of kernels/forward_pieces.py hold here too: unsigned indices,
-constant shapes, no runtime division but by the group's image count.
-
-The stage kernels run one piece at a time over a batch (one block per IMAGES images):
-how tests/test_forward_pieces.py checks each piece against the reference, how the census sees
-each piece alone, and how lenet/ops_gpu.py's activations() gives every layer's output
-(the model's forward_all, the benchmark's per-layer rows):
-
-    c1s2_kernel(s2, c1, x, params)          S2 (N, 1176) and C1 (N, 4704) from x (N, 1024)
-    c3s4_kernel(s4, c3, s2, params, table)  S4 (N, 400) and C3 (N, 1600) from S2
-    dense_kernel(out, x, w, b)              f(x w^T + b): C5 (N,400)->(N,120), F6 ->(N,84)
-    rbf_kernel(penalties, classes, x6, centers)
-    squash_kernel(out, a)                   forward_pieces.squash elementwise (its accuracy test)
-
-FusedForward holds what a model needs to launch forward_kernel with no per-call checks
-or allocation (lenet/ops_gpu.py uses it). CPU reference: kernels.reference.forward_ref.
 Test: pytest -q tests/test_forward.py
 """
 
 import numpy as np
 from numba import config, cuda, float32, int32, uint32
 
-from .common import device_function, kernel
+from .common import check_device_array, device_function, kernel
 from .forward_pieces import (
     C1_MAPS,
     C1_SIZE,
@@ -77,8 +48,8 @@ from .inputs import NonfiniteCheck
 THREADS = 256                      # threads per block
 BLOCKS_PER_SM = 3                  # launch bound: registers for 3 resident blocks an SM
 LAUNCH_BOUNDS = {"launch_bounds": (THREADS, BLOCKS_PER_SM)}
-C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE
-C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE
+C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE   # 4704 floats an image
+C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE   # 1600
 # where a group's row of buffer A keeps each stage (the input is dead once S2 is done)
 S4_AT, A5_AT = 0, S4_LEN
 A6_AT = A5_AT + C5_UNITS
@@ -248,14 +219,10 @@ def _cdiv(a, b):
     return -(-a // b)
 
 
-def _check(op, name, a, shape, dtype=np.float32):
-    """ValueError unless `a` is a C-contiguous device array of shape and dtype."""
-    if isinstance(a, np.ndarray) or not hasattr(a, "is_c_contiguous"):
-        raise ValueError(f"{op}: {name} must be a Numba device array, got {type(a).__name__}")
-    if tuple(a.shape) != tuple(shape) or np.dtype(a.dtype) != np.dtype(dtype) \
-            or not a.is_c_contiguous():
-        raise ValueError(f"{op}: {name} is {np.dtype(a.dtype).name} {tuple(a.shape)}, "
-                         f"expected C-contiguous {np.dtype(dtype).name} {tuple(shape)}")
+def _check_all(op, **arrays):
+    """check_device_array of each name=(array, shape[, dtype]) (float32 by default)."""
+    for name, spec in arrays.items():
+        check_device_array(op, name, *spec)
 
 
 def groups(n):
@@ -265,14 +232,12 @@ def groups(n):
 
 def forward(penalties, classes, x, params, table, centers):
     """penalties (N,10) and classes (N,) int32 of images x (N,1024): forward_kernel after
-    checking every argument (FusedForward.run launches it without checks)."""
+    checking every argument (FusedForward launches it without checks)."""
     n = x.shape[0] if len(getattr(x, "shape", ())) == 2 else None
-    _check("forward", "x", x, (n, IN_LEN))
-    _check("forward", "penalties", penalties, (n, N_CLASSES))
-    _check("forward", "classes", classes, (n,), np.int32)
-    _check("forward", "params", params, (PARAMETERS_LEN,))
-    _check("forward", "table", table, (C3_MAPS * TABLE_ROW,), np.int32)
-    _check("forward", "centers", centers, (N_CLASSES * F6_UNITS,))
+    _check_all("forward", x=(x, (n, IN_LEN)), penalties=(penalties, (n, N_CLASSES)),
+               classes=(classes, (n,), np.int32), params=(params, (PARAMETERS_LEN,)),
+               table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
+               centers=(centers, (N_CLASSES * F6_UNITS,)))
     if n:
         forward_kernel[groups(n), THREADS](penalties, classes, x, params, table, centers)
 
@@ -292,18 +257,15 @@ def squash_all(a):
 
 def c1s2(s2, c1, x, params):
     n = x.shape[0]
-    for name, a, shape in (("s2", s2, (n, S2_LEN)), ("c1", c1, (n, C1_LEN)),
-                           ("x", x, (n, IN_LEN)), ("params", params, (PARAMETERS_LEN,))):
-        _check("c1s2", name, a, shape)
+    _check_all("c1s2", s2=(s2, (n, S2_LEN)), c1=(c1, (n, C1_LEN)), x=(x, (n, IN_LEN)),
+               params=(params, (PARAMETERS_LEN,)))
     c1s2_kernel[groups(n), THREADS](s2, c1, x, params)
 
 
 def c3s4(s4, c3, s2, params, table):
     n = s2.shape[0]
-    for name, a, shape in (("s4", s4, (n, S4_LEN)), ("c3", c3, (n, C3_LEN)),
-                           ("s2", s2, (n, S2_LEN)), ("params", params, (PARAMETERS_LEN,))):
-        _check("c3s4", name, a, shape)
-    _check("c3s4", "table", table, (C3_MAPS * TABLE_ROW,), np.int32)
+    _check_all("c3s4", s4=(s4, (n, S4_LEN)), c3=(c3, (n, C3_LEN)), s2=(s2, (n, S2_LEN)),
+               params=(params, (PARAMETERS_LEN,)), table=(table, (C3_MAPS * TABLE_ROW,), np.int32))
     c3s4_kernel[groups(n), THREADS](s4, c3, s2, params, table)
 
 
@@ -314,18 +276,15 @@ def dense(out, x, w, b):
     if n_in > DENSE_IN_MAX or n_out > C5_UNITS or n_out % DENSE_UNITS:
         raise ValueError(f"dense: {n_in} inputs and {n_out} units; dense_kernel takes at most "
                          f"{DENSE_IN_MAX} and {C5_UNITS}, units a multiple of {DENSE_UNITS}")
-    for name, a, shape in (("out", out, (n, n_out)), ("x", x, (n, n_in)),
-                           ("w", w, (n_out * n_in,)), ("b", b, (n_out,))):
-        _check("dense", name, a, shape)
+    _check_all("dense", out=(out, (n, n_out)), x=(x, (n, n_in)), w=(w, (n_out * n_in,)),
+               b=(b, (n_out,)))
     dense_kernel[groups(n), THREADS](out, x, w, b)
 
 
 def rbf(penalties, classes, x6, centers):
     n = x6.shape[0]
-    _check("rbf", "penalties", penalties, (n, N_CLASSES))
-    _check("rbf", "classes", classes, (n,), np.int32)
-    _check("rbf", "x6", x6, (n, F6_UNITS))
-    _check("rbf", "centers", centers, (N_CLASSES * F6_UNITS,))
+    _check_all("rbf", penalties=(penalties, (n, N_CLASSES)), classes=(classes, (n,), np.int32),
+               x6=(x6, (n, F6_UNITS)), centers=(centers, (N_CLASSES * F6_UNITS,)))
     rbf_kernel[_cdiv(n, 128), 128](penalties, classes, x6, centers)
 
 
@@ -354,7 +313,7 @@ class FusedForward:
         self.table = c3_table(table)
         if isinstance(centers, np.ndarray):
             centers = cuda.to_device(np.ascontiguousarray(centers, np.float32).reshape(-1))
-        _check("FusedForward", "centers", centers, (N_CLASSES * F6_UNITS,))
+        check_device_array("FusedForward", "centers", centers, (N_CLASSES * F6_UNITS,))
         self.centers = centers
         self.stream = cuda.stream()
         self.check = NonfiniteCheck(self.stream)
@@ -392,8 +351,8 @@ class FusedForward:
         n = x.shape[0]
         pen, cls = self._outputs(n, want, fresh=out is None)
         if out is not None:
-            _check("FusedForward", "out", out, (n, N_CLASSES) if want == "penalties" else (n,),
-                   np.float32 if want == "penalties" else np.int32)
+            mine = pen if want == "penalties" else cls
+            check_device_array("FusedForward", "out", out, mine.shape, mine.dtype)
             pen, cls = (out, cls) if want == "penalties" else (pen, out)
         self.check.launch(x)
         if n:

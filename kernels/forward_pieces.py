@@ -1,45 +1,13 @@
-"""One-image layer pieces of LeNet-5 (forward): the device functions that the fused
-kernels are assembled from (kernels/forward.py, the fused training step kernels/
-train_step.py and the per-pattern SDLM kernel kernels/sdlm.py), each tested on its own
-against kernels/reference.py.
+"""One-image forward pieces of LeNet-5, device functions that the fused kernels
+(kernels/forward.py, train_step.py, sdlm.py) are assembled from. A piece computes one task
+(a small part of one layer for one image); the caller maps threads to (image, task).
+Arrays are 1-D, one image's maps flattened (x[(c * H + y) * W + x]), in shared or global
+memory alike. Shapes are module constants, loops have constant bounds and indices are
+unsigned, so NVVM unrolls the inner loops and keeps the register tiles in registers.
+Under the CUDA simulator the pieces are plain Python (kernels.common.device_function).
 
-A piece computes one small part of one layer for one image, called a task, so that the
-caller decides how threads map to (image, task): many images per block (inference,
-mini-batch training) or one image per block (the per-pattern SDLM kernel). Every array
-is 1-D and C-ordered, one image's maps flattened (x[(c * H + y) * W + x]): the same piece
-reads shared memory or global memory, and a kernel can lay several stages out in one
-shared buffer. Shapes are module constants, loops have constant bounds and indices are
-unsigned or provably non-negative, so NVVM unrolls the inner loops and keeps the
-register tiles (cuda.local.array) in registers.
-
-    squash(a)                 f(a) = 1.7159 tanh(2a/3), max relative error 4e-7 (below)
-    c1s2_forward(...)         C1 then S2: task (S2 row i, column pair j), 98 an image; a
-                              6x8 input window in registers gives 2x4 C1 pixels of each map
-                              (200 FMAs per 25 weights loaded); C1 never leaves registers
-                              unless `keep` (training needs it)
-    c3s4_forward(...)         C3 then S4: task (C3 map m, S4 row r), 80 an image; walks m's
-                              connection list; per input map 25 weights and 5 pairs of
-                              14-input rows feed 500 FMAs into a 2x10 register tile
-    dense_partials(...)       C5 or F6 (a full connection) for up to IMAGES images: thread
-    dense_finish(...)         (unit group, input lane) sums 4 units x IMAGES images over
-                              every DENSE_SPLIT-th input; the finish adds the partial sums
-                              in a fixed order (deterministic, no atomics) and squashes;
-                              one image (SDLM) passes x_stride 0: the same latency
-    rbf_penalty(x6, centers, i)   sum_j (x6[j] - centers[i, j])^2 of one image
-    argmin10(y)               the first index of the smallest of 10 penalties
-
-squash: A tanh(S a) = A S a + a z P(z), z = a^2, a degree-3 P, for |a| < 1, and
-copysign(A - 2A / (1 + 2^(|a| 2S log2 e)), a) above, with the hardware's ex2.approx and
-rcp.approx (inline PTX): 16 PTX instructions, no branch, no libdevice. Its worst
-relative error over every float32 input, with those two instructions at their documented
-error bounds, is 3.9e-7 (bench/results/2026-12-02-squash-accuracy/). libdevice's tanhf
-is the same scheme with A and S applied outside (24 instructions).
-
-Under the CUDA simulator the pieces are plain Python (kernels.common.device_function)
-and ex2/rcp are math.exp2 and a division.
-
-Tests: pytest -q tests/test_forward_pieces.py (each piece through its stage kernel;
-the fused kernel: tests/test_forward.py); compile census: bench/results/2026-12-02-fused-census/.
+Test: pytest -q tests/test_forward_pieces.py (each piece through kernels/forward.py's
+stage kernels); census: bench/results/2026-12-02-fused-census/.
 """
 
 import math
@@ -170,7 +138,11 @@ _MINUS_2A = float32(-2.0 * SQUASH_A)
 
 @device_function
 def squash(a):
-    """f(a) = 1.7159 tanh(2a/3); relative error <= 4e-7 for every float32 a (see above)."""
+    """f(a) = 1.7159 tanh(2a/3) in 16 PTX instructions, no branch, no libdevice (whose
+    tanhf takes 24): A S a + a z P(z), z = a^2, for |a| < 1, else copysign(A - 2A / (1 +
+    2^(|a| 2S log2 e)), a) with the hardware's ex2.approx and rcp.approx (exp2 and a
+    division in the simulator). Relative error <= 3.9e-7 for every float32 a, those two
+    instructions at their documented error bounds (bench/results/2026-12-02-squash-accuracy/)."""
     z = a * a
     p = ((_Q4 * z + _Q3) * z + _Q2) * z + _Q1
     small = (a * z) * p + _Q0 * a

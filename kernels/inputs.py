@@ -1,21 +1,11 @@
-"""Checks of a user's input on the device: the first image holding a NaN or an infinity.
+"""The first image of a device array holding a NaN or an infinity, found on the device:
+first_nonfinite(x) on the default stream, or NonfiniteCheck ordered on a stream among
+other work (the fused inference path checks its input this way, one wait for the check
+and the forward pass). Only the 4-byte answer comes back to the host, through a mapped
+int32 made once per check: a call allocates nothing and launches once. CPU reference:
+first_nonfinite_ref.
 
-    first_nonfinite(x)             index of the first image of x (N, ...) with a NaN or
-                                   infinite value, or -1 if every value is finite; waits
-                                   for the default stream only, not the whole device
-    NonfiniteCheck(stream)         the same check ordered on a stream among other work:
-                                   launch(x), then, once the stream is synchronized,
-                                   result(); the fused inference path checks its input
-                                   this way with one wait for check and forward pass
-    nonfinite_error(index, dtype)  the ValueError that names the image
-
-x is a C-contiguous float32 device array of any image shape, viewed as (N, P). Only
-the 4-byte answer comes back to the host, through a mapped (host-visible) int32 made
-once per check: a call allocates nothing and launches once. The model refuses bad
-device input (lenet/model.py) without copying the images. Its CPU reference is
-`first_nonfinite_ref`.
-
-Test: pytest -q tests/test_model.py -k nonfinite
+Test: pytest -q tests/test_inputs.py; pytest -q tests/test_model.py -k nonfinite
 """
 
 import functools
@@ -50,8 +40,8 @@ def first_nonfinite_kernel(out, x):
 
 
 class NonfiniteCheck:
-    """first_nonfinite_kernel on one stream, with its own mapped answer (module
-    docstring). Not for two threads at once: each caller keeps its own."""
+    """first_nonfinite_kernel on one stream, with its own mapped answer: launch(x), then
+    wait(). Not for two threads at once: each caller keeps its own."""
 
     def __init__(self, stream=None):
         self.stream = stream or cuda.default_stream()
@@ -72,15 +62,11 @@ class NonfiniteCheck:
             blocks = (n * pixels + BLOCK * ITEMS - 1) // (BLOCK * ITEMS)
             first_nonfinite_kernel[blocks, BLOCK, self.stream](self.out, flat)
 
-    def result(self):
-        """The launched check's answer; the caller has synchronized the stream."""
-        first = int(self.out[0])
-        return -1 if first == self.n else first
-
     def wait(self):
-        """Synchronize the stream, then result()."""
+        """Synchronize the stream; the launched check's answer (first_nonfinite's)."""
         self.stream.synchronize()
-        return self.result()
+        first = int(self.out[0])   # the mapped answer, readable once the stream is done
+        return -1 if first == self.n else first
 
 
 @functools.cache
@@ -91,7 +77,7 @@ def _default_check():
 
 def first_nonfinite(x):
     """Index of the first image of the float32 device array x (N, ...) holding a NaN
-    or an infinite value, or -1."""
+    or an infinite value, or -1; waits for the default stream only, not the whole device."""
     with _answer_lock:
         check = _default_check()
         check.launch(x)

@@ -1,13 +1,7 @@
 """How many blocks of a kernel one SM holds at once, from its registers, shared memory and
-threads: the CUDA occupancy calculator's rules, so that launchers that size a grid by the
+threads (the CUDA occupancy calculator's rules, resident_blocks; or the driver's answer
+for a compiled kernel, device_resident_blocks), so that launchers that size a grid by the
 GPU (one wave of persistent blocks) derive it from the kernel instead of a constant.
-
-    HOPPER                          sm_90's per-SM limits (H100 and H200: 132 SMs each)
-    resident_blocks(regs, threads, shared, limits=HOPPER)
-                                    blocks resident on one SM, by the calculator's rules
-    device_resident_blocks(kernel, threads)
-                                    the same for a compiled kernel on the current GPU, from
-                                    the driver (cuOccupancyMaxActiveBlocksPerMultiprocessor)
 
 Test: pytest -q tests/test_occupancy.py (the census's figures for an H100 and an H200
 against every launch geometry the project chooses).

@@ -1,56 +1,15 @@
-"""CPU reference ops of LeNet-5: the definition every GPU kernel is checked against.
+"""CPU reference of LeNet-5: the definition every implementation is checked against.
 
-Pure NumPy, batched over images (axis 0), vectorised, and dtype-generic: pass
-float64 arrays to check gradients, float32 arrays for speed. Every op comes in
-three parts that share one name:
+Pure NumPy, batched over images (axis 0), in the inputs' dtype (float64 to check
+gradients). Each op has a forward, <op>_ref, and a backward, <op>_backward_ref(...,
+order): order 1 the gradients of a scalar loss, order 2 the Gauss-Newton diagonal of the
+SDLM recipe (curvature through each linear map with squared weights and inputs, f''
+dropped). Parameter derivatives are summed over the batch; losses are means over patterns.
+The whole network, in float64 with named tensors: forward_ref, backward_ref and the
+training loops sdlm_steps_ref and minibatch_steps_ref (LAYERS: the order of the layers).
 
-    <op>_ref            forward
-    <op>_backward_ref   gradients (first derivatives) of a scalar loss
-    <op>_backward2_ref  Gauss-Newton diagonal second derivatives, as the SDLM
-                        recipe uses them: curvature is propagated through each
-                        linear map with squared weights, and the squashing
-                        function's own second derivative is dropped
-
-Gradients and second derivatives of parameters are summed over the batch; the
-loss functions already divide by the batch size (they are means over patterns).
-
-Ops (shapes: N images, C input maps, M output maps, K kernel size):
-
-    squash            a -> 1.7159 tanh(2a/3), elementwise
-    conv              x (N,C,H,W), weight (M,C,K,K), bias (M,), table (C,M) bool
-                      -> a (N,M,H-K+1,W-K+1); cross-correlation over the input
-                      maps that the connection table links to each output map
-    subsample         x (N,C,H,W) -> coef * (2x2 block sum) + bias, (N,C,H/2,W/2)
-    full              x (N,I), weight (O,I), bias (O,) -> x @ weight.T + bias
-    rbf               x (N,84), centers (10,84) -> y (N,10) = sum_j (x_j - c_ij)^2
-    mse_loss          paper eq. 8: mean over patterns of y[correct]
-    map_loss          paper eq. 9: mean of y[correct] + log(exp(-j) + sum_i exp(-y_i))
-
-The whole network, named tensors (built from the ops above; LAYERS is the one place
-the order of the layers is written):
-
-    forward_ref(params, images, labels=None, loss="mse", j=MAP_J)
-        -> {"input", "C1.pre", "C1", "S2.pre", "S2", ..., "F6.pre", "F6", "penalties",
-            "classes"; with labels also "labels", "losses", "loss", "errors", "dy", "hy"}
-    backward_ref(params, forward, order=1)
-        -> {"penalties", "F6", "F6.pre", ..., "C1.pre", and every parameter name}
-    sdlm_steps_ref(params, rates, images, labels, order, loss="mse", j=MAP_J)
-        the paper's per-pattern steps, param -= rate * gradient, one pattern at a time
-    minibatch_steps_ref(params, images, labels, order, batch_size, ...)
-        mini-batch steps on the batches' mean loss: SGD with momentum, or SDLM's
-        param -= rate * gradient
-
-"C1.pre" is C1's pre-activation a, "C1" its output f(a); C5's output is (N,120) (its
-5x5 kernels cover its 5x5 input: a full connection). backward_ref's tensor of a name is
-the derivative of the batch's mean loss with respect to forward's tensor of that name,
-or to the parameter of that name: the gradient (order 1) or the Gauss-Newton diagonal
-second derivative of the SDLM recipe (order 2). Its "<layer>.pre" are the deltas that
-the kernels keep per image (d1..d6 in kernels/train_step.py and kernels/sdlm.py).
-Everything is float64, whatever the inputs' dtype.
-
-Tests: `pytest tests/test_reference.py` checks each backward against central
-finite differences in float64, and the whole network's gradients likewise;
-`pytest -s tests/test_implementations.py` compares every implementation with it.
+Tests: pytest tests/test_reference.py (each backward against central finite differences);
+pytest -s tests/test_implementations.py compares every implementation with it.
 """
 
 import numpy as np
@@ -85,15 +44,11 @@ def squash_derivative_ref(out):
     return (SQUASH_S / SQUASH_A) * (SQUASH_A * SQUASH_A - out * out)
 
 
-def squash_backward_ref(dout, out):
-    """da = dout * f'(a), with f'(a) computed from the forward output `out`."""
-    return dout * squash_derivative_ref(out)
-
-
-def squash_backward2_ref(hout, out):
-    """Gauss-Newton: ha = hout * f'(a)^2 (the term in f''(a) is dropped)."""
+def squash_backward_ref(dout, out, order=1):
+    """da = dout f'(a) (order 2: dout f'(a)^2, the term in f''(a) dropped), f'(a) computed
+    from the forward output `out`."""
     d = squash_derivative_ref(out)
-    return hout * d * d
+    return dout * d if order == 1 else dout * d * d
 
 
 # ----------------------------------------------------------------------- conv
@@ -133,27 +88,18 @@ def _full_correlation(d, weight):
     return np.ascontiguousarray(dx.transpose(0, 3, 1, 2))
 
 
-def conv_backward_ref(da, x, weight, table, need_dx=True):
-    """Gradients of the loss through conv_ref given da = dE/da (N,M,Ho,Wo):
-    returns dx (N,C,H,W) (None unless need_dx: C1 needs none), dweight
-    (M,C,K,K) (zero where the table has no connection) and dbias (M,)."""
+def conv_backward_ref(da, x, weight, table, order=1, need_dx=True):
+    """Derivatives through conv_ref given those at its output, da (N,M,Ho,Wo): dx (N,C,H,W)
+    (None unless need_dx: C1 needs none), dweight (M,C,K,K) (zero where the table has no
+    connection) and dbias (M,). Order 2: x and weight squared."""
     k = weight.shape[-1]
-    cols = sliding_window_view(x, (k, k), axis=(2, 3))
-    dweight = np.tensordot(da, cols, axes=([0, 2, 3], [0, 2, 3]))
-    dweight = _masked(dweight, table)
-    dx = _full_correlation(da, _masked(weight, table)) if need_dx else None
-    return dx, dweight, _batch_sum(da, (0, 2, 3))
-
-
-def conv_backward2_ref(ha, x, weight, table, need_hx=True):
-    """Gauss-Newton second derivatives through conv_ref given ha = d2E/da2:
-    hx = full correlation of ha with weight^2, hweight = sum ha * x^2."""
-    k = weight.shape[-1]
-    cols = sliding_window_view(x * x, (k, k), axis=(2, 3))
-    hweight = _masked(np.tensordot(ha, cols, axes=([0, 2, 3], [0, 2, 3])), table)
     w = _masked(weight, table)
-    hx = _full_correlation(ha, w * w) if need_hx else None
-    return hx, hweight, _batch_sum(ha, (0, 2, 3))
+    if order == 2:
+        x, w = x * x, w * w
+    cols = sliding_window_view(x, (k, k), axis=(2, 3))
+    dweight = _masked(np.tensordot(da, cols, axes=([0, 2, 3], [0, 2, 3])), table)
+    dx = _full_correlation(da, w) if need_dx else None
+    return dx, dweight, _batch_sum(da, (0, 2, 3))
 
 
 # ------------------------------------------------------------------ subsample
@@ -177,18 +123,14 @@ def subsample_ref(x, coef, bias):
     return coef[None, :, None, None] * _block_sum(x) + bias[None, :, None, None]
 
 
-def subsample_backward_ref(da, x, coef):
-    """Returns dx (N,C,H,W), dcoef (C,), dbias (C,)."""
-    dx = _upsample(da * coef[None, :, None, None])
-    dcoef = _batch_sum(da * _block_sum(x), (0, 2, 3))
-    return dx, dcoef, _batch_sum(da, (0, 2, 3))
-
-
-def subsample_backward2_ref(ha, x, coef):
-    """Returns hx = ha * coef^2 spread over each block, hcoef = sum ha * s^2, hbias."""
+def subsample_backward_ref(da, x, coef, order=1):
+    """Returns dx (N,C,H,W) = da coef spread over each 2x2 block, dcoef (C,) = sum da s
+    (s the block sums), dbias (C,) = sum da. Order 2: coef and s squared."""
     s = _block_sum(x)
-    hx = _upsample(ha * (coef * coef)[None, :, None, None])
-    return hx, _batch_sum(ha * s * s, (0, 2, 3)), _batch_sum(ha, (0, 2, 3))
+    if order == 2:
+        s, coef = s * s, coef * coef
+    dx = _upsample(da * coef[None, :, None, None])
+    return dx, _batch_sum(da * s, (0, 2, 3)), _batch_sum(da, (0, 2, 3))
 
 
 # ----------------------------------------------------------------------- full
@@ -201,14 +143,12 @@ def full_ref(x, weight, bias):
     return x @ weight.T + bias
 
 
-def full_backward_ref(da, x, weight):
-    """Returns dx (N,I), dweight (O,I), dbias (O,)."""
+def full_backward_ref(da, x, weight, order=1):
+    """Returns dx (N,I) = da @ weight, dweight (O,I) = da.T @ x, dbias (O,) = sum da.
+    Order 2: x and weight squared."""
+    if order == 2:
+        x, weight = x * x, weight * weight
     return da @ weight, da.T @ x, _batch_sum(da, 0)
-
-
-def full_backward2_ref(ha, x, weight):
-    """Returns hx = ha @ weight^2, hweight = ha.T @ x^2, hbias = sum ha."""
-    return ha @ (weight * weight), ha.T @ (x * x), _batch_sum(ha, 0)
 
 
 # ------------------------------------------------------------------------ rbf
@@ -221,18 +161,14 @@ def rbf_ref(x, centers):
     return (diff * diff).sum(axis=2)
 
 
-def rbf_backward_ref(dy, x, centers):
-    """dx[n,j] = sum_i dy[n,i] * 2 (x[n,j] - centers[i,j])."""
-    return 2.0 * (dy.sum(axis=1, keepdims=True) * x - dy @ centers)
-
-
-def rbf_backward2_ref(hy, dy, x, centers):
-    """Second derivative of the loss in x, from dy = dE/dy and hy = the diagonal
-    of d2E/dy2: hx[n,j] = sum_i 2 dy[n,i] + hy[n,i] * 4 (x[n,j] - c[i,j])^2.
-
-    The first term is y's own curvature (d2y_i/dx_j2 = 2): exact, not dropped,
-    because it is what makes the MSE loss curved at all. Off-diagonal terms of
-    d2E/dy2 are dropped, as SDLM drops every off-diagonal term."""
+def rbf_backward_ref(dy, x, centers, order=1, hy=None):
+    """dx[n,j] = sum_i dy[n,i] 2 (x[n,j] - c[i,j]) from dy = dE/dy. Order 2, with hy the
+    diagonal of d2E/dy2: hx[n,j] = sum_i 2 dy[n,i] + 4 hy[n,i] (x[n,j] - c[i,j])^2. Its
+    first term is y's own curvature (d2y_i/dx_j2 = 2): exact, not dropped, because it is
+    what makes the MSE loss curved at all. Off-diagonal terms of d2E/dy2 are dropped, as
+    SDLM drops every off-diagonal term."""
+    if order == 1:
+        return 2.0 * (dy.sum(axis=1, keepdims=True) * x - dy @ centers)
     diff = x[:, None, :] - centers[None, :, :]
     return 2.0 * dy.sum(axis=1, keepdims=True) + 4.0 * (hy[:, :, None] * diff * diff).sum(axis=1)
 
@@ -286,51 +222,49 @@ LOSSES = tuple(LOSS_KINDS)
 
 
 def _float64_params(params):
-    shapes = PARAMETER_SHAPES
-    missing = sorted(set(shapes) - set(params))
+    missing = sorted(set(PARAMETER_SHAPES) - set(params))
     if missing:
         raise ValueError(f"params: missing {missing}")
-    out = {}
-    for name, shape in shapes.items():
-        out[name] = np.asarray(params[name], dtype=np.float64)
+    out = {name: np.asarray(params[name], dtype=np.float64) for name in PARAMETER_SHAPES}
+    for name, shape in PARAMETER_SHAPES.items():
         if out[name].shape != shape:
             raise ValueError(f"params: {name} has shape {out[name].shape}, expected {shape}")
     return out
 
 
-def _layer_forward(name, kind, x, p, tables):
+def _layer_forward(name, kind, x, p):
     """The pre-activation of layer `name` from its input x."""
     if kind == "conv":
-        return conv_ref(x, p[name + ".weight"], p[name + ".bias"], tables[name])
+        return conv_ref(x, p[name + ".weight"], p[name + ".bias"], CONV_TABLES[name])
     if kind == "subsample":
         return subsample_ref(x, p[name + ".coef"], p[name + ".bias"])
     w = p[name + ".weight"]
     return full_ref(x.reshape(x.shape[0], -1), w.reshape(w.shape[0], -1), p[name + ".bias"])
 
 
-def _layer_backward(name, kind, d, x, p, tables, order, need_dx):
+def _layer_backward(name, kind, d, x, p, order, need_dx):
     """(derivative at the input x or None, {parameter name: derivative}) of layer `name`
     from the derivative d at its pre-activation; order 1 or 2 (Gauss-Newton)."""
     if kind == "conv":
-        op = conv_backward_ref if order == 1 else conv_backward2_ref
-        dx, dw, db = op(d, x, p[name + ".weight"], tables[name], need_dx)
+        dx, dw, db = conv_backward_ref(d, x, p[name + ".weight"], CONV_TABLES[name], order,
+                                       need_dx)
         return dx, {name + ".weight": dw, name + ".bias": db}
     if kind == "subsample":
-        op = subsample_backward_ref if order == 1 else subsample_backward2_ref
-        dx, dc, db = op(d, x, p[name + ".coef"])
+        dx, dc, db = subsample_backward_ref(d, x, p[name + ".coef"], order)
         return dx, {name + ".coef": dc, name + ".bias": db}
-    op = full_backward_ref if order == 1 else full_backward2_ref
     w = p[name + ".weight"]
-    dx, dw, db = op(d, x.reshape(x.shape[0], -1), w.reshape(w.shape[0], -1))
+    dx, dw, db = full_backward_ref(d, x.reshape(x.shape[0], -1), w.reshape(w.shape[0], -1),
+                                   order)
     return dx.reshape(x.shape), {name + ".weight": dw.reshape(w.shape), name + ".bias": db}
 
 
 def forward_ref(params, images, labels=None, loss="mse", j=MAP_J):
-    """Every tensor of the forward pass of images (N,1,32,32) (or (N,32,32), (N,1024)),
-    by name (module docstring), in float64. With labels (N,) ints 0..9 also the loss:
-    per pattern ("losses"), their mean ("loss"), the misclassified count ("errors") and
-    the mean's derivatives in the penalties, "dy" and its Gauss-Newton diagonal "hy"."""
-    tables, centers = CONV_TABLES, RBF_CENTERS
+    """Every tensor of the forward pass of images (N,1,32,32) (or (N,32,32), (N,1024)) in
+    float64, by name: "input"; per layer L of LAYERS "L.pre", its pre-activation a, and
+    "L", its output f(a) (C5's is (N,120): its 5x5 kernels cover its 5x5 input);
+    "penalties", "classes". With labels (N,) ints 0..9 also the loss: per pattern
+    ("losses"), their mean ("loss"), the misclassified count ("errors") and the mean's
+    derivatives in the penalties, "dy" and its Gauss-Newton diagonal "hy"."""
     p = _float64_params(params)
     x = np.asarray(images, dtype=np.float64)
     if x.ndim < 2 or int(np.prod(x.shape[1:])) != 32 * 32:
@@ -338,9 +272,9 @@ def forward_ref(params, images, labels=None, loss="mse", j=MAP_J):
     out = {"input": x.reshape(x.shape[0], 1, 32, 32)}
     x = out["input"]
     for name, kind in LAYERS:
-        out[name + ".pre"] = _layer_forward(name, kind, x, p, tables)
+        out[name + ".pre"] = _layer_forward(name, kind, x, p)
         x = out[name] = squash_ref(out[name + ".pre"])
-    out["penalties"] = rbf_ref(x, centers)
+    out["penalties"] = rbf_ref(x, RBF_CENTERS)
     out["classes"] = out["penalties"].argmin(axis=1)
     if labels is not None:
         if loss not in LOSSES:
@@ -355,26 +289,23 @@ def forward_ref(params, images, labels=None, loss="mse", j=MAP_J):
 
 def backward_ref(params, forward, order=1):
     """The derivatives of the mean loss of forward_ref's result `forward` (made with
-    labels) with respect to every tensor and parameter, by name (module docstring):
-    gradients (order 1) or SDLM's Gauss-Newton diagonal (order 2)."""
+    labels) in float64 with respect to its tensors "penalties", "F6", "F6.pre", ...,
+    "C1.pre" and to every parameter, by name: gradients (order 1) or SDLM's Gauss-Newton
+    diagonal (order 2). "L.pre" are the deltas that the kernels keep per image (d1..d6 in
+    kernels/train_step.py and kernels/sdlm.py)."""
     if order not in (1, 2):
         raise ValueError(f"backward_ref: order must be 1 or 2, not {order!r}")
     if "dy" not in forward:
         raise ValueError("backward_ref: the forward pass has no loss (give it labels)")
-    tables, centers = CONV_TABLES, RBF_CENTERS
     p = _float64_params(params)
     top = LAYERS[-1][0]
-    out = {"penalties": forward["dy"] if order == 1 else forward["hy"]}
-    if order == 1:
-        out[top] = rbf_backward_ref(forward["dy"], forward[top], centers)
-    else:
-        out[top] = rbf_backward2_ref(forward["hy"], forward["dy"], forward[top], centers)
-    through = squash_backward_ref if order == 1 else squash_backward2_ref
+    out = {"penalties": forward["dy"] if order == 1 else forward["hy"],
+           top: rbf_backward_ref(forward["dy"], forward[top], RBF_CENTERS, order, forward["hy"])}
     for k in range(len(LAYERS) - 1, -1, -1):
         name, kind = LAYERS[k]
         below = LAYERS[k - 1][0] if k else "input"
-        d = out[name + ".pre"] = through(out[name], forward[name])
-        dx, grads = _layer_backward(name, kind, d, forward[below], p, tables, order, k > 0)
+        d = out[name + ".pre"] = squash_backward_ref(out[name], forward[name], order)
+        dx, grads = _layer_backward(name, kind, d, forward[below], p, order, k > 0)
         out.update(grads)
         if k:
             out[below] = dx
@@ -384,22 +315,14 @@ def backward_ref(params, forward, order=1):
 def sdlm_steps_ref(params, rates, images, labels, order, loss="mse", j=MAP_J):
     """The paper's per-pattern SDLM steps: for n = order[0], order[1], ... in turn, the
     gradient g of pattern n's loss and param -= rates[name] * g, so that each pattern
-    sees the parameters its predecessor left. rates: eta / (mu + h) by parameter name.
+    sees the parameters its predecessor left (minibatch_steps_ref with batches of one).
+    rates: eta / (mu + h) by parameter name.
 
     Returns (parameters after, stats [sum of the losses, misclassified count], the last
     pattern's forward_ref and backward_ref)."""
-    p = _float64_params(params)
-    rates = _float64_params(rates)
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    stats = np.zeros(2)
-    fwd = bwd = None
-    for n in np.asarray(order).reshape(-1):
-        fwd = forward_ref(p, images[n:n + 1], labels[n:n + 1], loss, j)
-        bwd = backward_ref(p, fwd)
-        stats += fwd["losses"][0], fwd["errors"]
-        for name in p:
-            p[name] = p[name] - rates[name] * bwd[name]
+    p, _, stats, fwd, bwd = minibatch_steps_ref(params, images, labels,
+                                                np.asarray(order).reshape(-1), 1, loss, j,
+                                                rates=rates)
     return p, stats, fwd, bwd
 
 

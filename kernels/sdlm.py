@@ -1,59 +1,22 @@
 """The paper's training loop in one kernel: per-pattern stochastic diagonal
 Levenberg-Marquardt steps of the whole of LeNet-5, one pattern after another, for one
-run or for many independent runs at once (one block each: a sweep).
-
-    sdlm_rates(rates, hess, eta, mu)       rates = eta / (mu + hess), once per pass
-    sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start,
-               count, kinds, js, centers, table, out_table, record=False)
-
-For run r (block r) and each of the `count` patterns n = order[r, start], ...,
-order[r, start + count - 1], in that order, it does what a mini-batch step of
-kernels/train_step.py does with a batch of one: the forward pass, the loss (kinds[r] 0: MSE,
-paper eq. 8; 1: MAP, eq. 9 with constant js[r]), the gradient of every parameter, and
-the step
+run or for many independent runs at once (one block each: a sweep). For each pattern it
+does what a mini-batch step of kernels/train_step.py does with a batch of one, built from
+the same pieces (kernels/forward_pieces.py, kernels/backward_pieces.py), then steps
 
     param -= rate * gradient        rate = eta / (mu + h), h the held Gauss-Newton diagonal
 
-so each pattern sees the parameters its predecessor left. stats[r] (float64) gains the
-patterns' losses and misclassifications. Run r reads the image set images[image_set[r]]
-(its own distorted copy of the training set, or the shared undistorted one).
+so each pattern sees the parameters its predecessor left. sdlm_rates computes the rates
+once per pass. The phase order and the memory layout: docs/kernels.md.
 
-Built from the one-image pieces of kernels/forward_pieces.py (forward), kernels/backward_pieces.py
-(deltas, gradient sums) and kernels.backward_pieces.pattern_loss: no layer is written twice.
-Threads split each phase's tasks; every parameter steps once the layer below no longer
-needs it (| = syncthreads):
-
-    forward   image | C1+S2 (98 tasks) | C3+S4 (80) | C5 partial sums | C5 | F6 partial sums
-              | F6 | RBF | loss, dE/dy
-    backward  F6 delta | C5 delta + F6 step (a column of F6's weights a thread, read and
-              written once) | S4 delta + C5 step (likewise) | C3 delta, S4 gradients
-              | S4 step, C3 gradient sums (120 tasks), S2 delta (42 tasks) | C3 step,
-              C1 delta, S2 gradients | S2 step, C1 gradient sums (84 tasks) | C1 step
-
-One pattern's activations and deltas stay in shared memory (46.6 KB), except C1's
-output and delta (2 x 18.8 KB), which go to the run's row of `scratch` (L1/L2). The
-parameters and rates (2 x 244 KB a run) are read from global memory (L2); the C5 and F6
-steps touch each weight once. With record, each pattern ends by copying the shared
-buffer to scratch, so a test sees every activation and delta of the last pattern
-(SCRATCH_AT names each one's place).
-
-Arrays (float32 unless said, C-contiguous, on the device):
-    params, rates (R, PARAMETERS_LEN)   flat, kernels.forward_pieces.PARAMETER_AT; params updated
-    stats (R, 2) float64, scratch (R, SCRATCH_LEN)
-    images (M, N, 1024), image_set (R,) int32, labels (N,) int32, order (R, P) int32
-    kinds (R,) int32, js (R,) float32, centers (840,), table (112,) int32 (c3_table),
-    out_table (102,) int32 (c3_out_table)
-
-CPU twin: kernels/cpu.py; reference: kernels/reference.py (sdlm_steps_ref). Test:
-pytest -q tests/test_sdlm.py (each phase's outputs after one pattern against
-kernels/reference.py; two runs side by side against each alone); end to end:
-tests/test_gpu_model.py, tests/test_sweep.py.
+CPU twin: kernels/cpu.py; reference: kernels.reference.sdlm_steps_ref. Test: pytest -q
+tests/test_sdlm.py; end to end: tests/test_gpu_model.py, tests/test_sweep.py.
 """
 
 import numpy as np
 from numba import config, cuda, float32, float64, int32, int64, uint32, void
 
-from .architecture import LOSS_KINDS
+from .architecture import LOSS_KINDS, offsets
 from .backward_pieces import (
     C1_GRAD_TASKS,
     C3_GRAD_TASKS,
@@ -74,7 +37,7 @@ from .backward_pieces import (
     subsample_grads,
 )
 from .common import check_device_array, device_function, kernel
-from .forward import s2_to_penalties
+from .forward import C1_LEN, C3_LEN, s2_to_penalties
 from .forward_pieces import (
     B1_AT,
     B2_AT,
@@ -83,11 +46,9 @@ from .forward_pieces import (
     B5_AT,
     B6_AT,
     C1_MAPS,
-    C1_SIZE,
     C1S2_TASKS,
     C2_AT,
     C3_MAPS,
-    C3_SIZE,
     C4_AT,
     C5_INPUTS,
     C5_UNITS,
@@ -118,8 +79,6 @@ RATES_THREADS = 256
 # the simulator, which runs a Python thread per CUDA thread
 RATES_BLOCKS = 4 if config.ENABLE_CUDASIM else -(-PARAMETERS_LEN // RATES_THREADS)
 
-C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE        # 4704
-C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE        # 1600
 C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)   # c3_delta: (S2 map, row pair)
 
 # shared memory, one pattern: name -> (offset, length) in floats
@@ -129,19 +88,11 @@ _SHARED = (("x", IN_LEN), ("a2", S2_LEN), ("d2", S2_LEN), ("a3", C3_LEN), ("d3",
            ("hy", N_CLASSES),
            ("part", max(DENSE_SPLIT * IMAGES * C5_UNITS, C3_GRAD_TASKS * GRAD_SUMS,
                         C1_GRAD_TASKS * GRAD_SUMS)))
-SHARED_AT = {}
-_at = 0
-for _name, _len in _SHARED:
-    SHARED_AT[_name] = (_at, _len)
-    _at += _len
-SHARED_LEN = _at                    # 11,654 floats, 46.6 KB
-X_AT, A2_AT, D2_AT = SHARED_AT["x"][0], SHARED_AT["a2"][0], SHARED_AT["d2"][0]
-A3_AT, D3_AT = SHARED_AT["a3"][0], SHARED_AT["d3"][0]
-A4_AT, D4_AT = SHARED_AT["a4"][0], SHARED_AT["d4"][0]
-A5_AT, D5_AT = SHARED_AT["a5"][0], SHARED_AT["d5"][0]
-A6_AT, D6_AT = SHARED_AT["a6"][0], SHARED_AT["d6"][0]
-Y_AT, DY_AT, HY_AT = SHARED_AT["y"][0], SHARED_AT["dy"][0], SHARED_AT["hy"][0]
-PART_AT = SHARED_AT["part"][0]
+_AT, SHARED_LEN = offsets(_SHARED)  # SHARED_LEN: 11,654 floats, 46.6 KB
+SHARED_AT = {name: (_AT[name], n) for name, n in _SHARED}
+X_AT, A2_AT, D2_AT, A3_AT, D3_AT = (_AT[k] for k in ("x", "a2", "d2", "a3", "d3"))
+A4_AT, D4_AT, A5_AT, D5_AT, A6_AT, D6_AT = (_AT[k] for k in ("a4", "d4", "a5", "d5", "a6", "d6"))
+Y_AT, DY_AT, HY_AT, PART_AT = (_AT[k] for k in ("y", "dy", "hy", "part"))
 
 # a run's scratch row: C1's output and delta, then the record of the shared buffer
 A1_AT, D1_AT, RECORD_AT = 0, C1_LEN, 2 * C1_LEN
@@ -291,10 +242,6 @@ def sdlm_rates_kernel(rates, hess, eta, mu):
 
 # ---------------------------------------------------------------------- launchers
 
-def _cdiv(a, b):
-    return -(-a // b)
-
-
 def sdlm_rates(rates, hess, eta, mu):
     """rates = eta / (mu + hess) (flat (PARAMETERS_LEN,) device arrays, in
     float32)."""
@@ -314,8 +261,18 @@ def kinds_of(losses):
 
 def sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start, count,
                kinds, js, centers, table, out_table, record=False):
-    """Per-pattern SDLM steps of R runs for patterns order[:, start:start + count], after
-    checking every argument (module docstring); Runs.launch skips the checks."""
+    """Per-pattern SDLM steps of R runs (block r: run r) for the patterns order[r, start],
+    ..., order[r, start + count - 1] in turn, after checking every argument (C-contiguous
+    device arrays, float32 unless said):
+
+    params, rates (R, PARAMETERS_LEN)   flat; params updated in place
+    stats (R, 2) float64                gains each run's loss sum and misclassified count
+    scratch (R, SCRATCH_LEN)            C1's output and delta; with record, the last
+                                        pattern's every activation and delta (SCRATCH_AT)
+    images (M, N, 1024), image_set (R,) int32   run r reads images[image_set[r]]
+    labels (N,) int32, order (R, P) int32, kinds (R,) int32 (kinds_of), js (R,) (eq. 9's j)
+    centers (840,), table (112,) int32 (c3_table), out_table (102,) int32 (c3_out_table)
+    """
     r = params.shape[0] if len(getattr(params, "shape", ())) == 2 else None
     m, n = (images.shape[0], images.shape[1]) if len(getattr(images, "shape", ())) == 3 \
         else (None, None)

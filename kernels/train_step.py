@@ -1,46 +1,20 @@
-"""A fused mini-batch training step of LeNet-5: forward, loss, backward and the update of
-every parameter in three launches, built from the one-image pieces of kernels/forward_pieces.py
-and kernels/backward_pieces.py.
+"""A fused mini-batch training step of LeNet-5 in three launches, built from the pieces of
+kernels/forward_pieces.py and kernels/backward_pieces.py: batch_kernel (forward, loss,
+backward, C1..S4's gradient sums per block), dense_grads_kernel (C5's and F6's gradients
+as split-batch products) and finish_kernel (each gradient's partial sums in a fixed order:
+a step repeats bit for bit; then the update). order 1 gives the gradients of the batch's
+mean loss, 2 its Gauss-Newton curvature (the SDLM recipes).
 
-    batch_kernel(acts, bp, params, images, labels, index, start, count, kind, j, scale,
-                 order, conv_part, stats_part, centers, table, out_table)
-        blocks stride over groups of IMAGES images of the batch index[start:start+count]
-        (read through the index: no gather): forward with every activation kept, the loss
-        and dE/dy, backward to C1's delta; each block sums C1..S4's parameter gradients
-        over its groups in shared memory and writes them as one row of conv_part
-    dense_grads_kernel(dense_part, acts, bp, count, order)
-        C5's and F6's weight and bias gradients as split-batch products: block (tile,
-        split) sums a 128-unit x 64-input tile of d^T x over its split of the batch into
-        a row of dense_part (8 x 4 register tiles a thread, 16-image slabs in shared)
-    finish_kernel(params, grads, velocity, rates, conv_part, dense_part, n_blocks, n_splits,
-                  stats_part, stats, mode, lr, momentum)
-        each parameter's gradient: its partial sums added in a fixed order (no atomics: a
-        step repeats bit for bit); then mode STORE (grads only: gradients, or Gauss-Newton
-        curvature with order 2), SGD (velocity = momentum velocity - lr g; param +=
-        velocity) or SDLM (param -= rates g); the blocks' loss and error sums into stats
-
-order 1 gives gradients, 2 the Gauss-Newton curvature of the SDLM recipes (the pieces'
-order). dy and hy are scaled by `scale` = 1 / count: the derivatives of the batch's mean
-loss, as kernels.backward_pieces.pattern_loss gives them.
-
-acts is one flat buffer of per-image rows grouped by name (ACT_ROWS): the block of name k
-is acts[bp * ACT_AT[k]:][:bp * len], image n's row at n * len, bp = the batch rounded up
-to IMAGES (dense_partials reads whole groups; rows past the batch are never used).
-lenet/workspace.py allocates it once per batch size with named views, and launches the
-three kernels without checks; launch_step here checks everything first (tests).
-
-Grid: batch_kernel's blocks (at most the workspace's `blocks`, 3 an SM on a GPU) take
-groups block, block + blocks, ...: a fixed assignment, so every sum has a fixed order.
-
-Test: pytest -q tests/test_train_step.py (against the float64 reference model); through
-the Trainer: tests/test_gpu_model.py; compile census: python -m bench.ptx --kernel
-train_step
+launch_step checks every argument, then launches the three; lenet/workspace.py allocates
+the activation buffer (ACT_ROWS) once per batch size and launches them without checks.
+Grid and memory layout: docs/kernels.md. Test: pytest -q tests/test_train_step.py;
+through the Trainer: tests/test_gpu_model.py.
 """
 
 import numpy as np
 from numba import config, cuda, float32, float64, int32, int64, uint32, void
 
-from .architecture import LOSS_KINDS, STEP_MODES
+from .architecture import LOSS_KINDS, STEP_MODES, offsets
 from .backward_pieces import (
     C1_GRAD_TASKS,
     C3_GRAD_TASKS,
@@ -52,6 +26,7 @@ from .backward_pieces import (
     c3_first_pair,
     c3_grad_sums,
     c3_pair_sum,
+    c3_weight_sum,
     dense_delta,
     pattern_loss,
     rbf_delta,
@@ -59,18 +34,16 @@ from .backward_pieces import (
     subsample_grads,
 )
 from .common import check_device_array, device_function, kernel
-from .forward import C5_THREADS, image_task, s2_to_penalties
+from .forward import C1_LEN, C3_LEN, C5_THREADS, image_task, s2_to_penalties
 from .forward_pieces import (
     B1_AT,
     B3_AT,
     B5_AT,
     B6_AT,
     C1_MAPS,
-    C1_SIZE,
     C1S2_TASKS,
     C2_AT,
     C3_MAPS,
-    C3_SIZE,
     C4_AT,
     C5_INPUTS,
     C5_UNITS,
@@ -99,8 +72,6 @@ from .forward_pieces import (
 THREADS = 256
 BLOCKS_PER_SM = 2                    # launch bound: up to 128 registers a thread
 LAUNCH_BOUNDS = {"launch_bounds": (THREADS, BLOCKS_PER_SM)}
-C1_LEN = C1_MAPS * C1_SIZE * C1_SIZE
-C3_LEN = C3_MAPS * C3_SIZE * C3_SIZE
 C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)        # c3_delta's tasks an image
 DENSE_LEN = PARAMETERS_LEN - W5_AT               # C5's and F6's parameters: 58,284
 CONV_LEN = CONV_PARAMETERS_LEN                   # C1..S4's: 2,616
@@ -124,12 +95,8 @@ ACT_ROWS = (("a1", C1_LEN), ("a2", S2_LEN), ("a3", C3_LEN), ("a4", S4_LEN),
             ("a5", C5_UNITS), ("a6", F6_UNITS), ("y", N_CLASSES), ("dy", N_CLASSES),
             ("hy", N_CLASSES), ("loss", 2), ("d1", C1_LEN), ("d2", S2_LEN), ("d3", C3_LEN),
             ("d4", S4_LEN), ("d5", C5_UNITS), ("d6", F6_UNITS))
-ACT_AT, ACT_LEN = {}, {}
-_at = 0
-for _name, _len in ACT_ROWS:
-    ACT_AT[_name], ACT_LEN[_name] = _at, _len
-    _at += _len
-ROW_LEN = _at                                    # floats an image: 16,195
+ACT_AT, ROW_LEN = offsets(ACT_ROWS)              # ROW_LEN: floats an image, 16,200
+ACT_LEN = dict(ACT_ROWS)
 A1, A2, A3, A4, A5, A6 = (ACT_AT[k] for k in ("a1", "a2", "a3", "a4", "a5", "a6"))
 Y, DY, HY, LOSS = ACT_AT["y"], ACT_AT["dy"], ACT_AT["hy"], ACT_AT["loss"]
 D1, D2, D3, D4, D5, D6 = (ACT_AT[k] for k in ("d1", "d2", "d3", "d4", "d5", "d6"))
@@ -167,15 +134,8 @@ def conv_grad(c1sum, c3sum, sub, table, k):
         return sub[SUB_C2 + (k - uint32(C2_AT))]           # S2 coefficients, then biases
     if k < uint32(B3_AT):
         r = k - uint32(W3_AT)
-        m, c, q = r // uint32(C1_MAPS * K * K), (r // uint32(K * K)) % uint32(C1_MAPS), \
-            r % uint32(K * K)
-        row = m * uint32(TABLE_ROW)
-        pair = c3_first_pair(table, m)
-        g = float32(0.0)
-        for jj in range(uint32(table[row])):
-            if uint32(table[row + uint32(1) + jj]) == c:
-                g = c3_pair_sum(c3sum, pair + jj, q)
-        return g
+        return c3_weight_sum(c3sum, table, r // uint32(C1_MAPS * K * K),
+                             (r // uint32(K * K)) % uint32(C1_MAPS), r % uint32(K * K))
     if k < uint32(C4_AT):
         return c3_pair_sum(c3sum, c3_first_pair(table, k - uint32(B3_AT)), K * K)
     return sub[SUB_C4 + (k - uint32(C4_AT))]                # S4 coefficients, then biases

@@ -1,7 +1,8 @@
 """Each backward piece of kernels/backward_pieces.py (the loss piece among them),
 run over a batch by the stage kernels of kernels/backward.py, against kernels/reference.py:
 losses, deltas (order 1) and Gauss-Newton curvature (order 2), parameter gradients summed
-over the batch; and the C3 out-table rows the C3 delta piece reads. Inputs are
+over the batch (C5's and F6's by the training step's dense_grads_kernel, which has no
+piece); and the C3 out-table rows the C3 delta piece reads. Inputs are
 the reference network's activations on seeded images (rounded to float32) and seeded
 deltas; outputs are NaN-poisoned. The stage kernels' own checks are
 tests/test_backward.py's.
@@ -15,7 +16,8 @@ from numba import cuda
 from lenet import LeNet5
 from lenet.kernels import backward as bw
 from lenet.kernels import reference as ref
-from lenet.kernels.architecture import C3_TABLE, CONV_TABLES, RBF_CENTERS
+from lenet.kernels import train_step as ts
+from lenet.kernels.architecture import C3_TABLE, C5_UNITS, CONV_TABLES, PARAMETER_AT, RBF_CENTERS
 from lenet.kernels.backward_pieces import OUT_TABLE_ROW, c3_out_table
 from lenet.kernels.forward_pieces import C1_MAPS, IMAGES, c3_table
 from lenet.kernels.tolerance import assert_close
@@ -51,8 +53,25 @@ def deltas(shape, order, seed):
     return d.astype(np.float32).astype(np.float64)
 
 
+def dense_grads(d, x, order):
+    """C5's (d (N,120), x (N,400)) or F6's (d (N,84), x (N,120)) weight and bias gradients
+    from the training step's dense_grads_kernel in one split, on an activation buffer
+    holding only this layer's rows (the other layer's are zeros)."""
+    n, layer = len(d), "C5" if d.shape[1] == C5_UNITS else "F6"
+    bp = ts.padded(n)
+    acts = np.zeros(bp * ts.ROW_LEN, np.float32)
+    for name, a in zip(("d5", "a4") if layer == "C5" else ("d6", "a5"), (d, x), strict=True):
+        acts[bp * ts.ACT_AT[name]:][:a.size] = a.ravel()
+    part = poisoned((1, ts.DENSE_LEN))
+    ts.dense_grads_kernel[(ts.DENSE_TILES, 1), ts.THREADS](part, dev(acts), np.int32(bp),
+                                                           np.int32(n), np.int32(order))
+    grads = part.copy_to_host()[0]
+    w, b = (PARAMETER_AT[f"{layer}.{k}"] - PARAMETER_AT["C5.weight"] for k in ("weight", "bias"))
+    return grads[w:b].reshape(d.shape[1], x.shape[1]), grads[b:b + d.shape[1]]
+
+
 def through(order, d, out):
-    return ref.squash_backward_ref(d, out) if order == 1 else ref.squash_backward2_ref(d, out)
+    return ref.squash_backward_ref(d, out, order)
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -61,8 +80,7 @@ def test_rbf_delta(params, n, order):
     x6 = activations(n, params, seed=n)["F6"]
     dy = deltas((n, 10), 1, seed=1)
     hy = deltas((n, 10), 2, seed=2)
-    want = through(order, ref.rbf_backward_ref(dy, x6, RBF_CENTERS) if order == 1
-                   else ref.rbf_backward2_ref(hy, dy, x6, RBF_CENTERS), x6)
+    want = through(order, ref.rbf_backward_ref(dy, x6, RBF_CENTERS, order, hy), x6)
     d6 = poisoned((n, 84))
     bw.rbf_delta_all(d6, dev(dy), dev(hy), dev(x6), dev(RBF_CENTERS.ravel()), order)
     assert_close(d6.copy_to_host(), want, what=f"F6 delta, order {order}")
@@ -76,14 +94,13 @@ def test_dense_delta_and_grads(params, n, layer, order):
     x = activations(n, params, seed=10 + n)[below].reshape(n, -1)   # the layer's input
     w = params[f"{layer}.weight"].reshape(-1, x.shape[1]).astype(np.float32).astype(np.float64)
     d = deltas((n, w.shape[0]), order, seed=3)
-    backward = ref.full_backward_ref if order == 1 else ref.full_backward2_ref
-    dx, dw, db = backward(d, x, w)
-    got_dx, got_dw, got_db = poisoned(x.shape), poisoned(w.shape), poisoned(w.shape[:1])
+    dx, dw, db = ref.full_backward_ref(d, x, w, order)
+    got_dx = poisoned(x.shape)
     bw.dense_delta_all(got_dx, dev(d), dev(w.ravel()), dev(x), order)
-    bw.dense_grads_all(got_dw, got_db, dev(d), dev(x), order)
+    got_dw, got_db = dense_grads(d, x, order)
     assert_close(got_dx.copy_to_host(), through(order, dx, x), what=f"{below} delta")
-    assert_close(got_dw.copy_to_host(), dw, what=f"{layer} weights, order {order}")
-    assert_close(got_db.copy_to_host(), db, what=f"{layer} biases, order {order}")
+    assert_close(got_dw, dw, what=f"{layer} weights, order {order}")
+    assert_close(got_db, db, what=f"{layer} biases, order {order}")
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -95,8 +112,7 @@ def test_subsample_delta_and_grads(params, n, layer, order):
     coef = params[f"{layer}.coef"].astype(np.float32).astype(np.float64)
     maps, size = x.shape[1], x.shape[2] // 2
     d = deltas((n, maps, size, size), order, seed=4)
-    backward = ref.subsample_backward_ref if order == 1 else ref.subsample_backward2_ref
-    dx, dcoef, dbias = backward(d, x, coef)
+    dx, dcoef, dbias = ref.subsample_backward_ref(d, x, coef, order)
     got_dx, got_dc, got_db = poisoned((n, x[0].size)), poisoned(maps), poisoned(maps)
     bw.subsample_delta_all(got_dx, dev(d.reshape(n, -1)), dev(x.reshape(n, -1)), dev(coef),
                            order)
@@ -113,8 +129,7 @@ def test_c1_grads(params, n, order):
     x = activations(n, params, seed=30 + n)["input"]
     w = params["C1.weight"]
     d = deltas((n, 6, 28, 28), order, seed=5)
-    backward = ref.conv_backward_ref if order == 1 else ref.conv_backward2_ref
-    _, dw, db = backward(d, x, w, CONV_TABLES["C1"], False)
+    _, dw, db = ref.conv_backward_ref(d, x, w, CONV_TABLES["C1"], order, need_dx=False)
     got_dw, got_db = poisoned(w.shape), poisoned(6)
     bw.c1_grads_all(got_dw, got_db, dev(d.reshape(n, -1)), dev(x.reshape(n, -1)), order)
     assert_close(got_dw.copy_to_host(), dw, what=f"C1 weights, order {order}")
@@ -134,8 +149,7 @@ def check_c3(params, n, order, table, seed):
     a2 = activations(n, params, seed=seed)["S2"]
     w = params["C3.weight"].astype(np.float32).astype(np.float64)
     d = deltas((n, 16, 10, 10), order, seed=6)
-    backward = ref.conv_backward_ref if order == 1 else ref.conv_backward2_ref
-    dx, dw, db = backward(d, a2, w, table)
+    dx, dw, db = ref.conv_backward_ref(d, a2, w, table, order)
     got_dw, got_db, got_dx = poisoned(w.shape), poisoned(16), poisoned((n, a2[0].size))
     bw.c3_grads_all(got_dw, got_db, dev(d.reshape(n, -1)), dev(a2.reshape(n, -1)),
                     c3_table(table), order)

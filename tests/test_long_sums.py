@@ -135,7 +135,8 @@ def test_one_running_sum_a_map_would_fail(acts):
 @pytest.mark.parametrize("layer", ("C5", "F6"))
 @pytest.mark.parametrize("n", GPU_BATCHES)
 def test_dense_grads_kernel(acts, n, layer, order):
-    """bw.dense_grads_kernel: one thread a weight, a running sum over the images."""
+    """ts.dense_grads_kernel in one split (tests/test_backward_pieces.py's harness): one
+    running sum a weight over the images."""
     terms = dense_terms(acts, layer, n, order)
     err = relative_error(seq(terms, axis=0), terms.astype(np.float64).sum(axis=0))
     assert err <= BOUND, f"{layer} weights, order {order}, {n} images: {err:.2e}"

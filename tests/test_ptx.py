@@ -235,8 +235,6 @@ def _launch_backward():
                      _device((10 * 84,)), 1)
     bw.dense_delta_all(_device((n, 120)), _device((n, 84)), _device((84 * 120,)),
                        _device((n, 120)), 2)
-    bw.dense_grads_all(_device((84, 120)), _device((84,)), _device((n, 84)),
-                       _device((n, 120)), 1)
     d, x = _device((n, 16 * 25)), _device((n, 16 * 100))
     bw.subsample_delta_all(_device((n, 16 * 100)), d, x, _device((16,)), 1)
     bw.subsample_grads_all(_device((16,)), _device((16,)), d, x, 2)

@@ -3,7 +3,7 @@
 - forwards against plain loops written from the paper's definitions;
 - every backward against central finite differences of a random linear
   functional of the op's output, L = sum(R * op(...));
-- every Gauss-Newton backward2 against the exact second derivative of a
+- every Gauss-Newton backward (order 2) against the exact second derivative of a
   quadratic functional L = 1/2 sum(H * op(...)^2) with H >= 0: the linear ops
   are linear in each argument, so there the Gauss-Newton diagonal is exact and
   a central second difference checks it to rounding.
@@ -135,7 +135,7 @@ def test_map_loss_is_stable_for_large_penalties():
 
 # ---------------------------------------------------------------- backwards
 
-def test_squash_backward_and_backward2():
+def test_squash_backward_both_orders():
     r = rng(5)
     a = r.standard_normal((4, 7)) * 2
     out = ref.squash_ref(a)
@@ -145,17 +145,18 @@ def test_squash_backward_and_backward2():
     # Gauss-Newton: h * f'(a)^2, with f' from finite differences
     hout = r.uniform(0, 1, a.shape)
     fprime = numeric_grad(lambda: ref.squash_ref(a).sum(), a)
-    close(ref.squash_backward2_ref(hout, out), hout * fprime ** 2)
+    close(ref.squash_backward_ref(hout, out, 2), hout * fprime ** 2)
 
 
-def _check_linear_op(forward, backward, backward2, args, seed):
-    """forward(*args) is linear in each argument; check backward and backward2."""
+def _check_linear_op(forward, backward, args, seed):
+    """forward(*args) is linear in each argument; check backward(d, *args, order), both
+    orders."""
     r = rng(seed)
     out = forward(*args)
     R = r.standard_normal(out.shape)
     H = r.uniform(0.1, 1.0, out.shape)
-    grads = backward(R, *args)
-    hess = backward2(H, *args)
+    grads = backward(R, *args, 1)
+    hess = backward(H, *args, 2)
     for k, arr in enumerate(args):
         numeric = numeric_grad(lambda: (R * forward(*args)).sum(), arr)
         close(grads[k], numeric)
@@ -164,7 +165,7 @@ def _check_linear_op(forward, backward, backward2, args, seed):
         close(hess[k], numeric2, rtol=1e-5)
 
 
-def test_conv_backward_and_backward2_c3():
+def test_conv_backward_both_orders_c3():
     r = rng(6)
     x = r.standard_normal((2, 6, 7, 7))
     w = r.standard_normal((16, 6, 3, 3)) * C3_TABLE.T[:, :, None, None]
@@ -173,14 +174,11 @@ def test_conv_backward_and_backward2_c3():
     def fwd(x, w, b):
         return ref.conv_ref(x, w, b, C3_TABLE)
 
-    def bwd(da, x, w, b):
-        return ref.conv_backward_ref(da, x, w, C3_TABLE)
+    def bwd(da, x, w, b, order):
+        return ref.conv_backward_ref(da, x, w, C3_TABLE, order)
 
-    def bwd2(ha, x, w, b):
-        return ref.conv_backward2_ref(ha, x, w, C3_TABLE)
-
-    _check_linear_op(fwd, bwd, bwd2, [x, w, b], 7)
-    dx, dw, db = bwd(r.standard_normal((2, 16, 5, 5)), x, w, b)
+    _check_linear_op(fwd, bwd, [x, w, b], 7)
+    dx, dw, db = bwd(r.standard_normal((2, 16, 5, 5)), x, w, b, 1)
     assert np.all(dw[~C3_TABLE.T] == 0), "gradients off the table must be exact zeros"
 
 
@@ -191,27 +189,24 @@ def test_conv_backward_full_table_non_square():
     w = r.standard_normal((3, 2, 5, 5))
     b = r.standard_normal(3)
     _check_linear_op(lambda x, w, b: ref.conv_ref(x, w, b, table),
-                     lambda d, x, w, b: ref.conv_backward_ref(d, x, w, table),
-                     lambda h, x, w, b: ref.conv_backward2_ref(h, x, w, table),
+                     lambda d, x, w, b, order: ref.conv_backward_ref(d, x, w, table, order),
                      [x, w, b], 9)
 
 
-def test_subsample_backward_and_backward2():
+def test_subsample_backward_both_orders():
     r = rng(10)
     x = r.standard_normal((2, 3, 4, 6))
     coef, bias = r.standard_normal(3), r.standard_normal(3)
     _check_linear_op(ref.subsample_ref,
-                     lambda d, x, c, b: ref.subsample_backward_ref(d, x, c),
-                     lambda h, x, c, b: ref.subsample_backward2_ref(h, x, c),
+                     lambda d, x, c, b, order: ref.subsample_backward_ref(d, x, c, order),
                      [x, coef, bias], 11)
 
 
-def test_full_backward_and_backward2():
+def test_full_backward_both_orders():
     r = rng(12)
     x, w, b = r.standard_normal((3, 7)), r.standard_normal((5, 7)), r.standard_normal(5)
     _check_linear_op(ref.full_ref,
-                     lambda d, x, w, b: ref.full_backward_ref(d, x, w),
-                     lambda h, x, w, b: ref.full_backward2_ref(h, x, w),
+                     lambda d, x, w, b, order: ref.full_backward_ref(d, x, w, order),
                      [x, w, b], 13)
 
 
@@ -223,7 +218,7 @@ def test_rbf_backward():
     close(ref.rbf_backward_ref(dy, x, c), numeric)
 
 
-def test_rbf_backward2_is_exact_for_separable_losses():
+def test_rbf_backward_order2_is_exact_for_separable_losses():
     # For L = sum_i a_i y_i + 1/2 b_i y_i^2 the formula with dy = a + b y and
     # hy = b is the exact diagonal of d2L/dx2 (no term is dropped).
     r = rng(15)
@@ -235,7 +230,7 @@ def test_rbf_backward2_is_exact_for_separable_losses():
         return (a * y + 0.5 * b * y * y).sum()
 
     y = ref.rbf_ref(x, c)
-    h = ref.rbf_backward2_ref(b, a + b * y, x, c)
+    h = ref.rbf_backward_ref(a + b * y, x, c, 2, hy=b)
     close(h, numeric_diag_hessian(loss, x), rtol=1e-5)
 
 
@@ -261,7 +256,7 @@ def test_map_loss_rbf_curvature_is_nonnegative():
     x, c = r.standard_normal((6, 84)), np.sign(r.standard_normal((10, 84)))
     y = ref.rbf_ref(x, c)
     _, dy, hy = ref.map_loss_ref(y / 50, r.integers(0, 10, 6), j=1.0)
-    assert ref.rbf_backward2_ref(hy, dy, x, c).min() >= 0
+    assert ref.rbf_backward_ref(dy, x, c, 2, hy=hy).min() >= 0
 
 
 def test_ops_keep_float32():
@@ -419,8 +414,8 @@ def test_sdlm_steps_ref_takes_one_pattern_after_another(net):
 
 
 def test_minibatch_steps_ref_steps_on_each_batch_mean(net):
-    # SGD with momentum over batches [2, 0] then [1], written out from backward_ref; SDLM
-    # steps with rates on batches of one are sdlm_steps_ref's
+    # SGD with momentum, then steps with rates, over batches [2, 0] then [1], written out
+    # from backward_ref
     params, x, labels = net
     lr, momentum = 0.01, 0.9
     after, velocity, stats, last, _ = ref.minibatch_steps_ref(
@@ -441,12 +436,13 @@ def test_minibatch_steps_ref_steps_on_each_batch_mean(net):
     np.testing.assert_array_equal(last["labels"], labels[[1]])
     r = rng(26)
     rates = {k: r.uniform(1e-3, 1e-2, v.shape) for k, v in params.items()}
-    one_by_one, stats1, _, _ = ref.sdlm_steps_ref(params, rates, x, labels, [1, 2, 0])
-    batched, _, stats_b, _, _ = ref.minibatch_steps_ref(params, x, labels, [1, 2, 0], 1,
-                                                        rates=rates)
+    stepped, _, _, _, _ = ref.minibatch_steps_ref(params, x, labels, [2, 0, 1], 2, rates=rates)
+    p = dict(params)
+    for batch in ([2, 0], [1]):
+        g = ref.backward_ref(p, ref.forward_ref(p, x[batch], labels[batch]))
+        p = {k: p[k] - rates[k] * g[k] for k in p}
     for name in params:
-        np.testing.assert_array_equal(batched[name], one_by_one[name])
-    np.testing.assert_array_equal(stats_b, stats1)
+        np.testing.assert_array_equal(stepped[name], p[name])
 
 
 def test_whole_network_errors_are_clear(net):
