@@ -28,7 +28,7 @@ in the unused columns, so they add nothing. Deltas are dE/da at each layer's
 pre-activation a. A layer's "step" subtracts rate * gradient from its destination: the
 per-pattern steps pass the parameters and eta / (mu + h); a mini-batch step passes its
 sums and rates of -1, which add the gradient exactly. Order 2 runs the same code with
-squared weights, squared inputs and f'^2 (kernels/reference.py's *_backward2_ref).
+squared weights, squared inputs and f'^2 (kernels/reference.py's backward ops at order 2).
 
 Arithmetic. Sums may be reassociated (fastmath "reassoc", so that dot products
 vectorise; "contract" is left out because cached code then rounded differently from
