@@ -1,7 +1,8 @@
-"""Stage kernels that run each piece of kernels/backward_pieces.py over a batch (both
-orders: gradients and Gauss-Newton curvature), so that tests/test_backward_pieces.py checks
-every piece against kernels/reference.py and the compile census sees each piece alone
-(C5's and F6's gradients have no piece: that test runs train_step's dense_grads_kernel).
+"""Stage kernels that run each backward piece of kernels/backward_pieces.py over a batch,
+in both orders (gradients and Gauss-Newton curvature). Through them
+tests/test_backward_pieces.py checks every piece against kernels/reference.py, and the
+compile census sees each piece alone; C5's and F6's gradients have no piece (that test
+runs train_step's dense_grads_kernel).
 Parameter gradients are summed over the batch in a fixed order, none in a float32 running
 sum long enough to miss kernels/tolerance.py at the GPU tests' batch sizes
 (tests/test_long_sums.py).

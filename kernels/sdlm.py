@@ -9,8 +9,8 @@ the same pieces (kernels/forward_pieces.py, kernels/backward_pieces.py), then st
 so each pattern sees the parameters its predecessor left. sdlm_rates computes the rates
 once per pass. The phase order and the memory layout: docs/kernels.md.
 
-CPU twin: kernels/cpu.py; reference: kernels.reference.sdlm_steps_ref. Test: pytest -q
-tests/test_sdlm.py; end to end: tests/test_gpu_model.py, tests/test_sweep.py.
+CPU twin: kernels/cpu.py; reference: kernels.reference.sdlm_steps_ref.
+Test: pytest -q tests/test_sdlm.py (end to end: tests/test_gpu_model.py, test_sweep.py)
 """
 
 import numpy as np
