@@ -5,8 +5,8 @@ as split-batch products) and finish_kernel (each gradient's partial sums in a fi
 a step repeats bit for bit; then the update). order 1 gives the gradients of the batch's
 mean loss, 2 its Gauss-Newton curvature (the SDLM recipes).
 
-launch_step checks every argument, then launches the three; lenet/workspace.py allocates
-the activation buffer (ACT_ROWS) once per batch size and launches them without checks.
+launch_step checks every argument, then launch launches the three; lenet/workspace.py
+allocates the activation buffer (ACT_ROWS) once per batch size and calls launch unchecked.
 Grid and memory layout: docs/kernels.md. Test: pytest -q tests/test_train_step.py;
 through the Trainer: tests/test_gpu_model.py.
 """
@@ -403,7 +403,7 @@ def launch_step(acts, bp, params, grads, velocity, rates, images, labels, index,
                 kind, j, order, mode, lr, momentum, conv_part, dense_part, stats_part, stats,
                 centers, table, out_table, split_images=SPLIT_IMAGES):
     """One step over images index[start:start+count] after checking every argument
-    (lenet/workspace.py launches the same three kernels without checks). mode "store"
+    (lenet/workspace.py calls launch without checks). mode "store"
     (gradients, or curvature with order 2, into grads), "sgd" or "sdlm"; kind "mse" or
     "map". conv_part (blocks, CONV_LEN) and dense_part (splits, DENSE_LEN) decide the
     grid: their row counts are the most blocks and splits used."""
@@ -435,14 +435,24 @@ def launch_step(acts, bp, params, grads, velocity, rates, images, labels, index,
             ("table", table, (C3_MAPS * TABLE_ROW,), np.int32),
             ("out_table", out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32)):
         check_device_array("step", name, a, shape, dtype)
+    launch(acts, bp, params, grads, velocity, rates, images, labels, index, start, count,
+           LOSS_KINDS[kind], j, order, MODES[mode], lr, momentum, conv_part, dense_part,
+           stats_part, stats, centers, table, out_table, split_images)
+
+
+def launch(acts, bp, params, grads, velocity, rates, images, labels, index, start, count,
+           kind, j, order, mode, lr, momentum, conv_part, dense_part, stats_part, stats,
+           centers, table, out_table, split_images=SPLIT_IMAGES):
+    """launch_step's three launches without its checks (lenet's Workspace checked its
+    buffers when it made them): kind and mode the kernels' codes (LOSS_KINDS, MODES)."""
     blocks, splits = grid(count, conv_part.shape[0], dense_part.shape[0], split_images)
     batch_kernel[blocks, THREADS](acts, np.int32(bp), params, images, labels, index,
-                                  np.int64(start), np.int32(count), np.int32(LOSS_KINDS[kind]),
+                                  np.int64(start), np.int32(count), np.int32(kind),
                                   np.float32(j), np.float32(1.0 / count), np.int32(order),
                                   conv_part, stats_part, centers, table, out_table)
     dense_grads_kernel[(DENSE_TILES, splits), THREADS](dense_part, acts, np.int32(bp),
                                                        np.int32(count), np.int32(order))
     finish_kernel[FINISH_BLOCKS, FINISH_THREADS](params, grads, velocity, rates, conv_part,
                                                  dense_part, np.int32(blocks), np.int32(splits),
-                                                 stats_part, stats, np.int32(MODES[mode]),
+                                                 stats_part, stats, np.int32(mode),
                                                  np.float32(lr), np.float32(momentum))
