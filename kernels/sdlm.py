@@ -36,7 +36,7 @@ from .backward_pieces import (
     subsample_delta,
     subsample_grads,
 )
-from .common import check_device_array, device_function, kernel
+from .common import check_device_arrays, device_function, kernel
 from .forward import C1_LEN, C3_LEN, s2_to_penalties
 from .forward_pieces import (
     B1_AT,
@@ -245,8 +245,8 @@ def sdlm_rates_kernel(rates, hess, eta, mu):
 def sdlm_rates(rates, hess, eta, mu):
     """rates = eta / (mu + hess) (flat (PARAMETERS_LEN,) device arrays, in
     float32)."""
-    check_device_array("sdlm_rates", "rates", rates, (PARAMETERS_LEN,))
-    check_device_array("sdlm_rates", "hess", hess, (PARAMETERS_LEN,))
+    check_device_arrays("sdlm_rates", rates=(rates, (PARAMETERS_LEN,)),
+                        hess=(hess, (PARAMETERS_LEN,)))
     sdlm_rates_kernel[RATES_BLOCKS, RATES_THREADS](rates, hess, np.float32(eta),
                                                     np.float32(mu))
 
@@ -277,19 +277,15 @@ def sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, 
     m, n = (images.shape[0], images.shape[1]) if len(getattr(images, "shape", ())) == 3 \
         else (None, None)
     p = order.shape[1] if len(getattr(order, "shape", ())) == 2 else None
-    for name, a, shape, dtype in (
-            ("params", params, (r, PARAMETERS_LEN), np.float32),
-            ("rates", rates, (r, PARAMETERS_LEN), np.float32),
-            ("stats", stats, (r, 2), np.float64),
-            ("scratch", scratch, (r, SCRATCH_LEN), np.float32),
-            ("images", images, (m, n, IN_LEN), np.float32),
-            ("image_set", image_set, (r,), np.int32), ("labels", labels, (n,), np.int32),
-            ("order", order, (r, p), np.int32), ("kinds", kinds, (r,), np.int32),
-            ("js", js, (r,), np.float32), ("centers", centers, (N_CLASSES * F6_UNITS,),
-                                           np.float32),
-            ("table", table, (C3_MAPS * TABLE_ROW,), np.int32),
-            ("out_table", out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32)):
-        check_device_array("sdlm_steps", name, a, shape, dtype)
+    check_device_arrays(
+        "sdlm_steps", params=(params, (r, PARAMETERS_LEN)), rates=(rates, (r, PARAMETERS_LEN)),
+        stats=(stats, (r, 2), np.float64), scratch=(scratch, (r, SCRATCH_LEN)),
+        images=(images, (m, n, IN_LEN)), image_set=(image_set, (r,), np.int32),
+        labels=(labels, (n,), np.int32), order=(order, (r, p), np.int32),
+        kinds=(kinds, (r,), np.int32), js=(js, (r,)),
+        centers=(centers, (N_CLASSES * F6_UNITS,)),
+        table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
+        out_table=(out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32))
     if not 0 <= start <= start + count <= p:
         raise ValueError(f"sdlm_steps: patterns {start}..{start + count} outside the order "
                          f"of {p}")

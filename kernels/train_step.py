@@ -33,7 +33,7 @@ from .backward_pieces import (
     subsample_delta,
     subsample_grads,
 )
-from .common import check_device_array, device_function, kernel
+from .common import cdiv, check_device_arrays, device_function, kernel
 from .forward import C1_LEN, C3_LEN, C5_THREADS, image_task, s2_to_penalties
 from .forward_pieces import (
     B1_AT,
@@ -382,7 +382,7 @@ def finish_kernel(params, grads, velocity, rates, conv_part, dense_part, n_block
 
 def padded(batch):
     """Rows of the activation buffer for a batch: whole groups of IMAGES."""
-    return -(-batch // IMAGES) * IMAGES
+    return cdiv(batch, IMAGES) * IMAGES
 
 
 def persistent_grid(sms, batch_resident, dense_resident):
@@ -395,8 +395,7 @@ def persistent_grid(sms, batch_resident, dense_resident):
 def grid(count, blocks, splits, split_images=SPLIT_IMAGES):
     """(batch_kernel's blocks, dense_grads_kernel's splits) for `count` images: at most
     `blocks` blocks and `splits` splits, each split at least split_images images."""
-    groups = -(-count // IMAGES)
-    return max(1, min(blocks, groups)), max(1, min(splits, -(-count // split_images)))
+    return max(1, min(blocks, cdiv(count, IMAGES))), max(1, min(splits, cdiv(count, split_images)))
 
 
 def launch_step(acts, bp, params, grads, velocity, rates, images, labels, index, start, count,
@@ -418,23 +417,17 @@ def launch_step(acts, bp, params, grads, velocity, rates, images, labels, index,
     if not 0 <= start <= start + count <= index.shape[0]:
         raise ValueError(f"step: images {start}..{start + count} outside the index of "
                          f"{index.shape[0]}")
-    for name, a, shape, dtype in (
-            ("acts", acts, (bp * ROW_LEN,), np.float32),
-            ("params", params, (PARAMETERS_LEN,), np.float32),
-            ("grads", grads, (PARAMETERS_LEN,), np.float32),
-            ("velocity", velocity, (PARAMETERS_LEN,), np.float32),
-            ("rates", rates, (PARAMETERS_LEN,), np.float32),
-            ("images", images, (n_all, IN_LEN), np.float32),
-            ("labels", labels, (n_all,), np.int32),
-            ("index", index, (index.shape[0],), np.int32),
-            ("conv_part", conv_part, (conv_part.shape[0], CONV_LEN), np.float32),
-            ("dense_part", dense_part, (dense_part.shape[0], DENSE_LEN), np.float32),
-            ("stats_part", stats_part, (conv_part.shape[0], 2), np.float32),
-            ("stats", stats, (2,), np.float64),
-            ("centers", centers, (N_CLASSES * F6_UNITS,), np.float32),
-            ("table", table, (C3_MAPS * TABLE_ROW,), np.int32),
-            ("out_table", out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32)):
-        check_device_array("step", name, a, shape, dtype)
+    check_device_arrays(
+        "step", acts=(acts, (bp * ROW_LEN,)), params=(params, (PARAMETERS_LEN,)),
+        grads=(grads, (PARAMETERS_LEN,)), velocity=(velocity, (PARAMETERS_LEN,)),
+        rates=(rates, (PARAMETERS_LEN,)), images=(images, (n_all, IN_LEN)),
+        labels=(labels, (n_all,), np.int32), index=(index, (index.shape[0],), np.int32),
+        conv_part=(conv_part, (conv_part.shape[0], CONV_LEN)),
+        dense_part=(dense_part, (dense_part.shape[0], DENSE_LEN)),
+        stats_part=(stats_part, (conv_part.shape[0], 2)), stats=(stats, (2,), np.float64),
+        centers=(centers, (N_CLASSES * F6_UNITS,)),
+        table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
+        out_table=(out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32))
     launch(acts, bp, params, grads, velocity, rates, images, labels, index, start, count,
            LOSS_KINDS[kind], j, order, MODES[mode], lr, momentum, conv_part, dense_part,
            stats_part, stats, centers, table, out_table, split_images)
