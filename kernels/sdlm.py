@@ -16,7 +16,7 @@ tests/test_sdlm.py; end to end: tests/test_gpu_model.py, tests/test_sweep.py.
 import numpy as np
 from numba import config, cuda, float32, float64, int32, int64, uint32, void
 
-from .architecture import LOSS_KINDS, offsets
+from .architecture import offsets
 from .backward_pieces import (
     C1_GRAD_TASKS,
     C3_GRAD_TASKS,
@@ -251,14 +251,6 @@ def sdlm_rates(rates, hess, eta, mu):
                                                     np.float32(mu))
 
 
-def kinds_of(losses):
-    """The int32 codes sdlm_kernel takes for loss names ("mse", "map")."""
-    unknown = [k for k in losses if k not in LOSS_KINDS]
-    if unknown:
-        raise ValueError(f"sdlm_steps: loss {unknown[0]!r}, expected one of {sorted(LOSS_KINDS)}")
-    return np.array([LOSS_KINDS[k] for k in losses], np.int32)
-
-
 def sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start, count,
                kinds, js, centers, table, out_table, record=False):
     """Per-pattern SDLM steps of R runs (block r: run r) for the patterns order[r, start],
@@ -270,7 +262,7 @@ def sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, 
     scratch (R, SCRATCH_LEN)            C1's output and delta; with record, the last
                                         pattern's every activation and delta (SCRATCH_AT)
     images (M, N, 1024), image_set (R,) int32   run r reads images[image_set[r]]
-    labels (N,) int32, order (R, P) int32, kinds (R,) int32 (kinds_of), js (R,) (eq. 9's j)
+    labels (N,) int32, order (R, P) int32, kinds (R,) int32 LOSS_KINDS codes, js (R,) (eq. 9's j)
     centers (840,), table (112,) int32 (c3_table), out_table (102,) int32 (c3_out_table)
     """
     r = params.shape[0] if len(getattr(params, "shape", ())) == 2 else None
