@@ -36,7 +36,7 @@ from .backward_pieces import (
     subsample_delta,
     subsample_grads,
 )
-from .common import check_device_arrays, device_function, kernel
+from .common import cdiv, check_device_arrays, device_function, kernel
 from .forward import C1_LEN, C3_LEN, s2_to_penalties
 from .forward_pieces import (
     B1_AT,
@@ -77,7 +77,7 @@ LAUNCH_BOUNDS = {"launch_bounds": (THREADS, 1)}
 RATES_THREADS = 256
 # blocks of the elementwise kernels: one thread per parameter on a GPU; a few blocks in
 # the simulator, which runs a Python thread per CUDA thread
-RATES_BLOCKS = 4 if config.ENABLE_CUDASIM else -(-PARAMETERS_LEN // RATES_THREADS)
+RATES_BLOCKS = 4 if config.ENABLE_CUDASIM else cdiv(PARAMETERS_LEN, RATES_THREADS)
 
 C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)   # c3_delta: (S2 map, row pair)
 

@@ -106,14 +106,14 @@ D1, D2, D3, D4, D5, D6 = (ACT_AT[k] for k in ("d1", "d2", "d3", "d4", "d5", "d6"
 # and inputs tx + 16 b, b < 4
 TILE_O, TILE_I, SIDE, SLAB = 128, 64, 16, 16     # SLAB images staged at a time
 TO, TI = TILE_O // SIDE, TILE_I // SIDE          # 8 x 4 sums a thread
-C5_TILES = -(-(C5_INPUTS + 1) // TILE_I)         # 7
-DENSE_TILES = C5_TILES + -(-(C5_UNITS + 1) // TILE_I)   # 9
+C5_TILES = cdiv(C5_INPUTS + 1, TILE_I)           # 7
+DENSE_TILES = C5_TILES + cdiv(C5_UNITS + 1, TILE_I)   # 9
 SPLIT_IMAGES = 64     # fewest images a split of dense_grads_kernel takes
 # the largest batch: every index into the activation rows (bp * ROW_LEN floats) is 32-bit
 MAX_BATCH = (2**32 - 1) // ROW_LEN // IMAGES * IMAGES
 FINISH_THREADS = 256
 # the finish kernel's blocks: one thread per parameter on a GPU; a few in the simulator
-FINISH_BLOCKS = 4 if config.ENABLE_CUDASIM else -(-PARAMETERS_LEN // FINISH_THREADS)
+FINISH_BLOCKS = 4 if config.ENABLE_CUDASIM else cdiv(PARAMETERS_LEN, FINISH_THREADS)
 
 assert C5_THREADS <= THREADS and C3_GRAD_TASKS <= THREADS - C3_MAPS
 assert C1_GRAD_TASKS <= THREADS - C1_MAPS

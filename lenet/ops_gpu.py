@@ -130,12 +130,8 @@ class GPUOps(Backend):
                   kinds, js, centers=None, c3_table=None, scratch=None, record=False):
         """kernels/sdlm.py, one block a run; centers and c3_table unused (the kernel reads
         fused_constants()); scratch (R, SCRATCH_LEN) or one kept here."""
-        r = params.shape[0]
         if scratch is None:
-            scratch = self._buffers.get(("sdlm scratch", r))
-            if scratch is None:
-                scratch = self._buffers[("sdlm scratch", r)] = cuda.device_array(
-                    (r, sdlm.SCRATCH_LEN), np.float32)
+            scratch = self._out("sdlm scratch", (params.shape[0], sdlm.SCRATCH_LEN))
         table, out_table, centers = self.fused_constants()
         sdlm.sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start,
                         count, kinds, js, centers, table, out_table, record)
