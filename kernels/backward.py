@@ -29,7 +29,7 @@ from .backward_pieces import (
     subsample_delta,
     subsample_grads,
 )
-from .common import kernel
+from .common import cdiv, kernel
 from .forward_pieces import C1_MAPS, C3_MAPS, C3_MAX_IN, IMAGES, K
 
 THREADS = 128
@@ -168,10 +168,6 @@ def loss_kernel(losses, dy, hy, y, labels, kind, j, scale):
 
 # ---------------------------------------------------------------------- launchers
 
-def _cdiv(a, b):
-    return -(-a // b)
-
-
 def _order(order):
     if order not in (1, 2):
         raise ValueError(f"order must be 1 (gradients) or 2 (Gauss-Newton), not {order!r}")
@@ -179,7 +175,7 @@ def _order(order):
 
 
 def _blocks(count):
-    return max(1, min(MAX_BLOCKS, _cdiv(count, THREADS)))
+    return max(1, min(MAX_BLOCKS, cdiv(count, THREADS)))
 
 
 def rbf_delta_all(d6, dy, hy, x6, centers, order):
@@ -216,7 +212,7 @@ def c3_grads_all(dw, db, d, x, table, order):
 def c3_delta_all(d2, d3, w3, x2, out_table, order):
     n = d2.shape[0]
     if n:
-        c3_delta_kernel[_cdiv(n, IMAGES), THREADS](d2, d3, w3, x2, out_table, _order(order))
+        c3_delta_kernel[cdiv(n, IMAGES), THREADS](d2, d3, w3, x2, out_table, _order(order))
 
 
 def loss_all(losses, dy, hy, y, labels, kind, j):

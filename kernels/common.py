@@ -8,6 +8,8 @@ array argument (the squashing function itself is kernels.forward_pieces.squash).
                                 computed from the output out = f(a)
     check_device_array(...)     ValueError naming the argument unless it is a
                                 C-contiguous device array of the shape and dtype
+    check_device_arrays(op, **arrays)   check_device_array of each, in order
+    cdiv(a, b)                  a / b rounded up: blocks for a items, b a block
     kernel(signature, ...)      a CUDA kernel with an explicit signature, listed in
                                 KERNELS for the compile census (bench/ptx.py)
     u32(x)                      an unsigned index conversion (a masked int in the simulator)
@@ -65,6 +67,18 @@ def check_device_array(op, name, a, shape, dtype=np.float32):
         raise ValueError(f"{op}: {name} has dtype {a.dtype}, expected {np.dtype(dtype).name}")
     if not (a.is_c_contiguous() if hasattr(a, "is_c_contiguous") else a.flags.c_contiguous):
         raise ValueError(f"{op}: {name} must be C-contiguous")
+
+
+def check_device_arrays(op, **arrays):
+    """check_device_array of each name=(array, shape[, dtype]) (float32 by default), in
+    the order given: the first that does not fit is named."""
+    for name, spec in arrays.items():
+        check_device_array(op, name, *spec)
+
+
+def cdiv(a, b):
+    """a / b rounded up, for whole numbers a >= 0, b > 0."""
+    return -(-a // b)
 
 
 # ------------------------------------------------------------------ kernels

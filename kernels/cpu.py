@@ -7,8 +7,8 @@ own implementation beside the GPU's kernels, held to the float64 reference
     StepWorkspace(batch, dtype, centers, table).step(...)  a mini-batch step: gradients or
         Gauss-Newton curvature of the batch's mean loss, then "store", "sgd" or "sdlm"
         (the interface of the GPU's lenet.workspace.Workspace; launch_step checks it)
-    sdlm_steps_cpu(...), sdlm_runs_cpu(...)                the paper's per-pattern steps,
-        one run on one thread, or many runs side by side, one per thread
+    sdlm_runs_cpu(...)                                     the paper's per-pattern steps
+        of R runs side by side, one per thread (lenet's Backend.sdlm_steps: one run)
 
 params, grads, velocity and rates are flat (PARAMETERS_LEN,) arrays in kernels.architecture's
 PARAMETER_AT layout; images (N,1,32,32) or (N,1024), labels and index int32; float32 or
@@ -969,30 +969,13 @@ def _check_kind(op, kind):
     return KINDS[kind]
 
 
-def sdlm_steps_cpu(params, rates, stats, images, labels, order, start, count, kind, j,
-                   centers, table):
-    """Per-pattern SDLM steps for patterns order[start:start + count] (module docstring);
-    params (flat) are updated in place, stats (2,) float64 gains loss and errors."""
-    code = _check_kind("sdlm_steps_cpu", kind)
-    images, centers = _check("sdlm_steps_cpu", params, images, centers,
-                             [("rates", rates, (PARAMETERS_LEN,))])
-    if labels.dtype != np.int32 or labels.shape != images.shape[:1] or \
-            order.dtype != np.int32 or order.ndim != 1:
-        raise ValueError("sdlm_steps_cpu: labels (N,) and order (P,) must be int32 arrays")
-    _check_stats("sdlm_steps_cpu", stats, (2,))
-    _check_picks("sdlm_steps_cpu", order, start, count, images.shape[0])
-    in_maps, in_counts = _check_table("sdlm_steps_cpu", table)
-    sdlm_steps_kernel(params, rates, stats, images, labels, order, int(start), int(count),
-                      code, centers, in_maps, in_counts, constants(images.dtype.type, j))
-
-
 def sdlm_runs_cpu(params, rates, stats, sets, image_set, labels, order, start, count, kinds,
                   js, centers, table):
     """The per-pattern steps of R runs side by side (the CPU's kernels/sdlm.py sdlm_steps,
     lenet.sweep.sweep): params, rates (R, PARAMETERS_LEN), stats (R, 2) float64, sets
     (M, N, 1024) image sets, image_set (R,) int32, labels (N,) int32, order (R, P) int32,
-    kinds (R,) int32 codes of KINDS, js (R,) MAP's constants. Each run's parameters end
-    bit for bit as sdlm_steps_cpu would leave them."""
+    kinds (R,) int32 codes of KINDS, js (R,) MAP's constants. A run's parameters end
+    bit for bit the same whichever runs go beside it."""
     r = params.shape[0]
     _, centers = _check("sdlm_runs_cpu", params[0], sets[0], centers,
            [("rates", rates, (r, PARAMETERS_LEN)), ("params", params, (r, PARAMETERS_LEN))])
@@ -1007,6 +990,11 @@ def sdlm_runs_cpu(params, rates, stats, sets, image_set, labels, order, start, c
         raise ValueError("sdlm_runs_cpu: an image set or loss kind out of range")
     in_maps, in_counts = _check_table("sdlm_runs_cpu", table)
     c = np.stack([constants(params.dtype.type, j) for j in np.asarray(js, np.float64)])
+    if r == 1:      # on this thread: a parallel launch's other threads would only wait
+        sdlm_steps_kernel(params[0], rates[0], stats[0], sets[image_set[0]], labels, order[0],
+                          int(start), int(count), np.int64(kinds[0]), centers, in_maps,
+                          in_counts, c[0])
+        return
     one_at_a_time(sdlm_runs_kernel, params, rates, stats, sets, image_set, labels, order,
                   int(start), int(count), kinds, centers, in_maps, in_counts, c)
 

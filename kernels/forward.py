@@ -11,7 +11,7 @@ Test: pytest -q tests/test_forward.py
 import numpy as np
 from numba import config, cuda, float32, int32, uint32
 
-from .common import check_device_array, device_function, kernel
+from .common import cdiv, check_device_array, check_device_arrays, device_function, kernel
 from .forward_pieces import (
     C1_MAPS,
     C1_SIZE,
@@ -215,29 +215,19 @@ def squash_kernel(out, a):
 
 # ---------------------------------------------------------------------- launchers
 
-def _cdiv(a, b):
-    return -(-a // b)
-
-
-def _check_all(op, **arrays):
-    """check_device_array of each name=(array, shape[, dtype]) (float32 by default)."""
-    for name, spec in arrays.items():
-        check_device_array(op, name, *spec)
-
-
 def groups(n):
     """Blocks of forward_kernel (and the stage kernels) for n images."""
-    return _cdiv(n, IMAGES)
+    return cdiv(n, IMAGES)
 
 
 def forward(penalties, classes, x, params, table, centers):
     """penalties (N,10) and classes (N,) int32 of images x (N,1024): forward_kernel after
     checking every argument (FusedForward launches it without checks)."""
     n = x.shape[0] if len(getattr(x, "shape", ())) == 2 else None
-    _check_all("forward", x=(x, (n, IN_LEN)), penalties=(penalties, (n, N_CLASSES)),
-               classes=(classes, (n,), np.int32), params=(params, (PARAMETERS_LEN,)),
-               table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
-               centers=(centers, (N_CLASSES * F6_UNITS,)))
+    check_device_arrays("forward", x=(x, (n, IN_LEN)), penalties=(penalties, (n, N_CLASSES)),
+                        classes=(classes, (n,), np.int32), params=(params, (PARAMETERS_LEN,)),
+                        table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
+                        centers=(centers, (N_CLASSES * F6_UNITS,)))
     if n:
         forward_kernel[groups(n), THREADS](penalties, classes, x, params, table, centers)
 
@@ -251,21 +241,22 @@ def squash_all(a):
         with np.errstate(over="ignore"):   # the polynomial's a^2 of a huge a, not selected
             return np.array([squash(v) for v in a], np.float32)
     out = cuda.device_array_like(a)
-    squash_kernel[max(1, _cdiv(a.size, 256)), 256](out, cuda.to_device(a))
+    squash_kernel[max(1, cdiv(a.size, 256)), 256](out, cuda.to_device(a))
     return out.copy_to_host()
 
 
 def c1s2(s2, c1, x, params):
     n = x.shape[0]
-    _check_all("c1s2", s2=(s2, (n, S2_LEN)), c1=(c1, (n, C1_LEN)), x=(x, (n, IN_LEN)),
-               params=(params, (PARAMETERS_LEN,)))
+    check_device_arrays("c1s2", s2=(s2, (n, S2_LEN)), c1=(c1, (n, C1_LEN)),
+                        x=(x, (n, IN_LEN)), params=(params, (PARAMETERS_LEN,)))
     c1s2_kernel[groups(n), THREADS](s2, c1, x, params)
 
 
 def c3s4(s4, c3, s2, params, table):
     n = s2.shape[0]
-    _check_all("c3s4", s4=(s4, (n, S4_LEN)), c3=(c3, (n, C3_LEN)), s2=(s2, (n, S2_LEN)),
-               params=(params, (PARAMETERS_LEN,)), table=(table, (C3_MAPS * TABLE_ROW,), np.int32))
+    check_device_arrays("c3s4", s4=(s4, (n, S4_LEN)), c3=(c3, (n, C3_LEN)),
+                        s2=(s2, (n, S2_LEN)), params=(params, (PARAMETERS_LEN,)),
+                        table=(table, (C3_MAPS * TABLE_ROW,), np.int32))
     c3s4_kernel[groups(n), THREADS](s4, c3, s2, params, table)
 
 
@@ -276,16 +267,17 @@ def dense(out, x, w, b):
     if n_in > DENSE_IN_MAX or n_out > C5_UNITS or n_out % DENSE_UNITS:
         raise ValueError(f"dense: {n_in} inputs and {n_out} units; dense_kernel takes at most "
                          f"{DENSE_IN_MAX} and {C5_UNITS}, units a multiple of {DENSE_UNITS}")
-    _check_all("dense", out=(out, (n, n_out)), x=(x, (n, n_in)), w=(w, (n_out * n_in,)),
-               b=(b, (n_out,)))
+    check_device_arrays("dense", out=(out, (n, n_out)), x=(x, (n, n_in)),
+                        w=(w, (n_out * n_in,)), b=(b, (n_out,)))
     dense_kernel[groups(n), THREADS](out, x, w, b)
 
 
 def rbf(penalties, classes, x6, centers):
     n = x6.shape[0]
-    _check_all("rbf", penalties=(penalties, (n, N_CLASSES)), classes=(classes, (n,), np.int32),
-               x6=(x6, (n, F6_UNITS)), centers=(centers, (N_CLASSES * F6_UNITS,)))
-    rbf_kernel[_cdiv(n, 128), 128](penalties, classes, x6, centers)
+    check_device_arrays("rbf", penalties=(penalties, (n, N_CLASSES)),
+                        classes=(classes, (n,), np.int32), x6=(x6, (n, F6_UNITS)),
+                        centers=(centers, (N_CLASSES * F6_UNITS,)))
+    rbf_kernel[cdiv(n, 128), 128](penalties, classes, x6, centers)
 
 
 # ------------------------------------------------------------------- model runner

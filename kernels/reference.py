@@ -175,6 +175,9 @@ def rbf_backward_ref(dy, x, centers, order=1, hy=None):
 
 # --------------------------------------------------------------------- losses
 
+LOSSES = tuple(LOSS_KINDS)
+
+
 def _check_labels(y, labels):
     if labels.shape != (y.shape[0],):
         raise ValueError(f"loss: labels {labels.shape} should be ({y.shape[0]},) for y {y.shape}")
@@ -182,32 +185,31 @@ def _check_labels(y, labels):
         raise ValueError(f"loss: labels must lie in 0..{y.shape[1] - 1}")
 
 
-def mse_loss_ref(y, labels):
-    """Paper eq. 8: E = mean_n y[n, labels[n]]. Returns (per-pattern losses (N,),
-    whose mean is E; dy = dE/dy; hy = the diagonal of d2E/dy2, which is 0)."""
+def loss_ref(y, labels, kind, j=MAP_J):
+    """The loss `kind` of penalties y (N,10), as the kernels' pattern_loss gives it with
+    scale 1/N: (per-pattern losses (N,), whose mean is E; dy = dE/dy; hy = the diagonal
+    of d2E/dy2, Gauss-Newton's for MAP), onehot the labels' one-hot rows:
+
+        mse (paper eq. 8):  E = mean_n y[n,D],   dy = onehot / N,   hy = 0
+        map (paper eq. 9):  E = mean_n y[n,D] + log(exp(-j) + sum_i exp(-y[n,i])),
+                            p_i = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)),
+                            dy = (onehot - p) / N,   hy = p (1 - p) / N
+    """
+    if kind not in LOSSES:
+        raise ValueError(f"loss: {kind!r}, expected one of {LOSSES}")
     _check_labels(y, labels)
     n = y.shape[0]
     rows = np.arange(n)
-    dy = np.zeros_like(y)
-    dy[rows, labels] = 1.0 / n
-    return y[rows, labels], dy, np.zeros_like(y)
-
-
-def map_loss_ref(y, labels, j=MAP_J):
-    """Paper eq. 9: E = mean_n y[n,D] + log(exp(-j) + sum_i exp(-y[n,i])).
-    Returns (per-pattern losses (N,), dy, hy) with p_i = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)):
-    dy = (onehot - p) / N and hy = p (1 - p) / N."""
-    _check_labels(y, labels)
-    n = y.shape[0]
-    rows = np.arange(n)
+    onehot = np.zeros_like(y)
+    onehot[rows, labels] = 1.0
+    if kind == "mse":
+        return y[rows, labels], onehot / n, np.zeros_like(y)
     z = np.concatenate([np.full((n, 1), -j, dtype=y.dtype), -y], axis=1)
     zmax = z.max(axis=1, keepdims=True)
     e = np.exp(z - zmax)
     total = e.sum(axis=1, keepdims=True)
     logz = (zmax + np.log(total))[:, 0]
     p = e[:, 1:] / total
-    onehot = np.zeros_like(y)
-    onehot[rows, labels] = 1.0
     return y[rows, labels] + logz, (onehot - p) / n, p * (1.0 - p) / n
 
 
@@ -218,7 +220,6 @@ def map_loss_ref(y, labels, j=MAP_J):
 # (conv, full) or "L.coef" and "L.bias" (subsample), as kernels.architecture names them.
 LAYERS = (("C1", "conv"), ("S2", "subsample"), ("C3", "conv"), ("S4", "subsample"),
           ("C5", "full"), ("F6", "full"))
-LOSSES = tuple(LOSS_KINDS)
 
 
 def _float64_params(params):
@@ -277,11 +278,8 @@ def forward_ref(params, images, labels=None, loss="mse", j=MAP_J):
     out["penalties"] = rbf_ref(x, RBF_CENTERS)
     out["classes"] = out["penalties"].argmin(axis=1)
     if labels is not None:
-        if loss not in LOSSES:
-            raise ValueError(f"loss: {loss!r}, expected one of {LOSSES}")
         labels = np.asarray(labels)
-        losses, dy, hy = mse_loss_ref(out["penalties"], labels) if loss == "mse" else \
-            map_loss_ref(out["penalties"], labels, j)
+        losses, dy, hy = loss_ref(out["penalties"], labels, loss, j)
         out.update(labels=labels, losses=losses, loss=losses.mean(), dy=dy, hy=hy,
                    errors=int(np.count_nonzero(out["classes"] != labels)))
     return out

@@ -16,7 +16,7 @@ Test: pytest -q tests/test_sdlm.py (end to end: tests/test_gpu_model.py, test_sw
 import numpy as np
 from numba import config, cuda, float32, float64, int32, int64, uint32, void
 
-from .architecture import LOSS_KINDS, offsets
+from .architecture import offsets
 from .backward_pieces import (
     C1_GRAD_TASKS,
     C3_GRAD_TASKS,
@@ -36,7 +36,7 @@ from .backward_pieces import (
     subsample_delta,
     subsample_grads,
 )
-from .common import check_device_array, device_function, kernel
+from .common import cdiv, check_device_arrays, device_function, kernel
 from .forward import C1_LEN, C3_LEN, s2_to_penalties
 from .forward_pieces import (
     B1_AT,
@@ -77,7 +77,7 @@ LAUNCH_BOUNDS = {"launch_bounds": (THREADS, 1)}
 RATES_THREADS = 256
 # blocks of the elementwise kernels: one thread per parameter on a GPU; a few blocks in
 # the simulator, which runs a Python thread per CUDA thread
-RATES_BLOCKS = 4 if config.ENABLE_CUDASIM else -(-PARAMETERS_LEN // RATES_THREADS)
+RATES_BLOCKS = 4 if config.ENABLE_CUDASIM else cdiv(PARAMETERS_LEN, RATES_THREADS)
 
 C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)   # c3_delta: (S2 map, row pair)
 
@@ -245,18 +245,10 @@ def sdlm_rates_kernel(rates, hess, eta, mu):
 def sdlm_rates(rates, hess, eta, mu):
     """rates = eta / (mu + hess) (flat (PARAMETERS_LEN,) device arrays, in
     float32)."""
-    check_device_array("sdlm_rates", "rates", rates, (PARAMETERS_LEN,))
-    check_device_array("sdlm_rates", "hess", hess, (PARAMETERS_LEN,))
+    check_device_arrays("sdlm_rates", rates=(rates, (PARAMETERS_LEN,)),
+                        hess=(hess, (PARAMETERS_LEN,)))
     sdlm_rates_kernel[RATES_BLOCKS, RATES_THREADS](rates, hess, np.float32(eta),
                                                     np.float32(mu))
-
-
-def kinds_of(losses):
-    """The int32 codes sdlm_kernel takes for loss names ("mse", "map")."""
-    unknown = [k for k in losses if k not in LOSS_KINDS]
-    if unknown:
-        raise ValueError(f"sdlm_steps: loss {unknown[0]!r}, expected one of {sorted(LOSS_KINDS)}")
-    return np.array([LOSS_KINDS[k] for k in losses], np.int32)
 
 
 def sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start, count,
@@ -270,26 +262,22 @@ def sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, 
     scratch (R, SCRATCH_LEN)            C1's output and delta; with record, the last
                                         pattern's every activation and delta (SCRATCH_AT)
     images (M, N, 1024), image_set (R,) int32   run r reads images[image_set[r]]
-    labels (N,) int32, order (R, P) int32, kinds (R,) int32 (kinds_of), js (R,) (eq. 9's j)
+    labels (N,) int32, order (R, P) int32, kinds (R,) int32 LOSS_KINDS codes, js (R,) (eq. 9's j)
     centers (840,), table (112,) int32 (c3_table), out_table (102,) int32 (c3_out_table)
     """
     r = params.shape[0] if len(getattr(params, "shape", ())) == 2 else None
     m, n = (images.shape[0], images.shape[1]) if len(getattr(images, "shape", ())) == 3 \
         else (None, None)
     p = order.shape[1] if len(getattr(order, "shape", ())) == 2 else None
-    for name, a, shape, dtype in (
-            ("params", params, (r, PARAMETERS_LEN), np.float32),
-            ("rates", rates, (r, PARAMETERS_LEN), np.float32),
-            ("stats", stats, (r, 2), np.float64),
-            ("scratch", scratch, (r, SCRATCH_LEN), np.float32),
-            ("images", images, (m, n, IN_LEN), np.float32),
-            ("image_set", image_set, (r,), np.int32), ("labels", labels, (n,), np.int32),
-            ("order", order, (r, p), np.int32), ("kinds", kinds, (r,), np.int32),
-            ("js", js, (r,), np.float32), ("centers", centers, (N_CLASSES * F6_UNITS,),
-                                           np.float32),
-            ("table", table, (C3_MAPS * TABLE_ROW,), np.int32),
-            ("out_table", out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32)):
-        check_device_array("sdlm_steps", name, a, shape, dtype)
+    check_device_arrays(
+        "sdlm_steps", params=(params, (r, PARAMETERS_LEN)), rates=(rates, (r, PARAMETERS_LEN)),
+        stats=(stats, (r, 2), np.float64), scratch=(scratch, (r, SCRATCH_LEN)),
+        images=(images, (m, n, IN_LEN)), image_set=(image_set, (r,), np.int32),
+        labels=(labels, (n,), np.int32), order=(order, (r, p), np.int32),
+        kinds=(kinds, (r,), np.int32), js=(js, (r,)),
+        centers=(centers, (N_CLASSES * F6_UNITS,)),
+        table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
+        out_table=(out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32))
     if not 0 <= start <= start + count <= p:
         raise ValueError(f"sdlm_steps: patterns {start}..{start + count} outside the order "
                          f"of {p}")

@@ -5,8 +5,8 @@ as split-batch products) and finish_kernel (each gradient's partial sums in a fi
 a step repeats bit for bit; then the update). order 1 gives the gradients of the batch's
 mean loss, 2 its Gauss-Newton curvature (the SDLM recipes).
 
-launch_step checks every argument, then launches the three; lenet/workspace.py allocates
-the activation buffer (ACT_ROWS) once per batch size and launches them without checks.
+launch_step checks every argument, then launch launches the three; lenet/workspace.py
+allocates the activation buffer (ACT_ROWS) once per batch size and calls launch unchecked.
 Grid and memory layout: docs/kernels.md. Test: pytest -q tests/test_train_step.py;
 through the Trainer: tests/test_gpu_model.py.
 """
@@ -33,7 +33,7 @@ from .backward_pieces import (
     subsample_delta,
     subsample_grads,
 )
-from .common import check_device_array, device_function, kernel
+from .common import cdiv, check_device_arrays, device_function, kernel
 from .forward import C1_LEN, C3_LEN, C5_THREADS, image_task, s2_to_penalties
 from .forward_pieces import (
     B1_AT,
@@ -106,14 +106,14 @@ D1, D2, D3, D4, D5, D6 = (ACT_AT[k] for k in ("d1", "d2", "d3", "d4", "d5", "d6"
 # and inputs tx + 16 b, b < 4
 TILE_O, TILE_I, SIDE, SLAB = 128, 64, 16, 16     # SLAB images staged at a time
 TO, TI = TILE_O // SIDE, TILE_I // SIDE          # 8 x 4 sums a thread
-C5_TILES = -(-(C5_INPUTS + 1) // TILE_I)         # 7
-DENSE_TILES = C5_TILES + -(-(C5_UNITS + 1) // TILE_I)   # 9
+C5_TILES = cdiv(C5_INPUTS + 1, TILE_I)           # 7
+DENSE_TILES = C5_TILES + cdiv(C5_UNITS + 1, TILE_I)   # 9
 SPLIT_IMAGES = 64     # fewest images a split of dense_grads_kernel takes
 # the largest batch: every index into the activation rows (bp * ROW_LEN floats) is 32-bit
 MAX_BATCH = (2**32 - 1) // ROW_LEN // IMAGES * IMAGES
 FINISH_THREADS = 256
 # the finish kernel's blocks: one thread per parameter on a GPU; a few in the simulator
-FINISH_BLOCKS = 4 if config.ENABLE_CUDASIM else -(-PARAMETERS_LEN // FINISH_THREADS)
+FINISH_BLOCKS = 4 if config.ENABLE_CUDASIM else cdiv(PARAMETERS_LEN, FINISH_THREADS)
 
 assert C5_THREADS <= THREADS and C3_GRAD_TASKS <= THREADS - C3_MAPS
 assert C1_GRAD_TASKS <= THREADS - C1_MAPS
@@ -382,7 +382,7 @@ def finish_kernel(params, grads, velocity, rates, conv_part, dense_part, n_block
 
 def padded(batch):
     """Rows of the activation buffer for a batch: whole groups of IMAGES."""
-    return -(-batch // IMAGES) * IMAGES
+    return cdiv(batch, IMAGES) * IMAGES
 
 
 def persistent_grid(sms, batch_resident, dense_resident):
@@ -395,15 +395,14 @@ def persistent_grid(sms, batch_resident, dense_resident):
 def grid(count, blocks, splits, split_images=SPLIT_IMAGES):
     """(batch_kernel's blocks, dense_grads_kernel's splits) for `count` images: at most
     `blocks` blocks and `splits` splits, each split at least split_images images."""
-    groups = -(-count // IMAGES)
-    return max(1, min(blocks, groups)), max(1, min(splits, -(-count // split_images)))
+    return max(1, min(blocks, cdiv(count, IMAGES))), max(1, min(splits, cdiv(count, split_images)))
 
 
 def launch_step(acts, bp, params, grads, velocity, rates, images, labels, index, start, count,
                 kind, j, order, mode, lr, momentum, conv_part, dense_part, stats_part, stats,
                 centers, table, out_table, split_images=SPLIT_IMAGES):
     """One step over images index[start:start+count] after checking every argument
-    (lenet/workspace.py launches the same three kernels without checks). mode "store"
+    (lenet/workspace.py calls launch without checks). mode "store"
     (gradients, or curvature with order 2, into grads), "sgd" or "sdlm"; kind "mse" or
     "map". conv_part (blocks, CONV_LEN) and dense_part (splits, DENSE_LEN) decide the
     grid: their row counts are the most blocks and splits used."""
@@ -418,31 +417,35 @@ def launch_step(acts, bp, params, grads, velocity, rates, images, labels, index,
     if not 0 <= start <= start + count <= index.shape[0]:
         raise ValueError(f"step: images {start}..{start + count} outside the index of "
                          f"{index.shape[0]}")
-    for name, a, shape, dtype in (
-            ("acts", acts, (bp * ROW_LEN,), np.float32),
-            ("params", params, (PARAMETERS_LEN,), np.float32),
-            ("grads", grads, (PARAMETERS_LEN,), np.float32),
-            ("velocity", velocity, (PARAMETERS_LEN,), np.float32),
-            ("rates", rates, (PARAMETERS_LEN,), np.float32),
-            ("images", images, (n_all, IN_LEN), np.float32),
-            ("labels", labels, (n_all,), np.int32),
-            ("index", index, (index.shape[0],), np.int32),
-            ("conv_part", conv_part, (conv_part.shape[0], CONV_LEN), np.float32),
-            ("dense_part", dense_part, (dense_part.shape[0], DENSE_LEN), np.float32),
-            ("stats_part", stats_part, (conv_part.shape[0], 2), np.float32),
-            ("stats", stats, (2,), np.float64),
-            ("centers", centers, (N_CLASSES * F6_UNITS,), np.float32),
-            ("table", table, (C3_MAPS * TABLE_ROW,), np.int32),
-            ("out_table", out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32)):
-        check_device_array("step", name, a, shape, dtype)
+    check_device_arrays(
+        "step", acts=(acts, (bp * ROW_LEN,)), params=(params, (PARAMETERS_LEN,)),
+        grads=(grads, (PARAMETERS_LEN,)), velocity=(velocity, (PARAMETERS_LEN,)),
+        rates=(rates, (PARAMETERS_LEN,)), images=(images, (n_all, IN_LEN)),
+        labels=(labels, (n_all,), np.int32), index=(index, (index.shape[0],), np.int32),
+        conv_part=(conv_part, (conv_part.shape[0], CONV_LEN)),
+        dense_part=(dense_part, (dense_part.shape[0], DENSE_LEN)),
+        stats_part=(stats_part, (conv_part.shape[0], 2)), stats=(stats, (2,), np.float64),
+        centers=(centers, (N_CLASSES * F6_UNITS,)),
+        table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
+        out_table=(out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32))
+    launch(acts, bp, params, grads, velocity, rates, images, labels, index, start, count,
+           LOSS_KINDS[kind], j, order, MODES[mode], lr, momentum, conv_part, dense_part,
+           stats_part, stats, centers, table, out_table, split_images)
+
+
+def launch(acts, bp, params, grads, velocity, rates, images, labels, index, start, count,
+           kind, j, order, mode, lr, momentum, conv_part, dense_part, stats_part, stats,
+           centers, table, out_table, split_images=SPLIT_IMAGES):
+    """launch_step's three launches without its checks (lenet's Workspace checked its
+    buffers when it made them): kind and mode the kernels' codes (LOSS_KINDS, MODES)."""
     blocks, splits = grid(count, conv_part.shape[0], dense_part.shape[0], split_images)
     batch_kernel[blocks, THREADS](acts, np.int32(bp), params, images, labels, index,
-                                  np.int64(start), np.int32(count), np.int32(LOSS_KINDS[kind]),
+                                  np.int64(start), np.int32(count), np.int32(kind),
                                   np.float32(j), np.float32(1.0 / count), np.int32(order),
                                   conv_part, stats_part, centers, table, out_table)
     dense_grads_kernel[(DENSE_TILES, splits), THREADS](dense_part, acts, np.int32(bp),
                                                        np.int32(count), np.int32(order))
     finish_kernel[FINISH_BLOCKS, FINISH_THREADS](params, grads, velocity, rates, conv_part,
                                                  dense_part, np.int32(blocks), np.int32(splits),
-                                                 stats_part, stats, np.int32(MODES[mode]),
+                                                 stats_part, stats, np.int32(mode),
                                                  np.float32(lr), np.float32(momentum))

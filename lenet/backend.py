@@ -7,6 +7,10 @@ table (model.tables["C3"]), centers its RBF bitmaps (model.centers).
 
 import abc
 
+import numpy as np
+
+from lenet.kernels.architecture import IN_LEN, LOSS_KINDS
+
 
 def on_device(x):
     """True for a device array: any with __cuda_array_interface__, or a Numba one
@@ -73,11 +77,19 @@ class Backend(abc.ABC):
     def sdlm_rates(self, rates, hess, eta, mu):
         """rates = eta / (mu + hess) (FlatBuffers), once per pass."""
 
-    @abc.abstractmethod
     def sdlm_steps(self, params, rates, stats, images, labels, order, start, count, kind, j,
                    centers, c3_table):
         """The paper's per-pattern SDLM steps for order[start:start + count] with the
-        step sizes `rates` (FlatBuffers params and rates)."""
+        step sizes `rates` (FlatBuffers params and rates), loss `kind` ("mse", "map"):
+        sdlm_runs with one run, its image set a (1, N, 1024) view of images (N,1,32,32)
+        or (N,1024)."""
+        if kind not in LOSS_KINDS:
+            raise ValueError(f"sdlm_steps: kind {kind!r}, expected one of {sorted(LOSS_KINDS)}")
+        self.sdlm_runs(params.flat.reshape(1, -1), rates.flat.reshape(1, -1),
+                       stats.reshape(1, 2), images.reshape(1, images.shape[0], IN_LEN),
+                       self.asarray(np.zeros(1), np.int32), labels, order.reshape(1, -1),
+                       start, count, self.asarray([LOSS_KINDS[kind]], np.int32),
+                       self.asarray([j]), centers, c3_table)
 
     @abc.abstractmethod
     def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,

@@ -56,13 +56,6 @@ class CPUOps(Backend):
     def sdlm_rates(self, rates, hess, eta, mu):
         rates.flat[...] = eta / (mu + hess.flat)
 
-    def sdlm_steps(self, params, rates, stats, images, labels, order, start, count, kind, j,
-                   centers, c3_table):
-        """On one thread: each step needs the last."""
-        from lenet.kernels.cpu import sdlm_steps_cpu
-        sdlm_steps_cpu(params.flat, rates.flat, stats, images, labels, order, start, count,
-                       kind, j, centers, c3_table)
-
     def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,
                   kinds, js, centers, c3_table):
         """One run per core at once."""

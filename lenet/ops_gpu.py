@@ -126,33 +126,12 @@ class GPUOps(Backend):
     def sdlm_rates(self, rates, hess, eta, mu):
         sdlm.sdlm_rates(rates.flat, hess.flat, eta, mu)
 
-    def sdlm_steps(self, params, rates, stats, images, labels, order, start, count, kind, j,
-                   centers, c3_table):
-        """One run of sdlm_runs: one launch of kernels/sdlm.py, not ~40 a pattern."""
-        key = ("sdlm", kind, float(j))
-        run = self._buffers.get(key)
-        if run is None:
-            run = self._buffers[key] = (
-                cuda.to_device(np.zeros(1, np.int32)), cuda.to_device(sdlm.kinds_of([kind])),
-                cuda.to_device(np.array([j], np.float32)))
-        image_set, kinds, js = run
-        self.sdlm_runs(params.flat.reshape(1, -1), rates.flat.reshape(1, -1),
-                       stats.reshape(1, 2), images, image_set, labels, order.reshape(1, -1),
-                       start, count, kinds, js, centers, c3_table)
-
     def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,
                   kinds, js, centers=None, c3_table=None, scratch=None, record=False):
-        """kernels/sdlm.py, one block a run; images may also be (N,1,32,32); centers and
-        c3_table unused (the kernel reads fused_constants()); scratch (R, SCRATCH_LEN) or
-        one kept here."""
-        r = params.shape[0]
+        """kernels/sdlm.py, one block a run; centers and c3_table unused (the kernel reads
+        fused_constants()); scratch (R, SCRATCH_LEN) or one kept here."""
         if scratch is None:
-            scratch = self._buffers.get(("sdlm scratch", r))
-            if scratch is None:
-                scratch = self._buffers[("sdlm scratch", r)] = cuda.device_array(
-                    (r, sdlm.SCRATCH_LEN), np.float32)
-        if len(images.shape) == 4:
-            images = images.reshape(1, images.shape[0], forward_pieces.IN_LEN)
+            scratch = self._out("sdlm scratch", (params.shape[0], sdlm.SCRATCH_LEN))
         table, out_table, centers = self.fused_constants()
         sdlm.sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, start,
                         count, kinds, js, centers, table, out_table, record)

@@ -48,15 +48,15 @@ class Workspace:
 
         from lenet.kernels import train_step as ts
         from lenet.kernels.backward_pieces import OUT_TABLE_ROW
-        from lenet.kernels.common import check_device_array
+        from lenet.kernels.common import check_device_arrays
         from lenet.kernels.forward_pieces import C3_MAPS, F6_UNITS, N_CLASSES, TABLE_ROW
         from lenet.kernels.occupancy import device_resident_blocks
         self.ts = ts
         if not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"Workspace: batch must be a positive whole number, not {batch!r}")
-        check_device_array("Workspace", "centers", centers, (N_CLASSES * F6_UNITS,))
-        check_device_array("Workspace", "table", table, (C3_MAPS * TABLE_ROW,), np.int32)
-        check_device_array("Workspace", "out_table", out_table, (6 * OUT_TABLE_ROW,), np.int32)
+        check_device_arrays("Workspace", centers=(centers, (N_CLASSES * F6_UNITS,)),
+                            table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
+                            out_table=(out_table, (6 * OUT_TABLE_ROW,), np.int32))
         if batch > ts.MAX_BATCH:
             raise ValueError(f"Workspace: batch {batch} is past the fused step's largest, "
                              f"{ts.MAX_BATCH} (its activation rows use 32-bit indices)")
@@ -81,38 +81,20 @@ class Workspace:
         self.dense_part = cuda.device_array((self.splits, ts.DENSE_LEN), np.float32)
         self.stats_part = cuda.device_array((self.blocks, 2), np.float32)
         self.scratch_stats = cuda.device_array(2, np.float64)   # for steps that count none
-        self._grids = {}
-
-    def grid(self, count):
-        """(blocks, splits, scale) of a step over `count` images, kept per count."""
-        g = self._grids.get(count)
-        if g is None:
-            if not 0 < count <= self.batch:
-                raise ValueError(f"Workspace: {count} images in a workspace for "
-                                 f"{self.batch}")
-            blocks, splits = self.ts.grid(count, self.blocks, self.splits, self.split_images)
-            g = self._grids[count] = (blocks, splits, np.float32(1.0 / count),
-                                      np.int32(count), np.int32(blocks), np.int32(splits))
-        return g
 
     def step(self, params, grads, velocity, rates, stats, images, labels, index, start, count,
              kind, j, order, mode, lr, momentum):
         """One step over images[index[start:start + count]] (module docstring of
         kernels/train_step.py): params, grads, velocity, rates flat (PARAMETERS_LEN,);
         images (N, 1024); kind, order, mode the kernels' int32 codes; stats (2,) float64
-        gains the step's loss and error sums. No checks: the caller's arrays were checked
-        when it made them."""
-        ts = self.ts
-        blocks, splits, scale, n, nb, ns = self.grid(count)
-        ts.batch_kernel[blocks, ts.THREADS](
-            self.acts, np.int32(self.bp), params, images, labels, index, np.int64(start), n,
-            kind, np.float32(j), scale, order, self.conv_part, self.stats_part, self.centers,
-            self.table, self.out_table)
-        ts.dense_grads_kernel[(ts.DENSE_TILES, splits), ts.THREADS](
-            self.dense_part, self.acts, np.int32(self.bp), n, order)
-        ts.finish_kernel[ts.FINISH_BLOCKS, ts.FINISH_THREADS](
-            params, grads, velocity, rates, self.conv_part, self.dense_part, nb, ns,
-            self.stats_part, stats, mode, np.float32(lr), np.float32(momentum))
+        gains the step's loss and error sums. Only count is checked: the caller's arrays
+        were checked when it made them."""
+        if not 0 < count <= self.batch:
+            raise ValueError(f"Workspace: {count} images in a workspace for {self.batch}")
+        self.ts.launch(self.acts, self.bp, params, grads, velocity, rates, images, labels, index,
+                       start, count, kind, j, order, mode, lr, momentum, self.conv_part,
+                       self.dense_part, self.stats_part, stats, self.centers, self.table,
+                       self.out_table, self.split_images)
 
     def losses(self, count):
         """The per-pattern losses of the last step's `count` images, on the host."""

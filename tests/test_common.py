@@ -1,7 +1,7 @@
 """kernels/common.py: kernels named by their place in the source tree
 (kernels.<module>.<function>) and listed for the compile census, the @kernel decorator's
 refusals, the argument check every simulated launch makes against a kernel's signature,
-the launchers' device-array check, and through_squash against the derivative of
+the launchers' device-array checks, cdiv, and through_squash against the derivative of
 A tanh(S a) worked out in float64."""
 
 import os
@@ -127,6 +127,23 @@ def test_check_device_array_names_the_argument(a, message):
     with pytest.raises(ValueError, match=f"^op: {message}$"):
         common.check_device_array("op", "x", a(), (2, 3))
     common.check_device_array("op", "x", cuda.to_device(np.zeros((2, 3), np.float32)), (2, 3))
+
+
+def test_check_device_arrays_names_the_first_misfit_in_order():
+    good = cuda.to_device(np.zeros((2, 3), np.float32))
+    labels = cuda.to_device(np.zeros(2, np.int32))
+    common.check_device_arrays("op", x=(good, (2, 3)), labels=(labels, (2,), np.int32))
+    with pytest.raises(ValueError, match=r"^op: labels has dtype int32, expected float32$"):
+        common.check_device_arrays("op", x=(good, (2, 3)), labels=(labels, (2,)),
+                                   y=(np.zeros(3), (3,)))
+    with pytest.raises(ValueError, match=r"^op: y is a host array; pass a device array$"):
+        common.check_device_arrays("op", y=(np.zeros(3), (3,)), labels=(labels, (2,)))
+
+
+@pytest.mark.parametrize("a, b, expected", [(0, 4, 0), (1, 4, 1), (4, 4, 1), (5, 4, 2),
+                                            (1023, 128, 8), (1025, 128, 9)])
+def test_cdiv_rounds_up(a, b, expected):
+    assert common.cdiv(a, b) == expected == int(np.ceil(a / b))
 
 
 @pytest.mark.parametrize("order", [1, 2])

@@ -262,34 +262,64 @@ def test_tanh32_is_within_4e7_of_tanh():
 # ------------------------------------------------------------------ bad input
 
 def _args(n=3):
-    params = LeNet5(seed=0, init="lush").flat_params.copy()
-    return [params, np.zeros_like(params), np.zeros(2), images(n),
-            np.arange(n, dtype=np.int32) % 10, np.arange(n, dtype=np.int32), 0, n, "mse",
-            10.0, RBF_CENTERS.astype(np.float32), C3_TABLE]
+    """sdlm_runs_cpu's arguments for one run over n images."""
+    params = LeNet5(seed=0, init="lush").flat_params.copy().reshape(1, -1)
+    return [params, np.zeros_like(params), np.zeros((1, 2)), images(n).reshape(1, n, -1),
+            np.zeros(1, np.int32), np.arange(n, dtype=np.int32) % 10,
+            np.arange(n, dtype=np.int32).reshape(1, n), 0, n, np.zeros(1, np.int32),
+            np.array([10.0]), RBF_CENTERS.astype(np.float32), C3_TABLE]
 
 
 def test_a_label_outside_the_classes_makes_the_loss_nan():
     args = _args()
-    args[4] = np.array([0, 11, 2], np.int32)
-    cpu.sdlm_steps_cpu(*args)
-    assert math.isnan(args[2][0])
+    args[5] = np.array([0, 11, 2], np.int32)
+    cpu.sdlm_runs_cpu(*args)
+    assert math.isnan(args[2][0, 0])
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda a: a.__setitem__(0, np.zeros(PARAMETERS_LEN - 1, np.float32)),
+    (lambda a: a.__setitem__(0, np.zeros((1, PARAMETERS_LEN - 1), np.float32)),
      r"params must be a C-contiguous float32 array of shape \(60900,\)"),
-    (lambda a: a.__setitem__(1, np.zeros(PARAMETERS_LEN, np.float64)), "rates must be"),
-    (lambda a: a.__setitem__(5, np.array([0, 1, 3], np.int32)), "order entries outside"),
-    (lambda a: a.__setitem__(7, 4), r"patterns 0..4 outside the order of 3"),
-    (lambda a: a.__setitem__(8, "hinge"), "kind 'hinge'"),
-    (lambda a: a.__setitem__(2, np.zeros(2, np.float32)), "stats must be"),
-    (lambda a: a.__setitem__(11, np.ones((16, 6), bool)), r"C3 table has shape \(16, 6\)"),
+    (lambda a: a.__setitem__(1, np.zeros((1, PARAMETERS_LEN), np.float64)), "rates must be"),
+    (lambda a: a.__setitem__(6, np.array([[0, 1, 3]], np.int32)), "order entries outside"),
+    (lambda a: a.__setitem__(8, 4), r"patterns 0..4 outside the order of 3"),
+    (lambda a: a.__setitem__(9, np.array([2], np.int32)), "loss kind out of range"),
+    (lambda a: a.__setitem__(4, np.array([1], np.int32)), "image set or loss kind out of"),
+    (lambda a: a.__setitem__(2, np.zeros((1, 2), np.float32)), "stats must be"),
+    (lambda a: a.__setitem__(12, np.ones((16, 6), bool)), r"C3 table has shape \(16, 6\)"),
 ])
 def test_steps_refuse_what_does_not_fit(change, message):
     args = _args()
     change(args)
     with pytest.raises(ValueError, match=message):
-        cpu.sdlm_steps_cpu(*args)
+        cpu.sdlm_runs_cpu(*args)
+
+
+def test_backend_steps_take_either_image_shape_as_a_view_and_refuse_a_kind_name():
+    # lenet's Backend.sdlm_steps: one run of sdlm_runs_cpu on a (1, N, 1024) view of the
+    # images, the same bits from (N,1,32,32) and (N,1024); an unknown kind named
+    n = 5
+    x, labels, order = images(n, seed=3), labels_of(n), np.arange(n, dtype=np.int32)[::-1]
+    order = np.ascontiguousarray(order)
+    ends, seen = [], []
+    for shaped in (x, x.reshape(n, -1)):
+        model = LeNet5(seed=2, init="lush")
+        ops, params, rates = model.ops, model.parameter_buffer, buffer(np.float32, 0.01)
+        runs = ops.sdlm_runs
+        ops.sdlm_runs = lambda *a, runs=runs: (seen.append(a[3]), runs(*a))
+        stats = np.zeros(2)
+        ops.sdlm_steps(params, rates, stats, shaped, labels, order, 0, n, "map", J_SOFT,
+                       model.centers, model.tables["C3"])
+        ends.append((params.flat.copy(), stats))
+        with pytest.raises(ValueError, match=r"^sdlm_steps: kind 'hinge', expected one of "
+                                             r"\['map', 'mse'\]$"):
+            ops.sdlm_steps(params, rates, stats, shaped, labels, order, 0, n, "hinge", 1.0,
+                           model.centers, model.tables["C3"])
+    assert all(s.shape == (1, n, 1024) and np.shares_memory(s, x) for s in seen)
+    np.testing.assert_array_equal(ends[0][0], ends[1][0])
+    np.testing.assert_array_equal(ends[0][1], ends[1][1])
+    assert np.isfinite(ends[0][1]).all() and ends[0][1][0] > 0
+    assert not np.array_equal(ends[0][0], LeNet5(seed=2, init="lush").flat_params)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -148,7 +148,7 @@ def own_loss_derivatives(got, labels, loss, j):
     if "dy" not in got:
         return {}
     y = np.asarray(got["penalties"], np.float64).reshape(-1, 10)
-    _, dy, hy = ref.mse_loss_ref(y, labels) if loss == "mse" else ref.map_loss_ref(y, labels, j)
+    _, dy, hy = ref.loss_ref(y, labels, loss, j)
     return {"dy": dy, "hy": hy}
 
 
@@ -290,10 +290,11 @@ def test_cpu_sdlm(case, loss, dtype):
     # kernels/cpu.py: the compiled forward exposes the penalties; the per-pattern
     # steps their effect on every parameter and the loss and error sums. Activations,
     # deltas and gradients live inside the compiled loop: not exposed.
-    from lenet.kernels.cpu import penalties_cpu, sdlm_steps_cpu
+    from lenet.kernels.cpu import penalties_cpu, sdlm_runs_cpu
     start = flat_as(case["params"], dtype)
     centers = np.ascontiguousarray(RBF_CENTERS, dtype)
     x, labels, order, j = case["x"].astype(dtype), case["labels"], case["order"], case["j"][loss]
+    kind = np.array([LOSS_KINDS[loss]], np.int32)
     penalties = np.full((len(x), 10), np.nan, dtype)
     penalties_cpu(penalties, x, start, centers, C3_TABLE)
     check(f"cpu sdlm {np.dtype(dtype).name}",
@@ -304,9 +305,11 @@ def test_cpu_sdlm(case, loss, dtype):
     rates = flat_as(rates32, dtype)
 
     def run(params, stats):
-        def launch(k, count=1):
-            sdlm_steps_cpu(params, rates, stats, x, labels, order, k, count, loss, j,
-                           centers, C3_TABLE)
+        def launch(k, count=1):     # one run of sdlm_runs_cpu, as lenet's Backend launches
+            sdlm_runs_cpu(params.reshape(1, -1), rates.reshape(1, -1), stats.reshape(1, 2),
+                          x.reshape(1, len(x), IN_LEN), np.zeros(1, np.int32), labels,
+                          order.reshape(1, -1), k, count, kind, np.array([j]), centers,
+                          C3_TABLE)
         return launch, lambda: ({k: v.copy() for k, v in unflat(params).items()},
                                 stats.copy(), {})
 
@@ -444,7 +447,8 @@ def test_gpu_sdlm(case, gpu, loss):
     rates = cuda.to_device(flat(rates32).reshape(1, -1))
     images = gpu["x"].reshape(1, N_IMAGES, IN_LEN)
     order = cuda.to_device(case["order"].reshape(1, -1))
-    image_set, kinds = cuda.to_device(np.zeros(1, np.int32)), cuda.to_device(sdlm.kinds_of([loss]))
+    image_set = cuda.to_device(np.zeros(1, np.int32))
+    kinds = cuda.to_device(np.array([LOSS_KINDS[loss]], np.int32))
     js = cuda.to_device(np.array([case["j"][loss]], np.float32))
 
     def run():

@@ -117,10 +117,10 @@ def test_rbf_and_losses_match_direct_formulas():
         for i in range(10):
             assert abs(y[n, i] - sum((x[n, j] - c[i, j]) ** 2 for j in range(84))) < 1e-9
     labels = r.integers(0, 10, 5)
-    mse, _, _ = ref.mse_loss_ref(y, labels)
+    mse, _, _ = ref.loss_ref(y, labels, "mse")
     close(mse, y[np.arange(5), labels])
     j = 3.0
-    per, _, _ = ref.map_loss_ref(y / 20, labels, j)
+    per, _, _ = ref.loss_ref(y / 20, labels, "map", j)
     direct = [y[n, labels[n]] / 20 + np.log(np.exp(-j) + np.exp(-y[n] / 20).sum())
               for n in range(5)]
     close(per, np.array(direct))
@@ -128,7 +128,7 @@ def test_rbf_and_losses_match_direct_formulas():
 
 def test_map_loss_is_stable_for_large_penalties():
     y = np.array([[1e4] * 10, [0.0] * 10])
-    per, dy, hy = ref.map_loss_ref(y, np.array([0, 1]), j=50.0)
+    per, dy, hy = ref.loss_ref(y, np.array([0, 1]), "map", j=50.0)
     assert np.all(np.isfinite(per)) and np.all(np.isfinite(dy)) and np.all(np.isfinite(hy))
     close(per[0], 1e4 - 50.0)
 
@@ -241,9 +241,7 @@ def test_loss_derivatives(kind):
     labels = r.integers(0, 10, 4)
 
     def losses():
-        if kind == "mse":
-            return ref.mse_loss_ref(y, labels)
-        return ref.map_loss_ref(y, labels, j=4.0)
+        return ref.loss_ref(y, labels, kind, j=4.0)
 
     _, dy, hy = losses()
     close(dy, numeric_grad(lambda: losses()[0].mean(), y))
@@ -255,7 +253,7 @@ def test_map_loss_rbf_curvature_is_nonnegative():
     r = rng(17)
     x, c = r.standard_normal((6, 84)), np.sign(r.standard_normal((10, 84)))
     y = ref.rbf_ref(x, c)
-    _, dy, hy = ref.map_loss_ref(y / 50, r.integers(0, 10, 6), j=1.0)
+    _, dy, hy = ref.loss_ref(y / 50, r.integers(0, 10, 6), "map", j=1.0)
     assert ref.rbf_backward_ref(dy, x, c, 2, hy=hy).min() >= 0
 
 
@@ -277,7 +275,9 @@ def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match="even"):
         ref.subsample_ref(np.zeros((1, 2, 5, 5)), np.ones(2), np.ones(2))
     with pytest.raises(ValueError, match="labels"):
-        ref.mse_loss_ref(np.zeros((2, 10)), np.array([0, 10]))
+        ref.loss_ref(np.zeros((2, 10)), np.array([0, 10]), "mse")
+    with pytest.raises(ValueError, match=r"^loss: 'hinge', expected one of \('mse', 'map'\)$"):
+        ref.loss_ref(np.zeros((2, 10)), np.array([0, 1]), "hinge")
 
 
 # ------------------------------------------------------------ the whole network
