@@ -48,7 +48,7 @@ KIND_MSE = LOSS_KINDS["mse"]
 def pattern_loss(y, label, kind, j, scale, dy, hy):
     """One pattern's loss from its penalties y (10,), writing dE/dy * scale into dy (10,)
     and the Gauss-Newton d2E/dy2 * scale into hy (10,) (scale 1/N: the mean over a batch of
-    N), as kernels/reference.py's mse_loss_ref and map_loss_ref give them. label 0..9 (any
+    N), as kernels/reference.py's loss_ref gives them. label 0..9 (any
     other: NaN for all three), kind a code of kernels.architecture.LOSS_KINDS, j eq. 9's
     constant:
 

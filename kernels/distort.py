@@ -25,12 +25,11 @@ inverse and the matching offset. `lenet show distortions` draws examples.
 Test: pytest -q tests/test_distort.py
 """
 
-import math
 
 import numpy as np
 from numba import cuda, float32, njit
 
-from .common import check_device_array, device_function, kernel
+from .common import cdiv, check_device_arrays, device_function, kernel
 
 SIZE = 32
 CENTRE = (SIZE - 1) / 2
@@ -143,9 +142,8 @@ def distort_kernel(out, images, params, background):
 def distort(out, images, params, background=BACKGROUND):
     """out (N,1,32,32) = images distorted by params (N,6); float32 device arrays."""
     n = images.shape[0] if len(getattr(images, "shape", ())) == 4 else None
-    check_device_array("distort", "images", images, (n, 1, SIZE, SIZE))
-    check_device_array("distort", "out", out, (n, 1, SIZE, SIZE))
-    check_device_array("distort", "params", params, (n, 6))
+    check_device_arrays("distort", images=(images, (n, 1, SIZE, SIZE)),
+                        out=(out, (n, 1, SIZE, SIZE)), params=(params, (n, 6)))
     if n:
-        distort_kernel[math.ceil(n * SIZE * SIZE / BLOCK), BLOCK](out, images, params,
+        distort_kernel[cdiv(n * SIZE * SIZE, BLOCK), BLOCK](out, images, params,
                                                                    np.float32(background))
