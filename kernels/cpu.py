@@ -343,12 +343,31 @@ def subsample_back(d_x, x, x_width, d_out, out_width, e_coef, coef, bias, r_coef
 
 
 @jit
+def back_one(o, pad, t, n):
+    """o[i] += sum_v t[v] pad[i + K - 1 - v] for i < n: one kernel row t (five weights) of
+    a full correlation, a chain of fused multiply-adds."""
+    for i in range(n):
+        o[i] = fma5(t, pad[i + 4], pad[i + 3], pad[i + 2], pad[i + 1], pad[i], o[i])
+
+
+@jit
+def back_three(o0, o1, o2, pad, t0, t1, t2, n):
+    """back_one for three outputs from the same pad: each pad value is loaded once for
+    the three."""
+    for i in range(n):
+        x0, x1, x2, x3, x4 = pad[i + 4], pad[i + 3], pad[i + 2], pad[i + 1], pad[i]
+        o0[i] = fma5(t0, x0, x1, x2, x3, x4, o0[i])
+        o1[i] = fma5(t1, x0, x1, x2, x3, x4, o1[i])
+        o2[i] = fma5(t2, x0, x1, x2, x3, x4, o2[i])
+
+
+@jit
 def conv_delta(d_x, x, d_out, w, in_maps, in_counts, width, span, pad, c, order):
     """The delta at the pre-activation of a convolution's input x: the full correlation
     of its delta d_out (unused columns zero) with the connected weights w (order 2: w^2),
     times f' (f'^2). pad: scratch of span + 2 (K - 1), which holds one map of d_out
-    between zeros so that each kernel row, reversed, is one taps_* pass over d_x; the
-    input maps that map m reaches go three at a time (each pad value loaded once for the
+    between zeros so that each kernel row is one pass over d_x; the input maps that map m
+    reaches go three at a time over each kernel row (each pad value loaded once for the
     three). Each entry of d_x sums in the same order whatever its group: output maps in
     increasing order, then kernel rows, then taps."""
     d_x[:] = 0
@@ -361,13 +380,13 @@ def conv_delta(d_x, x, d_out, w, in_maps, in_counts, width, span, pad, c, order)
             j = 0
             while j + 3 <= in_counts[m]:
                 c0, c1, c2 = in_maps[m, j], in_maps[m, j + 1], in_maps[m, j + 2]
-                taps_three(d_x[c0, lo:], d_x[c1, lo:], d_x[c2, lo:], pad,
-                           reversed_taps(w, m, c0, u), reversed_taps(w, m, c1, u),
-                           reversed_taps(w, m, c2, u), 1, 0, 0, n, 1)
+                back_three(d_x[c0, lo:lo + n], d_x[c1, lo:lo + n], d_x[c2, lo:lo + n], pad,
+                           row_taps(w, m, c0, u), row_taps(w, m, c1, u),
+                           row_taps(w, m, c2, u), n)
                 j += 3
             while j < in_counts[m]:
                 ch = in_maps[m, j]
-                taps_one(d_x[ch, lo:], pad, reversed_taps(w, m, ch, u), 1, 0, 0, n, 1)
+                back_one(d_x[ch, lo:lo + n], pad, row_taps(w, m, ch, u), n)
                 j += 1
     for ch in range(d_x.shape[0]):
         for i in range(width * width):
@@ -601,12 +620,6 @@ def sdlm_runs_kernel(params, rates, stats, sets, image_set, labels, order, start
 def row_taps(w, m, ch, u):
     """The five weights of kernel row u of output map m over input map ch, as scalars."""
     return w[m, ch, u, 0], w[m, ch, u, 1], w[m, ch, u, 2], w[m, ch, u, 3], w[m, ch, u, 4]
-
-
-@jit
-def reversed_taps(w, m, ch, u):
-    """row_taps backwards: a kernel row of a full correlation."""
-    return w[m, ch, u, 4], w[m, ch, u, 3], w[m, ch, u, 2], w[m, ch, u, 1], w[m, ch, u, 0]
 
 
 @jit
