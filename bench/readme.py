@@ -393,7 +393,9 @@ def training_block():
 
 def census_summary():
     """{module path: phrase} from the latest committed offline census, and its path."""
-    paths = sorted(glob.glob(os.path.join(RESULTS, "*-offline-ptx", "ptx.json")))
+    paths = sorted(glob.glob(os.path.join(RESULTS, "*-offline-ptx*", "ptx.json")),
+                   key=lambda p: [int(t) if t.isdigit() else t
+                                  for t in re.split(r"(\d+)", os.path.dirname(p))])
     if not paths:
         return {}, None
     with open(paths[-1]) as f:
