@@ -40,6 +40,9 @@ FILES = {
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 LABEL_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
 INT_LABEL_MAGIC = 3074  # 0x00000c02: int32, 2 dimensions (QMNIST: class in column 0)
+# magic number -> (what the file holds, the dtype of its numbers)
+MAGICS = {IMAGE_MAGIC: ("images", np.dtype(np.uint8)), LABEL_MAGIC: ("labels", np.dtype(np.uint8)),
+          INT_LABEL_MAGIC: ("labels", np.dtype(">i4"))}
 IMAGE_SIZE = 28
 
 
@@ -149,18 +152,13 @@ def _parse_idx(data, path, kind=None):
         raise MNISTError(f"{path}: truncated file ({len(data)} bytes, no IDX header)")
     (magic,) = struct.unpack(">I", data[:4])
     ndim = magic & 0xFF
-    if magic == IMAGE_MAGIC:
-        found, dtype = "images", np.dtype(np.uint8)
-    elif magic == LABEL_MAGIC:
-        found, dtype = "labels", np.dtype(np.uint8)
-    elif magic == INT_LABEL_MAGIC:
-        found, dtype = "labels", np.dtype(">i4")
-    else:
+    if magic not in MAGICS:
         raise MNISTError(
             f"{path}: bad magic number 0x{magic:08x} (expected 0x{IMAGE_MAGIC:08x} for "
             f"images, 0x{LABEL_MAGIC:08x} or 0x{INT_LABEL_MAGIC:08x} for labels); not an "
             "MNIST-format IDX file"
         )
+    found, dtype = MAGICS[magic]
     if kind is not None and found != kind:
         raise MNISTError(f"{path}: holds {found}, not {kind} (magic number 0x{magic:08x})")
     header = 4 + 4 * ndim
