@@ -85,11 +85,6 @@ def dataset(name):
     return DATASETS[name]
 
 
-def _cache_dir(name):
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "lenet", name)
-
-
 def default_root(name="mnist"):
     """The directory of the data set ``name``: for mnist ``$LENET_DATA`` when set; else
     ``$XDG_CACHE_HOME/lenet/NAME`` (``~/.cache/lenet/NAME``), unless that holds none of
@@ -99,7 +94,8 @@ def default_root(name="mnist"):
     env = os.environ.get("LENET_DATA")
     if name == "mnist" and env:
         return os.path.expanduser(env)
-    cache = _cache_dir(name)
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME")
+                         or os.path.join(os.path.expanduser("~"), ".cache"), "lenet", name)
     bases = [_base(f.name) for f in ds.files.values()]
     if not any(find_file(cache, b) for b in bases):
         for directory in ds.system_dirs:
@@ -211,17 +207,6 @@ def find_file(directory, name):
 
 # ---------------------------------------------------------------- checksums
 
-def _known_files():
-    """SHA-256 -> (data set, file) for every published file and decompressed content."""
-    known = {}
-    for ds in DATASETS.values():
-        for f in ds.files.values():
-            for digest in (f.sha256, f.raw_sha256):
-                if digest:
-                    known[digest] = (ds, f)
-    return known
-
-
 def _matches(idx, official):
     """True if the file is the official one (byte for byte, or by decompressed content),
     False if it is not, None if we cannot tell (no decompressed checksum is known)."""
@@ -234,7 +219,9 @@ def _matches(idx, official):
 
 def identify(idx):
     """(data set, file) that an _IdxFile is, by checksum, or None."""
-    known = _known_files()
+    # SHA-256 -> (data set, file) for every published file and decompressed content
+    known = {digest: (ds, f) for ds in DATASETS.values() for f in ds.files.values()
+             for digest in (f.sha256, f.raw_sha256) if digest}
     return known.get(idx.sha256("stored")) or known.get(idx.sha256("data"))
 
 
@@ -267,14 +254,6 @@ def _manual_instructions(ds, directory):
             f"without .gz) by hand in\n    {os.path.abspath(directory)}\n{names}\n{extra}")
 
 
-def _official_file(ds, name):
-    for f in ds.files.values():
-        if _base(f.name) == _base(name):
-            return f
-    raise ValueError(f"unknown {ds.title} file {name!r}; expected one of "
-                     f"{sorted(_base(f.name) for f in ds.files.values())}")
-
-
 def download(name, directory, mirrors=None, timeout=30, progress=True, dataset_name="mnist"):
     """The path of the official file ``name`` (with or without ``.gz``) of a data set in
     ``directory``: a copy already there (checked when loaded), else the first mirror's
@@ -282,7 +261,10 @@ def download(name, directory, mirrors=None, timeout=30, progress=True, dataset_n
     is not kept). A directory made for it is removed again if nothing came; MNISTError,
     with each mirror's reason and where to put the files by hand, if no mirror served."""
     ds = dataset(dataset_name)
-    official = _official_file(ds, name)
+    official = next((f for f in ds.files.values() if _base(f.name) == _base(name)), None)
+    if official is None:
+        raise ValueError(f"unknown {ds.title} file {name!r}; expected one of "
+                         f"{sorted(_base(f.name) for f in ds.files.values())}")
     directory = os.fspath(directory)
     found = find_file(directory, _base(official.name))
     if found:
