@@ -473,8 +473,7 @@ def load_directory(directory, split="train"):
 def load_mnist(split="train", directory=None, download_missing=True, mirrors=None):
     """``load_dataset("mnist", split, directory)``; ``directory`` defaults to
     ``$LENET_DATA`` or the per-user cache."""
-    s = read_split(split, "mnist", directory, download_missing, mirrors)
-    return s.images, s.labels
+    return load_dataset("mnist", split, directory, download_missing, mirrors)
 
 
 # --------------------------------------------------------------- preprocess
