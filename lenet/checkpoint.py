@@ -31,7 +31,7 @@ class CheckpointError(ValueError):
     """A file that is not a valid LeNet-5 checkpoint."""
 
 
-def check_parameters(params, dtype=None):
+def check_parameters(params):
     """Raise ValueError saying exactly what is wrong with a parameter dict."""
     if not isinstance(params, dict):
         raise TypeError(f"parameters must be a dict of arrays, not {type(params).__name__}")

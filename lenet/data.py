@@ -40,6 +40,9 @@ FILES = {
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 LABEL_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
 INT_LABEL_MAGIC = 3074  # 0x00000c02: int32, 2 dimensions (QMNIST: class in column 0)
+# magic number -> (what the file holds, the dtype of its numbers)
+MAGICS = {IMAGE_MAGIC: ("images", np.dtype(np.uint8)), LABEL_MAGIC: ("labels", np.dtype(np.uint8)),
+          INT_LABEL_MAGIC: ("labels", np.dtype(">i4"))}
 IMAGE_SIZE = 28
 
 
@@ -82,11 +85,6 @@ def dataset(name):
     return DATASETS[name]
 
 
-def _cache_dir(name):
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "lenet", name)
-
-
 def default_root(name="mnist"):
     """The directory of the data set ``name``: for mnist ``$LENET_DATA`` when set; else
     ``$XDG_CACHE_HOME/lenet/NAME`` (``~/.cache/lenet/NAME``), unless that holds none of
@@ -96,7 +94,8 @@ def default_root(name="mnist"):
     env = os.environ.get("LENET_DATA")
     if name == "mnist" and env:
         return os.path.expanduser(env)
-    cache = _cache_dir(name)
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME")
+                         or os.path.join(os.path.expanduser("~"), ".cache"), "lenet", name)
     bases = [_base(f.name) for f in ds.files.values()]
     if not any(find_file(cache, b) for b in bases):
         for directory in ds.system_dirs:
@@ -149,18 +148,13 @@ def _parse_idx(data, path, kind=None):
         raise MNISTError(f"{path}: truncated file ({len(data)} bytes, no IDX header)")
     (magic,) = struct.unpack(">I", data[:4])
     ndim = magic & 0xFF
-    if magic == IMAGE_MAGIC:
-        found, dtype = "images", np.dtype(np.uint8)
-    elif magic == LABEL_MAGIC:
-        found, dtype = "labels", np.dtype(np.uint8)
-    elif magic == INT_LABEL_MAGIC:
-        found, dtype = "labels", np.dtype(">i4")
-    else:
+    if magic not in MAGICS:
         raise MNISTError(
             f"{path}: bad magic number 0x{magic:08x} (expected 0x{IMAGE_MAGIC:08x} for "
             f"images, 0x{LABEL_MAGIC:08x} or 0x{INT_LABEL_MAGIC:08x} for labels); not an "
             "MNIST-format IDX file"
         )
+    found, dtype = MAGICS[magic]
     if kind is not None and found != kind:
         raise MNISTError(f"{path}: holds {found}, not {kind} (magic number 0x{magic:08x})")
     header = 4 + 4 * ndim
@@ -213,17 +207,6 @@ def find_file(directory, name):
 
 # ---------------------------------------------------------------- checksums
 
-def _known_files():
-    """SHA-256 -> (data set, file) for every published file and decompressed content."""
-    known = {}
-    for ds in DATASETS.values():
-        for f in ds.files.values():
-            for digest in (f.sha256, f.raw_sha256):
-                if digest:
-                    known[digest] = (ds, f)
-    return known
-
-
 def _matches(idx, official):
     """True if the file is the official one (byte for byte, or by decompressed content),
     False if it is not, None if we cannot tell (no decompressed checksum is known)."""
@@ -236,7 +219,9 @@ def _matches(idx, official):
 
 def identify(idx):
     """(data set, file) that an _IdxFile is, by checksum, or None."""
-    known = _known_files()
+    # SHA-256 -> (data set, file) for every published file and decompressed content
+    known = {digest: (ds, f) for ds in DATASETS.values() for f in ds.files.values()
+             for digest in (f.sha256, f.raw_sha256) if digest}
     return known.get(idx.sha256("stored")) or known.get(idx.sha256("data"))
 
 
@@ -269,14 +254,6 @@ def _manual_instructions(ds, directory):
             f"without .gz) by hand in\n    {os.path.abspath(directory)}\n{names}\n{extra}")
 
 
-def _official_file(ds, name):
-    for f in ds.files.values():
-        if _base(f.name) == _base(name):
-            return f
-    raise ValueError(f"unknown {ds.title} file {name!r}; expected one of "
-                     f"{sorted(_base(f.name) for f in ds.files.values())}")
-
-
 def download(name, directory, mirrors=None, timeout=30, progress=True, dataset_name="mnist"):
     """The path of the official file ``name`` (with or without ``.gz``) of a data set in
     ``directory``: a copy already there (checked when loaded), else the first mirror's
@@ -284,7 +261,10 @@ def download(name, directory, mirrors=None, timeout=30, progress=True, dataset_n
     is not kept). A directory made for it is removed again if nothing came; MNISTError,
     with each mirror's reason and where to put the files by hand, if no mirror served."""
     ds = dataset(dataset_name)
-    official = _official_file(ds, name)
+    official = next((f for f in ds.files.values() if _base(f.name) == _base(name)), None)
+    if official is None:
+        raise ValueError(f"unknown {ds.title} file {name!r}; expected one of "
+                         f"{sorted(_base(f.name) for f in ds.files.values())}")
     directory = os.fspath(directory)
     found = find_file(directory, _base(official.name))
     if found:
@@ -493,8 +473,7 @@ def load_directory(directory, split="train"):
 def load_mnist(split="train", directory=None, download_missing=True, mirrors=None):
     """``load_dataset("mnist", split, directory)``; ``directory`` defaults to
     ``$LENET_DATA`` or the per-user cache."""
-    s = read_split(split, "mnist", directory, download_missing, mirrors)
-    return s.images, s.labels
+    return load_dataset("mnist", split, directory, download_missing, mirrors)
 
 
 # --------------------------------------------------------------- preprocess

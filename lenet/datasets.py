@@ -8,7 +8,7 @@ None where unknown: such a file is checked by its structure and counts only).
 lenet/data.py reads, checks and downloads them.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DIGITS = tuple(str(d) for d in range(10))
 
@@ -42,7 +42,7 @@ class Dataset:
     mirrors: tuple[str, ...] = ()  # base URLs serving each file under its name
     archive: Archive | None = None  # or: the files come inside this archive
     transposed: bool = False       # images stored column by column (EMNIST)
-    system_dirs: tuple[str, ...] = field(default=())  # where OS packages install it
+    system_dirs: tuple[str, ...] = ()  # where OS packages install it
 
 
 def _files(names_sizes_sums):

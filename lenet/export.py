@@ -64,12 +64,11 @@ class _Graph:
 
     def subsample(self, x, layer, params):
         """coef * (sum of each 2x2 block) + bias, per map, then the squash."""
-        maps = params[f"{layer}.coef"].shape[0]
         mean = self.node("AveragePool", [x], f"{layer}.mean", kernel_shape=[2, 2],
                          strides=[2, 2])
         block_sum = self.node("Mul", [mean, "four"], f"{layer}.sum")
-        coef = self.constant(f"{layer}.coef", params[f"{layer}.coef"].reshape(maps, 1, 1))
-        bias = self.constant(f"{layer}.bias", params[f"{layer}.bias"].reshape(maps, 1, 1))
+        coef = self.constant(f"{layer}.coef", params[f"{layer}.coef"].reshape(-1, 1, 1))
+        bias = self.constant(f"{layer}.bias", params[f"{layer}.bias"].reshape(-1, 1, 1))
         a = self.node("Add", [self.node("Mul", [block_sum, coef], f"{layer}.scaled"), bias],
                       f"{layer}.a")
         return self.squash(a, layer)

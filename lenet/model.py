@@ -193,17 +193,17 @@ class LeNet5:
                             "lenet.data.preprocess maps uint8 pixels to the paper's range")
         return x
 
-    def prepare_images(self, x, offset=0):
+    def prepare_images(self, x):
         """Check and move one batch of images to the backend as (N,1,32,32), refusing
         NaN and infinite values (_refuse_nonfinite)."""
         x = self._images(x)
         with np.errstate(over="ignore"):  # too large for float32: refused just below
             x = self.ops.asarray(x).reshape((x.shape[0], 1, 32, 32))
-        self._refuse_nonfinite(x, offset)
+        self._refuse_nonfinite(x)
         return x
 
-    def _refuse_nonfinite(self, x, offset=0):
-        """ValueError naming the first image (offset + its index) of x (N,1,32,32) that
+    def _refuse_nonfinite(self, x):
+        """ValueError naming the index of the first image of x (N,1,32,32) that
         holds a NaN or an infinity; for device input the check runs on the device
         (kernels/inputs.py), without a host copy."""
         n = x.shape[0]
@@ -214,7 +214,7 @@ class LeNet5:
             from lenet.kernels.inputs import first_nonfinite
             first = first_nonfinite(x)
         if first >= 0:
-            raise ValueError(f"image {offset + first} contains NaN or infinite values "
+            raise ValueError(f"image {first} contains NaN or infinite values "
                              f"(as {self.dtype.name}); images must be finite")
 
     def _infer(self, x, want, out=None):

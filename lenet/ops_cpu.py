@@ -33,14 +33,10 @@ class CPUOps(Backend):
         from lenet.workspace import FlatBuffer
         return FlatBuffer(np.zeros(PARAMETERS_LEN, self.dtype))
 
-    def assign(self, dst, src):
-        dst[...] = src
-
-    def fill(self, x, value):
-        x[...] = value
-
     def copy(self, dst, src):
         dst[...] = src
+
+    assign = fill = copy    # on NumPy arrays the same assignment (fill's src: one value)
 
     # ----------------------------------------------------------- compiled
     def workspace(self, batch):

@@ -85,10 +85,8 @@ def draw_maps(path, activations, caption, classes=DIGITS):
         fig.text((box.x0 + box.x1) / 2, 0.875, title, ha="center", va="bottom", fontsize=11)
 
     _grey(fig.add_subplot(columns[0, 0]), x0[0], *INPUT_RANGE)
-    _maps_column(fig, columns[0, 1], c1, 1)
-    _maps_column(fig, columns[0, 2], s2, 1)
-    _maps_column(fig, columns[0, 3], c3, 2)
-    _maps_column(fig, columns[0, 4], s4, 2)
+    for k, (maps, width) in enumerate([(c1, 1), (s2, 1), (c3, 2), (s4, 2)], start=1):
+        _maps_column(fig, columns[0, k], maps, width)
     _grey(fig.add_subplot(columns[0, 5]), c5.reshape(20, 6))
     f6_cell = columns[0, 6].subgridspec(2, 1, hspace=0.15)
     for k, (image, label) in enumerate([(f6, "F6 output"),
@@ -117,11 +115,6 @@ def draw_maps(path, activations, caption, classes=DIGITS):
     return _save(fig, path)
 
 
-def _label(classes, k):
-    """Class k as a tick label: its name, with its number when the name is a word."""
-    return classes[k] if classes[k] == str(k) else f"{classes[k]} ({k})"
-
-
 def draw_prototypes(path):
     """The ten RBF bitmaps (lenet.RBF_CENTERS, +1 ink), one panel per digit."""
     fig = _figure("prototypes")
@@ -130,8 +123,8 @@ def draw_prototypes(path):
     grid = fig.add_gridspec(1, 10, left=0.02, right=0.98, top=0.78, bottom=0.04, wspace=0.25)
     for d in range(10):
         ax = fig.add_subplot(grid[0, d])
-        ax.imshow(RBF_CENTERS[d].reshape(BITMAP_HEIGHT, BITMAP_WIDTH), cmap="gray_r",
-                  vmin=-1.6, vmax=1.2, interpolation="nearest")  # -1 light grey, +1 black
+        bitmap = RBF_CENTERS[d].reshape(BITMAP_HEIGHT, BITMAP_WIDTH)
+        _grey(ax, bitmap, -1.6, 1.2)  # -1 light grey, +1 black
         ax.set_xticks(np.arange(-0.5, BITMAP_WIDTH), minor=True)
         ax.set_yticks(np.arange(-0.5, BITMAP_HEIGHT), minor=True)
         ax.grid(which="minor", color="white", linewidth=0.6)
@@ -170,10 +163,6 @@ def read_log(path):
 def draw_curves(path, records, caption):
     """Error rates (percent, log scale) and training loss per pass."""
     passes = [r["pass"] for r in records]
-
-    def series(key):
-        return [100 * r[key] if r.get(key) is not None else np.nan for r in records]
-
     fig = _figure("curves")
     fig.suptitle(f"training of {caption}", fontsize=12)
     ax_err, ax_loss = fig.subplots(1, 2, gridspec_kw={"left": 0.08, "right": 0.98,
@@ -183,7 +172,7 @@ def draw_curves(path, records, caption):
              ("train_error", "s-", "tab:blue", 1.0, "training error"),
              ("running_train_error", "^--", "tab:blue", 0.5, "training error during the pass")]
     for key, style, color, alpha, label in lines:
-        values = series(key)
+        values = [100 * r[key] if r.get(key) is not None else np.nan for r in records]
         if np.all(np.isnan(values)):  # train_error under `lenet train --fast`
             continue
         ax_err.plot(passes, values, style, color=color, alpha=alpha,
@@ -208,13 +197,6 @@ def draw_curves(path, records, caption):
     return _save(fig, path)
 
 
-def confusion(labels, predicted):
-    """int64 (10,10): row = true digit, column = predicted digit."""
-    counts = np.zeros((10, 10), np.int64)
-    np.add.at(counts, (labels, predicted), 1)
-    return counts
-
-
 def surest_mistakes(labels, penalties, count):
     """Indices of misclassified digits, largest margin first, at most `count`.
     The margin is the second smallest penalty minus the smallest."""
@@ -230,7 +212,8 @@ def draw_errors(path, images, labels, penalties, count=MAX_ERRORS, caption="",
     labels (N,), penalties (N,10); classes: the ten class names; data: what the images
     are ("MNIST test digits")."""
     predicted = penalties.argmin(axis=1)
-    counts = confusion(labels, predicted)
+    counts = np.zeros((10, 10), np.int64)  # the confusion matrix: row true, column predicted
+    np.add.at(counts, (labels, predicted), 1)
     errors = int(len(labels) - np.trace(counts))
     fig = _figure("errors")
     fig.suptitle(f"{caption} on the {len(labels):,} {data}: {errors} errors "
@@ -246,11 +229,11 @@ def draw_errors(path, images, labels, penalties, count=MAX_ERRORS, caption="",
             dark = n > counts.max() ** 0.6
             ax.text(p, t, str(n), ha="center", va="center", fontsize=8,
                     color="white" if dark else "black")
-    ax.set_xticks(range(10), [_label(classes, k) for k in range(10)],
-                  rotation=45 if named else 0, ha="right" if named else "center",
-                  fontsize=8 if named else None)
-    ax.set_yticks(range(10), [_label(classes, k) for k in range(10)],
-                  fontsize=8 if named else None)
+    # tick labels: each class's name, with its number when the name is a word
+    names = [c if c == str(k) else f"{c} ({k})" for k, c in enumerate(classes)]
+    ax.set_xticks(range(10), names, rotation=45 if named else 0,
+                  ha="right" if named else "center", fontsize=8 if named else None)
+    ax.set_yticks(range(10), names, fontsize=8 if named else None)
     ax.set_xlabel("predicted " + ("class" if named else "digit"))
     ax.set_ylabel("true " + ("class" if named else "digit"))
     ax.set_title("confusion matrix (counts)", fontsize=11)
@@ -281,8 +264,7 @@ def draw_distortions(path, originals, distorted, caption=""):
     grid = fig.add_gridspec(rows, columns + 1, left=0.02, right=0.98, top=0.93, bottom=0.02,
                             wspace=0.08, hspace=0.08)
     for r in range(rows):
-        _grey(fig.add_subplot(grid[r, 0]), originals[r, 0], *INPUT_RANGE)
-        for c in range(columns):
-            _grey(fig.add_subplot(grid[r, c + 1]), distorted[r, c], *INPUT_RANGE)
+        for c, image in enumerate([originals[r, 0], *distorted[r]]):
+            _grey(fig.add_subplot(grid[r, c]), image, *INPUT_RANGE)
     fig.text(0.02 + 0.96 / (columns + 1) / 2, 0.935, "original", ha="center", fontsize=10)
     return _save(fig, path)

@@ -30,7 +30,6 @@ from lenet.logs import check_outputs, write_log_line
 from lenet.model import check_loss
 from lenet.progress import Progress
 
-RECIPES = ("paper", "lecun", "sdlm-batch", "sgd")
 PER_PATTERN = ("paper", "lecun")  # the recipes that update after every pattern
 SDLM_MU = 0.02
 LECUN_MU = 2.0  # lecun's mu, schedule and loss: docs/reproduction.md
@@ -63,21 +62,23 @@ def paper_eta(pass_index, schedule="paper"):
             return eta
 
 
+# What each recipe uses unless told (init: lenet.model.init_parameters's).
+SETTINGS = ("epochs", "batch_size", "lr", "mu", "schedule", "init", "loss")
+DEFAULTS = {recipe: dict(zip(SETTINGS, row, strict=True)) for recipe, row in {
+    "paper":      (20, 1, None, SDLM_MU, "paper", "fan-in", "mse"),
+    "lecun":      (20, 1, None, LECUN_MU, LECUN_SCHEDULE, "lush", LECUN_LOSS),
+    "sdlm-batch": (20, 16, None, SDLM_MU, "paper", "fan-in", "mse"),
+    "sgd":        (10, 32, 2e-3, None, None, "fan-in", "mse"),
+}.items()}
+RECIPES = tuple(DEFAULTS)
+
+
 def default_settings(recipe):
-    """Epochs, batch size, step size, mu, eta schedule and initialisation (the model's:
-    lenet.model.init_parameters) that each recipe uses unless told."""
-    sdlm = {"lr": None, "mu": SDLM_MU, "schedule": "paper", "init": "fan-in", "loss": "mse"}
-    if recipe == "paper":
-        return {"epochs": 20, "batch_size": 1, **sdlm}
-    if recipe == "lecun":
-        return {"epochs": 20, "batch_size": 1, "lr": None, "mu": LECUN_MU,
-                "schedule": LECUN_SCHEDULE, "init": "lush", "loss": LECUN_LOSS}
-    if recipe == "sdlm-batch":
-        return {"epochs": 20, "batch_size": 16, **sdlm}
-    if recipe == "sgd":
-        return {"epochs": 10, "batch_size": 32, "lr": 2e-3, "mu": None, "schedule": None,
-                "init": "fan-in", "loss": "mse"}
-    raise ValueError(f"recipe must be one of {RECIPES}, not {recipe!r}")
+    """A copy of DEFAULTS[recipe]: epochs, batch size, step size, mu, eta schedule,
+    initialisation and loss; ValueError for an unknown recipe."""
+    if recipe not in DEFAULTS:
+        raise ValueError(f"recipe must be one of {RECIPES}, not {recipe!r}")
+    return dict(DEFAULTS[recipe])
 
 
 class Trainer:
@@ -145,7 +146,7 @@ class Trainer:
                        "store": np.int32(STEP_MODES["store"]),
                        "update": np.int32(STEP_MODES["sgd" if recipe == "sgd" else "sdlm"]),
                        1: np.int32(1), 2: np.int32(2)}
-        self._pass = None       # (images, their (N, 1024) view, order, step size)
+        self._pass = None       # (the pass's images as (N, 1024), step size), for step()
         self._last = 0          # the last step's image count
 
     def step_size(self):
@@ -170,14 +171,20 @@ class Trainer:
                 index, 0, index.shape[0], c["kind"], self.j, c[2], c["store"], 0.0, 0.0)
 
     def train_pass(self, progress=None):
-        """One pass over the training set; returns (mean loss, running error rate)."""
-        _, order, _ = self.begin_pass()
-        if self.recipe in PER_PATTERN:
-            self._fused_pass(progress)
-            return self.end_pass()
-        for start in range(0, self.n, self.batch_size):
-            count = min(self.batch_size, self.n - start)
-            self.step(order, start, count)
+        """One pass over the training set; returns (mean loss, running error rate). The
+        paper's per-pattern steps run through the backend's fused kernel in chunks of
+        FUSED_CHUNK patterns between progress updates, mini-batches one step each."""
+        images, order, _ = self.begin_pass()
+        per_pattern = self.recipe in PER_PATTERN
+        chunk = FUSED_CHUNK if per_pattern else self.batch_size
+        for start in range(0, self.n, chunk):
+            count = min(chunk, self.n - start)
+            if per_pattern:
+                self.ops.sdlm_steps(self.model.parameter_buffer, self.rates, self.stats,
+                                    images, self.labels, order, start, count, self.loss,
+                                    self.j, self.model.centers, self.model.tables["C3"])
+            else:
+                self.step(order, start, count)
             if progress is not None:
                 seen = start + count
                 progress.advance(count, lambda seen=seen: self._running(seen))
@@ -190,24 +197,24 @@ class Trainer:
         (images, order, step size)."""
         ops = self.ops
         images = self._pass_images()
-        sdlm, count = self.recipe != "sgd", min(SDLM_HESSIAN_PATTERNS, self.n)
+        sdlm = self.recipe != "sgd"
         if sdlm and self.hessian_sample == "random":
-            self.estimate_hessian(self.rng.choice(self.n, count, replace=False), images)
+            self.estimate_hessian(images=images)
         step = self.step_size()
         order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         if sdlm and self.hessian_sample == "consecutive":
-            self.estimate_hessian(order[:count], images)
+            self.estimate_hessian(order[:SDLM_HESSIAN_PATTERNS], images)
         order = ops.asarray(order, dtype=np.int32)
         ops.fill(self.stats, 0.0)
         if sdlm:       # eta / (mu + h) once per pass
             ops.sdlm_rates(self.rates, self.hessian, step, self.mu)
-        self._pass = (images, images.reshape(self.n, -1), order, step)
+        self._pass = (images.reshape(self.n, -1), step)
         return images, order, step
 
     def step(self, order, start, count):
         """One mini-batch step on the patterns order[start:start + count] of this pass's
         images (after begin_pass), through the fused step."""
-        _, flat_images, _, step = self._pass
+        flat_images, step = self._pass
         c = self._codes
         self.workspace.step(self.model.flat_params, self.grads.flat, self.velocity.flat,
                             self.rates.flat, self.stats, flat_images, self.labels, order,
@@ -241,20 +248,6 @@ class Trainer:
         params = self.ops.asarray(draw_distortions(self.distort_rng, self.n))
         self.ops.distort(self.distorted, self.images, params)
         return self.distorted
-
-    def _fused_pass(self, progress):
-        """The paper's per-pattern steps through the backend's fused kernel, in chunks
-        of FUSED_CHUNK patterns between progress updates."""
-        model = self.model
-        images, _, order, _ = self._pass
-        for start in range(0, self.n, FUSED_CHUNK):
-            count = min(FUSED_CHUNK, self.n - start)
-            self.ops.sdlm_steps(model.parameter_buffer, self.rates, self.stats, images,
-                                self.labels, order, start, count, self.loss, self.j,
-                                model.centers, model.tables["C3"])
-            if progress is not None:
-                seen = start + count
-                progress.advance(count, lambda seen=seen: self._running(seen))
 
     def _running(self, seen):
         loss_sum, errors = self.ops.to_host(self.stats)
@@ -292,11 +285,11 @@ def evaluate(model, images, labels, what, enabled=True):
         bar.close(keep=False)
 
 
-def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None, lr=None,
-          momentum=0.9, loss=None, j=MAP_J, seed=0, mu=None, checkpoint=None, log=None,
-          progress=True, evaluate_train=True, out=print, schedule=None, shuffle=True,
-          hessian_sample="random", distort=False, validation_set=None):
-    """Train `model` in place for `epochs` passes; after each pass print the
+def train(model, train_set, test_set, recipe="sgd", epochs=None, checkpoint=None, log=None,
+          progress=True, evaluate_train=True, out=print, validation_set=None, **options):
+    """Train `model` in place for `epochs` passes of a Trainer made with `recipe` and
+    `options` (its other keyword arguments: batch_size, lr, momentum, loss, j, seed, mu,
+    schedule, shuffle, hessian_sample, distort); after each pass print the
     train and test error, save `checkpoint` and write a JSON line to `log` (which
     replaces an older log when the first pass has completed, and is appended to
     after the later ones).
@@ -312,11 +305,8 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, batch_size=None
         if pair is not None and len(pair[1]) == 0:
             raise ValueError(f"no {what} images: the {what} set is empty")
     check_outputs(checkpoint, log)
-    trainer = Trainer(model, *train_set, recipe=recipe, batch_size=batch_size, lr=lr,
-                      momentum=momentum, loss=loss, j=j, seed=seed, mu=mu, schedule=schedule,
-                      shuffle=shuffle, hessian_sample=hessian_sample, distort=distort)
-    loss = trainer.loss
-    out(f"training LeNet-5 on {model.device}: recipe {recipe}, loss {loss}, "
+    trainer = Trainer(model, *train_set, recipe=recipe, **options)
+    out(f"training LeNet-5 on {model.device}: recipe {recipe}, loss {trainer.loss}, "
         f"{epochs} passes, batch size {trainer.batch_size}, {trainer.n} patterns")
     records = []
     for epoch in range(epochs):

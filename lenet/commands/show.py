@@ -15,7 +15,6 @@ from lenet.commands.common import (
     load_data,
     load_model,
     model_and_split,
-    note_other_data,
     split_labels,
 )
 
@@ -93,16 +92,15 @@ def _out_file(directory, name):
 def _show_maps(args, show):
     from lenet.data import preprocess
     from lenet.images import ImageError, mnist_digit
-    model = load_model(checkpoint_path(args), args.device)
     if args.image is not None:
+        model = load_model(checkpoint_path(args), args.device)
         try:
             digit = mnist_digit(args.image)
         except ImageError as e:
             raise UserError(str(e)) from e
         caption = os.path.basename(args.image)
     else:
-        split = load_data("test", args, default=model.dataset)
-        note_other_data(model, split, args.checkpoint)
+        model, split = model_and_split(args, "test")
         n = len(split.labels)
         if not 0 <= args.index < n:
             raise UserError(f"--index {args.index} is out of range: the {split.title} test "

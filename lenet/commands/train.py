@@ -130,12 +130,12 @@ def check_numbers(args):
 def run(args):
     from lenet.logs import check_outputs
     from lenet.model import LeNet5
-    from lenet.train import default_settings, train
+    from lenet.train import PER_PATTERN, default_settings, train
     check_numbers(args)
     if args.lr is not None and args.recipe != "sgd":
         raise UserError(f"--lr is sgd's step size; the {args.recipe} recipe follows the "
                         "paper's schedule of eta (see --help)")
-    if args.recipe in ("paper", "lecun") and args.batch_size not in (None, 1):
+    if args.recipe in PER_PATTERN and args.batch_size not in (None, 1):
         raise UserError(f"the {args.recipe} recipe updates after every pattern; use --recipe "
                         "sdlm-batch for mini-batches")
     out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -158,14 +158,14 @@ def run(args):
                  "is not read")
     print(f"data: {train_split.title} from {train_split.directory} "
           f"({len(train_set[1]):,} training, {other})")
+    defaults = default_settings(args.recipe)
     try:
-        model = LeNet5(device=args.device, seed=args.seed,
-                       init=args.init or default_settings(args.recipe)["init"])
+        model = LeNet5(device=args.device, seed=args.seed, init=args.init or defaults["init"])
     except NotImplementedError as e:
         raise UserError(str(e)) from e
     model.classes = train_split.classes
     model.dataset = train_split.dataset.name if train_split.dataset else None
-    mu = default_settings(args.recipe)["mu"] if args.mu is None else args.mu
+    mu = defaults["mu"] if args.mu is None else args.mu
     if args.recipe == "paper" and mu < 0.1:
         print(f"note: with mu = {mu:g} the paper's recipe has diverged in our MNIST runs; "
               "--recipe lecun reproduces the paper's figures (docs/reproduction.md)",

@@ -115,11 +115,10 @@ class Demo:
             images, labels, title = self.load_test()
             labels = np.asarray(labels, np.int64)
             y = np.empty((len(labels), 10), self.model.dtype)
-            step = CHUNK
-            for start in range(0, len(labels), step):  # drawings run between chunks
+            for start in range(0, len(labels), CHUNK):  # drawings run between chunks
                 with self.lock:
-                    y[start:start + step] = penalties(self.model,
-                                                      preprocess(images[start:start + step]))
+                    y[start:start + CHUNK] = penalties(self.model,
+                                                       preprocess(images[start:start + CHUNK]))
             self.mistakes, self.margins = surest_mistakes(labels, y, len(labels))
             self.predicted = y.argmin(axis=1)
             self.test = (images, labels, title)

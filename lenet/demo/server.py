@@ -142,8 +142,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(code, {"error": " ".join(str(message or short).split())}, close=True)
 
     def log_message(self, format, *args):
-        if getattr(self.server, "verbose", False):
-            super().log_message(format, *args)
+        pass    # no line on stderr per request
 
     # ----------------------------------------------------------- requests
     def _serve(self, work):
@@ -253,10 +252,9 @@ class DemoServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128   # many clients connecting at once are queued, not refused
 
-    def __init__(self, demo, host="127.0.0.1", port=0, verbose=False):
+    def __init__(self, demo, host="127.0.0.1", port=0):
         self.demo = demo
         self.static = static_files()
-        self.verbose = verbose
         super().__init__((host, port), Handler)
 
     @property
