@@ -85,11 +85,15 @@ class Backend(abc.ABC):
         or (N,1024)."""
         if kind not in LOSS_KINDS:
             raise ValueError(f"sdlm_steps: kind {kind!r}, expected one of {sorted(LOSS_KINDS)}")
+        runs = self.__dict__.setdefault("_one_run", {})   # made once per kind and j
+        if (kind, j) not in runs:
+            runs[kind, j] = (self.asarray(np.zeros(1), np.int32),
+                             self.asarray([LOSS_KINDS[kind]], np.int32), self.asarray([j]))
+        image_set, kinds, js = runs[kind, j]
         self.sdlm_runs(params.flat.reshape(1, -1), rates.flat.reshape(1, -1),
                        stats.reshape(1, 2), images.reshape(1, images.shape[0], IN_LEN),
-                       self.asarray(np.zeros(1), np.int32), labels, order.reshape(1, -1),
-                       start, count, self.asarray([LOSS_KINDS[kind]], np.int32),
-                       self.asarray([j]), centers, c3_table)
+                       image_set, labels, order.reshape(1, -1), start, count, kinds, js,
+                       centers, c3_table)
 
     @abc.abstractmethod
     def sdlm_runs(self, params, rates, stats, images, image_set, labels, order, start, count,
