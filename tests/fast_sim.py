@@ -9,7 +9,7 @@ tests/sim_site/sitecustomize.py in the tests' child Pythons.
   thread to arrive releases the others; a thread that returns stops counting), and the
   main thread only joins them. A barrier opens when every live thread of the block has
   reached it, and the first exception of a block ends the launch (the other threads are
-  aborted at their next barrier). kernels/simcheck.py wraps the syncthreads installed here.
+  aborted at their next barrier). tests/simcheck.py wraps the syncthreads installed here.
 - Casts: a kernel's uint32(x) or float32(x) is numba.types' __call__, which imports a
   module and checks an abstract class on every call before it makes the NumPy scalar;
   here a number makes its NumPy scalar at once (the same one).
