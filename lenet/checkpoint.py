@@ -21,9 +21,9 @@ from lenet.kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 
 FORMAT = "lenet5-checkpoint"
 FORMAT_VERSION = 1
-# A save writes ".lenet-<pid>-<random>.npz.tmp" beside the checkpoint and renames it;
-# one left by a killed save is removed by the next save in that directory.
-TMP_PREFIX, TMP_SUFFIX = ".lenet-", ".npz.tmp"
+# A save writes ".lenet-<pid>-<random><suffix>" beside its file and renames it; one left
+# by a killed save (a checkpoint, a log, an ONNX file) is removed by the next save there.
+TMP_PREFIX, TMP_SUFFIXES = ".lenet-", (".npz.tmp", ".log.tmp", ".onnx.tmp")
 TMP_MAX_AGE = 3600  # seconds: older temporary files are leftovers whatever their pid
 
 
@@ -70,15 +70,18 @@ def write_checkpoint(path, params, dtype, dataset=None, classes=DIGITS, provenan
         meta["provenance"] = provenance
     arrays = dict(params)
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    remove_leftovers(os.path.dirname(os.path.abspath(path)))
     write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
-def write_atomically(path, write, suffix=TMP_SUFFIX):
+def write_atomically(path, write, suffix=TMP_SUFFIXES[0]):
     """Call write(f) on a new binary file beside `path` (mode 0666 less the umask), synced,
     then rename it over `path`: a write that fails or is killed leaves the old file whole
-    (and no temporary file, unless killed: remove_leftovers)."""
+    (and no temporary file, unless killed: the next save removes it). suffix: one of
+    TMP_SUFFIXES."""
+    if suffix not in TMP_SUFFIXES:
+        raise ValueError(f"write_atomically: suffix {suffix!r}, expected one of {TMP_SUFFIXES}")
     directory = os.path.dirname(os.path.abspath(path))
+    remove_leftovers(directory)
     tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
     try:
         with open(tmp, "xb") as f:
@@ -116,7 +119,7 @@ def remove_leftovers(directory):
         return
     now = time.time()
     for name in names:
-        if not (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)):
+        if not (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIXES)):
             continue
         path = os.path.join(directory, name)
         pid = name[len(TMP_PREFIX):].split("-")[0]

@@ -118,24 +118,39 @@ def test_is_checkpoint(tmp_path):
         assert not is_checkpoint(tmp_path / name), name
 
 
-def test_save_removes_leftovers_of_killed_saves(tmp_path):
+def _write_log(path):
+    from lenet.logs import write_log_line
+    write_log_line(path, {"pass": 1}, replace=True)
+
+
+def _export(path):
+    from lenet.export import to_onnx
+    to_onnx(LeNet5(seed=0), path)
+
+
+@pytest.mark.parametrize("save", [lambda p: LeNet5(seed=0).save(p), _write_log, _export],
+                         ids=["checkpoint", "log", "onnx"])
+def test_saves_remove_leftovers_of_killed_saves(tmp_path, save):
     import subprocess
     import sys
     import time
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     names = {f".lenet-{dead}-0a1b2c3d.npz.tmp": False,   # its process is gone: removed
+             f".lenet-{dead}-0a1b2c3d.log.tmp": False,   # a killed log's
+             f".lenet-{dead}-0a1b2c3d.onnx.tmp": False,  # a killed export's
              ".lenet-k3j2h1g0.npz.tmp": False,           # an older version's: removed
-             f".lenet-{os.getpid()}-old.npz.tmp": False,  # alive, but an hour old
+             f".lenet-{os.getpid()}-old.log.tmp": False,  # alive, but an hour old
              f".lenet-{os.getpid()}-0a1b2c3d.npz.tmp": True,  # a save running now: kept
+             f".lenet-{dead}-0a1b2c3d.txt.tmp": True,    # not a suffix of ours: kept
              ".lenet-notes.txt": True, "other.npz.tmp": True}
     for name in names:
         (tmp_path / name).write_bytes(b"partial")
     hour_ago = time.time() - 3700
-    os.utime(tmp_path / f".lenet-{os.getpid()}-old.npz.tmp", (hour_ago, hour_ago))
-    LeNet5(seed=0).save(tmp_path / "m.npz")
+    os.utime(tmp_path / f".lenet-{os.getpid()}-old.log.tmp", (hour_ago, hour_ago))
+    save(tmp_path / "out")
     kept = sorted(n for n, keep in names.items() if keep)
-    assert sorted(os.listdir(tmp_path)) == sorted(kept + ["m.npz"])
+    assert sorted(os.listdir(tmp_path)) == sorted(kept + ["out"])
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
