@@ -19,11 +19,15 @@ def on_device(x):
 
 
 class Backend(abc.ABC):
-    """The methods of a backend; a subclass must define all."""
+    """The methods of a backend; a subclass must define all, and call __init__."""
 
     name = None         # "cpu" or "gpu"
     dtype = None        # the arrays' dtype
     max_batch = 1024    # images per forward chunk
+
+    def __init__(self):
+        self._workspaces = {}   # batch size -> the backend's workspace
+        self._one_run = {}      # (kind, j) -> sdlm_steps's one-run arrays
 
     @abc.abstractmethod
     def asarray(self, x, dtype=None):
@@ -85,7 +89,7 @@ class Backend(abc.ABC):
         or (N,1024)."""
         if kind not in LOSS_KINDS:
             raise ValueError(f"sdlm_steps: kind {kind!r}, expected one of {sorted(LOSS_KINDS)}")
-        runs = self.__dict__.setdefault("_one_run", {})   # made once per kind and j
+        runs = self._one_run
         if (kind, j) not in runs:
             runs[kind, j] = (self.asarray(np.zeros(1), np.int32),
                              self.asarray([LOSS_KINDS[kind]], np.int32), self.asarray([j]))

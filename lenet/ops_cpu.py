@@ -12,8 +12,8 @@ class CPUOps(Backend):
     max_batch = 1024   # images per forward chunk
 
     def __init__(self, dtype=np.float32):
+        super().__init__()
         self.dtype = np.dtype(dtype)
-        self._workspaces = {}       # batch size -> kernels.cpu.StepWorkspace
 
     # ------------------------------------------------------------- memory
     def asarray(self, x, dtype=None):

@@ -28,9 +28,9 @@ class GPUOps(Backend):
     def __init__(self):
         if not cuda.is_available():
             raise NotImplementedError("no CUDA GPU is available (and the CUDA simulator is off)")
+        super().__init__()
         self._buffers = {}
         self._fused = None          # kernels.forward.FusedForward, made on first use
-        self._workspaces = {}       # batch size -> Workspace
         self._constants = None      # the fused kernels' C3 tables and RBF centers
         self._c3_rows = {}          # a C3 table's bytes -> kernels.forward_pieces.c3_table of it
 
