@@ -1,10 +1,9 @@
 """LeNet-5's kernels: the network as data (`architecture.py`), the float64 NumPy reference
-(`reference.py`), the CPU's compiled implementation (`cpu.py`, from the vectorised rows
-of `cpu_pieces.py`) and the Numba CUDA kernels: one-image pieces (`forward_pieces.py`,
-`backward_pieces.py`) built into the fused forward pass (`forward.py`), training step
-(`train_step.py`) and per-pattern SDLM kernel (`sdlm.py`), and into stage kernels that
-run one piece over a batch (`forward.py`, `backward.py`). docs/kernels.md tells how the
-fused kernels are laid out."""
+(`reference.py`), the CPU's compiled implementation (`cpu.py`) and the Numba CUDA kernels:
+one-image pieces (`forward_pieces.py`, `backward_pieces.py`) built into the fused forward
+pass (`forward.py`), training step (`train_step.py`) and per-pattern SDLM kernel
+(`sdlm.py`), and into stage kernels that run one piece over a batch (`forward.py`,
+`backward.py`). docs/kernels.md tells how the fused kernels are laid out."""
 
 import numpy as np
 

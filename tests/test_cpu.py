@@ -245,6 +245,20 @@ def test_per_pattern_steps_repeat_bit_for_bit():
         np.testing.assert_array_equal(runs[0][k], runs[1][k], err_msg=k)
 
 
+def test_tanh32_is_within_4e7_of_tanh():
+    x = np.concatenate([np.linspace(-12, 12, 200_001), [0.0, -0.0, 1e-30, 7.9, 8.0, 1e30],
+                        10.0 ** np.linspace(-20, 1.3, 2001)]).astype(np.float32)
+    out = np.array([cpu.tanh32_jit(v) for v in x[::7]] +
+                   [cpu.tanh32_jit(v) for v in x[-2001:]], np.float32)
+    xs = np.concatenate([x[::7], x[-2001:]]).astype(np.float64)
+    exact = np.tanh(xs)
+    rel = np.abs(out - exact) / np.maximum(np.abs(exact), 1e-300)
+    assert rel.max() < 4e-7, (rel.max(), xs[rel.argmax()])
+    assert math.isnan(cpu.tanh32_jit(np.float32("nan")))
+    assert cpu.tanh32_jit(np.float32("inf")) == 1.0
+    assert cpu.tanh32_jit(np.float32("-inf")) == -1.0
+
+
 # ------------------------------------------------------------------ bad input
 
 def _args(n=3):
