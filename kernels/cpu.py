@@ -37,6 +37,9 @@ same machine. Multiply-adds are explicit: fmuladd in the dot products, fma (one 
 whatever the compiler) in the loops that are no sums. float32's tanh is a rational
 approximation (tanh32) that vectorises.
 
+One file on purpose: Numba's cache (cache=True) does not notice a change in another file's
+functions, so the pieces stay beside the paths whose cached code inlines them.
+
 Test: pytest -q tests/test_cpu.py
 """
 
