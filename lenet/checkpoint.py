@@ -60,7 +60,12 @@ def write_checkpoint(path, params, dtype, dataset=None, classes=DIGITS, provenan
     """Write `params` (name -> NumPy array, as LeNet5.parameters gives them) and their
     description to `path` (.npz), atomically: a temporary file beside it, renamed over
     it. The file gets the usual mode (0666 less the umask). Temporary files that killed
-    saves left in that directory are removed first."""
+    saves left in that directory are removed first. Refuses what read_checkpoint would
+    (check_parameters), and to replace a file that is not a LeNet-5 checkpoint."""
+    check_parameters(params)
+    if os.path.lexists(path) and not os.path.isdir(path) and not is_checkpoint(path):
+        raise FileExistsError(f"{path} exists and is not a LeNet-5 checkpoint; refusing to "
+                              "overwrite it (give another name)")
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "dtype": np.dtype(dtype).name,
             "shapes": {k: list(v) for k, v in PARAMETER_SHAPES.items()},
             "c3_table": C3_TABLE.astype(int).tolist(),
@@ -81,10 +86,18 @@ def write_atomically(path, write, suffix=TMP_SUFFIXES[0]):
     if suffix not in TMP_SUFFIXES:
         raise ValueError(f"write_atomically: suffix {suffix!r}, expected one of {TMP_SUFFIXES}")
     directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path}: it is a directory; give a file name")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")
     remove_leftovers(directory)
     tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
     try:
-        with open(tmp, "xb") as f:
+        try:
+            f = open(tmp, "xb")
+        except OSError as e:   # named after the file asked for, not the temporary one
+            raise type(e)(e.errno, f"cannot write {path}: {e.strerror}") from None
+        with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -23,7 +23,8 @@ COMMANDS = {"train": train, "sweep": sweep, "eval": evaluate, "predict": predict
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="lenet", description="LeNet-5 (LeCun et al. 1998) on hand-written CUDA "
-        "kernels, with a NumPy reference on the CPU. `lenet COMMAND --help` tells more.")
+        "kernels and a compiled, multi-core CPU implementation, both checked against a "
+        "float64 reference. `lenet COMMAND --help` tells more.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS.values():
         command.add(sub)
@@ -49,3 +50,8 @@ def main(argv=None):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + 13
+    except OSError as e:  # the machine's refusal (a read-only directory, a full disk)
+        where = f": {e.filename}" if e.filename and str(e.filename) not in str(e.strerror) \
+            else ""
+        print(f"lenet {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1

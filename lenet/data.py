@@ -392,6 +392,9 @@ def read_split(split="train", name=None, directory=None, download_missing=True, 
         return _read_directory(split, os.fspath(directory))
     ds = dataset(name)
     directory = default_root(name) if directory is None else os.fspath(directory)
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise MNISTError(f"{directory} is not a directory: give the directory that holds "
+                         f"{ds.title}'s files (LENET_DATA, --data, root)")
     if not download_missing and not os.path.isdir(directory):
         raise MNISTError(f"{ds.title} directory {directory} does not exist and downloading "
                          "is disabled. " + _manual_instructions(ds, directory))
@@ -427,7 +430,8 @@ def read_split(split="train", name=None, directory=None, download_missing=True, 
 
 def _read_directory(split, directory):
     if not os.path.isdir(directory):
-        raise MNISTError(f"{directory}: no such directory")
+        raise MNISTError(f"{directory}: " + ("not a directory" if os.path.lexists(directory)
+                                             else "no such directory"))
     files = {}
     for kind in KINDS:
         name = FILES[(split, kind)]

@@ -25,14 +25,21 @@ def is_training_log(path):
 
 def check_outputs(checkpoint, log):
     """ValueError unless `train` may write these files: a checkpoint path where no file
-    or a LeNet-5 checkpoint is, a log path where no file or a training log is, and not
-    the same file."""
+    or a LeNet-5 checkpoint is, a log path where no file or a training log is, not the
+    same file, and each in a directory this process may write (or may make)."""
     if checkpoint and log and os.path.realpath(checkpoint) == os.path.realpath(log):
         raise ValueError(f"the log and the checkpoint are the same file ({log}); give "
                          "the log another name")
     for path, what, ok in ((checkpoint, "a LeNet-5 checkpoint", is_checkpoint),
                            (log, "a training log (JSON lines)", is_training_log)):
-        if not path or not os.path.lexists(path):
+        if not path:
+            continue
+        directory = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(directory):     # the directory that would be made in
+            directory = os.path.dirname(directory)
+        if not os.access(directory, os.W_OK):
+            raise ValueError(f"cannot write {path}: {directory} is not writable")
+        if not os.path.lexists(path):
             continue
         if os.path.isdir(path):
             raise ValueError(f"{path} is a directory; give a file name")

@@ -9,6 +9,7 @@ else; kernels/reference.py is the float64 definition the tests (tests/test_model
 tests/test_gpu_model.py) hold it to.
 """
 
+import math
 import os
 
 import numpy as np
@@ -39,10 +40,21 @@ PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
                           "lenet5-mnist.npz")
 
 
-def check_loss(loss):
-    """ValueError unless `loss` is one of LOSSES."""
+def check_loss(loss, j=MAP_J):
+    """ValueError unless `loss` is one of LOSSES and MAP's constant j a positive number."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
+    if not (isinstance(j, (int, float, np.integer, np.floating)) and math.isfinite(j)
+            and j > 0):
+        raise ValueError(f"j, MAP's constant, must be a positive number, not {j!r}")
+
+
+def check_seed(seed):
+    """`seed` unless it is neither None nor a whole number of at least 0 (ValueError)."""
+    if seed is not None and not (isinstance(seed, (int, np.integer))
+                                 and not isinstance(seed, bool) and seed >= 0):
+        raise ValueError(f"seed must be a whole number of at least 0, or None, not {seed!r}")
+    return seed
 
 
 def gpu_available():
@@ -83,7 +95,7 @@ def init_parameters(seed=None, dtype=np.float32, init="fan-in"):
     and where from: docs/initialisation.md."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, not {init!r}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     params = {}
     for name, shape in PARAMETER_SHAPES.items():
         layer = name.split(".")[0]
@@ -160,8 +172,9 @@ class LeNet5:
 
     def set_parameters(self, params):
         """Replace every parameter after checking names, shapes, dtypes,
-        finiteness and the C3 zeros."""
+        finiteness and the C3 zeros; the old provenance no longer applies."""
         check_parameters(params)
+        self.provenance = None
         for name in PARAMETER_SHAPES:  # copies: training must not change the caller's arrays
             self.ops.assign(self.params[name], np.asarray(params[name]))
 
@@ -181,6 +194,9 @@ class LeNet5:
             except ValueError as e:  # ragged nested lists
                 raise ValueError(f"images must be an array of shape (N,1,32,32): {e}") from None
         shape = tuple(x.shape)
+        if shape == (0,):   # an empty list
+            x = x.reshape((0, 1, 32, 32))
+            shape = x.shape
         if len(shape) == 3:
             shape = (shape[0], 1) + shape[1:]
         if len(shape) != 4 or shape[1:] != (1, 32, 32):
@@ -225,8 +241,9 @@ class LeNet5:
         x = self._images(x)
         n = x.shape[0]
         if n == 0:
-            return np.empty((0, 10), self.dtype) if want == "penalties" else \
+            y = np.empty((0, 10), self.dtype) if want == "penalties" else \
                 np.empty((0,), np.intp)
+            return self._written(y, out) if isinstance(x, np.ndarray) else y
         if isinstance(x, np.ndarray):
             with np.errstate(over="ignore"):  # too large for float32: refused just below
                 x = np.ascontiguousarray(x, dtype=self.dtype).reshape((n, 1, 32, 32))
@@ -302,7 +319,7 @@ class LeNet5:
         STORE: order 1 the gradients, order 2 the curvature of the batch's mean loss.
         More than GRADIENT_CHUNK images go in chunks whose results are weighted by their
         sizes (in float64)."""
-        check_loss(loss)
+        check_loss(loss, j)
         x = self.prepare_images(x)
         n = x.shape[0]
         if n == 0:

@@ -24,6 +24,7 @@ from lenet.train import (
     Trainer,
     check_epochs,
     default_settings,
+    divergence,
     pass_line,
     pass_record,
 )
@@ -208,6 +209,7 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
     out(f"sweep of {r_count} run{'s' if r_count > 1 else ''} of the per-pattern recipe on "
         f"{trainers[0].model.device}, {epochs} passes, {n} patterns")
     records = {run["name"]: [] for run in runs}
+    diverged = set()   # runs stopped: their files keep their last finite pass
     for epoch in range(epochs):
         started = time.perf_counter()
         bar = Progress(n, f"pass {epoch + 1}/{epochs}", enabled=progress)
@@ -217,6 +219,14 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
         seconds = time.perf_counter() - started
         for run, t, step, result in zip(runs, trainers, steps, results, strict=True):
             name = run["name"]
+            if name in diverged:
+                continue
+            reason = divergence(t, result)
+            if reason:
+                diverged.add(name)
+                out(f"{name}: {reason}; its files keep pass {epoch}" if out_dir and epoch
+                    else f"{name}: {reason}")
+                continue
             record = pass_record(t, epoch, step, result, seconds, (data[0], train_set[1]),
                                   test_set, progress, evaluate_train)
             record["sweep"] = {"run": name, "runs": r_count}

@@ -24,10 +24,9 @@ import time
 
 import numpy as np
 
-from lenet.backend import on_device
 from lenet.kernels.architecture import LOSS_KINDS, MAP_J, STEP_MODES
 from lenet.logs import check_outputs, write_log_line
-from lenet.model import check_loss
+from lenet.model import check_loss, check_seed
 from lenet.progress import Progress
 
 PER_PATTERN = ("paper", "lecun")  # the recipes that update after every pattern
@@ -102,6 +101,9 @@ class Trainer:
         if recipe in PER_PATTERN and self.batch_size != 1:
             raise ValueError("the paper's recipe updates after every pattern (batch size 1); "
                              "use --recipe sdlm-batch for mini-batches")
+        if lr is not None and recipe != "sgd":
+            raise ValueError(f"lr is sgd's step size; the {recipe} recipe follows the "
+                             "paper's schedule of eta (schedule, mu)")
         self.lr = settings["lr"] if lr is None else lr
         self.momentum = momentum
         mu = settings["mu"] if mu is None else mu
@@ -122,7 +124,7 @@ class Trainer:
         # paper: eta itself, per pattern; sdlm-batch: see the module docstring
         self.sdlm_factor = 1.0 if recipe in PER_PATTERN else \
             SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
-        check_loss(loss)
+        check_loss(loss, j)
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = model.prepare_images(images)
@@ -130,7 +132,7 @@ class Trainer:
         if self.n == 0:
             raise ValueError("no training images: the training set is empty")
         self.labels = model.prepare_labels(labels, self.n)
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(check_seed(seed))
         # distortions draw from their own stream: runs without them stay as they were
         self.distort = distort
         self.distort_rng = np.random.default_rng([seed, 1]) if distort else None
@@ -140,7 +142,8 @@ class Trainer:
         self.grads, self.rates = ops.parameter_buffer(), ops.parameter_buffer()
         self.stats = ops.asarray(np.zeros(2, np.float64), dtype=np.float64)
         self.pass_index = 0
-        self.workspace = None if recipe in PER_PATTERN else ops.workspace(self.batch_size)
+        self.workspace = None if recipe in PER_PATTERN else \
+            ops.workspace(min(self.batch_size, self.n))
         # the fused step's int32 codes, made once
         self._codes = {"kind": np.int32(LOSS_KINDS[loss]),
                        "store": np.int32(STEP_MODES["store"]),
@@ -196,6 +199,7 @@ class Trainer:
         the order of the patterns (on the backend), the running totals zeroed. Returns
         (images, order, step size)."""
         ops = self.ops
+        self.model.provenance = None    # the parameters are no longer what it describes
         images = self._pass_images()
         sdlm = self.recipe != "sgd"
         if sdlm and self.hessian_sample == "random":
@@ -254,6 +258,31 @@ class Trainer:
         return f"loss {loss_sum / seen:.3f} err {100 * errors / seen:.2f}%"
 
 
+class Diverged(ArithmeticError):
+    """A pass ended with a loss or parameters that are not finite: training cannot go on."""
+
+
+def divergence(trainer, result):
+    """The one-line reason why the pass just done (its `result`) diverged, or None."""
+    loss = result[0]
+    if math.isfinite(loss) and np.isfinite(trainer.ops.to_host(trainer.model.flat_params)).all():
+        return None
+    hint = "a smaller lr" if trainer.recipe == "sgd" else "a larger mu"
+    return (f"pass {trainer.pass_index} diverged: loss {loss}, parameters no longer all finite; "
+            f"try {hint}")
+
+
+def check_set(model, pair, what):
+    """ValueError or TypeError naming the `what` set unless its (images, labels) fit."""
+    images, labels = pair
+    try:
+        model.prepare_labels(labels, len(model._images(images)))
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"the {what} set: {e}") from None
+    if len(labels) == 0:
+        raise ValueError(f"no {what} images: the {what} set is empty")
+
+
 def penalties(model, images, progress=None):
     """Penalties (N,10) of `images` on the host, from model.forward on chunks of
     model.max_batch images (the chunks forward makes itself, so the figures are the
@@ -270,9 +299,9 @@ def penalties(model, images, progress=None):
 
 def error_rate(model, images, labels, progress=None):
     """Fraction of images whose predicted class differs from the label."""
-    labels = np.asarray(model.ops.to_host(labels) if on_device(labels) else labels)
-    if len(labels) == 0:
+    if len(images) == 0:
         raise ValueError("no images to evaluate: the set is empty")
+    labels = model.ops.to_host(model.prepare_labels(labels, len(images)))
     return float(np.mean(penalties(model, images, progress).argmin(axis=1) != labels))
 
 
@@ -297,13 +326,15 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, checkpoint=None
     train_set, test_set and validation_set are (preprocessed images, labels) pairs.
     With validation_set (images held out of the training set, to choose settings on)
     each pass also records "validation_error"; test_set may then be None, so that the
-    test set is not looked at (its "test_error" is None). Returns the per-pass records."""
+    test set is not looked at (its "test_error" is None). Every set is checked before the
+    first pass. A pass that diverges raises Diverged before anything of it is saved.
+    Returns the per-pass records."""
     epochs = check_epochs(epochs, recipe)
     if test_set is None and validation_set is None:
         raise ValueError("no test set and no validation set: nothing to evaluate")
     for what, pair in (("test", test_set), ("validation", validation_set)):
-        if pair is not None and len(pair[1]) == 0:
-            raise ValueError(f"no {what} images: the {what} set is empty")
+        if pair is not None:
+            check_set(model, pair, what)
     check_outputs(checkpoint, log)
     trainer = Trainer(model, *train_set, recipe=recipe, **options)
     out(f"training LeNet-5 on {model.device}: recipe {recipe}, loss {trainer.loss}, "
@@ -315,6 +346,11 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, checkpoint=None
         bar = Progress(trainer.n, f"pass {epoch + 1}/{epochs}", enabled=progress)
         result = trainer.train_pass(bar)
         bar.close()
+        reason = divergence(trainer, result)
+        if reason:
+            kept = "" if not checkpoint else f"; {checkpoint} keeps pass {epoch}" if epoch \
+                else "; no checkpoint was written"
+            raise Diverged(reason + kept)
         seconds = time.perf_counter() - started
         record = pass_record(trainer, epoch, step, result, seconds, train_set, test_set,
                               progress, evaluate_train, validation_set)

@@ -743,3 +743,22 @@ def test_fashion_mnist_loads_by_name_from_debian(tmp_path, monkeypatch):
     # and it is not MNIST
     with pytest.raises(MNISTError, match="not MNIST's official .* it is Fashion-MNIST's"):
         data.load_dataset("mnist", "test", directory, download=False)
+
+
+def test_a_file_given_as_the_data_directory_is_refused_in_one_line(tmp_path, monkeypatch,
+                                                                   capsys):
+    from lenet import cli
+    notes = tmp_path / "README.md"
+    notes.write_text("not a directory\n")
+    monkeypatch.setenv("LENET_DATA", str(notes))
+    with pytest.raises(MNISTError, match="README.md is not a directory"):
+        data.load_mnist("test")
+    with pytest.raises(MNISTError, match="README.md is not a directory"):
+        data.load_dataset("fashion-mnist", "test", notes)
+    with pytest.raises(MNISTError, match="README.md: not a directory"):
+        data.load_directory(notes)
+    assert cli.main(["eval", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lenet eval: error: ") and "README.md is not a directory" in err
+    assert err.count("\n") == 1
+    assert notes.read_text() == "not a directory\n"

@@ -111,3 +111,180 @@ def test_evaluation_in_chunks_is_forward_and_shows_progress(capsys):
     err = capsys.readouterr().err
     for bar in ("pass 1/1: 100%", "training error: 100%", "test error: 100%", "24/24", "10/10"):
         assert bar in err, (bar, err)
+
+
+# ------------------------------------------------------- what a user review found
+
+def test_labels_of_another_shape_are_refused_not_broadcast():
+    model = LeNet5(seed=0)
+    x, labels = TEST
+    for bad, error, message in ((labels[:, None], ValueError, r"labels must have shape \(10,\)"),
+                                (labels[:1], ValueError, r"labels must have shape \(10,\)"),
+                                (labels.astype(str), TypeError, "labels must be integers")):
+        with pytest.raises(error, match=message):
+            error_rate(model, x, bad)
+    assert error_rate(model, x, list(labels)) == np.mean(model.predict(x) != labels)
+
+
+def test_every_set_is_checked_before_the_first_pass(tmp_path, monkeypatch):
+    def no_pass(self, progress=None):
+        raise AssertionError("a pass ran before the sets were checked")
+
+    monkeypatch.setattr(Trainer, "train_pass", no_pass)
+    x, labels = TEST
+    for test_set, validation_set, error, message in (
+            ((x, labels[:, None]), None, ValueError, "the test set: labels must have shape"),
+            (((x * 255).astype(np.uint8), labels), None, TypeError,
+             "the test set: images must be floating point"),
+            (None, (x[:, :, :4], labels), ValueError, "the validation set: images must have")):
+        with pytest.raises(error, match=message):
+            train(LeNet5(seed=0), TRAIN, test_set, validation_set=validation_set, epochs=1,
+                  batch_size=8, progress=False, checkpoint=tmp_path / "m.npz",
+                  out=lambda line: None)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
+    from lenet.train import Diverged
+    with pytest.raises(Diverged, match="pass 1 diverged: loss nan.*try a smaller lr; no "
+                                       "checkpoint was written"):
+        run(tmp_path, epochs=2, lr=1e35)
+    assert os.listdir(tmp_path) == []
+    real = Trainer.train_pass
+
+    def second_pass_blows_up(self, progress=None):
+        result = real(self, progress)
+        if self.pass_index == 2:
+            self.model.flat_params[:5] = np.inf
+        return result
+
+    monkeypatch.setattr(Trainer, "train_pass", second_pass_blows_up)
+    with pytest.raises(Diverged, match=r"pass 2 diverged: loss [-\d.e]+, parameters no longer "
+                                       r"all finite; try a smaller lr; .*m.npz keeps pass 1"):
+        run(tmp_path, epochs=3)
+    kept = LeNet5.load(tmp_path / "m.npz")   # loads: the first pass's parameters
+    assert all(np.isfinite(p).all() for p in kept.parameters().values())
+    assert len((tmp_path / "m.log.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_sweep_stops_saving_a_run_that_diverges(tmp_path, monkeypatch):
+    from lenet import sweep as sweep_module
+    real = sweep_module._SideBySide.train_pass
+
+    def run_b_blows_up(self, bar):
+        results = real(self, bar)
+        if self.trainers[0].pass_index == 2:
+            results[1] = (float("nan"), results[1][1])
+        return results
+
+    monkeypatch.setattr(sweep_module._SideBySide, "train_pass", run_b_blows_up)
+    lines = []
+    records = sweep_module.sweep([{"name": "a", "seed": 0}, {"name": "b", "seed": 1}],
+                                 TRAIN, TEST, epochs=3, device="cpu", out_dir=tmp_path,
+                                 progress=False, out=lines.append)
+    assert [len(records[k]) for k in "ab"] == [3, 1]
+    assert "b: pass 2 diverged: loss nan" in "\n".join(lines)
+    assert "its files keep pass 1" in "\n".join(lines)
+    for name, passes in (("a", 3), ("b", 1)):
+        log = (tmp_path / f"{name}.log.jsonl").read_text().splitlines()
+        assert [json.loads(line)["pass"] for line in log] == list(range(1, passes + 1))
+        LeNet5.load(tmp_path / f"{name}.npz")
+
+
+def test_save_refuses_what_it_should_not_write(tmp_path):
+    model = LeNet5(seed=0)
+    notes = tmp_path / "notes.npz"
+    notes.write_bytes(b"not a checkpoint")
+    with pytest.raises(FileExistsError, match="notes.npz exists and is not a LeNet-5 checkpoint"):
+        model.save(notes)
+    assert notes.read_bytes() == b"not a checkpoint"
+    with pytest.raises(IsADirectoryError, match="is a directory; give a file name"):
+        model.save(tmp_path)
+    with pytest.raises(FileNotFoundError, match="directory .*missing does not exist"):
+        model.save(tmp_path / "missing" / "m.npz")
+    model.flat_params[7] = np.nan
+    with pytest.raises(ValueError, match="C1.weight contains NaN or infinite values"):
+        model.save(tmp_path / "m.npz")
+    assert sorted(os.listdir(tmp_path)) == ["notes.npz"]
+
+
+def test_training_or_new_parameters_clear_the_provenance(tmp_path):
+    model = LeNet5.pretrained(device="cpu")
+    assert model.provenance["test_error"] > 0
+    model.save(tmp_path / "copy.npz")              # a copy keeps it
+    assert LeNet5.load(tmp_path / "copy.npz").provenance == model.provenance
+    Trainer(model, *TRAIN, recipe="sgd", batch_size=8).train_pass()
+    assert model.provenance is None
+    model.save(tmp_path / "tuned.npz")
+    assert LeNet5.load(tmp_path / "tuned.npz").provenance is None
+    other = LeNet5.pretrained(device="cpu")
+    other.set_parameters(LeNet5(seed=1).parameters())
+    assert other.provenance is None
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: LeNet5(seed=0).gradients(*TEST, loss="map", j=float("nan")), "j, MAP's constant"),
+    (lambda: LeNet5(seed=0).gradients(*TEST, loss="map", j=-1.0), "j, MAP's constant"),
+    (lambda: Trainer(LeNet5(seed=0), *TRAIN, recipe="lecun", lr=0.1), "lr is sgd's step size"),
+    (lambda: LeNet5(seed=-1), "seed must be a whole number of at least 0"),
+    (lambda: Trainer(LeNet5(seed=0), *TRAIN, seed=-3), "seed must be a whole number"),
+])
+def test_api_arguments_that_would_be_ignored_or_crash_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_empty_batches_and_their_out_buffers():
+    model = LeNet5(seed=0)
+    assert model.predict([]).shape == (0,)
+    assert model.forward([]).shape == (0, 10)
+    x = TEST[0]
+    out = np.zeros((0, 10), np.float32)
+    assert model.forward(x[:0], out=out) is out
+    with pytest.raises(ValueError, match=r"out is float32 \(5, 10\); the result is float32 "
+                                         r"\(0, 10\)"):
+        model.forward(x[:0], out=np.zeros((5, 10), np.float32))
+
+
+def test_a_batch_larger_than_the_training_set_takes_a_workspace_of_its_size():
+    trainer = Trainer(LeNet5(seed=0), *TRAIN, recipe="sgd", batch_size=10 ** 9)
+    assert trainer.workspace.batch == len(TRAIN[1])
+    loss, _ = trainer.train_pass()
+    assert np.isfinite(loss)
+
+
+def test_unwritable_outputs_are_refused_before_training(tmp_path, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(ro)
+                        and mode == os.W_OK else real(path, mode))   # as on a read-only mount
+    for checkpoint, log in ((ro / "m.npz", None), (tmp_path / "m.npz", ro / "sub" / "m.log")):
+        with pytest.raises(ValueError, match=f"cannot write .*: {ro} is not writable"):
+            check_outputs(checkpoint, log)
+
+
+def test_the_command_line_makes_one_line_of_what_the_machine_refuses(monkeypatch, capsys):
+    import errno
+
+    from lenet import cli
+    from lenet.commands import evaluate
+
+    def refused(args):
+        raise OSError(errno.EROFS, "Read-only file system", "/data/out.npz")
+
+    monkeypatch.setattr(evaluate, "run", refused)
+    assert cli.main(["eval"]) == 1
+    assert capsys.readouterr().err == "lenet eval: error: Read-only file system: /data/out.npz\n"
+
+
+def test_train_options_that_would_be_ignored_are_refused_and_help_names_defaults(capsys):
+    from lenet import cli
+    assert cli.main(["train", "--validation", "100", "--test-size", "50"]) == 2
+    assert "--test-size has no effect with --validation" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: map for lecun, mse for the other recipes" in text
+    assert "default: lush for lecun, fan-in for the other recipes" in text
+    assert "(the default); map" not in text

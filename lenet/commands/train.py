@@ -62,15 +62,15 @@ def add(sub):
                    "anew for every pattern of every pass, 10%% left undistorted; ranges in "
                    "kernels/distort.py, examples: lenet show distortions")
     p.add_argument("--loss", choices=["mse", "map"],
-                   help="mse: paper eq. 8, the correct class's penalty (the default); map: "
-                   f"paper eq. 9, which also pushes wrong classes up (j = {MAP_J:g}; the "
-                   "lecun recipe's default)")
+                   help="mse: paper eq. 8, the correct class's penalty; map: paper eq. 9, "
+                   f"which also pushes wrong classes up (j = {MAP_J:g}); default: "
+                   f"{t.LECUN_LOSS} for lecun, mse for the other recipes")
     p.add_argument("--init", choices=INITS,
-                   help="initial weights uniform in 2.4/F (fan-in: the paper's letter, "
-                   "default), 2.4/sqrt(F) (sqrt-fan-in: what the paper's stated reason "
-                   "for the range asks for) or 1/sqrt(F) with biases 0 and subsampling "
-                   "coefficients 0.5 (lush: LeCun's Lush and EBLearn code, the lecun "
-                   "recipe's default); F is a unit's fan-in")
+                   help="initial weights uniform in 2.4/F (fan-in: the paper's letter), "
+                   "2.4/sqrt(F) (sqrt-fan-in: what the paper's stated reason for the range "
+                   "asks for) or 1/sqrt(F) with biases 0 and subsampling coefficients 0.5 "
+                   "(lush: LeCun's Lush and EBLearn code); F is a unit's fan-in; default: "
+                   "lush for lecun, fan-in for the other recipes")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and "
                    "shuffling, 0 or more: the same seed on the same device repeats a run "
                    "bit for bit (on the GPU for batches of up to 4096 images)")
@@ -125,12 +125,15 @@ def check_numbers(args):
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, not {args.seed}")
     check_counts(args, "--train-size", "--test-size", "--validation")
+    if getattr(args, "validation", None) is not None and args.test_size is not None:
+        raise UserError("--test-size has no effect with --validation: the test set is not "
+                        "read")
 
 
 def run(args):
     from lenet.logs import check_outputs
     from lenet.model import LeNet5
-    from lenet.train import PER_PATTERN, default_settings, train
+    from lenet.train import PER_PATTERN, Diverged, default_settings, train
     check_numbers(args)
     if args.lr is not None and args.recipe != "sgd":
         raise UserError(f"--lr is sgd's step size; the {args.recipe} recipe follows the "
@@ -179,6 +182,8 @@ def run(args):
               schedule=args.schedule, shuffle=not args.ordered,
               hessian_sample=args.hessian_sample, distort=args.distort,
               validation_set=validation_set)
+    except Diverged as e:
+        raise UserError(str(e)) from e
     except KeyboardInterrupt:
         saved = _mtime(args.out) not in (None, before)  # written by this run
         kept = (f"the last complete pass is in {args.out}, its log in {log}" if saved
