@@ -4,7 +4,8 @@ prototypes, training curves from a log, a confusion matrix with the surest mista
 (draw_errors), the paper's random distortions. Grey maps use one scale for every squashed
 layer, white -1.7159 to black +1.7159 (the range of f(a) = 1.7159 tanh(2a/3)), so ink
 reads dark as on paper. `lenet show MODE` (lenet/commands/show.py) draws them;
-tests/test_cli.py checks that each writes a PNG of its size.
+tests/test_cli.py checks that each writes a PNG of its size, and the data the curves and
+distortions figures plot.
 """
 
 import json
