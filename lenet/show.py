@@ -4,7 +4,8 @@ prototypes, training curves from a log, a confusion matrix with the surest mista
 (draw_errors), the paper's random distortions. Grey maps use one scale for every squashed
 layer, white -1.7159 to black +1.7159 (the range of f(a) = 1.7159 tanh(2a/3)), so ink
 reads dark as on paper. `lenet show MODE` (lenet/commands/show.py) draws them;
-tests/test_cli.py checks that each writes a PNG of its size.
+tests/test_cli.py checks that each writes a PNG of its size, and the data the curves and
+distortions figures plot.
 """
 
 import json
@@ -27,7 +28,10 @@ SQUASH = 1.7159       # f(a) lies in (-SQUASH, SQUASH)
 INPUT_RANGE = (-0.1, 1.175)  # lenet.data.preprocess: background, full ink
 MAX_ERRORS = 24       # the mistakes grid of draw_errors: 4 rows of 6
 WINNER, OTHERS = "tab:red", "0.7"
-LOG_KEYS = ("pass", "test_error", "running_train_error", "train_loss")
+LOG_KEYS = ("pass", "running_train_error", "train_loss")  # numbers in every line
+# numbers or null: train_error null under `lenet train --fast`, test_error null and
+# validation_error present under `--validation` (lenet.train.pass_record)
+LOG_OPTIONAL_KEYS = ("test_error", "train_error", "validation_error")
 
 
 class LogError(ValueError):
@@ -133,6 +137,10 @@ def draw_prototypes(path):
     return _save(fig, path)
 
 
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def read_log(path):
     """The per-pass records of a `lenet train` JSON-lines log, sorted by pass."""
     try:
@@ -149,52 +157,88 @@ def read_log(path):
         except ValueError:
             raise LogError(f"{path}: line {number} is not JSON; not a log of "
                            "`lenet train`") from None
-        bad = [k for k in LOG_KEYS if not isinstance(record, dict)
-               or not isinstance(record.get(k), (int, float))]
+        if not isinstance(record, dict):
+            record = {}
+        bad = [k for k in LOG_KEYS if not _number(record.get(k))]
+        bad += [k for k in LOG_OPTIONAL_KEYS if not (record.get(k) is None
+                                                     or _number(record[k]))]
         if bad:
             raise LogError(f"{path}: line {number} has no number {', '.join(bad)}; not a "
                            "log of `lenet train`")
+        negative = [k for k in (*LOG_KEYS, *LOG_OPTIONAL_KEYS) if (record.get(k) or 0) < 0]
+        if negative:  # no error rate or loss is negative
+            raise LogError(f"{path}: line {number} has a negative {', '.join(negative)}; "
+                           "not a log of `lenet train`")
         records.append(record)
     if not records:
         raise LogError(f"{path}: empty log, no pass recorded")
     return sorted(records, key=lambda r: r["pass"])
 
 
-def draw_curves(path, records, caption):
-    """Error rates (percent, log scale) and training loss per pass."""
-    passes = [r["pass"] for r in records]
+CURVES = {  # log key: (axis, style, colour, alpha, label); the axis 0 is error, 1 loss
+    "test_error": (0, "o-", "tab:red", 1.0, "test error"),
+    "validation_error": (0, "D-", "tab:green", 1.0, "validation error"),
+    "train_error": (0, "s-", "tab:blue", 1.0, "training error"),
+    "running_train_error": (0, "^--", "tab:blue", 0.5, "training error during the pass"),
+    "train_loss": (1, "o-", "0.3", 1.0, "training loss"),
+}
+
+
+def curves_figure(records, caption):
+    """The figure of draw_curves: error rates (percent) and training loss per pass, each
+    on a log axis. A zero has no place on a log axis: it is left out of its line and
+    marked by a triangle of the line's colour on the axis's bottom edge (one legend entry
+    says so); an axis with no value above zero is linear."""
+    passes = np.array([r["pass"] for r in records])
     fig = _figure("curves")
     fig.suptitle(f"training of {caption}", fontsize=12)
-    ax_err, ax_loss = fig.subplots(1, 2, gridspec_kw={"left": 0.08, "right": 0.98,
-                                                      "bottom": 0.13, "top": 0.86,
-                                                      "wspace": 0.22})
-    lines = [("test_error", "o-", "tab:red", 1.0, "test error"),
-             ("train_error", "s-", "tab:blue", 1.0, "training error"),
-             ("running_train_error", "^--", "tab:blue", 0.5, "training error during the pass")]
-    for key, style, color, alpha, label in lines:
-        values = [100 * r[key] if r.get(key) is not None else np.nan for r in records]
-        if np.all(np.isnan(values)):  # train_error under `lenet train --fast`
-            continue
-        ax_err.plot(passes, values, style, color=color, alpha=alpha,
-                    label=f"{label}: {values[-1]:.2f}% at the end")
-    ax_err.set_yscale("log")
-    ax_err.set_ylabel("error (%)")
-    ax_err.set_title("error rate", fontsize=11)
-    ax_err.legend(fontsize=9)
-    losses = [r["train_loss"] for r in records]
-    ax_loss.plot(passes, losses, "o-", color="0.3", label=f"{losses[-1]:.3g} at the end")
-    ax_loss.legend(fontsize=9)
-    ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("mean loss per pattern")
-    ax_loss.set_title("training loss", fontsize=11)
-    for ax in (ax_err, ax_loss):
-        ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
-        ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False,
-                                                        minor_thresholds=(2, 0.5)))
+    axes = fig.subplots(1, 2, gridspec_kw={"left": 0.08, "right": 0.98, "bottom": 0.13,
+                                           "top": 0.86, "wspace": 0.22})
+    scale, unit = (100, 1), ("%", "")
+    curves = {key: scale[axis] * np.array([np.nan if r.get(key) is None else r[key]
+                                           for r in records], np.float64)
+              for key, (axis, *_) in CURVES.items()}
+    for index, ax in enumerate(axes):
+        values = [v for key, v in curves.items() if CURVES[key][0] == index]
+        log, zeros = any(np.any(v > 0) for v in values), False
+        for key, (axis, style, color, alpha, label) in CURVES.items():
+            v = curves[key]
+            drawn = ~np.isnan(v)
+            if axis != index or not drawn.any():  # train_error under `lenet train --fast`
+                continue
+            last = np.flatnonzero(drawn)[-1]
+            when = "the end" if last == len(v) - 1 else f"pass {passes[last]}"
+            end = f"{v[last]:.2f}%" if unit[index] else f"{v[last]:.3g}"
+            zero = drawn & (v <= 0) if log else np.zeros(len(v), bool)
+            ax.plot(passes, np.where(zero, np.nan, v), style, color=color, alpha=alpha,
+                    label=f"{label}: {end} at {when}")
+            if zero.any():  # at the bottom edge: x in data, y in axes coordinates
+                ax.plot(passes[zero], np.zeros(zero.sum()), "v", color=color, alpha=alpha,
+                        clip_on=False, transform=ax.get_xaxis_transform(),
+                        label=f"_{key} zeros")  # "_": explained by one entry below
+                zeros = True
+        if zeros:
+            ax.plot([], [], "v", color="0.4", label=f"0{unit[index]} (off the log scale): on the "
+                    "bottom edge")
+        if log:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+            ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False,
+                                                            minor_thresholds=(2, 0.5)))
+        ax.legend(fontsize=9)
         ax.set_xlabel("pass")
         ax.set_xticks(passes if len(passes) <= 20 else ax.get_xticks())
         ax.grid(True, which="both", alpha=0.3)
-    return _save(fig, path)
+    axes[0].set_ylabel("error (%)")
+    axes[0].set_title("error rate", fontsize=11)
+    axes[1].set_ylabel("mean loss per pattern")
+    axes[1].set_title("training loss", fontsize=11)
+    return fig
+
+
+def draw_curves(path, records, caption):
+    """Error rates (percent, log scale) and training loss per pass (curves_figure)."""
+    return _save(curves_figure(records, caption), path)
 
 
 def surest_mistakes(labels, penalties, count):
@@ -254,17 +298,27 @@ def draw_errors(path, images, labels, penalties, count=MAX_ERRORS, caption="",
     return _save(fig, path)
 
 
-def draw_distortions(path, originals, distorted, caption=""):
+def draw_distortions(path, originals, distorted, caption="", classes=DIGITS, missing=()):
     """Training digits and their random affine distortions: originals (R,1,32,32) and
-    distorted (R,K,32,32), preprocessed images, one row per digit."""
-    rows, columns = distorted.shape[:2]
+    distorted (R,K,32,32), preprocessed images, one row per class in class order; the
+    classes numbered in `missing` (no image of theirs) keep their rows, empty but for a
+    note, so that every row is still its class's (R + len(missing) rows in all)."""
+    images, columns = iter(zip(originals[:, 0], distorted, strict=True)), distorted.shape[1]
+    rows = len(originals) + len(missing)
     fig = _figure("distortions")
     fig.suptitle(f"random affine distortions ({caption}): translation, scaling, squeezing, "
                  "horizontal shearing", fontsize=13)
     grid = fig.add_gridspec(rows, columns + 1, left=0.02, right=0.98, top=0.93, bottom=0.02,
                             wspace=0.08, hspace=0.08)
     for r in range(rows):
-        for c, image in enumerate([originals[r, 0], *distorted[r]]):
+        if r in missing:
+            ax = fig.add_subplot(grid[r, :])
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"no training image of class {classes[r]} in the data",
+                    ha="center", va="center", fontsize=12, color="0.3")
+            continue
+        original, row = next(images)
+        for c, image in enumerate([original, *row]):
             _grey(fig.add_subplot(grid[r, c]), image, *INPUT_RANGE)
     fig.text(0.02 + 0.96 / (columns + 1) / 2, 0.935, "original", ha="center", fontsize=10)
     return _save(fig, path)

@@ -322,6 +322,196 @@ def test_show_writes_png_of_stated_size(mode, trained, files, mnist_dir, tmp_pat
         assert png_size(tmp_path / "maps.png") == ("PNG", size)
 
 
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures that lenet.show saves during a test, in order (each is
+    still written as a PNG)."""
+    import lenet.show
+    saved, save = [], lenet.show._save
+    monkeypatch.setattr(lenet.show, "_save", lambda fig, path: (saved.append(fig),
+                                                                 save(fig, path))[1])
+    return saved
+
+
+def labelled(ax):
+    """{legend label: (x, y)} of an axis's lines, the hidden ones by their "_" names."""
+    return {line.get_label(): (np.asarray(line.get_xdata(), np.float64),
+                               np.asarray(line.get_ydata(), np.float64))
+            for line in ax.get_lines()}
+
+
+def curve(ax, name):
+    """(x, y) of the one line of `ax` whose legend label starts with `name`."""
+    found = [xy for label, xy in labelled(ax).items() if label.startswith(name)]
+    assert len(found) == 1, (name, list(labelled(ax)))
+    return found[0]
+
+
+VALIDATION_LOG = os.path.join(ROOT, "bench", "results", "2026-12-06-cpu-validation",
+                              "mu1-distort-seed0.log.jsonl")
+
+
+@pytest.mark.parametrize("source", ["bench", "train"])
+def test_show_curves_of_a_validation_run(source, mnist_dir, tmp_path, figures, capsys):
+    # `lenet train --validation` logs test_error null and a validation_error per pass:
+    # the curves draw the validation error (once refused: "no number test_error")
+    if source == "bench":  # the project's own log of such runs
+        log = VALIDATION_LOG
+    else:
+        ok("train", "--device", "cpu", "--data", mnist_dir, "--train-size", 300,
+           "--validation", 100, "--epochs", 2, "--fast", "--no-progress",
+           "--out", tmp_path / "v.npz")
+        log = tmp_path / "v.log.jsonl"
+    with open(log) as f:
+        records = [json.loads(line) for line in f]
+    assert all(r["test_error"] is None for r in records)
+    status, out, err = lenet_cli(["show", "curves", "--log", log, "--out", tmp_path], capsys)
+    assert (status, err) == (0, ""), err
+    assert out.strip() == str(tmp_path / "curves.png")
+    assert png_size(tmp_path / "curves.png") == ("PNG", (1000, 400))
+    ax_err, ax_loss = figures[-1].axes[:2]
+    passes = [r["pass"] for r in records]
+    x, y = curve(ax_err, "validation error")
+    assert list(x) == passes
+    np.testing.assert_allclose(y, [100 * r["validation_error"] for r in records])
+    x, y = curve(ax_err, "training error during the pass")
+    np.testing.assert_allclose(y, [100 * r["running_train_error"] for r in records])
+    assert not any(label.startswith("test error") for label in labelled(ax_err))
+    x, y = curve(ax_loss, "training loss")
+    np.testing.assert_allclose(y, [r["train_loss"] for r in records])
+    final = f"validation error: {100 * records[-1]['validation_error']:.2f}% at the end"
+    assert final in [t.get_text() for t in ax_err.get_legend().get_texts()]
+
+
+def test_show_curves_draws_zeros_off_the_log_scale(tmp_path, figures, capsys):
+    # 0% error or zero loss has no place on a log axis (it used to draw a line falling
+    # off the bottom): the lines leave zeros out, each zero is a triangle on the bottom
+    # edge, explained in the legend; an axis with no value above 0 is linear
+    rng = np.random.default_rng(7)
+    n = 9
+    train_error = np.round(rng.uniform(0.001, 0.2, n), 4)
+    train_error[[2, 3, 7]] = 0.0
+    running = np.round(rng.uniform(0.001, 0.3, n), 4)
+    running[[3, 8]] = 0.0
+    test_error = np.round(rng.uniform(0.01, 0.2, n), 4)
+    loss = np.round(rng.uniform(0.01, 2, n), 3)
+    loss[5] = 0.0
+    log = tmp_path / "zeros.log.jsonl"
+    log.write_text("".join(json.dumps({
+        "pass": p + 1, "train_loss": float(loss[p]), "running_train_error": float(running[p]),
+        "train_error": float(train_error[p]), "test_error": float(test_error[p])}) + "\n"
+        for p in range(n)))
+    status, _, err = lenet_cli(["show", "curves", "--log", log, "--out", tmp_path], capsys)
+    assert (status, err) == (0, ""), err
+    ax_err, ax_loss = figures[-1].axes[:2]
+    passes = np.arange(1, n + 1)
+    for ax, name, values in [(ax_err, "training error: ", 100 * train_error),
+                             (ax_err, "training error during", 100 * running),
+                             (ax_err, "test error", 100 * test_error),
+                             (ax_loss, "training loss", loss)]:
+        assert ax.get_yscale() == "log"
+        x, y = curve(ax, name)
+        zero = values == 0
+        np.testing.assert_array_equal(x, passes)
+        np.testing.assert_array_equal(y, np.where(zero, np.nan, values), err_msg=name)
+        lowest = ax.get_ylim()[0]
+        assert 0 < lowest <= values[~zero].min(), name  # every drawn point in view
+    # the triangles: one per zero, at its pass, on the bottom edge of its axis
+    for ax, key, values in [(ax_err, "train_error", train_error),
+                            (ax_err, "running_train_error", running),
+                            (ax_loss, "train_loss", loss)]:
+        triangles, = [line for line in ax.get_lines()
+                      if line.get_label() == f"_{key} zeros"]
+        assert triangles.get_marker() == "v" and not triangles.get_clip_on()
+        np.testing.assert_array_equal(triangles.get_xdata(), passes[values == 0])
+        bottom = ax.transAxes.transform((0, 0))[1]
+        for x in passes[values == 0]:
+            pixel = triangles.get_transform().transform((x, 0))
+            assert pixel[1] == pytest.approx(bottom)
+            assert pixel[0] == pytest.approx(ax.transData.transform((x, 1))[0])
+    assert not [line for line in ax_err.get_lines() if line.get_label() == "_test_error zeros"]
+    legends = {ax: [t.get_text() for t in ax.get_legend().get_texts()]
+               for ax in (ax_err, ax_loss)}
+    assert "0% (off the log scale): on the bottom edge" in legends[ax_err]
+    assert "0 (off the log scale): on the bottom edge" in legends[ax_loss]
+    # a loss of 0 at every pass: a linear axis that draws the zeros as they are
+    log.write_text("".join(json.dumps({"pass": p + 1, "train_loss": 0,
+                                       "running_train_error": float(running[p]),
+                                       "test_error": None}) + "\n" for p in range(n)))
+    status, _, err = lenet_cli(["show", "curves", "--log", log, "--out", tmp_path], capsys)
+    assert (status, err) == (0, ""), err
+    ax_err, ax_loss = figures[-1].axes[:2]
+    assert ax_loss.get_yscale() == "linear" and ax_err.get_yscale() == "log"
+    np.testing.assert_array_equal(curve(ax_loss, "training loss")[1], np.zeros(n))
+    assert len(ax_loss.get_lines()) == 1
+
+
+def distortion_rows(fig):
+    """The preprocessed images of a distortions figure, in rows of 12 (original first);
+    and the texts of the empty rows."""
+    images = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    notes = [t.get_text() for ax in fig.axes if not ax.images for t in ax.texts]
+    return [np.array(images[k:k + 12]) for k in range(0, len(images), 12)], notes
+
+
+def test_show_distortions_of_data_lacking_classes(test_set, mnist_dir, tmp_path, figures,
+                                                  capsys):
+    # training files with only the classes 0..4 (it used to end in an IndexError): the
+    # rows of those classes are drawn as from the full data, the others are left empty
+    # and named, on stderr too
+    images, labels = load_mnist("train", mnist_dir)
+    few = np.flatnonzero(labels < 5)[:301]
+    small = tmp_path / "small"
+    small.mkdir()
+    idx_file(small / "train-images-idx3-ubyte", images[few])
+    idx_file(small / "train-labels-idx1-ubyte", labels[few])
+    status, out, err = lenet_cli(["show", "distortions", "--data", small, "--seed", 3,
+                                  "--out", tmp_path / "small-out"], capsys)
+    assert status == 0, err
+    assert err == "note: the training images hold no 5, 6, 7, 8, 9; their rows are left " \
+                  "empty\n"
+    assert png_size(tmp_path / "small-out" / "distortions.png") == ("PNG", (1300, 1150))
+    rows, notes = distortion_rows(figures[-1])
+    assert notes == [f"no training image of class {d} in the data" for d in range(5, 10)]
+    assert len(rows) == 5
+    for d in range(5):  # the first training image of each class
+        first = np.flatnonzero(labels == d)[0]
+        np.testing.assert_array_equal(rows[d][0], preprocess(images[first:first + 1])[0, 0])
+    status, _, err = lenet_cli(["show", "distortions", "--data", mnist_dir, "--seed", 3,
+                                "--out", tmp_path / "full-out"], capsys)
+    assert (status, err) == (0, ""), err
+    full, notes = distortion_rows(figures[-1])
+    assert len(full) == 10 and notes == []
+    for d in range(5):  # a class's row does not depend on the classes the data lacks
+        np.testing.assert_array_equal(rows[d], full[d])
+    assert not np.array_equal(full[0][1:], np.repeat(full[0][:1], 11, axis=0))  # distorted
+
+
+@pytest.mark.parametrize("what", ["negative seed", "no training images", "empty --out",
+                                  "--out's PNG a directory", "--out a file"])
+def test_show_mistakes_are_one_line(what, odd_files, mnist_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    args, message = {
+        "negative seed": (("distortions", "--data", mnist_dir, "--seed", -1, "--out", out),
+                          "--seed must be 0 or more, not -1"),
+        "no training images": (("distortions", "--data", odd_files["empty"], "--out", out),
+                               f"{odd_files['empty']}: the train files hold no images"),
+        "empty --out": (("prototypes", "--out", ""),
+                        "--out must name a directory, not an empty string"),
+        "--out's PNG a directory": (("prototypes", "--out", tmp_path),
+                                    f"{tmp_path / 'prototypes.png'} is a directory; "
+                                    "refusing to write the picture over it"),
+        "--out a file": (("prototypes", "--out", odd_files["notes"]),
+                         f"--out {odd_files['notes']}: not a directory"),
+    }[what]
+    (tmp_path / "prototypes.png").mkdir()
+    before = sorted(os.listdir(tmp_path)), odd_files["notes"].read_bytes()
+    status, stdout, stderr = lenet_cli(["show", *args], capsys)
+    assert (status, stdout, stderr) == (2, "", f"lenet show: error: {message}\n")
+    assert (sorted(os.listdir(tmp_path)), odd_files["notes"].read_bytes()) == before
+    assert os.listdir(tmp_path / "prototypes.png") == []
+
+
 # ---------------------------------------------------------- user mistakes
 
 def mistakes(trained, files, bad_data, mnist_dir, odd):

@@ -3,6 +3,7 @@ RBF prototypes, training curves from a log, a checkpoint's test errors, or the p
 random distortions."""
 
 import os
+import sys
 
 import numpy as np
 
@@ -50,8 +51,9 @@ def add(sub):
          "with (+1 ink, -1 background). 1000x250 pixels.")
 
     m = mode("curves", "training curves from the log of `lenet train`",
-             "Train and test error per pass (log scale) and the training loss, from the "
-             "JSON-lines log that `lenet train` writes beside its checkpoint. "
+             "Training, test and validation error per pass (those the log holds; log "
+             "scale, a 0 as a triangle on the bottom edge) and the training loss, from "
+             "the JSON-lines log that `lenet train` writes beside its checkpoint. "
              "1000x400 pixels.")
     m.add_argument("--log", required=True, metavar="FILE", help="a .log.jsonl written by "
                    "`lenet train`")
@@ -69,7 +71,8 @@ def add(sub):
                    "at most 24 (default 24)")
 
     m = mode("distortions", "random affine distortions of training digits (train --distort)",
-             "Ten training images, one of each class, as they are and under "
+             "Ten training images, one of each class (a class the data lacks leaves "
+             "its row empty), as they are and under "
              f"{DISTORTION_COLUMNS} random affine distortions drawn as `lenet train "
              "--distort` draws them (kernels/distort.py: translation, scaling, squeezing, "
              "horizontal shearing; some rows are left undistorted, as in training). "
@@ -80,13 +83,19 @@ def add(sub):
 
 
 def _out_file(directory, name):
+    """DIR/name.png, DIR created if needed; a UserError if DIR or the file cannot be."""
+    if not directory:
+        raise UserError("--out must name a directory, not an empty string")
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise UserError(f"--out {directory}: not a directory")
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out {directory}: cannot create it ({e.strerror})") from e
-    return os.path.join(directory, name + ".png")
+    path = os.path.join(directory, name + ".png")
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a directory; refusing to write the picture over it")
+    return path
 
 
 def _show_maps(args, show):
@@ -140,17 +149,29 @@ DISTORTION_COLUMNS = 11
 def _show_distortions(args, show):
     from lenet.data import preprocess
     from lenet.kernels.distort import distort_cpu, draw_distortions
+    if args.seed < 0:
+        raise UserError(f"--seed must be 0 or more, not {args.seed}")
     split = load_data("train", args)
-    images, labels = split.images, split.labels
-    first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
-    x = preprocess(images[first])
+    if len(split.labels) == 0:
+        raise UserError(f"{split.directory}: the train files hold no images")
+    present = [d for d in range(10) if np.any(split.labels == d)]
+    missing = [d for d in range(10) if d not in present]
+    if missing:
+        print(f"note: the training images hold no {', '.join(split.classes[d] for d in missing)}"
+              "; their rows are left empty", file=sys.stderr)
+    first = [int(np.flatnonzero(split.labels == d)[0]) for d in present]
+    x = preprocess(split.images[first])
+    # the distortions of all ten rows are drawn, those of the missing classes unused: a
+    # class's row is the same whichever other classes the data lacks
+    params = draw_distortions(np.random.default_rng(args.seed), 10 * DISTORTION_COLUMNS)
+    params = params.reshape(10, DISTORTION_COLUMNS, -1)[present].reshape(-1, params.shape[-1])
     shown = np.repeat(x, DISTORTION_COLUMNS, axis=0)
-    params = draw_distortions(np.random.default_rng(args.seed), len(shown))
     out = np.empty_like(shown)
     distort_cpu(out, shown, params)
     return show.draw_distortions(_out_file(args.out, "distortions"), x,
-                                 out.reshape(10, DISTORTION_COLUMNS, 32, 32),
-                                 caption=f"seed {args.seed}")
+                                 out.reshape(len(present), DISTORTION_COLUMNS, 32, 32),
+                                 caption=f"seed {args.seed}", classes=split.classes,
+                                 missing=missing)
 
 
 def _show_curves(args, show):
