@@ -181,6 +181,13 @@ def test_predict_notes_a_checkpoint_without_a_data_set(unnamed_checkpoint, mnist
     expected = model.forward(preprocess(load_digits(paths, "mnist")))
     np.testing.assert_array_equal(np.array([r["penalties"] for r in json.loads(stdout)],
                                            np.float32), expected)
+    # a file that cannot be read is still one line: the error, no note
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((30, 30), 255, np.uint8)).save(blank)
+    status, _, stderr = lenet_cli(["predict", "--checkpoint", str(unnamed_checkpoint),
+                                   "--device", "cpu", paths[0], str(blank)], capsys)
+    assert status == 2 and stderr.startswith("lenet predict: error: ")
+    assert len(stderr.splitlines()) == 1 and "no digit found" in stderr
     # IDX entries alone need no note: they are already 28x28 images of the data set
     idx = os.path.join(mnist_dir, next(f for f in os.listdir(mnist_dir)
                                        if f.startswith("t10k-images")))

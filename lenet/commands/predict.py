@@ -32,7 +32,7 @@ def add(sub):
                        "the class, its name from the checkpoint's data set, and the ten RBF "
                        "penalties (smaller is better) per image.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files, one "
-                   "digit each")
+                   "digit (or item, character) each")
     add_checkpoint_option(p)
     p.add_argument("--idx", metavar="FILE", help="an IDX image file (e.g. MNIST's "
                    "t10k-images-idx3-ubyte.gz) to take images from, with --index")
@@ -74,15 +74,15 @@ def run(args):
     if (args.idx is None) != (args.index is None):
         raise UserError("--idx and --index go together")
     model = load_model(checkpoint_path(args), args.device)
-    if args.images and not known_layout(model.dataset):
-        which = "names no data set" if model.dataset is None else \
-            f"names data set {model.dataset!r}, whose images lenet does not know how to make"
-        print(f"note: the checkpoint {which}: each image is {MNIST_LAYOUT.what}",
-              file=sys.stderr)
     try:
         digits = load_digits(args.images, model.dataset)
     except ImageError as e:
         raise UserError(str(e)) from e
+    if args.images and not known_layout(model.dataset):  # after errors: those are one line
+        which = "names no data set" if model.dataset is None else \
+            f"names data set {model.dataset!r}, whose images lenet does not know how to make"
+        print(f"note: the checkpoint {which}: each image is {MNIST_LAYOUT.what}",
+              file=sys.stderr)
     names = [{"file": path} for path in args.images]
     if args.idx is not None:
         digits = np.concatenate([digits, _idx_digits(args.idx, args.index)])
