@@ -3,9 +3,10 @@
 A drawing is prepared exactly as `lenet predict` prepares an image file (lenet.images'
 ink and center_digit, placed as the model's data set placed its images, then
 lenet.data.preprocess); the mistakes are those `lenet show errors` draws
-(lenet.train.penalties over the test set, lenet.show.surest_mistakes), all of them. Every answer holds each layer's activations (LeNet5.forward_all), the ten
-penalties and the class; `distortion(step)` gives the paper's affine distortions with
-their translation, scale, squeeze and shear in words. Tested by tests/test_demo.py.
+(lenet.train.penalties over the test set, lenet.show.surest_mistakes), all of them.
+Every answer holds each layer's activations (LeNet5.forward_all), the ten penalties and
+the class; `distortion(step)` gives the paper's affine distortions with their
+translation, scale, squeeze and shear in words. Tested by tests/test_demo.py.
 """
 
 import contextlib
