@@ -33,9 +33,12 @@ BOX = 20             # the longer side of the digit after scaling
 CENTER = 14.0        # where the centre of mass goes (row and column, 0-based)
 CROP_FRACTION = 0.05  # ink below this fraction of the strongest does not widen the crop
 MIN_CONTRAST = 16    # strongest ink (0..255) below this: the image has no digit
-BAND = 1 / 8         # depth of the border band the paper is seen in, of the shorter side
+BAND = 1 / 8         # how deep a frame may be, of the shorter side
+FLAT = 32            # a flat ring: FLAT_FILL of its pixels within this of its median
+FLAT_FILL = 0.9
+FRAME_STEP = 64      # a frame: flat rings this far from a flat ring inside them
 PAPER_BINS = 0.1     # bins of 4 levels next to the commonest, this full, are paper too
-PAPER_EDGE = 10      # the paper's level: this percentile of them, from the ink's side
+PAPER_EDGE = 2       # the paper's level: median -+ this many median distances from it
 PAPER_SIDE = 1000    # larger images: the paper is seen in a sample of about this side
 FRAME_INK = 0.25     # a frame's pixels: above this fraction of the strongest ink ...
 FRAME_FILL = 0.9     # ... in at least this fraction of each line
@@ -131,23 +134,67 @@ def stroke_grey(grey, alpha):
 
 
 def paper(grey):
-    """The background grey level of grey levels (H,W), seen in a border band (BAND of
-    the shorter side deep, at least one pixel): the paper is the band's commonest grey
-    (in bins of 4 levels) and the bins next to it, on either side, that hold at least
-    PAPER_BINS of as many pixels; its level is the PAPER_EDGE percentile of those
-    pixels counted from the ink's side. The paper is flat or varies smoothly, so a thin
-    frame of another colour (a scan's or a screenshot's dark edge), strokes that reach
-    the border and the many greys of an object that fills the frame are left out, and a
-    lighting gradient of a few dozen levels all counts as paper, its ink-side end taken
-    so that none of it reads as ink."""
+    """The background grey level of grey levels (H,W): the level (`level`) of the
+    outermost rings of pixels that are flat (`flat`) and alike, unless a flat ring of
+    a level more than FRAME_STEP away lies inside them, at most BAND of the shorter side
+    further in, whose level more of the picture has: then the outer rings are a frame of
+    another colour round the paper (a scan's or a screenshot's dark edge) and that ring
+    is the paper (a bold 0 cropped tight is a ring of ink too, but less of the picture
+    than its paper). Strokes that reach the edge, an object that fills the frame and
+    lighting gradients of a few dozen levels leave the outermost ring the paper's."""
     step = -(-min(grey.shape) // PAPER_SIDE)  # every step-th pixel of a large image
     grey = grey[::step, ::step]
+    depth = max(1, int(np.ceil(min(grey.shape) * BAND)))
+    first = float(np.median(ring(grey, 0)))
+    rings = 0
+    while rings < depth and flat(ring(grey, rings), first):
+        rings += 1
+    for j in range(rings, rings + depth if rings else 0):
+        pixels = ring(grey, j)
+        if flat(pixels) and abs(float(np.median(pixels)) - first) > FRAME_STEP:
+            inside = float(np.median(pixels))  # the paper, if more of the picture is it
+            if share(grey, inside) > share(grey, first):
+                return level(pixels)
+            break
+    return level(np.concatenate([ring(grey, j) for j in range(max(1, rings))]))
+
+
+def share(grey, middle):
+    """The fraction of grey's pixels within FLAT of the level `middle`."""
+    return float(np.mean(np.abs(grey - middle) <= FLAT))
+
+
+def flat(pixels, near=None):
+    """Whether FLAT_FILL of pixels (1-D, not empty) lie within FLAT of their median, and
+    that median within FLAT of `near` (when given)."""
+    if pixels.size == 0:
+        return False
+    middle = float(np.median(pixels))
+    if near is not None and abs(middle - near) > FLAT:
+        return False
+    return bool(np.mean(np.abs(pixels - middle) <= FLAT) >= FLAT_FILL)
+
+
+def ring(grey, j):
+    """The pixels of grey (H,W) j pixels in from the edge (the outermost: j = 0), 1-D."""
     h, w = grey.shape
-    depth = max(1, int(np.ceil(min(h, w) * BAND)))
-    band = np.concatenate([grey[:depth].ravel(), grey[-depth:].ravel(),
-                           grey[depth:-depth, :depth].ravel(),
-                           grey[depth:-depth, -depth:].ravel()])
-    bins = np.clip(band // 4, 0, 63).astype(np.int64)
+    if 2 * j >= min(h, w):
+        return grey[:0, 0]
+    inner = grey[j:h - j, j:w - j]
+    if min(inner.shape) <= 2:
+        return inner.ravel()
+    return np.concatenate([inner[0], inner[-1], inner[1:-1, 0], inner[1:-1, -1]])
+
+
+def level(pixels):
+    """The paper's grey level among pixels (1-D): the commonest grey (in bins of 4
+    levels) and the bins next to it, on either side, that hold at least PAPER_BINS of as
+    many pixels; their median moved towards the ink's side by PAPER_EDGE times their
+    median distance from it, at most to the last of them: flat paper's own level, even
+    with faint ink on it, and the ink-side end of a lighting gradient (evenly spread, its
+    median distance is a quarter of its range), so that none of the gradient reads as
+    ink."""
+    bins = np.clip(pixels // 4, 0, 63).astype(np.int64)
     counts = np.bincount(bins, minlength=64)
     low = high = int(counts.argmax())
     enough = PAPER_BINS * counts[low]
@@ -155,9 +202,12 @@ def paper(grey):
         low -= 1
     while high < 63 and counts[high + 1] >= enough:
         high += 1
-    near = band[(bins >= low) & (bins <= high)]
-    light = np.median(near) > 127.5
-    return float(np.percentile(near, PAPER_EDGE if light else 100 - PAPER_EDGE))
+    near = pixels[(bins >= low) & (bins <= high)]
+    middle = float(np.median(near))
+    spread = PAPER_EDGE * float(np.median(np.abs(near - middle)))
+    if middle > 127.5:
+        return max(middle - spread, float(near.min()))
+    return min(middle + spread, float(near.max()))
 
 
 def unframe(amount):

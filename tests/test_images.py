@@ -290,3 +290,16 @@ def test_unframe_keeps_strokes_along_the_edges():
     expected = framed.copy()               # lines at the top, one more on the right
     expected[:4], expected[-2:], expected[:, :2], expected[:, -3:] = 0, 0, 0, 0
     np.testing.assert_array_equal(unframe(framed), expected)
+
+
+def test_a_bold_digit_cropped_tight_keeps_its_colours():
+    # a thick 0 (a ring of ink 20 pixels wide) cropped to its edges: its outermost
+    # pixels are mostly paper, the rings of pixels further in mostly ink; the paper must
+    # stay the paper in either polarity (it is not a frame)
+    from lenet.images import ink
+    yy, xx = np.mgrid[0:100, 0:100] - 49.5
+    radius = np.hypot(yy, xx)
+    stroke = (radius <= 50) & (radius >= 30)
+    for paper, pen in ((255.0, 0.0), (0.0, 255.0), (230.0, 40.0)):
+        amount = ink(np.where(stroke, pen, paper))
+        assert amount[stroke].min() == 255 and amount[~stroke].max() == 0, (paper, pen)
