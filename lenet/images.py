@@ -155,7 +155,6 @@ def paper(grey):
             inside = float(np.median(pixels))  # the paper, if more of the picture is it
             if share(grey, inside) > share(grey, first):
                 return level(pixels)
-            break
     return level(np.concatenate([ring(grey, j) for j in range(max(1, rings))]))
 
 
@@ -219,21 +218,21 @@ def unframe(amount):
     from a stroke along the edge)."""
     h, w = amount.shape
     depth = max(1, int(np.ceil(min(h, w) * BAND)))
-    solid = amount > FRAME_INK * amount.max()
+    solid = FRAME_INK * amount.max()
 
     def full(line):
-        return line.size > 0 and line.mean() >= FRAME_FILL
+        return line.size > 0 and np.mean(line > solid) >= FRAME_FILL
 
     top = bottom = left = right = 0
     while max(top, bottom, left, right) < depth and top + bottom + 2 < h \
             and left + right + 2 < w:
-        inner = solid[top:h - bottom, left:w - right]
+        inner = amount[top:h - bottom, left:w - right]
         if not all(full(line) for line in (inner[0], inner[-1], inner[:, 0], inner[:, -1])):
             break
         top, bottom, left, right = top + 1, bottom + 1, left + 1, right + 1
     if top:
         for _ in range(depth - top):
-            inner = solid[top:h - bottom, left:w - right]
+            inner = amount[top:h - bottom, left:w - right]
             moved = False
             if top + bottom + 2 < h and full(inner[0]):
                 top, moved = top + 1, True
@@ -258,12 +257,13 @@ def ink(grey):
     (`unframe`), stretched so that the strongest ink is 255 (no threshold). Zeros when
     the image has less than MIN_CONTRAST of ink."""
     background = paper(grey)
-    amount = background - grey if background > 127.5 else grey - background
-    amount = unframe(np.clip(amount, 0.0, None))
+    amount = np.subtract(background, grey) if background > 127.5 else grey - background
+    amount = unframe(np.clip(amount, 0.0, None, out=amount))
     strongest = amount.max()
     if strongest < MIN_CONTRAST:
         return np.zeros_like(amount)
-    return amount * (255.0 / strongest)
+    amount *= 255.0 / strongest
+    return amount
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,11 @@ def make_files(ink, folder, seed):
     framed[3, 5:-4], framed[3:-2, 5] = 128, 128
     files["dark frame around dark ink"] = (save(Image.fromarray(framed),
                                                 folder / "framed.png"), 0)
+    framed = grey.copy()  # a frame 4 pixels wide with a grey ring all round inside it
+    framed[:5], framed[-5:], framed[:, :5], framed[:, -5:] = 128, 128, 128, 128
+    framed[:4], framed[-4:], framed[:, :4], framed[:, -4:] = 0, 0, 0, 0
+    files["dark frame with a grey ring"] = (save(Image.fromarray(framed),
+                                                 folder / "framed_ring.png"), 0)
     framed = 255 - grey
     framed[:3], framed[-3:], framed[:, :3], framed[:, -3:] = 255, 255, 255, 255
     files["light frame around light ink"] = (save(Image.fromarray(framed),
@@ -128,7 +133,7 @@ MODES = {"white ink on transparent": "RGBA", "black ink on transparent": "RGBA",
          "palette (P)": "P", "palette with alpha entries": "P",
          "palette with a transparent index": "P", "16-bit grey (I;16)": "I;16",
          "16-bit grey, white transparent": "I;16", "dark frame around dark ink": "L",
-         "light frame around light ink": "L"}
+         "dark frame with a grey ring": "L", "light frame around light ink": "L"}
 PIXEL = 1.275 / 255  # one grey level in the network's input
 
 
