@@ -3,7 +3,8 @@ made its images (lenet/images.py's Layout): real Fashion-MNIST test items saved 
 come back almost as they are and get the classes they get in-process, where MNIST's
 20-pixel box would shrink them; a checkpoint that names no data set gets MNIST's way and
 a note. Needs Debian's dataset-fashion-mnist (skipped without it, except in CI) and
-MNIST (LENET_DATA) for the unnamed checkpoint. About 20 s, most of it training.
+MNIST (LENET_DATA) for the unnamed checkpoint. About 30 s with a cold Numba cache,
+most of it compiling for the two small trainings; a few seconds after.
 
     LENET_DATA=../shared/data/mnist python -m pytest -q tests/test_predict.py
 """
