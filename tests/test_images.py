@@ -1,8 +1,9 @@
 """Image files as people make them (lenet/images.py): transparent PNGs with white, black
-or coloured ink, grey with alpha, palettes with and without transparency, 16-bit grey and
-EXIF-rotated JPEGs, each made with Pillow from MNIST test digits and read as the same
-drawing in a plain grey PNG is; `lenet predict` gives them its class (needs MNIST,
-LENET_DATA). About 15 s in all."""
+or coloured ink, grey with alpha, palettes with and without transparency, 16-bit grey,
+EXIF-rotated JPEGs and pictures in a frame, each made with Pillow from MNIST test digits
+and read as the same drawing in a plain grey PNG is; paper under a lighting gradient and
+a digit cropped tight; `lenet predict` gives them its class (needs MNIST, LENET_DATA).
+About 20 s in all."""
 
 import json
 
@@ -108,6 +109,22 @@ def make_files(ink, folder, seed):
     # ... with its white declared transparent (tRNS): the anti-aliased edges stay opaque
     files["16-bit grey, white transparent"] = (save(Image.fromarray(sixteen), folder /
                                                     "sixteen_key.png", transparency=65535), 0)
+    # a scan's or a screenshot's dark edge around the paper, thicker on some sides, its
+    # inner line half grey; and a light frame around light ink on a dark screen
+    framed = grey.copy()
+    framed[:3], framed[-2:], framed[:, :5], framed[:, -4:] = 0, 0, 0, 0
+    framed[3, 5:-4], framed[3:-2, 5] = 128, 128
+    files["dark frame around dark ink"] = (save(Image.fromarray(framed),
+                                                folder / "framed.png"), 0)
+    framed = grey.copy()  # a frame 4 pixels wide with a grey ring all round inside it
+    framed[:5], framed[-5:], framed[:, :5], framed[:, -5:] = 128, 128, 128, 128
+    framed[:4], framed[-4:], framed[:, :4], framed[:, -4:] = 0, 0, 0, 0
+    files["dark frame with a grey ring"] = (save(Image.fromarray(framed),
+                                                 folder / "framed_ring.png"), 0)
+    framed = 255 - grey
+    framed[:3], framed[-3:], framed[:, :3], framed[:, -3:] = 255, 255, 255, 255
+    files["light frame around light ink"] = (save(Image.fromarray(framed),
+                                                  folder / "framed_light.png"), 0)
     return files
 
 
@@ -115,7 +132,8 @@ MODES = {"white ink on transparent": "RGBA", "black ink on transparent": "RGBA",
          "blue ink on transparent": "RGBA", "grey with alpha (LA), white ink": "LA",
          "palette (P)": "P", "palette with alpha entries": "P",
          "palette with a transparent index": "P", "16-bit grey (I;16)": "I;16",
-         "16-bit grey, white transparent": "I;16"}
+         "16-bit grey, white transparent": "I;16", "dark frame around dark ink": "L",
+         "dark frame with a grey ring": "L", "light frame around light ink": "L"}
 PIXEL = 1.275 / 255  # one grey level in the network's input
 
 
@@ -238,3 +256,55 @@ def test_backdrop_of_thin_strokes_holes_and_nothing(tmp_path):
     Image.fromarray(pixels).save(tmp_path / "empty.png")
     with pytest.raises(ImageError, match="no digit found"):
         mnist_digit(tmp_path / "empty.png")
+
+
+@pytest.mark.parametrize("k", range(len(DIGITS)))
+def test_lighting_gradients_and_tight_crops_read_as_the_plain_png(drawings, tmp_path, k):
+    # paper lit unevenly (35 grey levels across or down, the ink darkened with it), and
+    # the drawing cropped to its ink so that strokes touch every edge
+    from PIL import Image
+    ink = drawings[k]
+    grey = 255 * (1 - ink)
+    reference = prepared(plain(ink, tmp_path))
+    across = np.linspace(220, 255, grey.shape[1]) / 255
+    down = np.linspace(255, 220, grey.shape[0])[:, None] / 255
+    for name, lit in (("across", grey * across), ("down", grey * down)):
+        got = prepared(save(Image.fromarray(levels(lit)), tmp_path / f"{name}.png"))
+        # where the paper's level changes, the digit's edges do: a few levels on average
+        # (reading the paper as the border's median put ink in the darker half: 10 to
+        # 36 levels)
+        assert np.abs(got - reference).mean() <= 8 * PIXEL, name
+    rows = np.flatnonzero((ink > 0.05).any(axis=1))
+    cols = np.flatnonzero((ink > 0.05).any(axis=0))
+    tight = grey[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    got = prepared(save(Image.fromarray(levels(tight)), tmp_path / "tight.png"))
+    np.testing.assert_array_equal(got, reference)
+
+
+def test_unframe_keeps_strokes_along_the_edges():
+    # a bar along the top edge (a tightly cropped 7) and strokes down both sides: a frame
+    # needs all four sides; a full ring goes, and so do the extra lines of one side
+    from lenet.images import unframe
+    rng = np.random.default_rng(3)
+    amount = rng.uniform(0, 40, (37, 29))
+    amount[:4] = 255
+    amount[:, :2] = amount[:, -3:] = 200
+    np.testing.assert_array_equal(unframe(amount), amount)
+    framed = amount.copy()
+    framed[-2:] = 255                     # now all four sides: two rings and two more
+    expected = framed.copy()               # lines at the top, one more on the right
+    expected[:4], expected[-2:], expected[:, :2], expected[:, -3:] = 0, 0, 0, 0
+    np.testing.assert_array_equal(unframe(framed), expected)
+
+
+def test_a_bold_digit_cropped_tight_keeps_its_colours():
+    # a thick 0 (a ring of ink 20 pixels wide) cropped to its edges: its outermost
+    # pixels are mostly paper, the rings of pixels further in mostly ink; the paper must
+    # stay the paper in either polarity (it is not a frame)
+    from lenet.images import ink
+    yy, xx = np.mgrid[0:100, 0:100] - 49.5
+    radius = np.hypot(yy, xx)
+    stroke = (radius <= 50) & (radius >= 30)
+    for paper, pen in ((255.0, 0.0), (0.0, 255.0), (230.0, 40.0)):
+        amount = ink(np.where(stroke, pen, paper))
+        assert amount[stroke].min() == 255 and amount[~stroke].max() == 0, (paper, pen)

@@ -1,8 +1,10 @@
 """`lenet predict`: the class, its name and the ten RBF penalties of each image file
-(prepared as MNIST was made: lenet.images) or of entries of an IDX file."""
+(prepared the way the checkpoint's data set made its images: lenet.images) or of
+entries of an IDX file."""
 
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -22,12 +24,15 @@ def add(sub):
                        "file. Any size, colour or grey, dark ink on light paper or light on "
                        "dark, transparent PNGs of either ink colour (as drawing apps save "
                        "them), palette and 16-bit PNGs, photos turned by their EXIF "
-                       "orientation: each image is turned into a centred 28x28 image the way "
-                       "MNIST was made (see lenet/images.py). Prints the class, its name from "
-                       "the checkpoint's data set, and the ten RBF penalties (smaller is "
-                       "better) per image.")
+                       "orientation, a thin frame around the picture: each image is turned into "
+                       "a 28x28 image the way the checkpoint's data set made its images (MNIST, "
+                       "QMNIST: a 20-pixel box centred by centre of mass; Fashion-MNIST, "
+                       "Kuzushiji-MNIST: filling the frame; EMNIST: a 26-pixel box; see "
+                       "lenet/images.py), MNIST's way for a checkpoint that names none. Prints "
+                       "the class, its name from the checkpoint's data set, and the ten RBF "
+                       "penalties (smaller is better) per image.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files, one "
-                   "digit each")
+                   "digit (or item, character) each")
     add_checkpoint_option(p)
     p.add_argument("--idx", metavar="FILE", help="an IDX image file (e.g. MNIST's "
                    "t10k-images-idx3-ubyte.gz) to take images from, with --index")
@@ -63,16 +68,21 @@ def _idx_digits(path, indices):
 def run(args):
     from lenet.data import preprocess
     from lenet.datasets import DIGITS
-    from lenet.images import ImageError, load_digits
+    from lenet.images import MNIST_LAYOUT, ImageError, known_layout, load_digits
     if not args.images and args.idx is None:
         raise UserError("give IMAGE files, or --idx FILE --index K")
     if (args.idx is None) != (args.index is None):
         raise UserError("--idx and --index go together")
     model = load_model(checkpoint_path(args), args.device)
     try:
-        digits = load_digits(args.images)
+        digits = load_digits(args.images, model.dataset)
     except ImageError as e:
         raise UserError(str(e)) from e
+    if args.images and not known_layout(model.dataset):  # after errors: those are one line
+        which = "names no data set" if model.dataset is None else \
+            f"names data set {model.dataset!r}, whose images lenet does not know how to make"
+        print(f"note: the checkpoint {which}: each image is {MNIST_LAYOUT.what}",
+              file=sys.stderr)
     names = [{"file": path} for path in args.images]
     if args.idx is not None:
         digits = np.concatenate([digits, _idx_digits(args.idx, args.index)])

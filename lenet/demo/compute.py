@@ -1,11 +1,12 @@
 """The demo's computation: one digit through every layer of the project's own model.
 
 A drawing is prepared exactly as `lenet predict` prepares an image file (lenet.images'
-ink and center_digit, then lenet.data.preprocess); the mistakes are those `lenet show
-errors` draws (lenet.train.penalties over the test set, lenet.show.surest_mistakes), all
-of them. Every answer holds each layer's activations (LeNet5.forward_all), the ten
-penalties and the class; `distortion(step)` gives the paper's affine distortions with
-their translation, scale, squeeze and shear in words. Tested by tests/test_demo.py.
+ink and center_digit, placed as the model's data set placed its images, then
+lenet.data.preprocess); the mistakes are those `lenet show errors` draws
+(lenet.train.penalties over the test set, lenet.show.surest_mistakes), all of them.
+Every answer holds each layer's activations (LeNet5.forward_all), the ten penalties and
+the class; `distortion(step)` gives the paper's affine distortions with their
+translation, scale, squeeze and shear in words. Tested by tests/test_demo.py.
 """
 
 import contextlib
@@ -15,7 +16,7 @@ import time
 import numpy as np
 
 from lenet.data import preprocess
-from lenet.images import center_digit, ink
+from lenet.images import center_digit, ink, layout
 from lenet.kernels.architecture import RBF_CENTERS
 from lenet.kernels.distort import RANGES, distort_cpu, draw_distortions
 from lenet.show import surest_mistakes
@@ -73,7 +74,7 @@ class Demo:
         if not amount.any():
             raise DrawingError("the drawing is blank: no pixel differs enough from the "
                                "background")
-        return self._answer(center_digit(amount), step)
+        return self._answer(center_digit(amount, layout(self.model.dataset)), step)
 
     def mistake(self, k, step=0):
         """The answer for the test set's k-th surest mistake (0-based), with its label."""
