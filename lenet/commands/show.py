@@ -100,11 +100,11 @@ def _out_file(directory, name):
 
 def _show_maps(args, show):
     from lenet.data import preprocess
-    from lenet.images import ImageError, mnist_digit
+    from lenet.images import ImageError, prepare_image
     if args.image is not None:
         model = load_model(checkpoint_path(args), args.device)
         try:
-            digit = mnist_digit(args.image)
+            digit = prepare_image(args.image, model.dataset)
         except ImageError as e:
             raise UserError(str(e)) from e
         caption = os.path.basename(args.image)
