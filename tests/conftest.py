@@ -74,6 +74,21 @@ def mnist_dir():
     return os.path.abspath(path)
 
 
+DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.fixture(scope="session")
+def debian_fashion():
+    """Debian's Fashion-MNIST directory (.ci/run installs dataset-fashion-mnist); skips
+    where it is not installed, except in CI, where that is a failure."""
+    if not os.path.isdir(DEBIAN_FASHION):
+        if os.environ.get("CI"):
+            pytest.fail(f"{DEBIAN_FASHION} is missing: .ci/run installs dataset-fashion-mnist")
+        pytest.skip("Debian's dataset-fashion-mnist is not installed "
+                    f"(apt-get install dataset-fashion-mnist puts it in {DEBIAN_FASHION})")
+    return DEBIAN_FASHION
+
+
 @pytest.fixture(scope="session")
 def ptx_census(tmp_path_factory):
     """ptx.json of `python -m bench.ptx` over every kernel (compiled for sm_90 with the

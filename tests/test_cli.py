@@ -751,21 +751,6 @@ def test_eval_progress_goes_to_stderr(trained, mnist_dir):
 
 # ------------------------------------ Fashion-MNIST from Debian's package
 
-DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
-
-
-@pytest.fixture(scope="module")
-def fashion(tmp_path_factory):
-    """Debian's Fashion-MNIST (.ci/run installs it); skipped where it is not installed,
-    except in CI, where that is a failure."""
-    if not os.path.isdir(DEBIAN_FASHION):
-        if os.environ.get("CI"):
-            pytest.fail(f"{DEBIAN_FASHION} is missing: .ci/run installs dataset-fashion-mnist")
-        pytest.skip("Debian's dataset-fashion-mnist is not installed "
-                    f"(apt-get install dataset-fashion-mnist puts it in {DEBIAN_FASHION})")
-    return DEBIAN_FASHION
-
-
 def offline(tmp_path):
     """An environment with an empty cache and no network (every proxy a closed port)."""
     env = {k: v for k, v in os.environ.items() if k not in ("no_proxy", "NO_PROXY")}
@@ -774,7 +759,8 @@ def offline(tmp_path):
     return env
 
 
-def test_fashion_mnist_trains_from_debian_offline(fashion, tmp_path):
+def test_fashion_mnist_trains_from_debian_offline(debian_fashion, tmp_path):
+    fashion = debian_fashion
     # one pass on 6,000 images through `lenet train --dataset fashion-mnist`, found in
     # Debian's directory (the cache is empty and the network closed); seed 0 gave 31.7%
     # test error on 2,000 test images (chance: 90%)

@@ -697,28 +697,17 @@ def test_default_root_finds_operating_system_packages(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------
 # Debian's dataset-fashion-mnist (installed by .ci/run)
 
-DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
 # The gzip time stamps of the published Fashion-MNIST files (their headers, as
 # https://github.com/zalandoresearch/fashion-mnist serves them).
 FASHION_MTIMES = {"train": 0x59A7E9DE, "t10k": 0x59A7E9F3}
 
 
-def debian_fashion():
-    """Debian's Fashion-MNIST directory; skip where it is not installed, except in CI."""
-    if os.path.isdir(DEBIAN_FASHION):
-        return DEBIAN_FASHION
-    if os.environ.get("CI"):
-        pytest.fail(f"{DEBIAN_FASHION} is missing: .ci/run installs dataset-fashion-mnist")
-    pytest.skip("Debian's dataset-fashion-mnist is not installed "
-                f"(apt-get install dataset-fashion-mnist puts it in {DEBIAN_FASHION})")
-
-
-def test_debian_fashion_mnist_files_are_the_published_ones():
+def test_debian_fashion_mnist_files_are_the_published_ones(debian_fashion):
     # Debian ships the published .gz files with the gzip header's file name left out and
     # a new time stamp: put back, every file is byte for byte the one whose size and
     # SHA-256 lenet/datasets.py has from TFDS, and its content has the decompressed
     # SHA-256 there
-    directory = debian_fashion()
+    directory = debian_fashion
     for official in datasets.FASHION_MNIST.files.values():
         stored = (pathlib.Path(directory) / official.name).read_bytes()
         assert stored[:4] == b"\x1f\x8b\x08\x00", official.name  # deflate, no name field
@@ -731,8 +720,8 @@ def test_debian_fashion_mnist_files_are_the_published_ones():
         assert hashlib.sha256(content).hexdigest() == official.raw_sha256, official.name
 
 
-def test_fashion_mnist_loads_by_name_from_debian(tmp_path, monkeypatch):
-    directory = debian_fashion()
+def test_fashion_mnist_loads_by_name_from_debian(debian_fashion, tmp_path, monkeypatch):
+    directory = debian_fashion
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty cache: use Debian's
     split = data.read_split("test", "fashion-mnist", download_missing=False)
     assert split.directory == directory and split.dataset is datasets.FASHION_MNIST

@@ -31,24 +31,13 @@ from lenet.images import (
 )
 from lenet.train import train
 
-DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"  # as tests/test_data.py
 ITEMS = 300   # Fashion-MNIST test items written as PNGs (seeded choice)
 
 
-def fashion_dir():
-    """Debian's Fashion-MNIST directory; skip where it is not installed, except in CI."""
-    if os.path.isdir(DEBIAN_FASHION):
-        return DEBIAN_FASHION
-    if os.environ.get("CI"):
-        pytest.fail(f"{DEBIAN_FASHION} is missing: .ci/run installs dataset-fashion-mnist")
-    pytest.skip("Debian's dataset-fashion-mnist is not installed "
-                f"(apt-get install dataset-fashion-mnist puts it in {DEBIAN_FASHION})")
-
-
 @pytest.fixture(scope="module")
-def fashion():
+def fashion(debian_fashion):
     """(train Split, test images uint8 (ITEMS,28,28), their labels) of Fashion-MNIST."""
-    directory = fashion_dir()
+    directory = debian_fashion
     train_split = read_split("train", "fashion-mnist", directory, download_missing=False)
     test = read_split("test", "fashion-mnist", directory, download_missing=False)
     chosen = np.sort(np.random.default_rng(7).choice(len(test.labels), ITEMS, replace=False))
