@@ -20,14 +20,22 @@ COMMANDS = {"train": train, "sweep": sweep, "eval": evaluate, "predict": predict
             "show": show, "export": export, "demo": demo}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, its own mistakes (a bad option or value) one line like the commands'."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` tells more)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lenet", description="LeNet-5 (LeCun et al. 1998) on hand-written CUDA "
         "kernels and a compiled, multi-core CPU implementation, both checked against a "
         "float64 reference. `lenet COMMAND --help` tells more.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS.values():
         command.add(sub)
+    parser.commands = sub.choices   # name -> its parser
     return parser
 
 
@@ -36,7 +44,9 @@ def main(argv=None):
     # started it with SIGINT ignored (a background job of a script), which Python keeps
     signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # named by the command they were given to
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         status = COMMANDS[args.command].run(args) or 0
         sys.stdout.flush()  # here, so that a closed pipe is caught below

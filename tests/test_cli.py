@@ -651,6 +651,21 @@ def test_user_mistakes_are_one_line_and_exit_2(trained, files, bad_data, mnist_d
     assert not (files["text.png"][0].parent / "x.npz").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (("demo", "--port", "abc"), "lenet demo: error: argument --port: invalid int value: 'abc'"),
+    (("demo", "extra"), "lenet demo: error: unrecognized arguments: extra"),
+    (("train", "--recipe", "nope"), "lenet train: error: argument --recipe: invalid choice"),
+    (("show", "curves", "--log"), "lenet show curves: error: argument --log: expected one"),
+    (("bogus",), "lenet: error: argument COMMAND: invalid choice: 'bogus'"),
+    ((), "lenet: error: the following arguments are required: COMMAND"),
+])
+def test_argument_mistakes_are_one_line_too(args, message, capsys):
+    # argparse's own refusals, named by the command they were given to
+    status, err = in_process(args, capsys)
+    assert status == 2 and err.count("\n") == 1 and err.startswith(message), err
+    assert err.rstrip().endswith("--help` tells more)"), err
+
+
 @pytest.mark.parametrize("args", [("export", "--out", "x.onnx"), ("demo", "--port", "0")])
 def test_no_shipped_weights_is_one_line(args, monkeypatch, tmp_path, capsys):
     # an installation without lenet/weights: the commands that fall back on the shipped
