@@ -121,8 +121,10 @@ class LeNet5:
     checking. seed, init: the initial parameters' seed and range (see init_parameters).
     classes, dataset: the names of the ten classes and the data set trained on (saved
     with the checkpoint; `lenet predict` and `lenet show` name classes with them).
-    provenance: how the parameters were made (a JSON object saved with the checkpoint,
-    e.g. the shipped weights' recipe, settings, seed, commit and errors), or None.
+    provenance: how the parameters were made (a JSON object saved with the checkpoint):
+    {"init", "seed"} for a new model, the training's settings, passes and errors with
+    what it started from ("start") once trained (lenet.train), the shipped weights'
+    recipe, command, commit and errors; None when unknown (set_parameters).
     """
 
     classes = DIGITS
@@ -142,6 +144,7 @@ class LeNet5:
         self.centers = self.ops.asarray(RBF_CENTERS)
         self._buffer = self.ops.parameter_buffer()   # allocated once: params are its views
         self.set_parameters(init_parameters(seed, dtype, init))
+        self.provenance = {"init": init, "seed": None if seed is None else int(seed)}
         self._step_buffers = None    # gradients' (grads, velocity, rates, stats), made once
 
     def __repr__(self):

@@ -77,6 +77,7 @@ class _SideBySide:
         return results
 
 
+MAX_NAME = 200   # bytes of a run's name: NAME.log.jsonl within a file system's 255
 SWEEP_KEYS = ("name", "recipe", "seed", "init", "mu", "loss", "j", "schedule", "shuffle",
               "hessian_sample", "distort")
 
@@ -124,9 +125,10 @@ def sweep_runs(spec):
         run.setdefault("name", f"run{i}")
         name = run["name"]
         if not isinstance(name, str) or not name or name.startswith(".") or "/" in name \
-                or os.sep in name:
+                or os.sep in name or "\0" in name or len(name.encode()) > MAX_NAME:
             raise ValueError(f"sweep: run name {name!r} cannot be a file name (its checkpoint "
-                             "and log are NAME.npz and NAME.log.jsonl)")
+                             f"and log are NAME.npz and NAME.log.jsonl; at most {MAX_NAME} "
+                             "bytes)")
         if run.setdefault("recipe", "lecun") not in PER_PATTERN:
             raise ValueError(f"sweep: run {name}: recipe {run['recipe']!r}; a sweep "
                              f"runs the per-pattern recipes {PER_PATTERN}")
@@ -186,7 +188,6 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
         raise ValueError("no test images: the test set is empty")
     files = {}
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
         for run in runs:
             files[run["name"]] = (os.path.join(out_dir, f"{run['name']}.npz"),
                                   os.path.join(out_dir, f"{run['name']}.log.jsonl"))
@@ -204,6 +205,8 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
         # the run's settings are Trainer's arguments (None: the recipe's default)
         trainers.append(Trainer(model, *data, **{k: v for k, v in run.items()
                                                  if k not in ("name", "init")}))
+    if out_dir:   # once the runs can be made (a GPU asked for may be missing)
+        os.makedirs(out_dir, exist_ok=True)
     n, r_count = trainers[0].n, len(trainers)
     side_by_side = _SideBySide(trainers, data)
     out(f"sweep of {r_count} run{'s' if r_count > 1 else ''} of the per-pattern recipe on "

@@ -132,7 +132,8 @@ class Trainer:
         if self.n == 0:
             raise ValueError("no training images: the training set is empty")
         self.labels = model.prepare_labels(labels, self.n)
-        self.rng = np.random.default_rng(check_seed(seed))
+        self.seed = check_seed(seed)
+        self.rng = np.random.default_rng(seed)
         # distortions draw from their own stream: runs without them stay as they were
         self.distort = distort
         self.distort_rng = np.random.default_rng([seed, 1]) if distort else None
@@ -142,6 +143,7 @@ class Trainer:
         self.grads, self.rates = ops.parameter_buffer(), ops.parameter_buffer()
         self.stats = ops.asarray(np.zeros(2, np.float64), dtype=np.float64)
         self.pass_index = 0
+        self.start = model.provenance    # what the parameters were before this training
         self.workspace = None if recipe in PER_PATTERN else \
             ops.workspace(min(self.batch_size, self.n))
         # the fused step's int32 codes, made once
@@ -199,7 +201,9 @@ class Trainer:
         the order of the patterns (on the backend), the running totals zeroed. Returns
         (images, order, step size)."""
         ops = self.ops
-        self.model.provenance = None    # the parameters are no longer what it describes
+        if self.pass_index == 0:   # (set_parameters may have come since)
+            self.start = self.model.provenance
+        self.model.provenance = self.provenance()
         images = self._pass_images()
         sdlm = self.recipe != "sgd"
         if sdlm and self.hessian_sample == "random":
@@ -235,9 +239,26 @@ class Trainer:
         out.update({f"velocity.{k}": to_host(v) for k, v in self.velocity.views.items()})
         return out
 
+    def provenance(self):
+        """How this training has made the model's parameters (a JSON object): the
+        settings, the passes done, the patterns, and what it started from."""
+        sdlm = self.recipe != "sgd"
+        return {"start": self.start, "recipe": self.recipe, "loss": self.loss,
+                "j": float(self.j) if self.loss == "map" else None,
+                "batch_size": self.batch_size,
+                "lr": None if sdlm else float(self.lr),
+                "momentum": None if sdlm else float(self.momentum),
+                "mu": float(self.mu) if sdlm else None,
+                "schedule": self.schedule if sdlm else None,
+                "hessian_sample": self.hessian_sample if sdlm else None,
+                "shuffle": self.shuffle, "distort": self.distort,
+                "seed": None if self.seed is None else int(self.seed),
+                "patterns": self.n, "passes": self.pass_index, "device": self.model.device}
+
     def end_pass(self):
         """(mean loss, running error rate) of the pass just done."""
         self.pass_index += 1
+        self.model.provenance = self.provenance()
         loss_sum, errors = self.ops.to_host(self.stats)
         return loss_sum / self.n, errors / self.n
 
@@ -374,7 +395,8 @@ def check_epochs(epochs, recipe):
 def pass_record(trainer, epoch, step, result, seconds, train_set, test_set, progress,
                  evaluate_train, validation_set=None):
     """The JSON line of one pass of `trainer` (lenet train's log format); test_set None:
-    "test_error" None; with validation_set also "validation_error"."""
+    "test_error" None; with validation_set also "validation_error". The model's
+    provenance gets the pass's errors and data set too."""
     model, recipe = trainer.model, trainer.recipe
     train_loss, running_error = result
     record = {"pass": epoch + 1, "recipe": recipe, "loss": trainer.loss, "step_size": step,
@@ -392,6 +414,11 @@ def pass_record(trainer, epoch, step, result, seconds, train_set, test_set, prog
     if recipe != "sgd":  # the SDLM choices that docs/reproduction.md compares
         record.update(schedule=trainer.schedule, shuffle=trainer.shuffle,
                       hessian_sample=trainer.hessian_sample, distort=trainer.distort)
+    start = trainer.start if isinstance(trainer.start, dict) else {}
+    record.update(seed=trainer.seed, init=start.get("init"), j=trainer.j
+                  if trainer.loss == "map" else None, batch_size=trainer.batch_size)
+    model.provenance.update({k: record.get(k) for k in (
+        "dataset", "train_error", "test_error", "validation_error", "validation_size")})
     return record
 
 

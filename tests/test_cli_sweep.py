@@ -110,3 +110,87 @@ def test_lenet_sweep_checks_each_run_with_train_s_own_parser(key, value, message
                          capsys)
     assert status == 2 and err.count("\n") == 1, err
     assert f"sweep: run y: {message}" in err, err
+
+
+# ------------------------------------------------------- what a user review found
+
+def test_an_empty_out_is_refused(mnist_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args in (("sweep", "[{}]", "--out", ""), ("train", "--out", "")):
+        status, _, err = lenet_cli((*args, "--data", mnist_dir, "--device", "cpu"), capsys)
+        assert status == 2 and err.count("\n") == 1 and "must name" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_run_name_is_refused_before_training(tmp_path, capsys):
+    status, _, err = lenet_cli(("sweep", json.dumps([{"name": "x" * 201}]), "--out",
+                                tmp_path / "out", *no_data(tmp_path)), capsys)
+    assert status == 2 and "at most 200 bytes" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_that_cannot_start_makes_no_directory(mnist_dir, tmp_path, capsys,
+                                                      monkeypatch):
+    import lenet.model
+
+    def no_gpu(device, dtype):
+        raise NotImplementedError("no CUDA GPU is available")
+
+    monkeypatch.setattr(lenet.model, "_make_ops", no_gpu)
+    status, _, err = lenet_cli(("sweep", "[{}]", "--out", tmp_path / "out", "--data",
+                                mnist_dir, "--train-size", 30, "--test-size", 10), capsys)
+    assert status == 2 and "no CUDA GPU" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def earlier_sweep(mnist_dir, out, capsys):
+    """A sweep's files in `out` (run0's checkpoint and log), and their bytes."""
+    status, _, err = lenet_cli(("sweep", '[{"mu": 2}]', "--out", out, "--device", "cpu",
+                                "--epochs", 1, "--train-size", 30, "--test-size", 10, "--data",
+                                mnist_dir, "--no-progress"), capsys)
+    assert status == 0, err
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("what", ["interrupted", "diverged"])
+def test_a_first_pass_that_ends_early_names_no_old_file_as_its_own(what, mnist_dir, tmp_path,
+                                                                   capsys, monkeypatch):
+    from lenet import sweep as sweep_module
+    out = tmp_path / "out"
+    old = earlier_sweep(mnist_dir, out, capsys)
+    real = sweep_module._SideBySide.train_pass
+
+    def ends_early(self, bar):
+        if what == "interrupted":
+            raise KeyboardInterrupt
+        return [(float("nan"), error) for _, error in real(self, bar)]
+
+    monkeypatch.setattr(sweep_module._SideBySide, "train_pass", ends_early)
+    status, stdout, err = lenet_cli(("sweep", '[{"mu": 0.5}]', "--out", out, "--device", "cpu",
+                                     "--epochs", 2, "--train-size", 30, "--test-size", 10,
+                                     "--data", mnist_dir, "--no-progress"), capsys)
+    if what == "interrupted":
+        assert status == 130
+        assert f"interrupted; no pass was completed; nothing in {out} was changed" in err
+    else:
+        assert status == 0, err
+        assert "run0: pass 1 diverged: loss nan" in stdout
+        assert "diverged: run0 (in pass 1: its files are not from this sweep)" in stdout
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+
+
+def test_logs_and_checkpoints_say_how_each_run_was_made(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    status, _, err = lenet_cli(("sweep", '[{"name": "a", "seed": 3, "init": "sqrt-fan-in", '
+                                '"loss": "map", "j": 5, "mu": 0.5}]', "--out", out, "--device",
+                                "cpu", "--epochs", 1, "--train-size", 30, "--test-size", 10,
+                                "--data", mnist_dir, "--no-progress"), capsys)
+    assert status == 0, err
+    (record,) = [json.loads(s) for s in (out / "a.log.jsonl").read_text().splitlines()]
+    assert (record["seed"], record["init"], record["j"], record["batch_size"]) == \
+        (3, "sqrt-fan-in", 5.0, 1)
+    made = LeNet5.load(out / "a.npz").provenance
+    assert made["start"] == {"init": "sqrt-fan-in", "seed": 3}
+    assert (made["recipe"], made["loss"], made["j"], made["mu"], made["seed"], made["passes"],
+            made["patterns"], made["dataset"]) == ("lecun", "map", 5.0, 0.5, 3, 1, 30, "mnist")
+    assert made["test_error"] == record["test_error"]

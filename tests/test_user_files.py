@@ -208,15 +208,22 @@ def test_save_refuses_what_it_should_not_write(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["notes.npz"]
 
 
-def test_training_or_new_parameters_clear_the_provenance(tmp_path):
+def test_training_records_its_provenance_and_new_parameters_clear_it(tmp_path):
     model = LeNet5.pretrained(device="cpu")
-    assert model.provenance["test_error"] > 0
+    shipped = model.provenance
+    assert shipped["test_error"] > 0
     model.save(tmp_path / "copy.npz")              # a copy keeps it
-    assert LeNet5.load(tmp_path / "copy.npz").provenance == model.provenance
-    Trainer(model, *TRAIN, recipe="sgd", batch_size=8).train_pass()
-    assert model.provenance is None
+    assert LeNet5.load(tmp_path / "copy.npz").provenance == shipped
+    records = train(model, TRAIN, TEST, recipe="sgd", epochs=2, batch_size=8, lr=0.01,
+                    progress=False, out=lambda line: None)
+    made = model.provenance
+    assert made["start"] == shipped                # fine-tuned from the shipped weights
+    assert (made["recipe"], made["lr"], made["batch_size"], made["passes"],
+            made["patterns"]) == ("sgd", 0.01, 8, 2, len(TRAIN[1]))
+    assert made["test_error"] == records[-1]["test_error"] != shipped["test_error"]
     model.save(tmp_path / "tuned.npz")
-    assert LeNet5.load(tmp_path / "tuned.npz").provenance is None
+    assert LeNet5.load(tmp_path / "tuned.npz").provenance == json.loads(json.dumps(made))
+    assert LeNet5(seed=4, init="lush").provenance == {"init": "lush", "seed": 4}
     other = LeNet5.pretrained(device="cpu")
     other.set_parameters(LeNet5(seed=1).parameters())
     assert other.provenance is None

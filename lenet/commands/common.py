@@ -18,15 +18,14 @@ def add_device_option(p):
                    "when one is present (default: auto)")
 
 
-def add_data_options(p):
+def add_data_options(p, default="mnist, or the checkpoint's data set"):
     from lenet.datasets import DATASETS
     p.add_argument("--dataset", choices=list(DATASETS), metavar="NAME",
                    help=f"a data set by name ({', '.join(DATASETS)}): its official files, "
                    "checked by SHA-256, from --data DIR or its default directory "
                    "(~/.cache/lenet/NAME; for mnist $LENET_DATA if set; for fashion-mnist "
                    "also Debian's /usr/share/datasets/fashion-mnist); missing files are "
-                   "downloaded when the internet can be reached. Default: mnist, or the "
-                   "checkpoint's data set")
+                   f"downloaded when the internet can be reached. Default: {default}")
     p.add_argument("--data", metavar="DIR",
                    help="the data set's directory; without --dataset, any directory of "
                    "MNIST-format IDX files under MNIST's names (train-images-idx3-ubyte, "

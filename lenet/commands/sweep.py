@@ -38,7 +38,7 @@ def add(sub):
                    f"runs (objects with any of: {', '.join(SWEEP_KEYS)}; recipe paper or "
                    "lecun, default lecun) or an object {\"base\": {...}, \"grid\": {key: "
                    f"[values]}}}}: every combination, e.g. '{SWEEP_EXAMPLE}'")
-    add_data_options(p)
+    add_data_options(p, default="mnist")
     add_device_option(p)
     p.add_argument("--epochs", type=int, help="passes over the training set (default 20)")
     add_size_options(p)
@@ -87,6 +87,7 @@ def _check_as_train(run):
 
 def run(args):
     from lenet.sweep import sweep, sweep_runs
+    from lenet.train import check_epochs
     check_counts(args, "--epochs", "--train-size", "--test-size")
     text = args.runs
     if not text.lstrip().startswith(("[", "{")):
@@ -103,23 +104,41 @@ def run(args):
         raise UserError(str(e)) from e
     for run in runs:
         _check_as_train(run)
+    if not args.out:
+        raise UserError("--out must name a directory, not be empty")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out}: not a directory")
+    before = {run["name"]: _mtime(os.path.join(args.out, run["name"] + ".npz"))
+              for run in runs}
     train_split, test_split = load_data("train", args), load_data("test", args)
     train_set = first_images(train_split, args.train_size, "--train-size")
     test_set = first_images(test_split, args.test_size, "--test-size")
     print(f"data: {train_split.title} from {train_split.directory} "
           f"({len(train_set[1]):,} training, {len(test_set[1]):,} test images)")
     try:
-        sweep(runs, train_set, test_set, epochs=args.epochs, device=args.device, out_dir=args.out,
-              progress=not args.no_progress, evaluate_train=not args.fast,
-              classes=train_split.classes,
-              dataset=train_split.dataset.name if train_split.dataset else None)
+        records = sweep(runs, train_set, test_set, epochs=args.epochs, device=args.device,
+                        out_dir=args.out, progress=not args.no_progress,
+                        evaluate_train=not args.fast, classes=train_split.classes,
+                        dataset=train_split.dataset.name if train_split.dataset else None)
     except (NotImplementedError, ValueError) as e:  # no GPU; files in --out not ours to replace
         raise UserError(str(e)) from e
     except KeyboardInterrupt:
-        print(f"\ninterrupted; every run's last complete pass is in {args.out}",
-              file=sys.stderr)
+        saved = [name for name, t in before.items()
+                 if _mtime(os.path.join(args.out, name + ".npz")) not in (None, t)]
+        kept = ("every run's last complete pass is in " + args.out if len(saved) == len(runs)
+                else f"no pass was completed; nothing in {args.out} was changed" if not saved
+                else f"the last complete passes of {', '.join(saved)} are in {args.out}; the "
+                "other runs completed none and their files were not changed")
+        print(f"\ninterrupted; {kept}", file=sys.stderr)
         return 130
-    print(f"checkpoints and logs: {args.out}")
+    epochs = check_epochs(args.epochs, runs[0]["recipe"])
+    short = [f"{name} (its files keep pass {len(done)})" if done else
+             f"{name} (in pass 1: {'its files are not' if before[name] else 'no file is'} "
+             "from this sweep)" for name, done in records.items() if len(done) < epochs]
+    print(f"checkpoints and logs: {args.out}" + (f"; diverged: {', '.join(short)}"
+                                                  if short else ""))
     return 0
+
+
+def _mtime(path):
+    return os.stat(path).st_mtime_ns if os.path.exists(path) else None

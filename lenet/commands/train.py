@@ -24,7 +24,7 @@ def add(sub):
                        "data set (default: the 60,000 MNIST digits), printing train and "
                        "test error after every pass and saving the checkpoint after each "
                        "one (Ctrl-C keeps the last complete one).")
-    add_data_options(p)
+    add_data_options(p, default="mnist")
     add_device_option(p)
     p.add_argument("--recipe", choices=t.RECIPES, default="lecun",
                    help="lecun (the default) reproduces the paper; paper: per-pattern "
@@ -141,6 +141,8 @@ def run(args):
     if args.recipe in PER_PATTERN and args.batch_size not in (None, 1):
         raise UserError(f"the {args.recipe} recipe updates after every pattern; use --recipe "
                         "sdlm-batch for mini-batches")
+    if not args.out or (args.log is not None and not args.log):
+        raise UserError("--out and --log must name files, not be empty")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise UserError(f"cannot write {args.out}: directory {out_dir} does not exist")
