@@ -406,6 +406,7 @@ def pass_record(trainer, epoch, step, result, seconds, train_set, test_set, prog
               if evaluate_train else None,
               "test_error": None if test_set is None
               else evaluate(model, *test_set, "test", progress),
+              "test_size": None if test_set is None else len(test_set[1]),
               "seconds": seconds, "patterns_per_second": trainer.n / seconds,
               "device": model.device, "dataset": model.dataset}
     if validation_set is not None:
@@ -418,7 +419,8 @@ def pass_record(trainer, epoch, step, result, seconds, train_set, test_set, prog
     record.update(seed=trainer.seed, init=start.get("init"), j=trainer.j
                   if trainer.loss == "map" else None, batch_size=trainer.batch_size)
     model.provenance.update({k: record.get(k) for k in (
-        "dataset", "train_error", "test_error", "validation_error", "validation_size")})
+        "dataset", "train_error", "test_error", "test_size", "validation_error",
+        "validation_size")})
     return record
 
 

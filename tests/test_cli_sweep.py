@@ -192,5 +192,6 @@ def test_logs_and_checkpoints_say_how_each_run_was_made(mnist_dir, tmp_path, cap
     made = LeNet5.load(out / "a.npz").provenance
     assert made["start"] == {"init": "sqrt-fan-in", "seed": 3}
     assert (made["recipe"], made["loss"], made["j"], made["mu"], made["seed"], made["passes"],
-            made["patterns"], made["dataset"]) == ("lecun", "map", 5.0, 0.5, 3, 1, 30, "mnist")
+            made["patterns"], made["dataset"], made["test_size"]) == \
+        ("lecun", "map", 5.0, 0.5, 3, 1, 30, "mnist", 10)
     assert made["test_error"] == record["test_error"]
