@@ -20,11 +20,11 @@ training pass over 60,000 images at batch sizes 32, 1024 and 60000
 (--pass-batch-sizes); the CPU rows up to --max-cpu-batch; inference at batch 1
 also as a latency in microseconds; the paper's per-pattern pass (paper-pass, this
 project) and PyTorch's per-pattern SGD pass (pattern-pass), compared pattern for
-pattern. Rows an implementation does not have are named; none at all is exit 2. --headline-first puts the GPU
-rows a short session must keep first; with --out, results.json is rewritten after
-every row. Every row is first
-checked against the float64 CPU reference (kernels/reference.py, tolerance of
-kernels/tolerance.py) on its own inputs: a wrong result is FAILED and not timed.
+pattern. Rows an implementation does not have are named; none at all is exit 2.
+--headline-first puts the GPU rows a short session must keep first; with --out,
+results.json is rewritten after every row. Every row is first checked against the
+float64 CPU reference (kernels/reference.py, tolerance of kernels/tolerance.py) on
+its own inputs: a wrong result is FAILED and not timed.
 Then warm-up, then samples between device synchronisations until --repeats and
 --min-time; median and spread are reported with images/s, GFLOP/s (FLOP counts
 in bench/flops.py), the fraction of the device's float32 peak and GPU speed-ups

@@ -265,9 +265,12 @@ def markdown(results):
              ("CPU", f"{m['cpu_model']}, {m['cpu_cores']} logical cores ({m['usable_cores']} "
               f"usable); NumPy BLAS threads: {m['numpy_blas_threads']}"
               + "".join(f"; {n} threads: {i['threads']}"
-                        + (f" ({i['threads_source']})" if i.get("threads_source") else "")
                         for n, i in results["implementations"].items()
-                        if n in ("cpu", "torch-cpu") and "threads" in i)
+                        if n == "torch-cpu" and "threads" in i)
+              # earlier runs recorded NumPy's BLAS threads for cpu: not what its model ran on
+              + "".join(f"; {n} (Numba) threads: {i['threads']}"
+                        for n, i in results["implementations"].items()
+                        if n == "cpu" and str(i.get("threads_source")).startswith("numba"))
               + f"; float32 peak {f'{cpu_peak:,.0f} GFLOP/s' if cpu_peak else 'unknown'} "
               f"({results['cpu']['peak_source']})"),
              ("versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)),
