@@ -28,6 +28,10 @@ session's benchmark) the rows a short session must not lose come first: the GPU
 implementations' inference rows, then their training steps, then the per-pattern
 passes (see plan). Run(on_row=...) is told after every row, so that the caller can
 write the results as they grow.
+
+prepare() creates the implementations and plans the rows before the caller writes
+anything: SuiteError when none can run, or no row asked for can (the rows an
+implementation lacks are named). setup() then measures the peaks and makes the inputs.
 """
 
 import traceback
@@ -322,8 +326,8 @@ class Suite:
         s = self.cpu_peak_samples
         return max(s), (f"measured: the best of {len(s)} {n}x{n} float32 NumPy matmuls, "
                         f"{k} before the rows{f' and {k} after' if len(s) > k else ''}"
-                        f"; they ranged {min(s):,.0f}-{max(s):,.0f} GFLOP/s (other load "
-                        "on the machine lowers them)")
+                        f"; they ranged {min(s):,.0f}-{max(s):,.0f} GFLOP/s: other load "
+                        "on the machine lowers them")
 
     def skip_reason(self, kind, what, n):
         """Why a row of an implementation of `kind` is not run (a CPU row over the
