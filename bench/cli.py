@@ -1,10 +1,15 @@
-"""The `python -m bench` command (and `lenet bench`): options, run, write results.
+"""The `python -m bench` command: options, run, write results.
 
 main(argv) parses the options, runs bench.suite and writes results.json,
 results.md and throughput.png to --out. Exit status: 0 when every row that ran
 passed its check, 1 when some row FAILED or raised (ERROR), 2 when nothing asked
-for can run here (for example only GPU rows under the CUDA simulator) or an
-option is wrong, 130 when interrupted (the rows measured so far are written).
+for can run here (for example only GPU rows under the CUDA simulator, or only rows
+the implementations asked for do not have) or an option is wrong, 130 when
+interrupted (the rows measured so far are written).
+
+Everything is checked before anything is written: the options, --out (an --out
+that already holds results is refused unless --force; the default folder moves to
+a fresh -2, -3, ... instead, bench/outdir.py) and whether any row can run.
 
 With --out given, results.json is written before the set-up and again after every
 row (to a temporary file, then renamed), so an interrupt or a kill at any moment
@@ -13,12 +18,13 @@ run ends): what bench/gpu_session.sh relies on under its time limits.
 """
 
 import argparse
+import math
 import os
 import signal
 import sys
 import warnings
 
-from bench import flops, impls, machine, report, suite
+from bench import flops, impls, machine, outdir, report, suite
 
 QUICK = {"batch_sizes": [1, 64, 1024], "repeats": 1, "min_time": 0.05, "warmup": 1,
          "pass_images": 6000, "pass_repeats": 1, "cpu_peak_matmul": 1024,
@@ -69,11 +75,17 @@ def build_parser(prog="python -m bench"):
     p.add_argument("--what", type=_choices(suite.WHATS), default=None,
                    help="what to measure, comma-separated (default: all; with --quick "
                    "inference,layers,train-step): inference = whole-network forward; layers "
-                   "= each stage's forward alone (gpu: kernels/forward.py's stage kernels); "
+                   "= each stage's forward alone (gpu: kernels/forward.py's stage kernels; "
+                   "gpu, torch-cuda, torch-cpu and cupy, not cpu); "
                    "train-step = forward + backward + SGD "
-                   "update; train-pass = one SGD pass over --pass-images images; paper-pass "
+                   "update (not cupy); train-pass = one SGD pass over --pass-images images "
+                   "(not cupy, torch-compile); paper-pass "
                    "= one pass of the paper's recipe (curvature estimate, then an SDLM step "
-                   "per pattern) over --pass-images images, gpu and cpu only")
+                   "per pattern) over --pass-images images, gpu and cpu only; pattern-pass = "
+                   "its PyTorch counterpart, one SGD pass at batch size 1 over "
+                   "--pattern-pass-images images, torch-cuda and torch-cpu only. Rows an "
+                   "implementation does not have are named on stderr; none at all is exit "
+                   "status 2")
     p.add_argument("--layers", type=_choices(flops.STAGES), default=list(flops.STAGES),
                    help="stages for the layer rows (default: all: " + ",".join(flops.STAGES)
                    + ")")
@@ -135,8 +147,10 @@ def build_parser(prog="python -m bench"):
                    "figures (default: the datasheet value of known devices: H100 SXM and "
                    "H200 67,000, H100 PCIe 51,200)")
     p.add_argument("--cpu-peak-gflops", type=float, default=None,
-                   help="the CPU's float32 peak (default: measured once with a large float32 "
-                   "NumPy matmul on all BLAS threads)")
+                   help="the CPU's float32 peak in GFLOP/s (default: measured: the best of "
+                   f"{suite.CPU_PEAK_REPEATS} large float32 NumPy matmuls on all BLAS threads "
+                   f"before the rows and {suite.CPU_PEAK_REPEATS} after; results.md gives "
+                   "their range)")
     p.add_argument("--rtol", type=float, default=d.rtol,
                    help=f"relative error bound of the checks (default: {d.rtol:.0e}, "
                    "kernels/tolerance.py's float32 bound)")
@@ -158,11 +172,17 @@ def build_parser(prog="python -m bench"):
                    "makes results.md and throughput.png from it later)")
     p.add_argument("--rehearse", action="store_true",
                    help="let this project's GPU rows run in the CUDA simulator (for "
-                   "bench/gpu_session.sh --rehearse): the results say so, and their times "
+                   "bench/gpu_session.sh --rehearse), which must be on: set "
+                   "NUMBA_ENABLE_CUDASIM=1 as well (without it gpu needs a GPU, and its "
+                   "times are the GPU's). The results say so, and their times "
                    "are the simulator's, not GPU timings")
-    p.add_argument("--out", default=None,
-                   help="directory for the results (default: "
-                   "bench/results/<date>-<device>/)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="directory for the results (default: bench/results/<date>-<device>/, "
+                   "or the first of <date>-<device>-2/, -3/, ... that holds no results). An "
+                   "--out that already holds results.json, results.md or throughput.png is "
+                   "refused, nothing written, unless --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace the results an --out already holds")
     return p
 
 
@@ -195,10 +215,19 @@ def config_from(args):
             raise suite.SuiteError(f"--{name.replace('_', '-')} must be at least 1")
     if cfg.pattern_pass_images is not None and cfg.pattern_pass_images < 1:
         raise suite.SuiteError("--pattern-pass-images must be at least 1")
-    if not cfg.paper_mu > 0:
-        raise suite.SuiteError("--paper-mu must be positive")
-    if cfg.min_time < 0 or cfg.warmup < 0:
-        raise suite.SuiteError("--min-time and --warmup must not be negative")
+    if cfg.max_cpu_pass_images is not None and cfg.max_cpu_pass_images < 0:
+        raise suite.SuiteError("--max-cpu-pass-images must not be negative")
+    if cfg.seed < 0:
+        raise suite.SuiteError(f"--seed must be a whole number of at least 0, not {cfg.seed}")
+    for name in ("paper_mu", "rtol", "torch_rtol", "peak_gflops", "cpu_peak_gflops"):
+        value = getattr(cfg, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise suite.SuiteError(f"--{name.replace('_', '-')} must be a positive number, "
+                                   f"not {value}")
+    if not (math.isfinite(cfg.min_time) and cfg.min_time >= 0):
+        raise suite.SuiteError(f"--min-time must be a number of at least 0, not {cfg.min_time}")
+    if cfg.warmup < 0:
+        raise suite.SuiteError("--warmup must not be negative")
     return cfg
 
 
@@ -208,7 +237,7 @@ def log(message):
 
 def main(argv=None, prog="python -m bench"):
     """Run the suite with command-line arguments `argv` (default sys.argv[1:]);
-    returns the exit status. `lenet bench` passes prog="lenet bench"."""
+    returns the exit status."""
     # a time limit's SIGINT must stop the suite cleanly (results.json kept) even when the
     # parent started it with SIGINT ignored, which Python would keep
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -216,42 +245,49 @@ def main(argv=None, prog="python -m bench"):
     # Numba's advice about small grids at batch size 1: expected here, and noise
     warnings.filterwarnings("ignore", message=".*GPU under-utilization")
     command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
-    try:
+    try:   # every option and --out before anything is written
         cfg = config_from(args)
-    except suite.SuiteError as e:
+        if args.out is not None:
+            outdir.check(args.out, report.FILES, force=args.force)
+    except (suite.SuiteError, outdir.OutError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
     runner = suite.Suite(cfg, log)
+    out = args.out
 
-    def out_dir():
+    def default_out():
         device = runner.device_name or "cpu-" + machine.cpu_model()
-        return args.out or os.path.join(machine.ROOT, "bench", "results",
-                                        f"{machine.today()}-{machine.slug(device)}")
+        base = os.path.join(machine.ROOT, "bench", "results",
+                            f"{machine.today()}-{machine.slug(device)}")
+        return outdir.fresh(base, report.FILES)
 
     interrupted = False
     try:
-        if args.out:   # before the set-up: a kill during it still leaves a results.json
-            report.write_json(collect(runner, command, False, False), args.out)
+        runner.prepare()   # SuiteError here: nothing can run, and nothing was written
+        if out is None:
+            out = default_out()
+        else:   # before the set-up: a kill during it still leaves a results.json
+            report.write_json(collect(runner, command, False, False), out)
         runner.setup()
         on_row = (lambda rows: report.write_json(collect(runner, command, False, False),
-                                                 args.out)) if args.out else None
+                                                 out)) if args.out is not None else None
         interrupted = runner.run(on_row=on_row)
     except suite.SuiteError as e:
         print(f"bench: error: {e}", file=sys.stderr)
-        if args.out and not runner.rows and os.path.isfile(os.path.join(args.out,
-                                                                        "results.json")):
-            os.remove(os.path.join(args.out, "results.json"))   # nothing ran: no results
-            if not os.listdir(args.out):
-                os.rmdir(args.out)
         return 2
     except KeyboardInterrupt:
         log("interrupted during the set-up: writing what there is")
         interrupted = True
+    out = out or default_out()
     results = collect(runner, command, interrupted, complete=not interrupted)
-    paths = {"results.json": report.write_json(results, out_dir())} if args.json_only \
-        else report.write_all(results, out_dir())
+    paths = {"results.json": report.write_json(results, out)} if args.json_only \
+        else report.write_all(results, out)
     print("results: " + "\n         ".join(paths[k] for k in ("results.md", "results.json",
                                                              "throughput.png") if k in paths))
+    stale = [name for name in outdir.held(out, report.FILES) if name not in paths]
+    if stale:
+        log(f"note: {', '.join(stale)} in {out} are an earlier run's: python -m bench.report "
+            f"--render {out} makes them from this run's results.json")
     if interrupted:
         return 130
     return 1 if any(r["status"] in ("FAILED", "ERROR") for r in runner.rows) else 0
@@ -276,7 +312,8 @@ def collect(runner, command, interrupted, complete=True):
         "machine": machine.describe_machine(),
         "device": {"name": runner.device_name, "peak_gflops": gpu_peak,
                    "peak_source": gpu_source},
-        "cpu": {"peak_gflops": cpu_peak, "peak_source": cpu_source},
+        "cpu": {"peak_gflops": cpu_peak, "peak_source": cpu_source,
+                "peak_samples_gflops": runner.cpu_peak_samples},
         "versions": machine.versions(),
         "implementations": implementations,
         "settings": asdict(runner.cfg),
@@ -289,5 +326,7 @@ def collect(runner, command, interrupted, complete=True):
         "interrupted": interrupted,
         "complete": complete,
         "rehearsal": runner.cfg.rehearse,
+        "not_offered": runner.not_offered,
+        "method": report.method(asdict(runner.cfg)),
         "rows": runner.rows,
     }

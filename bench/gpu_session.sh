@@ -229,8 +229,9 @@ session() {
 
     # 2. the compile census on the device, ptx.json after every kernel
     start=$SECONDS; limit=$(cap "${LIMITS[1]}" census)
+    # --force: a rerun of parts on a warm machine replaces the part's own earlier files
     cmd=(timeout -s INT -k 10 "$limit" $PYTHON -m bench.ptx "${CENSUS_ARGS[@]}" --json-only
-         --out "$OUT")
+         --force --out "$OUT")
     if [ "$limit" -ge 20 ]; then
         "${cmd[@]}" 2>&1; rc=$?
     else rc=-1; fi
@@ -239,7 +240,7 @@ session() {
     # 3. the short benchmark, headline rows first, results.json after every row
     start=$SECONDS; limit=$(cap "${LIMITS[2]}" bench)
     cmd=(timeout -s INT -k 20 "$limit" $PYTHON -m bench --headline-first --json-only
-         --out "$OUT" "${BENCH_ARGS[@]}")
+         --force --out "$OUT" "${BENCH_ARGS[@]}")
     if [ "$limit" -ge 20 ]; then
         "${cmd[@]}" 2>&1; rc=$?
     else rc=-1; fi

@@ -120,9 +120,9 @@ class ProjectImpl:
         self.reset()
 
     def info(self):
-        if self.kind == "cpu":
-            threads, how = machine.numpy_blas_threads()
-            return {"threads": threads, "threads_source": how}
+        if self.kind == "cpu":   # kernels/cpu.py's compiled loops run on Numba's threads
+            import numba
+            return {"threads": numba.get_num_threads(), "threads_source": "numba.get_num_threads()"}
         from numba import cuda
         name = getattr(cuda.get_current_device(), "name", None)
         if name is None:   # the simulator's device has no name (a --rehearse run)

@@ -88,19 +88,19 @@ def numpy_blas_threads():
     return usable_cores(), "not queried: BLAS libraries default to every usable core"
 
 
-def measure_cpu_peak(n=CPU_PEAK_MATMUL, repeats=3):
-    """(GFLOP/s, how): the best of `repeats` n x n float32 NumPy matmuls (all BLAS threads)."""
+def cpu_matmul_gflops(n=CPU_PEAK_MATMUL, repeats=3):
+    """GFLOP/s of each of `repeats` n x n float32 NumPy matmuls (all BLAS threads),
+    after an untimed one (thread pool start, page faults)."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b  # warm-up: thread pool start, page faults
-    best = float("inf")
+    a @ b
+    samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
-        best = min(best, time.perf_counter() - start)
-    gflops = 2.0 * n ** 3 / best / 1e9
-    return gflops, f"measured: best of {repeats} {n}x{n} float32 NumPy matmuls"
+        samples.append(2.0 * n ** 3 / (time.perf_counter() - start) / 1e9)
+    return samples
 
 
 def known_gpu_peak(name):

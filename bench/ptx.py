@@ -32,11 +32,14 @@ registers, shared and local memory per thread.
 device_compile), and reads the PTX and the driver's figures from that compilation.
 
 Writes ptx.json (every figure) and ptx.md (the table) to --out (default
-bench/results/<date>-offline-ptx/, or <date>-<device name>/ with --device) and prints
-the table. ptx.json is rewritten after every kernel ("complete": false until the
-last), so a run killed mid-way keeps every kernel it finished; the fused kernels
-(PRIORITY) come first. Exit status: 0 no problems, 1 some kernel has one, 3 the
-toolkit is missing.
+bench/results/<date>-offline-ptx/, or <date>-<device name>/ with --device; where that
+already holds a census, the first of -2/, -3/, ... that does not) and prints the
+table. An --out that already holds ptx.json or ptx.md is refused unless --force
+(bench/outdir.py). ptx.json is rewritten after every kernel ("complete": false until
+the last), so a run killed mid-way keeps every kernel it finished; the fused kernels
+(PRIORITY) come first. Exit status: 0 no problems, 1 some kernel has one, 2 bad
+options (an --out refused, no kernel matching --kernel), 3 what it compiles with is
+missing here: the toolkit, or with --device a GPU.
 
 Test: pytest -q tests/test_ptx.py
 """
@@ -60,6 +63,7 @@ FMA_TARGET = 1 / 3                # the fused-inference issue: 1 f32 FMA per 3 i
 NOT_ARITHMETIC = ("ld", "st", "mov", "cvta")   # .f64 opcodes that compute nothing
 # the modules whose kernels the census takes first: the GPU's default paths
 PRIORITY = ("kernels.forward", "kernels.train_step", "kernels.sdlm")
+FILES = ("ptx.json", "ptx.md")   # what a census writes
 
 
 class ToolkitMissing(Exception):
@@ -484,20 +488,34 @@ def main(argv=None):
         "mix, per kernel and signature. Without a GPU by default (CUDA toolkit at $CUDA_HOME, "
         "default /usr/local/cuda).",
         epilog="Exit status: 0 no problems, 1 a kernel spills, uses local memory or float64 "
-        "without an allowance, or does not compile, 3 no toolkit.")
+        "without an allowance, or does not compile, 2 bad options (an --out refused, no "
+        "kernel matching --kernel), 3 no toolkit, or with --device no GPU.")
     p.add_argument("--device", action="store_true",
                    help="compile for the current GPU (cuda.jit, once per signature) "
                    "and read the loaded kernels' figures from the driver")
     p.add_argument("--kernel", default=None,
                    help="only kernels whose name contains this text")
-    p.add_argument("--out", default=None, help="directory for ptx.json and ptx.md (default: "
-                   "bench/results/<date>-offline-ptx/ or <date>-<device>/ with --device)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="directory for ptx.json and ptx.md (default: "
+                   "bench/results/<date>-offline-ptx/ or <date>-<device>/ with --device, or "
+                   "the first of -2/, -3/, ... after it that holds no census). An --out that "
+                   "already holds ptx.json or ptx.md is refused, nothing written, unless "
+                   "--force")
+    p.add_argument("--force", action="store_true",
+                   help="replace the census an --out already holds")
     p.add_argument("--json-only", action="store_true",
                    help="write ptx.json alone, not ptx.md (bench/gpu_session.sh: the device "
                    "sends back few files; python -m bench.session collect renders it)")
     args = p.parse_args(argv)
     command = "python -m bench.ptx " + " ".join(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
+    from bench import outdir
+    if args.out is not None:
+        try:
+            outdir.check(args.out, FILES, force=args.force)
+        except outdir.OutError as e:
+            print(f"bench.ptx: error: {e}", file=sys.stderr)
+            return 2
     try:
         if args.device:
             home = os.environ.get("CUDA_HOME") or DEFAULT_CUDA_HOME
@@ -524,10 +542,14 @@ def main(argv=None):
         device_name = name.decode() if isinstance(name, bytes) else str(name)
         target = f"{device_name}, sm_{cc[0]}{cc[1]}"
     kernels = by_priority([k for k in load_kernels()
-                           if not args.kernel or args.kernel in k.name])
+                           if args.kernel is None or args.kernel in k.name])
+    if not kernels:
+        print(f"bench.ptx: error: no kernel's name contains {args.kernel!r}", file=sys.stderr)
+        return 2
     commit, dirty = machine.git_commit()
     slug = machine.slug(device_name) if device_name else "offline-ptx"
-    out = args.out or os.path.join(machine.ROOT, "bench", "results", f"{machine.today()}-{slug}")
+    out = args.out if args.out is not None else outdir.fresh(
+        os.path.join(machine.ROOT, "bench", "results", f"{machine.today()}-{slug}"), FILES)
     os.makedirs(out, exist_ok=True)
     results = {"schema": "lenet5-ptx/1", "mode": "device" if args.device else "offline",
                "date": machine.now(), "command": command, "commit": commit, "dirty": dirty,

@@ -3,10 +3,12 @@ results.md (tables, columns per implementation) and throughput.png."""
 
 import json
 import os
+import sys
 
 from bench import flops, suite
 from bench.impls import ORDER, PAPER_WARMUP_PATTERNS, RETIRED
 
+FILES = ("results.json", "results.md", "throughput.png")   # what a run writes
 # the columns of every result, earlier ones' retired implementations after gpu
 COLUMNS = ORDER[:1] + tuple(RETIRED) + ORDER[1:]
 COLORS = {"gpu": "tab:blue", "gpu-layers": "tab:cyan", "torch-cuda": "tab:orange",
@@ -21,6 +23,27 @@ SECTIONS = (("inference", "Inference (whole network, forward)"),
                            "step per pattern; this project only)"),
             ("pattern-pass", "Training pass per pattern in PyTorch (SGD at batch size 1, the "
                              "paper pass's counterpart)"))
+
+
+def load(directory):
+    """The results.json of a run's folder; ValueError, in one line, where there is none
+    or it is not a run's."""
+    if not directory:
+        raise ValueError("--render must name a directory, not an empty string")
+    if not os.path.isdir(directory):
+        raise ValueError(f"--render {directory}: " + ("not a directory" if
+                         os.path.exists(directory) else "no such directory"))
+    path = os.path.join(directory, "results.json")
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--render {directory}: no results.json in it") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable as JSON ({e})") from None
+    if not isinstance(results, dict) or "rows" not in results or "settings" not in results:
+        raise ValueError(f"{path}: not the results.json of python -m bench")
+    return results
 
 
 def write_json(results, out_dir):
@@ -174,6 +197,53 @@ def _section(results, what, impls):
     return out
 
 
+def method(s):
+    """How a run with settings `s` (suite.Config as a dict) measures, in lines: what
+    results.json records, so that rendering it later describes that run's method."""
+    lines = [
+        "Each row first runs once on the benchmark's own inputs and is compared with the "
+        "float64 CPU reference (`kernels/reference.py`) with `kernels/tolerance.py`'s "
+        f"relative error bound ({s['rtol']:.0e}; PyTorch rows {s['torch_rtol']:.0e}: TF32 "
+        "is off, but cuDNN's autotuned algorithms sum in other orders): outputs, or for "
+        "training every gradient, the momentum state and the per-pattern losses. A row "
+        "that fails is **FAILED** and not timed.",
+        "Then warm-up (JIT compilation and cuDNN autotuning excluded), then samples, "
+        "each a loop of calls between two device synchronisations.",
+        "Inputs are random in the preprocessed range [-0.1, 1.175] with random labels, "
+        f"resident on the device; batches above {s['unique_images']:,} images repeat "
+        f"the first {s['unique_images']:,} (every output is still checked).",
+        "A training pass is `lenet.train.Trainer(recipe='sgd').train_pass()` for this "
+        "project's models and the same loop in PyTorch; it is checked as a training "
+        "step at its batch size and warmed up on a pass over two batches. The model is "
+        "reset to the starting parameters after the check, not between passes: the "
+        "warm-up and each timed pass go on from the parameters the one before left. "
+        "This project's CPU model runs the compiled step of `kernels/cpu.py` on "
+        "Numba's threads (images in fixed chunks, the same bits on any number of "
+        "threads).",
+        "The CPU's float32 peak, for its fraction-of-peak figures, is given with "
+        "--cpu-peak-gflops or measured by float32 NumPy matmuls before and after the "
+        "rows, the best of them counting: on a machine shared with other work the "
+        "measurements vary (the CPU row of the table above gives their range)."]
+    if "paper-pass" in s["whats"]:
+        lines.append(
+            "A paper pass is the paper's recipe, `lenet.train.Trainer(recipe='paper', "
+            f"mu={s['paper_mu']:g}, loss='mse').train_pass()` over {s['pass_images']:,} "
+            "images: the Gauss-Newton curvature estimate on min(500, N) patterns "
+            "(included in the pass's time), then one SDLM step per pattern (batch size "
+            "1). mu is --paper-mu: the paper's 0.02 diverges from these parameters (the "
+            "paper's 2.4/F initialisation). On the GPU the per-pattern steps run in one "
+            "fused kernel (`kernels/sdlm.py`), on the CPU in `kernels/cpu.py`'s compiled "
+            "loop; PyTorch has no SDLM: its per-pattern counterpart is the pattern-pass "
+            "rows (SGD at batch size 1). It is checked by a pass over "
+            f"{s['paper_check_patterns']} patterns from the starting parameters against "
+            "the same pass in float64 (every parameter afterwards, the pass's mean loss "
+            f"and running error), then warmed up on a pass over {PAPER_WARMUP_PATTERNS} "
+            "patterns and timed like a training pass (reset after the check, not between "
+            "passes). Its GFLOP/s count a training step's FLOPs per pattern, not the "
+            "curvature estimate.")
+    return lines
+
+
 def markdown(results):
     m, dev, v = results["machine"], results["device"], results["versions"]
     impls = [n for n in COLUMNS if n in results["implementations"]
@@ -197,6 +267,10 @@ def markdown(results):
               + "".join(f"; {n} threads: {i['threads']}"
                         for n, i in results["implementations"].items()
                         if n == "torch-cpu" and "threads" in i)
+              # earlier runs recorded NumPy's BLAS threads for cpu: not what its model ran on
+              + "".join(f"; {n} (Numba) threads: {i['threads']}"
+                        for n, i in results["implementations"].items()
+                        if n == "cpu" and str(i.get("threads_source")).startswith("numba"))
               + f"; float32 peak {f'{cpu_peak:,.0f} GFLOP/s' if cpu_peak else 'unknown'} "
               f"({results['cpu']['peak_source']})"),
              ("versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)),
@@ -204,49 +278,23 @@ def markdown(results):
               f"at least {s['repeats']} and {s['min_time']} s (passes: {s['pass_repeats']}); "
               "median and [min-max] of the samples"),
              ("CPU rows", f"batches up to --max-cpu-batch {s['max_cpu_batch']:,} images")]
+    for name, whats in (results.get("not_offered") or {}).items():
+        facts.append((name, f"has no {', '.join(whats)} rows (asked for)"))
     for name, info in results["implementations"].items():
         if info["status"] != "ran":
             facts.append((f"{name}", f"not run: {info['reason']}"))
     out += _table(["", ""], facts) + [""]
-    out += ["## How it was measured", "",
-            "- Each row first runs once on the benchmark's own inputs and is compared with "
-            "the float64 CPU reference (`kernels/reference.py`) with `kernels/tolerance.py`'s "
-            f"relative error bound ({s['rtol']:.0e}; PyTorch rows {s['torch_rtol']:.0e}: TF32 "
-            "is off, but cuDNN's autotuned algorithms sum in other orders): outputs, or for "
-            "training every gradient, the momentum state and the per-pattern losses. A row "
-            "that fails is **FAILED** and not timed. Largest relative error of the rows that "
-            "passed: "
-            + _worst_errors(results) + ".",
-            "- Then warm-up (JIT compilation and cuDNN autotuning excluded), then samples, "
-            "each a loop of calls between two device synchronisations.",
-            "- Inputs are random in the preprocessed range [-0.1, 1.175] with random labels, "
-            f"resident on the device; batches above {s['unique_images']:,} images repeat "
-            f"the first {s['unique_images']:,} (every output is still checked).",
-            "- A training pass is `lenet.train.Trainer(recipe='sgd').train_pass()` for this "
-            "project's models and the same loop in PyTorch; it is checked as a training "
-            "step at its batch size and warmed up on a pass over two batches. The model is "
-            "reset to the starting parameters after the check, not between passes: the "
-            "warm-up and each timed pass go on from the parameters the one before left. "
-            "This project's CPU model runs the compiled step of `kernels/cpu.py` on "
-            "Numba's threads (images in fixed chunks, the same bits on any number of "
-            "threads)."]
-    if any(r["what"] == "paper-pass" for r in results["rows"]):
-        out += [f"- A paper pass is the paper's recipe, `lenet.train.Trainer(recipe='paper', "
-                f"mu={s['paper_mu']:g}, loss='mse').train_pass()` over {s['pass_images']:,} "
-                "images: the Gauss-Newton curvature estimate on min(500, N) patterns "
-                "(included in the pass's time), then one SDLM step per pattern (batch size "
-                "1). mu is --paper-mu: the paper's 0.02 diverges from these parameters (the "
-                "paper's 2.4/F initialisation). On the GPU the per-pattern steps run in one "
-                "fused kernel (`kernels/sdlm.py`), on the CPU in `kernels/cpu.py`'s compiled loop; "
-                "PyTorch has no SDLM: its per-pattern counterpart is the pattern-pass rows "
-                "(SGD at batch size 1). It is checked by a pass over "
-                f"{s.get('paper_check_patterns', suite.PAPER_CHECK_PATTERNS)} patterns from "
-                "the starting parameters against "
-                "the same pass in float64 (every parameter afterwards, the pass's mean loss "
-                f"and running error), then warmed up on a pass over {PAPER_WARMUP_PATTERNS} "
-                "patterns and timed like a training pass (reset after the check, not between "
-                "passes). Its GFLOP/s count a training step's FLOPs per pattern, not the "
-                "curvature estimate."]
+    out += ["## How it was measured", ""]
+    if results.get("method"):   # the method as the run described it
+        out += [f"- {line}" for line in results["method"]]
+    else:
+        out += ["- This results.json does not record its method (written before the "
+                "benchmark recorded it): bench/suite.py and bench/impls.py at its commit "
+                "describe it. Each row was checked against the float64 CPU reference before "
+                f"it was timed, with the relative error bound {s['rtol']:.0e} (PyTorch rows "
+                f"{s['torch_rtol']:.0e})."]
+    out += ["- Largest relative error of the rows that passed their check: "
+            + _worst_errors(results) + "."]
     out += [""]
     out += ["## FLOPs per image (napkin maths)", ""]
     out += _table(["layer", "connections", "FLOPs", "counted as"],
@@ -320,9 +368,13 @@ def main(argv=None):
     p.add_argument("--render", metavar="DIR", help="write DIR/results.md and "
                    "DIR/throughput.png from DIR/results.json")
     args = p.parse_args(argv)
-    if args.render:
-        with open(os.path.join(args.render, "results.json")) as f:
-            render(json.load(f), args.render)
+    if args.render is not None:
+        try:
+            results = load(args.render)
+        except ValueError as e:
+            print(f"bench.report: error: {e}", file=sys.stderr)
+            return 2
+        render(results, args.render)
         return 0
     if args.readme:
         from bench import readme
@@ -331,5 +383,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    import sys
     sys.exit(main())

@@ -28,6 +28,10 @@ session's benchmark) the rows a short session must not lose come first: the GPU
 implementations' inference rows, then their training steps, then the per-pattern
 passes (see plan). Run(on_row=...) is told after every row, so that the caller can
 write the results as they grow.
+
+prepare() creates the implementations and plans the rows before the caller writes
+anything: SuiteError when none can run, or no row asked for can (the rows an
+implementation lacks are named). setup() then measures the peaks and makes the inputs.
 """
 
 import traceback
@@ -43,6 +47,8 @@ WHATS = ("inference", "layers", "train-step", "train-pass", "paper-pass", "patte
 STEP_WHATS = ("inference", "layers", "train-step")
 PASS_WHATS = ("train-pass", "paper-pass", "pattern-pass")
 PER_PATTERN = ("paper-pass", "pattern-pass")   # passes at batch size 1
+ROW_KIND = {"layers": "layer"}   # --what's name -> the rows' (and impl.whats') kind
+ROW_KIND.update({what: what for what in WHATS if what != "layers"})
 LAST = ("torch-compile",)   # planned after every other row (see plan)
 # headline_first: these implementations' rows of these kinds, in this order, first
 HEADLINE_IMPLS = ("gpu", "torch-cuda", "torch-compile")
@@ -53,6 +59,7 @@ PAPER_LOSS = "mse"
 # the sequential per-pattern steps grows, roughly doubling every 4 patterns, so a
 # short pass keeps it well under the tolerance.
 PAPER_CHECK_PATTERNS = 8
+CPU_PEAK_REPEATS = 5   # matmuls that measure the CPU's peak, before and again after the rows
 
 
 class SuiteError(Exception):
@@ -149,10 +156,15 @@ class Suite:
         self.impls, self.unavailable, self.info = {}, {}, {}
         self.rows = []
         self.device_name = None    # until setup has found the GPU
+        self.prepared, self.not_offered = False, {}
+        self.cpu_peak_samples = []  # GFLOP/s of each matmul that measured the CPU's peak
         self.peak = {"gpu": (None, "setup did not finish"), "cpu": (None, "setup did not finish")}
 
     # ----------------------------------------------------------------- setup
-    def setup(self):
+    def prepare(self):
+        """Create the implementations asked for and plan the rows; SuiteError (before
+        anything is written or measured) when none of them can run here, or when no
+        row asked for can run. Says which rows asked for an implementation lacks."""
         from lenet.model import LeNet5
         self.params = LeNet5(device="cpu", seed=self.cfg.seed).parameters()
         for name in impls.ORDER:
@@ -170,6 +182,29 @@ class Suite:
         if not self.impls:
             reasons = "; ".join(f"{k}: {v}" for k, v in self.unavailable.items())
             raise SuiteError(f"none of the implementations asked for can run here ({reasons})")
+        self.not_offered = {name: [w for w in self.cfg.whats if ROW_KIND[w] not in impl.whats]
+                            for name, impl in self.impls.items()}
+        self.not_offered = {k: v for k, v in self.not_offered.items() if v}
+        lacking = "; ".join(f"{name} has no {', '.join(whats)} rows"
+                            for name, whats in self.not_offered.items())
+        if lacking:
+            self.log(f"not run: {lacking}")
+        plan = self.plan()
+        if not plan:
+            raise SuiteError(f"nothing to run: {lacking} (--what's help says which "
+                             "implementation has which rows)")
+        skipped = {self.skip_reason(self.impls[name].kind, what, n) for what, _, n, name in plan}
+        if None not in skipped:
+            raise SuiteError("nothing to run: every row asked for is a CPU row with a "
+                             + " or a ".join(sorted(skipped)))
+        names = [v.get("device") for v in self.info.values() if v["kind"] == "gpu"]
+        self.device_name = next((d for d in names if d), None)
+        self.prepared = True
+
+    def setup(self):
+        """prepare() (unless done), then the peaks and the inputs and their references."""
+        if not self.prepared:
+            self.prepare()
         sizes = [n for what in STEP_WHATS for n in self.batch_sizes(what)]
         if "train-pass" in self.cfg.whats:
             sizes += list(self.cfg.pass_batch_sizes)
@@ -253,28 +288,59 @@ class Suite:
         except KeyboardInterrupt:
             self.log("interrupted: writing the rows measured so far")
             interrupted = True
+        if not interrupted and self.cpu_peak_samples:   # measured: again, after the rows
+            try:
+                self.peak["cpu"] = self.measure_cpu_peak("after the rows")
+            except KeyboardInterrupt:
+                self.log("interrupted: writing the rows measured so far")
+                interrupted = True
         derive(self.rows, self.peak)
         return interrupted
 
     def peaks(self):
+        """The GPU's float32 peak (given, or a known device's datasheet figure) and the
+        CPU's (given, or measured: see measure_cpu_peak)."""
         cfg = self.cfg
-        names = [v.get("device") for v in self.info.values() if v["kind"] == "gpu"]
-        self.device_name = next((d for d in names if d), None)
-        if cfg.peak_gflops:
+        if cfg.peak_gflops is not None:
             gpu = (cfg.peak_gflops, "given with --peak-gflops")
         elif self.device_name:
             gpu = machine.known_gpu_peak(self.device_name)
         else:
             gpu = (None, "no GPU row ran")
-        if cfg.cpu_peak_gflops:
+        if cfg.cpu_peak_gflops is not None:
             cpu = (cfg.cpu_peak_gflops, "given with --cpu-peak-gflops")
         elif any(v["kind"] == "cpu" for v in self.info.values()):
-            self.log(f"measuring the CPU's float32 peak ({cfg.cpu_peak_matmul}^2 matmul)")
-            cpu = machine.measure_cpu_peak(cfg.cpu_peak_matmul)
+            cpu = self.measure_cpu_peak("before the rows")
         else:
             cpu = (None, "no CPU row ran")
         self.peak = {"gpu": gpu, "cpu": cpu}
         return self.peak
+
+    def measure_cpu_peak(self, when):
+        """(GFLOP/s, how) of the CPU, from every matmul measured so far: the best of
+        them. Measured twice, before and after the rows, so that a shared machine's
+        other load at one moment does not set the figure; how says the range."""
+        n, k = self.cfg.cpu_peak_matmul, CPU_PEAK_REPEATS
+        self.log(f"measuring the CPU's float32 peak ({k} {n}^2 matmuls, {when})")
+        self.cpu_peak_samples += machine.cpu_matmul_gflops(n, k)
+        s = self.cpu_peak_samples
+        return max(s), (f"measured: the best of {len(s)} {n}x{n} float32 NumPy matmuls, "
+                        f"{k} before the rows{f' and {k} after' if len(s) > k else ''}"
+                        f"; they ranged {min(s):,.0f}-{max(s):,.0f} GFLOP/s: other load "
+                        "on the machine lowers them")
+
+    def skip_reason(self, kind, what, n):
+        """Why a row of an implementation of `kind` is not run (a CPU row over the
+        --max-cpu-* limits), or None."""
+        cfg = self.cfg
+        if kind != "cpu":
+            return None
+        if what != "paper-pass" and n > cfg.max_cpu_batch:
+            return f"batch above --max-cpu-batch {cfg.max_cpu_batch}"
+        if what in PASS_WHATS and cfg.max_cpu_pass_images is not None \
+                and self.pass_images(what) > cfg.max_cpu_pass_images:
+            return f"pass above --max-cpu-pass-images {cfg.max_cpu_pass_images}"
+        return None
 
     def run_row(self, impl, what, layer, n, label):
         cfg = self.cfg
@@ -283,13 +349,9 @@ class Suite:
                "status": "ok", "reason": None, "check_error": None, "samples": []}
         if what == "paper-pass":
             row["mu"] = cfg.paper_mu
-        if impl.kind == "cpu" and what != "paper-pass" and n > cfg.max_cpu_batch:
-            row.update(status="skipped", reason=f"batch above --max-cpu-batch {cfg.max_cpu_batch}")
-            return row
-        if impl.kind == "cpu" and what in PASS_WHATS and cfg.max_cpu_pass_images is not None \
-                and row["images"] > cfg.max_cpu_pass_images:
-            row.update(status="skipped", reason="pass above --max-cpu-pass-images "
-                       f"{cfg.max_cpu_pass_images}")
+        skip = self.skip_reason(impl.kind, what, n)
+        if skip:
+            row.update(status="skipped", reason=skip)
             return row
         self.log(f"{label} checking")
         rtol = cfg.torch_rtol if impl.name.startswith("torch") else cfg.rtol

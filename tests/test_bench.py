@@ -707,3 +707,300 @@ def test_accuracy_table_comes_from_the_runs_logs():
         assert (float(low), float(high)) == pytest.approx(
             (100 * min(test_errors), 100 * max(test_errors)), abs=0.005), flags
         assert float(train) == pytest.approx(100 * np.mean(train_errors), abs=0.005), flags
+
+
+# ------------------------------------------- nothing of the user's overwritten
+
+TINY = ["--impl", "cpu", "--what", "inference", "--batch-sizes", "2", *FAST]
+
+
+def _earlier_run(path):
+    """A folder holding an earlier run's three files; {name: bytes} of them."""
+    path.mkdir(parents=True)
+    (path / "results.json").write_text('{"rows": ["an earlier run, not repeatable"]}\n')
+    (path / "results.md").write_text("# an earlier run\n")
+    (path / "throughput.png").write_bytes(b"\x89PNG earlier")
+    return {name: (path / name).read_bytes() for name in os.listdir(path)}
+
+
+def _files(path):
+    return {name: (path / name).read_bytes() for name in os.listdir(path)}
+
+
+def _one_error_line(capsys):
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if line.startswith("bench: error: ")]
+    assert len(err) == 1, err
+    return err[0].removeprefix("bench: error: ")
+
+
+def test_an_out_holding_results_is_refused_and_left_alone(tmp_path, capsys):
+    """An --out with an earlier run: refused before anything runs or is written, unless
+    --force; and with --force, a run that cannot run (no GPU, or the simulator) writes
+    nothing and deletes nothing."""
+    out = tmp_path / "earlier"
+    earlier = _earlier_run(out)
+    for args in (["--impl", "gpu"], TINY):
+        assert cli.main([*args, "--out", str(out)]) == 2
+        assert _one_error_line(capsys) == (
+            f"--out {out} already holds results.json, results.md, throughput.png of an "
+            "earlier run: give another --out, or --force to replace them")
+        assert _files(out) == earlier
+    assert cli.main(["--impl", "gpu", "--force", "--out", str(out), *FAST]) == 2
+    assert "none of the implementations asked for can run here" in _one_error_line(capsys)
+    assert _files(out) == earlier
+    assert cli.main([*TINY, "--force", "--json-only", "--out", str(out)]) == 0
+    assert [r["impl"] for r in load(out)["rows"]] == ["cpu"]    # replaced, as asked
+    err = capsys.readouterr().err   # the earlier run's results.md and png: named, kept
+    assert "results.md, throughput.png in" in err and "earlier run's" in err
+    assert (out / "results.md").read_bytes() == earlier["results.md"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "--seed must be a whole number of at least 0, not -1"),
+    (["--rtol", "-1"], "--rtol must be a positive number, not -1.0"),
+    (["--rtol", "nan"], "--rtol must be a positive number, not nan"),
+    (["--torch-rtol", "inf"], "--torch-rtol must be a positive number, not inf"),
+    (["--cpu-peak-gflops", "-5"], "--cpu-peak-gflops must be a positive number, not -5.0"),
+    (["--cpu-peak-gflops", "0"], "--cpu-peak-gflops must be a positive number, not 0.0"),
+    (["--peak-gflops", "0"], "--peak-gflops must be a positive number, not 0.0"),
+    (["--min-time", "nan"], "--min-time must be a number of at least 0, not nan"),
+    (["--max-cpu-pass-images", "-1"], "--max-cpu-pass-images must not be negative"),
+    (["--out", ""], "--out must name a directory, not an empty string"),
+])
+def test_bad_numbers_and_an_empty_out_are_one_line_and_write_nothing(
+        tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.setattr(machine, "ROOT", str(tmp_path / "root"))   # the default --out's root
+    out = tmp_path / "earlier"
+    earlier = _earlier_run(out)
+    given = [] if "--out" in args else ["--out", str(out), "--force"]
+    assert cli.main([*TINY, *args, *given]) == 2
+    assert _one_error_line(capsys) == message
+    assert _files(out) == earlier and not (tmp_path / "root").exists()
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    assert cli.main([*TINY, "--out", str(afile)]) == 2
+    assert _one_error_line(capsys) == f"--out {afile}: not a directory"
+    assert afile.read_text() == "mine"
+
+
+def test_the_default_folder_moves_to_a_fresh_one(tmp_path, monkeypatch):
+    """Without --out, a day's folder that already holds results is kept: the run goes
+    to -2, the next to -3."""
+    monkeypatch.setattr(machine, "ROOT", str(tmp_path))
+    base = tmp_path / "bench" / "results" / \
+        f"{machine.today()}-{machine.slug('cpu-' + machine.cpu_model())}"
+    earlier = _earlier_run(base)
+    for n in (2, 3):
+        assert cli.main(TINY) == 0
+        assert [r["batch"] for r in load(f"{base}-{n}")["rows"]] == [2]
+        assert sorted(os.listdir(f"{base}-{n}")) == ["results.json", "results.md",
+                                                     "throughput.png"]
+    assert _files(base) == earlier
+
+
+def test_fresh_folders_and_refusals(tmp_path):
+    """bench/outdir.py: the first of base, base-2, base-3, ... holding none of the files;
+    an --out holding any of them refused unless forced; an --out under a file refused."""
+    from bench import outdir
+    files, base = ("a.json", "b.md"), tmp_path / "run"
+    assert outdir.fresh(str(base), files) == str(base)
+    base.mkdir()
+    (base / "other.txt").write_text("not a result")
+    assert outdir.fresh(str(base), files) == str(base)
+    (base / "a.json").write_text("{}")
+    (tmp_path / "run-2").write_text("a file")
+    (tmp_path / "run-3").mkdir()
+    (tmp_path / "run-3" / "b.md").write_text("#")
+    assert outdir.fresh(str(base), files) == str(tmp_path / "run-4")
+    with pytest.raises(outdir.OutError, match="already holds a.json of an earlier run"):
+        outdir.check(str(base), files)
+    assert outdir.check(str(base), files, force=True) == str(base)
+    assert outdir.check(str(tmp_path / "new" / "deeper"), files) == str(tmp_path / "new" /
+                                                                          "deeper")
+    assert not (tmp_path / "new").exists()      # checked, not made
+    with pytest.raises(outdir.OutError, match="run-2 is not a directory"):
+        outdir.check(str(tmp_path / "run-2" / "x"), files)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--impl", "cpu", "--what", "layers"],
+     "nothing to run: cpu has no layers rows (--what's help says which implementation "
+     "has which rows)"),
+    (["--impl", "cpu", "--what", "pattern-pass,layers"],
+     "nothing to run: cpu has no pattern-pass, layers rows (--what's help says which "
+     "implementation has which rows)"),
+    (["--impl", "cpu", "--what", "inference", "--batch-sizes", "20000"],
+     "nothing to run: every row asked for is a CPU row with a batch above --max-cpu-batch "
+     "10000"),
+])
+def test_nothing_to_run_is_exit_2(tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    assert cli.main([*args, *FAST, "--out", str(out)]) == 2
+    assert _one_error_line(capsys) == message
+    assert not out.exists()
+
+
+def test_rows_an_implementation_lacks_are_named(tmp_path, capsys):
+    out = tmp_path / "some"
+    assert cli.main(["--impl", "cpu", "--what", "inference,layers", "--batch-sizes", "2",
+                     *FAST, "--out", str(out)]) == 0
+    assert "not run: cpu has no layers rows" in capsys.readouterr().err
+    results = load(out)
+    assert results["not_offered"] == {"cpu": ["layers"]}
+    assert [r["what"] for r in results["rows"]] == ["inference"]
+    assert "| cpu | has no layers rows (asked for) |" in (out / "results.md").read_text()
+
+
+def test_reproduction_page_repeat_command_repeats_runs(tmp_path):
+    """docs/reproduction.md's "How to repeat": its run.py command names an --out of its
+    own (made first), where the runs it asks for are still to do; in run.py's own
+    folder every one of them is complete, so the command would repeat nothing."""
+    import importlib.util
+    import shlex
+    with open(os.path.join(ROOT, "docs", "reproduction.md")) as f:
+        block = f.read().split("## How to repeat")[1].split("```")[1]
+    [line] = [line for line in block.splitlines() if "run.py lush-" in line]
+    made, _, command = line.partition(" && ")
+    words = shlex.split(command)
+    args = words[words.index(next(w for w in words if w.endswith("run.py"))) + 1:]
+    path = os.path.join(ROOT, next(w for w in words if w.endswith("run.py")))
+    spec = importlib.util.spec_from_file_location("repro_run", path)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    settings = [a for a in args[:args.index("--seeds")]]
+    seeds = [int(a) for a in args[args.index("--seeds") + 1:] if a.isdigit()]
+    out = args[args.index("--out") + 1]
+    assert shlex.split(made) == ["mkdir", "-p", out] and settings and seeds
+
+    def to_do(folder):
+        run.OUT = folder
+        return [(s, seed) for seed in seeds for s in settings
+                if run.setting(s) and run.passes_done(s, seed) < run.PASSES]
+    assert to_do(run.HERE) == []     # the committed runs: all complete
+    assert to_do(str(tmp_path / out)) == [(s, seed) for seed in seeds for s in settings]
+
+
+# ------------------------------------------------ what the results say of themselves
+
+def test_cpu_rows_report_numbas_threads(tmp_path):
+    """The cpu rows run kernels/cpu.py on Numba's threads: the results give Numba's
+    count (1 here, set for this run), not NumPy's BLAS threads."""
+    import numba
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        out = tmp_path / "threads"
+        assert cli.main([*TINY, "--out", str(out)]) == 0
+    finally:
+        numba.set_num_threads(before)
+    results = load(out)
+    assert results["implementations"]["cpu"]["threads"] == 1
+    assert results["implementations"]["cpu"]["threads_source"] == "numba.get_num_threads()"
+    assert "; cpu (Numba) threads: 1;" in (out / "results.md").read_text()
+
+
+def test_help_and_docstrings_say_what_the_command_does():
+    import inspect
+
+    import bench
+    actions = {a.dest: a.help for a in cli.build_parser()._actions}
+    for what in suite.WHATS:
+        assert f"{what} = " in actions["what"], what
+    assert "NUMBA_ENABLE_CUDASIM=1" in actions["rehearse"]
+    assert "lenet bench" not in inspect.getsource(cli)   # no such command
+    sizes = suite.Config().pass_batch_sizes
+    text = " ".join(bench.__doc__.split())
+    assert (f"training pass over 60,000 images at batch sizes "
+            f"{', '.join(map(str, sizes[:-1]))} and {sizes[-1]} (--pass-batch-sizes)") in text
+    assert cli.build_parser().parse_args([]).pass_batch_sizes == sizes
+
+
+def test_the_cpu_peak_is_the_best_of_matmuls_before_and_after_the_rows(tmp_path, monkeypatch):
+    """Measured twice (a shared machine's other load comes and goes): the best counts,
+    for every row's fraction of peak, and results.md gives the range."""
+    measured = iter([[100.0, 150.0, 90.0, 140.0, 120.0], [310.0, 95.0, 300.0, 305.0, 299.0]])
+    monkeypatch.setattr(machine, "cpu_matmul_gflops", lambda n, k: next(measured))
+    out = tmp_path / "peak"
+    args = [a for a in TINY if a not in ("--cpu-peak-gflops", "100")]
+    assert cli.main([*args, "--out", str(out)]) == 0
+    results = load(out)
+    assert results["cpu"]["peak_gflops"] == 310.0
+    assert results["cpu"]["peak_samples_gflops"] == [100.0, 150.0, 90.0, 140.0, 120.0,
+                                                     310.0, 95.0, 300.0, 305.0, 299.0]
+    [row] = results["rows"]
+    assert row["peak_fraction"] == pytest.approx(row["gflops"] / 310.0)
+    md = (out / "results.md").read_text()
+    assert "float32 peak 310 GFLOP/s (measured: the best of 10 2048x2048" in md
+    assert "5 before the rows and 5 after; they ranged 90-310 GFLOP/s" in md
+
+
+def test_results_record_their_method_and_old_ones_claim_none(tmp_path):
+    """results.md's method is the one its results.json records: re-rendering an older
+    run (no record) or another method's does not claim today's."""
+    from bench import report
+    out = tmp_path / "now"
+    assert cli.main([*TINY, "--out", str(out)]) == 0
+    results = load(out)
+    assert results["method"] == report.method(results["settings"])
+    md = (out / "results.md").read_text()
+    assert all(f"- {line}" in md for line in results["method"])
+    today = "Numba's threads (images in fixed chunks"
+    assert today in md
+    older = {k: v for k, v in results.items() if k != "method"}
+    md = report.markdown(older)
+    assert today not in md and "A training pass is" not in md
+    assert "This results.json does not record its method" in md
+    md = report.markdown({**results, "method": ["Timed with a sundial."]})
+    assert "- Timed with a sundial." in md and today not in md
+    assert "Largest relative error of the rows that passed their check: cpu " in md
+
+
+def test_every_committed_result_renders_again(tmp_path):
+    """python -m bench.report --render on a copy of every committed results.json (into
+    tmp_path; bench/results/ itself is history and stays as it is)."""
+    import glob
+    import hashlib
+
+    from bench import report
+    paths = sorted(glob.glob(os.path.join(ROOT, "bench", "results", "*", "results.json")))
+    assert len(paths) >= 10
+
+    def digests():
+        return {p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+                for p in glob.glob(os.path.join(ROOT, "bench", "results", "*", "*"))
+                if os.path.isfile(p)}
+    before = digests()
+    for path in paths:
+        copy = tmp_path / os.path.basename(os.path.dirname(path))
+        copy.mkdir()
+        (copy / "results.json").write_bytes(open(path, "rb").read())
+        assert report.main(["--render", str(copy)]) == 0, path
+        md = (copy / "results.md").read_text()
+        recorded = json.loads((copy / "results.json").read_text())
+        assert md.startswith("# LeNet-5 benchmarks: ") and "## How it was measured" in md
+        assert ("does not record its method" in md) == ("method" not in recorded), path
+        assert (copy / "throughput.png").stat().st_size > 1000
+    assert digests() == before
+
+
+def test_render_errors_are_one_line(tmp_path, capsys):
+    from bench import report
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text("{")
+    cases = {tmp_path / "missing": f"--render {tmp_path / 'missing'}: no such directory",
+             afile: f"--render {afile}: not a directory",
+             "": "--render must name a directory, not an empty string",
+             tmp_path / "empty": f"--render {tmp_path / 'empty'}: no results.json in it",
+             tmp_path / "bad": f"{tmp_path / 'bad' / 'results.json'}: not readable as JSON"}
+    for where, message in cases.items():
+        assert report.main(["--render", str(where)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"bench.report: error: {message}"), err
+    assert afile.read_text() == "x" and os.listdir(tmp_path / "empty") == []

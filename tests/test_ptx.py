@@ -350,3 +350,82 @@ def test_a_census_killed_midway_keeps_the_kernels_it_finished(tmp_path):
     assert results["complete"] is False and len(results["kernels"]) >= 1
     assert all(e["registers"] > 0 for e in results["kernels"])
     assert os.listdir(tmp_path) == ["ptx.json"]
+
+
+# ------------------------------------------------------ the command's refusals
+
+def _toolkit_or_skip():
+    problem = ptx.toolkit_problem()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs the CUDA toolkit for the compile census: {problem}")
+        pytest.skip(f"no CUDA toolkit for the compile census: {problem}")
+
+
+def _ptx_command(*args, root=None, env=None):
+    """`python -m bench.ptx args` in a subprocess with the simulator off; root: the
+    folder that stands for the repository's root in bench.machine.ROOT (the default
+    --out lies under it). (exit status, stderr)."""
+    code = "import sys; from bench import machine, ptx\n"
+    if root is not None:
+        code += f"machine.ROOT = {str(root)!r}\n"
+    code += f"sys.exit(ptx.main({[str(a) for a in args]!r}))"
+    env = dict(os.environ, PYTHONPATH=ROOT, NUMBA_ENABLE_CUDASIM="0", **(env or {}))
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    return p.returncode, p.stderr
+
+
+def _census_folder(path):
+    path.mkdir(parents=True)
+    (path / "ptx.json").write_text('{"kernels": ["an earlier census"]}\n')
+    (path / "ptx.md").write_text("# an earlier census\n")
+    return {name: (path / name).read_bytes() for name in ("ptx.json", "ptx.md")}
+
+
+def test_an_out_holding_a_census_is_refused_and_left_alone(tmp_path):
+    earlier = _census_folder(tmp_path / "census")
+    status, err = _ptx_command("--kernel", "inputs", "--out", tmp_path / "census")
+    assert status == 2 and err.strip().splitlines() == [
+        f"bench.ptx: error: --out {tmp_path / 'census'} already holds ptx.json, ptx.md of an "
+        "earlier run: give another --out, or --force to replace them"]
+    assert {n: (tmp_path / "census" / n).read_bytes() for n in earlier} == earlier
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for out, message in ((afile, f"--out {afile}: not a directory"),
+                         ("", "--out must name a directory, not an empty string")):
+        status, err = _ptx_command("--kernel", "inputs", "--out", out)
+        assert (status, err.strip()) == (2, f"bench.ptx: error: {message}")
+    assert afile.read_text() == "not a folder"
+
+
+def test_the_default_folder_moves_to_a_fresh_one(tmp_path):
+    """Without --out, a day's census folder that already holds one is kept: the census
+    goes to -2 (then -3): a committed census is never replaced by a smaller one."""
+    _toolkit_or_skip()
+    from bench import machine
+    base = tmp_path / "bench" / "results" / f"{machine.today()}-offline-ptx"
+    earlier = _census_folder(base)
+    status, err = _ptx_command("--kernel", "kernels.inputs.", "--json-only", root=tmp_path)
+    assert status == 0, err
+    assert {n: (base / n).read_bytes() for n in earlier} == earlier
+    fresh = json.loads((tmp_path / "bench" / "results" / f"{base.name}-2" / "ptx.json")
+                       .read_text())
+    assert fresh["complete"] and {e["module"] for e in fresh["kernels"]} == {"kernels.inputs"}
+
+
+def test_no_matching_kernel_and_no_gpu_exit_as_the_help_says(tmp_path):
+    _toolkit_or_skip()
+    status, err = _ptx_command("--kernel", "nosuchkernel", "--out", tmp_path / "none")
+    assert (status, err.strip()) == (2, "bench.ptx: error: no kernel's name contains "
+                                        "'nosuchkernel'")
+    assert not (tmp_path / "none").exists()
+    # no GPU (hidden where there is one): 3, which the help gives to a missing GPU
+    status, err = _ptx_command("--device", "--out", tmp_path / "dev",
+                               env={"CUDA_VISIBLE_DEVICES": ""})
+    assert status == 3 and "needs a CUDA GPU" in err and not (tmp_path / "dev").exists()
+    p = subprocess.run([sys.executable, "-m", "bench.ptx", "--help"], cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+    text = " ".join(p.stdout.split())
+    assert "2 bad options (an --out refused, no kernel matching --kernel)" in text
+    assert "3 no toolkit, or with --device no GPU" in text
