@@ -10,7 +10,9 @@ local demo needs, without a framework to install).
     GET  /api/mistake?k=K&step=S   the test set's K-th surest mistake (0-based)
 
 Answers carry each layer as its shape and base64 little-endian float32 (`encode`). A bad
-request gets a 4xx and {"error": one line}, never a traceback. Tested by tests/test_demo.py.
+request gets a 4xx and {"error": one short line}, never a traceback (a 405 names the
+methods its path takes in Allow); a client that hangs up mid-request is dropped without a
+word on the terminal. Tested by tests/test_demo.py.
 """
 
 import base64
