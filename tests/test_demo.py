@@ -1,6 +1,8 @@
 """`lenet demo` (lenet/demo/): its answers against `lenet predict` and the project's model,
-its HTTP refusals, the confinement of its static files, many clients at once, the CLI,
-and the page itself in a real browser (Playwright driving Debian's Chromium).
+its HTTP refusals (and silence when clients hang up), the confinement of its static
+files, many clients at once, the CLI (another data set's test images), and the page itself
+in a real browser (Playwright driving Debian's Chromium), from 1440 px wide to a phone's
+320, drawn on with a mouse and a finger.
 
 The reference for a drawing is independent of the demo's request path: the drawing is
 written as a PNG file and read back by `lenet predict --json` (lenet/images.py from the
@@ -865,7 +867,7 @@ def test_browser_layout_fits_every_width(browser, ready, checkpoint, tmp_path, w
     (a phone's browser with the page's viewport tag), no panel (pad, maps, penalties,
     header) lies on another, each layer's maps stay in their panel; and a "1" drawn (by
     finger on a phone, where the pad must not scroll the page) is read as lenet predict
-    reads a PNG of the pad, with its penalties."""
+    reads a PNG of the pad, with its penalties; the mistakes' view fits as well."""
     phone = width < 500
     context = browser.new_context(viewport={"width": width, "height": 800},
                                   is_mobile=phone, has_touch=phone)
@@ -892,6 +894,10 @@ def test_browser_layout_fits_every_width(browser, ready, checkpoint, tmp_path, w
         np.testing.assert_allclose(rows, predicted["penalties"], rtol=1e-5,
                                    atol=PENALTY_ATOL)
         check_layout(page.evaluate(LAYOUT_JS), width)   # with the answer and penalties
+        page.click("#view-errors")                        # the mistakes' view
+        page.wait_for_function("document.querySelector('#maps').dataset.version === "
+                               "'errors-mistakes-0-0'", timeout=60000)
+        check_layout(page.evaluate(LAYOUT_JS), width)
         page.set_viewport_size({"width": width, "height": 600})  # a resize refits
         check_layout(page.evaluate(LAYOUT_JS), width)
     finally:
@@ -899,13 +905,16 @@ def test_browser_layout_fits_every_width(browser, ready, checkpoint, tmp_path, w
     assert problems == []
 
 
-def test_browser_words_follow_the_data_set(browser, ready, fashion_checkpoint):
+def test_browser_words_follow_the_data_set(browser, ready, fashion_checkpoint, test_set):
     """A Fashion-MNIST checkpoint's page asks for an item, never a digit (tab, hint, the
-    pad's label, the mistakes view's "my drawing"), and refuses a pad filled with ink as
-    all one colour; an MNIST checkpoint's page asks for a digit."""
-    demo = Demo(LeNet5.load(fashion_checkpoint, device="cpu"))
+    pad's label, the mistakes view's "my drawing"), names MNIST's test images by their
+    digits with a note, and refuses a pad filled with ink as all one colour; an MNIST
+    checkpoint's page asks for a digit."""
+    demo = Demo(LeNet5.load(fashion_checkpoint, device="cpu"),
+                lambda: Split(test_set[0], test_set[1], MNIST, "mnist"))
     httpd = DemoServer(demo, "127.0.0.1", 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    for work in (httpd.serve_forever, demo.find_mistakes):
+        threading.Thread(target=work, daemon=True).start()
     page = browser.new_page(viewport={"width": 1440, "height": 800})
     try:
         for url, noun in ((httpd.url, "item"), (ready.url, "digit")):
@@ -922,6 +931,17 @@ def test_browser_words_follow_the_data_set(browser, ready, fashion_checkpoint):
             assert page.inner_text("#mistake-caption") == f"draw {another} first (Draw " \
                 f"{another})"
             if noun == "item":
+                page.check('input[value="mistakes"]')
+                page.wait_for_function("document.querySelector('#maps').dataset.version === "
+                                       "'errors-mistakes-0-0'", timeout=60000)
+                index = int(demo.mistakes[0])
+                label, read = test_set[1][index], FASHION_MNIST.classes[demo.predicted[index]]
+                assert f"MNIST test image #{index}: labelled {label}, read as {read} " in \
+                    page.inner_text("#mistake-caption")
+                assert page.inner_text("#mistake-caption").endswith(
+                    ". Note: the model was trained on fashion-mnist; these are MNIST's images, "
+                    "labelled with MNIST's classes")
+                page.check('input[value="drawing"]')
                 words = page.evaluate("document.body.innerText + [...document.querySelectorAll("
                                       "'[aria-label]')].map(e => e.ariaLabel).join(' ')")
                 assert "digit" not in words.lower(), words
