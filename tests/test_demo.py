@@ -1,6 +1,8 @@
 """`lenet demo` (lenet/demo/): its answers against `lenet predict` and the project's model,
-its HTTP refusals, the confinement of its static files, many clients at once, the CLI,
-and the page itself in a real browser (Playwright driving Debian's Chromium).
+its HTTP refusals (and silence when clients hang up), the confinement of its static
+files, many clients at once, the CLI (another data set's test images), and the page itself
+in a real browser (Playwright driving Debian's Chromium), from 1440 px wide to a phone's
+320, drawn on with a mouse and a finger.
 
 The reference for a drawing is independent of the demo's request path: the drawing is
 written as a PNG file and read back by `lenet predict --json` (lenet/images.py from the
@@ -28,7 +30,8 @@ import pytest
 from PIL import Image
 
 from lenet.cli import main
-from lenet.data import load_mnist, preprocess
+from lenet.data import Split, load_mnist, preprocess
+from lenet.datasets import FASHION_MNIST, MNIST
 from lenet.demo import server
 from lenet.demo.compute import LAYERS, Demo, distortion
 from lenet.demo.server import MAX_BODY, DemoServer, static_files
@@ -78,7 +81,7 @@ def test_set(mnist_dir):
 @pytest.fixture(scope="module")
 def demo_server(model, test_set):
     """A running demo server on a free port, its test-set mistakes being found."""
-    demo = Demo(model, lambda: (test_set[0], test_set[1], "MNIST"))
+    demo = Demo(model, lambda: Split(test_set[0], test_set[1], MNIST, "mnist"))
     httpd = DemoServer(demo, "127.0.0.1", 0)
     threads = [threading.Thread(target=httpd.serve_forever, daemon=True),
                threading.Thread(target=demo.find_mistakes, daemon=True)]
@@ -313,24 +316,59 @@ def test_refusals_are_4xx_with_one_line(ready, test_set):
         ("POST", "/api/draw", body(step=-1), 422, "step must lie in 0..10000"),
         ("POST", "/api/draw", body(step=1.5), 400, "step must be an integer"),
         ("POST", "/api/draw", draw_body(np.full((20, 20), 255)), 422, "blank"),
-        ("POST", "/api/draw", draw_body(np.full((20, 20), 7)), 422, "blank"),
+        ("POST", "/api/draw", draw_body(np.full((20, 20), 7)), 422, "the drawing is all one "
+         "colour: draw a digit on the pad"),
+        ("POST", "/api/draw", draw_body(np.full((280, 280), 0)), 422, "all one colour"),
+        ("POST", "/api/draw", b"[" * 2000 + b"]" * 2000, 400, "malformed JSON: nested too "
+         "deeply"),
+        ("POST", "/api/draw", b'{"a": ' * 5000 + b"1" + b"}" * 5000, 400, "malformed JSON"),
+        ("POST", "/api/draw", body().replace(b'"width": 30', b'"width": ' + b"9" * 5000), 422,
+         "width must lie in 8..1024, not 999999999999... (5,000 digits)"),
+        ("POST", "/api/draw", body(step=0).replace(b'"step": 0', b'"step": -' + b"9" * 300),
+         422,
+         "step must lie in 0..10000, not -99999999999... (300 digits)"),
+        ("POST", "/api/draw", body(height=10 ** 19), 422,
+         f"height must lie in 8..1024, not {10 ** 19}"),
+        ("POST", "/api/draw", body(width="9" * 5000), 400, "width must be an integer, not "
+         "'99999999999999999999999... (5,002 characters)"),
         ("POST", "/api/draw", b"\xff\xfe\x00", 400, "malformed JSON"),
-        ("GET", "/api/mistake", None, 400, "k must be an integer, not None"),
+        ("GET", "/api/mistake", None, 400, "k is missing: give an integer in 0.."),
+        ("GET", "/api/mistake?k=", None, 400, "k must be an integer, not ''"),
+        ("GET", "/api/mistake?k=1_0", None, 400, "k must be an integer, not '1_0'"),
+        ("GET", "/api/mistake?k=" + "9" * 5000, None, 422, "(5,000 digits)"),
         ("GET", "/api/mistake?k=abc", None, 400, "k must be an integer"),
         ("GET", "/api/mistake?k=-1", None, 422, "k must lie in 0.."),
         ("GET", "/api/mistake?k=100000", None, 422, "k must lie in 0.."),
         ("GET", "/api/mistake?k=0&step=x", None, 400, "step must be an integer"),
         ("GET", "/api/nothing", None, 404, "no such API"),
-        ("POST", "/api/info", b"{}", 404, "only /api/draw"),
-        ("POST", "/", b"{}", 405, "only /api/draw"),
-        ("PUT", "/api/draw", body(), 405, "PUT is not served"),
-        ("DELETE", "/", None, 405, "DELETE is not served"),
+        ("POST", "/api/info", b"{}", 405, "POST is not served on /api/info: it takes GET "
+         "and HEAD"),
+        ("POST", "/api/mistake?k=0", b"{}", 405, "POST is not served on /api/mistake"),
+        ("POST", "/", b"{}", 405, "POST is not served on /: it takes GET and HEAD"),
+        ("POST", "/demo.js", None, 405, "POST is not served on /demo.js"),
+        ("POST", "/api/nothing", b"{}", 404, "not found: /api/nothing"),
+        ("POST", "/nothing.html", b"{}", 404, "not found: /nothing.html"),
+        ("GET", "/api/draw", None, 405, "GET is not served on /api/draw: it takes POST"),
+        ("PUT", "/api/draw", body(), 405, "PUT is not served on /api/draw: it takes POST"),
+        ("DELETE", "/", None, 405, "DELETE is not served on /: it takes GET and HEAD"),
+        ("OPTIONS", "/api/info", None, 405, "OPTIONS is not served on /api/info"),
         ("POST", "/api/draw", b"x" * (MAX_BODY + 1), 413, "request too large"),
     ]
+    k_range = f"k must lie in 0..{len(ready.demo.mistakes) - 1}, not "
+    cases += [("GET", "/api/mistake?k=" + "9" * 5000, None, 422, k_range + "999999999999"),
+              ("GET", "/api/mistake?k=-1", None, 422, k_range + "-1")]
+    allow = {"/api/draw": {"POST"}, "/api/info": {"GET", "HEAD"}, "/": {"GET", "HEAD"},
+             "/demo.js": {"GET", "HEAD"}, "/api/mistake": {"GET", "HEAD"}}
     for method, path, data, status, words in cases:
         got, headers, reply = request(ready, method, path, data)
         assert got == status, (method, path, data[:60] if data else None, reply)
         assert words in one_line_error(got, headers, reply), (words, reply)
+        assert len(reply) < 200, reply[:300]    # one short line, whatever was sent
+        if status == 405:   # HTTP requires the methods the path takes (RFC 9110 15.5.6)
+            methods = {m.strip() for m in headers["Allow"].split(",")}
+            assert methods == allow[path.split("?")[0]], (path, headers["Allow"])
+        else:
+            assert headers["Allow"] is None, (path, headers["Allow"])
     assert request(ready, "POST", "/api/draw", body())[0] == 200  # the good one itself
 
 
@@ -356,6 +394,41 @@ def test_refusals_of_the_protocol(ready):
         text = body.decode()
         assert "\n" not in text.rstrip("\n") and "Traceback" not in text, text
         assert words in json.loads(text)["error"], text
+    # two lengths that differ: which body is the request? 400, and the connection closed
+    # (not read as the first length's body and then a next request; RFC 9112 6.3)
+    for lengths in ((b"2", b"5"), (b"5", b"2"), (b"2", b"2, 5")):
+        reply = raw(ready, b"POST /api/draw HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                    lengths[0] + b"\r\nContent-Length: " + lengths[1] + b"\r\n\r\n{}"
+                    b"GET /api/info HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == b"400" and b"\r\nConnection: close" in head, reply
+        assert reply.count(b"HTTP/1.1 ") == 1, reply  # the GET after it is not answered
+        assert "2 different Content-Length headers" in json.loads(body)["error"], body
+    # the same length twice is one length (RFC 9110 8.6 allows it): the body is read
+    reply = raw(ready, b"POST /api/draw HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+    assert b"missing width, height, pixels" in reply, reply
+
+
+def test_clients_that_hang_up_leave_no_trace(ready, capfd):
+    """Clients that close the connection mid-request (a body promised and not sent, a
+    large one cut short, one too large to read): the server only drops the connection,
+    printing nothing on its terminal (no BrokenPipeError traceback), and serves on."""
+    head = b"POST /api/draw HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    cases = [head % 100 + b"{}", head % 3_000_000 + b"{}",
+             head % 3_000_000 + b"x" * 1_000_000, head % 20_000_000 + b"x" * 1_000_000,
+             b"GET /api/info HTTP/1.1\r\nHost: x\r\n\r\n"]
+    capfd.readouterr()
+    for _ in range(4):
+        for data in cases:
+            with socket.create_connection(ready.server_address[:2], timeout=30) as s:
+                with contextlib.suppress(ConnectionError):
+                    s.sendall(data)
+    time.sleep(1.5)    # the server's threads finish writing to the closed connections
+    status, _, body = request(ready, "GET", "/api/info")
+    assert status == 200 and json.loads(body)["mistakes"] == "ready"
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", ""), err[-3000:]
 
 
 # ------------------------------------------------------------ static files
@@ -513,6 +586,58 @@ def test_cli_serves_the_page(checkpoint, mnist_dir):
     assert process.returncode == 0 and "Traceback" not in err, err
 
 
+@pytest.fixture(scope="module")
+def fashion_checkpoint(checkpoint, tmp_path_factory):
+    """The test checkpoint's weights saved as a Fashion-MNIST checkpoint (its data set and
+    class names): what the demo shows depends on those, not on the weights."""
+    model = LeNet5.load(checkpoint, device="cpu")
+    model.dataset, model.classes = FASHION_MNIST.name, FASHION_MNIST.classes
+    path = tmp_path_factory.mktemp("fashion") / "fashion.npz"
+    model.save(path)
+    return path
+
+
+def test_cli_other_data_set_is_noted_and_labelled_by_its_own_classes(fashion_checkpoint,
+                                                                     mnist_dir, test_set):
+    """A Fashion-MNIST checkpoint shown MNIST's test set (--dataset mnist): the demo prints
+    the note `lenet eval` prints, and a mistake's label is named by MNIST's classes
+    (digits), not the checkpoint's ("labelled Shirt" of a 6); the answer keeps the
+    checkpoint's classes, and the page gets the note and the checkpoint's noun."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lenet", "demo", "--checkpoint", str(fashion_checkpoint),
+         "--port", "0", "--device", "cpu", "--dataset", "mnist", "--data", mnist_dir],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        host, port = process.stdout.readline().split()[3].split("/")[2].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            conn.request("GET", "/api/info")
+            info = json.loads(conn.getresponse().read())
+            if info["mistakes"] != "computing":
+                break
+            time.sleep(0.5)
+        assert info["mistakes"] == "ready" and info["test_title"] == "MNIST", info
+        assert info["noun"] == "item" and info["classes"] == list(FASHION_MNIST.classes)
+        assert info["test_note"] == ("the model was trained on fashion-mnist; these are "
+                                     "MNIST's images, labelled with MNIST's classes")
+        for k in (0, 1, info["mistake_count"] - 1):
+            conn.request("GET", f"/api/mistake?k={k}")
+            answer = json.loads(conn.getresponse().read())
+            m = answer["mistake"]
+            label = int(test_set[1][m["index"]])
+            assert (m["label"], m["label_name"]) == (label, str(label)), m
+            assert answer["name"] == FASHION_MNIST.classes[answer["answer"]]
+        conn.close()
+    finally:
+        process.send_signal(2)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and "Traceback" not in err, err
+    assert f"note: {fashion_checkpoint} was trained on fashion-mnist; these are MNIST's " \
+        "images\n" in err, err
+
+
 def test_cli_without_test_set_still_draws(model, tmp_path):
     """Without a test set the drawing works and the mistakes say why there are none."""
     def no_test_set():
@@ -563,13 +688,38 @@ def page(browser, ready):
     assert problems == []
 
 
-def stroke(page, points):
+def on_pad(page, points):
+    """Points of the 280x280 pad as the page's coordinates (the pad may be drawn smaller)."""
     box = page.locator("#pad").bounding_box()
-    page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
+    scale = box["width"] / 280
+    return [(box["x"] + x * scale, box["y"] + y * scale) for x, y in points]
+
+
+def stroke(page, points):
+    points = on_pad(page, points)
+    page.mouse.move(*points[0])
     page.mouse.down()
     for x, y in points[1:]:
-        page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
+        page.mouse.move(x, y, steps=6)
     page.mouse.up()
+
+
+def touch_stroke(page, points):
+    """A stroke with a finger: touch events through the DevTools protocol, as a phone's
+    screen sends them (Playwright's own touchscreen only taps)."""
+    points = on_pad(page, points)
+    cdp = page.context.new_cdp_session(page)
+
+    def touch(kind, at):
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+            {"x": x, "y": y} for x, y in at]})
+
+    touch("touchStart", points[:1])
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        for t in np.linspace(0, 1, 7)[1:]:
+            touch("touchMove", [(x0 + t * (x1 - x0), y0 + t * (y1 - y0))])
+    touch("touchEnd", [])
+    cdp.detach()
 
 
 def settled(page):
@@ -672,3 +822,137 @@ def test_browser_steps_through_mistakes_and_distortions(page, ready, model, test
         check_maps(page, expected, winner)
     page.click("#view-draw")
     assert page.inner_text("#answer") == ""
+
+
+LAYOUT_JS = """() => {
+  const box = (e) => { const r = e.getBoundingClientRect(); return {
+    name: e.id || `${e.tagName.toLowerCase()} ${e.dataset.layer || ""}`,
+    left: r.left + scrollX, top: r.top + scrollY, right: r.right + scrollX,
+    bottom: r.bottom + scrollY}; };
+  return {documentWidth: document.documentElement.scrollWidth, innerWidth: innerWidth,
+    panels: [...document.querySelectorAll("header, #left, #maps, #output")].map(box),
+    layers: [...document.querySelectorAll("#maps figure")].map(box),
+    pieces: [...document.querySelectorAll("header > *, #left > :not([hidden]), " +
+                                         "#output > *, #pad, #penalties > * > *")].map(box)};
+}"""
+
+
+def overlap(a, b):
+    """Whether two boxes share more than a pixel's edge."""
+    return (min(a["right"], b["right"]) - max(a["left"], b["left"]) > 0.5 and
+            min(a["bottom"], b["bottom"]) - max(a["top"], b["top"]) > 0.5)
+
+
+def check_layout(layout, width):
+    """Nothing wider than the screen, no panel over another, every layer's maps inside
+    the maps' panel and clear of each other."""
+    assert layout["innerWidth"] == width, layout["innerWidth"]   # no zooming out
+    assert layout["documentWidth"] <= width, layout["documentWidth"]
+    boxes = layout["panels"] + layout["layers"] + layout["pieces"]
+    assert all(b["left"] >= 0 and b["right"] <= width + 0.5 for b in boxes), \
+        [b for b in boxes if b["left"] < 0 or b["right"] > width + 0.5]
+    for group in (layout["panels"], layout["layers"]):
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                assert not overlap(a, b), (width, a, b)
+    maps = next(b for b in layout["panels"] if b["name"] == "maps")
+    for b in layout["layers"]:
+        assert (maps["left"] - 0.5 <= b["left"] and b["right"] <= maps["right"] + 0.5 and
+                maps["top"] - 0.5 <= b["top"] and b["bottom"] <= maps["bottom"] + 0.5), (b, maps)
+
+
+@pytest.mark.parametrize("width", [1440, 1180, 1100, 800, 760, 390, 320])
+def test_browser_layout_fits_every_width(browser, ready, checkpoint, tmp_path, width):
+    """From a wide screen to a phone's: the page never scrolls sideways nor zooms out
+    (a phone's browser with the page's viewport tag), no panel (pad, maps, penalties,
+    header) lies on another, each layer's maps stay in their panel; and a "1" drawn (by
+    finger on a phone, where the pad must not scroll the page) is read as lenet predict
+    reads a PNG of the pad, with its penalties; the mistakes' view fits as well."""
+    phone = width < 500
+    context = browser.new_context(viewport={"width": width, "height": 800},
+                                  is_mobile=phone, has_touch=phone)
+    page = context.new_page()
+    problems = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        page.goto(ready.url)
+        page.wait_for_function("document.querySelectorAll('#maps canvas').length === 48")
+        check_layout(page.evaluate(LAYOUT_JS), width)
+        if phone:
+            assert page.evaluate("document.documentElement.scrollHeight") > 800
+            page.evaluate("window.scrollTo(0, 40)")
+            page.wait_for_function("window.scrollY === 40")
+            touch_stroke(page, [(140, 40), (142, 240)])
+            assert page.evaluate("window.scrollY") == 40    # the finger drew, not scrolled
+        else:
+            stroke(page, [(140, 40), (142, 240)])
+        settled(page)
+        predicted, _ = predict_file(tmp_path, checkpoint, pad_grey(page))
+        assert predicted["name"] == "1" and page.inner_text("#answer") == "1"
+        rows = page.eval_on_selector_all("#penalties .bar-row", "rows => rows.map(r => "
+                                         "Number(r.dataset.penalty))")
+        np.testing.assert_allclose(rows, predicted["penalties"], rtol=1e-5,
+                                   atol=PENALTY_ATOL)
+        check_layout(page.evaluate(LAYOUT_JS), width)   # with the answer and penalties
+        page.click("#view-errors")                        # the mistakes' view
+        page.wait_for_function("document.querySelector('#maps').dataset.version === "
+                               "'errors-mistakes-0-0'", timeout=60000)
+        check_layout(page.evaluate(LAYOUT_JS), width)
+        page.set_viewport_size({"width": width, "height": 600})  # a resize refits
+        check_layout(page.evaluate(LAYOUT_JS), width)
+    finally:
+        context.close()
+    assert problems == []
+
+
+def test_browser_words_follow_the_data_set(browser, ready, fashion_checkpoint, test_set):
+    """A Fashion-MNIST checkpoint's page asks for an item, never a digit (tab, hint, the
+    pad's label, the mistakes view's "my drawing"), names MNIST's test images by their
+    digits with a note, and refuses a pad filled with ink as all one colour; an MNIST
+    checkpoint's page asks for a digit."""
+    demo = Demo(LeNet5.load(fashion_checkpoint, device="cpu"),
+                lambda: Split(test_set[0], test_set[1], MNIST, "mnist"))
+    httpd = DemoServer(demo, "127.0.0.1", 0)
+    for work in (httpd.serve_forever, demo.find_mistakes):
+        threading.Thread(target=work, daemon=True).start()
+    page = browser.new_page(viewport={"width": 1440, "height": 800})
+    try:
+        for url, noun in ((httpd.url, "item"), (ready.url, "digit")):
+            page.goto(url)
+            page.wait_for_function("document.querySelector('#about').textContent"
+                                   ".includes('trained on')")
+            another = "an item" if noun == "item" else "a digit"
+            assert page.inner_text("#view-draw") == f"Draw {another}"
+            assert page.inner_text("#hint") == f"draw one {noun} with the mouse, a pen or a " \
+                "finger"
+            assert page.get_attribute("#pad", "aria-label") == f"drawing pad: draw one {noun}"
+            page.click("#view-errors")
+            page.check('input[value="drawing"]')
+            assert page.inner_text("#mistake-caption") == f"draw {another} first (Draw " \
+                f"{another})"
+            if noun == "item":
+                page.check('input[value="mistakes"]')
+                page.wait_for_function("document.querySelector('#maps').dataset.version === "
+                                       "'errors-mistakes-0-0'", timeout=60000)
+                index = int(demo.mistakes[0])
+                label, read = test_set[1][index], FASHION_MNIST.classes[demo.predicted[index]]
+                assert f"MNIST test image #{index}: labelled {label}, read as {read} " in \
+                    page.inner_text("#mistake-caption")
+                assert page.inner_text("#mistake-caption").endswith(
+                    ". Note: the model was trained on fashion-mnist; these are MNIST's images, "
+                    "labelled with MNIST's classes")
+                page.check('input[value="drawing"]')
+                words = page.evaluate("document.body.innerText + [...document.querySelectorAll("
+                                      "'[aria-label]')].map(e => e.ariaLabel).join(' ')")
+                assert "digit" not in words.lower(), words
+                page.click("#view-draw")
+                for y in range(4, 290, 12):     # fill the pad with ink, edges and all
+                    stroke(page, [(140, 140), (300, y), (-20, y)])
+                assert (pad_grey(page) == 0).all()
+                page.wait_for_function("document.querySelector('#status').textContent")
+                assert page.inner_text("#status") == "the drawing is all one colour: draw " \
+                    "an item on the pad, dark on light or light on dark"
+    finally:
+        page.close()
+        httpd.shutdown()
+        httpd.server_close()

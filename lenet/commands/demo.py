@@ -10,6 +10,7 @@ from lenet.commands.common import (
     add_device_option,
     load_data,
     load_model,
+    note_other_data,
 )
 
 
@@ -38,13 +39,15 @@ def run(args):
 
     from lenet.demo.compute import Demo
     from lenet.demo.server import DemoServer
+    from lenet.model import PRETRAINED
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must lie in 0..65535, not {args.port}")
     model = load_model(args.checkpoint, args.device)
 
     def load_test():  # in the background: the page is up while the test set runs
         split = load_data("test", args, default=model.dataset)
-        return split.images, split.labels, split.title
+        note_other_data(model, split, args.checkpoint or PRETRAINED)  # as `lenet eval`
+        return split
 
     demo = Demo(model, load_test)
     try:

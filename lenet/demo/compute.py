@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from lenet.data import preprocess
-from lenet.images import center_digit, ink, layout
+from lenet.images import MIN_CONTRAST, center_digit, ink, layout
 from lenet.kernels.architecture import RBF_CENTERS
 from lenet.kernels.distort import RANGES, distort_cpu, draw_distortions
 from lenet.show import surest_mistakes
@@ -30,7 +30,22 @@ CHUNK = 256         # test images per call while finding mistakes: the compiled 
 
 
 class DrawingError(ValueError):
-    """A drawing the network cannot read (blank): one line for the page."""
+    """A drawing the network cannot read (blank, all one colour): one line for the page."""
+
+
+def noun(model):
+    """What one of the model's classes is, for the page's words ("draw a digit"): its data
+    set's noun, "item" for Fashion-MNIST's "image" (one draws a shoe, not an image), and
+    for a checkpoint of no known data set "digit" if its classes are digits, else "item"."""
+    from lenet.datasets import DATASETS, DIGITS
+    known = DATASETS.get(model.dataset)
+    if known is None:
+        return "digit" if tuple(model.classes) == DIGITS else "item"
+    return "item" if known.noun == "image" else known.noun
+
+
+def article(word):
+    return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
 def distortion(step):
@@ -49,8 +64,8 @@ def distortion(step):
 
 class Demo:
     """The model behind the page. model: a LeNet5; load_test: None, or a function that
-    returns the test set as (uint8 images (N,28,28), labels (N,), title) or raises an
-    exception whose message (one line) says why there is none."""
+    returns the test set as a lenet.data.Split (its images, labels, title, classes and
+    data set) or raises an exception whose message (one line) says why there is none."""
 
     def __init__(self, model, load_test=None):
         self.model = model
@@ -58,31 +73,40 @@ class Demo:
         # side; the GPU's share device workspaces and a stream: one at a time
         self.lock = contextlib.nullcontext() if model.device == "cpu" else threading.Lock()
         self.load_test = load_test
-        self.test = None            # (images, labels, title) once loaded
+        self.test = None            # the Split, once loaded
+        self.note = ""              # why its labels are not the model's classes, if so
         self.mistakes = None        # indices into the test set, surest first
         self.margins = None
         self.predicted = None
+        self.labels = None
         self.state = "computing" if load_test else "unavailable"
         self.reason = "" if load_test else "no test set was given"
         self.classes = tuple(model.classes)
+        self.noun = noun(model)
 
     # ------------------------------------------------------------ answers
     def drawing(self, grey, step=0):
         """The answer for a drawing: grey float (H,W), 0 black .. 255 white (or the
         reverse: ink is what differs from the border); step 0 or a distortion."""
-        amount = ink(np.asarray(grey, np.float64))
+        grey = np.asarray(grey, np.float64)
+        amount = ink(grey)
         if not amount.any():
+            if np.ptp(grey) < MIN_CONTRAST and grey.mean() < 127.5:  # a pad filled with ink
+                raise DrawingError(f"the drawing is all one colour: draw {article(self.noun)} "
+                                   "on the pad, dark on light or light on dark")
             raise DrawingError("the drawing is blank: no pixel differs enough from the "
-                               "background")
+                               f"background (draw {article(self.noun)} on the pad)")
         return self._answer(center_digit(amount, layout(self.model.dataset)), step)
 
     def mistake(self, k, step=0):
-        """The answer for the test set's k-th surest mistake (0-based), with its label."""
+        """The answer for the test set's k-th surest mistake (0-based), with its label
+        named as its own data set names it (not by the model's classes, which may be
+        another data set's)."""
         index = int(self.mistakes[k])
-        answer = self._answer(self.test[0][index], step)
-        label = int(self.test[1][index])
+        answer = self._answer(self.test.images[index], step)
+        label = int(self.labels[index])
         answer["mistake"] = {"k": k, "count": len(self.mistakes), "index": index,
-                             "label": label, "label_name": self.classes[label],
+                             "label": label, "label_name": self.test.classes[label],
                              "predicted": int(self.predicted[index]),
                              "margin": float(self.margins[index])}
         return answer
@@ -111,10 +135,15 @@ class Demo:
     # ----------------------------------------------------------- mistakes
     def find_mistakes(self):
         """Load the test set and find every mistake as `lenet show errors` does; on any
-        failure keep its one-line reason for the page instead."""
+        failure keep its one-line reason for the page instead. Test images of another
+        data set than the model's get a note (as `lenet eval` gives), for the page."""
         try:
-            images, labels, title = self.load_test()
-            labels = np.asarray(labels, np.int64)
+            split = self.load_test()
+            images, labels = split.images, np.asarray(split.labels, np.int64)
+            other = split.dataset
+            if self.model.dataset and other and self.model.dataset != other.name:
+                self.note = (f"the model was trained on {self.model.dataset}; these are "
+                             f"{other.title}'s images, labelled with {other.title}'s classes")
             y = np.empty((len(labels), 10), self.model.dtype)
             for start in range(0, len(labels), CHUNK):  # drawings run between chunks
                 with self.lock:
@@ -122,7 +151,8 @@ class Demo:
                                                        preprocess(images[start:start + CHUNK]))
             self.mistakes, self.margins = surest_mistakes(labels, y, len(labels))
             self.predicted = y.argmin(axis=1)
-            self.test = (images, labels, title)
+            self.labels = labels
+            self.test = split
             self._answer(images[0], 1)  # loads the compiled distortion before a page asks
             self.state = "ready"
         except Exception as e:  # noqa: BLE001 - the page shows why; drawing still works
@@ -134,11 +164,12 @@ class Demo:
         from lenet.datasets import DATASETS
         known = DATASETS.get(self.model.dataset)
         info = {"classes": list(self.classes), "dataset": known.title if known else None,
+                "noun": self.noun, "test_note": self.note,
                 "bitmaps": RBF_CENTERS.tolist(),
                 "device": self.model.device, "mistakes": self.state, "reason": self.reason,
                 "max_step": MAX_STEP}
         if self.state == "ready":
             info["mistake_count"] = len(self.mistakes)
-            info["test_count"] = len(self.test[1])
-            info["test_title"] = self.test[2]
+            info["test_count"] = len(self.labels)
+            info["test_title"] = self.test.title
         return info

@@ -10,13 +10,17 @@ local demo needs, without a framework to install).
     GET  /api/mistake?k=K&step=S   the test set's K-th surest mistake (0-based)
 
 Answers carry each layer as its shape and base64 little-endian float32 (`encode`). A bad
-request gets a 4xx and {"error": one line}, never a traceback. Tested by tests/test_demo.py.
+request gets a 4xx and {"error": one short line}, never a traceback (a 405 names the
+methods its path takes in Allow); a client that hangs up mid-request is dropped without a
+word on the terminal. Tested by tests/test_demo.py.
 """
 
 import base64
 import binascii
+import contextlib
 import json
 import os
+import re
 import sys
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,14 +38,18 @@ MIN_SIDE, MAX_SIDE = 8, 1024          # a drawing's width and height, pixels
 MAX_BODY = 2 * 1024 * 1024            # bytes: a 1024x1024 drawing in base64 fits
 TIMEOUT = 30                          # seconds a connection may stay silent
 DRAIN = 16 * 1024 * 1024              # a refused body up to this size is read and dropped
+MAX_DIGITS = 20                       # an integer longer than this is out of every range
+INTEGER = re.compile(r"[+-]?[0-9]+")  # what a query's integer may be (ASCII digits)
 
 
 class RequestError(Exception):
-    """A bad request: its status and one line saying why."""
+    """A bad request: its status, one line saying why and, for a 405, the methods the
+    path allows (the Allow header HTTP requires)."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, allow=None):
         super().__init__(message)
         self.status = status
+        self.allow = allow
 
 
 def static_files(folder=STATIC):
@@ -64,23 +72,50 @@ def encode(answer):
     return dict(answer, layers=layers)
 
 
-def integer(text, name, low, high):
-    """int(text) in low..high, or a RequestError saying which."""
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise RequestError(400, f"{name} must be an integer, not {text!r}") from None
+def shorten(value, room=24):
+    """repr(value), cut to `room` characters with its length said: a refusal stays one
+    short line whatever was sent."""
+    shown = repr(value)
+    return shown if len(shown) <= room else f"{shown[:room]}... ({len(shown):,} characters)"
+
+
+def integer(value, name, low, high):
+    """An int in low..high of a query's text (None: absent) or of a JSON number already
+    checked to be an integer (an int, or a LongInteger too long to convert), else a
+    RequestError saying which: 400 for what is not an integer, 422 for one out of range
+    (as short as any other, however many digits it has)."""
+    if value is None:
+        raise RequestError(400, f"{name} is missing: give an integer in {low}..{high}")
+    if isinstance(value, str) and not isinstance(value, LongInteger):
+        if not INTEGER.fullmatch(value.strip()):
+            raise RequestError(400, f"{name} must be an integer, not {shorten(value)}")
+        value = json_integer(value.strip())
+    if isinstance(value, LongInteger):
+        raise RequestError(422, f"{name} must lie in {low}..{high}, not {value[:12]}... "
+                           f"({len(value.lstrip('+-')):,} digits)")
     if not low <= value <= high:
         raise RequestError(422, f"{name} must lie in {low}..{high}, not {value}")
     return value
 
 
+class LongInteger(str):
+    """The digits of a JSON or query integer too long to be a width, a step or an index
+    (and to convert: Python refuses int() of more than 4300 digits)."""
+
+
+def json_integer(digits):
+    """json.loads' parse_int: a LongInteger for more than MAX_DIGITS digits."""
+    return LongInteger(digits) if len(digits) > MAX_DIGITS else int(digits)
+
+
 def read_drawing(body):
     """(grey float (H,W), step) of a /api/draw body, or a RequestError."""
     try:
-        request = json.loads(body)
+        request = json.loads(body, parse_int=json_integer)
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(400, f"malformed JSON: {e}") from None
+    except RecursionError:  # arrays or objects nested thousands deep
+        raise RequestError(400, "malformed JSON: nested too deeply") from None
     if not isinstance(request, dict):
         raise RequestError(400, "the body must be a JSON object {width, height, pixels}")
     missing = [k for k in ("width", "height", "pixels") if k not in request]
@@ -88,9 +123,10 @@ def read_drawing(body):
         raise RequestError(400, f"missing {', '.join(missing)}: send {{width, height, "
                            "pixels}")
     for key in ("width", "height", "step"):
-        if key in request and (not isinstance(request[key], int)
-                               or isinstance(request[key], bool)):
-            raise RequestError(400, f"{key} must be an integer, not {request[key]!r}")
+        value = request.get(key)
+        if key in request and (not isinstance(value, int | LongInteger)
+                               or isinstance(value, bool)):
+            raise RequestError(400, f"{key} must be an integer, not {shorten(value)}")
     width = integer(request["width"], "width", MIN_SIDE, MAX_SIDE)
     height = integer(request["height"], "height", MIN_SIDE, MAX_SIDE)
     step = integer(request.get("step", 0), "step", 0, MAX_STEP)
@@ -118,10 +154,12 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     # ------------------------------------------------------------ replies
-    def _send(self, status, body, kind="application/json", close=False):
+    def _send(self, status, body, kind="application/json", close=False, allow=None):
         if isinstance(body, dict):
             body = (json.dumps(body, separators=(",", ":")) + "\n").encode()
         self.send_response(status)
+        if allow:
+            self.send_header("Allow", allow)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Content-Type-Options", "nosniff")
@@ -139,26 +177,36 @@ class Handler(BaseHTTPRequestHandler):
         short = self.responses.get(code, ("error",))[0]
         if self.request_version == "HTTP/0.9":  # a request line it could not read: reply
             self.request_version = "HTTP/1.0"   # with a status line all the same
-        self._send(code, {"error": " ".join(str(message or short).split())}, close=True)
+        with contextlib.suppress(ConnectionError, TimeoutError):  # the client left
+            self._send(code, {"error": " ".join(str(message or short).split())}, close=True)
+        self.close_connection = True
 
     def log_message(self, format, *args):
         pass    # no line on stderr per request
 
     # ----------------------------------------------------------- requests
     def _serve(self, work):
+        """Answer one request with work()'s (status, body, type) or its RequestError. A
+        client that hangs up or goes silent mid-request, while its body is read or its
+        reply written (a refusal's or a fault's too), only closes the connection: no
+        trace on the terminal, which is for faults of ours."""
         self.body_read = False
         try:
-            status, body, kind = work()
-            self._send(status, body, kind)
-        except RequestError as e:  # a body left unread would be read as the next request
-            unread = self.headers.get("Content-Length", "0") != "0" and not self.body_read
-            self._send(e.status, {"error": str(e)}, close=unread or e.status in (411, 413))
-        except (BrokenPipeError, ConnectionResetError):
+            try:
+                status, body, kind = work()
+                self._send(status, body, kind)
+            except RequestError as e:  # a body left unread would be read as the next one
+                unread = self.headers.get("Content-Length", "0") != "0" and not self.body_read
+                self._send(e.status, {"error": str(e)}, allow=e.allow,
+                           close=unread or e.status in (411, 413) or self.close_connection)
+        except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception:  # a fault of ours: one line to the client, the trace here
             traceback.print_exc(file=sys.stderr)
-            self._send(500, {"error": "internal error in the demo server (its log has the "
-                             "details)"}, close=True)
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                self._send(500, {"error": "internal error in the demo server (its log has "
+                                 "the details)"}, close=True)
+            self.close_connection = True
 
     def do_GET(self):
         self._serve(self._get)
@@ -168,10 +216,28 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._serve(self._post)
 
+    def _allowed(self, path):
+        """The methods `path` answers (None: no such path)."""
+        if path == "/api/draw":
+            return "POST"
+        if path in ("/api/info", "/api/mistake") or (
+                not path.startswith("/api/") and (path == "/" or path[1:] in self.server.static)):
+            return "GET, HEAD"
+        return None
+
+    def _wrong_method(self):
+        """The refusal of a method `path` does not take: 405 with the Allow header, or
+        404 for a path not served at all."""
+        path = urlsplit(self.path).path
+        allow = self._allowed(path)
+        if allow is None:
+            return RequestError(404, f"not found: {shorten(path, 60)[1:-1]}")
+        return RequestError(405, f"{self.command} is not served on {path}: it takes "
+                            f"{' and '.join(allow.split(', '))}", allow=allow)
+
     def _refuse_method(self):
         def refuse():
-            raise RequestError(405, f"{self.command} is not served here: GET the page and "
-                               "/api/..., POST /api/draw")
+            raise self._wrong_method()
         self._serve(refuse)
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method
@@ -182,7 +248,10 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/api/info":
             return 200, demo.info(), "application/json"
         if url.path == "/api/mistake":
-            return 200, encode(self._mistake(demo, parse_qs(url.query))), "application/json"
+            query = parse_qs(url.query, keep_blank_values=True)
+            return 200, encode(self._mistake(demo, query)), "application/json"
+        if url.path == "/api/draw":
+            raise self._wrong_method()
         if url.path.startswith("/api/"):
             raise RequestError(404, f"no such API: {url.path} (GET /api/info, "
                                "/api/mistake?k=K; POST /api/draw)")
@@ -206,11 +275,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def _post(self):
         if urlsplit(self.path).path != "/api/draw":
-            raise RequestError(404 if self.path.startswith("/api/") else 405,
-                               f"POST {self.path}: only /api/draw takes a POST")
+            raise self._wrong_method()
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise RequestError(411, "send the body with a Content-Length, not chunked")
-        length = self.headers.get("Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(set(lengths)) > 1:  # which body is the request? (RFC 9112 6.3: an error)
+            self.close_connection = True
+            raise RequestError(400, f"{len(lengths)} different Content-Length headers")
+        length = lengths[0] if lengths else None
         if length is None:
             raise RequestError(411, "a Content-Length is required")
         try:

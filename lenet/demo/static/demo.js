@@ -20,7 +20,9 @@ const C5_GRID = [20, 6], F6_GRID = [12, 7];   // rows, columns (as lenet show ma
 const $ = (selector) => document.querySelector(selector);
 const pad = $("#pad"), maps = $("#maps");
 const ctx = pad.getContext("2d", { willReadFrequently: true });
-let info = { classes: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"], bitmaps: null };
+let info = { classes: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"], bitmaps: null,
+  noun: "digit" };
+const withArticle = (word) => (/^[aeiou]/.test(word) ? "an " : "a ") + word;   // "an item"
 let view = "draw";
 const canvases = {};                   // layer name -> its canvases, in map order
 
@@ -35,15 +37,22 @@ function canvas(width, height, zoom, layer, index) {
   return c;
 }
 
-// Every canvas at its zoom times one factor, so that the layers fill the maps' width.
+// Every canvas at its zoom times one factor: the layers in one row that fills the maps'
+// width where they fit at 0.7 of their size or more; on a narrower screen (a phone) they
+// wrap onto several rows at up to their size, the widest layer no wider than the maps.
 function fitMaps() {
   let pixels = 0, gaps = 16 * (Object.keys(LAYOUT).length - 1);   // between the layers
+  let widest = 0;
   for (const [name, { columns = 1, zoom }] of Object.entries(LAYOUT)) {
     const width = name === "C5" ? C5_GRID[1] : name === "F6" ? F6_GRID[1] : SHAPES[name][2];
     pixels += columns * width * zoom;
     gaps += 4 * (columns - 1);                                       // inside a grid
+    widest = Math.max(widest, columns * width * zoom + 4 * (columns - 1));
   }
-  const factor = Math.max(0.5, Math.min(1.6, (maps.clientWidth - gaps - 2) / pixels));
+  const room = maps.clientWidth - 2;
+  const row = (room - gaps) / pixels;
+  const factor = row >= 0.7 ? Math.min(1.6, row) : Math.min(1, room / widest);
+  maps.classList.toggle("wrapped", row < 0.7);
   for (const c of maps.querySelectorAll("canvas")) {
     c.style.width = `${Math.floor(c.width * c.dataset.zoom * factor)}px`;
     c.style.height = `${Math.floor(c.height * c.dataset.zoom * factor)}px`;
@@ -288,7 +297,8 @@ async function showErrors() {
     if (source === "drawing") {
       if (blank) {
         blankMaps();
-        $("#mistake-caption").textContent = "draw a digit first (Draw a digit)";
+        const what = withArticle(info.noun);
+        $("#mistake-caption").textContent = `draw ${what} first (Draw ${what})`;
         return;
       }
       [ok, answer] = await post(step);
@@ -313,7 +323,7 @@ async function showErrors() {
     $("#mistake-caption").textContent = `${info.test_title} test image #${m.index}: ` +
       `labelled ${m.label_name}, read as ${info.classes[m.predicted]} ` +
       `(margin ${m.margin.toFixed(2)}; surest mistakes first, as lenet show errors ` +
-      "orders them)";
+      `orders them)${info.test_note ? `. Note: ${info.test_note}` : ""}`;
   } else {
     $("#mistake-caption").textContent = "your drawing, prepared as lenet predict prepares " +
       "an image file";
@@ -388,6 +398,10 @@ async function loadInfo() {
   }
   $("#about").textContent = "LeCun et al. (1998) \u00b7 weights trained on " +
     `${info.dataset || "the checkpoint's data"} \u00b7 computed on the server's ${info.device}`;
+  const noun = info.noun || "digit";     // what the model's classes are: the page's words
+  $("#view-draw").textContent = `Draw ${withArticle(noun)}`;
+  pad.setAttribute("aria-label", `drawing pad: draw one ${noun}`);
+  $("#hint").textContent = `draw one ${noun} with the mouse, a pen or a finger`;
 }
 
 buildMaps();
