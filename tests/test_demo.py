@@ -571,19 +571,25 @@ def test_cli_serves_the_page(checkpoint, mnist_dir):
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
         conn.request("GET", "/")
         assert b'id="pad"' in conn.getresponse().read()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            conn.request("GET", "/api/info")
-            info = json.loads(conn.getresponse().read())
-            if info["mistakes"] != "computing":
-                break
-            time.sleep(0.5)
+        info = mistakes_found(conn)
         assert info["mistakes"] == "ready" and info["test_title"] == "MNIST", info
         conn.close()
     finally:
         process.send_signal(2)
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0 and "Traceback" not in err, err
+
+
+def mistakes_found(conn):
+    """/api/info once the server has finished finding the test set's mistakes (5 min at
+    most)."""
+    deadline = time.monotonic() + 300
+    while True:
+        conn.request("GET", "/api/info")
+        info = json.loads(conn.getresponse().read())
+        if info["mistakes"] != "computing" or time.monotonic() > deadline:
+            return info
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -611,13 +617,7 @@ def test_cli_other_data_set_is_noted_and_labelled_by_its_own_classes(fashion_che
     try:
         host, port = process.stdout.readline().split()[3].split("/")[2].split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            conn.request("GET", "/api/info")
-            info = json.loads(conn.getresponse().read())
-            if info["mistakes"] != "computing":
-                break
-            time.sleep(0.5)
+        info = mistakes_found(conn)
         assert info["mistakes"] == "ready" and info["test_title"] == "MNIST", info
         assert info["noun"] == "item" and info["classes"] == list(FASHION_MNIST.classes)
         assert info["test_note"] == ("the model was trained on fashion-mnist; these are "
