@@ -5,11 +5,16 @@ every LOG_INTERVAL seconds, so that a log reads as a list of lines, not one long
 carriage returns. A status (training's running loss and error) is computed only when the
 bar is drawn, as it may have to wait for the GPU."""
 
+import contextlib
 import sys
+import threading
 
 from tqdm.auto import tqdm
 
 LOG_INTERVAL = 10.0  # seconds between lines when the stream is not a terminal
+SLOW = 2.0           # seconds of silence after which note_if_slow speaks
+COMPILING = ("compiling the CPU code (once after installing: 10-30 s; later runs start at "
+             "once)...")
 NOTEBOOK = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
 
 
@@ -57,3 +62,18 @@ class Progress(tqdm):
         final line, unless the last line written already has the final count."""
         self.leave = keep if self.terminal else self.n != getattr(self, "last_print_n", None)
         super().close()
+
+
+@contextlib.contextmanager
+def note_if_slow(message=COMPILING, after=SLOW, file=None):
+    """Print `message` on stderr (or `file`) if the block is still running after `after`
+    seconds: a wait with nothing on the screen (Numba compiling the CPU code on a first
+    run) says why, and a quick block prints nothing."""
+    file = file or sys.stderr
+    timer = threading.Timer(after, lambda: print(message, file=file, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

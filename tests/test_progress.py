@@ -89,3 +89,38 @@ def test_a_terminal_bar_closed_without_keep_is_erased(clock):
 def test_a_disabled_bar_writes_nothing_and_computes_no_status(clock):
     stream = _Terminal()
     assert run(stream, clock, enabled=False) == [] and stream.getvalue() == ""
+
+
+def test_a_slow_block_says_why_and_a_quick_one_says_nothing():
+    import time
+    out = io.StringIO()
+    with progress.note_if_slow("compiling...", after=0.05, file=out):
+        time.sleep(0.3)
+    assert out.getvalue() == "compiling...\n"
+    quiet = io.StringIO()
+    with progress.note_if_slow("compiling...", after=0.2, file=quiet):
+        pass
+    time.sleep(0.3)   # past `after`: the timer was cancelled
+    assert quiet.getvalue() == ""
+
+
+def test_the_first_prediction_after_installing_says_it_compiles(tmp_path):
+    # an empty Numba cache is a fresh installation's: the first `lenet predict` compiles
+    # the CPU code for seconds and says so; the next one, cached, says nothing
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+    digit = np.full((60, 60), 255, np.uint8)
+    digit[10:50, 27:33] = 0
+    Image.fromarray(digit).save(tmp_path / "one.png")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    for first in (True, False):
+        result = subprocess.run([sys.executable, "-m", "lenet", "predict", "--device", "cpu",
+                                 str(tmp_path / "one.png")], env=env, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"one\.png\s+1\s", result.stdout), result.stdout
+        assert (progress.COMPILING in result.stderr) == first, result.stderr

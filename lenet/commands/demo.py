@@ -3,6 +3,8 @@ weights; the test set's mistakes are found in the background while the page is u
 
 import sys
 
+import numpy as np
+
 from lenet.commands.common import (
     UserError,
     add_checkpoint_option,
@@ -12,6 +14,7 @@ from lenet.commands.common import (
     load_model,
     note_other_data,
 )
+from lenet.progress import note_if_slow
 
 
 def add(sub):
@@ -56,6 +59,11 @@ def run(args):
         raise UserError(f"cannot listen on {args.host} port {args.port}: "
                         f"{e.strerror or e}") from e
     threading.Thread(target=demo.find_mistakes, daemon=True).start()
+    with note_if_slow():   # a first drawing's answer without the first run's compiling
+        grey = np.full((64, 64), 255.0)
+        grey[12:52, 29:35] = 0.0
+        for step in (0, 1):
+            demo.drawing(grey, step)
     print(f"LeNet-5 demo ({model.device}): {server.url}  (Ctrl-C stops it)", flush=True)
     try:
         server.serve_forever()

@@ -16,6 +16,7 @@ from lenet.commands.common import (
     load_model,
     one_line,
 )
+from lenet.progress import note_if_slow
 
 
 def add(sub):
@@ -87,7 +88,8 @@ def run(args):
     if args.idx is not None:
         digits = np.concatenate([digits, _idx_digits(args.idx, args.index)])
         names += [{"file": args.idx, "index": k} for k in args.index]
-    penalties = np.asarray(model.forward(preprocess(digits)))
+    with note_if_slow():   # the first run after installing compiles the CPU code
+        penalties = np.asarray(model.forward(preprocess(digits)))
     digits_only = tuple(model.classes) == DIGITS
     results = []
     for name, y in zip(names, penalties, strict=True):
