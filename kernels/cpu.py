@@ -44,6 +44,7 @@ Test: pytest -q tests/test_cpu.py
 """
 
 import math
+import warnings
 
 import numpy as np
 from llvmlite import ir
@@ -85,8 +86,31 @@ INFER_BLOCK = 16        # images per task of the parallel inference
 LANES = 8               # images side by side in inference (a 256-bit float32 vector)
 FINISH_BLOCK = 4096     # parameters per task of a step's finish
 
-jit = njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-pjit = njit(cache=True, fastmath={"reassoc"}, error_model="numpy", parallel=True)
+
+
+def _probe():
+    return 0
+
+
+def can_cache():
+    """Whether Numba can keep this package's compiled code on disk (a writable __pycache__
+    beside it, NUMBA_CACHE_DIR, or the user's cache directory). Where it cannot (no
+    writable home, a read-only install), the code compiles on every run, with a warning,
+    rather than every import failing."""
+    try:
+        njit(cache=True)(_probe)    # the cache's place is found here; nothing compiles
+        return True
+    except RuntimeError:
+        warnings.warn("Numba cannot keep compiled code on disk here (no writable __pycache__ "
+                      "beside lenet, no writable cache directory): every run compiles the "
+                      "CPU code again (10-30 s); set NUMBA_CACHE_DIR to a writable "
+                      "directory to keep it", RuntimeWarning, stacklevel=2)
+        return False
+
+
+CACHE = can_cache()
+jit = njit(cache=CACHE, fastmath={"reassoc"}, error_model="numpy")
+pjit = njit(cache=CACHE, fastmath={"reassoc"}, error_model="numpy", parallel=True)
 
 
 def constants(dtype, j=0.0):

@@ -30,6 +30,7 @@ import numpy as np
 from numba import cuda, float32, njit
 
 from .common import cdiv, check_device_arrays, device_function, kernel
+from .cpu import CACHE
 
 SIZE = 32
 CENTRE = (SIZE - 1) / 2
@@ -96,11 +97,11 @@ def sample(image, p, y, x, background, centre, one):
     return (one - fy) * ((one - fx) * v00 + fx * v01) + fy * ((one - fx) * v10 + fx * v11)
 
 
-sample_cpu = njit(cache=True, error_model="numpy")(sample)
+sample_cpu = njit(cache=CACHE, error_model="numpy")(sample)
 sample_gpu = device_function(sample)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=CACHE, error_model="numpy")
 def distort_cpu_loop(out, images, params, background, centre, one):
     coord = np.arange(SIZE).astype(images.dtype)
     for n in range(images.shape[0]):

@@ -54,6 +54,9 @@ def main(argv=None):
     except UserError as e:
         print(f"lenet {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # Ctrl-C where a command has nothing of its own to say
+        print(f"\nlenet {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # the reader went away (`lenet predict ... | head -1`): stop quietly, as Unix
         # tools do, with the status of a process ended by SIGPIPE

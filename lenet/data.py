@@ -270,7 +270,16 @@ def download(name, directory, mirrors=None, timeout=30, progress=True, dataset_n
     if found:
         return found
     mirrors = [mirrors] if isinstance(mirrors, str) else mirrors
-    created = _make_dirs(directory)
+    try:
+        created = _make_dirs(directory)
+    except OSError as e:
+        raise MNISTError(f"cannot make the data directory {os.path.abspath(directory)} "
+                         f"({e.strerror}): give a directory that holds or may receive "
+                         f"{ds.title}'s files (--data DIR; LENET_DATA for MNIST)") from None
+    if not os.access(directory, os.W_OK):
+        raise MNISTError(f"cannot download {official.name} into {os.path.abspath(directory)}"
+                         f": the directory is not writable. "
+                         f"{_manual_instructions(ds, directory)}")
     try:
         if ds.archive is None:
             urls = [m.rstrip("/") + "/" + official.name
@@ -293,7 +302,7 @@ def _fetch(ds, urls, official, into, directory, timeout, progress):
     import pooch
 
     from lenet.progress import Progress
-    failures, logger = [], pooch.get_logger()
+    failures, logger, offline = [], pooch.get_logger(), True
     level = logger.level
     logger.setLevel("WARNING")  # no "Downloading data from ..." line through the bar's
     try:
@@ -305,19 +314,40 @@ def _fetch(ds, urls, official, into, directory, timeout, progress):
                 pooch.retrieve(url, f"sha256:{official.sha256}", official.name, into,
                                downloader=pooch.HTTPDownloader(
                                    progressbar=bar, timeout=timeout, chunk_size=1 << 16))
-                return os.path.join(into, official.name)
+                path = os.path.join(into, official.name)
+                os.chmod(path, 0o666 & ~_umask())  # pooch's temporary file was 0600
+                return path
             except ValueError:  # pooch: the SHA-256 is not the official one
                 failures.append(f"{url}: checksum mismatch (not the official {official.name})")
+                offline = False
             except OSError as e:  # requests' errors (connection, HTTP status, timeout)
+                if getattr(e, "response", None) is None and not _network(e):
+                    raise MNISTError(f"cannot write {official.name} into "
+                                     f"{os.path.abspath(into)}: {e}") from e
                 failures.append(f"{url}: {_reason(e)}")
+                offline = offline and getattr(e, "response", None) is None
             finally:
                 bar.close(keep=False)
     finally:
         logger.setLevel(level)
     reasons = "\n".join(f"  {failure}" for failure in failures) or "  (no mirrors given)"
+    hint = "This machine may be offline. " if failures and offline else ""
     raise MNISTError(f"could not download {official.name} to {os.path.abspath(directory)}:"
-                     f"\n{reasons}\nThis machine may be offline. "
-                     f"{_manual_instructions(ds, directory)}")
+                     f"\n{reasons}\n{hint}{_manual_instructions(ds, directory)}")
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _network(error):
+    """Whether an OSError from a download is the network's (requests' errors, a socket's)
+    rather than the local file system's."""
+    import requests
+    return isinstance(error, (requests.RequestException, ConnectionError, TimeoutError)) \
+        or error.errno is None
 
 
 def _reason(error):

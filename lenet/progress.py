@@ -13,8 +13,7 @@ from tqdm.auto import tqdm
 
 LOG_INTERVAL = 10.0  # seconds between lines when the stream is not a terminal
 SLOW = 2.0           # seconds of silence after which note_if_slow speaks
-COMPILING = ("compiling the CPU code (once after installing: 10-30 s; later runs start at "
-             "once)...")
+COMPILING = "compiling the CPU code (10-30 s on a first run; Numba keeps it for the next)..."
 NOTEBOOK = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
 
 

@@ -6,6 +6,7 @@ one thread and on two; and the pieces no path isolates (fma, fmuladd, tanh32, on
 pattern's loss) against exact arithmetic and loss_ref."""
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -446,3 +447,23 @@ def test_a_group_of_extreme_images_leaves_its_neighbours_alone():
     assert_close(out, ref.forward_ref(start, x)["penalties"], what="penalties")
     for i in range(0, 2 * cpu.LANES, 2):
         np.testing.assert_array_equal(lanes_penalties(x[i:i + 1], params, np.float32), out[i:i + 1])
+
+
+def test_without_a_place_for_numba_s_cache_the_cpu_code_still_runs(tmp_path):
+    # no writable __pycache__ and no writable home (a read-only install, `docker run
+    # --user`): Numba finds no cache locator, which made every import of kernels/cpu.py
+    # fail; now it compiles without a cache, says so once, and computes the same
+    import subprocess
+    import sys
+    x = images(3, seed=9)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import numpy as np, sys; from lenet import LeNet5; "
+            f"np.save(sys.argv[1], LeNet5(seed=2).forward(np.load({str(tmp_path / 'x.npy')!r})))")
+    env = dict(os.environ, NUMBA_CACHE_LOCATOR_CLASSES="ZipCacheLocator")  # none applies
+    env.pop("NUMBA_CACHE_DIR", None)
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "y.npy")], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("Numba cannot keep compiled code on disk here") == 1, \
+        result.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), LeNet5(seed=2).forward(x))

@@ -436,7 +436,8 @@ def test_download_refuses_what_is_not_the_official_file(server, tmp_path, offici
                                         f"{len(GOOD)} bytes", "HTTP error 404 Not Found",
                                         "[Errno 111] Connection refused"], strict=True):
         assert f"\n  {mirror}{NAME}: {reason}\n" in message, message
-    assert "offline" in message and str(directory) in message  # where to put them by hand
+    # some mirrors answered: no "offline" hint, but where to put the files by hand
+    assert "offline" not in message and str(directory) in message
     for name in data.FILES.values():  # ... and which files
         assert name + ".gz" in message
     assert os.listdir(tmp_path) == []
@@ -751,3 +752,57 @@ def test_a_file_given_as_the_data_directory_is_refused_in_one_line(tmp_path, mon
     assert err.startswith("lenet eval: error: ") and "README.md is not a directory" in err
     assert err.count("\n") == 1
     assert notes.read_text() == "not a directory\n"
+
+
+# ----------------------------------------------- downloads: what a user review found
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_a_downloaded_file_s_mode_follows_the_umask(server, tmp_path, official, umask):
+    # pooch writes a 0600 temporary file: others could not read a shared data directory
+    server.routes[f"/good/{NAME}"] = ("ok", GOOD)
+    old = os.umask(umask)
+    try:
+        path = data.download(TEST_LABELS, tmp_path, mirrors=[server.mirror("good")],
+                             timeout=5, progress=False)
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_only_unanswered_mirrors_suggest_the_machine_is_offline(tmp_path, official):
+    with pytest.raises(MNISTError, match="This machine may be offline"):
+        data.download(TEST_LABELS, tmp_path / "d", mirrors=[closed_port_url()], timeout=5,
+                      progress=False)
+
+
+def test_a_directory_that_cannot_take_the_files_is_said_so(server, tmp_path, official,
+                                                           monkeypatch):
+    server.routes[f"/good/{NAME}"] = ("ok", GOOD)
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a directory\n")
+    with pytest.raises(MNISTError, match=f"cannot make the data directory {blocker}/mnist "
+                                         r"\(.*\): give a directory"):
+        data.download(TEST_LABELS, blocker / "mnist", mirrors=[server.mirror("good")],
+                      timeout=5, progress=False)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ro)
+                        and mode == os.W_OK else real(p, mode))   # as for a non-root user
+    with pytest.raises(MNISTError, match=f"cannot download {NAME} into {ro}: the directory "
+                                         "is not writable"):
+        data.download(TEST_LABELS, ro, mirrors=[server.mirror("good")], timeout=5,
+                      progress=False)
+    assert server.requests == []                  # no mirror was asked
+    import pooch
+    monkeypatch.setattr(os, "access", real)
+
+    def refused(*args, **kwargs):   # pooch cannot write its temporary file there
+        raise PermissionError(13, "Permission denied", str(ro / "tmpabc"))
+
+    monkeypatch.setattr(pooch, "retrieve", refused)
+    with pytest.raises(MNISTError, match=f"cannot write {NAME} into {ro}: .*Permission denied"):
+        data.download(TEST_LABELS, ro, mirrors=[server.mirror("good"), server.mirror("good")],
+                      timeout=5, progress=False)
+    assert os.listdir(ro) == []
+

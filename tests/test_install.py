@@ -60,8 +60,26 @@ def test_wheel_holds_only_lenet(wheels):
     assert tops == {"lenet"}
     assert "lenet/kernels/forward.py" in names and "lenet/kernels/reference.py" in names
     assert "lenet/weights/lenet5-mnist.npz" in names     # the shipped weights
+    for page in ("index.html", "demo.js", "demo.css"):   # the demo's page
+        assert f"lenet/demo/static/{page}" in names, page
+    assert any(n.endswith("LICENSE") and ".dist-info/" in n for n in names), names
     top_level = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
     assert zipfile.ZipFile(wheels[0]).read(top_level).decode().split() == ["lenet"]
+
+
+def test_sdist_holds_the_package_and_its_license_not_tests(tmp_path):
+    # the tests and benchmarks run from a clone: an sdist with tests/test_*.py but not
+    # conftest.py and their helpers held a suite that could not run
+    import tarfile
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=SKIP)
+    _run(sys.executable, "-c", "from setuptools import setup; setup()", "-q", "sdist",
+         "--dist-dir", tmp_path / "dist", cwd=src)
+    (sdist,) = (tmp_path / "dist").glob("*.tar.gz")
+    names = [n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n]
+    assert "LICENSE" in names and "lenet/weights/lenet5-mnist.npz" in names
+    assert "kernels/forward.py" in names or "lenet/kernels/forward.py" in names
+    assert not [n for n in names if n.startswith(("tests/", "bench/"))], names
 
 
 CHECK = """

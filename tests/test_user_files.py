@@ -295,3 +295,16 @@ def test_train_options_that_would_be_ignored_are_refused_and_help_names_defaults
     assert "default: map for lecun, mse for the other recipes" in text
     assert "default: lush for lecun, fan-in for the other recipes" in text
     assert "(the default); map" not in text
+
+
+def test_ctrl_c_where_a_command_says_nothing_of_its_own_is_one_line(monkeypatch, capsys):
+    # e.g. during a download: Python's traceback of KeyboardInterrupt ran to 50 lines
+    from lenet import cli
+    from lenet.commands import evaluate
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "run", interrupted)
+    assert cli.main(["eval"]) == 130
+    assert capsys.readouterr().err == "\nlenet eval: interrupted\n"

@@ -27,7 +27,8 @@ def add_data_options(p, default="mnist, or the checkpoint's data set"):
                    "also Debian's /usr/share/datasets/fashion-mnist); missing files are "
                    f"downloaded when the internet can be reached. Default: {default}")
     p.add_argument("--data", metavar="DIR",
-                   help="the data set's directory; without --dataset, any directory of "
+                   help="the data set's directory, which must exist (missing files of a "
+                   "named data set are downloaded into it); without --dataset, any directory of "
                    "MNIST-format IDX files under MNIST's names (train-images-idx3-ubyte, "
                    "train-labels-idx1-ubyte, t10k-..., raw or .gz), read as they are: "
                    "their structure is checked, no checksum, nothing downloaded")
@@ -56,7 +57,8 @@ def split_labels(split):
 
 CHECKPOINT_HELP = ("a .npz written by `lenet train` (default: the trained weights shipped "
                    "with the package, lenet/weights/lenet5-mnist.npz, trained on MNIST; "
-                   "their errors and how they were chosen: docs/reproduction.md)")
+                   "how they were made: LeNet5.pretrained().provenance, and the source's "
+                   "docs/reproduction.md)")
 
 
 def add_checkpoint_option(p, help=CHECKPOINT_HELP):
