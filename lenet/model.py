@@ -212,10 +212,17 @@ class LeNet5:
                             "lenet.data.preprocess maps uint8 pixels to the paper's range")
         return x
 
+    def _this_side(self, x, what):
+        """x, unless it is a device array given to a CPU model (TypeError)."""
+        if self.device == "cpu" and on_device(x):
+            raise TypeError(f"{what} are a device array, and this model runs on the CPU: "
+                            "give NumPy arrays, or use LeNet5(device=\"gpu\")")
+        return x
+
     def prepare_images(self, x):
         """Check and move one batch of images to the backend as (N,1,32,32), refusing
         NaN and infinite values (_refuse_nonfinite)."""
-        x = self._images(x)
+        x = self._images(self._this_side(x, "images"))
         with np.errstate(over="ignore"):  # too large for float32: refused just below
             x = self.ops.asarray(x).reshape((x.shape[0], 1, 32, 32))
         self._refuse_nonfinite(x)
@@ -241,12 +248,14 @@ class LeNet5:
         per chunk on the GPU, every core on the CPU); host input is cast to the model's
         dtype and checked on the host first, device input checked on the device and read
         in place."""
-        x = self._images(x)
+        x = self._images(self._this_side(x, "images"))
         n = x.shape[0]
-        if n == 0:
-            y = np.empty((0, 10), self.dtype) if want == "penalties" else \
-                np.empty((0,), np.intp)
-            return self._written(y, out) if isinstance(x, np.ndarray) else y
+        if n == 0:   # on the side of the input, as any other result
+            host = isinstance(x, np.ndarray)
+            shape, dtype = ((0, 10), self.dtype) if want == "penalties" else \
+                ((0,), np.intp if host else np.int32)
+            return self._written(np.empty(shape, dtype) if host else
+                                 self.ops.empty(shape, dtype), out)
         if isinstance(x, np.ndarray):
             with np.errstate(over="ignore"):  # too large for float32: refused just below
                 x = np.ascontiguousarray(x, dtype=self.dtype).reshape((n, 1, 32, 32))
@@ -269,15 +278,17 @@ class LeNet5:
                              "input, a device array for device input")
         if isinstance(out, np.ndarray):
             out[...] = y
-        else:
+        elif y.size:
             self.ops.copy(self.ops.asarray(out, out.dtype), y)
         return out
 
     def forward_all(self, x):
-        """All activations of one batch of prepared images x (backend arrays), input first:
-        [x, C1 (N,6,28,28), S2 (N,6,14,14), C3 (N,16,10,10), S4 (N,16,5,5), C5 (N,120),
-        F6 (N,84), penalties (N,10)], in the model's dtype."""
-        return self.ops.activations(x, self._buffer, self.tables["C3"], self.centers)
+        """All activations of one batch of images x (as forward takes them; checked and
+        moved by prepare_images), input first: [x (N,1,32,32), C1 (N,6,28,28), S2
+        (N,6,14,14), C3 (N,16,10,10), S4 (N,16,5,5), C5 (N,120), F6 (N,84), penalties
+        (N,10)], backend arrays in the model's dtype."""
+        return self.ops.activations(self.prepare_images(x), self._buffer, self.tables["C3"],
+                                    self.centers)
 
     def forward(self, x, out=None):
         """Penalties (N,10) of preprocessed images x (N,1,32,32) or (N,32,32) (a NumPy
@@ -294,17 +305,19 @@ class LeNet5:
 
     # -------------------------------------------------------------- backward
     def prepare_labels(self, labels, n):
-        """Labels (n,) of integers 0..9 (an array, list or tuple) on the backend."""
-        if not on_device(labels):
+        """Labels (n,) of integers 0..9 (an array, list or tuple, or a device array on the
+        GPU, checked through a host copy: n integers) on the backend."""
+        device = on_device(self._this_side(labels, "labels"))
+        if not device:
             labels = np.asarray(labels)
         if tuple(labels.shape) != (n,):
             raise ValueError(f"labels must have shape ({n},), one per image, not "
                              f"{tuple(labels.shape)}")
-        if isinstance(labels, np.ndarray):
-            if labels.dtype.kind not in "iu":
-                raise TypeError(f"labels must be integers 0..9, not {labels.dtype}")
-            if n and (labels.min() < 0 or labels.max() > 9):
-                raise ValueError("labels must lie in 0..9")
+        host = self.ops.to_host(labels) if device else labels
+        if host.dtype.kind not in "iu":
+            raise TypeError(f"labels must be integers 0..9, not {host.dtype}")
+        if n and (host.min() < 0 or host.max() > 9):
+            raise ValueError("labels must lie in 0..9")
         return self.ops.asarray(labels, dtype=np.int32)
 
     def gradients(self, x, labels, loss="mse", j=MAP_J):

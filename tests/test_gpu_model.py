@@ -221,3 +221,60 @@ def test_same_predictions_on_mnist_test_set(pair, mnist_dir):
     images_, _ = load_mnist("test", mnist_dir)
     x = preprocess(images_)
     np.testing.assert_array_equal(gpu.predict(x), cpu.predict(x))
+
+
+# ------------------------------------------------- what a review of the GPU path found
+
+def test_device_labels_are_checked_as_host_labels_are(pair):
+    gpu = pair[1]
+    # out-of-range labels as a device array gave a NaN loss (out-of-bounds reads on a GPU)
+    from numba import cuda
+
+    from lenet.train import Trainer, error_rate
+    x = images(4, seed=3)
+    for bad, error, message in ((np.array([1, 2, 10, 3], np.int32), ValueError,
+                                 "labels must lie in 0..9"),
+                                (np.array([1, 2, -1, 3], np.int32), ValueError,
+                                 "labels must lie in 0..9"),
+                                (np.array([1., 2., 3., 4.], np.float32), TypeError,
+                                 "labels must be integers")):
+        for call in (lambda labels: gpu.gradients(x, labels),
+                     lambda labels: Trainer(gpu, x, labels, recipe="sgd", batch_size=4),
+                     lambda labels: error_rate(gpu, x, labels)):
+            with pytest.raises(error, match=message):
+                call(cuda.to_device(bad))
+
+
+def test_forward_all_takes_what_forward_takes_on_both_devices(pair):
+    cpu, gpu = pair
+    x = images(3, seed=4)
+    for model in (gpu, cpu):
+        acts = model.forward_all(x)          # NumPy images, not prepared: as forward takes them
+        np.testing.assert_allclose(model.ops.to_host(acts[-1]), cpu.forward(x), rtol=1e-5)
+        with pytest.raises(TypeError, match="images must be floating point"):
+            model.forward_all(x.astype(np.int64))
+        assert len(model.forward_all(x[:, 0])) == 8        # (N,32,32) on both
+
+
+def test_an_empty_device_batch_answers_on_the_device_and_checks_out(pair):
+    gpu = pair[1]
+    from numba import cuda
+    empty = cuda.to_device(np.zeros((0, 1, 32, 32), np.float32))
+    y = gpu.forward(empty)
+    assert not isinstance(y, np.ndarray) and tuple(y.shape) == (0, 10)
+    classes = gpu.predict(empty)
+    assert not isinstance(classes, np.ndarray) and classes.dtype == np.int32
+    with pytest.raises(ValueError, match=r"out is float32 \(5, 3\); the result is float32 "
+                                         r"\(0, 10\)"):
+        gpu.forward(empty, out=cuda.to_device(np.zeros((5, 3), np.float32)))
+
+
+def test_a_cpu_model_refuses_device_arrays_in_one_line():
+    from numba import cuda
+    model = LeNet5(device="cpu")
+    x = images(2, seed=5)
+    for call in (lambda: model.forward(cuda.to_device(x)),
+                 lambda: model.gradients(x, cuda.to_device(np.array([1, 2], np.int32))),
+                 lambda: model.forward_all(cuda.to_device(x))):
+        with pytest.raises(TypeError, match="a device array, and this model runs on the CPU"):
+            call()

@@ -119,7 +119,7 @@ def _show_maps(args, show):
         named = split.classes[label] if split.classes[label] != str(label) else ""
         caption = (f"{split.title} test {split.dataset.noun if split.dataset else 'image'} "
                    f"#{args.index} (label {label}{' ' + named if named else ''})")
-    activations = model.forward_all(model.prepare_images(preprocess(digit)))
+    activations = model.forward_all(preprocess(digit))
     return show.draw_maps(_out_file(args.out, "maps"),
                           [model.ops.to_host(a) for a in activations], caption,
                           classes=model.classes)

@@ -124,7 +124,7 @@ class Demo:
             x = out
         with self.lock:
             model = self.model
-            acts = [model.ops.to_host(a) for a in model.forward_all(model.prepare_images(x))]
+            acts = [model.ops.to_host(a) for a in model.forward_all(x)]
         y = acts[-1][0].astype(np.float64)
         k = int(y.argmin())
         return {"layers": {name: a[0] for name, a in zip(LAYERS, acts[:-1], strict=True)},
