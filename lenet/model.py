@@ -306,19 +306,28 @@ class LeNet5:
     # -------------------------------------------------------------- backward
     def prepare_labels(self, labels, n):
         """Labels (n,) of integers 0..9 (an array, list or tuple, or a device array on the
-        GPU, checked through a host copy: n integers) on the backend."""
-        device = on_device(self._this_side(labels, "labels"))
-        if not device:
-            labels = np.asarray(labels)
-        if tuple(labels.shape) != (n,):
+        GPU) on the backend, checked by host_labels."""
+        device = on_device(labels)
+        host = self.host_labels(labels, n)
+        return self.ops.asarray(labels if device else host, dtype=np.int32)
+
+    def host_labels(self, labels, n):
+        """Labels (n,) as a NumPy array (a device array's through a host copy of its n
+        integers), or the error saying why they are not n integers 0..9."""
+        if on_device(self._this_side(labels, "labels")):
+            if tuple(labels.shape) != (n,):     # before any copy
+                raise ValueError(f"labels must have shape ({n},), one per image, not "
+                                 f"{tuple(labels.shape)}")
+            labels = self.ops.to_host(labels)
+        labels = np.asarray(labels)
+        if labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), one per image, not "
-                             f"{tuple(labels.shape)}")
-        host = self.ops.to_host(labels) if device else labels
-        if host.dtype.kind not in "iu":
-            raise TypeError(f"labels must be integers 0..9, not {host.dtype}")
-        if n and (host.min() < 0 or host.max() > 9):
+                             f"{labels.shape}")
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"labels must be integers 0..9, not {labels.dtype}")
+        if n and (labels.min() < 0 or labels.max() > 9):
             raise ValueError("labels must lie in 0..9")
-        return self.ops.asarray(labels, dtype=np.int32)
+        return labels
 
     def gradients(self, x, labels, loss="mse", j=MAP_J):
         """(mean loss over the batch, dict of gradients named and shaped like

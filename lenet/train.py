@@ -286,18 +286,19 @@ class Diverged(ArithmeticError):
 def divergence(trainer, result):
     """The one-line reason why the pass just done (its `result`) diverged, or None."""
     loss = result[0]
-    if math.isfinite(loss) and np.isfinite(trainer.ops.to_host(trainer.model.flat_params)).all():
+    finite = bool(np.isfinite(trainer.ops.to_host(trainer.model.flat_params)).all())
+    if math.isfinite(loss) and finite:
         return None
     hint = "a smaller lr" if trainer.recipe == "sgd" else "a larger mu"
-    return (f"pass {trainer.pass_index} diverged: loss {loss}, parameters no longer all finite; "
-            f"try {hint}")
+    what = "" if finite else ", parameters no longer all finite"
+    return f"pass {trainer.pass_index} diverged: loss {loss}{what}; try {hint}"
 
 
 def check_set(model, pair, what):
     """ValueError or TypeError naming the `what` set unless its (images, labels) fit."""
     images, labels = pair
     try:
-        model.prepare_labels(labels, len(model._images(images)))
+        model.host_labels(labels, len(model._images(images)))
     except (ValueError, TypeError) as e:
         raise type(e)(f"the {what} set: {e}") from None
     if len(labels) == 0:
@@ -322,7 +323,7 @@ def error_rate(model, images, labels, progress=None):
     """Fraction of images whose predicted class differs from the label."""
     if len(images) == 0:
         raise ValueError("no images to evaluate: the set is empty")
-    labels = model.ops.to_host(model.prepare_labels(labels, len(images)))
+    labels = model.host_labels(labels, len(images))
     return float(np.mean(penalties(model, images, progress).argmin(axis=1) != labels))
 
 

@@ -51,6 +51,11 @@ def load_data(split, args, default="mnist"):
         raise UserError(one_line(e)) from e
 
 
+def mtime(path):
+    """path's modification time in ns, None where nothing is (a file a run may write)."""
+    return os.stat(path).st_mtime_ns if os.path.exists(path) else None
+
+
 def split_labels(split):
     return split.labels.astype(np.int64)
 

@@ -14,6 +14,7 @@ from lenet.commands.common import (
     add_device_option,
     first_images,
     load_data,
+    mtime,
 )
 from lenet.commands.train import (
     add_pass_options,
@@ -108,7 +109,7 @@ def run(args):
         raise UserError("--out must name a directory, not be empty")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out}: not a directory")
-    before = {run["name"]: _mtime(os.path.join(args.out, run["name"] + ".npz"))
+    before = {run["name"]: mtime(os.path.join(args.out, run["name"] + ".npz"))
               for run in runs}
     train_split, test_split = load_data("train", args), load_data("test", args)
     train_set = first_images(train_split, args.train_size, "--train-size")
@@ -124,7 +125,7 @@ def run(args):
         raise UserError(str(e)) from e
     except KeyboardInterrupt:
         saved = [name for name, t in before.items()
-                 if _mtime(os.path.join(args.out, name + ".npz")) not in (None, t)]
+                 if mtime(os.path.join(args.out, name + ".npz")) not in (None, t)]
         kept = ("every run's last complete pass is in " + args.out if len(saved) == len(runs)
                 else f"no pass was completed; nothing in {args.out} was changed" if not saved
                 else f"the last complete passes of {', '.join(saved)} are in {args.out}; the "
@@ -138,7 +139,3 @@ def run(args):
     print(f"checkpoints and logs: {args.out}" + (f"; diverged: {', '.join(short)}"
                                                   if short else ""))
     return 0
-
-
-def _mtime(path):
-    return os.stat(path).st_mtime_ns if os.path.exists(path) else None

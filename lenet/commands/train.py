@@ -12,6 +12,7 @@ from lenet.commands.common import (
     add_device_option,
     first_images,
     load_data,
+    mtime,
 )
 from lenet.kernels.reference import MAP_J
 
@@ -175,7 +176,7 @@ def run(args):
         print(f"note: with mu = {mu:g} the paper's recipe has diverged in our MNIST runs; "
               "--recipe lecun reproduces the paper's figures (docs/reproduction.md)",
               file=sys.stderr)
-    before = _mtime(args.out)
+    before = mtime(args.out)
     try:
         train(model, train_set, test_set, recipe=args.recipe, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
@@ -187,7 +188,7 @@ def run(args):
     except Diverged as e:
         raise UserError(str(e)) from e
     except KeyboardInterrupt:
-        saved = _mtime(args.out) not in (None, before)  # written by this run
+        saved = mtime(args.out) not in (None, before)  # written by this run
         kept = (f"the last complete pass is in {args.out}, its log in {log}" if saved
                 else f"no pass was completed; {args.out} and {log} were not changed")
         print(f"\ninterrupted; {kept}", file=sys.stderr)
@@ -206,7 +207,3 @@ def _hold_out(train_set, n):
         raise UserError(f"--validation {n} would hold out all {len(labels)} training images; "
                         "give fewer")
     return (images[:-n], labels[:-n]), (images[-n:], labels[-n:])
-
-
-def _mtime(path):
-    return os.stat(path).st_mtime_ns if os.path.exists(path) else None
