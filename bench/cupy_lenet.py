@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from bench.impls import Unavailable
+from bench.capability import Unavailable
 from lenet.kernels.architecture import CONV_TABLES, RBF_CENTERS
 from lenet.kernels.reference import SQUASH_A, SQUASH_S
 

@@ -47,6 +47,7 @@ error) and every parameter afterwards, on the host.
 import numpy as np
 
 from bench import machine
+from bench.capability import ALL_WHATS, CPU_WHATS, Unavailable
 
 ORDER = ("gpu", "torch-cuda", "torch-compile", "cupy", "cpu", "torch-cpu")
 KIND = {"gpu": "gpu", "torch-cuda": "gpu", "torch-compile": "gpu", "cupy": "gpu",
@@ -55,14 +56,7 @@ KIND = {"gpu": "gpu", "torch-cuda": "gpu", "torch-compile": "gpu", "cupy": "gpu"
 # draws their columns there. gpu-layers was LeNet5(device="gpu", path="layers"), the
 # layer-by-layer kernels (about 40 launches a training step)
 RETIRED = {"gpu-layers": "gpu"}
-ALL_WHATS = frozenset({"inference", "layer", "train-step", "train-pass", "paper-pass"})
-CPU_WHATS = ALL_WHATS - {"layer"}
-TORCH_WHATS = frozenset({"inference", "layer", "train-step", "train-pass", "pattern-pass"})
 PAPER_WARMUP_PATTERNS = 2   # a paper pass's warm-up: compiles the fused and curvature kernels
-
-
-class Unavailable(Exception):
-    """An implementation that cannot run on this machine; the message says why."""
 
 
 def create(name, params, rehearse=False):

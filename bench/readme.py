@@ -21,7 +21,7 @@ and this module rewrites what is between them; the rest of the README stays as w
     gpu-session   what each part of bench/gpu_session.sh took on the last GPU
 
 A module's tests are the ones its docstring names ("Test: pytest -q tests/FILE.py
-[-k WORD]"). tests/test_readme.py checks that the README equals what this makes now,
+[-k WORD]"). tests/test_bench.py checks that the README equals what this makes now,
 so a new result, or a kernel change after a GPU run, fails CI until the README is
 regenerated.
 """

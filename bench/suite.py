@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench import flops, impls, machine, timing
+from bench import capability, flops, impls, machine, timing
 from bench.workload import Workload
 from lenet.kernels.tolerance import RELATIVE_ERROR, assert_close, relative_error
 
@@ -173,7 +173,7 @@ class Suite:
             self.log(f"setting up {name}")
             try:
                 impl = impls.create(name, self.params, rehearse=self.cfg.rehearse)
-            except impls.Unavailable as e:
+            except capability.Unavailable as e:
                 self.unavailable[name] = str(e)
                 self.log(f"{name}: not run: {e}")
                 continue

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.impls import TORCH_WHATS, Unavailable
+from bench.capability import TORCH_WHATS, Unavailable
 from lenet.kernels.architecture import C3_TABLE, RBF_CENTERS
 from lenet.kernels.reference import SQUASH_A, SQUASH_S
 

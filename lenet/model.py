@@ -188,7 +188,7 @@ class LeNet5:
 
     # --------------------------------------------------------------- forward
     @staticmethod
-    def _images(x):
+    def check_images(x):
         """x as an array (lists and tuples converted), its shape and dtype checked."""
         cai = getattr(x, "__cuda_array_interface__", None)
         if not on_device(x) and not isinstance(x, np.ndarray):
@@ -222,7 +222,7 @@ class LeNet5:
     def prepare_images(self, x):
         """Check and move one batch of images to the backend as (N,1,32,32), refusing
         NaN and infinite values (_refuse_nonfinite)."""
-        x = self._images(self._this_side(x, "images"))
+        x = self.check_images(self._this_side(x, "images"))
         with np.errstate(over="ignore"):  # too large for float32: refused just below
             x = self.ops.asarray(x).reshape((x.shape[0], 1, 32, 32))
         self._refuse_nonfinite(x)
@@ -248,7 +248,7 @@ class LeNet5:
         per chunk on the GPU, every core on the CPU); host input is cast to the model's
         dtype and checked on the host first, device input checked on the device and read
         in place."""
-        x = self._images(self._this_side(x, "images"))
+        x = self.check_images(self._this_side(x, "images"))
         n = x.shape[0]
         if n == 0:   # on the side of the input, as any other result
             host = isinstance(x, np.ndarray)

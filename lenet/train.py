@@ -4,9 +4,9 @@
                 each pass the Gauss-Newton diagonal h_kk is estimated on 500 patterns;
                 each parameter steps by eta / (mu + h_kk) times its gradient after every
                 pattern, mu = 0.02, eta on the paper's schedule over 20 passes
-    lecun       the same as LeCun's own code starts it, the choices that reproduced the
-                paper's figures (docs/reproduction.md): init "lush", the MAP loss
-                (paper eq. 9), mu = LECUN_MU
+    lecun       the same from LeCun's own code's initialisation ("lush"), with the MAP
+                loss (paper eq. 9) and mu = LECUN_MU: our choices, which reproduced the
+                paper's figures (docs/reproduction.md)
     sdlm-batch  the same on mini-batches of B (ours): SDLM_BATCH_SCALE * sqrt(B) times
                 the paper's steps, on the batch's mean loss (why: docs/recipes.md)
     sgd         mini-batch SGD with momentum on the batch's mean loss
@@ -298,7 +298,7 @@ def check_set(model, pair, what):
     """ValueError or TypeError naming the `what` set unless its (images, labels) fit."""
     images, labels = pair
     try:
-        model.host_labels(labels, len(model._images(images)))
+        model.host_labels(labels, len(model.check_images(images)))
     except (ValueError, TypeError) as e:
         raise type(e)(f"the {what} set: {e}") from None
     if len(labels) == 0:

