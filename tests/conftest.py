@@ -49,6 +49,17 @@ if SIMULATOR:   # the faster simulator (fast_sim), here and in every child Pytho
     os.environ["PYTHONPATH"] = python_path(SIM_SITE)
     import simcheck  # noqa: F401  (LENET_SIMCHECK=1 checks every launch for races and bounds)
 
+# CI (.ci/run sets CI=true) installs what the tests need: a missing piece fails there
+CI = bool(os.environ.get("CI"))
+
+
+def missing(reason):
+    """Skip this test for a missing dependency, with its reason; fail instead in CI."""
+    if CI:
+        pytest.fail(f"CI must have this: {reason}")
+    pytest.skip(reason)
+
+
 # Batch sizes for kernel tests: awkward ones (1, 3, not multiples of any block).
 BATCHES = (1, 3) if SIMULATOR else (1, 3, 1001, 4099)
 
@@ -67,10 +78,10 @@ def pytest_report_header(config):
 @pytest.fixture(scope="session")
 def mnist_dir():
     """The MNIST directory from LENET_DATA (absolute, so that a relative one works from
-    any directory); skips with a reason when absent."""
+    any directory); skips with a reason when absent (fails in CI)."""
     path = os.environ.get("LENET_DATA")
     if not path or not os.path.isdir(path):
-        pytest.skip("MNIST not available: set LENET_DATA to a directory with the IDX files")
+        missing("MNIST not available: set LENET_DATA to a directory with the IDX files")
     return os.path.abspath(path)
 
 
@@ -82,10 +93,8 @@ def debian_fashion():
     """Debian's Fashion-MNIST directory (.ci/run installs dataset-fashion-mnist); skips
     where it is not installed, except in CI, where that is a failure."""
     if not os.path.isdir(DEBIAN_FASHION):
-        if os.environ.get("CI"):
-            pytest.fail(f"{DEBIAN_FASHION} is missing: .ci/run installs dataset-fashion-mnist")
-        pytest.skip("Debian's dataset-fashion-mnist is not installed "
-                    f"(apt-get install dataset-fashion-mnist puts it in {DEBIAN_FASHION})")
+        missing("Debian's dataset-fashion-mnist is not installed "
+                f"(apt-get install dataset-fashion-mnist puts it in {DEBIAN_FASHION})")
     return DEBIAN_FASHION
 
 
@@ -93,13 +102,11 @@ def debian_fashion():
 def ptx_census(tmp_path_factory):
     """ptx.json of `python -m bench.ptx` over every kernel (compiled for sm_90 with the
     CUDA toolkit, in a subprocess with the simulator off), made once for the session;
-    skips without a toolkit, except in CI (CI=true), where it fails."""
+    skips without a toolkit, except in CI, where it fails."""
     from bench import ptx
     problem = ptx.toolkit_problem()
     if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs the CUDA toolkit for the compile census: {problem}")
-        pytest.skip(f"no CUDA toolkit for the compile census: {problem}")
+        missing(f"no CUDA toolkit for the compile census: {problem}")
     out = tmp_path_factory.mktemp("ptx")
     env = dict(os.environ, PYTHONPATH=ROOT, NUMBA_ENABLE_CUDASIM="0")
     p = subprocess.run([sys.executable, "-m", "bench.ptx", "--out", str(out)], cwd=ROOT,

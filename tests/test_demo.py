@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import missing
 from PIL import Image
 
 from lenet.cli import main
@@ -665,9 +666,7 @@ def browser():
     if reason is None and not os.path.exists(CHROMIUM):
         reason = f"{CHROMIUM} is missing (apt-get install chromium)"
     if reason:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(reason)
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import lenet_cli
+from conftest import CI, lenet_cli
 
 from lenet.data import load_mnist, preprocess
 from lenet.kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
@@ -28,7 +28,7 @@ try:
     import onnx
     import onnxruntime
 except ImportError as e:
-    if os.environ.get("CI"):
+    if CI:
         raise ImportError(f"CI installs the test extra, which has onnx and onnxruntime: {e}") \
             from e
     pytest.skip(f"onnx or onnxruntime missing (pip install 'lenet5-cuda[onnx]'): {e}",

@@ -29,15 +29,14 @@ def _tree(path):
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory, request):
-    data = os.environ.get("LENET_DATA")
-    if not data or not os.path.isdir(data):
-        pytest.skip("MNIST not available: set LENET_DATA (the rehearsal trains on 1 image)")
+def rehearsal(tmp_path_factory, mnist_dir):
     out = tmp_path_factory.mktemp("session") / "out"
     results_before = _tree(os.path.join(ROOT, "bench", "results"))
     with open(os.path.join(ROOT, "README.md")) as f:
         readme_before = f.read()
-    env = dict(os.environ, GPU_SESSION_PYTHON=sys.executable, LENET_DATA=data)
+    # the session's own settings (GPU_SESSION_*) left in the environment would change it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_SESSION_")}
+    env.update(GPU_SESSION_PYTHON=sys.executable, LENET_DATA=mnist_dir)
     p = subprocess.run(["bash", "bench/gpu_session.sh", "--rehearse", str(out)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=900)
     with open(os.path.join(ROOT, "README.md")) as f:
