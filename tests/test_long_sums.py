@@ -136,7 +136,9 @@ def test_one_running_sum_a_map_would_fail(acts):
 @pytest.mark.parametrize("n", GPU_BATCHES)
 def test_dense_grads_kernel(acts, n, layer, order):
     """ts.dense_grads_kernel in one split (tests/test_backward_pieces.py's harness): one
-    running sum a weight over the images."""
+    running sum a weight over the images (an order written here, not read from the kernel:
+    a change of the kernel's order needs one here; the GPU session runs the kernel itself
+    at these sizes)."""
     terms = dense_terms(acts, layer, n, order)
     err = relative_error(seq(terms, axis=0), terms.astype(np.float64).sum(axis=0))
     assert err <= BOUND, f"{layer} weights, order {order}, {n} images: {err:.2e}"
