@@ -86,6 +86,35 @@ def source_digests(root=ROOT):
     return out
 
 
+def depends_on(path, root=ROOT):
+    """path and every module of kernels/ and lenet/ it imports, directly or through
+    another (sorted): the files whose change changes what a GPU run of path tested."""
+    found, todo = set(), [path]
+    while todo:
+        p = todo.pop()
+        if p in found or not os.path.isfile(os.path.join(root, p)):
+            continue
+        found.add(p)
+        package = os.path.dirname(p)
+        with open(os.path.join(root, p)) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = (package.split("/") if node.level else []) + \
+                    (node.module.split(".") if node.module else [])
+                names = [base + [a.name] for a in node.names] + [base]
+            elif isinstance(node, ast.Import):
+                names = [a.name.split(".") for a in node.names]
+            else:
+                continue
+            for parts in names:
+                if parts[:2] == ["lenet", "kernels"]:   # the kernels, as lenet re-exports them
+                    parts = parts[1:]
+                if parts and parts[0] in ("kernels", "lenet"):
+                    todo.append("/".join(parts) + ".py")
+    return sorted(found)
+
+
 # ------------------------------------------------------------------ GPU runs
 
 def log_header(path):
@@ -474,7 +503,7 @@ def kernels_block():
             cells = ["**never**", f"{which}: not run on a GPU", ""]
         else:
             run, result = tested
-            changed = changed_since(run, [path, "kernels/common.py"])
+            changed = changed_since(run, depends_on(path))
             cells = [f"{run['device']}, {run['date']}, commit {_short(run['commit'])}",
                      f"{which}: {'**' + result + '**' if 'fail' in result else result}",
                      "unknown" if changed is None else

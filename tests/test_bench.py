@@ -617,6 +617,12 @@ def test_session_records_parts_and_collects_them(tmp_path, quick_run):
     assert readme.changed_since({"sources": recorded}, ["kernels/forward.py"]) == \
         ["kernels/forward.py"]
     assert readme.changed_since({"sources": None}, ["kernels/forward.py"]) is None
+    # a kernel module's pieces count as the module: a change there is a change since
+    assert {"kernels/train_step.py", "kernels/forward_pieces.py", "kernels/backward_pieces.py",
+            "kernels/architecture.py", "kernels/common.py"} <= \
+        set(readme.depends_on("kernels/train_step.py"))
+    assert "kernels/backward_pieces.py" not in readme.depends_on("kernels/forward.py")
+    assert {"lenet/workspace.py", "kernels/sdlm.py"} <= set(readme.depends_on("lenet/ops_gpu.py"))
     run = {"dir": dest, "commit": None, "tests": readme.test_results(dest), "sources": None}
     assert run["tests"]["failed"] == [("tests/test_x.py", "test_y")]
     assert run["tests"]["counts"] == {"failed": 1, "passed": 9}
