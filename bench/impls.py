@@ -166,25 +166,27 @@ def _stage(model, stage, x):
     from numba import cuda
 
     from lenet.kernels import forward as fw
-    from lenet.kernels import forward_pieces
-    n, flat, at = x.shape[0], model.parameter_buffer.flat, forward_pieces.PARAMETER_AT
+    from lenet.kernels import forward_pieces as L
+    n, flat, at = x.shape[0], model.parameter_buffer.flat, L.PARAMETER_AT
 
     def out(*shape, dtype=np.float32):
         return cuda.device_array((n,) + shape, dtype)
     if stage == "C1+S2":
-        s2, c1, x2 = out(forward_pieces.S2_LEN), out(fw.C1_LEN), x.reshape(n, forward_pieces.IN_LEN)
-        return lambda: (fw.c1s2(s2, c1, x2, flat), s2.reshape(n, 6, 14, 14))[1]
+        s2, c1, x2 = out(L.S2_LEN), out(fw.C1_LEN), x.reshape(n, L.IN_LEN)
+        shape = (n, L.C1_MAPS, L.S2_SIZE, L.S2_SIZE)
+        return lambda: (fw.c1s2(s2, c1, x2, flat), s2.reshape(shape))[1]
     if stage == "C3+S4":
-        s4, c3, x2 = out(forward_pieces.S4_LEN), out(fw.C3_LEN), x.reshape(n, forward_pieces.S2_LEN)
-        table = forward_pieces.c3_table(model.tables["C3"])
-        return lambda: (fw.c3s4(s4, c3, x2, flat, table), s4.reshape(n, 16, 5, 5))[1]
+        s4, c3, x2 = out(L.S4_LEN), out(fw.C3_LEN), x.reshape(n, L.S2_LEN)
+        table = L.c3_table(model.tables["C3"])
+        shape = (n, L.C3_MAPS, L.S4_SIZE, L.S4_SIZE)
+        return lambda: (fw.c3s4(s4, c3, x2, flat, table), s4.reshape(shape))[1]
     if stage in ("C5", "F6"):
         w = flat[at[stage + ".weight"]:at[stage + ".bias"]]
         b = flat[at[stage + ".bias"]:at[stage + ".bias"] + model.params[stage + ".bias"].size]
         y, x2 = out(b.shape[0]), x.reshape(n, -1)
         return lambda: (fw.dense(y, x2, w, b), y)[1]
     if stage == "RBF":
-        y, classes, centers = out(10), out(dtype=np.int32), model.centers.reshape(-1)
+        y, classes, centers = out(L.N_CLASSES), out(dtype=np.int32), model.centers.reshape(-1)
         return lambda: (fw.rbf(y, classes, x, centers), y)[1]
     raise ValueError(f"unknown stage {stage!r}")
 
