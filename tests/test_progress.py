@@ -95,7 +95,9 @@ def test_a_slow_block_says_why_and_a_quick_one_says_nothing():
     import time
     out = io.StringIO()
     with progress.note_if_slow("compiling...", after=0.05, file=out):
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30    # a slow block: until the note (a busy machine)
+        while not out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert out.getvalue() == "compiling...\n"
     quiet = io.StringIO()
     with progress.note_if_slow("compiling...", after=0.2, file=quiet):
