@@ -9,7 +9,6 @@ from lenet.backend import Backend
 
 class CPUOps(Backend):
     name = "cpu"
-    max_batch = 1024   # images per forward chunk
 
     def __init__(self, dtype=np.float32):
         super().__init__()
