@@ -5,7 +5,9 @@
     penalties = model.forward(images)   # (N,10) RBF penalties, smaller is better
     digits = model.predict(images)      # (N,) class indices
 
-`lenet.data` loads MNIST; `python -m lenet --help` lists the commands. The kernels and
+`lenet.data` loads MNIST, `lenet.train` trains (train, Trainer), `lenet.images` reads
+image files as digits (load_digits), `lenet.export` writes ONNX; `python -m lenet --help`
+lists the commands. The kernels and
 their reference (the source tree's kernels/) are the subpackage `lenet.kernels`.
 """
 

@@ -61,7 +61,8 @@ def write_checkpoint(path, params, dtype, dataset=None, classes=DIGITS, provenan
     description to `path` (.npz), atomically: a temporary file beside it, renamed over
     it. The file gets the usual mode (0666 less the umask). Temporary files that killed
     saves left in that directory are removed first. Refuses what read_checkpoint would
-    (check_parameters), and to replace a file that is not a LeNet-5 checkpoint."""
+    (check_parameters, check_description), and to replace a file that is not a LeNet-5
+    checkpoint."""
     check_parameters(params)
     if os.path.lexists(path) and not os.path.isdir(path) and not is_checkpoint(path):
         raise FileExistsError(f"{path} exists and is not a LeNet-5 checkpoint; refusing to "
@@ -73,8 +74,13 @@ def write_checkpoint(path, params, dtype, dataset=None, classes=DIGITS, provenan
             "dataset": dataset, "classes": list(classes)}
     if provenance is not None:
         meta["provenance"] = provenance
+    check_description(meta)
+    try:
+        text = json.dumps(meta)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the provenance cannot be written as JSON ({e})") from None
     arrays = dict(params)
-    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    arrays["__meta__"] = np.frombuffer(text.encode(), dtype=np.uint8)
     write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
@@ -191,17 +197,22 @@ def read_checkpoint(path):
         raise CheckpointError(f"{path}: made with other RBF bitmaps than this version's")
     if meta.get("dtype") not in ("float32", "float64"):
         raise CheckpointError(f"{path}: unknown dtype {meta.get('dtype')!r}")
-    classes = meta.get("classes", DIGITS)
-    if (not isinstance(classes, (list, tuple)) or len(classes) != 10
-            or not all(isinstance(c, str) for c in classes)):
-        raise CheckpointError(f"{path}: class names {classes!r} are not ten strings")
-    if not isinstance(meta.get("dataset"), (str, type(None))):
-        raise CheckpointError(f"{path}: data set {meta.get('dataset')!r} is not a name")
-    if not isinstance(meta.get("provenance"), (dict, type(None))):
-        raise CheckpointError(f"{path}: provenance {meta.get('provenance')!r} is not a JSON "
-                              "object")
     try:
+        check_description(meta)
         check_parameters(arrays)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from e
     return arrays, meta
+
+
+def check_description(meta):
+    """ValueError unless a checkpoint's class names, data set and provenance are what
+    read_checkpoint takes back: ten strings, a name or None, a dict or None."""
+    classes = meta.get("classes", DIGITS)
+    if (not isinstance(classes, (list, tuple)) or len(classes) != 10
+            or not all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"class names {classes!r} are not ten strings")
+    if not isinstance(meta.get("dataset"), (str, type(None))):
+        raise ValueError(f"data set {meta.get('dataset')!r} is not a name")
+    if not isinstance(meta.get("provenance"), (dict, type(None))):
+        raise ValueError(f"provenance {meta.get('provenance')!r} is not a JSON object")

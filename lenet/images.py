@@ -52,17 +52,21 @@ SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey PNGs open 
 
 
 def read_grey(path):
-    """Grey levels float64 (H,W) in 0..255 of a PNG, JPEG or any image Pillow reads, as a
-    person sees it: turned upright by its EXIF orientation (phone photos), 16-bit levels
-    scaled to 0..255, transparency composited over the backdrop that shows the drawing
-    (`backdrop`)."""
+    """Grey levels float64 (H,W) in 0..255 of a PNG, JPEG or any image Pillow reads (a
+    file's path, or a PIL image), as a person sees it: turned upright by its EXIF
+    orientation (phone photos), 16-bit levels scaled to 0..255, transparency composited
+    over the backdrop that shows the drawing (`backdrop`)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
-    path = os.fspath(path)
+    given = isinstance(path, Image.Image)
+    if not given and not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"an image file's path or a PIL image, not {type(path).__name__} "
+                        "(an array of 28x28 digits goes to lenet.data.preprocess as it is)")
+    image, path = (path, "the image") if given else (None, os.fspath(path))
     try:
         with warnings.catch_warnings():  # Pillow warns above its limit, raises above twice it
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             try:
-                image = Image.open(path)
+                image = image.copy() if given else Image.open(path)
             except (Image.DecompressionBombWarning, Image.DecompressionBombError):
                 raise ImageError(f"{path}: too large: more than {Image.MAX_IMAGE_PIXELS:,} "
                                  "pixels (Pillow's limit against decompression bombs); "
@@ -359,5 +363,7 @@ def mnist_digit(path):
 
 def load_digits(paths, dataset="mnist"):
     """uint8 (N,28,28) of N image files, in order, made as `dataset`'s images were."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]     # one file, not its name's characters
     return np.stack([prepare_image(p, dataset) for p in paths]) if paths else \
         np.zeros((0, SIZE, SIZE), np.uint8)

@@ -385,8 +385,11 @@ class LeNet5:
 
     @classmethod
     def load(cls, path, device="cpu"):
-        """A model with the parameters stored by `save` (never unpickles)."""
+        """A model with the parameters stored by `save` (never unpickles), in the
+        checkpoint's dtype on the CPU (the GPU computes in float32)."""
         params, meta = read_checkpoint(path)
+        if device == "auto":
+            device = "gpu" if gpu_available() else "cpu"
         model = cls(device=device, dtype=np.float32 if device != "cpu" else meta["dtype"])
         model.set_parameters(params)
         model.classes = tuple(meta.get("classes", DIGITS))

@@ -9,6 +9,7 @@ Tested by tests/test_sweep.py and tests/test_cli_sweep.py.
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from lenet.train import (
     HESSIAN_SAMPLES,
     PER_PATTERN,
     SCHEDULES,
+    RecipeInitWarning,
     Trainer,
     check_epochs,
     default_settings,
@@ -202,9 +204,12 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
         if data is None:   # the training set on the backend once, for every run
             data = (model.prepare_images(train_set[0]),
                     model.prepare_labels(train_set[1], len(train_set[1])))
-        # the run's settings are Trainer's arguments (None: the recipe's default)
-        trainers.append(Trainer(model, *data, **{k: v for k, v in run.items()
-                                                 if k not in ("name", "init")}))
+        # the run's settings are Trainer's arguments (None: the recipe's default); its
+        # model has the init it names, or its recipe's
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RecipeInitWarning)
+            trainers.append(Trainer(model, *data, **{k: v for k, v in run.items()
+                                                     if k not in ("name", "init")}))
     if out_dir:   # once the runs can be made (a GPU asked for may be missing)
         os.makedirs(out_dir, exist_ok=True)
     n, r_count = trainers[0].n, len(trainers)

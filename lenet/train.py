@@ -20,7 +20,9 @@ test_gpu_model.py.
 """
 
 import math
+import os
 import time
+import warnings
 
 import numpy as np
 
@@ -80,6 +82,10 @@ def default_settings(recipe):
     return dict(DEFAULTS[recipe])
 
 
+class RecipeInitWarning(UserWarning):
+    """A new model made with another initialisation than its recipe's (DEFAULTS)."""
+
+
 class Trainer:
     """Runs passes of one recipe over a training set held on the model's backend.
 
@@ -92,6 +98,12 @@ class Trainer:
                  momentum=0.9, loss=None, j=MAP_J, seed=0, mu=None, schedule=None,
                  shuffle=True, hessian_sample="random", distort=False):
         settings = default_settings(recipe)
+        made = model.provenance or {}
+        if set(made) == {"init", "seed"} and made["init"] != settings["init"]:
+            warnings.warn(f"the {recipe} recipe starts from init {settings['init']!r}, this "
+                          f"model from {made['init']!r}: make it with "
+                          f"LeNet5(init={settings['init']!r}) for the recipe as documented",
+                          RecipeInitWarning, stacklevel=2)
         self.model, self.ops = model, model.ops
         loss = settings["loss"] if loss is None else loss
         self.recipe, self.loss, self.j = recipe, loss, j
@@ -349,8 +361,10 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, checkpoint=None
     With validation_set (images held out of the training set, to choose settings on)
     each pass also records "validation_error"; test_set may then be None, so that the
     test set is not looked at (its "test_error" is None). Every set is checked before the
-    first pass. A pass that diverges raises Diverged before anything of it is saved.
-    Returns the per-pass records."""
+    first pass. A pass that ends with a non-finite loss or parameters (diverged) raises
+    Diverged before anything of it is saved; a finite run to 90% error does not. Make the
+    model with its recipe's initialisation (default_settings(recipe)["init"]; a new model
+    made otherwise gets a RecipeInitWarning). Returns the per-pass records."""
     epochs = check_epochs(epochs, recipe)
     if test_set is None and validation_set is None:
         raise ValueError("no test set and no validation set: nothing to evaluate")
@@ -358,6 +372,9 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, checkpoint=None
         if pair is not None:
             check_set(model, pair, what)
     check_outputs(checkpoint, log)
+    where = checkpoint and os.path.dirname(os.path.abspath(checkpoint))
+    if where and not os.path.isdir(where):     # as LeNet5.save would find after a pass
+        raise ValueError(f"cannot write {checkpoint}: directory {where} does not exist")
     trainer = Trainer(model, *train_set, recipe=recipe, **options)
     out(f"training LeNet-5 on {model.device}: recipe {recipe}, loss {trainer.loss}, "
         f"{epochs} passes, batch size {trainer.batch_size}, {trainer.n} patterns")

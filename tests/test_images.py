@@ -308,3 +308,19 @@ def test_a_bold_digit_cropped_tight_keeps_its_colours():
     for paper, pen in ((255.0, 0.0), (0.0, 255.0), (230.0, 40.0)):
         amount = ink(np.where(stroke, pen, paper))
         assert amount[stroke].min() == 255 and amount[~stroke].max() == 0, (paper, pen)
+
+
+def test_one_path_a_pil_image_and_what_is_neither(drawings, tmp_path):
+    # load_digits of one path is that file (not its name's characters); a PIL image in
+    # memory reads as its file does; anything else is a one-line TypeError
+    from PIL import Image
+
+    from lenet.images import load_digits, prepare_image
+    path = plain(drawings[0], tmp_path)
+    want = prepare_image(path)
+    for given in (path, str(path)):
+        np.testing.assert_array_equal(load_digits(given), want[None])
+    with Image.open(path) as image:
+        np.testing.assert_array_equal(prepare_image(image), want)
+    with pytest.raises(TypeError, match="an image file's path or a PIL image, not ndarray"):
+        prepare_image(np.zeros((28, 28)))

@@ -5,13 +5,14 @@ the CPU). Image files as people make them: tests/test_images.py."""
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
 
 from lenet import LeNet5
 from lenet.logs import check_outputs
-from lenet.train import Trainer, error_rate, penalties, train
+from lenet.train import RecipeInitWarning, Trainer, error_rate, penalties, train
 
 
 def random_set(n, seed):
@@ -208,6 +209,59 @@ def test_save_refuses_what_it_should_not_write(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["notes.npz"]
 
 
+@pytest.mark.parametrize("attribute, value, message", [
+    ("classes", ("a", "b"), r"class names \['a', 'b'\] are not ten strings"),
+    ("dataset", 5, "data set 5 is not a name"),
+    ("provenance", "by hand", "provenance 'by hand' is not a JSON object"),
+    ("provenance", {"error": np.float32(0.5)}, "the provenance cannot be written as JSON"),
+])
+def test_save_refuses_a_description_load_would_refuse_and_keeps_the_good_file(
+        tmp_path, attribute, value, message):
+    good = tmp_path / "good.npz"
+    model = LeNet5(seed=0)
+    model.save(good)
+    before = good.read_bytes()
+    setattr(model, attribute, value)
+    with pytest.raises(ValueError, match=message):
+        model.save(good)
+    assert good.read_bytes() == before and LeNet5.load(good).provenance == {"init": "fan-in",
+                                                                            "seed": 0}
+    assert sorted(os.listdir(tmp_path)) == ["good.npz"]
+
+
+def test_a_checkpoint_in_a_missing_directory_is_refused_before_training(tmp_path, monkeypatch):
+    def trained(self, progress=None):
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr(Trainer, "train_pass", trained)
+    with pytest.raises(ValueError, match="cannot write .*c.npz: directory .*sub does not exist"):
+        run_to = tmp_path / "new" / "sub" / "c.npz"
+        train(LeNet5(seed=0), TRAIN, TEST, epochs=1, progress=False, checkpoint=run_to,
+              out=lambda line: None)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_new_model_of_another_init_than_its_recipe_is_warned_of():
+    with pytest.warns(RecipeInitWarning, match="lecun recipe starts from init 'lush', this "
+                      "model from 'fan-in'"):
+        Trainer(LeNet5(seed=0), *TRAIN, recipe="lecun")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(LeNet5(seed=0, init="lush"), *TRAIN, recipe="lecun")
+        Trainer(LeNet5(seed=0), *TRAIN, recipe="sgd")
+        trained = LeNet5.pretrained(device="cpu")      # not a new model: its own start
+        Trainer(trained, *TRAIN, recipe="lecun")
+
+
+def test_load_keeps_a_float64_checkpoint_on_the_cpu_whatever_the_device_is_called(tmp_path):
+    from lenet.model import gpu_available
+    LeNet5(seed=0, dtype=np.float64).save(tmp_path / "m.npz")
+    assert LeNet5.load(tmp_path / "m.npz", device="cpu").dtype == np.float64
+    auto = LeNet5.load(tmp_path / "m.npz", device="auto")     # the GPU computes in float32
+    assert (auto.device, auto.dtype) == (("gpu", np.float32) if gpu_available() else
+                                         ("cpu", np.float64))
+
+
 def test_training_records_its_provenance_and_new_parameters_clear_it(tmp_path):
     model = LeNet5.pretrained(device="cpu")
     shipped = model.provenance
@@ -232,7 +286,8 @@ def test_training_records_its_provenance_and_new_parameters_clear_it(tmp_path):
 @pytest.mark.parametrize("make, message", [
     (lambda: LeNet5(seed=0).gradients(*TEST, loss="map", j=float("nan")), "j, MAP's constant"),
     (lambda: LeNet5(seed=0).gradients(*TEST, loss="map", j=-1.0), "j, MAP's constant"),
-    (lambda: Trainer(LeNet5(seed=0), *TRAIN, recipe="lecun", lr=0.1), "lr is sgd's step size"),
+    (lambda: Trainer(LeNet5(seed=0, init="lush"), *TRAIN, recipe="lecun", lr=0.1),
+     "lr is sgd's step size"),
     (lambda: LeNet5(seed=-1), "seed must be a whole number of at least 0"),
     (lambda: Trainer(LeNet5(seed=0), *TRAIN, seed=-3), "seed must be a whole number"),
 ])

@@ -5,6 +5,7 @@ every pass and its log. check_numbers holds the ranges of the training options, 
 import math
 import os
 import sys
+import warnings
 
 from lenet.commands.common import (
     UserError,
@@ -133,7 +134,7 @@ def check_numbers(args):
 def run(args):
     from lenet.logs import check_outputs
     from lenet.model import LeNet5
-    from lenet.train import PER_PATTERN, Diverged, default_settings, train
+    from lenet.train import PER_PATTERN, Diverged, RecipeInitWarning, default_settings, train
     check_numbers(args)
     if args.lr is not None and args.recipe != "sgd":
         raise UserError(f"--lr is sgd's step size; the {args.recipe} recipe follows the "
@@ -177,13 +178,15 @@ def run(args):
               file=sys.stderr)
     before = mtime(args.out)
     try:
-        train(model, train_set, test_set, recipe=args.recipe, epochs=args.epochs,
-              batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-              loss=args.loss, seed=args.seed, mu=args.mu, checkpoint=args.out, log=log,
-              progress=not args.no_progress, evaluate_train=not args.fast,
-              schedule=args.schedule, shuffle=not args.ordered,
-              hessian_sample=args.hessian_sample, distort=args.distort,
-              validation_set=validation_set)
+        with warnings.catch_warnings():   # the model's init is --init's, or the recipe's
+            warnings.simplefilter("ignore", RecipeInitWarning)
+            train(model, train_set, test_set, recipe=args.recipe, epochs=args.epochs,
+                  batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                  loss=args.loss, seed=args.seed, mu=args.mu, checkpoint=args.out, log=log,
+                  progress=not args.no_progress, evaluate_train=not args.fast,
+                  schedule=args.schedule, shuffle=not args.ordered,
+                  hessian_sample=args.hessian_sample, distort=args.distort,
+                  validation_set=validation_set)
     except Diverged as e:
         raise UserError(str(e)) from e
     except KeyboardInterrupt:
