@@ -1,8 +1,9 @@
 """LeNet-5 as data, written once: the bottom of the import graph (NumPy only). Everything
 here is a fact of the paper (../shared/docs/lenet5.md) except the digit glyphs, which the
 paper leaves to us, and the flat order of the parameters, ours: the squashing function's
-constants, the losses, the layers' shapes, the parameters (PARAMETER_SHAPES in the flat
-order, PARAMETER_AT their offsets), the C3 connection table and the RBF prototypes.
+constants, the input's encoding, the losses, the layers' shapes, the parameters
+(PARAMETER_SHAPES in the flat order, PARAMETER_AT their offsets), the C3 connection table
+and the RBF prototypes.
 
 Test: pytest -q tests/test_architecture.py
 """
@@ -17,7 +18,7 @@ MAP_J = 10.0                        # eq. 9's constant j (the paper does not giv
 
 # ------------------------------------------------------------------ shapes
 K = 5                          # kernel size of C1, C3, C5
-IN_SIZE = 32                   # input 1@32x32
+IN_SIZE = 32                   # input 1@32x32: a 28x28 digit and INPUT_PAD pixels a side
 C1_MAPS, C1_SIZE = 6, 28
 S2_SIZE = 14
 C3_MAPS, C3_SIZE = 16, 10
@@ -30,6 +31,14 @@ N_CLASSES = 10
 IN_LEN = IN_SIZE * IN_SIZE                 # 1024 floats an image
 S2_LEN = C1_MAPS * S2_SIZE * S2_SIZE       # 1176
 S4_LEN = C5_INPUTS                         # 400
+
+# ------------------------------------------------------------------ the input's encoding
+# A 28x28 digit padded with INPUT_PAD background pixels a side to IN_SIZE x IN_SIZE; white
+# (background, and what a distortion brings in from outside the image) is INPUT_BACKGROUND,
+# full ink INPUT_INK: the paper's values, which make the inputs' mean about 0 and their
+# variance about 1 (lenet.data.preprocess, kernels.distort)
+INPUT_PAD = 2
+INPUT_BACKGROUND, INPUT_INK = -0.1, 1.175
 
 # ------------------------------------------------------------------ parameters
 # name -> shape, in the order of the one flat buffer that holds them all (C3's weights
@@ -77,6 +86,7 @@ XXX...XXX..X.XXX
 """
 C3_TABLE = np.array([[c == "X" for c in row] for row in _C3_ROWS.split()], dtype=bool)
 C3_TABLE.setflags(write=False)
+C3_PAIRS = int(C3_TABLE.sum())   # 60 connected (C3 map, S2 map) pairs
 
 # The 10 RBF prototypes: 7 wide, 12 tall, '#' = ink (+1), '.' = background (-1).
 _GLYPHS = """

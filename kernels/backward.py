@@ -15,6 +15,8 @@ from numba import config, cuda, float32, int32, uint32
 from .architecture import LOSS_KINDS
 from .backward_pieces import (
     C1_GRAD_TASKS,
+    C2_DELTA_TASKS,
+    C3_BANDS,
     GRAD_SUMS,
     c1_grad_sums,
     c1_map_sum,
@@ -37,7 +39,7 @@ THREADS = 128
 # blocks: a harness needs no more, and the simulator creates a Python thread per thread
 MAX_BLOCKS = 8 if config.ENABLE_CUDASIM else 1024
 C1_PART_LEN = C1_GRAD_TASKS * GRAD_SUMS
-C3_PART_LEN = C3_MAPS * C3_MAX_IN * 2 * GRAD_SUMS   # any table: up to 96 pairs, 2 bands each
+C3_PART_LEN = C3_MAPS * C3_MAX_IN * C3_BANDS * GRAD_SUMS   # any table: up to 96 pairs
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], "
@@ -130,7 +132,7 @@ def c3_grads_kernel(dw, db, d, x, table, order):
     part = cuda.shared.array(C3_PART_LEN, float32)
     t = uint32(cuda.threadIdx.x)
     n_img = uint32(d.shape[0])
-    for task in range(t, uint32(2) * c3_first_pair(table, C3_MAPS), uint32(THREADS)):
+    for task in range(t, uint32(C3_BANDS) * c3_first_pair(table, C3_MAPS), uint32(THREADS)):
         for n in range(n_img):
             c3_grad_sums(part, d[n], x[n], table, task, order, n > 0)
         if n_img == 0:
@@ -150,10 +152,10 @@ def c3_grads_kernel(dw, db, d, x, table, order):
 @kernel("void(float32[:, ::1], float32[:, ::1], float32[::1], float32[:, ::1], int32[::1], "
         "int32)")
 def c3_delta_kernel(d2, d3, w3, x2, out_table, order):
-    # one block per IMAGES images; threads over (task, image), 42 tasks an image
+    # one block per IMAGES images; threads over (task, image), C2_DELTA_TASKS an image
     n0 = uint32(cuda.blockIdx.x) * uint32(IMAGES)
     here = min(uint32(IMAGES), uint32(d2.shape[0]) - n0)
-    for q in range(uint32(cuda.threadIdx.x), here * uint32(42), uint32(THREADS)):
+    for q in range(uint32(cuda.threadIdx.x), here * uint32(C2_DELTA_TASKS), uint32(THREADS)):
         n = n0 + q % here
         c3_delta(d2[n], d3[n], w3, x2[n], out_table, q // here, order)
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import cuda, float32, uint32
 
-from .architecture import LOSS_KINDS
+from .architecture import C3_PAIRS, LOSS_KINDS
 from .common import device_function, through_squash
 from .forward_pieces import (
     C1_MAPS,
@@ -31,16 +31,29 @@ from .forward_pieces import (
     registers,
 )
 
-C1_GRAD_COLS = C1_SIZE // 2     # c1_grad_sums covers half a row of C1 per task
+# the whole-layer weight-gradient tasks, each a register tile of weight_grads. C1: (map,
+# band of C1_BAND_ROWS rows, half row); C3: (connected pair, band of C3_BAND_ROWS rows),
+# the C3_PAIRS (60) pairs of kernels.architecture.C3_TABLE numbered map by map
+C1_BAND_ROWS = 4
+C1_GRAD_COLS = C1_SIZE // 2                 # half a row of C1
 C1_GRAD_WIN = C1_GRAD_COLS + K - 1
+C1_BANDS = C1_SIZE // C1_BAND_ROWS          # 7 a map
+C1_MAP_TASKS = 2 * C1_BANDS                 # 14 a map: (band, half row)
+C1_GRAD_TASKS = C1_MAPS * C1_MAP_TASKS      # 84
+C3_BAND_ROWS = 5
+C3_BANDS = C3_SIZE // C3_BAND_ROWS          # 2 a pair (c3_pair_sum adds the two)
 C3_GRAD_WIN = C3_SIZE + K - 1
-C1_GRAD_TASKS = C1_MAPS * 7 * 2     # (C1 map, band of 4 rows, half row)
-C1_BANDS = 14                       # C1 tasks per map
-C3_PAIRS = 60                       # connected (C3 map, S2 map) pairs of Table I
-C3_GRAD_TASKS = C3_PAIRS * 2        # (connected pair, band of 5 rows)
-OUT_TABLE_ROW = 1 + 16          # c3_out_table row: count, then up to 16 C3 maps
+C3_GRAD_TASKS = C3_PAIRS * C3_BANDS         # 120
+C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)   # c3_delta's tasks an image: (S2 map, row pair)
+OUT_TABLE_ROW = 1 + C3_MAPS     # c3_out_table row: count, then up to 16 C3 maps
 GRAD_SUMS = K * K + 1           # a weight-gradient task's sums: 25 weights and the bias
 KIND_MSE = LOSS_KINDS["mse"]
+
+# the tasks tile their layers exactly, and the pieces' code is written for these counts
+assert C1_BANDS * C1_BAND_ROWS == C1_SIZE and 2 * C1_GRAD_COLS == C1_SIZE
+assert C3_BANDS * C3_BAND_ROWS == C3_SIZE
+assert C3_BANDS == 2, "c3_pair_sum adds a pair's 2 bands by hand: change it too"
+assert S2_SIZE % 2 == 0                                         # c3_delta's row pairs
 
 
 # -------------------------------------------------------------------------- loss
@@ -279,17 +292,19 @@ def c1_grad_sums(part, d1, x, task, order, accumulate):
     """C1 task `task` = 14 m + 2 band + half of one image into part[task * 26:]:
     weight_grads over rows 4 band .. 4 band + 3, columns 14 half .. 14 half + 13 of map
     m. d1 (6*28*28,) C1's delta, x (32*32,) the image."""
-    m, band, half = task // uint32(C1_BANDS), (task // uint32(2)) % uint32(7), task % uint32(2)
+    m, band = task // uint32(C1_MAP_TASKS), (task // uint32(2)) % uint32(C1_BANDS)
+    half = task % uint32(2)
     weight_grads(part[uint32(task) * uint32(GRAD_SUMS):], d1[m * uint32(C1_SIZE * C1_SIZE):],
-                 C1_SIZE, x, IN_SIZE, uint32(4) * band, uint32(C1_GRAD_COLS) * half, 4,
-                 C1_GRAD_COLS, C1_GRAD_WIN, order, accumulate)
+                 C1_SIZE, x, IN_SIZE, uint32(C1_BAND_ROWS) * band, uint32(C1_GRAD_COLS) * half,
+                 C1_BAND_ROWS, C1_GRAD_COLS, C1_GRAD_WIN, order, accumulate)
 
 
 @device_function
 def c1_map_sum(part, m, s):
     """Sum s (weight 5u + v, or 25: the bias) of C1 map m: its 14 tasks' sums in order."""
     g = float32(0.0)
-    for task in range(uint32(m) * uint32(C1_BANDS), (uint32(m) + uint32(1)) * uint32(C1_BANDS)):
+    for task in range(uint32(m) * uint32(C1_MAP_TASKS),
+                      (uint32(m) + uint32(1)) * uint32(C1_MAP_TASKS)):
         g += part[task * uint32(GRAD_SUMS) + uint32(s)]
     return g
 
@@ -320,19 +335,19 @@ def c3_grad_sums(part, d3, a2, table, task, order, accumulate):
     """C3 task `task` = 2 pair + band of one image into part[task * 26:]: weight_grads
     of connected pair `pair` (C3 map m, S2 map c) over C3 rows 5 band .. 5 band + 4. d3
     (16*10*10,) C3's delta, a2 (6*14*14,) S2's output."""
-    m, jj = c3_pair(table, uint32(task) // uint32(2))
+    m, jj = c3_pair(table, uint32(task) // uint32(C3_BANDS))
     c = uint32(table[m * uint32(TABLE_ROW) + uint32(1) + jj])
     weight_grads(part[uint32(task) * uint32(GRAD_SUMS):], d3[m * uint32(C3_SIZE * C3_SIZE):],
                  C3_SIZE, a2[c * uint32(S2_SIZE * S2_SIZE):], S2_SIZE,
-                 uint32(5) * (uint32(task) % uint32(2)), 0, 5, C3_SIZE, C3_GRAD_WIN, order,
-                 accumulate)
+                 uint32(C3_BAND_ROWS) * (uint32(task) % uint32(C3_BANDS)), 0, C3_BAND_ROWS,
+                 C3_SIZE, C3_GRAD_WIN, order, accumulate)
 
 
 @device_function
 def c3_pair_sum(part, pair, s):
     """Sum s (weight 5u + v, or 25: the bias of the pair's C3 map) of a connected pair:
     its two bands' sums."""
-    at = uint32(pair) * uint32(2 * GRAD_SUMS) + uint32(s)
+    at = uint32(pair) * uint32(C3_BANDS * GRAD_SUMS) + uint32(s)
     return part[at] + part[at + uint32(GRAD_SUMS)]
 
 
@@ -361,3 +376,13 @@ def c3_out_table(table):
         maps = np.flatnonzero(table[c])
         rows[c, 0], rows[c, 1:1 + len(maps)] = len(maps), maps
     return cuda.to_device(rows.reshape(-1))
+
+
+def check_c3_pairs(op, table):
+    """ValueError, prefixed with `op`, unless the c3_table() device array `table` connects
+    C3_PAIRS (C3 map, S2 map) pairs: the fused kernels' C3 gradient tasks and sums are
+    sized for Table I's (the stage kernels take any table)."""
+    pairs = int(table.copy_to_host()[::TABLE_ROW].sum())
+    if pairs != C3_PAIRS:
+        raise ValueError(f"{op}: the C3 table connects {pairs} (C3 map, S2 map) pairs; the "
+                         f"fused kernels take Table I's {C3_PAIRS}")

@@ -29,12 +29,13 @@ Test: pytest -q tests/test_distort.py
 import numpy as np
 from numba import cuda, float32, njit
 
+from .architecture import IN_SIZE, INPUT_BACKGROUND
 from .common import cdiv, check_device_arrays, device_function, kernel
 from .cpu import CACHE
 
-SIZE = 32
+SIZE = IN_SIZE
 CENTRE = (SIZE - 1) / 2
-BACKGROUND = -0.1  # lenet.data.preprocess's value of a blank pixel
+BACKGROUND = INPUT_BACKGROUND  # the value of a blank pixel (lenet.data.preprocess's)
 BLOCK = 256
 RANGES = {"keep": 0.1, "translate": 2.0, "scale": 0.1, "squeeze": 0.1, "shear": 0.2}
 

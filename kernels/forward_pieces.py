@@ -68,6 +68,7 @@ TABLE_ROW = 1 + C3_MAX_IN
 IMAGES = 4           # most images one dense_partials call handles (its register tile)
 DENSE_UNITS = 4      # units per thread in dense_partials (its code names 4 rows)
 DENSE_SPLIT = 8      # threads sharing one unit group's inputs
+assert DENSE_UNITS == 4, "dense_partials writes its 4 weight rows out by hand: change it too"
 
 
 # ------------------------------------------------------------------ parameters
@@ -138,11 +139,10 @@ _MINUS_2A = float32(-2.0 * SQUASH_A)
 
 @device_function
 def squash(a):
-    """f(a) = 1.7159 tanh(2a/3) in 16 PTX instructions, no branch, no libdevice (whose
-    tanhf takes 24): A S a + a z P(z), z = a^2, for |a| < 1, else copysign(A - 2A / (1 +
-    2^(|a| 2S log2 e)), a) with the hardware's ex2.approx and rcp.approx (exp2 and a
-    division in the simulator). Relative error <= 3.9e-7 for every float32 a, those two
-    instructions at their documented error bounds (bench/results/2026-12-02-squash-accuracy/)."""
+    """f(a) = A tanh(S a), branch-free and cheaper than libdevice's tanhf (its cost and
+    accuracy: docs/kernels.md): A S a + a z P(z), z = a^2, for |a| < 1, else copysign(A -
+    2A / (1 + 2^(|a| 2S log2 e)), a) with the hardware's ex2.approx and rcp.approx (exp2
+    and a division in the simulator)."""
     z = a * a
     p = ((_Q4 * z + _Q3) * z + _Q2) * z + _Q1
     small = (a * z) * p + _Q0 * a

@@ -19,6 +19,7 @@ from numba import config, cuda, float32, float64, int32, int64, uint32, void
 from .architecture import offsets
 from .backward_pieces import (
     C1_GRAD_TASKS,
+    C2_DELTA_TASKS,
     C3_GRAD_TASKS,
     C3_PAIRS,
     GRAD_SUMS,
@@ -30,6 +31,7 @@ from .backward_pieces import (
     c3_grad_sums,
     c3_pair,
     c3_pair_sum,
+    check_c3_pairs,
     dense_delta_step,
     pattern_loss,
     rbf_delta,
@@ -78,8 +80,6 @@ RATES_THREADS = 256
 # blocks of the elementwise kernels: one thread per parameter on a GPU; a few blocks in
 # the simulator, which runs a Python thread per CUDA thread
 RATES_BLOCKS = 4 if config.ENABLE_CUDASIM else cdiv(PARAMETERS_LEN, RATES_THREADS)
-
-C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)   # c3_delta: (S2 map, row pair)
 
 # shared memory, one pattern: name -> (offset, length) in floats
 _SHARED = (("x", IN_LEN), ("a2", S2_LEN), ("d2", S2_LEN), ("a3", C3_LEN), ("d3", C3_LEN),
@@ -278,6 +278,7 @@ def sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, 
         centers=(centers, (N_CLASSES * F6_UNITS,)),
         table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
         out_table=(out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32))
+    check_c3_pairs("sdlm_steps", table)
     if not 0 <= start <= start + count <= p:
         raise ValueError(f"sdlm_steps: patterns {start}..{start + count} outside the order "
                          f"of {p}")

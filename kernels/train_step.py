@@ -17,6 +17,7 @@ from numba import config, cuda, float32, float64, int32, int64, uint32, void
 from .architecture import LOSS_KINDS, STEP_MODES, offsets
 from .backward_pieces import (
     C1_GRAD_TASKS,
+    C2_DELTA_TASKS,
     C3_GRAD_TASKS,
     GRAD_SUMS,
     OUT_TABLE_ROW,
@@ -27,6 +28,7 @@ from .backward_pieces import (
     c3_grad_sums,
     c3_pair_sum,
     c3_weight_sum,
+    check_c3_pairs,
     dense_delta,
     pattern_loss,
     rbf_delta,
@@ -72,7 +74,6 @@ from .forward_pieces import (
 THREADS = 256
 BLOCKS_PER_SM = 2                    # launch bound: up to 128 registers a thread
 LAUNCH_BOUNDS = {"launch_bounds": (THREADS, BLOCKS_PER_SM)}
-C2_DELTA_TASKS = C1_MAPS * (S2_SIZE // 2)        # c3_delta's tasks an image
 DENSE_LEN = PARAMETERS_LEN - W5_AT               # C5's and F6's parameters: 58,284
 CONV_LEN = CONV_PARAMETERS_LEN                   # C1..S4's: 2,616
 # shared sums of the subsampling layers: S2 coefficients, S2 biases, S4 ..., S4 ...
@@ -428,6 +429,7 @@ def launch_step(acts, bp, params, grads, velocity, rates, images, labels, index,
         centers=(centers, (N_CLASSES * F6_UNITS,)),
         table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
         out_table=(out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32))
+    check_c3_pairs("step", table)
     launch(acts, bp, params, grads, velocity, rates, images, labels, index, start, count,
            LOSS_KINDS[kind], j, order, MODES[mode], lr, momentum, conv_part, dense_part,
            stats_part, stats, centers, table, out_table, split_images)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lenet.datasets import DATASETS, DIGITS, Dataset
+from lenet.kernels.architecture import IN_SIZE, INPUT_BACKGROUND, INPUT_INK, INPUT_PAD
 
 SPLITS = ("train", "test")
 KINDS = ("images", "labels")
@@ -44,6 +45,7 @@ INT_LABEL_MAGIC = 3074  # 0x00000c02: int32, 2 dimensions (QMNIST: class in colu
 MAGICS = {IMAGE_MAGIC: ("images", np.dtype(np.uint8)), LABEL_MAGIC: ("labels", np.dtype(np.uint8)),
           INT_LABEL_MAGIC: ("labels", np.dtype(">i4"))}
 IMAGE_SIZE = 28
+assert IMAGE_SIZE + 2 * INPUT_PAD == IN_SIZE   # preprocess pads a digit to LeNet-5's input
 
 
 class MNISTError(Exception):
@@ -512,9 +514,11 @@ def load_mnist(split="train", directory=None, download_missing=True, mirrors=Non
 
 # --------------------------------------------------------------- preprocess
 
-# Pixel value v (0..255) -> -0.1 + v / 255 * 1.275, computed in float64 and rounded once,
-# so that 0 gives exactly float32(-0.1) and 255 exactly float32(1.175).
-_PIXEL_LUT = (-0.1 + np.arange(256, dtype=np.float64) / 255.0 * 1.275).astype(np.float32)
+# Pixel value v (0..255) -> INPUT_BACKGROUND + v / 255 * (INPUT_INK - INPUT_BACKGROUND),
+# computed in float64 and rounded once, so that 0 gives exactly float32(-0.1) and 255
+# exactly float32(1.175) (kernels/architecture.py's input encoding).
+_PIXEL_LUT = (INPUT_BACKGROUND + np.arange(256, dtype=np.float64) / 255.0
+              * (INPUT_INK - INPUT_BACKGROUND)).astype(np.float32)
 _BACKGROUND = _PIXEL_LUT[0]
 
 
@@ -533,8 +537,7 @@ def preprocess(images_uint8):
         raise ValueError(
             f"preprocess expects shape (N, 28, 28) or (28, 28), got {images_uint8.shape}"
         )
-    pad = 2
-    size = IMAGE_SIZE + 2 * pad
-    out = np.full((images.shape[0], 1, size, size), _BACKGROUND, dtype=np.float32)
+    pad = INPUT_PAD
+    out = np.full((images.shape[0], 1, IN_SIZE, IN_SIZE), _BACKGROUND, dtype=np.float32)
     out[:, 0, pad : pad + IMAGE_SIZE, pad : pad + IMAGE_SIZE] = _PIXEL_LUT[images]
     return out

@@ -19,13 +19,20 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
 from lenet.datasets import DIGITS
-from lenet.kernels.architecture import BITMAP_HEIGHT, BITMAP_WIDTH, RBF_CENTERS
+from lenet.kernels.architecture import (
+    BITMAP_HEIGHT,
+    BITMAP_WIDTH,
+    INPUT_BACKGROUND,
+    INPUT_INK,
+    RBF_CENTERS,
+    SQUASH_A,
+)
 
 DPI = 100
 FIGSIZE = {"maps": (14, 7), "prototypes": (10, 2.5), "curves": (10, 4), "errors": (14, 6.5),
            "distortions": (13, 11.5)}
-SQUASH = 1.7159       # f(a) lies in (-SQUASH, SQUASH)
-INPUT_RANGE = (-0.1, 1.175)  # lenet.data.preprocess: background, full ink
+SQUASH = SQUASH_A     # f(a) lies in (-SQUASH, SQUASH)
+INPUT_RANGE = (INPUT_BACKGROUND, INPUT_INK)  # lenet.data.preprocess: background, full ink
 MAX_ERRORS = 24       # the mistakes grid of draw_errors: 4 rows of 6
 WINNER, OTHERS = "tab:red", "0.7"
 LOG_KEYS = ("pass", "running_train_error", "train_loss")  # numbers in every line
@@ -115,7 +122,8 @@ def draw_maps(path, activations, caption, classes=DIGITS):
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, 0.015, f"grey scale of every layer after the input: white -{SQUASH}, "
              f"black +{SQUASH} (the range of the squashing function); input: white "
-             "background -0.1, black ink 1.175", ha="center", fontsize=9, color="0.3")
+             f"background {INPUT_BACKGROUND}, black ink {INPUT_INK}", ha="center", fontsize=9,
+             color="0.3")
     return _save(fig, path)
 
 

@@ -2,20 +2,27 @@
 run over a batch by the stage kernels of kernels/backward.py, against kernels/reference.py:
 losses, deltas (order 1) and Gauss-Newton curvature (order 2), parameter gradients summed
 over the batch (C5's and F6's by the training step's dense_grads_kernel, which has no
-piece); and the C3 out-table rows the C3 delta piece reads. Inputs are
+piece); the C3 out-table rows the C3 delta piece reads, and the pieces' task counts,
+taken from kernels/architecture.py's shapes. Inputs are
 the reference network's activations on seeded images (rounded to float32) and seeded
 deltas; outputs are NaN-poisoned. The stage kernels' own checks are
 tests/test_backward.py's.
 """
 
+import ast
+import inspect
+
 import numpy as np
 import pytest
 from conftest import BATCHES
+from edited_module import run_edited
 from numba import cuda
 
 from lenet import LeNet5
 from lenet.kernels import backward as bw
+from lenet.kernels import backward_pieces as bp
 from lenet.kernels import reference as ref
+from lenet.kernels import sdlm
 from lenet.kernels import train_step as ts
 from lenet.kernels.architecture import C3_TABLE, C5_UNITS, CONV_TABLES, PARAMETER_AT, RBF_CENTERS
 from lenet.kernels.backward_pieces import OUT_TABLE_ROW, c3_out_table
@@ -238,3 +245,29 @@ def test_loss_of_a_bad_label_is_nan():
     got = losses.copy_to_host()
     assert np.isfinite(got[[0, 2]]).all() and np.isnan(got[1])
     assert np.isnan(dy.copy_to_host()[1]).all() and np.isfinite(dy.copy_to_host()[[0, 2]]).all()
+
+
+def test_task_counts_tile_the_layers():
+    # the paper's maps: C1 6@28x28, S2 6@14x14, C3 16@10x10 over Table I's 60 pairs
+    assert bp.C1_GRAD_TASKS * bp.C1_BAND_ROWS * bp.C1_GRAD_COLS == 6 * 28 * 28
+    assert bp.C1_MAP_TASKS * bp.C1_BAND_ROWS * bp.C1_GRAD_COLS == 28 * 28
+    assert bp.C3_GRAD_TASKS * bp.C3_BAND_ROWS * 10 == 60 * 10 * 10
+    assert bp.C3_BANDS * bp.C3_BAND_ROWS == 10
+    assert bp.C2_DELTA_TASKS * 2 * 14 == 6 * 14 * 14      # (S2 map, pair of rows)
+    assert bp.OUT_TABLE_ROW == 1 + 16
+    # the kernels import them from backward_pieces and define no copies of their own
+    shared = {"C1_GRAD_TASKS", "C2_DELTA_TASKS", "C3_GRAD_TASKS", "C3_PAIRS", "OUT_TABLE_ROW"}
+    for module in (ts, sdlm, bw):
+        tree = ast.parse(inspect.getsource(module))
+        assigned = {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                    for t in n.targets if isinstance(t, ast.Name)}
+        assert assigned & shared == set(), module.__name__
+        assert module.C2_DELTA_TASKS == 42
+
+
+def test_c3_bands_fail_loudly_when_changed():
+    # c3_pair_sum adds a pair's two bands by hand: 10 rows in 5 bands of 2 must not import
+    line = "C3_BAND_ROWS = 5\n"
+    assert run_edited(bp, line, line).C3_BANDS == 2
+    with pytest.raises(AssertionError, match="c3_pair_sum"):
+        run_edited(bp, line, "C3_BAND_ROWS = 2\n")

@@ -192,6 +192,19 @@ def test_preprocess_is_linear_and_keeps_position():
     np.testing.assert_allclose(x[:, 0, 2:30, 2:30], expected, rtol=0, atol=1e-6)
 
 
+def test_preprocess_rounds_every_pixel_value_once():
+    # v -> -0.1 + v / 255 * 1.275 in exact arithmetic, then to float32 (via float64: no
+    # float32 lies between); v = 20 is exactly 0
+    from fractions import Fraction
+    images = np.zeros((1, 28, 28), np.uint8)
+    images.flat[:256] = np.arange(256)
+    x = data.preprocess(images)[0, 0, 2:30, 2:30].ravel()[:256]
+    want = np.array([float(Fraction(-1, 10) + Fraction(v, 255) * Fraction(1275, 1000))
+                     for v in range(256)]).astype(np.float32)
+    np.testing.assert_array_equal(x, want)
+    assert x[20] == 0
+
+
 def test_preprocess_single_image():
     image = np.zeros((28, 28), dtype=np.uint8)
     image[0, 0] = 255

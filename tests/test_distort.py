@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import SIMULATOR
 
-from lenet import LeNet5
+from lenet import LeNet5, data
 from lenet.kernels import distort as d
 from lenet.kernels.tolerance import assert_close
 from lenet.train import Trainer
@@ -134,3 +134,10 @@ def test_the_gpu_trainer_distorts_on_the_device_as_the_cpu_one_does():
     assert hasattr(on_device, "copy_to_host") and on_device is gpu.distorted
     assert_close(on_device.copy_to_host(), cpu._pass_images().astype(np.float64),
                  what="distorted pass images")
+
+
+def test_a_pixel_from_outside_is_preprocess_background():
+    # 40 pixels to the right: every output pixel reads outside the image
+    blank = data.preprocess(np.zeros((1, 28, 28), np.uint8))
+    out = d.distort_ref(rows((1, 0, 0, 1, 40, 0)), images(1))
+    np.testing.assert_array_equal(out.astype(np.float32), blank)

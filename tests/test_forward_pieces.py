@@ -1,13 +1,14 @@
 """Each forward piece of kernels/forward_pieces.py (a CUDA device function) in the stage
 kernel of kernels/forward.py that runs it over a batch, against kernels/reference.py, on
 seeded inputs in awkward batch sizes, into NaN-poisoned outputs; the flat parameter layout
-and the C3 table rows the pieces read. The fused kernel built from them is
-tests/test_forward.py's.
+and the C3 table rows the pieces read; a change to a constant a piece's code is written for
+fails at import. The fused kernel built from them is tests/test_forward.py's.
 """
 
 import numpy as np
 import pytest
 from conftest import BATCHES, SIMULATOR
+from edited_module import run_edited
 from numba import cuda
 
 from lenet import LeNet5
@@ -179,3 +180,11 @@ def test_rbf_piece(net, n):
     assert_close(pen.copy_to_host(), want, what="penalties")
     assert_classes(cls.copy_to_host(), want)
     assert cls.copy_to_host()[0] == 4
+
+
+def test_dense_partials_units_fail_loudly_when_changed():
+    # dense_partials names its 4 weight rows one by one: 5 would silently drop a unit
+    line = "\nDENSE_UNITS = 4 "
+    assert run_edited(L, line, line).DENSE_UNITS == 4          # the source runs as it is
+    with pytest.raises(AssertionError, match="dense_partials"):
+        run_edited(L, line, "\nDENSE_UNITS = 5 ")

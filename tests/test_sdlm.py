@@ -1,11 +1,13 @@
 """The per-pattern SDLM kernel (kernels/sdlm.py) phase by phase against kernels/reference.py:
 after one pattern, every activation, delta and parameter step it wrote equals the float64
 reference's; a sweep of two runs in one launch equals the two runs launched alone, bit
-for bit. In the CUDA simulator one pattern takes seconds; the end-to-end check against
-the layer-by-layer Trainer is tests/test_gpu_model.py's."""
+for bit; a C3 table of another number of pairs is refused. In the CUDA simulator one
+pattern takes seconds; the end-to-end check against the layer-by-layer Trainer is
+tests/test_gpu_model.py's."""
 
 import numpy as np
 import pytest
+from c3_tables import table_of
 from numba import cuda
 
 from lenet import LeNet5
@@ -140,3 +142,17 @@ def test_wrong_shapes_are_refused_by_name():
     runs.order = cuda.to_device(np.zeros((1, 2), np.int32))
     with pytest.raises(ValueError, match=r"patterns 1\.\.3 outside the order of 2"):
         runs.steps(1, 2)
+
+
+@pytest.mark.parametrize("pairs", [61, 59])
+def test_a_table_of_other_pairs_is_refused(pairs):
+    # the C3 gradient tasks and step loop are sized for Table I's 60 pairs
+    runs = Runs([start_params(1)], [np.ones(L.PARAMETERS_LEN)], images(2, 0), [1, 2], [[0, 1]],
+                ["mse"], [10.0])
+    table = table_of(pairs)
+    runs.table, runs.out_table = L.c3_table(table), c3_out_table(table)
+    with pytest.raises(ValueError, match=f"^sdlm_steps: the C3 table connects {pairs} .* "
+                                         "pairs; the fused kernels take Table I's 60$"):
+        runs.steps(0, 2)
+    np.testing.assert_array_equal(runs.params.copy_to_host()[0], flat(start_params(1)))
+    assert np.isnan(runs.scratch.copy_to_host()).all()

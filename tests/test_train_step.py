@@ -2,11 +2,13 @@
 gradients, Gauss-Newton curvature, an SGD step's velocities and parameters, at awkward
 batch sizes, with several groups per block and several batch splits, into NaN-poisoned
 buffers (the activation rows past the batch included: nothing may read them into a
-result). The Trainer that runs it through lenet/workspace.py is tests/test_gpu_model.py's;
-the workspace's grid and batch limit are tests/test_occupancy.py's."""
+result); a C3 table of another number of pairs is refused. The Trainer that runs it through
+lenet/workspace.py is tests/test_gpu_model.py's; the workspace's grid and batch limit are
+tests/test_occupancy.py's."""
 
 import numpy as np
 import pytest
+from c3_tables import table_of
 from numba import cuda
 
 from lenet import LeNet5
@@ -44,9 +46,12 @@ class Step:
         self.labels = cuda.to_device(np.asarray(labels, np.int32))
         self.conv_part, self.dense_part = nan((blocks, ts.CONV_LEN)), nan((splits, ts.DENSE_LEN))
         self.stats_part, self.stats = nan((blocks, 2)), cuda.to_device(np.zeros(2))
-        table = C3_TABLE
-        self.table, self.out_table = L.c3_table(table), c3_out_table(table)
         self.centers = cuda.to_device(RBF_CENTERS.astype(np.float32).ravel())
+        self.tables(C3_TABLE)
+
+    def tables(self, table):
+        """Use the C3 connection table `table` (6, 16) bool."""
+        self.table, self.out_table = L.c3_table(table), c3_out_table(table)
 
     def run(self, index, start, count, kind="mse", j=10.0, order=1, mode="store", lr=0.0,
             momentum=0.0):
@@ -123,3 +128,20 @@ def test_wrong_arguments_are_refused():
         step.run([0, 1, 2], 2, 2)
     with pytest.raises(ValueError, match="mode 'adam'"):
         step.run([0, 1, 2], 0, 3, mode="adam")
+
+
+@pytest.mark.parametrize("pairs", [61, 59])
+def test_a_table_of_other_pairs_is_refused(pairs):
+    # batch_kernel's C3 gradient tasks and shared sums are sized for Table I's 60 pairs:
+    # 61 would read past them (on a GPU: wrong C3 gradients, silently), 59 past the table
+    start = LeNet5(seed=1).parameters()
+    step = Step(start, images(3, 0), [1, 2, 3], 3, blocks=1, splits=1)
+    step.tables(table_of(pairs))
+    with pytest.raises(ValueError, match=f"^step: the C3 table connects {pairs} .* pairs; the "
+                                         "fused kernels take Table I's 60$"):
+        step.run([0, 1, 2], 0, 3)
+    assert np.isnan(step.grads.copy_to_host()).all()          # nothing was launched
+    np.testing.assert_array_equal(step.params.copy_to_host(), flat(start))
+    from lenet.workspace import Workspace
+    with pytest.raises(ValueError, match=f"^Workspace: the C3 table connects {pairs} "):
+        Workspace(4, step.centers, step.table, step.out_table)
