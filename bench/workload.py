@@ -28,11 +28,11 @@ import numpy as np
 
 from bench.flops import STAGES
 from lenet.kernels import reference as ref
-from lenet.kernels.architecture import CONV_TABLES, RBF_CENTERS
+from lenet.kernels.architecture import CONV_TABLES, INPUT_BACKGROUND, INPUT_INK, RBF_CENTERS
 from lenet.model import LeNet5
 from lenet.train import Trainer
 
-BACKGROUND, INK = -0.1, 1.175      # lenet.data.preprocess's range
+BACKGROUND, INK = INPUT_BACKGROUND, INPUT_INK      # lenet.data.preprocess's range
 CHUNK = 1024
 # forward_ref's tensors: the input of each layer row, and the reference's penalties
 TENSORS = ("input", "C1", "S2", "C3", "S4", "C5", "F6")

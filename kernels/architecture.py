@@ -1,9 +1,9 @@
 """LeNet-5 as data, written once: the bottom of the import graph (NumPy only). Everything
-here is a fact of the paper (../shared/docs/lenet5.md) except the digit glyphs, which the
-paper leaves to us, and the flat order of the parameters, ours: the squashing function's
-constants, the input's encoding, the losses, the layers' shapes, the parameters
-(PARAMETER_SHAPES in the flat order, PARAMETER_AT their offsets), the C3 connection table
-and the RBF prototypes.
+here is a fact of the paper (../shared/docs/lenet5.md) except the digit glyphs and MAP's
+j, which the paper leaves to us, and the flat order of the parameters, ours: the
+squashing function's constants, the input's encoding, the losses, the layers' shapes, the
+parameters (PARAMETER_SHAPES in the flat order, PARAMETER_AT their offsets), the C3
+connection table and the RBF prototypes.
 
 Test: pytest -q tests/test_architecture.py
 """
@@ -35,8 +35,8 @@ S4_LEN = C5_INPUTS                         # 400
 # ------------------------------------------------------------------ the input's encoding
 # A 28x28 digit padded with INPUT_PAD background pixels a side to IN_SIZE x IN_SIZE; white
 # (background, and what a distortion brings in from outside the image) is INPUT_BACKGROUND,
-# full ink INPUT_INK: the paper's values, which make the inputs' mean about 0 and their
-# variance about 1 (lenet.data.preprocess, kernels.distort)
+# full ink INPUT_INK: the paper's values (for mean about 0 and variance about 1, it says;
+# MNIST's are 0.03 and 0.12: docs/initialisation.md) (lenet.data.preprocess, kernels.distort)
 INPUT_PAD = 2
 INPUT_BACKGROUND, INPUT_INK = -0.1, 1.175
 
