@@ -142,8 +142,8 @@ jit = njit(cache=CACHE, fastmath={"reassoc"}, error_model="numpy")
 pjit = njit(cache=CACHE, fastmath={"reassoc"}, error_model="numpy", parallel=True)
 
 # Every number the compiled code takes from kernels/architecture.py. Numba freezes globals
-# into the code it compiles, and its cache checks this file's date and size alone: after an
-# edit of architecture.py it would load code that still holds the old numbers.
+# into the code it compiles, and its cache checks this file's source alone: after an edit
+# of architecture.py it would load code that still holds the old numbers.
 LAYOUT = (PARAMETERS_LEN, CONV_PARAMETERS_LEN, W1_AT, B1_AT, C2_AT, B2_AT, W3_AT, B3_AT,
           C4_AT, B4_AT, W5_AT, B5_AT, W6_AT, B6_AT, K, IN_SIZE, IN_LEN, C1_MAPS, C1_SIZE,
           S2_SIZE, C3_MAPS, C3_SIZE, S4_SIZE, C5_UNITS, C5_INPUTS, F6_UNITS, N_CLASSES, MSE,
