@@ -848,9 +848,8 @@ def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi)
     a3 = np.zeros((C3_MAPS, max(C3_AREA * lanes, L3)), dt)
     a4 = np.zeros((C3_MAPS, S4_AREA * lanes), dt)
     # S4's, C5's and F6's outputs, a row per image of the group (pairs: at least two)
-    rows = max(lanes, 2)
-    x4, a5, a6 = np.zeros((rows, C5_INPUTS), dt), np.zeros((rows, C5_UNITS), dt), \
-        np.zeros((rows, F6_UNITS), dt)
+    x4 = np.zeros((max(lanes, 2), C5_INPUTS), dt)
+    a5, a6 = np.zeros((max(lanes, 2), C5_UNITS), dt), np.zeros((max(lanes, 2), F6_UNITS), dt)
     first = lo
     while first < hi:
         if first + LANES <= hi:
@@ -874,7 +873,7 @@ def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi)
             load_image(x0, images[first])
             features_one(x0, p, a1, a2, a3, a4, all_six, six, out_maps, out_counts, c)
             for m in range(C3_MAPS):
-                x4[0, m * S4_AREA:(m + 1) * S4_AREA] = a4[m, :S4_AREA]
+                x4[0, m * S4_AREA:m * S4_AREA + S4_AREA] = a4[m, :S4_AREA]
         full_infer_rows(a5, x4, c5w, c5b, count, c)
         full_infer_rows(a6, a5, f6w, f6b, count, c)
         for g in range(count):
