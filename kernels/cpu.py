@@ -38,13 +38,16 @@ whatever the compiler) in the loops that are no sums. float32's tanh is a ration
 approximation (tanh32) that vectorises.
 
 One file on purpose: Numba's cache (cache=True) does not notice a change in another file's
-functions, so the pieces stay beside the paths whose cached code inlines them.
+functions, so the pieces stay beside the paths whose cached code inlines them. Nor does it
+notice new numbers in kernels/architecture.py: at import, drop_stale_cache compares them
+with those the cached code holds and clears the cache where they differ.
 
 Test: pytest -q tests/test_cpu.py
 """
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
@@ -58,11 +61,23 @@ from .architecture import (
     B4_AT,
     B5_AT,
     B6_AT,
+    C1_MAPS,
+    C1_SIZE,
     C2_AT,
+    C3_MAPS,
+    C3_SIZE,
     C4_AT,
+    C5_INPUTS,
+    C5_UNITS,
     CONV_PARAMETERS_LEN,
+    F6_UNITS,
+    IN_LEN,
+    IN_SIZE,
     LOSS_KINDS,
+    N_CLASSES,
     PARAMETERS_LEN,
+    S2_SIZE,
+    S4_SIZE,
     SQUASH_A,
     SQUASH_S,
     STEP_MODES,
@@ -74,17 +89,31 @@ from .architecture import (
 )
 
 KINDS, MODES = LOSS_KINDS, STEP_MODES
+MSE = KINDS["mse"]
 STORE, SGD, SDLM = MODES["store"], MODES["sgd"], MODES["sdlm"]
-# flat map layouts (module docstring): row stride, length of the computed span, buffer size
-W0, X0_LEN = 32, 1032   # the input image; C1 reads up to 27*32+27 + 4*32+4 = 1027
-L1 = 28 * W0            # C1's output: 28 rows of stride 32
-W2, A2_LEN = 14, 200    # S2's output: 14x14; C3 reads up to 9*14+13 + 4*14+4 = 199
-L3 = 10 * W2            # C3's output: 10 rows of stride 14
+C1_AREA, S2_AREA = C1_SIZE * C1_SIZE, S2_SIZE * S2_SIZE    # one map: 784, 196
+C3_AREA, S4_AREA = C3_SIZE * C3_SIZE, S4_SIZE * S4_SIZE    # 100, 25
+C3_TABLE_SHAPE = (C1_MAPS, C3_MAPS)                         # S2 maps x C3 maps
+# flat map layouts (module docstring): row stride, length of the computed span, buffer size.
+# A convolution computes its whole span (the unused columns too), each entry reading K - 1
+# rows and K - 1 columns further: C1 reads x0 up to (27*32+31) + (4*32+4) = 1027, 1028
+# floats, which X0_LEN rounds up to whole 8-float vectors (1032: the last 4 stay zero and
+# unread); C3 reads S2's maps up to (9*14+13) + (4*14+4) = 199, so A2_LEN = 200.
+W0 = IN_SIZE                                       # the input image: rows of stride 32
+L1 = C1_SIZE * W0                                  # C1's output: 28 rows of stride 32
+X0_LEN = -(-(L1 + (K - 1) * (W0 + 1)) // 8) * 8
+W2 = S2_SIZE                                       # S2's output: 14 rows of stride 14
+L3 = C3_SIZE * W2                                  # C3's output: 10 rows of stride 14
+A2_LEN = L3 + (K - 1) * (W2 + 1)
 CHUNK = 16              # images a mini-batch step sums before adding them to their slot
 SLOTS = 16              # most partial sums of a step (the most threads it keeps busy)
 INFER_BLOCK = 16        # images per task of the parallel inference
 LANES = 8               # images side by side in inference (a 256-bit float32 vector)
 FINISH_BLOCK = 4096     # parameters per task of a step's finish
+# written out for these sizes: a kernel row's five taps (row_taps, fma5 and the functions
+# that call it, shifted_sums*), four output rows a pass (full_forward_one)
+assert K == 5, f"kernels/cpu.py unrolls 5x5 kernels (fma5, row_taps), not {K}x{K}"
+assert C5_UNITS % 4 == 0 and F6_UNITS % 4 == 0, "full_forward_one takes 4 rows a pass"
 
 
 
@@ -112,6 +141,38 @@ CACHE = can_cache()
 jit = njit(cache=CACHE, fastmath={"reassoc"}, error_model="numpy")
 pjit = njit(cache=CACHE, fastmath={"reassoc"}, error_model="numpy", parallel=True)
 
+# Every number the compiled code takes from kernels/architecture.py. Numba freezes globals
+# into the code it compiles, and its cache checks this file's source alone: after an edit
+# of architecture.py it would load code that still holds the old numbers.
+LAYOUT = (PARAMETERS_LEN, CONV_PARAMETERS_LEN, W1_AT, B1_AT, C2_AT, B2_AT, W3_AT, B3_AT,
+          C4_AT, B4_AT, W5_AT, B5_AT, W6_AT, B6_AT, K, IN_SIZE, IN_LEN, C1_MAPS, C1_SIZE,
+          S2_SIZE, C3_MAPS, C3_SIZE, S4_SIZE, C5_UNITS, C5_INPUTS, F6_UNITS, N_CLASSES, MSE,
+          STORE, SGD, SDLM)
+
+
+@jit
+def compiled_layout():
+    """LAYOUT as the compiled code holds it (from the cache if it holds this function)."""
+    return LAYOUT
+
+
+def drop_stale_cache():
+    """Remove this module's cached code (its index .nbi and data .nbc files) if it was
+    compiled with other architecture numbers than LAYOUT's, with a warning: every function
+    then compiles again. Called at import, before any other function loads its code."""
+    if not CACHE or compiled_layout() == LAYOUT:
+        return
+    folder = Path(compiled_layout._cache.cache_path)
+    stale = list(folder.glob(Path(__file__).stem + ".*.nb[ic]"))
+    for f in stale:
+        f.unlink(missing_ok=True)   # another process may have removed it first
+    warnings.warn(f"kernels/cpu.py: Numba's cached code was compiled for another "
+                  f"kernels/architecture.py; removed its {len(stale)} files from {folder}, "
+                  f"compiling again", RuntimeWarning, stacklevel=2)
+
+
+drop_stale_cache()
+
 
 def constants(dtype, j=0.0):
     """[A, S, S/A, A^2, j, 0, 4] in `dtype`: the squash's constants, MAP's j, the zero that
@@ -137,16 +198,16 @@ def unpack_conv(p):
     """The named views of C1..S4 in a flat parameter-shaped array (or its first
     CONV_PARAMETERS_LEN): C1 weight (6,1,5,5) and bias, S2 coefficient and bias, C3 weight
     (16,6,5,5) and bias, S4 coefficient and bias."""
-    return (p[W1_AT:B1_AT].reshape((6, 1, K, K)), p[B1_AT:C2_AT], p[C2_AT:B2_AT],
-            p[B2_AT:W3_AT], p[W3_AT:B3_AT].reshape((16, 6, K, K)), p[B3_AT:C4_AT],
+    return (p[W1_AT:B1_AT].reshape((C1_MAPS, 1, K, K)), p[B1_AT:C2_AT], p[C2_AT:B2_AT],
+            p[B2_AT:W3_AT], p[W3_AT:B3_AT].reshape((C3_MAPS, C1_MAPS, K, K)), p[B3_AT:C4_AT],
             p[C4_AT:B4_AT], p[B4_AT:W5_AT])
 
 
 @jit
 def unpack_dense(p):
     """C5 weight (120,400) and bias, F6 weight (84,120) and bias of a flat array."""
-    return (p[W5_AT:B5_AT].reshape((120, 400)), p[B5_AT:W6_AT],
-            p[W6_AT:B6_AT].reshape((84, 120)), p[B6_AT:])
+    return (p[W5_AT:B5_AT].reshape((C5_UNITS, C5_INPUTS)), p[B5_AT:W6_AT],
+            p[W6_AT:B6_AT].reshape((F6_UNITS, C5_UNITS)), p[B6_AT:])
 
 
 @jit
@@ -258,7 +319,7 @@ def features_one(x0, p, a1, a2, a3, a4, all_six, six, out_maps, out_counts, c):
     conv_infer(a1, x0, c1w, c1b, all_six, six, 1, W0, L1, L1, 1, c)
     subsample_lanes(a2, W2, a1, W0, s2c, s2b, 1, c)
     conv_infer(a3, a2, c3w, c3b, out_maps, out_counts, 1, W2, L3, L3, 1, c)
-    subsample_lanes(a4, 5, a3, W2, s4c, s4b, 1, c)
+    subsample_lanes(a4, S4_SIZE, a3, W2, s4c, s4b, 1, c)
 
 
 @jit
@@ -285,8 +346,8 @@ def rbf(y, a6, centers, c):
 @jit
 def load_image(x0, image):
     """x0 (1, X0_LEN) = the 32x32 image, flat, then zeros."""
-    x0[0, W0 * W0:] = 0
-    x0[0, :W0 * W0] = image.reshape(W0 * W0)
+    x0[0, IN_LEN:] = 0
+    x0[0, :IN_LEN] = image.reshape(IN_LEN)
 
 
 # ------------------------------------------------------------ loss, one pattern
@@ -302,7 +363,7 @@ def pattern_loss(y, label, kind, c, dy, hy):
         dy[:] = np.nan
         hy[:] = np.nan
         return c[5] + np.nan
-    if kind == 0:
+    if kind == MSE:
         dy[:] = 0
         hy[:] = 0
         dy[label] = 1
@@ -489,7 +550,8 @@ def conv_step(w, b, r_w, r_b, x, d, length, out_maps, out_counts, width, step, c
 @jit
 def c1_lists():
     """C1's connection lists by input map (out_lists): its one input map to all six."""
-    return np.arange(6).astype(np.int32).reshape((1, 6)), np.full(1, 6, np.int32)
+    return (np.arange(C1_MAPS).astype(np.int32).reshape((1, C1_MAPS)),
+            np.full(1, C1_MAPS, np.int32))
 
 
 @jit
@@ -596,13 +658,13 @@ def sdlm_steps_kernel(params, rates, stats, images, labels, order, start, count,
     c1w, c1b, s2c, s2b, c3w, c3b, s4c, s4b, c5w, c5b, f6w, f6b = p
     r1w, r1b, r2c, r2b, r3w, r3b, r4c, r4b, r5w, r5b, r6w, r6b = unpack(rates)
     x0 = np.zeros((1, X0_LEN), dt)
-    a1, d1 = np.zeros((6, L1), dt), np.zeros((6, L1), dt)
-    a2, d2 = np.zeros((6, A2_LEN), dt), np.zeros((6, A2_LEN), dt)
-    a3, d3 = np.zeros((16, L3), dt), np.zeros((16, L3), dt)
-    a4, d4 = np.zeros((16, 25), dt), np.zeros((16, 25), dt)
-    a5, d5 = np.zeros(120, dt), np.zeros(120, dt)
-    a6, d6 = np.zeros(84, dt), np.zeros(84, dt)
-    y, dy, hy = np.zeros(10, dt), np.zeros(10, dt), np.zeros(10, dt)
+    a1, d1 = np.zeros((C1_MAPS, L1), dt), np.zeros((C1_MAPS, L1), dt)
+    a2, d2 = np.zeros((C1_MAPS, A2_LEN), dt), np.zeros((C1_MAPS, A2_LEN), dt)
+    a3, d3 = np.zeros((C3_MAPS, L3), dt), np.zeros((C3_MAPS, L3), dt)
+    a4, d4 = np.zeros((C3_MAPS, S4_AREA), dt), np.zeros((C3_MAPS, S4_AREA), dt)
+    a5, d5 = np.zeros(C5_UNITS, dt), np.zeros(C5_UNITS, dt)
+    a6, d6 = np.zeros(F6_UNITS, dt), np.zeros(F6_UNITS, dt)
+    y, dy, hy = np.zeros(N_CLASSES, dt), np.zeros(N_CLASSES, dt), np.zeros(N_CLASSES, dt)
     pad = np.zeros(L3 + 2 * (K - 1), dt)
     all_six, six = c1_lists()
     out_maps, out_counts = out_lists(in_maps, in_counts)
@@ -620,9 +682,10 @@ def sdlm_steps_kernel(params, rates, stats, images, labels, order, start, count,
         rbf_delta(d6, a6, dy, hy, centers, c, 1)
         full_delta(d5, a5, d6, f6w, c, 1)                      # C5's delta, F6's step
         full_step(f6w, f6b, r6w, r6b, a5, d6)
-        full_delta(d4.reshape(400), a4.reshape(400), d5, c5w, c, 1)
-        full_step(c5w, c5b, r5w, r5b, a4.reshape(400), d5)
-        subsample_back(d3, a3, W2, d4, 5, s4c, s4c, s4b, r4c, r4b, c, 1)  # S4, C3's delta
+        full_delta(d4.reshape(C5_INPUTS), a4.reshape(C5_INPUTS), d5, c5w, c, 1)
+        full_step(c5w, c5b, r5w, r5b, a4.reshape(C5_INPUTS), d5)
+        # S4's step, C3's delta
+        subsample_back(d3, a3, W2, d4, S4_SIZE, s4c, s4c, s4b, r4c, r4b, c, 1)
         conv_delta(d2, a2, d3, c3w, in_maps, in_counts, W2, L3, pad, c, 1)  # S2's
         conv_step(c3w, c3b, r3w, r3b, a2, d3, L3, out_maps, out_counts, W2, 1, c)
         subsample_back(d1, a1, W0, d2, W2, s2c, s2c, s2b, r2c, r2b, c, 1)  # S2, C1's
@@ -660,7 +723,7 @@ def taps_one(o, x, t, rows, x_stride, o_stride, span, step):
     """o[r * o_stride + i] += the kernel row t (five weights) over x[r * x_stride + i +
     step * v], v < 5, for rows r and i < span."""
     for r in range(rows):
-        xs = x[r * x_stride:r * x_stride + span + 4 * step]
+        xs = x[r * x_stride:r * x_stride + span + (K - 1) * step]
         os = o[r * o_stride:r * o_stride + span]
         for i in range(span):
             os[i] = fma5(t, xs[i], xs[i + step], xs[i + 2 * step], xs[i + 3 * step],
@@ -672,7 +735,7 @@ def taps_three(o0, o1, o2, x, t0, t1, t2, rows, x_stride, o_stride, span, step):
     """taps_one for three output maps that read the same input map x: each input value
     is loaded once for the three (few enough arrays for the compiler to vectorise)."""
     for r in range(rows):
-        xs = x[r * x_stride:r * x_stride + span + 4 * step]
+        xs = x[r * x_stride:r * x_stride + span + (K - 1) * step]
         p0 = o0[r * o_stride:r * o_stride + span]
         p1 = o1[r * o_stride:r * o_stride + span]
         p2 = o2[r * o_stride:r * o_stride + span]
@@ -779,36 +842,38 @@ def penalties_block(out, images, params, centers, in_maps, in_counts, c, lo, hi)
     lanes = LANES if groups > 0 else 1
     # the images and C1's (28x28), S2's (14x14), C3's (10x10) and S4's (5x5) outputs of
     # a group, side by side, or of one image, flat (large enough for both)
-    x0 = np.zeros((1, max(1024 * lanes, X0_LEN)), dt)
-    a1, a2 = np.zeros((6, max(784 * lanes, L1)), dt), np.zeros((6, max(196 * lanes, A2_LEN)), dt)
-    a3, a4 = np.zeros((16, max(100 * lanes, L3)), dt), np.zeros((16, 25 * lanes), dt)
+    x0 = np.zeros((1, max(IN_LEN * lanes, X0_LEN)), dt)
+    a1 = np.zeros((C1_MAPS, max(C1_AREA * lanes, L1)), dt)
+    a2 = np.zeros((C1_MAPS, max(S2_AREA * lanes, A2_LEN)), dt)
+    a3 = np.zeros((C3_MAPS, max(C3_AREA * lanes, L3)), dt)
+    a4 = np.zeros((C3_MAPS, S4_AREA * lanes), dt)
     # S4's, C5's and F6's outputs, a row per image of the group (pairs: at least two)
-    x4, a5, a6 = np.zeros((max(lanes, 2), 400), dt), np.zeros((max(lanes, 2), 120), dt), \
-        np.zeros((max(lanes, 2), 84), dt)
+    x4 = np.zeros((max(lanes, 2), C5_INPUTS), dt)
+    a5, a6 = np.zeros((max(lanes, 2), C5_UNITS), dt), np.zeros((max(lanes, 2), F6_UNITS), dt)
     first = lo
     while first < hi:
         if first + LANES <= hi:
             count = LANES
             for g in range(count):
-                image = images[first + g].reshape(W0 * W0)
-                for q in range(W0 * W0):
+                image = images[first + g].reshape(IN_LEN)
+                for q in range(IN_LEN):
                     x0[0, q * LANES + g] = image[q]
-            conv_infer(a1, x0, c1w, c1b, all_six, six, 28, W0 * LANES, 28 * LANES,
-                       28 * LANES, LANES, c)
-            subsample_lanes(a2, W2, a1, 28, s2c, s2b, LANES, c)
-            conv_infer(a3, a2, c3w, c3b, out_maps, out_counts, 10, W2 * LANES, 10 * LANES,
-                       10 * LANES, LANES, c)
-            subsample_lanes(a4, 5, a3, 10, s4c, s4b, LANES, c)
+            conv_infer(a1, x0, c1w, c1b, all_six, six, C1_SIZE, W0 * LANES, C1_SIZE * LANES,
+                       C1_SIZE * LANES, LANES, c)
+            subsample_lanes(a2, W2, a1, C1_SIZE, s2c, s2b, LANES, c)
+            conv_infer(a3, a2, c3w, c3b, out_maps, out_counts, C3_SIZE, W2 * LANES,
+                       C3_SIZE * LANES, C3_SIZE * LANES, LANES, c)
+            subsample_lanes(a4, S4_SIZE, a3, C3_SIZE, s4c, s4b, LANES, c)
             for g in range(count):
-                for m in range(16):
-                    for q in range(25):
-                        x4[g, m * 25 + q] = a4[m, q * LANES + g]
+                for m in range(C3_MAPS):
+                    for q in range(S4_AREA):
+                        x4[g, m * S4_AREA + q] = a4[m, q * LANES + g]
         else:
             count = 1
             load_image(x0, images[first])
             features_one(x0, p, a1, a2, a3, a4, all_six, six, out_maps, out_counts, c)
-            for m in range(16):
-                x4[0, m * 25:m * 25 + 25] = a4[m, :25]
+            for m in range(C3_MAPS):
+                x4[0, m * S4_AREA:m * S4_AREA + S4_AREA] = a4[m, :S4_AREA]
         full_infer_rows(a5, x4, c5w, c5b, count, c)
         full_infer_rows(a6, a5, f6w, f6b, count, c)
         for g in range(count):
@@ -845,23 +910,25 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
     r1w, r1b, r2c, r2b, r3w, r3b, r4c, r4b = unpack_conv(neg)
     s5w, s5b, s6w, s6b = unpack_dense(slot)
     x0, q0 = np.zeros((1, X0_LEN), dt), np.zeros((1, X0_LEN), dt)
-    a1, d1 = np.zeros((6, L1), dt), np.zeros((6, L1), dt)
-    d2, a3 = np.zeros((6, A2_LEN), dt), np.zeros((16, L3), dt)
-    a4, d4 = np.zeros((16, 25), dt), np.zeros((16, 25), dt)
-    a5, a6 = np.zeros(120, dt), np.zeros(84, dt)
-    y, dy, hy = np.zeros(10, dt), np.zeros(10, dt), np.zeros(10, dt)
+    a1, d1 = np.zeros((C1_MAPS, L1), dt), np.zeros((C1_MAPS, L1), dt)
+    d2, a3 = np.zeros((C1_MAPS, A2_LEN), dt), np.zeros((C3_MAPS, L3), dt)
+    a4, d4 = np.zeros((C3_MAPS, S4_AREA), dt), np.zeros((C3_MAPS, S4_AREA), dt)
+    a5, a6 = np.zeros(C5_UNITS, dt), np.zeros(F6_UNITS, dt)
+    y, dy, hy = np.zeros(N_CLASSES, dt), np.zeros(N_CLASSES, dt), np.zeros(N_CLASSES, dt)
     pad = np.zeros(L3 + 2 * (K - 1), dt)
     all_six, six = c1_lists()
     out_maps, out_counts = out_lists(in_maps, in_counts)
     # C5's and F6's inputs (squared for order 2) and deltas, a row per image of a chunk
-    x4, d5 = np.zeros((CHUNK, 400), dt), np.zeros((CHUNK, 120), dt)
-    x5, d6 = np.zeros((CHUNK, 120), dt), np.zeros((CHUNK, 84), dt)
+    x4, d5 = np.zeros((CHUNK, C5_INPUTS), dt), np.zeros((CHUNK, C5_UNITS), dt)
+    x5, d6 = np.zeros((CHUNK, C5_UNITS), dt), np.zeros((CHUNK, F6_UNITS), dt)
     # S2's output (squared: q2s, order 2) and C3's delta of each image of a chunk, and
     # C3's input and delta of a chunk's images side by side (conv_step): image k's at k,
     # k + CHUNK, ...; the deltas' columns 10..13 stay zero
-    a2s, q2s = np.zeros((CHUNK, 6, A2_LEN), dt), np.zeros((CHUNK, 6, A2_LEN), dt)
-    d3s = np.zeros((CHUNK, 16, L3), dt)
-    c3_x, c3_d = np.zeros((6, A2_LEN * CHUNK), dt), np.zeros((16, L3 * CHUNK), dt)
+    a2s = np.zeros((CHUNK, C1_MAPS, A2_LEN), dt)
+    q2s = np.zeros((CHUNK, C1_MAPS, A2_LEN), dt)
+    d3s = np.zeros((CHUNK, C3_MAPS, L3), dt)
+    c3_x = np.zeros((C1_MAPS, A2_LEN * CHUNK), dt)
+    c3_d = np.zeros((C3_MAPS, L3 * CHUNK), dt)
     for chunk in range(first, (count + CHUNK - 1) // CHUNK, stride):
         add = chunk != first                      # the slot's first chunk writes it
         part[:] = 0
@@ -880,12 +947,12 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
             label = labels[i]
             losses[n] = pattern_loss(y, label, kind, c, dy, hy)
             wrong[n] = np.argmin(y) != label
-            for t in range(10):
+            for t in range(N_CLASSES):
                 dy[t] *= scale
                 hy[t] *= scale
             rbf_delta(d6[k], a6, dy, hy, centers, c, order)
             full_delta(d5[k], a5, d6[k], e[10], c, order)
-            full_delta(d4.reshape(400), a4.reshape(400), d5[k], e[8], c, order)
+            full_delta(d4.reshape(C5_INPUTS), a4.reshape(C5_INPUTS), d5[k], e[8], c, order)
             if order == 2:
                 square_into(x5[k], a5)
                 square_into(x4[k], a4)
@@ -893,8 +960,8 @@ def slot_sums(slot, losses, wrong, params, squares, neg, images, labels, index, 
                 square_into(q0, x0)
             else:
                 x5[k] = a5
-                x4[k] = a4.reshape(400)
-            subsample_back(d3, a3, W2, d4, 5, e[6], g4c, g4b, r4c, r4b, c, order)
+                x4[k] = a4.reshape(C5_INPUTS)
+            subsample_back(d3, a3, W2, d4, S4_SIZE, e[6], g4c, g4b, r4c, r4b, c, order)
             conv_delta(d2, a2, d3, e[4], in_maps, in_counts, W2, L3, pad, c, order)
             subsample_back(d1, a1, W0, d2, W2, e[2], g2c, g2b, r2c, r2b, c, order)
             conv_step(g1w, g1b, r1w, r1b, q0 if order == 2 else x0, d1, L1, all_six, six,
@@ -970,21 +1037,22 @@ def _check(op, params, images, centers, extra=()):
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"{op}: images are {dtype}, expected float32 or float64")
     n = images.shape[0]
-    arrays = [("images", images, (n, 1, W0, W0) if images.ndim == 4 else (n, W0 * W0)),
-              ("centers", centers, (10, 84)), ("params", params, (PARAMETERS_LEN,))]
+    arrays = [("images", images, (n, 1, IN_SIZE, IN_SIZE) if images.ndim == 4 else (n, IN_LEN)),
+              ("centers", centers, (N_CLASSES, F6_UNITS)), ("params", params, (PARAMETERS_LEN,))]
     for name, a, shape in arrays + list(extra):
         if not isinstance(a, np.ndarray) or a.shape != tuple(shape) or a.dtype != dtype \
                 or not a.flags.c_contiguous:
             raise ValueError(f"{op}: {name} must be a C-contiguous {dtype} array of shape "
                              f"{tuple(shape)}, not {getattr(a, 'dtype', type(a).__name__)} "
                              f"{getattr(a, 'shape', '')}")
-    return (images.reshape(n, W0 * W0),
+    return (images.reshape(n, IN_LEN),
             centers if centers.flags.writeable else centers.copy())
 
 
 def _check_table(op, table):
-    if np.shape(table) != (6, 16):
-        raise ValueError(f"{op}: the C3 table has shape {np.shape(table)}, expected (6, 16)")
+    if np.shape(table) != C3_TABLE_SHAPE:
+        raise ValueError(f"{op}: the C3 table has shape {np.shape(table)}, expected "
+                         f"{C3_TABLE_SHAPE}")
     return connection_lists(table)
 
 
@@ -1044,10 +1112,11 @@ _INFER_TABLES = {}   # a C3 table's bytes -> its connection lists (penalties_cpu
 
 def penalties_cpu(out, images, params, centers, table):
     """out (N,10) = the RBF penalties of images (N,1,32,32), on every thread. A table's
-    connection lists are made once (45 us, more than one image's forward)."""
+    connection lists are made once and kept: making them costs more than one image's
+    forward (bench/results/2026-12-07-cpu-inference)."""
     images, centers = _check("penalties_cpu", params, images, centers,
-                             [("out", out, (images.shape[0], 10))])
-    key = np.asarray(table, dtype=bool).tobytes() if np.shape(table) == (6, 16) else None
+                             [("out", out, (images.shape[0], N_CLASSES))])
+    key = np.asarray(table, dtype=bool).tobytes() if np.shape(table) == C3_TABLE_SHAPE else None
     lists = _INFER_TABLES.get(key)
     if lists is None:
         lists = _check_table("penalties_cpu", table)
@@ -1075,8 +1144,9 @@ class StepWorkspace:
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"StepWorkspace: dtype {self.dtype}, expected float32 or float64")
         self.centers = np.array(centers, self.dtype)   # a writable copy (see _check)
-        if self.centers.shape != (10, 84):
-            raise ValueError(f"StepWorkspace: centers {self.centers.shape}, expected (10, 84)")
+        if self.centers.shape != (N_CLASSES, F6_UNITS):
+            raise ValueError(f"StepWorkspace: centers {self.centers.shape}, expected "
+                             f"{(N_CLASSES, F6_UNITS)}")
         self.in_maps, self.in_counts = _check_table("StepWorkspace", table)
         slots = min(SLOTS, -(-self.batch // CHUNK))
         self.slots = np.zeros((slots, PARAMETERS_LEN), self.dtype)
@@ -1121,7 +1191,7 @@ def launch_step(workspace, params, grads, velocity, rates, stats, images, labels
         raise ValueError(f"step: mode {mode!r}, order {order!r}; expected one of "
                          f"{sorted(MODES)}, 1 or 2")
     if images.ndim == 4:
-        images = images.reshape(images.shape[0], W0 * W0)
+        images = images.reshape(images.shape[0], IN_LEN)
     _check("step", params, images, workspace.centers,
            [(name, a, (PARAMETERS_LEN,)) for name, a in
             (("grads", grads), ("velocity", velocity), ("rates", rates))])
@@ -1148,20 +1218,20 @@ def activations_block(images, params, centers, in_maps, in_counts, c, a_1, a_2, 
     dt = images.dtype
     p = unpack(params)
     x0 = np.zeros((1, X0_LEN), dt)
-    a1, a2 = np.zeros((6, L1), dt), np.zeros((6, A2_LEN), dt)
-    a3, a4 = np.zeros((16, L3), dt), np.zeros((16, 25), dt)
+    a1, a2 = np.zeros((C1_MAPS, L1), dt), np.zeros((C1_MAPS, A2_LEN), dt)
+    a3, a4 = np.zeros((C3_MAPS, L3), dt), np.zeros((C3_MAPS, S4_AREA), dt)
     all_six, six = c1_lists()
     out_maps, out_counts = out_lists(in_maps, in_counts)
     for n in range(lo, hi):
         load_image(x0, images[n])
         forward_one(x0, p, a1, a2, a3, a4, a_5[n], a_6[n], y[n], centers, all_six, six,
                     out_maps, out_counts, c)
-        for m in range(6):
-            a_1[n, m] = a1[m].reshape((28, W0))[:, :28]
-            a_2[n, m] = a2[m, :196].reshape((14, 14))
-        for m in range(16):
-            a_3[n, m] = a3[m].reshape((10, W2))[:, :10]
-            a_4[n, m] = a4[m].reshape((5, 5))
+        for m in range(C1_MAPS):
+            a_1[n, m] = a1[m].reshape((C1_SIZE, W0))[:, :C1_SIZE]
+            a_2[n, m] = a2[m, :S2_AREA].reshape((S2_SIZE, S2_SIZE))
+        for m in range(C3_MAPS):
+            a_3[n, m] = a3[m].reshape((C3_SIZE, W2))[:, :C3_SIZE]
+            a_4[n, m] = a4[m].reshape((S4_SIZE, S4_SIZE))
 
 
 @pjit
@@ -1183,7 +1253,8 @@ def activations_cpu(images, params, centers, table):
     in_maps, in_counts = _check_table("activations_cpu", table)
     n, dt = images.shape[0], images.dtype
     out = [np.empty((n,) + shape, dt) for shape in
-           ((6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120,), (84,), (10,))]
+           ((C1_MAPS, C1_SIZE, C1_SIZE), (C1_MAPS, S2_SIZE, S2_SIZE), (C3_MAPS, C3_SIZE, C3_SIZE),
+            (C3_MAPS, S4_SIZE, S4_SIZE), (C5_UNITS,), (F6_UNITS,), (N_CLASSES,))]
     args = (images, params, centers, in_maps, in_counts, constants(dt.type), *out)
     if n <= INFER_BLOCK:   # one block: no threads to start
         activations_block(*args, 0, n)

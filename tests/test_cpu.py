@@ -467,3 +467,41 @@ def test_without_a_place_for_numba_s_cache_the_cpu_code_still_runs():
     assert result.stderr.count("Numba cannot keep compiled code on disk here") == 1, \
         result.stderr
     assert "NUMBA_CACHE_DIR" in result.stderr
+
+
+def test_a_cache_compiled_for_other_architecture_numbers_is_dropped(tmp_path):
+    # Numba's cache checks cpu.py's own source, not architecture.py: a copy of the
+    # two files caches unpack, then a tensor of 8 floats goes in front of C1's weight in
+    # architecture.py (every offset moves by 8); the next import must warn once, clear the
+    # cache and slice at the new offsets (the stale code sliced at the old ones), and the
+    # import after it find the new cache consistent
+    import shutil
+    import subprocess
+    import sys
+    package = tmp_path / "stale_cache_copy"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("architecture.py", "cpu.py"):
+        shutil.copy(os.path.join(os.path.dirname(cpu.__file__), name), package / name)
+    code = ("import numpy as np; from stale_cache_copy import cpu, architecture as a; "
+            "p = cpu.unpack(np.arange(a.PARAMETERS_LEN, dtype=np.float64)); "
+            "print(int(p[0].flat[0]), int(p[11][0]))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    env.pop("NUMBA_CACHE_DIR", None)     # the cache in the copy's __pycache__
+
+    def run():
+        result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split(), result.stderr.count("compiled for another")
+
+    from lenet.kernels.architecture import B6_AT, W1_AT
+    assert run() == ([str(W1_AT), str(B6_AT)], 0)
+    source = (package / "architecture.py").read_text()
+    first = "PARAMETER_SHAPES = {\n"
+    assert source.count(first) == 1
+    (package / "architecture.py").write_text(source.replace(first, first + '    "pad": (8,),\n'))
+    assert run() == ([str(W1_AT + 8), str(B6_AT + 8)], 1)
+    assert run() == ([str(W1_AT + 8), str(B6_AT + 8)], 0)
+    assert len(list((package / "__pycache__").glob("cpu.*.nbi"))) >= 2   # cached again
