@@ -51,7 +51,6 @@ RUNS = {
 }
 
 
-@pytest.mark.filterwarnings("ignore::lenet.train.RecipeInitWarning")   # init chosen
 @pytest.mark.parametrize("name", list(RUNS))
 def test_train_options_reach_the_trainer(name, data, mnist_dir, tmp_path):
     options, expect = RUNS[name]
@@ -132,7 +131,6 @@ def test_train_help_documents_the_options():
         assert word in text, word
 
 
-@pytest.mark.filterwarnings("ignore::lenet.train.RecipeInitWarning")   # init chosen
 def test_lecun_is_the_paper_recipe_with_its_settings(data):
     # what docs/reproduction.md measured as `paper` with these options (MAP, mu = 2, the
     # paper's schedule, Lush's initialisation) is `lecun`

@@ -55,7 +55,6 @@ def check_sweep(device, runs, n, epochs, tmp_path):
         assert logged[0]["sweep"] == {"run": name, "runs": len(runs)}
 
 
-@pytest.mark.filterwarnings("ignore::lenet.train.RecipeInitWarning")   # init chosen
 def test_a_cpu_sweep_is_its_runs(tmp_path):
     runs = [{"name": "a", "recipe": "lecun", "seed": 3},
             {"name": "b", "recipe": "lecun", "seed": 4, "mu": 0.5, "loss": "map", "j": 30.0,
