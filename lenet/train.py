@@ -112,7 +112,7 @@ class Trainer:
             raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
         if recipe in PER_PATTERN and self.batch_size != 1:
             raise ValueError("the paper's recipe updates after every pattern (batch size 1); "
-                             "use --recipe sdlm-batch for mini-batches")
+                             "use the sdlm-batch recipe (--recipe sdlm-batch) for mini-batches")
         if lr is not None and recipe != "sgd":
             raise ValueError(f"lr is sgd's step size; the {recipe} recipe follows the "
                              "paper's schedule of eta (schedule, mu)")
