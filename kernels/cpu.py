@@ -157,17 +157,18 @@ def compiled_layout():
 
 
 def drop_stale_cache():
-    """Remove this module's cached code (its index .nbi and data .nbc files) if it was
-    compiled with other architecture numbers than LAYOUT's, with a warning: every function
-    then compiles again. Called at import, before any other function loads its code."""
+    """Remove the package's cached code (the index .nbi and data .nbc files of this module
+    and of distort.py, which compiles with CACHE too) if it was compiled with other
+    architecture numbers than LAYOUT's, with a warning: every function then compiles
+    again. Called at import, before any other function loads its code."""
     if not CACHE or compiled_layout() == LAYOUT:
         return
     folder = Path(compiled_layout._cache.cache_path)
-    stale = list(folder.glob(Path(__file__).stem + ".*.nb[ic]"))
+    stale = list(folder.glob("*.nb[ic]"))     # this folder holds kernels/'s only
     for f in stale:
         f.unlink(missing_ok=True)   # another process may have removed it first
     warnings.warn(f"kernels/cpu.py: Numba's cached code was compiled for another "
-                  f"kernels/architecture.py; removed its {len(stale)} files from {folder}, "
+                  f"kernels/architecture.py; removed {len(stale)} cached files from {folder}, "
                   f"compiling again", RuntimeWarning, stacklevel=2)
 
 
