@@ -347,11 +347,13 @@ def center_digit(amount, place=MNIST_LAYOUT):
 
 
 def prepare_image(path, dataset="mnist"):
-    """uint8 (28,28) image of the image file `path` made the way the images of the data
-    set named `dataset` were (`layout`; MNIST's way for None); ImageError if none."""
+    """uint8 (28,28) image of the image file `path` (or a PIL image) made the way the
+    images of the data set named `dataset` were (`layout`; MNIST's way for None);
+    ImageError if none."""
     amount = ink(read_grey(path))
     if not amount.any():
-        raise ImageError(f"{path}: no digit found (the image is blank: no pixel differs "
+        name = path if isinstance(path, (str, bytes, os.PathLike)) else "the image"
+        raise ImageError(f"{name}: no digit found (the image is blank: no pixel differs "
                          "enough from the background)")
     return center_digit(amount, layout(dataset))
 

@@ -386,10 +386,11 @@ class LeNet5:
     @classmethod
     def load(cls, path, device="cpu"):
         """A model with the parameters stored by `save` (never unpickles), in the
-        checkpoint's dtype on the CPU (the GPU computes in float32)."""
+        checkpoint's dtype on the CPU (the GPU computes in float32; "auto" takes the CPU
+        for a float64 checkpoint, as LeNet5(device="auto", dtype=float64) does)."""
         params, meta = read_checkpoint(path)
         if device == "auto":
-            device = "gpu" if gpu_available() else "cpu"
+            device = "gpu" if gpu_available() and meta["dtype"] == "float32" else "cpu"
         model = cls(device=device, dtype=np.float32 if device != "cpu" else meta["dtype"])
         model.set_parameters(params)
         model.classes = tuple(meta.get("classes", DIGITS))

@@ -50,7 +50,7 @@ if SIMULATOR:   # the faster simulator (fast_sim), here and in every child Pytho
     import simcheck  # noqa: F401  (LENET_SIMCHECK=1 checks every launch for races and bounds)
 
 # CI (.ci/run sets CI=true) installs what the tests need: a missing piece fails there
-CI = bool(os.environ.get("CI"))
+CI = os.environ.get("CI", "").lower() in ("true", "1")
 
 
 def missing(reason):

@@ -324,3 +324,6 @@ def test_one_path_a_pil_image_and_what_is_neither(drawings, tmp_path):
         np.testing.assert_array_equal(prepare_image(image), want)
     with pytest.raises(TypeError, match="an image file's path or a PIL image, not ndarray"):
         prepare_image(np.zeros((28, 28)))
+    from lenet.images import ImageError
+    with pytest.raises(ImageError, match="^the image: no digit found"):
+        prepare_image(Image.new("L", (28, 28), 255))
