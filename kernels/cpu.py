@@ -116,7 +116,6 @@ assert K == 5, f"kernels/cpu.py unrolls 5x5 kernels (fma5, row_taps), not {K}x{K
 assert C5_UNITS % 4 == 0 and F6_UNITS % 4 == 0, "full_forward_one takes 4 rows a pass"
 
 
-
 def _probe():
     return 0
 

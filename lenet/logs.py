@@ -23,18 +23,23 @@ def is_training_log(path):
     return True
 
 
-def check_outputs(checkpoint, log):
+def check_outputs(checkpoint, log, made=False):
     """ValueError unless `train` may write these files: a checkpoint path where no file
     or a LeNet-5 checkpoint is, a log path where no file or a training log is, not the
-    same file, and each in a directory this process may write (or may make)."""
+    same file, and each in a directory this process may write. The checkpoint's directory
+    must exist, as for LeNet5.save, unless the caller makes it (`made`: a sweep its
+    folder); the log's is made if missing."""
     if checkpoint and log and os.path.realpath(checkpoint) == os.path.realpath(log):
         raise ValueError(f"the log and the checkpoint are the same file ({log}); give "
                          "the log another name")
-    for path, what, ok in ((checkpoint, "a LeNet-5 checkpoint", is_checkpoint),
-                           (log, "a training log (JSON lines)", is_training_log)):
+    for path, what, ok, must_exist in (
+            (checkpoint, "a LeNet-5 checkpoint", is_checkpoint, not made),
+            (log, "a training log (JSON lines)", is_training_log, False)):
         if not path:
             continue
         directory = os.path.dirname(os.path.abspath(path))
+        if must_exist and not os.path.isdir(directory):
+            raise ValueError(f"cannot write {path}: directory {directory} does not exist")
         while not os.path.exists(directory):     # the directory that would be made in
             directory = os.path.dirname(directory)
         if not os.access(directory, os.W_OK):

@@ -314,15 +314,13 @@ class LeNet5:
     def host_labels(self, labels, n):
         """Labels (n,) as a NumPy array (a device array's through a host copy of its n
         integers), or the error saying why they are not n integers 0..9."""
-        if on_device(self._this_side(labels, "labels")):
-            if tuple(labels.shape) != (n,):     # before any copy
-                raise ValueError(f"labels must have shape ({n},), one per image, not "
-                                 f"{tuple(labels.shape)}")
+        if not on_device(self._this_side(labels, "labels")):
+            labels = np.asarray(labels)
+        elif tuple(labels.shape) == (n,):       # copied only when it has the right size
             labels = self.ops.to_host(labels)
-        labels = np.asarray(labels)
-        if labels.shape != (n,):
+        if tuple(labels.shape) != (n,):
             raise ValueError(f"labels must have shape ({n},), one per image, not "
-                             f"{labels.shape}")
+                             f"{tuple(labels.shape)}")
         if labels.dtype.kind not in "iu":
             raise TypeError(f"labels must be integers 0..9, not {labels.dtype}")
         if n and (labels.min() < 0 or labels.max() > 9):

@@ -193,7 +193,7 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
         for run in runs:
             files[run["name"]] = (os.path.join(out_dir, f"{run['name']}.npz"),
                                   os.path.join(out_dir, f"{run['name']}.log.jsonl"))
-            check_outputs(*files[run["name"]])
+            check_outputs(*files[run["name"]], made=True)    # out_dir is made below
     trainers, data = [], None
     for run in runs:
         model = LeNet5(device=device, seed=run.get("seed", 0),

@@ -20,7 +20,6 @@ test_gpu_model.py.
 """
 
 import math
-import os
 import time
 import warnings
 
@@ -372,9 +371,6 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, checkpoint=None
         if pair is not None:
             check_set(model, pair, what)
     check_outputs(checkpoint, log)
-    where = checkpoint and os.path.dirname(os.path.abspath(checkpoint))
-    if where and not os.path.isdir(where):     # as LeNet5.save would find after a pass
-        raise ValueError(f"cannot write {checkpoint}: directory {where} does not exist")
     trainer = Trainer(model, *train_set, recipe=recipe, **options)
     out(f"training LeNet-5 on {model.device}: recipe {recipe}, loss {trainer.loss}, "
         f"{epochs} passes, batch size {trainer.batch_size}, {trainer.n} patterns")

@@ -271,3 +271,19 @@ def test_c3_bands_fail_loudly_when_changed():
     assert run_edited(bp, line, line).C3_BANDS == 2
     with pytest.raises(AssertionError, match="c3_pair_sum"):
         run_edited(bp, line, "C3_BAND_ROWS = 2\n")
+
+
+def test_a_launchers_table_is_read_back_once():
+    # the backend passes one table at every launch: its pairs are counted once (a copy
+    # that waits for the device), and another table is counted again
+    from c3_tables import table_of
+    table, reads = c3_table(C3_TABLE), []
+    real = table.copy_to_host
+    table.copy_to_host = lambda *a, **k: reads.append(1) or real(*a, **k)
+    for _ in range(3):
+        bp.check_c3_pairs("x", table)
+    assert len(reads) == 1
+    with pytest.raises(ValueError, match="^y: the C3 table connects 61"):
+        bp.check_c3_pairs("y", c3_table(table_of(61)))
+    bp.check_c3_pairs("x", table)      # the last that passed is still this one
+    assert len(reads) == 1

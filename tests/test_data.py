@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import missing
 
 from lenet import data, datasets
 from lenet.data import MNISTError
@@ -58,12 +59,13 @@ def tiny_labels(n=3):
 
 
 def real_data_dir():
-    """The directory in LENET_DATA, or skip the test when it is not available."""
+    """The directory in LENET_DATA, or skip the test when it is not available (fail in
+    CI)."""
     directory = os.environ.get("LENET_DATA")
     if not directory:
-        pytest.skip("LENET_DATA is not set; set it to the real MNIST directory to run this test")
+        missing("LENET_DATA is not set; set it to the real MNIST directory to run this test")
     if not os.path.isdir(directory):
-        pytest.skip(f"LENET_DATA={directory} is not a directory")
+        missing(f"LENET_DATA={directory} is not a directory")
     return directory
 
 
@@ -71,7 +73,7 @@ def real_gz(name):
     """The gzipped bytes of the real MNIST file ``name`` from LENET_DATA (or skip)."""
     path = data.find_file(real_data_dir(), name)
     if path is None:
-        pytest.skip(f"{name}(.gz) is not in LENET_DATA")
+        missing(f"{name}(.gz) is not in LENET_DATA")
     with open(path, "rb") as f:
         content = f.read()
     return content if path.endswith(".gz") else gzip.compress(content)

@@ -241,6 +241,17 @@ def test_a_checkpoint_in_a_missing_directory_is_refused_before_training(tmp_path
     assert os.listdir(tmp_path) == []
 
 
+def test_a_missing_checkpoint_directory_is_refused_unless_the_caller_makes_it(tmp_path, capsys):
+    from conftest import lenet_cli
+    missing = tmp_path / "new" / "m.npz"
+    with pytest.raises(ValueError, match="cannot write .*m.npz: directory .*new does not exist"):
+        check_outputs(missing, None)
+    check_outputs(missing, tmp_path / "new" / "m.log.jsonl", made=True)   # a sweep's folder
+    status, _, err = lenet_cli(["train", "--out", missing, "--epochs", "1"], capsys)
+    assert status == 2 and "directory" in err and "new does not exist" in err
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_new_model_of_another_init_than_its_recipe_is_warned_of():
     with pytest.warns(RecipeInitWarning, match="lecun recipe starts from init 'lush', this "
                       "model from 'fan-in'"):

@@ -144,9 +144,6 @@ def run(args):
                         "sdlm-batch for mini-batches")
     if not args.out or (args.log is not None and not args.log):
         raise UserError("--out and --log must name files, not be empty")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise UserError(f"cannot write {args.out}: directory {out_dir} does not exist")
     log = args.log or os.path.splitext(args.out)[0] + ".log.jsonl"
     try:
         check_outputs(args.out, log)
