@@ -925,10 +925,14 @@ def test_browser_words_follow_the_data_set(browser, ready, fashion_checkpoint, t
             assert page.inner_text("#hint") == f"draw one {noun} with the mouse, a pen or a " \
                 "finger"
             assert page.get_attribute("#pad", "aria-label") == f"drawing pad: draw one {noun}"
-            page.click("#view-errors")
-            page.check('input[value="drawing"]')
+            page.click("#view-errors")                    # the surest mistake first
+            page.wait_for_function("document.querySelector('#maps').dataset.version === "
+                                   "'errors-mistakes-0-0'", timeout=60000)
+            page.check('input[value="drawing"]')          # its maps give way to blank ones
             assert page.inner_text("#mistake-caption") == f"draw {another} first (Draw " \
                 f"{another})"
+            assert page.get_attribute("#maps", "data-version") == "errors-drawing-blank"
+            assert page.inner_text("#answer") == ""
             if noun == "item":
                 page.check('input[value="mistakes"]')
                 page.wait_for_function("document.querySelector('#maps').dataset.version === "

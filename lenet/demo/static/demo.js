@@ -112,7 +112,9 @@ function floats(layer) {
   return new Float32Array(bytes.buffer);
 }
 
-function blankMaps() {
+// Clears every map; `shows` is what the blank maps now stand for (#maps' version).
+function blankMaps(shows) {
+  maps.dataset.version = shows;
   for (const list of Object.values(canvases)) {
     for (const c of list) c.getContext("2d").clearRect(0, 0, c.width, c.height);
   }
@@ -174,8 +176,7 @@ function clearPad() {
   blank = true;
   version++;
   pad.dataset.version = version;
-  maps.dataset.version = version;
-  blankMaps();
+  blankMaps(version);
   status("");
 }
 
@@ -296,7 +297,7 @@ async function showErrors() {
   try {
     if (source === "drawing") {
       if (blank) {
-        blankMaps();
+        blankMaps("errors-drawing-blank");
         const what = withArticle(info.noun);
         $("#mistake-caption").textContent = `draw ${what} first (Draw ${what})`;
         return;
@@ -331,7 +332,7 @@ async function showErrors() {
 }
 
 async function waitForMistakes() {
-  blankMaps();
+  blankMaps("errors-waiting");
   $("#mistake-count").textContent = "mistake";
   while (view === "errors" && info.mistakes === "computing") {
     $("#mistake-caption").textContent = "finding the test set's mistakes\u2026";
@@ -382,7 +383,7 @@ function setView(name) {
   $("#errors-panel").hidden = name !== "errors";
   status("");
   if (name === "errors") return showErrors();
-  blankMaps();
+  blankMaps(blank ? version : "draw-waiting");   // a blank pad's maps are blank
   sent = 0;
   send();
 }
