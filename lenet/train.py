@@ -20,6 +20,8 @@ test_gpu_model.py.
 """
 
 import math
+import os
+import sys
 import time
 import warnings
 
@@ -85,6 +87,15 @@ class RecipeInitWarning(UserWarning):
     """A new model made with another initialisation than its recipe's (DEFAULTS)."""
 
 
+def _callers_stacklevel():
+    """warnings.warn's stacklevel, for its caller, of the first frame outside lenet/: a
+    warning names the user's line, through train() or Trainer alike."""
+    package, frame, level = os.path.dirname(__file__), sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class Trainer:
     """Runs passes of one recipe over a training set held on the model's backend.
 
@@ -102,7 +113,7 @@ class Trainer:
             warnings.warn(f"the {recipe} recipe starts from init {settings['init']!r}, this "
                           f"model from {made['init']!r}: make it with "
                           f"LeNet5(init={settings['init']!r}) for the recipe as documented",
-                          RecipeInitWarning, stacklevel=2)
+                          RecipeInitWarning, stacklevel=_callers_stacklevel())
         self.model, self.ops = model, model.ops
         loss = settings["loss"] if loss is None else loss
         self.recipe, self.loss, self.j = recipe, loss, j

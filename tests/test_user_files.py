@@ -253,9 +253,13 @@ def test_a_missing_checkpoint_directory_is_refused_unless_the_caller_makes_it(tm
 
 
 def test_a_new_model_of_another_init_than_its_recipe_is_warned_of():
-    with pytest.warns(RecipeInitWarning, match="lecun recipe starts from init 'lush', this "
-                      "model from 'fan-in'"):
-        Trainer(LeNet5(seed=0), *TRAIN, recipe="lecun")
+    for make in (lambda: Trainer(LeNet5(seed=0), *TRAIN, recipe="lecun"),
+                 lambda: train(LeNet5(seed=0), TRAIN, TEST, recipe="lecun", epochs=1,
+                               progress=False, out=lambda line: None)):
+        with pytest.warns(RecipeInitWarning, match="lecun recipe starts from init 'lush', "
+                          "this model from 'fan-in'") as caught:
+            make()
+        assert [w.filename for w in caught] == [__file__]    # the user's line, not lenet's
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Trainer(LeNet5(seed=0, init="lush"), *TRAIN, recipe="lecun")
