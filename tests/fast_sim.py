@@ -104,12 +104,14 @@ def install():
 
 @contextlib.contextmanager
 def _one_cpu():
-    """Pin the calling thread, and the threads it starts, to one of its CPUs (Linux)."""
+    """Pin the calling thread, and the threads it starts, to one of its CPUs (Linux):
+    pytest-xdist's worker k to the k-th, so that two workers' blocks do not share one."""
     if not hasattr(os, "sched_setaffinity"):
         yield
         return
-    allowed = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(allowed)})
+    allowed = sorted(os.sched_getaffinity(0))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+    os.sched_setaffinity(0, {allowed[worker % len(allowed)]})
     try:
         yield
     finally:
