@@ -20,6 +20,7 @@ import io
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -413,8 +414,9 @@ def test_refusals_of_the_protocol(ready):
 
 def test_clients_that_hang_up_leave_no_trace(ready, capfd):
     """Clients that close the connection mid-request (a body promised and not sent, a
-    large one cut short, one too large to read): the server only drops the connection,
-    printing nothing on its terminal (no BrokenPipeError traceback), and serves on."""
+    large one cut short, one too large to read) or reset it between requests: the
+    server only drops the connection, printing nothing on its terminal (no
+    BrokenPipeError or ConnectionResetError traceback), and serves on."""
     head = b"POST /api/draw HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
     cases = [head % 100 + b"{}", head % 3_000_000 + b"{}",
              head % 3_000_000 + b"x" * 1_000_000, head % 20_000_000 + b"x" * 1_000_000,
@@ -425,6 +427,12 @@ def test_clients_that_hang_up_leave_no_trace(ready, capfd):
             with socket.create_connection(ready.server_address[:2], timeout=30) as s:
                 with contextlib.suppress(ConnectionError):
                     s.sendall(data)
+        # one that reads its reply, then resets the connection (SO_LINGER 0) while the
+        # server waits for its next request on it
+        with socket.create_connection(ready.server_address[:2], timeout=30) as s:
+            s.sendall(cases[-1])
+            assert s.recv(12) == b"HTTP/1.1 200"
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     time.sleep(1.5)    # the server's threads finish writing to the closed connections
     status, _, body = request(ready, "GET", "/api/info")
     assert status == 200 and json.loads(body)["mistakes"] == "ready"

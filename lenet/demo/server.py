@@ -329,6 +329,12 @@ class DemoServer(ThreadingHTTPServer):
         self.static = static_files()
         super().__init__((host, port), Handler)
 
+    def handle_error(self, request, client_address):
+        """A client that hung up outside a request (reset while the next one was awaited,
+        or before its reply was flushed) leaves no trace; anything else prints its own."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
     @property
     def url(self):
         host, port = self.server_address[:2]
