@@ -387,9 +387,7 @@ class LeNet5:
         checkpoint's dtype on the CPU (the GPU computes in float32; "auto" takes the CPU
         for a float64 checkpoint, as LeNet5(device="auto", dtype=float64) does)."""
         params, meta = read_checkpoint(path)
-        if device == "auto":
-            device = "gpu" if gpu_available() and meta["dtype"] == "float32" else "cpu"
-        model = cls(device=device, dtype=np.float32 if device != "cpu" else meta["dtype"])
+        model = cls(device=device, dtype=np.float32 if device == "gpu" else meta["dtype"])
         model.set_parameters(params)
         model.classes = tuple(meta.get("classes", DIGITS))
         model.dataset = meta.get("dataset")

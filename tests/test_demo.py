@@ -412,6 +412,25 @@ def test_refusals_of_the_protocol(ready):
     assert b"missing width, height, pixels" in reply, reply
 
 
+def test_a_fault_of_ours_is_one_line_to_the_client_and_its_trace_here(ready, capfd,
+                                                                     monkeypatch):
+    """A request that fails inside the server: a 500 with one line of JSON, the
+    connection closed, and the traceback on the server's terminal; then it serves on."""
+    def broken():
+        raise RuntimeError("a bug of ours")
+    monkeypatch.setattr(ready.demo, "info", broken)
+    capfd.readouterr()
+    status, headers, body = request(ready, "GET", "/api/info")
+    assert status == 500 and headers["Connection"] == "close"
+    assert json.loads(body) == {"error": "internal error in the demo server (its log has "
+                                         "the details)"}
+    monkeypatch.undo()
+    assert request(ready, "GET", "/api/info")[0] == 200
+    out, err = capfd.readouterr()
+    assert out == "" and "Traceback" in err and err.rstrip().endswith(
+        "RuntimeError: a bug of ours"), err[-3000:]
+
+
 def test_clients_that_hang_up_leave_no_trace(ready, capfd):
     """Clients that close the connection mid-request (a body promised and not sent, a
     large one cut short, one too large to read) or reset it between requests: the

@@ -17,7 +17,6 @@ word on the terminal. Tested by tests/test_demo.py.
 
 import base64
 import binascii
-import contextlib
 import json
 import os
 import re
@@ -177,9 +176,7 @@ class Handler(BaseHTTPRequestHandler):
         short = self.responses.get(code, ("error",))[0]
         if self.request_version == "HTTP/0.9":  # a request line it could not read: reply
             self.request_version = "HTTP/1.0"   # with a status line all the same
-        with contextlib.suppress(ConnectionError, TimeoutError):  # the client left
-            self._send(code, {"error": " ".join(str(message or short).split())}, close=True)
-        self.close_connection = True
+        self._send(code, {"error": " ".join(str(message or short).split())}, close=True)
 
     def log_message(self, format, *args):
         pass    # no line on stderr per request
@@ -203,10 +200,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except Exception:  # a fault of ours: one line to the client, the trace here
             traceback.print_exc(file=sys.stderr)
-            with contextlib.suppress(ConnectionError, TimeoutError):
-                self._send(500, {"error": "internal error in the demo server (its log has "
-                                 "the details)"}, close=True)
-            self.close_connection = True
+            self._send(500, {"error": "internal error in the demo server (its log has the "
+                             "details)"}, close=True)
 
     def do_GET(self):
         self._serve(self._get)
@@ -330,8 +325,9 @@ class DemoServer(ThreadingHTTPServer):
         super().__init__((host, port), Handler)
 
     def handle_error(self, request, client_address):
-        """A client that hung up outside a request (reset while the next one was awaited,
-        or before its reply was flushed) leaves no trace; anything else prints its own."""
+        """A client that hung up where no request catches it (while the next one was
+        awaited, during a refusal's or a fault's reply, before the last flush) leaves no
+        trace; anything else prints its own."""
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
 
