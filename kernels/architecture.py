@@ -39,6 +39,11 @@ S4_LEN = C5_INPUTS                         # 400
 # MNIST's are 0.03 and 0.12: docs/initialisation.md) (lenet.data.preprocess, kernels.distort)
 INPUT_PAD = 2
 INPUT_BACKGROUND, INPUT_INK = -0.1, 1.175
+# what an image given to the network may hold (ours: kernels/inputs.py refuses the rest):
+# values within a tenth of the encoding's span of it, at least one of them within
+# INPUT_NEAR of the background (a preprocessed image's 2-pixel border is there)
+INPUT_ACCEPTED = (INPUT_BACKGROUND - 0.1275, INPUT_INK + 0.1275)
+INPUT_NEAR = INPUT_BACKGROUND + 0.05
 
 # ------------------------------------------------------------------ parameters
 # name -> shape, in the order of the one flat buffer that holds them all (C3's weights

@@ -73,6 +73,8 @@ from .architecture import (
     F6_UNITS,
     IN_LEN,
     IN_SIZE,
+    INPUT_ACCEPTED,
+    INPUT_NEAR,
     LOSS_KINDS,
     N_CLASSES,
     PARAMETERS_LEN,
@@ -891,6 +893,32 @@ def penalties_kernel(out, images, params, centers, in_maps, in_counts, c):
                         min(n, lo + INFER_BLOCK))
 
 
+# ------------------------------------------------------------ the input's check
+
+@jit
+def refused_block(refused, x, bounds, lo, hi):
+    """refused[n] = whether image x[n] (a row) is outside the input encoding, for
+    lo <= n < hi: a value outside [bounds[0], bounds[1]] (NaN too), or none at most
+    bounds[2] (kernels/reference.py's first_refused_ref)."""
+    low, high, near = bounds[0], bounds[1], bounds[2]
+    for n in range(lo, hi):
+        inside, close = True, False
+        row = x[n]
+        for i in range(row.shape[0]):   # bitwise: no branch, so the loop vectorises
+            inside &= (row[i] >= low) & (row[i] <= high)
+            close |= row[i] <= near
+        refused[n] = not (inside and close)
+
+
+@pjit
+def refused_kernel(refused, x, bounds):
+    """refused_block over blocks of INFER_BLOCK images, in parallel."""
+    n = x.shape[0]
+    for b in prange((n + INFER_BLOCK - 1) // INFER_BLOCK):
+        lo = np.int64(b) * INFER_BLOCK
+        refused_block(refused, x, bounds, lo, min(n, lo + INFER_BLOCK))
+
+
 # ------------------------------------------------------------ mini-batch step
 
 @jit
@@ -1128,6 +1156,23 @@ def penalties_cpu(out, images, params, centers, table):
                         images.shape[0])
     else:
         one_at_a_time(penalties_kernel, out, images, params, centers, in_maps, in_counts, c)
+
+
+_BOUNDS = {t: np.array(INPUT_ACCEPTED + (INPUT_NEAR,), t) for t in (np.float32, np.float64)}
+
+
+def first_refused_cpu(x):
+    """Index of the first image of x (N,1,32,32) or (N,1024), a C-contiguous float32 or
+    float64 NumPy array, not in the input encoding (INPUT_ACCEPTED, INPUT_NEAR), or -1:
+    first_refused_ref's answer, on every thread."""
+    rows = x.reshape(x.shape[0], IN_LEN)
+    bounds = _BOUNDS[x.dtype.type]
+    refused = np.zeros(rows.shape[0], np.bool_)
+    if rows.shape[0] <= INFER_BLOCK:   # one block: no threads to start
+        refused_block(refused, rows, bounds, 0, rows.shape[0])
+    else:
+        one_at_a_time(refused_kernel, refused, rows, bounds)
+    return int(np.argmax(refused)) if refused.any() else -1
 
 
 class StepWorkspace:

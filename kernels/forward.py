@@ -43,7 +43,7 @@ from .forward_pieces import (
     rbf_penalty,
     squash,
 )
-from .inputs import NonfiniteCheck
+from .inputs import InputCheck
 
 THREADS = 256                      # threads per block
 BLOCKS_PER_SM = 3                  # launch bound: registers for 3 resident blocks an SM
@@ -293,7 +293,7 @@ class FusedForward:
     device(x, params, want, out=None)
         x (N,1024) device array, read in place -> (y, first): y the penalties (N,10) or
         classes (N,) int32 (want) in `out` or a fresh device array; first the index of
-        the first image of x holding a NaN or an infinity, or -1 (kernels/inputs.py: the
+        the first image of x not in the input encoding, or -1 (kernels/inputs.py: the
         check and the forward pass run on one stream, which is waited for once)
     host(x, params, want)    x (N,1024) NumPy, any float dtype -> a fresh NumPy array,
                              through one pinned buffer each way per CHUNK images
@@ -308,7 +308,7 @@ class FusedForward:
         check_device_array("FusedForward", "centers", centers, (N_CLASSES * F6_UNITS,))
         self.centers = centers
         self.stream = cuda.stream()
-        self.check = NonfiniteCheck(self.stream)
+        self.check = InputCheck(self.stream)
         self._scratch = {}   # (name, dtype) -> device buffer of at least the largest batch
         self._views = {}     # (name, dtype, n) -> its first n rows (slicing costs microseconds)
 

@@ -17,6 +17,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .architecture import (  # noqa: F401 -- the reference's constants, re-exported
     CONV_TABLES,
+    INPUT_ACCEPTED,
+    INPUT_BACKGROUND,
+    INPUT_INK,
+    INPUT_NEAR,
     LOSS_KINDS,
     MAP_J,
     PARAMETER_SHAPES,
@@ -30,6 +34,34 @@ def _batch_sum(a, axis):
     """Sum over the batch (and pixels) accumulated in float64, returned in a's
     dtype: float32 sums of 10^4+ terms that cancel lose too many digits."""
     return a.sum(axis=axis, dtype=np.float64).astype(a.dtype, copy=False)
+
+
+# --------------------------------------------------------------------- input
+
+def first_refused_ref(x):
+    """Index of the first image of x (N, ...) that is not in the input encoding
+    (INPUT_ACCEPTED, INPUT_NEAR; compared in x's dtype), or -1."""
+    x = np.asarray(x)
+    rows = x.reshape(len(x), int(np.prod(x.shape[1:], dtype=np.int64)))
+    if not rows.size:
+        return 0 if len(rows) else -1   # images without pixels have none at the background
+    low, high = rows.min(axis=1), rows.max(axis=1)   # a NaN in a row makes both NaN
+    bad = ~((low >= INPUT_ACCEPTED[0]) & (high <= INPUT_ACCEPTED[1]) & (low <= INPUT_NEAR))
+    return int(np.argmax(bad)) if bad.any() else -1
+
+
+def refusal(image, index, dtype=np.float32):
+    """The ValueError for refused image `index` (its values) as given in `dtype`."""
+    image = np.asarray(image, dtype)
+    if not np.isfinite(image).all():
+        return ValueError(f"image {index} contains NaN or infinite values (as "
+                          f"{np.dtype(dtype).name}); images must be finite")
+    low, high = float(image.min()), float(image.max())
+    none = ", none near the background" if low > INPUT_NEAR else ""
+    return ValueError(f"image {index} is not in the paper's input encoding (background "
+                      f"{INPUT_BACKGROUND:g}, ink {INPUT_INK:g}): its values run from "
+                      f"{low:.4g} to {high:.4g}{none}; lenet.data.preprocess maps 0..255 "
+                      "pixels to it")
 
 
 # --------------------------------------------------------------------- squash

@@ -26,7 +26,7 @@ from lenet.kernels.architecture import (
     fan_in,
     trainable_count,
 )
-from lenet.kernels.reference import MAP_J
+from lenet.kernels.reference import MAP_J, refusal
 from lenet.ops_cpu import CPUOps
 from lenet.workspace import FlatBuffer
 
@@ -220,28 +220,31 @@ class LeNet5:
         return x
 
     def prepare_images(self, x):
-        """Check and move one batch of images to the backend as (N,1,32,32), refusing
-        NaN and infinite values (_refuse_nonfinite)."""
+        """Check and move one batch of images to the backend as (N,1,32,32) (check_images,
+        check_encoding)."""
         x = self.check_images(self._this_side(x, "images"))
         with np.errstate(over="ignore"):  # too large for float32: refused just below
             x = self.ops.asarray(x).reshape((x.shape[0], 1, 32, 32))
-        self._refuse_nonfinite(x)
-        return x
+        return self.check_encoding(x)
 
-    def _refuse_nonfinite(self, x):
-        """ValueError naming the index of the first image of x (N,1,32,32) that
-        holds a NaN or an infinity; for device input the check runs on the device
-        (kernels/inputs.py), without a host copy."""
+    def check_encoding(self, x):
+        """x (as check_images returns it) unless one of its images is not in the paper's
+        input encoding: ValueError naming the first and why (NaN, infinities, 0..255 or
+        0..1 pixels: kernels/reference.py's first_refused_ref). A host array is checked
+        on the host as the model's dtype, a device array on the device (no host copy)."""
         n = x.shape[0]
-        if isinstance(x, np.ndarray):
-            bad = ~np.isfinite(x.reshape(n, 32 * 32)).all(axis=1)
-            first = int(np.argmax(bad)) if bad.any() else -1
+        if on_device(self._this_side(x, "images")):
+            from lenet.kernels.inputs import first_refused
+            x = self.ops.asarray(x)
+            first = first_refused(x.reshape(n, 32 * 32))
         else:
-            from lenet.kernels.inputs import first_nonfinite
-            first = first_nonfinite(x)
+            from lenet.kernels.cpu import first_refused_cpu
+            with np.errstate(over="ignore"):  # too large for float32: refused as infinite
+                x = np.ascontiguousarray(x, self.dtype)
+            first = first_refused_cpu(x.reshape(n, 32 * 32))
         if first >= 0:
-            raise ValueError(f"image {first} contains NaN or infinite values "
-                             f"(as {self.dtype.name}); images must be finite")
+            raise refusal(self.ops.to_host(x[first]), first, self.dtype)
+        return x
 
     def _infer(self, x, want, out=None):
         """Penalties or classes of checked images through the backend's infer (one launch
@@ -259,7 +262,7 @@ class LeNet5:
         if isinstance(x, np.ndarray):
             with np.errstate(over="ignore"):  # too large for float32: refused just below
                 x = np.ascontiguousarray(x, dtype=self.dtype).reshape((n, 1, 32, 32))
-            self._refuse_nonfinite(x)
+            self.check_encoding(x)
             y = self.ops.infer(x, x.shape, self._buffer, self.tables["C3"], self.centers, want)
             return self._written(y, out)
         x = self.ops.asarray(x).reshape((n, 1, 32, 32))   # checked on the device, in order

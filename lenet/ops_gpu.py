@@ -9,7 +9,8 @@ from numba import cuda
 
 from lenet.backend import Backend, on_device
 from lenet.kernels import forward as fused
-from lenet.kernels import forward_pieces, inputs, sdlm
+from lenet.kernels import forward_pieces, sdlm
+from lenet.kernels.reference import refusal
 from lenet.workspace import FlatBuffer, Workspace
 
 
@@ -100,7 +101,7 @@ class GPUOps(Backend):
 
     def infer(self, x, shape, params, table, centers, want, out=None):
         """The whole forward pass in one launch per batch (per chunk for NumPy input).
-        NumPy in (checked finite by the caller), NumPy out (classes as intp, like argmin);
+        NumPy in (checked by the caller), NumPy out (classes as intp, like argmin);
         a device array in, read in place and checked on the device in the same stream,
         a device array out: `out` if given (no allocation), else a fresh one."""
         if self._fused is None:
@@ -112,7 +113,7 @@ class GPUOps(Backend):
         y, first = self._fused.device(x, params.flat, want,
                                       _device_view(out) if on_device(out) else out)
         if first >= 0:
-            raise inputs.nonfinite_error(first, self.dtype)
+            raise refusal(x[first].copy_to_host(), first, self.dtype)
         return y
 
     def workspace(self, batch):

@@ -320,7 +320,7 @@ def check_set(model, pair, what):
     """ValueError or TypeError naming the `what` set unless its (images, labels) fit."""
     images, labels = pair
     try:
-        model.host_labels(labels, len(model.check_images(images)))
+        model.host_labels(labels, len(model.check_encoding(model.check_images(images))))
     except (ValueError, TypeError) as e:
         raise type(e)(f"the {what} set: {e}") from None
     if len(labels) == 0:

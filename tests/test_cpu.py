@@ -101,6 +101,29 @@ def test_activations_refuse_what_does_not_fit():
                             RBF_CENTERS.astype(np.float32), C3_TABLE[:5])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_first_refused_matches_the_reference(dtype):
+    # the input check of the CPU paths, in one block and over threads, each kind of
+    # refused image planted alone and after another
+    r = np.random.default_rng(6)
+    planted = [(np.nan, None), (np.inf, None), (-0.3, None), (255.0, None), (1.4, None),
+               (None, (0.0, 1.0)), (None, (-0.04, 1.175))]
+    for n in (1, 16, 17, 100):
+        x = r.uniform(-0.1, 1.175, (n, 1, 32, 32)).astype(dtype)
+        x[:, 0, 0, 0] = -0.1
+        assert cpu.first_refused_cpu(x) == ref.first_refused_ref(x) == -1
+        for value, span in planted:
+            for k in sorted({n - 1, n // 2}):
+                y = x.copy()
+                if span is None:
+                    y[k, 0, r.integers(32), r.integers(32)] = value
+                else:     # every value in range, none near the background
+                    y[k] = r.uniform(*span, (1, 32, 32))
+                assert cpu.first_refused_cpu(y) == ref.first_refused_ref(y) == k, (n, value)
+                y[n // 3] = np.nan
+                assert cpu.first_refused_cpu(y) == min(k, n // 3)
+
+
 # ------------------------------------------------------------------ mini-batch step
 
 def reference_step(params, x, labels, kind, j):

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from lenet import C3_TABLE, RBF_CENTERS, LeNet5
+from lenet.data import preprocess
 from lenet.kernels import reference as ref
 from lenet.kernels.architecture import PARAMETER_SHAPES
 from lenet.kernels.tolerance import assert_close
+from lenet.train import Trainer
 
 
 def images(n, seed=0, dtype=np.float64):
@@ -283,7 +285,32 @@ def test_forward_refuses_nonfinite_images_naming_the_first():
     with pytest.raises(ValueError, match="^image 1 contains NaN or infinite values "
                        r"\(as float32\)"):
         m.forward(big)
-    assert np.all(np.isfinite(LeNet5(seed=0, dtype=np.float64).forward(big)))
+    with pytest.raises(ValueError, match="^image 1 is not in the paper's input encoding"):
+        LeNet5(seed=0, dtype=np.float64).forward(big)
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_images_outside_the_paper_s_encoding_are_refused(device):
+    # 0..255 and 0..1 pixels (the usual mistakes: 28% test error for the shipped
+    # weights, not an error), refused by every entry point, host and device input alike
+    from numba import cuda
+    m = LeNet5(device=device, seed=0)
+    digits = np.random.default_rng(2).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    good = preprocess(digits)
+    byte = np.pad(digits, ((0, 0), (2, 2), (2, 2))).astype(np.float32)[:, None]
+    for scale, message in [(1.0, "from 0 to 255, none near the background"),
+                           (1 / 255, "from 0 to 1, none near the background")]:
+        x = good.copy()
+        x[2] = byte[2] * scale
+        inputs = [x, cuda.to_device(x)] if device == "gpu" else [x]
+        for x_in in inputs:
+            for call in (m.forward, m.predict, m.forward_all, lambda a: m.gradients(a, [1] * 4),
+                         lambda a: Trainer(m, a, np.arange(4) % 10)):
+                with pytest.raises(ValueError, match=f"^image 2 is not in the paper's input "
+                                   rf"encoding \(background -0.1, ink 1.175\): its values "
+                                   f"run {message}; lenet.data.preprocess maps"):
+                    call(x_in)
+        assert m.predict(good).shape == (4,)
 
 
 def _address(a):
@@ -302,8 +329,8 @@ def test_device_input_is_checked_on_the_device(monkeypatch):
     x[2, 0, 5, 5] = -np.inf
     device = cuda.to_device(x)
     checked = []
-    launch = inputs.NonfiniteCheck.launch    # every device check (first_nonfinite's too)
-    monkeypatch.setattr(inputs.NonfiniteCheck, "launch",
+    launch = inputs.InputCheck.launch    # every device check (first_refused's too)
+    monkeypatch.setattr(inputs.InputCheck, "launch",
                         lambda self, a: checked.append(_address(a)) or launch(self, a))
     with pytest.raises(ValueError, match="^image 2 contains NaN or infinite values"):
         m.forward(device)

@@ -133,8 +133,12 @@ def test_every_set_is_checked_before_the_first_pass(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "train_pass", no_pass)
     x, labels = TEST
+    unit = x.copy()
+    unit[7] = (unit[7] + 0.1) / 1.275    # pixels 0..1, not the paper's encoding
     for test_set, validation_set, error, message in (
             ((x, labels[:, None]), None, ValueError, "the test set: labels must have shape"),
+            ((unit, labels), None, ValueError, "the test set: image 7 is not in the paper's "
+             "input encoding .*, none near the background"),
             (((x * 255).astype(np.uint8), labels), None, TypeError,
              "the test set: images must be floating point"),
             (None, (x[:, :, :4], labels), ValueError, "the validation set: images must have")):
@@ -142,6 +146,9 @@ def test_every_set_is_checked_before_the_first_pass(tmp_path, monkeypatch):
             train(LeNet5(seed=0), TRAIN, test_set, validation_set=validation_set, epochs=1,
                   batch_size=8, progress=False, checkpoint=tmp_path / "m.npz",
                   out=lambda line: None)
+    with pytest.raises(ValueError, match="^image 0 is not in the paper's input encoding"):
+        train(LeNet5(seed=0), (TRAIN[0] * 255, TRAIN[1]), TEST, epochs=1, batch_size=8,
+              progress=False, checkpoint=tmp_path / "m.npz", out=lambda line: None)
     assert os.listdir(tmp_path) == []
 
 
