@@ -112,6 +112,7 @@ SLOTS = 16              # most partial sums of a step (the most threads it keeps
 INFER_BLOCK = 16        # images per task of the parallel inference
 LANES = 8               # images side by side in inference (a 256-bit float32 vector)
 FINISH_BLOCK = 4096     # parameters per task of a step's finish
+CHECK_ALONE = 192       # images the input check takes on one thread (threads cost more)
 # written out for these sizes: a kernel row's five taps (row_taps, fma5 and the functions
 # that call it, shifted_sums*), four output rows a pass (full_forward_one)
 assert K == 5, f"kernels/cpu.py unrolls 5x5 kernels (fma5, row_taps), not {K}x{K}"
@@ -1168,7 +1169,7 @@ def first_refused_cpu(x):
     rows = x.reshape(x.shape[0], IN_LEN)
     bounds = _BOUNDS[x.dtype.type]
     refused = np.zeros(rows.shape[0], np.bool_)
-    if rows.shape[0] <= INFER_BLOCK:   # one block: no threads to start
+    if rows.shape[0] <= CHECK_ALONE:
         refused_block(refused, rows, bounds, 0, rows.shape[0])
     else:
         one_at_a_time(refused_kernel, refused, rows, bounds)
