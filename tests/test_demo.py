@@ -441,6 +441,7 @@ def test_clients_that_hang_up_leave_no_trace(ready, capfd):
              head % 3_000_000 + b"x" * 1_000_000, head % 20_000_000 + b"x" * 1_000_000,
              b"GET /api/info HTTP/1.1\r\nHost: x\r\n\r\n"]
     capfd.readouterr()
+    before = set(threading.enumerate())
     for _ in range(4):
         for data in cases:
             with socket.create_connection(ready.server_address[:2], timeout=30) as s:
@@ -452,7 +453,10 @@ def test_clients_that_hang_up_leave_no_trace(ready, capfd):
             s.sendall(cases[-1])
             assert s.recv(12) == b"HTTP/1.1 200"
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    time.sleep(1.5)    # the server's threads finish writing to the closed connections
+    for t in set(threading.enumerate()) - before:   # the threads that served them end
+        if t.name.endswith("(process_request_thread)"):
+            t.join(timeout=60)
+            assert not t.is_alive(), "a connection's thread still runs after 60 s"
     status, _, body = request(ready, "GET", "/api/info")
     assert status == 200 and json.loads(body)["mistakes"] == "ready"
     out, err = capfd.readouterr()
