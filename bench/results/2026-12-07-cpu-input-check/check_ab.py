@@ -45,12 +45,12 @@ print("batch | old check | new check | forward with old | forward with new | for
 for n, calls in ((1, 3000), (64, 1000), (1024, 200), (10000, 20)):
     x = rng.uniform(-0.1, 1.175, (n, 1, 32, 32)).astype(np.float32)
     out = m.forward(x)
-    a = median_time(lambda: old_first(x), calls)
-    b = median_time(lambda: first_refused_cpu(x), calls)
+    a = median_time(lambda x=x: old_first(x), calls)
+    b = median_time(lambda x=x: first_refused_cpu(x), calls)
     fwd = {}
     for name, check in (("old", old_check), ("new", new_check)):
         LeNet5.check_encoding = check
-        fwd[name] = median_time(lambda: m.forward(x, out=out), max(1, calls // 20))
+        fwd[name] = median_time(lambda x=x, out=out: m.forward(x, out=out), max(1, calls // 20))
     LeNet5.check_encoding = new_check
     print(f"{n} | {a * 1e6:.1f} us | {b * 1e6:.1f} us | {fwd['old'] * 1e6:.0f} us | "
           f"{fwd['new'] * 1e6:.0f} us | {fwd['new'] / fwd['old']:.3f}")
