@@ -39,9 +39,10 @@ S4_LEN = C5_INPUTS                         # 400
 # MNIST's are 0.03 and 0.12: docs/initialisation.md) (lenet.data.preprocess, kernels.distort)
 INPUT_PAD = 2
 INPUT_BACKGROUND, INPUT_INK = -0.1, 1.175
-# what an image given to the network may hold (ours: kernels/inputs.py refuses the rest):
-# values within a tenth of the encoding's span of it, at least one of them within
-# INPUT_NEAR of the background (a preprocessed image's 2-pixel border is there)
+# what an image given to the network may hold (ours; kernels/reference.py's
+# first_refused_ref refuses the rest): values within a tenth of the encoding's span
+# (1.275) of it, one at least as close to the background as INPUT_NEAR (a preprocessed
+# image's 2-pixel border is at the background)
 INPUT_ACCEPTED = (INPUT_BACKGROUND - 0.1275, INPUT_INK + 0.1275)
 INPUT_NEAR = INPUT_BACKGROUND + 0.05
 
