@@ -113,7 +113,7 @@ class GPUOps(Backend):
         y, first = self._fused.device(x, params.flat, want,
                                       _device_view(out) if on_device(out) else out)
         if first >= 0:
-            raise refusal(x[first].copy_to_host(), first, self.dtype)
+            raise refusal(self.to_host(x[first]), first, self.dtype)
         return y
 
     def workspace(self, batch):
