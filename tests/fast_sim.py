@@ -19,10 +19,15 @@ tests/sim_site/sitecustomize.py in the tests' child Pythons.
 - One CPU: a block's threads run on one CPU (they inherit the launching thread's
   affinity, restored after the block). They hold the GIL in turns anyway, and handing it
   between cores cost more than the work: the GPU model's tests ran 1.4x (quiet) to 2x
-  (other core busy) slower when the threads could move."""
+  (other core busy) slower when the threads could move.
+- No forced GIL switches: while a block runs, a thread keeps the GIL until it waits at a
+  barrier or returns (the switch interval, restored after the block, is 1 s). With
+  Python's 5 ms, each of up to 511 threads waiting for the GIL woke every 5 ms to ask for
+  it, and the system's time for those wake-ups was most of a 512-thread launch's."""
 
 import contextlib
 import os
+import sys
 import threading
 
 import numpy as np
@@ -68,7 +73,7 @@ def install():
     from numba.cuda.simulator import kernel as sim
 
     def run(self, grid_point, *args):
-        with _one_cpu():
+        with _one_cpu(), _no_forced_switches():
             _run(self, grid_point, *args)
 
     def _run(self, grid_point, *args):
@@ -116,6 +121,27 @@ def _one_cpu():
         yield
     finally:
         os.sched_setaffinity(0, allowed)
+
+
+_switches = {"depth": 0, "before": None, "lock": threading.Lock()}
+
+
+@contextlib.contextmanager
+def _no_forced_switches(interval=1.0):
+    """sys's switch interval at `interval` while any block runs (blocks launched from
+    several threads at once restore it once, after the last)."""
+    with _switches["lock"]:
+        if _switches["depth"] == 0:
+            _switches["before"] = sys.getswitchinterval()
+            sys.setswitchinterval(interval)
+        _switches["depth"] += 1
+    try:
+        yield
+    finally:
+        with _switches["lock"]:
+            _switches["depth"] -= 1
+            if _switches["depth"] == 0:
+                sys.setswitchinterval(_switches["before"])
 
 
 def _fast_casts():

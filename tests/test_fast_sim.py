@@ -1,7 +1,7 @@
 """tests/fast_sim.py, the faster simulator that tests/conftest.py installs: barriers that
 order a block's threads, threads that return early not holding the others back, a failing
-thread failing the launch with its own error, casts and indexing as the simulator's, and
-all of it in the tests' child Pythons (tests/sim_site)."""
+thread failing the launch with its own error, no forced GIL switches within a block, casts
+and indexing as the simulator's, and all of it in the tests' child Pythons (tests/sim_site)."""
 
 import subprocess
 import sys
@@ -72,6 +72,11 @@ def casts_and_views(out, rows, records):
     records[t]["b"] = records[t]["a"] * 2
 
 
+@cuda.jit
+def switch_interval(out):
+    out[cuda.threadIdx.x] = sys.getswitchinterval()   # the simulator runs this as Python
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # 0 - 1 wraps
 def test_casts_and_indexing_keep_the_simulators_semantics():
     # against NumPy, what the unpatched simulator computes with: NumPy scalars of the
@@ -112,6 +117,22 @@ def test_a_failing_thread_fails_the_launch_with_its_own_error():
     # the next launch runs normally
     one_thread_fails[2, THREADS](out, THREADS)
     assert np.all(out == 1.0)
+
+
+def test_a_block_has_no_forced_gil_switches_and_the_interval_comes_back():
+    import fast_sim
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.004)
+        out = np.zeros(THREADS)
+        switch_interval[2, THREADS](out)
+        assert np.all(out == 1.0) and sys.getswitchinterval() == 0.004
+        with fast_sim._no_forced_switches(), fast_sim._no_forced_switches():  # nested: once
+            assert sys.getswitchinterval() == 1.0
+        assert sys.getswitchinterval() == 0.004
+    finally:
+        sys.setswitchinterval(before)
 
 
 def test_child_pythons_run_the_scheduler_and_others_pay_nothing():
