@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import pytest
+from filelock import FileLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -99,19 +100,25 @@ def debian_fashion():
 
 
 @pytest.fixture(scope="session")
-def ptx_census(tmp_path_factory):
+def ptx_census(tmp_path_factory, worker_id):
     """ptx.json of `python -m bench.ptx` over every kernel (compiled for sm_90 with the
-    CUDA toolkit, in a subprocess with the simulator off), made once for the session;
-    skips without a toolkit, except in CI, where it fails."""
+    CUDA toolkit, in a subprocess with the simulator off), made once for the run: the
+    first pytest-xdist worker to ask makes it, the others wait for it and read it; skips
+    without a toolkit, except in CI, where it fails."""
     from bench import ptx
     problem = ptx.toolkit_problem()
     if problem:
         missing(f"no CUDA toolkit for the compile census: {problem}")
-    out = tmp_path_factory.mktemp("ptx")
-    env = dict(os.environ, PYTHONPATH=ROOT, NUMBA_ENABLE_CUDASIM="0")
-    p = subprocess.run([sys.executable, "-m", "bench.ptx", "--out", str(out)], cwd=ROOT,
-                       env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode in (0, 1), p.stderr[-3000:]   # 1: problems, tests/test_ptx.py
+    shared = tmp_path_factory.getbasetemp()    # the workers' folders are in the run's
+    if worker_id != "master":
+        shared = shared.parent
+    out = shared / "ptx-census"
+    with FileLock(str(shared / "ptx-census.lock")):
+        if not (out / "ptx.json").exists():
+            env = dict(os.environ, PYTHONPATH=ROOT, NUMBA_ENABLE_CUDASIM="0")
+            p = subprocess.run([sys.executable, "-m", "bench.ptx", "--out", str(out)],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+            assert p.returncode in (0, 1), p.stderr[-3000:]  # 1: problems, tests/test_ptx.py
     with open(out / "ptx.json") as f:
         results = json.load(f)
     results["markdown"] = (out / "ptx.md").read_text()
