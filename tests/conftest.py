@@ -99,6 +99,37 @@ def debian_fashion():
     return DEBIAN_FASHION
 
 
+def run_folder(tmp_path_factory, worker_id):
+    """A folder shared by the run's pytest-xdist workers (each has its own below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_code_compiled_once(tmp_path_factory, worker_id):
+    """The CPU paths' code (kernels/cpu.py, float32) compiled into Numba's cache by the
+    first pytest-xdist worker while the others wait, then loaded from it: in a fresh clone
+    the workers, and the children they started, each compiled it at once."""
+    from lenet.kernels import cpu
+    if worker_id == "master" or not cpu.CACHE:
+        return
+    with FileLock(str(run_folder(tmp_path_factory, worker_id) / "cpu-code.lock")):
+        import warnings
+
+        import numpy as np
+
+        from lenet import LeNet5
+        from lenet.train import Trainer
+        x = np.full((2, 1, 32, 32), -0.1, np.float32)
+        labels = np.array([1, 7], np.int32)
+        model = LeNet5(device="cpu", seed=0)
+        model.predict(x), model.forward_all(x), model.second_derivatives(x, labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")    # the recipes' advice on init and set sizes
+            Trainer(model, x, labels, recipe="sgd", batch_size=2).train_pass()
+            Trainer(model, x, labels, recipe="paper").train_pass()
+
+
 @pytest.fixture(scope="session")
 def ptx_census(tmp_path_factory, worker_id):
     """ptx.json of `python -m bench.ptx` over every kernel (compiled for sm_90 with the
@@ -109,9 +140,7 @@ def ptx_census(tmp_path_factory, worker_id):
     problem = ptx.toolkit_problem()
     if problem:
         missing(f"no CUDA toolkit for the compile census: {problem}")
-    shared = tmp_path_factory.getbasetemp()    # the workers' folders are in the run's
-    if worker_id != "master":
-        shared = shared.parent
+    shared = run_folder(tmp_path_factory, worker_id)
     out = shared / "ptx-census"
     with FileLock(str(shared / "ptx-census.lock")):
         if not (out / "ptx.json").exists():
