@@ -122,12 +122,15 @@ def cpu_code_compiled_once(tmp_path_factory, worker_id):
         from lenet.train import Trainer
         x = np.full((2, 1, 32, 32), -0.1, np.float32)
         labels = np.array([1, 7], np.int32)
-        model = LeNet5(device="cpu", seed=0)
-        model.predict(x), model.forward_all(x), model.second_derivatives(x, labels)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")    # the recipes' advice on init and set sizes
-            Trainer(model, x, labels, recipe="sgd", batch_size=2).train_pass()
-            Trainer(model, x, labels, recipe="paper").train_pass()
+        try:   # a fault here is the tests' to report, each where it shows, not every test's
+            model = LeNet5(device="cpu", seed=0)
+            model.predict(x), model.forward_all(x), model.second_derivatives(x, labels)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")    # the recipes' advice on init and set sizes
+                Trainer(model, x, labels, recipe="sgd", batch_size=2).train_pass()
+                Trainer(model, x, labels, recipe="paper").train_pass()
+        except Exception:
+            pass
 
 
 @pytest.fixture(scope="session")
