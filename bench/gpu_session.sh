@@ -52,13 +52,13 @@
 #                            keeps the passes that ended)
 # The rehearsal's times (--rehearse, below) do not scale to a GPU's: the simulator runs
 # every CUDA thread as a Python thread, and they mostly measure this 2-core machine's
-# load. Measured here with load averages of 30 to 160 (other sessions): tests 9-30 s,
-# census 16-24 s, bench 140-240 s (its simulated fused step, ~15-45 s a call, is most of
-# it), train 22-88 s; 6.5 minutes in all at a load near 100. At a load near 15 a fused
-# step took ~10 s, a forward ~2 s and the train part 22 s: about 2.5 minutes in all
-# (an estimate; no whole rehearsal ran at that load). pytest-xdist is not used: it was never
-# measured on a GPU (each worker is a CUDA context of its own that compiles every kernel
-# it uses again); GPU_SESSION_XDIST=N tries it, with BLAS threads capped at 16/N.
+# load. On the 2-core AMD EPYC, nothing else running, after tests/fast_sim.py's GIL fix:
+# tests 4 s, census 3 s, bench 75 s, train 27 s, 110 s in all
+# (bench/results/2026-12-07-cpu-fresh-clone-13/rehearsal-e88487d.log); earlier sessions,
+# before the fix and at loads of 30 to 160, took up to 6.5 minutes. pytest-xdist is not
+# used: it was never measured on a GPU (each worker is a CUDA context of its own that
+# compiles every kernel it uses again); GPU_SESSION_XDIST=N tries it, with BLAS threads
+# capped at 16/N.
 #
 # How to run it (a session whose device `status` says can_start_another: true; it costs
 # about 11 of the task's 15 device minutes, machine start included):
