@@ -7,12 +7,18 @@ tests/sim_site/sitecustomize.py in the tests' child Pythons.
   thread in a busy loop, which takes the GIL from the threads doing the work. Here a
   block's threads meet at a barrier of their own (a condition variable: the last live
   thread to arrive releases the others; a thread that returns stops counting), and the
-  main thread only joins them. A barrier opens when every live thread of the block has
-  reached it, and the first exception of a block ends the launch (the other threads are
-  aborted at their next barrier). tests/simcheck.py wraps the syncthreads installed here.
+  launching thread waits until the last has left. A barrier opens when every live thread
+  of the block has reached it, and the first exception of a block ends the launch (the
+  other threads are aborted at their next barrier). tests/simcheck.py wraps the
+  syncthreads and the BlockThread.enter installed here.
+- Threads kept: starting a thread hands the GIL to it and back, and the simulator started
+  one per CUDA thread of every block. Blocks launched from the main thread run on
+  threads kept for the next block (another thread's launch starts its block's threads
+  and ends them after it); enter() gives a kept thread its block and thread indices.
 - Casts: a kernel's uint32(x) or float32(x) is numba.types' __call__, which imports a
   module and checks an abstract class on every call before it makes the NumPy scalar;
-  here a number makes its NumPy scalar at once (the same one).
+  here a number makes its NumPy scalar at once (the same one; a scalar of that type is
+  itself).
 - Indexing: an array inside a kernel is a FakeWithinKernelCUDAArray around a
   FakeCUDAArray around the NumPy array, and each element read went through both; here it
   reads the NumPy array, wrapping views and records as before.
@@ -40,6 +46,8 @@ class _Barrier:
         self.arrived = 0           # threads waiting at the current barrier
         self.generation = 0
         self.failed = None         # the block's first thread to fail
+        self.done = threading.Lock()   # released when the last thread leaves
+        self.done.acquire()
 
     def _open(self):
         self.arrived = 0
@@ -67,33 +75,76 @@ class _Barrier:
                 self.cond.notify_all()
             elif self.arrived and self.arrived == self.live:
                 self._open()
+            if self.live == 0:
+                self.done.release()
 
 
 def install():
     from numba.cuda.simulator import kernel as sim
+
+    class KeptThread(sim.BlockThread):
+        """A simulated CUDA thread that runs one block after another: releasing `go`
+        starts it on the block that enter() and `block` gave it."""
+
+        def __init__(self):
+            threading.Thread.__init__(self, daemon=True)
+            self.go = threading.Lock()
+            self.go.acquire()
+            self.block = None    # (the kernel's function, its arguments, the barrier)
+
+        def run(self):
+            while True:
+                self.go.acquire()
+                if self.block is None:
+                    return
+                f, args, barrier = self.block
+                self._target, self._args, self._kwargs = f, args, {}
+                try:   # BlockThread.run records an Exception as the simulator does
+                    if self.debug:   # as BlockThread's debug_wrapper
+                        with np.errstate(divide="raise"):
+                            sim.BlockThread.run(self)
+                    else:
+                        sim.BlockThread.run(self)
+                except BaseException as e:
+                    self.exception = (e, e.__traceback__)
+                barrier.leave(self if self.exception else None)
+
+    kept = []    # the main thread's, for its next blocks
+
+    def enter(self, manager, grid_point, block_point):
+        """Indices and state of this thread for one block, as BlockThread.__init__ sets
+        them."""
+        self._manager, self.debug = manager, manager._debug
+        self.blockIdx, self.threadIdx = sim.Dim3(*grid_point), sim.Dim3(*block_point)
+        block = manager._block_dim
+        self.thread_id = self.threadIdx.x + block[0] * (self.threadIdx.y + block[1] *
+                                                        self.threadIdx.z)
+        self.exception, self.abort = None, False
 
     def run(self, grid_point, *args):
         with _one_cpu(), _no_forced_switches():
             _run(self, grid_point, *args)
 
     def _run(self, grid_point, *args):
-        barrier = self._barrier = _Barrier(int(np.prod(self._block_dim)))
-        threads = []
-
-        def target():
-            try:
-                self._f(*args)
-            except BaseException:
-                barrier.leave(threading.current_thread())
-                raise
-            barrier.leave()
-
-        for block_point in np.ndindex(*self._block_dim):
-            t = sim.BlockThread(target, self, grid_point, block_point, self._debug)
-            t.start()
-            threads.append(t)
+        points = list(np.ndindex(*self._block_dim))
+        barrier = self._barrier = _Barrier(len(points))
+        main = threading.current_thread() is threading.main_thread()
+        threads = kept if main else []
+        while len(threads) < len(points):
+            threads.append(KeptThread())
+            threads[-1].start()
+        threads = threads[:len(points)]    # the block's (a smaller block leaves some idle)
+        for t, point in zip(threads, points, strict=True):
+            t.enter(self, grid_point, point)
+            t.block = (self._f, args, barrier)
         for t in threads:
-            t.join()
+            t.go.release()
+        barrier.done.acquire()
+        if not main:   # this launch's threads end (daemons, they would wait forever)
+            for t in threads:
+                t.block = None
+                t.go.release()
+                t.join()
         if barrier.failed:   # its exception, as BlockThread.run recorded it (thread indices)
             error, traceback = barrier.failed.exception
             raise error.with_traceback(traceback)
@@ -102,6 +153,7 @@ def install():
         self._manager._barrier.wait()
 
     sim.BlockManager.run = run
+    sim.BlockThread.enter = enter
     sim.BlockThread.syncthreads = syncthreads
     _fast_casts()
     _fast_indexing()
@@ -148,15 +200,18 @@ def _fast_casts():
     from numba.core import types
 
     generic = types.Type.__call__
-    casts = {}   # a type's name -> its NumPy scalar type, as cast_python_value finds it
+    # a number type's name -> its NumPy scalar type, as cast_python_value finds it
+    casts = {t.name: getattr(np, t.name) for t in (*types.integer_domain, *types.real_domain)}
+    plain = (int, float)
 
     def call(self, *args):
-        if len(args) == 1 and isinstance(args[0], (int, float, np.generic)) and \
-                type(self) in (types.Integer, types.Float):
-            cast = casts.get(self.name)
-            if cast is None:
-                cast = casts[self.name] = getattr(np, self.name)
-            return cast(args[0])
+        cast = casts.get(self.name)
+        if cast is not None and len(args) == 1:
+            x = args[0]
+            if type(x) is cast:   # a NumPy scalar is immutable: the same one
+                return x
+            if type(x) in plain or isinstance(x, np.generic):
+                return cast(x)
         return generic(self, *args)
 
     types.Integer.__call__ = call

@@ -138,6 +138,16 @@ def _who(thread):
     return f"block ({b.x}, {b.y}, {b.z}) thread ({t.x}, {t.y}, {t.z})"
 
 
+class _Seat:
+    """One CUDA thread of one block, as the shadow entries name it (a simulator thread
+    runs one block after another: tests/fast_sim.py)."""
+
+    __slots__ = ("blockIdx", "threadIdx", "_sc_blk")
+
+    def __init__(self, thread, blk):
+        self.blockIdx, self.threadIdx, self._sc_blk = thread.blockIdx, thread.threadIdx, blk
+
+
 class _Launch:
     """The shadow state of one launch: address -> entry for shared and global elements."""
 
@@ -156,7 +166,7 @@ class _Launch:
         raise SimcheckError(self.fault)
 
     def race(self, array, addr, first, first_kind, second_kind):
-        me = threading.current_thread()
+        me = threading.current_thread()._sc_seat
         where = "in one barrier interval (no cuda.syncthreads() between them)" \
             if first._sc_blk == me._sc_blk else \
             "in different blocks (nothing orders the blocks of a launch)"
@@ -205,8 +215,9 @@ def _join(e, o, me, ep, blk):
 
 def _touch(array, addr, kind):
     """Record access `kind` ("read", "write", "atomic") of `array`'s element at `addr`."""
-    me = threading.current_thread()
-    ep, blk = me._sc_ep, me._sc_blk
+    thread = threading.current_thread()
+    me, ep = thread._sc_seat, thread._sc_ep
+    blk = me._sc_blk
     shadow = array._shadow
     e = shadow.get(addr)
     if e is None or (array._shared and e[0] != blk):
@@ -451,16 +462,16 @@ def _patched():
     from numba.cuda.simulator import kernel as sim
     from numba.cuda.simulator import kernelapi as api
 
-    thread_init, sync = sim.BlockThread.__init__, sim.BlockThread.syncthreads
+    enter, sync = sim.BlockThread.enter, sim.BlockThread.syncthreads   # tests/fast_sim.py's
     shared_array, local_array = api.FakeCUDAShared.array, api.FakeCUDALocal.array
     atomics = {name: getattr(api.FakeCUDAAtomic, name) for name in dir(api.FakeCUDAAtomic)
                if not name.startswith("__")}
 
-    def init(self, f, manager, block, thread, debug):
-        thread_init(self, f, manager, block, thread, debug)
+    def enter_block(self, manager, block, thread):
+        enter(self, manager, block, thread)
         self._sc_ep = 0
         blocks = _launch.blocks
-        self._sc_blk = blocks.setdefault(tuple(block), len(blocks))
+        self._sc_seat = _Seat(self, blocks.setdefault(tuple(block), len(blocks)))
 
     def syncthreads(self):
         sync(self)
@@ -503,7 +514,7 @@ def _patched():
             return op(self, array, *rest)
         return atomic
 
-    patches = [(sim.BlockThread, "__init__", init),
+    patches = [(sim.BlockThread, "enter", enter_block),
                (sim.BlockThread, "syncthreads", syncthreads),
                (api.FakeCUDAShared, "array", shared), (api.FakeCUDALocal, "array", local)]
     patches += [(api.FakeCUDAAtomic, name, checked_atomic(name, op))

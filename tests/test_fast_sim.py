@@ -1,10 +1,12 @@
 """tests/fast_sim.py, the faster simulator that tests/conftest.py installs: barriers that
 order a block's threads, threads that return early not holding the others back, a failing
-thread failing the launch with its own error, no forced GIL switches within a block, casts
-and indexing as the simulator's, and all of it in the tests' child Pythons (tests/sim_site)."""
+thread failing the launch with its own error, threads kept from block to block, no forced
+GIL switches within a block, casts and indexing as the simulator's, and all of it in the
+tests' child Pythons (tests/sim_site)."""
 
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -73,6 +75,11 @@ def casts_and_views(out, rows, records):
 
 
 @cuda.jit
+def thread_ids(out):
+    out[cuda.blockIdx.x, cuda.threadIdx.x] = threading.get_ident()   # run as Python
+
+
+@cuda.jit
 def switch_interval(out):
     out[cuda.threadIdx.x] = sys.getswitchinterval()   # the simulator runs this as Python
 
@@ -117,6 +124,24 @@ def test_a_failing_thread_fails_the_launch_with_its_own_error():
     # the next launch runs normally
     one_thread_fails[2, THREADS](out, THREADS)
     assert np.all(out == 1.0)
+
+
+def test_the_main_threads_blocks_run_on_kept_threads_and_others_leave_none():
+    first, second = np.zeros((3, THREADS), np.uint64), np.zeros((1, THREADS), np.uint64)
+    thread_ids[3, THREADS](first)
+    thread_ids[1, THREADS](second)
+    # a block's THREADS threads are distinct, and every block and launch has the same ones
+    assert len(set(first[0])) == THREADS
+    assert all(list(row) == list(first[0]) for row in (*first, *second))
+    assert set(first[0]) <= {t.ident for t in threading.enumerate()}   # alive, kept
+    assert threading.main_thread() is threading.current_thread()
+    # a launch from another thread: threads of its own, ended when it returns
+    before, other = set(threading.enumerate()), np.zeros((2, THREADS), np.uint64)
+    launcher = threading.Thread(target=lambda: thread_ids[2, THREADS](other))
+    launcher.start()
+    launcher.join()
+    assert len(set(other[0])) == THREADS and not set(other.ravel()) & set(first[0])
+    assert set(threading.enumerate()) == before
 
 
 def test_a_block_has_no_forced_gil_switches_and_the_interval_comes_back():
