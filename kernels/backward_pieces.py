@@ -16,7 +16,7 @@ import numpy as np
 from numba import cuda, float32, uint32
 
 from .architecture import C3_PAIRS, LOSS_KINDS
-from .common import device_function, through_squash
+from .common import check_device_arrays, device_function, through_squash
 from .forward_pieces import (
     C1_MAPS,
     C1_SIZE,
@@ -393,3 +393,12 @@ def check_c3_pairs(op, table):
         raise ValueError(f"{op}: the C3 table connects {pairs} (C3 map, S2 map) pairs; the "
                          f"fused kernels take Table I's {C3_PAIRS}")
     _CHECKED[0] = table
+
+
+def check_constants(op, centers, table, out_table):
+    """check_device_arrays of the fused training kernels' constants (the RBF centers,
+    c3_table's and c3_out_table's rows), then check_c3_pairs."""
+    check_device_arrays(op, centers=(centers, (N_CLASSES * F6_UNITS,)),
+                        table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
+                        out_table=(out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32))
+    check_c3_pairs(op, table)

@@ -1100,12 +1100,6 @@ def _check_stats(op, stats, shape):
         raise ValueError(f"{op}: stats must be a {shape} float64 array")
 
 
-def _check_kind(op, kind):
-    if kind not in KINDS:
-        raise ValueError(f"{op}: kind {kind!r}, expected one of {sorted(KINDS)}")
-    return KINDS[kind]
-
-
 def sdlm_runs_cpu(params, rates, stats, sets, image_set, labels, order, start, count, kinds,
                   js, centers, table):
     """The per-pattern steps of R runs side by side (the CPU's kernels/sdlm.py sdlm_steps,
@@ -1232,10 +1226,9 @@ def launch_step(workspace, params, grads, velocity, rates, stats, images, labels
                 start, count, kind, j, order, mode, lr, momentum):
     """workspace.step after checking every argument; kind and mode by name ("mse",
     "sgd", ...)."""
-    kind_code = _check_kind("step", kind)
-    if mode not in MODES or order not in (1, 2):
-        raise ValueError(f"step: mode {mode!r}, order {order!r}; expected one of "
-                         f"{sorted(MODES)}, 1 or 2")
+    if kind not in KINDS or mode not in MODES or order not in (1, 2):   # as the GPU's
+        raise ValueError(f"step: kind {kind!r}, mode {mode!r}, order {order!r}; expected "
+                         f"one of {sorted(KINDS)}, {sorted(MODES)}, 1 or 2")
     if images.ndim == 4:
         images = images.reshape(images.shape[0], IN_LEN)
     _check("step", params, images, workspace.centers,
@@ -1250,7 +1243,7 @@ def launch_step(workspace, params, grads, velocity, rates, stats, images, labels
     _check_picks("step", index, start, count, images.shape[0], "images", "index")
     _check_stats("step", stats, (2,))
     workspace.step(params, grads, velocity, rates, stats, images, labels, index, start, count,
-                   kind_code, j, order, MODES[mode], lr, momentum)
+                   KINDS[kind], j, order, MODES[mode], lr, momentum)
 
 
 # ------------------------------------------------------------ every activation

@@ -301,10 +301,8 @@ class FusedForward:
 
     def __init__(self, table, centers):
         """table: the C3 connection table (6, 16) bool; centers: the RBF bitmaps, 840 float32
-        on the device or on the host."""
+        on the device."""
         self.table = c3_table(table)
-        if isinstance(centers, np.ndarray):
-            centers = cuda.to_device(np.ascontiguousarray(centers, np.float32).reshape(-1))
         check_device_array("FusedForward", "centers", centers, (N_CLASSES * F6_UNITS,))
         self.centers = centers
         self.stream = cuda.stream()

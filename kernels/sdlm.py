@@ -23,7 +23,6 @@ from .backward_pieces import (
     C3_GRAD_TASKS,
     C3_PAIRS,
     GRAD_SUMS,
-    OUT_TABLE_ROW,
     c1_grad_sums,
     c1_map_sum,
     c3_delta,
@@ -31,7 +30,7 @@ from .backward_pieces import (
     c3_grad_sums,
     c3_pair,
     c3_pair_sum,
-    check_c3_pairs,
+    check_constants,
     dense_delta_step,
     pattern_loss,
     rbf_delta,
@@ -89,7 +88,6 @@ _SHARED = (("x", IN_LEN), ("a2", S2_LEN), ("d2", S2_LEN), ("a3", C3_LEN), ("d3",
            ("part", max(DENSE_SPLIT * IMAGES * C5_UNITS, C3_GRAD_TASKS * GRAD_SUMS,
                         C1_GRAD_TASKS * GRAD_SUMS)))
 _AT, SHARED_LEN = offsets(_SHARED)  # SHARED_LEN: 11,654 floats, 46.6 KB
-SHARED_AT = {name: (_AT[name], n) for name, n in _SHARED}
 X_AT, A2_AT, D2_AT, A3_AT, D3_AT = (_AT[k] for k in ("x", "a2", "d2", "a3", "d3"))
 A4_AT, D4_AT, A5_AT, D5_AT, A6_AT, D6_AT = (_AT[k] for k in ("a4", "d4", "a5", "d5", "a6", "d6"))
 Y_AT, DY_AT, HY_AT, PART_AT = (_AT[k] for k in ("y", "dy", "hy", "part"))
@@ -98,8 +96,7 @@ Y_AT, DY_AT, HY_AT, PART_AT = (_AT[k] for k in ("y", "dy", "hy", "part"))
 A1_AT, D1_AT, RECORD_AT = 0, C1_LEN, 2 * C1_LEN
 SCRATCH_LEN = RECORD_AT + SHARED_LEN
 SCRATCH_AT = {"a1": (A1_AT, C1_LEN), "d1": (D1_AT, C1_LEN),
-              **{name: (RECORD_AT + at, n) for name, (at, n) in SHARED_AT.items()
-                 if name != "part"}}
+              **{name: (RECORD_AT + _AT[name], n) for name, n in _SHARED if name != "part"}}
 
 assert C5_INPUTS < THREADS and C5_UNITS <= THREADS - 128 and F6_UNITS <= 128
 assert C3_GRAD_TASKS <= 128 and 128 + C2_DELTA_TASKS <= THREADS - C3_MAPS
@@ -274,11 +271,8 @@ def sdlm_steps(params, rates, stats, scratch, images, image_set, labels, order, 
         stats=(stats, (r, 2), np.float64), scratch=(scratch, (r, SCRATCH_LEN)),
         images=(images, (m, n, IN_LEN)), image_set=(image_set, (r,), np.int32),
         labels=(labels, (n,), np.int32), order=(order, (r, p), np.int32),
-        kinds=(kinds, (r,), np.int32), js=(js, (r,)),
-        centers=(centers, (N_CLASSES * F6_UNITS,)),
-        table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
-        out_table=(out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32))
-    check_c3_pairs("sdlm_steps", table)
+        kinds=(kinds, (r,), np.int32), js=(js, (r,)))
+    check_constants("sdlm_steps", centers, table, out_table)
     if not 0 <= start <= start + count <= p:
         raise ValueError(f"sdlm_steps: patterns {start}..{start + count} outside the order "
                          f"of {p}")

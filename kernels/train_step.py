@@ -20,7 +20,6 @@ from .backward_pieces import (
     C2_DELTA_TASKS,
     C3_GRAD_TASKS,
     GRAD_SUMS,
-    OUT_TABLE_ROW,
     c1_grad_sums,
     c1_map_sum,
     c3_delta,
@@ -28,7 +27,7 @@ from .backward_pieces import (
     c3_grad_sums,
     c3_pair_sum,
     c3_weight_sum,
-    check_c3_pairs,
+    check_constants,
     dense_delta,
     pattern_loss,
     rbf_delta,
@@ -60,7 +59,6 @@ from .forward_pieces import (
     S2_SIZE,
     S4_LEN,
     S4_SIZE,
-    TABLE_ROW,
     W3_AT,
     W5_AT,
     W6_AT,
@@ -425,11 +423,8 @@ def launch_step(acts, bp, params, grads, velocity, rates, images, labels, index,
         labels=(labels, (n_all,), np.int32), index=(index, (index.shape[0],), np.int32),
         conv_part=(conv_part, (conv_part.shape[0], CONV_LEN)),
         dense_part=(dense_part, (dense_part.shape[0], DENSE_LEN)),
-        stats_part=(stats_part, (conv_part.shape[0], 2)), stats=(stats, (2,), np.float64),
-        centers=(centers, (N_CLASSES * F6_UNITS,)),
-        table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
-        out_table=(out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32))
-    check_c3_pairs("step", table)
+        stats_part=(stats_part, (conv_part.shape[0], 2)), stats=(stats, (2,), np.float64))
+    check_constants("step", centers, table, out_table)
     launch(acts, bp, params, grads, velocity, rates, images, labels, index, start, count,
            LOSS_KINDS[kind], j, order, MODES[mode], lr, momentum, conv_part, dense_part,
            stats_part, stats, centers, table, out_table, split_images)

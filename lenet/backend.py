@@ -1,8 +1,8 @@
 """The interface the model and its trainers are written against: the methods of Backend,
 which every backend provides (lenet.ops_cpu.CPUOps on NumPy arrays, lenet.ops_gpu.GPUOps
 on device arrays), so that code calls these and asks a backend nothing else. params is
-the model's FlatBuffer (kernels.architecture.PARAMETER_AT layout), table its prepared C3
-table (model.tables["C3"]), centers its RBF bitmaps (model.centers).
+the model's FlatBuffer (kernels.architecture.PARAMETER_AT layout), table its C3 table
+(model.tables["C3"]), centers its RBF bitmaps (model.centers).
 """
 
 import abc
@@ -56,10 +56,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def assign(self, dst, src):
         """dst (a backend array) = src (a host array of its shape), in dst's dtype."""
-
-    @abc.abstractmethod
-    def prepare_table(self, table):
-        """A connection table (C,M) bool as the backend's kernels read it."""
 
     @abc.abstractmethod
     def infer(self, x, shape, params, table, centers, want):

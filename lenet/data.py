@@ -106,11 +106,6 @@ def default_root(name="mnist"):
     return cache
 
 
-def default_data_dir():
-    """The MNIST directory: ``default_root("mnist")``."""
-    return default_root("mnist")
-
-
 # ------------------------------------------------------------------ reading
 
 class _IdxFile:
@@ -442,11 +437,10 @@ def read_split(split="train", name=None, directory=None, download_missing=True, 
             path = download(official.name, directory, mirrors=mirrors, dataset_name=name)
         files[kind] = _IdxFile(path)
     images, labels = _parse_pair(files, directory, split)
-    for kind, array in (("images", images), ("labels", labels)):
-        if len(array) != ds.counts[split]:
-            raise MNISTError(f"{files[kind].path}: holds {len(array):,} {kind}, but "
-                             f"{ds.title}'s {split} split has {ds.counts[split]:,}; not "
-                             f"{ds.title}'s official file")
+    if len(images) != ds.counts[split]:   # _parse_pair found as many labels
+        raise MNISTError(f"{files['images'].path}: holds {len(images):,} images, but "
+                         f"{ds.title}'s {split} split has {ds.counts[split]:,}; not "
+                         f"{ds.title}'s official file")
     for kind in KINDS:
         # the official file, or one we cannot tell (no published checksum of its content)
         # unless we know it as another file

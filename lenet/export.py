@@ -1,9 +1,10 @@
 """LeNet-5 as an ONNX graph (opset 17, IR version 8: ONNX Runtime 1.13 and later), in
 float32: onnx_model(model) builds it, to_onnx(model, path) writes it (`lenet export`).
 
-Input images (N,1,32,32) as lenet.data.preprocess makes them; outputs penalties (N,10)
-and class (N,) int64 (ArgMin, the first of equal ones as NumPy's argmin). The layers as
-the paper gives them: C3 a masked convolution (C3.weight times the 0/1 table, so the
+Input images (N,1,32,32) as lenet.data.preprocess makes them (the graph does not check
+their encoding as LeNet5 does: 0..255 pixels give answers, wrong ones); outputs penalties
+(N,10) and class (N,) int64 (ArgMin, the first of equal ones as NumPy's argmin). The
+layers as the paper gives them: C3 a masked convolution (C3.weight times the 0/1 table, so the
 zeros stay zeros in any tool that retrains the graph), S2 and S4 the 2x2 sum (AveragePool
 times 4, exact) times a coefficient plus a bias, the squash as Mul-Tanh-Mul, the RBF as
 ReduceSum((F6 - centers)^2). Initialisers carry the project's parameter names; the

@@ -304,13 +304,8 @@ LAYOUTS = {"mnist": MNIST_LAYOUT, "qmnist": MNIST_LAYOUT, "emnist-digits": EMNIS
 
 def layout(dataset):
     """The Layout of the data set named `dataset` (lenet/datasets.py's names); MNIST's
-    for None or a name not in LAYOUTS (the caller may say so: `known_layout`)."""
+    for None or a name not in LAYOUTS (the caller may say so)."""
     return LAYOUTS.get(dataset, MNIST_LAYOUT)
-
-
-def known_layout(dataset):
-    """Whether the images of the data set `dataset` have a Layout of their own here."""
-    return dataset in LAYOUTS
 
 
 def center_digit(amount, place=MNIST_LAYOUT):

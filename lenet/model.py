@@ -26,11 +26,10 @@ from lenet.kernels.architecture import (
     fan_in,
     trainable_count,
 )
-from lenet.kernels.reference import MAP_J, refusal
+from lenet.kernels.reference import LOSSES, MAP_J, refusal
 from lenet.ops_cpu import CPUOps
 from lenet.workspace import FlatBuffer
 
-LOSSES = ("mse", "map")
 # gradients and second_derivatives step over at most this many images at a time, in
 # workspaces of a power of two of images: calls on any batch sizes make at most 11
 GRADIENT_CHUNK = 1024
@@ -40,12 +39,19 @@ PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
                           "lenet5-mnist.npz")
 
 
+def finite(x):
+    """math.isfinite(x), False (not OverflowError) for an integer past float's range."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
 def check_loss(loss, j=MAP_J):
     """ValueError unless `loss` is one of LOSSES and MAP's constant j a positive number."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
-    if not (isinstance(j, (int, float, np.integer, np.floating)) and math.isfinite(j)
-            and j > 0):
+    if not (isinstance(j, (int, float, np.integer, np.floating)) and finite(j) and j > 0):
         raise ValueError(f"j, MAP's constant, must be a positive number, not {j!r}")
 
 
@@ -139,8 +145,8 @@ class LeNet5:
         self.device = self.ops.name
         self.dtype = dtype
         self.max_batch = self.ops.max_batch
-        # the prepared connection tables and the RBF bitmaps (10,84), as the ops take them
-        self.tables = {k: self.ops.prepare_table(t) for k, t in CONV_TABLES.items()}
+        # the connection tables (C, M) bool and the RBF bitmaps (10,84), as the ops take them
+        self.tables = dict(CONV_TABLES)
         self.centers = self.ops.asarray(RBF_CENTERS)
         self._buffer = self.ops.parameter_buffer()   # allocated once: params are its views
         self.set_parameters(init_parameters(seed, dtype, init))
@@ -260,9 +266,7 @@ class LeNet5:
             return self._written(np.empty(shape, dtype) if host else
                                  self.ops.empty(shape, dtype), out)
         if isinstance(x, np.ndarray):
-            with np.errstate(over="ignore"):  # too large for float32: refused just below
-                x = np.ascontiguousarray(x, dtype=self.dtype).reshape((n, 1, 32, 32))
-            self.check_encoding(x)
+            x = self.check_encoding(x.reshape((n, 1, 32, 32)))   # as the model's dtype
             y = self.ops.infer(x, x.shape, self._buffer, self.tables["C3"], self.centers, want)
             return self._written(y, out)
         x = self.ops.asarray(x).reshape((n, 1, 32, 32))   # checked on the device, in order
@@ -298,7 +302,8 @@ class LeNet5:
         or device array, or nested lists). Returns a NumPy array for host input, a
         backend array for device input; N = 0 gives an empty result. `out`, an array of
         the result's shape and dtype on the same side, receives them instead of a new
-        array (device input on the GPU then allocates nothing)."""
+        array (device input on the GPU then allocates nothing; a batch refused there may
+        have written it)."""
         return self._infer(x, "penalties", out)
 
     def predict(self, x, out=None):
@@ -367,12 +372,8 @@ class LeNet5:
             ws.step(self.flat_params, grads.flat, velocity.flat, rates.flat, stats,
                     x.reshape(n, 32 * 32), labels, index, start, count, codes[0], j, codes[1],
                     codes[2], 0.0, 0.0)
-            flat = ops.to_host(grads.flat)
-            if count == n:
-                total = flat
-            else:
-                part = flat.astype(np.float64) * (count / n)
-                total = part if total is None else total + part
+            part = ops.to_host(grads.flat).astype(np.float64) * (count / n)
+            total = part if total is None else total + part
         flat = np.ascontiguousarray(total, self.dtype)
         named = {name: view.copy() for name, view in FlatBuffer(flat).views.items()}
         return float(ops.to_host(stats)[0] / n), named

@@ -21,9 +21,6 @@ class CPUOps(Backend):
     def to_host(self, x):
         return np.array(x, copy=True)
 
-    def prepare_table(self, table):
-        return np.asarray(table, dtype=bool)
-
     def empty(self, shape, dtype=None):
         return np.empty(shape, dtype=dtype or self.dtype)
 

@@ -33,7 +33,6 @@ class GPUOps(Backend):
         self._buffers = {}
         self._fused = None          # kernels.forward.FusedForward, made on first use
         self._constants = None      # the fused kernels' C3 tables and RBF centers
-        self._c3_rows = {}          # a C3 table's bytes -> kernels.forward_pieces.c3_table of it
 
     def _out(self, tag, shape, dtype=np.float32):
         """A cached output buffer for one batch: one per (tag, trailing shape, dtype),
@@ -64,10 +63,6 @@ class GPUOps(Backend):
             return x.copy()
         return _device_view(x).copy_to_host()
 
-    def prepare_table(self, table):
-        """A connection table as the fused kernels' launchers take it: (C, M) bool."""
-        return np.array(table, dtype=bool)
-
     def empty(self, shape, dtype=None):
         return cuda.device_array(shape, dtype=dtype or self.dtype)
 
@@ -81,21 +76,13 @@ class GPUOps(Backend):
         dst.copy_to_device(src)
 
     # ------------------------------------------------------------ fused path
-    def _rows(self, table):
-        """A C3 table's input lists on the device (kernels.forward_pieces.c3_table), made
-        once per table."""
-        rows = self._c3_rows.get(table.tobytes())
-        if rows is None:
-            rows = self._c3_rows[table.tobytes()] = forward_pieces.c3_table(table)
-        return rows
-
     def fused_constants(self):
         """(C3 input lists, C3 output lists, RBF centers (840,)) on the device, as the
         fused kernels read them (LeNet-5's own table and bitmaps)."""
         if self._constants is None:
             from lenet.kernels.architecture import C3_TABLE, RBF_CENTERS
             from lenet.kernels.backward_pieces import c3_out_table
-            self._constants = (self._rows(C3_TABLE), c3_out_table(C3_TABLE),
+            self._constants = (forward_pieces.c3_table(C3_TABLE), c3_out_table(C3_TABLE),
                                cuda.to_device(RBF_CENTERS.astype(np.float32).ravel()))
         return self._constants
 
@@ -140,11 +127,12 @@ class GPUOps(Backend):
     # ------------------------------------------------------------- layers
     def activations(self, x, params, table, centers):
         """kernels/forward.py's stage kernels (C1+S2, C3+S4, C5, F6, RBF: the fused
-        kernels' pieces), into buffers kept here, overwritten by the next call."""
+        kernels' pieces), into buffers kept here, overwritten by the next call; table
+        unused (LeNet-5's, from fused_constants())."""
         n = x.shape[0]
         x = _device_view(x)
-        rows = self._rows(table)
-        flat, at, L = params.flat, forward_pieces.PARAMETER_AT, forward_pieces
+        rows = self.fused_constants()[0]
+        flat, L = params.flat, forward_pieces
         c1, s2 = self._out("C1", (n, fused.C1_LEN)), self._out("S2", (n, L.S2_LEN))
         c3, s4 = self._out("C3", (n, fused.C3_LEN)), self._out("S4", (n, L.S4_LEN))
         c5, f6 = self._out("C5", (n, L.C5_UNITS)), self._out("F6", (n, L.F6_UNITS))
@@ -152,10 +140,8 @@ class GPUOps(Backend):
         if n:
             fused.c1s2(s2, c1, x.reshape(n, L.IN_LEN), flat)
             fused.c3s4(s4, c3, s2, flat, rows)
-            fused.dense(c5, s4, flat[at["C5.weight"]:at["C5.bias"]],
-                        flat[at["C5.bias"]:at["F6.weight"]])
-            fused.dense(f6, c5, flat[at["F6.weight"]:at["F6.bias"]],
-                        flat[at["F6.bias"]:L.PARAMETERS_LEN])
+            fused.dense(c5, s4, params["C5.weight"].reshape(-1), params["C5.bias"])
+            fused.dense(f6, c5, params["F6.weight"].reshape(-1), params["F6.bias"])
             fused.rbf(y, self._out("classes", (n,), np.int32), f6,
                       _device_view(centers).reshape(-1))
         return [x, c1.reshape(n, L.C1_MAPS, L.C1_SIZE, L.C1_SIZE),

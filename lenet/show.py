@@ -192,11 +192,11 @@ CURVES = {  # log key: (axis, style, colour, alpha, label); the axis 0 is error,
 }
 
 
-def curves_figure(records, caption):
-    """The figure of draw_curves: error rates (percent) and training loss per pass, each
-    on a log axis. A zero has no place on a log axis: it is left out of its line and
-    marked by a triangle of the line's colour on the axis's bottom edge (one legend entry
-    says so); an axis with no value above zero is linear."""
+def draw_curves(path, records, caption):
+    """Draw error rates (percent) and training loss per pass, each on a log axis. A zero
+    has no place on a log axis: it is left out of its line and marked by a triangle of the
+    line's colour on the axis's bottom edge (one legend entry says so); an axis with no
+    value above zero is linear."""
     passes = np.array([r["pass"] for r in records])
     fig = _figure("curves")
     fig.suptitle(f"training of {caption}", fontsize=12)
@@ -241,12 +241,7 @@ def curves_figure(records, caption):
     axes[0].set_title("error rate", fontsize=11)
     axes[1].set_ylabel("mean loss per pattern")
     axes[1].set_title("training loss", fontsize=11)
-    return fig
-
-
-def draw_curves(path, records, caption):
-    """Error rates (percent, log scale) and training loss per pass (curves_figure)."""
-    return _save(curves_figure(records, caption), path)
+    return _save(fig, path)
 
 
 def surest_mistakes(labels, penalties, count):

@@ -6,7 +6,6 @@ sdlm_runs). What 64 runs cost against one: bench/results/2026-12-02-train-census
 Tested by tests/test_sweep.py and tests/test_cli_sweep.py.
 """
 
-import math
 import os
 import time
 import warnings
@@ -15,7 +14,7 @@ import numpy as np
 
 from lenet.kernels.architecture import IN_LEN, LOSS_KINDS, PARAMETERS_LEN
 from lenet.logs import check_outputs, write_log_line
-from lenet.model import INITS, LOSSES, LeNet5
+from lenet.model import INITS, LOSSES, LeNet5, finite
 from lenet.progress import Progress
 from lenet.train import (
     FUSED_CHUNK,
@@ -168,7 +167,7 @@ def sweep_setting_error(key, value):
         ok = isinstance(value, (int, np.integer)) and number(value) and value >= 0
         want = "a whole number of 0 or more"
     elif key in ("mu", "j"):
-        ok = number(value) and math.isfinite(value) and value > 0
+        ok = number(value) and finite(value) and value > 0
         want = "a positive number"
     elif key in ("shuffle", "distort"):
         ok, want = isinstance(value, (bool, np.bool_)), "true or false"

@@ -29,7 +29,7 @@ import numpy as np
 
 from lenet.kernels.architecture import LOSS_KINDS, MAP_J, STEP_MODES
 from lenet.logs import check_outputs, write_log_line
-from lenet.model import check_loss, check_seed
+from lenet.model import check_loss, check_seed, finite
 from lenet.progress import Progress
 
 PER_PATTERN = ("paper", "lecun")  # the recipes that update after every pattern
@@ -129,11 +129,11 @@ class Trainer:
         self.lr = settings["lr"] if lr is None else lr
         self.momentum = momentum
         mu = settings["mu"] if mu is None else mu
-        if recipe == "sgd" and not (math.isfinite(self.lr) and self.lr > 0):
+        if recipe == "sgd" and not (finite(self.lr) and self.lr > 0):
             raise ValueError(f"the step size lr must be a positive number, not {self.lr}")
-        if not (math.isfinite(momentum) and 0 <= momentum < 1):
+        if not (finite(momentum) and 0 <= momentum < 1):
             raise ValueError(f"momentum must lie in [0, 1), not {momentum}")
-        if mu is not None and not (math.isfinite(mu) and mu > 0):
+        if mu is not None and not (finite(mu) and mu > 0):
             raise ValueError(f"mu must be a positive number, not {mu}")
         self.mu = mu
         schedule = settings["schedule"] if schedule is None else schedule

@@ -47,17 +47,12 @@ class Workspace:
         from numba import config, cuda
 
         from lenet.kernels import train_step as ts
-        from lenet.kernels.backward_pieces import OUT_TABLE_ROW, check_c3_pairs
-        from lenet.kernels.common import check_device_arrays
-        from lenet.kernels.forward_pieces import C1_MAPS, C3_MAPS, F6_UNITS, N_CLASSES, TABLE_ROW
+        from lenet.kernels.backward_pieces import check_constants
         from lenet.kernels.occupancy import device_resident_blocks
         self.ts = ts
         if not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"Workspace: batch must be a positive whole number, not {batch!r}")
-        check_device_arrays("Workspace", centers=(centers, (N_CLASSES * F6_UNITS,)),
-                            table=(table, (C3_MAPS * TABLE_ROW,), np.int32),
-                            out_table=(out_table, (C1_MAPS * OUT_TABLE_ROW,), np.int32))
-        check_c3_pairs("Workspace", table)
+        check_constants("Workspace", centers, table, out_table)
         if batch > ts.MAX_BATCH:
             raise ValueError(f"Workspace: batch {batch} is past the fused step's largest, "
                              f"{ts.MAX_BATCH} (its activation rows use 32-bit indices)")

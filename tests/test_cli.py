@@ -677,7 +677,8 @@ def test_no_shipped_weights_is_one_line(args, monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     status, _, err = lenet_cli(args, capsys)
     assert status == 2 and err.count("\n") == 1, err
-    assert f"lenet {args[0]}: error: no trained weights ship with this installation" in err
+    assert f"lenet {args[0]}: error: no --checkpoint given and no trained weights in this " \
+           "installation" in err
     assert os.listdir(tmp_path) == []
 
 

@@ -60,6 +60,7 @@ def no_data(tmp_path):
     ('{"grid": {"mu": [0.5, -1]}}', "sweep: run mu=-1: mu must be a positive number"),
     ('[{"shuffle": "no"}]', "sweep: run run0: shuffle must be true or false, not 'no'"),
     ('[{"mu": NaN}]', "sweep: run run0: mu must be a positive number, not nan"),
+    (f'[{{"mu": {10 ** 400}}}]', f"sweep: run run0: mu must be a positive number, not {10 ** 400}"),
     ('[{"name": "a", "mu": 1, "mu": 2}]', "the runs give 'mu' twice in one object"),
     ("[1, 2]", "sweep: run 0 must be an object of settings, not 1"),
 ])

@@ -364,21 +364,21 @@ def test_load_mnist_rejects_labels_in_images_slot(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# default_data_dir
+# default_root
 
 
-def test_default_data_dir_honours_lenet_data(tmp_path, monkeypatch):
+def test_default_root_honours_lenet_data(tmp_path, monkeypatch):
     monkeypatch.setenv("LENET_DATA", str(tmp_path / "mnist"))
-    assert data.default_data_dir() == str(tmp_path / "mnist")
+    assert data.default_root() == str(tmp_path / "mnist")
 
 
-def test_default_data_dir_falls_back_to_user_cache(tmp_path, monkeypatch):
+def test_default_root_falls_back_to_user_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("LENET_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert data.default_data_dir() == os.path.join(tmp_path, "cache", "lenet", "mnist")
+    assert data.default_root() == os.path.join(tmp_path, "cache", "lenet", "mnist")
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert data.default_data_dir() == os.path.join(tmp_path, "home", ".cache", "lenet", "mnist")
+    assert data.default_root() == os.path.join(tmp_path, "home", ".cache", "lenet", "mnist")
 
 
 # ---------------------------------------------------------------------------

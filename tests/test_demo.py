@@ -556,19 +556,13 @@ def test_many_clients_at_once(ready, test_set):
 
 # --------------------------------------------------------------------- CLI
 
-def test_cli_without_weights_says_give_checkpoint(monkeypatch, capsys):
-    """No --checkpoint and no shipped weights (no LeNet5.pretrained, or one that finds
-    no file): exit 2 and one line naming --checkpoint."""
-    def nothing_shipped(cls, device="cpu"):
-        raise FileNotFoundError("lenet/weights/lenet5.npz")
-
-    for patch in (lambda: monkeypatch.delattr(LeNet5, "pretrained", raising=False),
-                  lambda: monkeypatch.setattr(LeNet5, "pretrained",
-                                              classmethod(nothing_shipped), raising=False)):
-        patch()
-        assert main(["demo", "--port", "0"]) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "give --checkpoint FILE" in err, err
+def test_cli_without_weights_says_give_checkpoint(monkeypatch, tmp_path, capsys):
+    """No --checkpoint and no shipped weights: exit 2 and one line naming --checkpoint."""
+    import lenet.model
+    monkeypatch.setattr(lenet.model, "PRETRAINED", str(tmp_path / "missing.npz"))
+    assert main(["demo", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "give --checkpoint FILE" in err, err
 
 
 def test_cli_refuses_bad_options(checkpoint, capsys, tmp_path):

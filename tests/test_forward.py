@@ -85,7 +85,7 @@ def test_activations_are_the_reference_layers(n):
                                                      for k in L.PARAMETER_SHAPES])))
     x = images(n, seed=50 + n)
     centers = cuda.to_device(RBF_CENTERS.astype(np.float32))
-    got = ops.activations(cuda.to_device(x), flat, ops.prepare_table(C3_TABLE), centers)
+    got = ops.activations(cuda.to_device(x), flat, C3_TABLE, centers)
     want = ref.forward_ref(params, x)
     names = ["input", "C1", "S2", "C3", "S4", "C5", "F6", "penalties"]
     assert len(got) == len(names)
@@ -93,9 +93,9 @@ def test_activations_are_the_reference_layers(n):
         assert np.dtype(a.dtype) == np.float32 and tuple(a.shape) == want[name].shape, name
         assert_close(a.copy_to_host(), want[name], what=name)
     # the buffers are reused: a smaller batch next gets views of the same memory
-    again = ops.activations(cuda.to_device(x[:1]), flat, ops.prepare_table(C3_TABLE), centers)
+    again = ops.activations(cuda.to_device(x[:1]), flat, C3_TABLE, centers)
     assert_close(again[-1].copy_to_host(), want["penalties"][:1], what="penalties again")
-    empty = ops.activations(cuda.to_device(x[:0]), flat, ops.prepare_table(C3_TABLE), centers)
+    empty = ops.activations(cuda.to_device(x[:0]), flat, C3_TABLE, centers)
     assert [tuple(a.shape)[0] for a in empty] == [0] * len(names)
 
 

@@ -141,6 +141,13 @@ def test_a_wrong_setting_is_named_with_its_run(key, value, message):
         sweep_runs({"base": {"recipe": "lecun"}, "grid": {key: [GOOD[key], value]}})
 
 
+@pytest.mark.parametrize("key", ["mu", "j"])
+def test_a_whole_number_past_floats_range_is_refused_not_overflowed(key):
+    with pytest.raises(ValueError, match=f"^sweep: run odd: {key} must be a positive number, "
+                       f"not {10 ** 400}$"):
+        sweep_runs([{"name": "odd", key: 10 ** 400}])
+
+
 def test_right_settings_of_every_kind_are_taken():
     run = {"name": "all", "recipe": "paper", "seed": np.int64(7), "init": "sqrt-fan-in",
            "mu": np.float32(0.25), "loss": "map", "j": 5, "schedule": "paper-floor",

@@ -79,6 +79,8 @@ def test_files_that_are_not_ours_are_never_overwritten(tmp_path):
     ({"momentum": 1.0}, "momentum must lie in"),
     ({"recipe": "sdlm-batch", "mu": float("inf")}, "mu must be a positive number"),
     ({"recipe": "paper", "mu": -1.0}, "mu must be a positive number"),
+    ({"recipe": "sdlm-batch", "mu": 10 ** 400}, "mu must be a positive number"),
+    ({"momentum": 10 ** 400}, "momentum must lie in"),
     ({"epochs": 0}, "epochs must be a whole number"),
     ({"epochs": 1.5}, "epochs must be a whole number"),
     ({"batch_size": 0}, "batch size must be at least 1"),
@@ -306,6 +308,7 @@ def test_training_records_its_provenance_and_new_parameters_clear_it(tmp_path):
 @pytest.mark.parametrize("make, message", [
     (lambda: LeNet5(seed=0).gradients(*TEST, loss="map", j=float("nan")), "j, MAP's constant"),
     (lambda: LeNet5(seed=0).gradients(*TEST, loss="map", j=-1.0), "j, MAP's constant"),
+    (lambda: LeNet5(seed=0).gradients(*TEST, loss="map", j=10 ** 400), "j, MAP's constant"),
     (lambda: Trainer(LeNet5(seed=0, init="lush"), *TRAIN, recipe="lecun", lr=0.1),
      "lr is sgd's step size"),
     (lambda: LeNet5(seed=-1), "seed must be a whole number of at least 0"),

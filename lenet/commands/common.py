@@ -5,8 +5,6 @@ with exit status 2), the data, device and checkpoint options, loading a split an
 import os
 import sys
 
-import numpy as np
-
 
 class UserError(Exception):
     """A mistake in what the user asked for: printed as one line, exit 2."""
@@ -35,8 +33,9 @@ def add_data_options(p, default="mnist, or the checkpoint's data set"):
 
 
 def load_data(split, args, default="mnist"):
-    """One split as a lenet.data.Split (uint8 images, labels, data set), or a UserError.
-    --dataset names the data set; --data alone is a plain directory; neither: `default`."""
+    """One split as a lenet.data.Split (uint8 images, labels, data set), or a UserError
+    (files of no images too). --dataset names the data set; --data alone is a plain
+    directory; neither: `default`."""
     from lenet.data import MNISTError, read_split
     from lenet.datasets import DATASETS
     default = default if default in DATASETS else "mnist"  # a checkpoint's may be unknown
@@ -46,18 +45,17 @@ def load_data(split, args, default="mnist"):
         raise UserError(f"no such directory: {args.data} (give the directory that holds the "
                         "data set's files, or leave --data out to use its default directory)")
     try:
-        return read_split(split, name, args.data)
+        data = read_split(split, name, args.data)
     except MNISTError as e:
         raise UserError(one_line(e)) from e
+    if len(data.labels) == 0:
+        raise UserError(f"{data.directory}: the {split} files hold no images")
+    return data
 
 
 def mtime(path):
     """path's modification time in ns, None where nothing is (a file a run may write)."""
     return os.stat(path).st_mtime_ns if os.path.exists(path) else None
-
-
-def split_labels(split):
-    return split.labels.astype(np.int64)
 
 
 CHECKPOINT_HELP = ("a .npz written by `lenet train` (default: the trained weights shipped "
@@ -70,48 +68,42 @@ def add_checkpoint_option(p, help=CHECKPOINT_HELP):
     p.add_argument("--checkpoint", metavar="FILE", help=help)
 
 
-def checkpoint_path(args):
-    """args.checkpoint, or the shipped weights when none was given (args.checkpoint is
-    set to their path, which the messages then name)."""
-    from lenet.model import PRETRAINED
+def load_model(args, device=None):
+    """The model of --checkpoint, or of the shipped weights when none was given
+    (args.checkpoint is then set to their path, which messages name), on `device`
+    (default: --device); UserError for no shipped weights, a file that is not a
+    checkpoint, or a device it cannot use."""
+    from lenet.checkpoint import CheckpointError
+    from lenet.model import PRETRAINED, LeNet5
     if args.checkpoint is None:
         if not os.path.isfile(PRETRAINED):
             raise UserError(f"no --checkpoint given and no trained weights in this "
                             f"installation ({PRETRAINED} is missing); give --checkpoint FILE")
         args.checkpoint = PRETRAINED
-    return args.checkpoint
-
-
-def load_model(path, device):
-    """LeNet5.load(path, device), or with path None LeNet5.pretrained(device); UserError
-    for a file that is not a checkpoint, no shipped weights, or a device it cannot use."""
-    from lenet.checkpoint import CheckpointError
-    from lenet.model import LeNet5
-    pretrained = getattr(LeNet5, "pretrained", None)  # tests/test_demo.py takes it away
+    device = device or args.device
     try:
-        if path is not None:
-            return LeNet5.load(path, device=device)
-        if pretrained is None:
-            raise FileNotFoundError
-        return pretrained(device=device)
+        return LeNet5.load(args.checkpoint, device=device)
     except CheckpointError as e:
         raise UserError(str(e)) from e
-    except FileNotFoundError:
-        if path is not None:
-            raise
-        raise UserError("no trained weights ship with this installation: give --checkpoint "
-                        "FILE (a .npz written by `lenet train`)") from None
     except (NotImplementedError, ValueError) as e:  # no GPU backend, bad dtype for it
         raise UserError(f"cannot use device {device!r}: {e}") from e
 
 
 def model_and_split(args, split_name):
     """The model of --checkpoint (default: the shipped weights) and one split of its data
-    set, or of the one given (a note on stderr when they differ)."""
-    model = load_model(checkpoint_path(args), args.device)
+    set, or of the one given (split_of)."""
+    model = load_model(args)
+    return model, split_of(model, args, split_name)
+
+
+def split_of(model, args, split_name):
+    """One split of the model's data set, or of the one given (a note on stderr when they
+    differ)."""
     split = load_data(split_name, args, default=model.dataset)
-    note_other_data(model, split, args.checkpoint)
-    return model, split
+    if model.dataset and split.dataset and model.dataset != split.dataset.name:
+        print(f"note: {args.checkpoint} was trained on {model.dataset}; these are "
+              f"{split.dataset.title}'s images", file=sys.stderr)
+    return split
 
 
 def one_line(error):
@@ -136,13 +128,5 @@ def first_images(split, n, option):
     total = len(split.labels)
     if n is not None and not 1 <= n <= total:
         raise UserError(f"{option} must lie in 1..{total}, not {n}")
-    if total == 0:
-        raise UserError(f"{split.directory}: the {split.title} files hold no images")
     n = total if n is None else n
-    return preprocess(split.images[:n]), split_labels(split)[:n]
-
-
-def note_other_data(model, split, checkpoint):
-    if model.dataset and split.dataset and model.dataset != split.dataset.name:
-        print(f"note: {checkpoint} was trained on {model.dataset}; these are "
-              f"{split.dataset.title}'s images", file=sys.stderr)
+    return preprocess(split.images[:n]), split.labels[:n]

@@ -10,9 +10,8 @@ from lenet.commands.common import (
     add_checkpoint_option,
     add_data_options,
     add_device_option,
-    load_data,
     load_model,
-    note_other_data,
+    split_of,
 )
 from lenet.progress import note_if_slow
 
@@ -42,17 +41,11 @@ def run(args):
 
     from lenet.demo.compute import Demo
     from lenet.demo.server import DemoServer
-    from lenet.model import PRETRAINED
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must lie in 0..65535, not {args.port}")
-    model = load_model(args.checkpoint, args.device)
-
-    def load_test():  # in the background: the page is up while the test set runs
-        split = load_data("test", args, default=model.dataset)
-        note_other_data(model, split, args.checkpoint or PRETRAINED)  # as `lenet eval`
-        return split
-
-    demo = Demo(model, load_test)
+    model = load_model(args)
+    # the test set in the background: the page is up while it runs
+    demo = Demo(model, lambda: split_of(model, args, "test"))
     try:
         server = DemoServer(demo, args.host, args.port)
     except OSError as e:

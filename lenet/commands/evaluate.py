@@ -2,12 +2,10 @@
 test or training set of its data set, or of the one given."""
 
 from lenet.commands.common import (
-    UserError,
     add_checkpoint_option,
     add_data_options,
     add_device_option,
     model_and_split,
-    split_labels,
 )
 
 
@@ -28,9 +26,7 @@ def run(args):
     from lenet.data import preprocess
     from lenet.train import evaluate
     model, split = model_and_split(args, args.split)
-    labels = split_labels(split)
-    if len(labels) == 0:
-        raise UserError(f"{split.directory}: the {args.split} files hold no images")
+    labels = split.labels
     rate = evaluate(model, preprocess(split.images), labels, args.split, not args.no_progress)
     errors = round(rate * len(labels))
     print(f"{args.split} error: {100 * rate:.2f}% ({errors} of {len(labels)}) "

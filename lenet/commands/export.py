@@ -45,7 +45,7 @@ def run(args):
     if os.path.lexists(out) and not args.force:
         raise UserError(f"{out} exists; refusing to overwrite it (give --force to replace "
                         "it, or another --out)")
-    model = load_model(args.checkpoint, "cpu")
+    model = load_model(args, "cpu")
     try:
         export.to_onnx(model, out, overwrite=args.force)
     except OSError as e:

@@ -12,7 +12,6 @@ from lenet.commands.common import (
     UserError,
     add_checkpoint_option,
     add_device_option,
-    checkpoint_path,
     load_model,
     one_line,
 )
@@ -69,17 +68,17 @@ def _idx_digits(path, indices):
 def run(args):
     from lenet.data import preprocess
     from lenet.datasets import DIGITS
-    from lenet.images import MNIST_LAYOUT, ImageError, known_layout, load_digits
+    from lenet.images import LAYOUTS, MNIST_LAYOUT, ImageError, load_digits
     if not args.images and args.idx is None:
         raise UserError("give IMAGE files, or --idx FILE --index K")
     if (args.idx is None) != (args.index is None):
         raise UserError("--idx and --index go together")
-    model = load_model(checkpoint_path(args), args.device)
+    model = load_model(args)
     try:
         digits = load_digits(args.images, model.dataset)
     except ImageError as e:
         raise UserError(str(e)) from e
-    if args.images and not known_layout(model.dataset):  # after errors: those are one line
+    if args.images and model.dataset not in LAYOUTS:  # after errors: those are one line
         which = "names no data set" if model.dataset is None else \
             f"names data set {model.dataset!r}, whose images lenet does not know how to make"
         print(f"note: the checkpoint {which}: each image is {MNIST_LAYOUT.what}",

@@ -12,11 +12,9 @@ from lenet.commands.common import (
     add_checkpoint_option,
     add_data_options,
     add_device_option,
-    checkpoint_path,
     load_data,
     load_model,
     model_and_split,
-    split_labels,
 )
 
 
@@ -102,7 +100,7 @@ def _show_maps(args, show):
     from lenet.data import preprocess
     from lenet.images import ImageError, prepare_image
     if args.image is not None:
-        model = load_model(checkpoint_path(args), args.device)
+        model = load_model(args)
         try:
             digit = prepare_image(args.image, model.dataset)
         except ImageError as e:
@@ -132,13 +130,11 @@ def _show_errors(args, show):
     from lenet.progress import Progress
     from lenet.train import penalties
     model, split = model_and_split(args, "test")
-    if len(split.labels) == 0:
-        raise UserError(f"{split.directory}: the test files hold no images")
     bar = Progress(len(split.labels), "test set", enabled=not args.no_progress)
     y = penalties(model, preprocess(split.images), bar)
     bar.close(keep=False)
     noun = split.dataset.noun if split.dataset else "image"
-    return show.draw_errors(_out_file(args.out, "errors"), split.images, split_labels(split), y,
+    return show.draw_errors(_out_file(args.out, "errors"), split.images, split.labels, y,
                             count=args.count, caption=os.path.basename(args.checkpoint),
                             classes=split.classes, data=f"{split.title} test {noun}s")
 
@@ -152,8 +148,6 @@ def _show_distortions(args, show):
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, not {args.seed}")
     split = load_data("train", args)
-    if len(split.labels) == 0:
-        raise UserError(f"{split.directory}: the train files hold no images")
     present = [d for d in range(10) if np.any(split.labels == d)]
     missing = [d for d in range(10) if d not in present]
     if missing:
