@@ -200,17 +200,24 @@ def _fast_casts():
     from numba.core import types
 
     generic = types.Type.__call__
-    # a number type's name -> its NumPy scalar type, as cast_python_value finds it
-    casts = {t.name: getattr(np, t.name) for t in (*types.integer_domain, *types.real_domain)}
-    plain = (int, float)
+    # a number type's name -> (its NumPy scalar type, as cast_python_value finds it, and
+    # the scalars made of Python ints: a kernel casts the same few indices and constants)
+    casts = {t.name: (getattr(np, t.name), {})
+             for t in (*types.integer_domain, *types.real_domain)}
 
     def call(self, *args):
-        cast = casts.get(self.name)
-        if cast is not None and len(args) == 1:
-            x = args[0]
-            if type(x) is cast:   # a NumPy scalar is immutable: the same one
+        entry = casts.get(self.name)
+        if entry is not None and len(args) == 1:
+            x, (cast, made) = args[0], entry
+            kind = type(x)
+            if kind is cast:   # a NumPy scalar is immutable: the same one
                 return x
-            if type(x) in plain or isinstance(x, np.generic):
+            if kind is int:
+                scalar = made.get(x)
+                if scalar is None:
+                    scalar = made[x] = cast(x)
+                return scalar
+            if kind is float or isinstance(x, np.generic):
                 return cast(x)
         return generic(self, *args)
 
