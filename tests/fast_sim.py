@@ -18,7 +18,7 @@ tests/sim_site/sitecustomize.py in the tests' child Pythons.
 - Casts: a kernel's uint32(x) or float32(x) is numba.types' __call__, which imports a
   module and checks an abstract class on every call before it makes the NumPy scalar;
   here a number makes its NumPy scalar at once (the same one; a scalar of that type is
-  itself).
+  itself, and a Python int's is made once).
 - Indexing: an array inside a kernel is a FakeWithinKernelCUDAArray around a
   FakeCUDAArray around the NumPy array, and each element read went through both; here it
   reads the NumPy array, wrapping views and records as before.
