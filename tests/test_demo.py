@@ -556,15 +556,6 @@ def test_many_clients_at_once(ready, test_set):
 
 # --------------------------------------------------------------------- CLI
 
-def test_cli_without_weights_says_give_checkpoint(monkeypatch, tmp_path, capsys):
-    """No --checkpoint and no shipped weights: exit 2 and one line naming --checkpoint."""
-    import lenet.model
-    monkeypatch.setattr(lenet.model, "PRETRAINED", str(tmp_path / "missing.npz"))
-    assert main(["demo", "--port", "0"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "give --checkpoint FILE" in err, err
-
-
 def test_cli_refuses_bad_options(checkpoint, capsys, tmp_path):
     """A file that is not a checkpoint, a port out of range, a port taken: one line."""
     (tmp_path / "x.npz").write_text("no")

@@ -123,7 +123,7 @@ def one_line(error):
 
 
 def first_images(split, n, option):
-    """(preprocessed images, int64 labels) of the first n of a Split; all when n is None."""
+    """(preprocessed images, labels as read) of the first n of a Split; all when n is None."""
     from lenet.data import preprocess
     total = len(split.labels)
     if n is not None and not 1 <= n <= total:
