@@ -22,8 +22,8 @@ from lenet.kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
 FORMAT = "lenet5-checkpoint"
 FORMAT_VERSION = 1
 # A save writes ".lenet-<pid>-<random><suffix>" beside its file and renames it; one left
-# by a killed save (a checkpoint, a log, an ONNX file) is removed by the next save there.
-TMP_PREFIX, TMP_SUFFIXES = ".lenet-", (".npz.tmp", ".log.tmp", ".onnx.tmp")
+# by a killed save (a checkpoint, a log, an ONNX file, a picture) is removed by the next save there.
+TMP_PREFIX, TMP_SUFFIXES = ".lenet-", (".npz.tmp", ".log.tmp", ".onnx.tmp", ".png.tmp")
 TMP_MAX_AGE = 3600  # seconds: older temporary files are leftovers whatever their pid
 
 

@@ -3,7 +3,8 @@ Agg canvas (no display needed): every layer's output for one digit (draw_maps), 
 prototypes, training curves from a log, a confusion matrix with the surest mistakes
 (draw_errors), the paper's random distortions. Grey maps use one scale for every squashed
 layer, white -1.7159 to black +1.7159 (the range of f(a) = 1.7159 tanh(2a/3)), so ink
-reads dark as on paper. `lenet show MODE` (lenet/commands/show.py) draws them;
+reads dark as on paper. Each file is written whole or not at all, and marked (MARK) so
+that `lenet show MODE` (lenet/commands/show.py), which draws them, replaces only its own;
 tests/test_cli.py checks that each writes a PNG of its size, and the data the curves and
 distortions figures plot.
 """
@@ -17,7 +18,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
+from PIL import Image
 
+from lenet.checkpoint import write_atomically
 from lenet.datasets import DIGITS
 from lenet.kernels.architecture import (
     BITMAP_HEIGHT,
@@ -35,6 +38,9 @@ SQUASH = SQUASH_A     # f(a) lies in (-SQUASH, SQUASH)
 INPUT_RANGE = (INPUT_BACKGROUND, INPUT_INK)  # lenet.data.preprocess: background, full ink
 MAX_ERRORS = 24       # the mistakes grid of draw_errors: 4 rows of 6
 WINNER, OTHERS = "tab:red", "0.7"
+# the PNG text of every picture drawn here: `lenet show` replaces only files that have it
+SOFTWARE = "lenet show"
+MARK = {"Software": f"{SOFTWARE}, Matplotlib {matplotlib.__version__}"}
 LOG_KEYS = ("pass", "running_train_error", "train_loss")  # numbers in every line
 # numbers or null: train_error null under `lenet train --fast`, test_error null and
 # validation_error present under `--validation` (lenet.train.pass_record)
@@ -59,8 +65,19 @@ def _figure(kind):
 
 
 def _save(fig, path):
-    fig.savefig(path, dpi=DPI, format="png")
+    """Write fig as a PNG marked as ours (MARK) to path, atomically; path."""
+    write_atomically(path, lambda f: fig.savefig(f, dpi=DPI, format="png", metadata=MARK),
+                     ".png.tmp")
     return path
+
+
+def drew(path):
+    """Whether the file at path is a PNG that this module drew (its MARK)."""
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.text.get("Software", "").startswith(SOFTWARE)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def _grey(ax, image, vmin=-SQUASH, vmax=SQUASH):
@@ -177,6 +194,9 @@ def read_log(path):
         if negative:  # no error rate or loss is negative
             raise LogError(f"{path}: line {number} has a negative {', '.join(negative)}; "
                            "not a log of `lenet train`")
+        if not math.isfinite(record["pass"]):   # json reads NaN and Infinity
+            raise LogError(f"{path}: line {number} has pass {record['pass']}; not a log of "
+                           "`lenet train`")
         records.append(record)
     if not records:
         raise LogError(f"{path}: empty log, no pass recorded")

@@ -11,6 +11,7 @@ Python thread, so the kernel tests use a few images there and thousands on a GPU
 import ctypes
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -155,6 +156,16 @@ def ptx_census(tmp_path_factory, worker_id):
         results = json.load(f)
     results["markdown"] = (out / "ptx.md").read_text()
     return results
+
+
+def limited_lenet(args, max_bytes):
+    """`python -m lenet ARGS` with files limited to max_bytes (a full disk, for the test;
+    SIGXFSZ ignored so that a write past it fails with EFBIG); the CompletedProcess."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return subprocess.run([sys.executable, "-m", "lenet", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, preexec_fn=limit)
 
 
 def lenet_cli(args, capsys):

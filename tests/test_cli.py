@@ -21,7 +21,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import lenet_cli
+from conftest import lenet_cli, limited_lenet
 from PIL import Image
 
 from lenet import images as digit_images
@@ -510,6 +510,53 @@ def test_show_mistakes_are_one_line(what, odd_files, mnist_dir, tmp_path, capsys
     assert (status, stdout, stderr) == (2, "", f"lenet show: error: {message}\n")
     assert (sorted(os.listdir(tmp_path)), odd_files["notes"].read_bytes()) == before
     assert os.listdir(tmp_path / "prototypes.png") == []
+
+
+def test_show_replaces_only_its_own_pictures_and_whole(tmp_path, capsys):
+    from lenet.show import drew
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir(), elsewhere.mkdir()
+    picture, notes = out / "prototypes.png", elsewhere / "notes.txt"
+    picture.write_text("my notes\n")
+    status, stdout, stderr = lenet_cli(["show", "prototypes", "--out", out], capsys)
+    assert (status, stdout) == (2, "") and stderr == (
+        f"lenet show: error: {picture} exists and is not a picture drawn by lenet show; "
+        "refusing to replace it (give --force to replace it, or another --out)\n")
+    assert picture.read_text() == "my notes\n"
+    assert lenet_cli(["show", "prototypes", "--out", out, "--force"], capsys)[0] == 0
+    assert drew(picture) and png_size(picture) == ("PNG", (1000, 250))
+    assert lenet_cli(["show", "prototypes", "--out", out], capsys)[0] == 0  # its own
+    # a link of that name is replaced, not written through; a link to another file refused
+    notes.write_text("my notes\n")
+    os.replace(picture, elsewhere / "mine.png")
+    picture.symlink_to(elsewhere / "mine.png")
+    assert lenet_cli(["show", "prototypes", "--out", out], capsys)[0] == 0
+    assert not picture.is_symlink() and drew(picture) and drew(elsewhere / "mine.png")
+    picture.unlink()
+    picture.symlink_to(notes)
+    assert lenet_cli(["show", "prototypes", "--out", out], capsys)[0] == 2
+    assert picture.is_symlink() and notes.read_text() == "my notes\n"
+    # a write that fails (a full disk) leaves the last picture whole, and no other file
+    picture.unlink()
+    assert lenet_cli(["show", "prototypes", "--out", out], capsys)[0] == 0
+    before = picture.read_bytes()
+    result = limited_lenet(["show", "prototypes", "--out", out], len(before) // 2)
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert result.stderr.startswith("lenet show: error: File too large"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert picture.read_bytes() == before and os.listdir(out) == ["prototypes.png"]
+
+
+def test_a_log_whose_pass_is_not_finite_is_refused(tmp_path, capsys):
+    line = {"pass": 1, "running_train_error": 2.0, "train_loss": 0.5}
+    for value, text in ((float("nan"), "NaN"), (float("inf"), "Infinity")):
+        log = tmp_path / f"{text}.log.jsonl"
+        log.write_text(json.dumps(line) + "\n" + json.dumps({**line, "pass": value}) + "\n")
+        status, stdout, stderr = lenet_cli(["show", "curves", "--log", log, "--out",
+                                            tmp_path], capsys)
+        assert (status, stdout, stderr) == (2, "", f"lenet show: error: {log}: line 2 has "
+                                            f"pass {value}; not a log of `lenet train`\n")
+    assert not (tmp_path / "curves.png").exists()
 
 
 # ---------------------------------------------------------- user mistakes

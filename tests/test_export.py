@@ -12,11 +12,12 @@ fail). About half a minute on two cores, most of it the short training.
 """
 
 import os
+import shutil
 import sys
 
 import numpy as np
 import pytest
-from conftest import CI, lenet_cli
+from conftest import CI, lenet_cli, limited_lenet
 
 from lenet.data import load_mnist, preprocess
 from lenet.kernels.architecture import C3_TABLE, PARAMETER_SHAPES, RBF_CENTERS
@@ -228,3 +229,25 @@ def test_export_without_checkpoint_takes_the_shipped_weights(test_images, tmp_pa
     images = test_images[0][:50]
     check_same_answers(*session(out).run(None, {"images": images}), LeNet5.pretrained(),
                        images, "shipped weights")
+
+
+def test_export_never_writes_over_the_shipped_weights(tmp_path, capsys, monkeypatch):
+    import lenet.model
+    shipped = tmp_path / "lenet5-mnist.npz"   # a copy stands for the package's file
+    shutil.copy(lenet.model.PRETRAINED, shipped)
+    monkeypatch.setattr(lenet.model, "PRETRAINED", str(shipped))
+    before = shipped.read_bytes()
+    status, out, err = lenet_cli(("export", "--out", shipped, "--force"), capsys)
+    assert (status, out, err) == (2, "", f"lenet export: error: --out {shipped} is the "
+                                  "checkpoint itself; give another name\n")
+    assert shipped.read_bytes() == before and os.listdir(tmp_path) == [shipped.name]
+
+
+def test_a_write_the_machine_refuses_is_one_line_and_exit_1(trained, tmp_path):
+    checkpoint, out = tmp_path / "ckpt.npz", tmp_path / "m.onnx"
+    trained.save(checkpoint)
+    result = limited_lenet(("export", "--checkpoint", checkpoint, "--out", out),
+                           checkpoint.stat().st_size // 2)   # the graph is larger
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert result.stderr == f"lenet export: error: File too large: {out}\n"
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.npz"]

@@ -40,16 +40,18 @@ def run(args):
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
         raise UserError(f"cannot write {out}: directory {out_dir} does not exist")
-    if args.checkpoint and os.path.exists(out) and os.path.samefile(out, args.checkpoint):
-        raise UserError(f"--out {out} is the checkpoint itself; give another name")
     if os.path.lexists(out) and not args.force:
         raise UserError(f"{out} exists; refusing to overwrite it (give --force to replace "
                         "it, or another --out)")
-    model = load_model(args, "cpu")
-    try:
+    model = load_model(args, "cpu")   # sets args.checkpoint (the shipped weights' path)
+    if os.path.exists(out) and os.path.samefile(out, args.checkpoint):
+        raise UserError(f"--out {out} is the checkpoint itself; give another name")
+    try:   # what the machine refuses is the OSError of lenet.cli (exit 1), named here
         export.to_onnx(model, out, overwrite=args.force)
     except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}") from e
+        if not e.filename and out not in str(e):
+            e.filename = out
+        raise
     print(f"{out}: ONNX (opset {export.OPSET}), {export.INPUT} (N,1,32,32) -> "
           f"{export.PENALTIES} (N,10), {export.CLASS} (N,)")
     return 0

@@ -1,6 +1,7 @@
 """`lenet show MODE`: one PNG picture, drawn by lenet.show: a digit's feature maps, the
 RBF prototypes, training curves from a log, a checkpoint's test errors, or the paper's
-random distortions."""
+random distortions. A file of another program under the picture's name is replaced only
+with --force."""
 
 import os
 import sys
@@ -28,7 +29,11 @@ def add(sub):
     def mode(name, help, description):
         m = modes.add_parser(name, help=help, description=description)
         m.add_argument("--out", default=".", metavar="DIR", help="directory for the PNG "
-                       f"(created if needed; default: .); the file is DIR/{name}.png")
+                       f"(created if needed; default: .); the file is DIR/{name}.png, which "
+                       "replaces a picture lenet show drew there, any other file only "
+                       "with --force")
+        m.add_argument("--force", action="store_true", help=f"replace DIR/{name}.png "
+                       "whatever it is")
         return m
 
     m = mode("maps", "the output of every layer for one digit",
@@ -80,8 +85,11 @@ def add(sub):
     return p
 
 
-def _out_file(directory, name):
-    """DIR/name.png, DIR created if needed; a UserError if DIR or the file cannot be."""
+def _out_file(args, name):
+    """DIR/name.png, DIR created if needed; a UserError if DIR or the file cannot be, or
+    if a file there that lenet show did not draw would be replaced without --force."""
+    from lenet.show import drew
+    directory = args.out
     if not directory:
         raise UserError("--out must name a directory, not an empty string")
     if os.path.exists(directory) and not os.path.isdir(directory):
@@ -93,6 +101,9 @@ def _out_file(directory, name):
     path = os.path.join(directory, name + ".png")
     if os.path.isdir(path):
         raise UserError(f"{path} is a directory; refusing to write the picture over it")
+    if os.path.lexists(path) and not args.force and not drew(path):
+        raise UserError(f"{path} exists and is not a picture drawn by lenet show; refusing "
+                        "to replace it (give --force to replace it, or another --out)")
     return path
 
 
@@ -118,7 +129,7 @@ def _show_maps(args, show):
         caption = (f"{split.title} test {split.dataset.noun if split.dataset else 'image'} "
                    f"#{args.index} (label {label}{' ' + named if named else ''})")
     activations = model.forward_all(preprocess(digit))
-    return show.draw_maps(_out_file(args.out, "maps"),
+    return show.draw_maps(_out_file(args, "maps"),
                           [model.ops.to_host(a) for a in activations], caption,
                           classes=model.classes)
 
@@ -134,7 +145,7 @@ def _show_errors(args, show):
     y = penalties(model, preprocess(split.images), bar)
     bar.close(keep=False)
     noun = split.dataset.noun if split.dataset else "image"
-    return show.draw_errors(_out_file(args.out, "errors"), split.images, split.labels, y,
+    return show.draw_errors(_out_file(args, "errors"), split.images, split.labels, y,
                             count=args.count, caption=os.path.basename(args.checkpoint),
                             classes=split.classes, data=f"{split.title} test {noun}s")
 
@@ -162,7 +173,7 @@ def _show_distortions(args, show):
     shown = np.repeat(x, DISTORTION_COLUMNS, axis=0)
     out = np.empty_like(shown)
     distort_cpu(out, shown, params)
-    return show.draw_distortions(_out_file(args.out, "distortions"), x,
+    return show.draw_distortions(_out_file(args, "distortions"), x,
                                  out.reshape(len(present), DISTORTION_COLUMNS, 32, 32),
                                  caption=f"seed {args.seed}", classes=split.classes,
                                  missing=missing)
@@ -173,12 +184,12 @@ def _show_curves(args, show):
         records = show.read_log(args.log)
     except show.LogError as e:
         raise UserError(str(e)) from e
-    return show.draw_curves(_out_file(args.out, "curves"), records,
+    return show.draw_curves(_out_file(args, "curves"), records,
                             caption=os.path.basename(args.log))
 
 
 def _show_prototypes(args, show):
-    return show.draw_prototypes(_out_file(args.out, "prototypes"))
+    return show.draw_prototypes(_out_file(args, "prototypes"))
 
 
 def run(args):
