@@ -355,6 +355,8 @@ def test_refusals_are_4xx_with_one_line(ready, test_set):
         ("DELETE", "/", None, 405, "DELETE is not served on /: it takes GET and HEAD"),
         ("OPTIONS", "/api/info", None, 405, "OPTIONS is not served on /api/info"),
         ("POST", "/api/draw", b"x" * (MAX_BODY + 1), 413, "request too large"),
+        ("GET", "/" + "a" * 60000, None, 404, "not found: /aaaaaaaa"),
+        ("GET", "/api/" + "a" * 60000, None, 404, "no such API: /api/aaaa"),
     ]
     k_range = f"k must lie in 0..{len(ready.demo.mistakes) - 1}, not "
     cases += [("GET", "/api/mistake?k=" + "9" * 5000, None, 422, k_range + "999999999999"),
@@ -388,6 +390,14 @@ def test_refusals_of_the_protocol(ready):
         (b"POST /api/draw HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{}", b"400",
          "ended after 2 of 50 bytes"),
         (b"HELLO\r\n\r\n", b"400", "Bad request"),
+        (b"GET /" + b"a" * 60000 + b" HTTP/1.1 x\r\n\r\n", b"400", "Bad request"),
+        # RFC 9112: a Content-Length is digits alone (int() would take "1_0" and "+2")
+        (b"POST /api/draw HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\n{}", b"400",
+         "Content-Length '1_0' is not a number"),
+        (b"POST /api/draw HTTP/1.1\r\nHost: x\r\nContent-Length: +2\r\n\r\n{}", b"400",
+         "Content-Length '+2' is not a number"),
+        (b"POST /api/draw HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 60000 +
+         b"\r\n\r\n", b"413", "request too large: a number of 60,000 digits"),
     ]
     for data, status, words in cases:
         reply = raw(ready, data)
@@ -395,7 +405,7 @@ def test_refusals_of_the_protocol(ready):
         assert head.split(b" ")[1] == status, reply
         text = body.decode()
         assert "\n" not in text.rstrip("\n") and "Traceback" not in text, text
-        assert words in json.loads(text)["error"], text
+        assert words in json.loads(text)["error"] and len(body) < 200, text[:300]
     # two lengths that differ: which body is the request? 400, and the connection closed
     # (not read as the first length's body and then a next request; RFC 9112 6.3)
     for lengths in ((b"2", b"5"), (b"5", b"2"), (b"2", b"2, 5")):
@@ -406,6 +416,18 @@ def test_refusals_of_the_protocol(ready):
         assert head.split(b" ")[1] == b"400" and b"\r\nConnection: close" in head, reply
         assert reply.count(b"HTTP/1.1 ") == 1, reply  # the GET after it is not answered
         assert "2 different Content-Length headers" in json.loads(body)["error"], body
+    # a body on a GET or HEAD is not read, so the connection closes after the answer:
+    # the body is never read as a next request (nor is what follows it)
+    after = b"GET /api/info HTTP/1.1\r\nHost: x\r\n\r\n"
+    for head in (b"GET /api/info", b"HEAD /", b"GET /demo.css"):
+        for framing, body in ((b"Content-Length: %d" % len(after), after),
+                              (b"Transfer-Encoding: chunked", b"%x\r\n" % len(after) + after +
+                               b"\r\n0\r\n\r\n")):
+            reply = raw(ready, head + b" HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n" +
+                        body + after)
+            assert reply.startswith(b"HTTP/1.1 200 ") and reply.count(b"HTTP/1.1 ") == 1, \
+                (head, framing, reply[:300])
+            assert b"\r\nConnection: close" in reply.partition(b"\r\n\r\n")[0], reply[:300]
     # the same length twice is one length (RFC 9110 8.6 allows it): the body is read
     reply = raw(ready, b"POST /api/draw HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
                 b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")

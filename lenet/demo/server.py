@@ -176,7 +176,9 @@ class Handler(BaseHTTPRequestHandler):
         short = self.responses.get(code, ("error",))[0]
         if self.request_version == "HTTP/0.9":  # a request line it could not read: reply
             self.request_version = "HTTP/1.0"   # with a status line all the same
-        self._send(code, {"error": " ".join(str(message or short).split())}, close=True)
+        message = " ".join(str(message or short).split())
+        self._send(code, {"error": message if len(message) <= 80 else
+                          f"{message[:60]}... ({len(message):,} characters)"}, close=True)
 
     def log_message(self, format, *args):
         pass    # no line on stderr per request
@@ -191,17 +193,23 @@ class Handler(BaseHTTPRequestHandler):
         try:
             try:
                 status, body, kind = work()
-                self._send(status, body, kind)
-            except RequestError as e:  # a body left unread would be read as the next one
-                unread = self.headers.get("Content-Length", "0") != "0" and not self.body_read
+                self._send(status, body, kind, close=self._unread())
+            except RequestError as e:
                 self._send(e.status, {"error": str(e)}, allow=e.allow,
-                           close=unread or e.status in (411, 413) or self.close_connection)
+                           close=self._unread() or e.status in (411, 413) or
+                           self.close_connection)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception:  # a fault of ours: one line to the client, the trace here
             traceback.print_exc(file=sys.stderr)
             self._send(500, {"error": "internal error in the demo server (its log has the "
                              "details)"}, close=True)
+
+    def _unread(self):
+        """Whether the request announced a body (on any method) that was not read: the
+        connection then closes, or the body would be read as the next request."""
+        return not self.body_read and ("Transfer-Encoding" in self.headers or
+                                       self.headers.get("Content-Length", "0") != "0")
 
     def do_GET(self):
         self._serve(self._get)
@@ -248,11 +256,11 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/api/draw":
             raise self._wrong_method()
         if url.path.startswith("/api/"):
-            raise RequestError(404, f"no such API: {url.path} (GET /api/info, "
+            raise RequestError(404, f"no such API: {shorten(url.path, 60)[1:-1]} (GET /api/info, "
                                "/api/mistake?k=K; POST /api/draw)")
         name = "index.html" if url.path == "/" else url.path[1:]
         if name not in self.server.static:
-            raise RequestError(404, f"not found: {url.path}")
+            raise RequestError(404, f"not found: {shorten(url.path, 60)[1:-1]}")
         kind, body = self.server.static[name]
         return 200, body, kind
 
@@ -280,18 +288,16 @@ class Handler(BaseHTTPRequestHandler):
         length = lengths[0] if lengths else None
         if length is None:
             raise RequestError(411, "a Content-Length is required")
-        try:
-            length = int(length)
-        except ValueError:
+        if not re.fullmatch(r"[0-9]+", length):   # RFC 9112: digits only, no sign
             self.close_connection = True
-            raise RequestError(400, f"Content-Length {length!r} is not a number") from None
-        if length > MAX_BODY:
-            self._drain(length)
-            raise RequestError(413, f"request too large: {length:,} bytes, at most "
-                               f"{MAX_BODY:,} (a {MAX_SIDE}x{MAX_SIDE} drawing)")
-        if length < 0:
-            self.close_connection = True
-            raise RequestError(400, f"Content-Length {length} is negative")
+            raise RequestError(400, f"Content-Length {shorten(length)} is not a number")
+        digits = len(length.lstrip("0"))
+        length = int(length) if digits <= 15 else None   # None: past any body, unread
+        if length is None or length > MAX_BODY:
+            self._drain(length or 0)
+            size = f"{length:,} bytes" if length else f"a number of {digits:,} digits"
+            raise RequestError(413, f"request too large: {size}, at most {MAX_BODY:,} (a "
+                               f"{MAX_SIDE}x{MAX_SIDE} drawing)")
         body = self.rfile.read(length)
         self.body_read = True
         if len(body) != length:
