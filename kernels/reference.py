@@ -226,6 +226,9 @@ def loss_ref(y, labels, kind, j=MAP_J):
         map (paper eq. 9):  E = mean_n y[n,D] + log(exp(-j) + sum_i exp(-y[n,i])),
                             p_i = exp(-y_i) / (exp(-j) + sum_k exp(-y_k)),
                             dy = (onehot - p) / N,   hy = p (1 - p) / N
+
+    MAP from r, the sum of exp(z - max z) over every term but the largest (which is 1):
+    log(total) = log1p(r) and 1 - p keep their digits when one term dominates.
     """
     if kind not in LOSSES:
         raise ValueError(f"loss: {kind!r}, expected one of {LOSSES}")
@@ -237,12 +240,16 @@ def loss_ref(y, labels, kind, j=MAP_J):
     if kind == "mse":
         return y[rows, labels], onehot / n, np.zeros_like(y)
     z = np.concatenate([np.full((n, 1), -j, dtype=y.dtype), -y], axis=1)
-    zmax = z.max(axis=1, keepdims=True)
-    e = np.exp(z - zmax)
-    total = e.sum(axis=1, keepdims=True)
-    logz = (zmax + np.log(total))[:, 0]
-    p = e[:, 1:] / total
-    return y[rows, labels] + logz, (onehot - p) / n, p * (1.0 - p) / n
+    largest = np.zeros(z.shape, bool)
+    largest[rows, z.argmax(axis=1)] = True
+    zmax = z[largest]
+    e = np.exp(z - zmax[:, None])
+    r = np.where(largest, 0.0, e).sum(axis=1, keepdims=True)
+    total = 1.0 + r
+    p = (e / total)[:, 1:]
+    q = (np.where(largest, r, total - e) / total)[:, 1:]   # 1 - p
+    return (y[rows, labels] + zmax) + np.log1p(r[:, 0]), np.where(onehot == 1, q, -p) / n, \
+        p * q / n
 
 
 # ---------------------------------------------------------------- whole network

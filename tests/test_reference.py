@@ -133,6 +133,28 @@ def test_map_loss_is_stable_for_large_penalties():
     close(per[0], 1e4 - 50.0)
 
 
+def test_map_loss_keeps_its_digits_when_one_class_dominates():
+    # the label's penalty far below the others: its 1 - p and the loss are ~1e-5, which
+    # 1 - p and log(total) computed directly lose to cancellation; 40-digit Decimals agree
+    from decimal import Decimal, localcontext
+    r = rng(12)
+    labels = r.integers(0, 10, 6)
+    y = r.uniform(40, 150, (6, 10))
+    y[np.arange(6), labels] = r.uniform(0, 0.5, 6)
+    j = 10.0
+    per, dy, hy = ref.loss_ref(y, labels, "map", j)
+    with localcontext() as ctx:
+        ctx.prec = 40
+        for n, label in enumerate(labels):
+            terms = [(-Decimal(v)).exp() for v in y[n]]
+            total = (-Decimal(j)).exp() + sum(terms)
+            q = 1 - terms[label] / total
+            assert abs(Decimal(per[n]) - (Decimal(y[n, label]) + total.ln())) \
+                < Decimal(1e-14) * abs(Decimal(per[n]))
+            assert abs(Decimal(dy[n, label] * 6) - q) < Decimal(1e-14) * q
+            assert abs(Decimal(hy[n, label] * 6) - q * (1 - q)) < Decimal(1e-14) * q
+
+
 # ---------------------------------------------------------------- backwards
 
 def test_squash_backward_both_orders():
