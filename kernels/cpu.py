@@ -178,10 +178,10 @@ drop_stale_cache()
 
 
 def constants(dtype, j=0.0):
-    """[A, S, S/A, A^2, j, 0, 4] in `dtype`: the squash's constants, MAP's j, the zero that
-    sums start from and order 2's 4, so that the compiled code computes in the arrays'
-    precision."""
-    return np.array([SQUASH_A, SQUASH_S, SQUASH_S / SQUASH_A, SQUASH_A * SQUASH_A, j, 0, 4],
+    """[A, S, S/A, A^2, j, 0, 4, 1] in `dtype`: the squash's constants, MAP's j, the zero
+    that sums start from, order 2's 4 and a one, so that the compiled code computes in the
+    arrays' precision."""
+    return np.array([SQUASH_A, SQUASH_S, SQUASH_S / SQUASH_A, SQUASH_A * SQUASH_A, j, 0, 4, 1],
                     dtype=dtype)
 
 
@@ -358,9 +358,10 @@ def load_image(x0, image):
 @jit
 def pattern_loss(y, label, kind, c, dy, hy):
     """The loss of penalties y (10,) for `label`; writes dE/dy into dy and the diagonal of
-    d2E/dy2 into hy. kind 0: MSE (paper eq. 8), 1: MAP (eq. 9, j = c[4]), computed
-    relative to the largest exponent as kernels/backward_pieces.py's pattern_loss does. A
-    label outside 0..9 gives NaN."""
+    d2E/dy2 into hy. kind 0: MSE (paper eq. 8), 1: MAP (eq. 9, j = c[4]), computed as
+    kernels/backward_pieces.py's pattern_loss does: relative to the largest exponent, and
+    1 - p and log(total) from r, the sum of the other terms (no cancellation for a pattern
+    classified with confidence). A label outside 0..9 gives NaN."""
     n = y.shape[0]
     if label < 0 or label >= n:
         dy[:] = np.nan
@@ -371,18 +372,22 @@ def pattern_loss(y, label, kind, c, dy, hy):
         hy[:] = 0
         dy[label] = 1
         return y[label]
-    zmax = -c[4]
+    zmax, imax = -c[4], -1     # the largest exponent: -j (imax -1) or -y[imax]
     for i in range(n):
-        zmax = max(zmax, -y[i])
-    total = math.exp(-c[4] - zmax)
+        if -y[i] > zmax:
+            zmax, imax = -y[i], i
+    r = c[5] if imax == -1 else math.exp(-c[4] - zmax)   # every term but the largest, 1
     for i in range(n):
-        total += math.exp(-y[i] - zmax)
+        if i != imax:
+            r += math.exp(-y[i] - zmax)
+    total = c[7] + r
     for i in range(n):
-        p = math.exp(-y[i] - zmax) / total
-        dy[i] = -p
-        hy[i] = p - p * p
-    dy[label] += 1
-    return y[label] + zmax + math.log(total)
+        e = math.exp(-y[i] - zmax)
+        p = e / total
+        q = (r if i == imax else total - e) / total   # 1 - p
+        dy[i] = q if i == label else -p
+        hy[i] = p * q
+    return y[label] + zmax + math.log1p(r)
 
 
 # ------------------------------------------------------------ backward, one pattern
@@ -1120,6 +1125,9 @@ def sdlm_runs_cpu(params, rates, stats, sets, image_set, labels, order, start, c
             kinds.min() < 0 or kinds.max() >= len(KINDS):
         raise ValueError("sdlm_runs_cpu: an image set or loss kind out of range")
     in_maps, in_counts = _check_table("sdlm_runs_cpu", table)
+    if np.shape(js) != (r,):
+        raise ValueError(f"sdlm_runs_cpu: js must be one j per run, shape {(r,)}, not "
+                         f"{np.shape(js)}")
     c = np.stack([constants(params.dtype.type, j) for j in np.asarray(js, np.float64)])
     if r == 1:      # on this thread: a parallel launch's other threads would only wait
         sdlm_steps_kernel(params[0], rates[0], stats[0], sets[image_set[0]], labels, order[0],

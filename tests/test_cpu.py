@@ -12,6 +12,7 @@ import numba
 import numpy as np
 import pytest
 from conftest import missing
+from loss_cases import LOSS_CASES
 from trainer_ref import trainer_pass_ref
 
 from lenet import LeNet5
@@ -314,21 +315,18 @@ def test_tanh32_is_within_4e7_of_tanh():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("kind,j", [("mse", 0.0), ("map", 0.1), ("map", 400.0)])
-def test_pattern_loss_matches_the_reference(dtype, kind, j):
-    # penalties as trained models give them (tens to hundreds, some near 0), and huge
-    # ones whose exp(-y) underflows unless taken relative to the largest exponent
-    rng = np.random.default_rng(3)
-    y = np.concatenate([rng.uniform(0, 300, (20, 10)), rng.uniform(1e3, 1e4, (5, 10))])
-    y[::4, 2] = rng.uniform(0, 2, 7)
-    labels = rng.integers(0, 10, len(y))
-    losses, dy, hy = ref.loss_ref(y, labels, kind, j)
+@pytest.mark.parametrize("case", LOSS_CASES)
+def test_pattern_loss_matches_the_reference(dtype, case):
+    kind, penalties, j = LOSS_CASES[case]
+    rng = np.random.default_rng([3, len(case)])
+    labels = rng.integers(0, 10, 25)
+    y = penalties(rng, len(labels), labels).astype(dtype)
+    losses, dy, hy = ref.loss_ref(y.astype(np.float64), labels, kind, j)
     c = cpu.constants(dtype, j)
     got = np.full(len(y), np.nan)
     g_dy, g_hy = np.full(y.shape, np.nan, dtype), np.full(y.shape, np.nan, dtype)
     for n in range(len(y)):
-        got[n] = cpu.pattern_loss(y[n].astype(dtype), labels[n], LOSS_KINDS[kind], c,
-                                     g_dy[n], g_hy[n])
+        got[n] = cpu.pattern_loss(y[n], labels[n], LOSS_KINDS[kind], c, g_dy[n], g_hy[n])
     assert_close(got, losses, dtype=dtype, what="losses")
     # loss_ref's derivatives are of the mean: the pieces' are one pattern's
     assert_close(g_dy, dy * len(y), dtype=dtype, what="dy")
@@ -366,6 +364,7 @@ def test_a_label_outside_the_classes_makes_the_loss_nan():
     (lambda a: a.__setitem__(4, np.array([1], np.int32)), "image set or loss kind out of"),
     (lambda a: a.__setitem__(2, np.zeros((1, 2), np.float32)), "stats must be"),
     (lambda a: a.__setitem__(12, np.ones((16, 6), bool)), r"C3 table has shape \(16, 6\)"),
+    (lambda a: a.__setitem__(10, np.array([10.0, 1.0])), r"js must be one j per run, shape"),
 ])
 def test_steps_refuse_what_does_not_fit(change, message):
     args = _args()
