@@ -183,9 +183,14 @@ class LeNet5:
         """Replace every parameter after checking names, shapes, dtypes,
         finiteness and the C3 zeros; the old provenance no longer applies."""
         check_parameters(params)
+        with np.errstate(over="ignore"):   # past the model's dtype: refused just below
+            cast = {name: np.asarray(params[name], self.dtype) for name in PARAMETER_SHAPES}
+        for name, value in cast.items():
+            if not np.isfinite(value).all():
+                raise ValueError(f"{name} holds values beyond {self.dtype.name}'s range")
         self.provenance = None
         for name in PARAMETER_SHAPES:  # copies: training must not change the caller's arrays
-            self.ops.assign(self.params[name], np.asarray(params[name]))
+            self.ops.assign(self.params[name], cast[name])
 
     @staticmethod
     def num_parameters():

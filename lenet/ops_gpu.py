@@ -127,16 +127,15 @@ class GPUOps(Backend):
     # ------------------------------------------------------------- layers
     def activations(self, x, params, table, centers):
         """kernels/forward.py's stage kernels (C1+S2, C3+S4, C5, F6, RBF: the fused
-        kernels' pieces), into buffers kept here, overwritten by the next call; table
-        unused (LeNet-5's, from fused_constants())."""
+        kernels' pieces), into new device arrays, the caller's to keep; table unused
+        (LeNet-5's, from fused_constants())."""
         n = x.shape[0]
         x = _device_view(x)
         rows = self.fused_constants()[0]
         flat, L = params.flat, forward_pieces
-        c1, s2 = self._out("C1", (n, fused.C1_LEN)), self._out("S2", (n, L.S2_LEN))
-        c3, s4 = self._out("C3", (n, fused.C3_LEN)), self._out("S4", (n, L.S4_LEN))
-        c5, f6 = self._out("C5", (n, L.C5_UNITS)), self._out("F6", (n, L.F6_UNITS))
-        y = self._out("penalties", (n, L.N_CLASSES))
+        c1, s2, c3, s4, c5, f6, y = (cuda.device_array((n, size), np.float32) for size in (
+            fused.C1_LEN, L.S2_LEN, fused.C3_LEN, L.S4_LEN, L.C5_UNITS, L.F6_UNITS,
+            L.N_CLASSES))
         if n:
             fused.c1s2(s2, c1, x.reshape(n, L.IN_LEN), flat)
             fused.c3s4(s4, c3, s2, flat, rows)

@@ -158,7 +158,8 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         # distortions draw from their own stream: runs without them stay as they were
         self.distort = distort
-        self.distort_rng = np.random.default_rng([seed, 1]) if distort else None
+        self.distort_rng = np.random.default_rng(None if seed is None else [seed, 1]) \
+            if distort else None
         self.distorted = None       # the distorted training set, allocated on first use
         ops = self.ops
         self.velocity, self.hessian = ops.parameter_buffer(), ops.parameter_buffer()

@@ -121,6 +121,10 @@ def test_a_pass_with_distortions_trains_on_freshly_distorted_patterns():
                 distort=True)
     first = t._pass_images().copy()
     assert not np.array_equal(t._pass_images(), first)
+    # with no seed (a fresh run each time, as documented) as well
+    t = Trainer(LeNet5(seed=2, init="lush"), x, labels, recipe="paper", seed=None,
+                distort=True)
+    assert not np.array_equal(t._pass_images(), x)
 
 
 def test_the_gpu_trainer_distorts_on_the_device_as_the_cpu_one_does():

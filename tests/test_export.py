@@ -203,6 +203,7 @@ def test_export_mistakes_are_one_line(trained, tmp_path, capsys, monkeypatch):
         (("--checkpoint", checkpoint, "--out", checkpoint, "--force"),
          "is the checkpoint itself"),
         (("--checkpoint", checkpoint, "--out", tmp_path), "is a directory"),
+        (("--checkpoint", checkpoint, "--out", ""), "--out must name a file, not an empty"),
         (("--checkpoint", checkpoint, "--out", tmp_path / "no" / "m.onnx"),
          "does not exist"),
     ]

@@ -244,6 +244,11 @@ def test_forward_all_takes_what_forward_takes_on_both_devices(pair):
         with pytest.raises(TypeError, match="images must be floating point"):
             model.forward_all(x.astype(np.int64))
         assert len(model.forward_all(x[:, 0])) == 8        # (N,32,32) on both
+        # each call's arrays are the caller's: another call does not write them
+        first = [model.ops.to_host(a) for a in acts]
+        model.forward_all(images(3, seed=5))
+        for a, was in zip(acts, first, strict=True):
+            np.testing.assert_array_equal(model.ops.to_host(a), was)
 
 
 def test_an_empty_device_batch_answers_on_the_device_and_checks_out(pair):

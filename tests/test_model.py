@@ -239,6 +239,8 @@ def test_set_parameters_rejects_bad_input():
         ({**good, "C1.weight": good["C1.weight"][:5]}, "C1.weight has shape"),
         ({**good, "C1.bias": good["C1.bias"].astype(np.int64)}, "C1.bias has dtype int64"),
         ({**good, "S2.coef": np.full(6, np.nan, np.float32)}, "S2.coef contains NaN"),
+        # finite in float64, infinite in the model's float32
+        ({**good, "F6.bias": np.full(84, 1e39)}, "F6.bias holds values beyond float32's range"),
     ]
     c3 = good["C3.weight"].copy()
     c3[0, 3] = 0.5  # S2 map 3 -> C3 map 0 is not in the table
@@ -247,6 +249,10 @@ def test_set_parameters_rejects_bad_input():
         with pytest.raises(ValueError, match=message):
             m.set_parameters(params)
     np.testing.assert_array_equal(m.parameters()["C1.weight"], good["C1.weight"])
+    np.testing.assert_array_equal(m.parameters()["F6.bias"], good["F6.bias"])
+    wide = LeNet5(seed=0, dtype=np.float64)    # there they fit
+    wide.set_parameters({**good, "F6.bias": np.full(84, 1e39)})
+    assert wide.parameters()["F6.bias"][0] == 1e39
 
 
 def test_device_choice():

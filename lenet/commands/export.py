@@ -33,6 +33,8 @@ def run(args):
         export.require_onnx()
     except ImportError as e:
         raise UserError(str(e)) from e
+    if args.out == "":
+        raise UserError("--out must name a file, not an empty string")
     out = args.out or (os.path.splitext(args.checkpoint)[0] + ".onnx" if args.checkpoint
                        else "lenet5.onnx")
     if os.path.isdir(out):
