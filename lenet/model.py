@@ -282,9 +282,12 @@ class LeNet5:
         """y, or y written into the caller's `out` (same shape and dtype, same device)."""
         if out is None:
             return y
+        if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+            raise TypeError(f"out must be an array (NumPy, or a device array on the GPU), "
+                            f"not {type(out).__name__}")
         if tuple(out.shape) != tuple(y.shape) or np.dtype(out.dtype) != np.dtype(y.dtype):
-            raise ValueError(f"out is {np.dtype(out.dtype).name} {tuple(out.shape)}; the "
-                             f"result is {np.dtype(y.dtype).name} {tuple(y.shape)}")
+            raise ValueError(f"out is {np.dtype(out.dtype)} {tuple(out.shape)}; the "
+                             f"result is {np.dtype(y.dtype)} {tuple(y.shape)}")
         if isinstance(out, np.ndarray) != isinstance(y, np.ndarray):
             raise ValueError("out must be where the result is: a NumPy array for NumPy "
                              "input, a device array for device input")

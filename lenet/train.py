@@ -20,6 +20,7 @@ test_gpu_model.py.
 """
 
 import math
+import numbers
 import os
 import sys
 import time
@@ -117,9 +118,11 @@ class Trainer:
         self.model, self.ops = model, model.ops
         loss = settings["loss"] if loss is None else loss
         self.recipe, self.loss, self.j = recipe, loss, j
-        self.batch_size = int(settings["batch_size"] if batch_size is None else batch_size)
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
+        self.batch_size = settings["batch_size"] if batch_size is None else batch_size
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ValueError(f"batch size must be a whole number of at least 1, not "
+                             f"{self.batch_size}")
+        self.batch_size = int(self.batch_size)
         if recipe in PER_PATTERN and self.batch_size != 1:
             raise ValueError("the paper's recipe updates after every pattern (batch size 1); "
                              "use the sdlm-batch recipe (--recipe sdlm-batch) for mini-batches")
@@ -129,6 +132,9 @@ class Trainer:
         self.lr = settings["lr"] if lr is None else lr
         self.momentum = momentum
         mu = settings["mu"] if mu is None else mu
+        for name, value in (("lr", self.lr), ("momentum", momentum), ("mu", mu)):
+            if value is not None and not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a number, not {type(value).__name__}")
         if recipe == "sgd" and not (finite(self.lr) and self.lr > 0):
             raise ValueError(f"the step size lr must be a positive number, not {self.lr}")
         if not (finite(momentum) and 0 <= momentum < 1):

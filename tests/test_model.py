@@ -419,3 +419,8 @@ def test_device_inference_allocates_nothing_and_waits_for_its_stream_only(monkey
         m.forward(cuda.to_device(bad), out=pen)
     with pytest.raises(ValueError, match="out is float32 .3, 10.; the result is"):
         LeNet5(device="cpu", seed=2).forward(x, out=np.empty((3, 10), np.float32))
+    with pytest.raises(ValueError, match="out is >f4 .4, 10.; the result is float32 .4, 10."):
+        LeNet5(device="cpu", seed=2).forward(x, out=np.empty((4, 10), ">f4"))
+    with pytest.raises(TypeError, match="out must be an array .NumPy, or a device array on "
+                       "the GPU., not list"):
+        LeNet5(device="cpu", seed=2).forward(x, out=[[0.0] * 10] * 4)

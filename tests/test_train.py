@@ -89,7 +89,7 @@ def test_trainer_rejects_mismatched_data(small_mnist):
     (x, y), _ = small_mnist
     with pytest.raises(ValueError, match="6 images but 3 labels"):
         Trainer(LeNet5(), x[:6], y[:3])
-    with pytest.raises(ValueError, match="batch size must be at least 1"):
+    with pytest.raises(ValueError, match="batch size must be a whole number of at least 1"):
         Trainer(LeNet5(), x[:6], y[:6], batch_size=0)
 
 

@@ -83,7 +83,8 @@ def test_files_that_are_not_ours_are_never_overwritten(tmp_path):
     ({"momentum": 10 ** 400}, "momentum must lie in"),
     ({"epochs": 0}, "epochs must be a whole number"),
     ({"epochs": 1.5}, "epochs must be a whole number"),
-    ({"batch_size": 0}, "batch size must be at least 1"),
+    ({"batch_size": 0}, "batch size must be a whole number of at least 1, not 0"),
+    ({"batch_size": 1.5}, "batch size must be a whole number of at least 1, not 1.5"),
 ])
 def test_nonsensical_settings_are_refused(options, message):
     recipe = options.pop("recipe", "sgd")
@@ -91,6 +92,13 @@ def test_nonsensical_settings_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         train(LeNet5(seed=0), TRAIN, TEST, recipe=recipe, progress=False,
               out=lambda line: None, **{"epochs": 1, **options})
+
+
+@pytest.mark.parametrize("name", ["lr", "momentum", "mu"])
+def test_a_setting_that_is_not_a_number_is_refused_by_name(name):
+    with pytest.raises(TypeError, match=f"^{name} must be a number, not str$"):
+        train(LeNet5(seed=0), TRAIN, TEST, recipe="sgd", batch_size=8, progress=False,
+              out=lambda line: None, epochs=1, **{name: "0.01"})
 
 
 def test_empty_sets_are_refused():
