@@ -13,6 +13,7 @@ import os
 import secrets
 import time
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -160,7 +161,7 @@ def is_checkpoint(path):
             if "__meta__" not in f.files:
                 return False
             meta = json.loads(f["__meta__"].tobytes().decode())
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
         return False
     return isinstance(meta, dict) and meta.get("format") == FORMAT
 
@@ -177,7 +178,7 @@ def read_checkpoint(path):
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as e:
         raise CheckpointError(f"{path}: not a readable .npz checkpoint ({e})") from e
     if "__meta__" not in arrays:
         raise CheckpointError(f"{path}: not a LeNet-5 checkpoint (no __meta__ record)")

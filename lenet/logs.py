@@ -7,16 +7,22 @@ import json
 import os
 
 from lenet.checkpoint import is_checkpoint, write_atomically
+from lenet.model import PRETRAINED
+
+LOG_KEYS = ("pass", "running_train_error", "train_loss")  # numbers in every line
+# numbers or null: train_error null under `lenet train --fast`, test_error null and
+# validation_error present under `--validation` (lenet.train.pass_record)
+LOG_OPTIONAL_KEYS = ("test_error", "train_error", "validation_error")
 
 
 def is_training_log(path):
-    """True if `path` is empty or every line of it is a JSON object with a "pass"."""
+    """True if `path` is empty or every line of it is a JSON object with LOG_KEYS."""
     try:
         with open(path) as f:
             for line in f:
                 if line.strip():
                     record = json.loads(line)
-                    if not isinstance(record, dict) or "pass" not in record:
+                    if not isinstance(record, dict) or not set(LOG_KEYS) <= set(record):
                         return False
     except (OSError, UnicodeDecodeError, ValueError):
         return False
@@ -38,16 +44,21 @@ def check_outputs(checkpoint, log, made=False):
         if not path:
             continue
         directory = os.path.dirname(os.path.abspath(path))
-        if must_exist and not os.path.isdir(directory):
+        if must_exist and not os.path.exists(directory):
             raise ValueError(f"cannot write {path}: directory {directory} does not exist")
         while not os.path.exists(directory):     # the directory that would be made in
             directory = os.path.dirname(directory)
+        if not os.path.isdir(directory):
+            raise ValueError(f"cannot write {path}: {directory} is a file, not a directory")
         if not os.access(directory, os.W_OK):
             raise ValueError(f"cannot write {path}: {directory} is not writable")
         if not os.path.lexists(path):
             continue
         if os.path.isdir(path):
             raise ValueError(f"{path} is a directory; give a file name")
+        if os.path.exists(PRETRAINED) and os.path.samefile(path, PRETRAINED):
+            raise ValueError(f"{path} is the trained weights shipped with the package; "
+                             "refusing to overwrite them (give another name)")
         if not ok(path):
             raise ValueError(f"{path} exists and is not {what}; refusing to overwrite it "
                              "(give another name)")

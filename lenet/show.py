@@ -30,6 +30,8 @@ from lenet.kernels.architecture import (
     RBF_CENTERS,
     SQUASH_A,
 )
+from lenet.logs import LOG_KEYS, LOG_OPTIONAL_KEYS
+from lenet.model import finite
 
 DPI = 100
 FIGSIZE = {"maps": (14, 7), "prototypes": (10, 2.5), "curves": (10, 4), "errors": (14, 6.5),
@@ -41,10 +43,6 @@ WINNER, OTHERS = "tab:red", "0.7"
 # the PNG text of every picture drawn here: `lenet show` replaces only files that have it
 SOFTWARE = "lenet show"
 MARK = {"Software": f"{SOFTWARE}, Matplotlib {matplotlib.__version__}"}
-LOG_KEYS = ("pass", "running_train_error", "train_loss")  # numbers in every line
-# numbers or null: train_error null under `lenet train --fast`, test_error null and
-# validation_error present under `--validation` (lenet.train.pass_record)
-LOG_OPTIONAL_KEYS = ("test_error", "train_error", "validation_error")
 
 
 class LogError(ValueError):
@@ -163,7 +161,8 @@ def draw_prototypes(path):
 
 
 def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """Whether a JSON value is a finite number (not a bool, nor an int past float's range)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and finite(value)
 
 
 def read_log(path):
@@ -194,9 +193,9 @@ def read_log(path):
         if negative:  # no error rate or loss is negative
             raise LogError(f"{path}: line {number} has a negative {', '.join(negative)}; "
                            "not a log of `lenet train`")
-        if not math.isfinite(record["pass"]):   # json reads NaN and Infinity
-            raise LogError(f"{path}: line {number} has pass {record['pass']}; not a log of "
-                           "`lenet train`")
+        if not isinstance(record["pass"], int) or not 1 <= record["pass"] < 2 ** 31:
+            raise LogError(f"{path}: line {number} has pass {repr(record['pass'])[:24]}; "
+                           "not a log of `lenet train`")
         records.append(record)
     if not records:
         raise LogError(f"{path}: empty log, no pass recorded")

@@ -107,6 +107,38 @@ def test_classes_and_data_set_travel_with_the_checkpoint(tmp_path):
     assert LeNet5.load(tmp_path / "old.npz").classes == tuple("0123456789")
 
 
+def _corrupt_compressed(path, member, params, meta):
+    """A compressed checkpoint whose member's deflate stream is broken mid-way (the zip's
+    structure whole): numpy's lazy read raises zlib.error, neither OSError nor ValueError."""
+    import zipfile
+    np.savez_compressed(path, **params, __meta__=np.frombuffer(json.dumps(meta).encode(),
+                                                               np.uint8))
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + \
+        int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    for i in range(start + 2, start + info.compress_size - 2):
+        data[i] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def test_a_broken_compressed_checkpoint_is_refused_in_one_line(tmp_path):
+    import zlib
+    LeNet5(seed=0).save(tmp_path / "good.npz")
+    params, meta = read_checkpoint(tmp_path / "good.npz")
+    for member in ("__meta__.npy", "C3.weight.npy"):
+        path = tmp_path / f"broken-{member}.npz"
+        _corrupt_compressed(path, member, params, meta)
+        with pytest.raises((zlib.error, ValueError)):   # what numpy raises, as set up
+            with np.load(path) as f:
+                f[member[:-4]]
+        with pytest.raises(CheckpointError, match="not a readable .npz checkpoint") as e:
+            LeNet5.load(path)
+        assert str(path) in str(e.value)
+        assert is_checkpoint(path) is (member != "__meta__.npy")  # the meta is read
+
+
 def test_is_checkpoint(tmp_path):
     LeNet5(seed=0).save(tmp_path / "m.npz")
     (tmp_path / "notes.txt").write_text("my notes")

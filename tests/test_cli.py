@@ -547,15 +547,21 @@ def test_show_replaces_only_its_own_pictures_and_whole(tmp_path, capsys):
     assert picture.read_bytes() == before and os.listdir(out) == ["prototypes.png"]
 
 
-def test_a_log_whose_pass_is_not_finite_is_refused(tmp_path, capsys):
+def test_a_log_of_numbers_no_pass_has_is_refused(tmp_path, capsys):
     line = {"pass": 1, "running_train_error": 2.0, "train_loss": 0.5}
-    for value, text in ((float("nan"), "NaN"), (float("inf"), "Infinity")):
-        log = tmp_path / f"{text}.log.jsonl"
-        log.write_text(json.dumps(line) + "\n" + json.dumps({**line, "pass": value}) + "\n")
+    for i, (change, says) in enumerate([
+            ({"pass": float("nan")}, "has no number pass"),
+            ({"pass": float("inf")}, "has no number pass"),
+            ({"pass": 1.5}, "has pass 1.5"), ({"pass": 10 ** 30}, "has pass 100000000000"),
+            ({"pass": 0}, "has pass 0"), ({"train_loss": 10 ** 400}, "has no number train_loss"),
+            ({"test_error": float("nan")}, "has no number test_error")]):
+        log = tmp_path / f"{i}.log.jsonl"
+        log.write_text(json.dumps(line) + "\n" + json.dumps({**line, **change}) + "\n")
         status, stdout, stderr = lenet_cli(["show", "curves", "--log", log, "--out",
                                             tmp_path], capsys)
-        assert (status, stdout, stderr) == (2, "", f"lenet show: error: {log}: line 2 has "
-                                            f"pass {value}; not a log of `lenet train`\n")
+        assert (status, stdout) == (2, ""), stderr
+        assert stderr.startswith(f"lenet show: error: {log}: line 2 {says}") and \
+            stderr.endswith("not a log of `lenet train`\n") and stderr.count("\n") == 1, stderr
     assert not (tmp_path / "curves.png").exists()
 
 

@@ -72,6 +72,20 @@ def test_wrong_settings_are_one_line_naming_run_and_setting(runs, message, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]
 
 
+def test_a_runs_file_not_utf8_or_nested_too_deeply_is_one_line(tmp_path, capsys):
+    latin = tmp_path / "latin1.json"     # an editor's Latin-1 "é"
+    latin.write_bytes('[{"name": "café", "mu": 1}]'.encode("latin-1"))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000 + "]" * 100000)
+    for path, message in ((latin, f"the runs in {latin} are not UTF-8 text (invalid "
+                                  "continuation byte at byte 14)"),
+                          (deep, "the runs are not valid JSON: nested too deeply")):
+        status, _, err = lenet_cli(("sweep", path, "--out", tmp_path / "out",
+                                    *no_data(tmp_path)), capsys)
+        assert (status, err) == (2, f"lenet sweep: error: {message}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.json", "empty", "latin1.json"]
+
+
 # (lenet train's option, the sweep's setting, a value train refuses)
 REFUSED_BY_TRAIN = [("--seed", "seed", -3), ("--mu", "mu", 0), ("--mu", "mu", -1e-3),
                     ("--mu", "mu", "inf"), ("--init", "init", "xavier"),

@@ -56,10 +56,17 @@ def test_files_that_are_not_ours_are_never_overwritten(tmp_path):
     notes.write_text("my notes\n")
     model_file = tmp_path / "m.npz"
     LeNet5(seed=0).save(model_file)
+    passwords = tmp_path / "credentials.json"   # JSON lines, one with a "pass", no log
+    passwords.write_text('{"user": "alice", "pass": "hunter2"}\n')
     cases = [(notes, None, "notes.txt exists and is not a LeNet-5 checkpoint"),
              (tmp_path / "x.npz", notes, "notes.txt exists and is not a training log"),
+             (tmp_path / "x.npz", passwords, "credentials.json exists and is not a training"),
              (model_file, model_file, "the log and the checkpoint are the same file"),
-             (tmp_path, None, "is a directory")]
+             (tmp_path, None, "is a directory"),
+             # refused before a pass, not after it with the checkpoint written
+             (tmp_path / "x.npz", notes / "m.log.jsonl", f"cannot write {notes / 'm.log.jsonl'}"
+              f": {notes} is a file, not a directory"),
+             (notes / "m.npz", None, f"{notes} is a file, not a directory")]
     for checkpoint, log, message in cases:
         with pytest.raises(ValueError, match=message):
             check_outputs(checkpoint, log)
@@ -67,10 +74,26 @@ def test_files_that_are_not_ours_are_never_overwritten(tmp_path):
             train(LeNet5(seed=0), TRAIN, TEST, epochs=1, checkpoint=checkpoint, log=log,
                   progress=False, out=lambda line: None)
     assert notes.read_text() == "my notes\n"
-    assert sorted(os.listdir(tmp_path)) == ["m.npz", "notes.txt"]
+    assert passwords.read_text() == '{"user": "alice", "pass": "hunter2"}\n'
+    assert sorted(os.listdir(tmp_path)) == ["credentials.json", "m.npz", "notes.txt"]
     empty = tmp_path / "empty.log.jsonl"
     empty.write_text("")
     check_outputs(model_file, empty)  # a checkpoint and an empty log may be replaced
+
+
+def test_training_never_writes_over_the_shipped_weights(tmp_path, monkeypatch):
+    import shutil
+
+    import lenet.logs
+    shipped = tmp_path / "lenet5-mnist.npz"   # a copy stands for the package's file
+    shutil.copy(lenet.logs.PRETRAINED, shipped)
+    monkeypatch.setattr(lenet.logs, "PRETRAINED", str(shipped))
+    before = shipped.read_bytes()
+    with pytest.raises(ValueError, match="is the trained weights shipped with the package; "
+                       "refusing to overwrite them"):
+        train(LeNet5(seed=0), TRAIN, TEST, epochs=1, checkpoint=shipped, progress=False,
+              out=lambda line: None)
+    assert shipped.read_bytes() == before and os.listdir(tmp_path) == [shipped.name]
 
 
 @pytest.mark.parametrize("options, message", [

@@ -93,14 +93,19 @@ def run(args):
     text = args.runs
     if not text.lstrip().startswith(("[", "{")):
         try:
-            with open(text) as f:
+            with open(text, encoding="utf-8") as f:   # JSON's encoding (RFC 8259)
                 text = f.read()
         except OSError as e:
             raise UserError(f"cannot read the runs from {args.runs}: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise UserError(f"the runs in {args.runs} are not UTF-8 text ({e.reason} at "
+                            f"byte {e.start})") from e
     try:
         runs = sweep_runs(json.loads(text, object_pairs_hook=_no_repeated_keys))
     except json.JSONDecodeError as e:
         raise UserError(f"the runs are not valid JSON: {e}") from e
+    except RecursionError:
+        raise UserError("the runs are not valid JSON: nested too deeply") from None
     except ValueError as e:
         raise UserError(str(e)) from e
     for run in runs:
