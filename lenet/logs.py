@@ -3,8 +3,11 @@ pass (lenet.train.pass_record's), and the check that `lenet train` and `lenet sw
 run before a pass, so that a file which is neither a checkpoint nor a log is never
 overwritten. Tested by tests/test_user_files.py."""
 
+import contextlib
 import json
 import os
+import signal
+import threading
 
 from lenet.checkpoint import is_checkpoint, write_atomically
 from lenet.model import PRETRAINED
@@ -62,6 +65,34 @@ def check_outputs(checkpoint, log, made=False):
         if not ok(path):
             raise ValueError(f"{path} exists and is not {what}; refusing to overwrite it "
                              "(give another name)")
+
+
+def save_pass(model, checkpoint, log, record, first):
+    """The model to `checkpoint` and `record` to its `log` (either may be None; the log
+    replaced on the `first` pass), with Ctrl-C held back until both are written, so that
+    an interrupt never leaves the log a pass behind its checkpoint."""
+    with _sigint_held():
+        if checkpoint:
+            model.save(checkpoint)
+        if log:
+            write_log_line(log, record, replace=first)
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """SIGINT's handler called when the block ends instead of within it (main thread)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(handler):
+        yield   # signals reach the main thread alone; an ignored SIGINT stays ignored
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        if held:
+            handler(signal.SIGINT, held[0])
 
 
 def write_log_line(path, record, replace):

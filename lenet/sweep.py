@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from lenet.kernels.architecture import IN_LEN, LOSS_KINDS, PARAMETERS_LEN
-from lenet.logs import check_outputs, write_log_line
+from lenet.logs import check_outputs, save_pass
 from lenet.model import INITS, LOSSES, LeNet5, finite
 from lenet.progress import Progress
 from lenet.train import (
@@ -240,6 +240,5 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
             records[name].append(record)
             out(pass_line(record, name))
             if out_dir:
-                t.model.save(files[name][0])
-                write_log_line(files[name][1], record, replace=epoch == 0)
+                save_pass(t.model, *files[name], record, first=epoch == 0)
     return records

@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 from lenet.kernels.architecture import LOSS_KINDS, MAP_J, STEP_MODES
-from lenet.logs import check_outputs, write_log_line
+from lenet.logs import check_outputs, save_pass
 from lenet.model import check_loss, check_seed, finite
 from lenet.progress import Progress
 
@@ -74,6 +74,7 @@ DEFAULTS = {recipe: dict(zip(SETTINGS, row, strict=True)) for recipe, row in {
     "sgd":        (10, 32, 2e-3, None, None, "fan-in", "mse"),
 }.items()}
 RECIPES = tuple(DEFAULTS)
+SGD_MOMENTUM = 0.9      # sgd's unless told
 
 
 def default_settings(recipe):
@@ -106,7 +107,7 @@ class Trainer:
     """
 
     def __init__(self, model, images, labels, recipe="sgd", batch_size=None, lr=None,
-                 momentum=0.9, loss=None, j=MAP_J, seed=0, mu=None, schedule=None,
+                 momentum=None, loss=None, j=MAP_J, seed=0, mu=None, schedule=None,
                  shuffle=True, hessian_sample="random", distort=False):
         settings = default_settings(recipe)
         made = model.provenance or {}
@@ -129,8 +130,13 @@ class Trainer:
         if lr is not None and recipe != "sgd":
             raise ValueError(f"lr is sgd's step size; the {recipe} recipe follows the "
                              "paper's schedule of eta (schedule, mu)")
+        if momentum is not None and recipe != "sgd":
+            raise ValueError(f"momentum is sgd's; the {recipe} recipe takes none")
+        if mu is not None and recipe == "sgd":
+            raise ValueError("mu belongs to the SDLM recipes (eta / (mu + h)); sgd takes a "
+                             "step size lr")
         self.lr = settings["lr"] if lr is None else lr
-        self.momentum = momentum
+        self.momentum = momentum = SGD_MOMENTUM if momentum is None else momentum
         mu = settings["mu"] if mu is None else mu
         for name, value in (("lr", self.lr), ("momentum", momentum), ("mu", mu)):
             if value is not None and not isinstance(value, numbers.Real):
@@ -149,9 +155,6 @@ class Trainer:
             raise ValueError(f"hessian_sample must be one of {HESSIAN_SAMPLES}, not "
                              f"{hessian_sample!r}")
         self.schedule, self.shuffle, self.hessian_sample = schedule, shuffle, hessian_sample
-        # paper: eta itself, per pattern; sdlm-batch: see the module docstring
-        self.sdlm_factor = 1.0 if recipe in PER_PATTERN else \
-            SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
         check_loss(loss, j)
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -159,6 +162,10 @@ class Trainer:
         self.n = self.images.shape[0]
         if self.n == 0:
             raise ValueError("no training images: the training set is empty")
+        self.batch_size = min(self.batch_size, self.n)   # what each update averages
+        # paper: eta itself, per pattern; sdlm-batch: see the module docstring
+        self.sdlm_factor = 1.0 if recipe in PER_PATTERN else \
+            SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
         self.labels = model.prepare_labels(labels, self.n)
         self.seed = check_seed(seed)
         self.rng = np.random.default_rng(seed)
@@ -173,8 +180,7 @@ class Trainer:
         self.stats = ops.asarray(np.zeros(2, np.float64), dtype=np.float64)
         self.pass_index = 0
         self.start = model.provenance    # what the parameters were before this training
-        self.workspace = None if recipe in PER_PATTERN else \
-            ops.workspace(min(self.batch_size, self.n))
+        self.workspace = None if recipe in PER_PATTERN else ops.workspace(self.batch_size)
         # the fused step's int32 codes, made once
         self._codes = {"kind": np.int32(LOSS_KINDS[loss]),
                        "store": np.int32(STEP_MODES["store"]),
@@ -409,10 +415,7 @@ def train(model, train_set, test_set, recipe="sgd", epochs=None, checkpoint=None
                               progress, evaluate_train, validation_set)
         records.append(record)
         out(pass_line(record))
-        if checkpoint:
-            model.save(checkpoint)
-        if log:
-            write_log_line(log, record, replace=epoch == 0)
+        save_pass(model, checkpoint, log, record, first=epoch == 0)
     return records
 
 

@@ -583,6 +583,9 @@ def mistakes(trained, files, bad_data, mnist_dir, odd):
         "train: --out a text file": ("train", "--data", mnist_dir, *cpu, "--out",
                                      odd["notes"]),
         "train: --log a text file": (*train, "--log", odd["notes"]),
+        # options the recipe would ignore
+        "train: --momentum with lecun": (*train, "--momentum", 0.5),
+        "train: --mu with sgd": (*train, "--recipe", "sgd", "--mu", 0.01),
         "train: --log equal to --out": ("train", "--data", mnist_dir, *cpu, "--out",
                                         checkpoint, "--log", checkpoint),
         "train: --out a directory": ("train", "--data", mnist_dir, *cpu, "--out",
@@ -619,6 +622,9 @@ def mistakes(trained, files, bad_data, mnist_dir, odd):
                                  files["blank.png"][0]),
         "predict: index out of range": ("predict", "--checkpoint", checkpoint, *cpu,
                                         "--idx", idx, "--index", 3, 10000),
+        "predict: an index of a file of no images": (
+            "predict", "--checkpoint", checkpoint, *cpu, "--idx",
+            odd["empty"] / "t10k-images-idx3-ubyte", "--index", 0),
         "show: bad log": ("show", "curves", "--log", text, "--out", text.parent),
         "show: text as checkpoint": ("show", "maps", "--checkpoint", text, "--index", 0),
         "show: corrupt data": ("show", "errors", "--checkpoint", checkpoint, "--data",
@@ -644,6 +650,8 @@ MESSAGES = {
     "train: --lr -0.01": "--lr must be a positive number, not -0.01",
     "train: --lr nan": "--lr must be a positive number, not nan",
     "train: --momentum 1": "--momentum must lie in [0, 1), not 1.0",
+    "train: --momentum with lecun": "--lr and --momentum are sgd's; the lecun recipe",
+    "train: --mu with sgd": "--mu belongs to the SDLM recipes (eta / (mu + h)); sgd takes",
     "train: --mu inf": "--mu must be a positive number, not inf",
     "train: --seed -1": "--seed must be 0 or more, not -1",
     "train: --out a text file": "notes.txt exists and is not a LeNet-5 checkpoint; refusing "
@@ -652,6 +660,8 @@ MESSAGES = {
     "train: --log equal to --out": "the log and the checkpoint are the same file",
     "train: --out a directory": "ckpt-dir.npz is a directory",
     "train: tiny files named as MNIST": "holds 3 images, but MNIST's train split has 60,000",
+    "predict: index out of range": "--index 10000 is out of range: ",
+    "predict: an index of a file of no images": "t10k-images-idx3-ubyte holds 0 images",
     "train: a directory in place of an IDX file": "train-images-idx3-ubyte: is a directory, "
                                                   "not an IDX file",
     "eval: plain directory without the files": "t10k-images-idx3-ubyte(.gz): file not found",

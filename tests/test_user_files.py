@@ -51,6 +51,35 @@ def test_log_and_checkpoint_change_only_when_a_pass_completes(tmp_path, monkeypa
     assert sorted(os.listdir(tmp_path)) == ["m.log.jsonl", "m.npz"]
 
 
+def test_ctrl_c_while_a_pass_is_saved_leaves_checkpoint_and_log_together(tmp_path,
+                                                                          monkeypatch):
+    import signal
+
+    from lenet.checkpoint import read_checkpoint
+    save, saves = LeNet5.save, []
+
+    def interrupted_save(model, path):   # Ctrl-C between a checkpoint and its log line
+        save(model, path)
+        saves.append(path)
+        if len(saves) == interrupt_at:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(LeNet5, "save", interrupted_save)
+    # Python's own handler, whatever the test was started with (SIGINT ignored)
+    kept = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:   # in a first pass (the log replaced), then in a later one (appended to)
+        for epochs, interrupt_at in ((1, 1), (3, 2)):
+            saves.clear()
+            with pytest.raises(KeyboardInterrupt):
+                run(tmp_path, epochs=epochs)
+            passes = read_checkpoint(tmp_path / "m.npz")[1]["provenance"]["passes"]
+            lines = (tmp_path / "m.log.jsonl").read_text().splitlines()
+            assert [json.loads(line)["pass"] for line in lines] == list(range(1, passes + 1))
+            assert passes == interrupt_at
+    finally:
+        signal.signal(signal.SIGINT, kept)
+
+
 def test_files_that_are_not_ours_are_never_overwritten(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
@@ -117,10 +146,11 @@ def test_nonsensical_settings_are_refused(options, message):
               out=lambda line: None, **{"epochs": 1, **options})
 
 
-@pytest.mark.parametrize("name", ["lr", "momentum", "mu"])
-def test_a_setting_that_is_not_a_number_is_refused_by_name(name):
+@pytest.mark.parametrize("name, recipe", [("lr", "sgd"), ("momentum", "sgd"),
+                                          ("mu", "sdlm-batch")])
+def test_a_setting_that_is_not_a_number_is_refused_by_name(name, recipe):
     with pytest.raises(TypeError, match=f"^{name} must be a number, not str$"):
-        train(LeNet5(seed=0), TRAIN, TEST, recipe="sgd", batch_size=8, progress=False,
+        train(LeNet5(seed=0), TRAIN, TEST, recipe=recipe, batch_size=8, progress=False,
               out=lambda line: None, epochs=1, **{name: "0.01"})
 
 
@@ -342,6 +372,10 @@ def test_training_records_its_provenance_and_new_parameters_clear_it(tmp_path):
     (lambda: LeNet5(seed=0).gradients(*TEST, loss="map", j=10 ** 400), "j, MAP's constant"),
     (lambda: Trainer(LeNet5(seed=0, init="lush"), *TRAIN, recipe="lecun", lr=0.1),
      "lr is sgd's step size"),
+    (lambda: Trainer(LeNet5(seed=0, init="lush"), *TRAIN, recipe="lecun", momentum=0.5),
+     "momentum is sgd's; the lecun recipe takes none"),
+    (lambda: Trainer(LeNet5(seed=0), *TRAIN, recipe="sgd", mu=0.01),
+     "mu belongs to the SDLM recipes"),
     (lambda: LeNet5(seed=-1), "seed must be a whole number of at least 0"),
     (lambda: Trainer(LeNet5(seed=0), *TRAIN, seed=-3), "seed must be a whole number"),
 ])
@@ -364,9 +398,15 @@ def test_empty_batches_and_their_out_buffers():
 
 def test_a_batch_larger_than_the_training_set_takes_a_workspace_of_its_size():
     trainer = Trainer(LeNet5(seed=0), *TRAIN, recipe="sgd", batch_size=10 ** 9)
-    assert trainer.workspace.batch == len(TRAIN[1])
+    assert trainer.workspace.batch == len(TRAIN[1]) == trainer.batch_size
     loss, _ = trainer.train_pass()
     assert np.isfinite(loss)
+    # sdlm-batch's step is that of the batch each update averages (and its log's)
+    n = len(TRAIN[1])
+    big = Trainer(LeNet5(seed=0), *TRAIN, recipe="sdlm-batch", batch_size=10 ** 9)
+    whole = Trainer(LeNet5(seed=0), *TRAIN, recipe="sdlm-batch", batch_size=n)
+    assert big.batch_size == n and big.step_size() == whole.step_size()
+    assert big.provenance()["batch_size"] == n
 
 
 def test_unwritable_outputs_are_refused_before_training(tmp_path, monkeypatch):

@@ -61,7 +61,7 @@ def _idx_digits(path, indices):
     bad = [k for k in indices if not 0 <= k < len(images)]
     if bad:
         raise UserError(f"--index {bad[0]} is out of range: {path} holds {len(images)} "
-                        f"images (0..{len(images) - 1})")
+                        "images" + (f" (0..{len(images) - 1})" if len(images) else ""))
     return images[indices]
 
 

@@ -43,8 +43,8 @@ def add(sub):
                    "paper and lecun, 16 for sdlm-batch, 32 for sgd)")
     p.add_argument("--lr", type=float, help="sgd's step size (default 2e-3); the SDLM "
                    "recipes follow the paper's schedule and refuse --lr")
-    p.add_argument("--momentum", type=float, default=0.9, help="sgd momentum, in [0, 1) "
-                   "(default 0.9)")
+    p.add_argument("--momentum", type=float, help="sgd's momentum, in [0, 1) (default "
+                   f"{t.SGD_MOMENTUM:g}); the SDLM recipes refuse it")
     p.add_argument("--mu", type=float, help="SDLM's mu in eta / (mu + h) (default: "
                    f"{t.LECUN_MU:g} for lecun, the default recipe; the paper's {t.SDLM_MU:g} "
                    "for paper and sdlm-batch; see docs/reproduction.md)")
@@ -119,7 +119,8 @@ def check_numbers(args):
     check_counts(args, "--batch-size")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise UserError(f"--lr must be a positive number, not {args.lr}")
-    if not (math.isfinite(args.momentum) and 0 <= args.momentum < 1):
+    if args.momentum is not None and not (math.isfinite(args.momentum) and
+                                          0 <= args.momentum < 1):
         raise UserError(f"--momentum must lie in [0, 1), not {args.momentum}")
     if args.mu is not None and not (math.isfinite(args.mu) and args.mu > 0):
         raise UserError(f"--mu must be a positive number, not {args.mu}")
@@ -136,9 +137,11 @@ def run(args):
     from lenet.model import LeNet5
     from lenet.train import PER_PATTERN, Diverged, RecipeInitWarning, default_settings, train
     check_numbers(args)
-    if args.lr is not None and args.recipe != "sgd":
-        raise UserError(f"--lr is sgd's step size; the {args.recipe} recipe follows the "
-                        "paper's schedule of eta (see --help)")
+    if args.recipe != "sgd" and (args.lr is not None or args.momentum is not None):
+        raise UserError(f"--lr and --momentum are sgd's; the {args.recipe} recipe follows "
+                        "the paper's schedule of eta (see --help)")
+    if args.recipe == "sgd" and args.mu is not None:
+        raise UserError("--mu belongs to the SDLM recipes (eta / (mu + h)); sgd takes --lr")
     if args.recipe in PER_PATTERN and args.batch_size not in (None, 1):
         raise UserError(f"the {args.recipe} recipe updates after every pattern; use --recipe "
                         "sdlm-batch for mini-batches")
