@@ -22,7 +22,7 @@ def trainer_pass_ref(params, images, labels, **settings):
     first pass of Trainer(model, images, labels, **settings) from `params`; settings as
     the Trainer's (recipe, batch_size, seed, mu, loss, j, lr, momentum), shuffled, random
     curvature patterns, no distortions."""
-    probe = Trainer(LeNet5(), images[:1], labels[:1], **settings)   # its settings, checked
+    probe = Trainer(LeNet5(), images, labels, **settings)   # its settings, checked
     x = np.asarray(images, np.float64).reshape(-1, 1, 32, 32)
     labels = np.asarray(labels)
     n = len(labels)
