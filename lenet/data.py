@@ -14,6 +14,7 @@ real MNIST files runs the tests that need them; none reaches the network).
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import struct
@@ -163,7 +164,7 @@ def _parse_idx(data, path, kind=None):
                          f"(expected {IMAGE_SIZE}x{IMAGE_SIZE} images)")
     if ndim == 2 and dims[1] < 1:
         raise MNISTError(f"{path}: label rows of {dims[1]} numbers (expected at least 1)")
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize   # Python ints: no overflow
     if len(data) < expected:
         raise MNISTError(f"{path}: truncated file (length mismatch: {len(data)} bytes, "
                          f"expected {expected} for dimensions {dims})")

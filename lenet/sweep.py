@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 
+from lenet.checkpoint import check_description
+from lenet.datasets import DIGITS
 from lenet.kernels.architecture import IN_LEN, LOSS_KINDS, PARAMETERS_LEN
 from lenet.logs import check_outputs, save_pass
 from lenet.model import INITS, LOSSES, LeNet5, finite
@@ -24,6 +26,7 @@ from lenet.train import (
     RecipeInitWarning,
     Trainer,
     check_epochs,
+    check_set,
     default_settings,
     divergence,
     pass_line,
@@ -185,8 +188,10 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
     device: as LeNet5's. Returns {name: [per-pass records]}."""
     runs = sweep_runs(runs)
     epochs = check_epochs(epochs, runs[0]["recipe"])
-    if len(test_set[1]) == 0:
-        raise ValueError("no test images: the test set is empty")
+    if test_set is None:
+        raise ValueError("no test set: a sweep measures every run on one")
+    check_description({"classes": DIGITS if classes is None else list(classes),
+                       "dataset": dataset})    # what the checkpoints will say, before a pass
     files = {}
     if out_dir:
         for run in runs:
@@ -201,6 +206,7 @@ def sweep(runs, train_set, test_set, epochs=None, device="auto", out_dir=None, p
         if classes is not None:
             model.classes = tuple(classes)
         if data is None:   # the training set on the backend once, for every run
+            check_set(model, test_set, "test")
             data = (model.prepare_images(train_set[0]),
                     model.prepare_labels(train_set[1], len(train_set[1])))
         # the run's settings are Trainer's arguments (None: the recipe's default); its

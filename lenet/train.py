@@ -147,7 +147,15 @@ class Trainer:
             raise ValueError(f"momentum must lie in [0, 1), not {momentum}")
         if mu is not None and not (finite(mu) and mu > 0):
             raise ValueError(f"mu must be a positive number, not {mu}")
-        self.mu = mu
+        # plain Python numbers, so that logs and checkpoints write them (not NumPy's)
+        self.lr, self.momentum = None if self.lr is None else float(self.lr), float(momentum)
+        self.mu = None if mu is None else float(mu)
+        if recipe == "sgd" and (schedule is not None or hessian_sample != "random"):
+            raise ValueError("schedule and hessian_sample belong to the SDLM recipes, not sgd")
+        for name, value in (("shuffle", shuffle), ("distort", distort)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, not {value!r}")
+        shuffle, distort = bool(shuffle), bool(distort)
         schedule = settings["schedule"] if schedule is None else schedule
         if recipe != "sgd":
             paper_eta(0, schedule)  # refuses an unknown schedule
@@ -156,6 +164,7 @@ class Trainer:
                              f"{hessian_sample!r}")
         self.schedule, self.shuffle, self.hessian_sample = schedule, shuffle, hessian_sample
         check_loss(loss, j)
+        self.j = float(j)
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = model.prepare_images(images)
@@ -167,7 +176,7 @@ class Trainer:
         self.sdlm_factor = 1.0 if recipe in PER_PATTERN else \
             SDLM_BATCH_SCALE * float(np.sqrt(self.batch_size))
         self.labels = model.prepare_labels(labels, self.n)
-        self.seed = check_seed(seed)
+        self.seed = None if check_seed(seed) is None else int(seed)
         self.rng = np.random.default_rng(seed)
         # distortions draw from their own stream: runs without them stay as they were
         self.distort = distort
@@ -186,7 +195,7 @@ class Trainer:
                        "store": np.int32(STEP_MODES["store"]),
                        "update": np.int32(STEP_MODES["sgd" if recipe == "sgd" else "sdlm"]),
                        1: np.int32(1), 2: np.int32(2)}
-        self._pass = None       # (the pass's images as (N, 1024), step size), for step()
+        self._pass = None       # (the pass's images as (N, 1024), step size, order): step()
         self._last = 0          # the last step's image count
 
     def step_size(self):
@@ -197,11 +206,17 @@ class Trainer:
         return paper_eta(self.pass_index, self.schedule) * self.sdlm_factor
 
     def estimate_hessian(self, index=None, images=None):
-        """h_kk: the Gauss-Newton diagonal averaged over the patterns `index` of
-        `images` (default: 500 drawn at random from the training set), into
-        self.hessian."""
+        """h_kk: the Gauss-Newton diagonal averaged over the patterns `index` (indices of
+        the training set, default: 500 drawn at random) of `images` (default: the training
+        set), into self.hessian."""
         if index is None:
             index = self.rng.choice(self.n, min(SDLM_HESSIAN_PATTERNS, self.n), replace=False)
+        else:
+            index = np.asarray(index)
+            if index.ndim != 1 or not len(index) or index.dtype.kind not in "iu" or \
+                    index.min() < 0 or index.max() >= self.n:
+                raise ValueError(f"index must hold 1 or more whole numbers in "
+                                 f"0..{self.n - 1} (training patterns)")
         images = self.images if images is None else images
         index = self.ops.asarray(index, dtype=np.int32)
         c = self._codes
@@ -224,7 +239,7 @@ class Trainer:
                                     images, self.labels, order, start, count, self.loss,
                                     self.j, self.model.centers, self.model.tables["C3"])
             else:
-                self.step(order, start, count)
+                self._step(order, start, count)
             if progress is not None:
                 seen = start + count
                 progress.advance(count, lambda seen=seen: self._running(seen))
@@ -251,13 +266,23 @@ class Trainer:
         ops.fill(self.stats, 0.0)
         if sdlm:       # eta / (mu + h) once per pass
             ops.sdlm_rates(self.rates, self.hessian, step, self.mu)
-        self._pass = (images.reshape(self.n, -1), step)
+        self._pass = (images.reshape(self.n, -1), step, order)
         return images, order, step
 
     def step(self, order, start, count):
         """One mini-batch step on the patterns order[start:start + count] of this pass's
-        images (after begin_pass), through the fused step."""
-        flat_images, step = self._pass
+        images, through the fused step: after begin_pass, whose order it takes."""
+        if self._pass is None or self.workspace is None:
+            raise ValueError("step: begin_pass first (and a recipe of mini-batches)")
+        if order is not self._pass[2]:
+            raise ValueError("step: order must be the one begin_pass returned")
+        if not 0 < count <= self.workspace.batch or not 0 <= start <= self.n - count:
+            raise ValueError(f"step: patterns {start}..{start + count} are not a batch of at "
+                             f"most {self.workspace.batch} among the pass's {self.n}")
+        self._step(order, start, count)
+
+    def _step(self, order, start, count):
+        flat_images, step, _ = self._pass
         c = self._codes
         self.workspace.step(self.model.flat_params, self.grads.flat, self.velocity.flat,
                             self.rates.flat, self.stats, flat_images, self.labels, order,

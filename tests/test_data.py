@@ -279,6 +279,11 @@ def _bad_files():
         "truncated images": ("tiny-images-idx3-ubyte", good_images[:-1], "truncated"),
         "truncated labels": ("tiny-labels-idx1-ubyte", good_labels[:-1], "truncated"),
         "trailing bytes": ("tiny-images-idx3-ubyte", good_images + b"\x00\x00", "trailing"),
+        # (2^32 - 1)^2 label rows: the length past int64 (once "trailing bytes", negative)
+        "huge dimensions": ("tiny-labels-idx1-ubyte", struct.pack(">IIIII", 3074, 2 ** 32 - 1,
+                                                                  2 ** 32 - 1, 0, 0),
+                            "truncated file (length mismatch: 20 bytes, expected "
+                            f"{12 + 4 * (2 ** 32 - 1) ** 2} for"),
         "label 10": (
             "tiny-labels-idx1-ubyte",
             idx_bytes(np.array([0, 9, 10, 3], np.uint8)),

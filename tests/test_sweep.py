@@ -87,6 +87,19 @@ def test_a_gpu_sweep_is_its_runs(tmp_path, monkeypatch):
                 tmp_path=tmp_path)
 
 
+def test_a_sweep_checks_its_sets_and_names_before_a_pass(tmp_path):
+    runs, train_set, said = [{"name": "a", "mu": 1.0}], data(3, seed=1), []
+    cases = [((data(2, seed=2)[0], [1, 2, 3]), {}, "the test set: labels must have shape"),
+             (None, {}, "no test set: a sweep measures every run on one"),
+             (data(2, seed=2), {"classes": ("cat", "dog")}, "are not ten strings"),
+             (data(2, seed=2), {"dataset": 123}, "data set 123 is not a name")]
+    for test_set, options, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            sweep(runs, train_set, test_set, epochs=1, device="cpu", out_dir=tmp_path / "o",
+                  progress=False, out=said.append, **options)
+    assert said == [] and not (tmp_path / "o").exists()
+
+
 def test_sweep_runs_from_a_grid():
     runs = sweep_runs({"base": {"mu": 0.5}, "grid": {"seed": [0, 1], "loss": ["mse", "map"]}})
     assert [r["name"] for r in runs] == ["seed=0,loss=mse", "seed=0,loss=map",

@@ -154,6 +154,40 @@ def test_a_setting_that_is_not_a_number_is_refused_by_name(name, recipe):
               out=lambda line: None, epochs=1, **{name: "0.01"})
 
 
+@pytest.mark.parametrize("name", ["shuffle", "distort"])
+def test_a_switch_that_is_not_true_or_false_is_refused(name):
+    with pytest.raises(TypeError, match=f"^{name} must be True or False, not 'no'$"):
+        Trainer(LeNet5(seed=0), *TRAIN, recipe="sgd", **{name: "no"})
+
+
+def test_a_step_takes_only_a_batch_of_its_pass():
+    t = Trainer(LeNet5(seed=0), *TRAIN, recipe="sgd", batch_size=4)
+    with pytest.raises(ValueError, match="step: begin_pass first"):
+        t.step(np.arange(24, dtype=np.int32), 0, 4)
+    _, order, _ = t.begin_pass()
+    for start, count, what in ((0, 5, "not a batch of at most 4"), (21, 4, "21..25"),
+                               (-1, 2, "-1..1"), (0, 0, "0..0")):
+        with pytest.raises(ValueError, match=what):
+            t.step(order, start, count)
+    with pytest.raises(ValueError, match="order must be the one begin_pass returned"):
+        t.step(order.copy(), 0, 4)
+    t.step(order, 20, 4)
+
+
+def test_numpy_numbers_as_settings_are_written_as_plain_ones(tmp_path):
+    # once a TypeError when the first pass's log line or checkpoint was written
+    train(LeNet5(seed=0), TRAIN, TEST, recipe="sgd", batch_size=8, epochs=1, progress=False,
+          seed=np.int64(1), lr=np.float32(0.5), momentum=np.float64(0.5), shuffle=np.True_,
+          checkpoint=tmp_path / "m.npz", log=tmp_path / "m.log.jsonl", out=lambda line: None)
+    assert json.loads((tmp_path / "m.log.jsonl").read_text())["pass"] == 1
+    provenance = LeNet5.load(tmp_path / "m.npz").provenance
+    assert (provenance["seed"], provenance["lr"], provenance["momentum"]) == (1, 0.5, 0.5)
+    t = Trainer(LeNet5(seed=0, init="lush"), *TRAIN, recipe="lecun", mu=np.float32(2.0),
+                loss="map", j=np.float32(3.0), distort=np.True_)
+    json.dumps(t.provenance())   # plain numbers and booleans throughout
+    assert type(t.mu) is float and type(t.j) is float and t.distort is True
+
+
 def test_empty_sets_are_refused():
     empty = (np.zeros((0, 1, 32, 32), np.float32), np.zeros(0, np.int64))
     with pytest.raises(ValueError, match="the training set is empty"):
@@ -376,6 +410,14 @@ def test_training_records_its_provenance_and_new_parameters_clear_it(tmp_path):
      "momentum is sgd's; the lecun recipe takes none"),
     (lambda: Trainer(LeNet5(seed=0), *TRAIN, recipe="sgd", mu=0.01),
      "mu belongs to the SDLM recipes"),
+    (lambda: Trainer(LeNet5(seed=0), *TRAIN, recipe="sgd", schedule="no-such-schedule"),
+     "schedule and hessian_sample belong to the SDLM recipes, not sgd"),
+    (lambda: Trainer(LeNet5(seed=0), *TRAIN, recipe="sgd", hessian_sample="consecutive"),
+     "schedule and hessian_sample belong to the SDLM recipes, not sgd"),
+    (lambda: Trainer(LeNet5(seed=0), *TRAIN, recipe="sdlm-batch").estimate_hessian([0, 24]),
+     r"index must hold 1 or more whole numbers in 0..23 \(training patterns\)"),
+    (lambda: Trainer(LeNet5(seed=0), *TRAIN, recipe="sdlm-batch").estimate_hessian([]),
+     "index must hold 1 or more"),
     (lambda: LeNet5(seed=-1), "seed must be a whole number of at least 0"),
     (lambda: Trainer(LeNet5(seed=0), *TRAIN, seed=-3), "seed must be a whole number"),
 ])
