@@ -20,6 +20,7 @@ run ends): what bench/gpu_session.sh relies on under its time limits.
 import argparse
 import math
 import os
+import shlex
 import signal
 import sys
 import warnings
@@ -51,7 +52,7 @@ def _choices(allowed):
         if bad or not values:
             raise argparse.ArgumentTypeError(f"{', '.join(bad) or 'nothing'}: choose from "
                                              f"{', '.join(allowed)} (comma-separated) or all")
-        return values
+        return list(dict.fromkeys(values))   # each once, in the order given
     return parse
 
 
@@ -103,8 +104,8 @@ def build_parser(prog="python -m bench"):
                    f"(default: {d.max_cpu_batch}), training passes included; larger ones "
                    "show as not run")
     p.add_argument("--max-cpu-pass-images", type=int, default=d.max_cpu_pass_images,
-                   help="CPU training-pass rows (train-pass, paper-pass) over more than this "
-                   "many images show as not run (default: no limit)")
+                   help="CPU training-pass rows (train-pass, paper-pass, pattern-pass) over "
+                   "more than this many images show as not run (default: no limit)")
     p.add_argument("--repeats", type=int, default=None,
                    help=f"at least this many timing samples per row (default: {d.repeats}; "
                    f"--quick {QUICK['repeats']})")
@@ -112,9 +113,10 @@ def build_parser(prog="python -m bench"):
                    help="and keep sampling until the samples add up to this many seconds "
                    f"(default: {d.min_time}; --quick {QUICK['min_time']})")
     p.add_argument("--warmup", type=int, default=None,
-                   help="untimed calls after the checked one, before the samples "
-                   f"(default: {d.warmup}; --quick {QUICK['warmup']}); with 0, the "
-                   "training passes are not warmed up either")
+                   help="at most this many untimed calls after the checked one, before "
+                   f"the samples (default: {d.warmup}; --quick {QUICK['warmup']}): they stop "
+                   "after a call of --min-time or more; with 0, the training passes are not "
+                   "warmed up either")
     p.add_argument("--pass-batch-sizes", type=_ints, default=d.pass_batch_sizes,
                    help="batch sizes of the train-pass rows (default: "
                    f"{','.join(map(str, d.pass_batch_sizes))}: the sgd recipe's, then up to "
@@ -128,7 +130,8 @@ def build_parser(prog="python -m bench"):
                    "paper pass's counterpart; default: --pass-images): images/s is per "
                    "pattern, so a shorter pass measures the same rate sooner")
     p.add_argument("--pass-repeats", type=int, default=None,
-                   help=f"timed passes per train-pass and paper-pass row (default: "
+                   help=f"timed passes per train-pass, paper-pass and pattern-pass row "
+                   f"(default: "
                    f"{d.pass_repeats}; --quick {QUICK['pass_repeats']})")
     p.add_argument("--paper-mu", type=float, default=d.paper_mu,
                    help=f"mu of the paper-pass rows (default: {d.paper_mu:g}). Not the "
@@ -244,7 +247,7 @@ def main(argv=None, prog="python -m bench"):
     args = build_parser(prog).parse_args(argv)
     # Numba's advice about small grids at batch size 1: expected here, and noise
     warnings.filterwarnings("ignore", message=".*GPU under-utilization")
-    command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = f"{prog} " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:   # every option and --out before anything is written
         cfg = config_from(args)
         if args.out is not None:
@@ -267,6 +270,10 @@ def main(argv=None, prog="python -m bench"):
         if out is None:
             out = default_out()
         else:   # before the set-up: a kill during it still leaves a results.json
+            if not args.json_only:   # --force: an earlier run's pages go, not left beside it
+                for name in outdir.held(out, report.FILES):
+                    if name != "results.json":
+                        os.remove(os.path.join(out, name))
             report.write_json(collect(runner, command, False, False), out)
         runner.setup()
         on_row = (lambda rows: report.write_json(collect(runner, command, False, False),

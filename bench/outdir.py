@@ -25,6 +25,8 @@ def check(path, files, force=False, option="--out"):
     (without force) a directory that already holds any of `files`."""
     if not path:
         raise OutError(f"{option} must name a directory, not an empty string")
+    if os.path.islink(path) and not os.path.exists(path):
+        raise OutError(f"{option} {path}: a link to nothing ({os.readlink(path)})")
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutError(f"{option} {path}: not a directory")
     if os.path.isdir(path):

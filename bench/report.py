@@ -62,11 +62,13 @@ def write_all(results, out_dir):
     return {"results.json": write_json(results, out_dir), **render(results, out_dir)}
 
 
-def render(results, out_dir):
-    """results.md and throughput.png from a run's results (as in results.json)."""
+def render(results, out_dir, text=None):
+    """results.md (`text`, or made here) and throughput.png from a run's results (as in
+    results.json)."""
     paths = {name: os.path.join(out_dir, name) for name in ("results.md", "throughput.png")}
+    text = markdown(results) if text is None else text   # before results.md is opened
     with open(paths["results.md"], "w") as f:
-        f.write(markdown(results))
+        f.write(text)
     plot(results, paths["throughput.png"])
     return paths
 
@@ -141,6 +143,7 @@ def _section(results, what, impls):
                 f"momentum {results['settings'].get('momentum', '?')}: one step per pattern, "
                 "the per-pattern row the paper's pass is compared with. Checked as a "
                 "training step at batch size 1.", ""]
+    if what == "paper-pass":
         out += [f"mu {results['settings'].get('paper_mu', '?')} (--paper-mu), batch size 1. "
                 "The time of a pass includes its curvature estimate on min(500, N) patterns; "
                 "GFLOP/s count a training step's FLOPs per pattern, not the curvature "
@@ -255,7 +258,7 @@ def markdown(results):
     out = [f"# LeNet-5 benchmarks: {dev['name'] or 'no GPU'}, {m['cpu_model']}", "",
            f"{results['date']} on `{m['hostname']}`, commit `{commit}`.", "",
            f"Command: `{results['command']}`", ""]
-    if results.get("rehearsal"):
+    if results.get("rehearsal") and any(r.get("kind") == "gpu" for r in results["rows"]):
         out += ["**A rehearsal (`--rehearse`): the GPU rows ran in the CUDA simulator; "
                 "their times are the simulator's, not GPU timings.**", ""]
     if not results.get("complete", True) and not results.get("interrupted"):
@@ -274,7 +277,8 @@ def markdown(results):
               + f"; float32 peak {f'{cpu_peak:,.0f} GFLOP/s' if cpu_peak else 'unknown'} "
               f"({results['cpu']['peak_source']})"),
              ("versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)),
-             ("timing", f"after a checked run and {s['warmup']} warm-up call(s): samples until "
+             ("timing", f"after a checked run and at most {s['warmup']} warm-up call(s) (none "
+              f"after one of {s['min_time']} s or more): samples until "
               f"at least {s['repeats']} and {s['min_time']} s (passes: {s['pass_repeats']}); "
               "median and [min-max] of the samples"),
              ("CPU rows", f"batches up to --max-cpu-batch {s['max_cpu_batch']:,} images")]
@@ -371,10 +375,16 @@ def main(argv=None):
     if args.render is not None:
         try:
             results = load(args.render)
+            text = markdown(results)
         except ValueError as e:
             print(f"bench.report: error: {e}", file=sys.stderr)
             return 2
-        render(results, args.render)
+        except (KeyError, TypeError, AttributeError) as e:   # a results.json cut or edited
+            print(f"bench.report: error: {os.path.join(args.render, 'results.json')}: not the "
+                  f"results.json of python -m bench ({type(e).__name__}: {e})",
+                  file=sys.stderr)
+            return 2
+        render(results, args.render, text)
         return 0
     if args.readme:
         from bench import readme

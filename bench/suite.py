@@ -251,7 +251,9 @@ class Suite:
         for what in ("paper-pass", "pattern-pass", "train-pass"):
             if what not in cfg.whats:
                 continue
-            sizes = cfg.pass_batch_sizes if what == "train-pass" else [PAPER_BATCH]
+            # a batch above the pass's images runs as the whole pass: labelled so, once
+            sizes = sorted({min(b, self.pass_images(what)) for b in cfg.pass_batch_sizes}) \
+                if what == "train-pass" else [PAPER_BATCH]
             for name, impl in self.impls.items():
                 rows += [(what, None, bs, name) for bs in sizes if what in impl.whats]
         rows = [r for r in rows if r[3] not in LAST] + [r for r in rows if r[3] in LAST]

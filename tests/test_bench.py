@@ -772,6 +772,71 @@ def test_an_out_holding_results_is_refused_and_left_alone(tmp_path, capsys):
     assert (out / "results.md").read_bytes() == earlier["results.md"]
 
 
+def test_forced_run_that_dies_leaves_no_earlier_page_beside_its_results(tmp_path,
+                                                                         monkeypatch):
+    # killed during the set-up (SystemExit stands for the kill): results.json says
+    # "not complete", and no earlier run's results.md or plot is left looking current
+    out = tmp_path / "earlier"
+    _earlier_run(out)
+
+    def killed(self):
+        raise SystemExit(143)
+
+    monkeypatch.setattr(suite.Suite, "setup", killed)
+    with pytest.raises(SystemExit):
+        cli.main([*TINY, "--force", "--out", str(out)])
+    assert sorted(os.listdir(out)) == ["results.json"] and not load(out)["complete"]
+
+
+def test_a_pass_batch_above_the_pass_runs_and_is_labelled_as_the_pass(tmp_path):
+    out = tmp_path / "out"
+    assert cli.main(["--impl", "cpu", "--what", "train-pass", "--pass-batch-sizes", "64,20,8",
+                     "--pass-images", "20", "--pass-repeats", "1", *FAST,
+                     "--out", str(out)]) == 0
+    rows = load(out)["rows"]
+    assert [(r["batch"], r["images"], r["status"]) for r in rows] == [(8, 20, "ok"),
+                                                                     (20, 20, "ok")]
+
+
+def test_a_choice_named_twice_is_taken_once():
+    # --layers C5,C5 ran the row twice; the Markdown showed one, the JSON both
+    args = cli.build_parser().parse_args(["--layers", "C5,C5", "--what", "inference,layers,"
+                                          "inference"])
+    assert args.layers == ["C5"] and args.what == ["inference", "layers"]
+
+
+def test_each_pass_section_explains_its_own_rows(tmp_path):
+    # the paper pass's mu and curvature paragraph once sat in PyTorch's pattern-pass section
+    from bench import report
+    run = os.path.join(ROOT, "bench", "results", "2026-12-07-cpu-final-check", "results.json")
+    sections = {part.split("\n", 1)[0]: part for part in
+                report.markdown(json.load(open(run))).split("\n## ")}
+    paper = [t for h, t in sections.items() if h.startswith("Training pass, the paper's")]
+    torch = [t for h, t in sections.items() if h.startswith("Training pass per pattern in")]
+    assert len(paper) == len(torch) == 1
+    assert "(--paper-mu)" in paper[0] and "(--paper-mu)" not in torch[0]
+    assert "SGD with momentum" in torch[0] and "SGD with momentum" not in paper[0]
+
+
+def test_a_dangling_link_as_out_is_one_line(tmp_path, capsys):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere")
+    assert cli.main([*TINY, "--out", str(link)]) == 2
+    assert _one_error_line(capsys) == f"--out {link}: a link to nothing ({tmp_path / 'nowhere'})"
+    assert os.listdir(tmp_path) == ["link"]
+
+
+def test_a_broken_results_json_is_refused_and_results_md_kept(tmp_path, capsys):
+    from bench import report
+    (tmp_path / "results.json").write_text('{"rows": [], "settings": {}}')
+    (tmp_path / "results.md").write_text("my notes\n")
+    assert report.main(["--render", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"bench.report: error: {tmp_path / 'results.json'}"
+                                               ": not the results.json of python -m bench"), err
+    assert (tmp_path / "results.md").read_text() == "my notes\n"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--seed", "-1"], "--seed must be a whole number of at least 0, not -1"),
     (["--rtol", "-1"], "--rtol must be a positive number, not -1.0"),
