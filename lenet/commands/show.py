@@ -80,7 +80,7 @@ def add(sub):
              "--distort` draws them (kernels/distort.py: translation, scaling, squeezing, "
              "horizontal shearing; some rows are left undistorted, as in training). "
              "1300x1150 pixels.")
-    add_data_options(m)
+    add_data_options(m, default="mnist")
     m.add_argument("--seed", type=int, default=0, help="seed of the distortions (default 0)")
     return p
 
