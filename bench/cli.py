@@ -291,6 +291,8 @@ def main(argv=None, prog="python -m bench"):
         else report.write_all(results, out)
     print("results: " + "\n         ".join(paths[k] for k in ("results.md", "results.json",
                                                              "throughput.png") if k in paths))
+    if report.unequal_threads(results):
+        log(f"note: {report.unequal_threads(results)}: their ratios compare unequal threads")
     stale = [name for name in outdir.held(out, report.FILES) if name not in paths]
     if stale:
         log(f"note: {', '.join(stale)} in {out} are an earlier run's: python -m bench.report "

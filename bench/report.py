@@ -124,6 +124,18 @@ def _microseconds(row, cap):
     return f"{1e6 * row['median_s']:.3g} [{1e6 * row['min_s']:.3g}-{1e6 * row['max_s']:.3g}]"
 
 
+def unequal_threads(results):
+    """"torch-cpu ran on A threads, cpu on B" where a run's two CPU sides differ, else None
+    (the benchmark compares them on the same threads; a threading layer set otherwise
+    may split them)."""
+    i = results.get("implementations", {})
+    torch, ours = i.get("torch-cpu", {}), i.get("cpu", {})
+    if "threads" in torch and str(ours.get("threads_source")).startswith("numba") and \
+            ours.get("threads") != torch["threads"]:
+        return f"torch-cpu ran on {torch['threads']} threads, cpu on {ours['threads']}"
+    return None
+
+
 def _table(header, lines):
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in line) + " |" for line in lines]
@@ -263,6 +275,9 @@ def markdown(results):
                 "their times are the simulator's, not GPU timings.**", ""]
     if not results.get("complete", True) and not results.get("interrupted"):
         out += ["**Written mid-run (the run did not end): rows are missing.**", ""]
+    threads = unequal_threads(results)
+    if threads:
+        out += [f"**{threads}: their ratios compare unequal threads.**", ""]
     facts = [("GPU", f"{dev['name'] or 'none'}; float32 peak "
               f"{f'{gpu_peak:,.0f} GFLOP/s' if gpu_peak else 'unknown'} ({dev['peak_source']})"),
              ("CPU", f"{m['cpu_model']}, {m['cpu_cores']} logical cores ({m['usable_cores']} "

@@ -818,6 +818,19 @@ def test_each_pass_section_explains_its_own_rows(tmp_path):
     assert "SGD with momentum" in torch[0] and "SGD with momentum" not in paper[0]
 
 
+def test_unequal_cpu_threads_are_said_on_the_page():
+    # the ratios compare both CPU sides on the same threads; a threading layer set
+    # otherwise (NUMBA_THREADING_LAYER=workqueue NUMBA_NUM_THREADS=1) once went unsaid
+    from bench import report
+    run = os.path.join(ROOT, "bench", "results", "2026-12-07-cpu-final-check", "results.json")
+    results = json.load(open(run))
+    assert report.unequal_threads(results) is None
+    assert "unequal threads" not in report.markdown(results)
+    results["implementations"]["cpu"]["threads"] = 1
+    assert "**torch-cpu ran on 2 threads, cpu on 1: their ratios compare unequal threads.**" \
+        in report.markdown(results)
+
+
 def test_a_dangling_link_as_out_is_one_line(tmp_path, capsys):
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "nowhere")
