@@ -857,6 +857,19 @@ def test_browser_steps_through_mistakes_and_distortions(page, ready, model, test
         winner = int(acts[-1][0].argmin())
         assert page.inner_text("#answer") == model.classes[winner]
         check_maps(page, expected, winner)
+    # the keys: down a distortion, right a mistake; beside the user's drawing the
+    # mistakes' keys do nothing (they once moved the hidden mistake and undid the step)
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("document.querySelector('#maps').dataset.version === "
+                           "'errors-mistakes-1-0'", timeout=60000)
+    page.check('input[value="drawing"]')
+    page.evaluate("() => document.activeElement.blur()")   # keys to the page, not the radio
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate("() => [errors.source, errors.k, errors.step]") == ["drawing", 1, 1]
+    page.check('input[value="mistakes"]')
     page.click("#view-draw")
     assert page.inner_text("#answer") == ""
 

@@ -369,7 +369,8 @@ document.addEventListener("keydown", (event) => {
   if (view !== "errors" || event.target.tagName === "INPUT") return;
   const keys = { ArrowLeft: ["k", -1], ArrowRight: ["k", 1], ArrowUp: ["step", -1],
     ArrowDown: ["step", 1] };
-  if (keys[event.key]) {
+  // the mistakes' keys only while mistakes are shown (the drawing keeps its distortion)
+  if (keys[event.key] && (keys[event.key][0] === "step" || errors.source === "mistakes")) {
     event.preventDefault();
     move(...keys[event.key]);
   }
