@@ -193,7 +193,7 @@ header() {  # the first lines of a log: what, where, when, which commit
 }
 cap() {  # a part's limit: its own, or what is left of the budget; 0 for a part not asked for
     [[ $PARTS == *" $2 "* ]] || { echo 0; return; }
-    local left=$((BUDGET - SECONDS - 5))
+    local left=$((BUDGET - SECONDS - 25))   # 5 s for the record, 20 for timeout's -k grace
     left=$(( left > 0 ? left : 0 ))
     echo $(( $1 < left ? $1 : left ))
 }

@@ -115,7 +115,7 @@ if config.ENABLE_CUDASIM:
         local = FakeCUDALocal()
 
     def ex2(x):
-        return float32(math.exp2(min(float(x), 127.0)))
+        return float32(2.0 ** min(float(x), 127.0))   # (math.exp2: Python 3.11 on)
 
     def rcp(x):
         return float32(1.0 / float(x)) if x != 0 else float32(math.inf)
