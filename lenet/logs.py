@@ -59,7 +59,8 @@ def check_outputs(checkpoint, log, made=False):
             continue
         if os.path.isdir(path):
             raise ValueError(f"{path} is a directory; give a file name")
-        if os.path.exists(PRETRAINED) and os.path.samefile(path, PRETRAINED):
+        if os.path.exists(path) and os.path.exists(PRETRAINED) and \
+                os.path.samefile(path, PRETRAINED):
             raise ValueError(f"{path} is the trained weights shipped with the package; "
                              "refusing to overwrite them (give another name)")
         if not ok(path):

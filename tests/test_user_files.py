@@ -95,7 +95,9 @@ def test_files_that_are_not_ours_are_never_overwritten(tmp_path):
              # refused before a pass, not after it with the checkpoint written
              (tmp_path / "x.npz", notes / "m.log.jsonl", f"cannot write {notes / 'm.log.jsonl'}"
               f": {notes} is a file, not a directory"),
-             (notes / "m.npz", None, f"{notes} is a file, not a directory")]
+             (notes / "m.npz", None, f"{notes} is a file, not a directory"),
+             (tmp_path / "link.npz", None, "link.npz exists and is not a LeNet-5 checkpoint")]
+    (tmp_path / "link.npz").symlink_to(tmp_path / "nowhere.npz")   # a link to nothing
     for checkpoint, log, message in cases:
         with pytest.raises(ValueError, match=message):
             check_outputs(checkpoint, log)
@@ -104,7 +106,8 @@ def test_files_that_are_not_ours_are_never_overwritten(tmp_path):
                   progress=False, out=lambda line: None)
     assert notes.read_text() == "my notes\n"
     assert passwords.read_text() == '{"user": "alice", "pass": "hunter2"}\n'
-    assert sorted(os.listdir(tmp_path)) == ["credentials.json", "m.npz", "notes.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["credentials.json", "link.npz", "m.npz",
+                                            "notes.txt"]
     empty = tmp_path / "empty.log.jsonl"
     empty.write_text("")
     check_outputs(model_file, empty)  # a checkpoint and an empty log may be replaced
