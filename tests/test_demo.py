@@ -432,6 +432,9 @@ def test_refusals_of_the_protocol(ready):
     reply = raw(ready, b"POST /api/draw HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
                 b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
     assert b"missing width, height, pixels" in reply, reply
+    reply = raw(ready, b"POST /api/draw HTTP/1.1\r\nHost: x\r\nContent-Length: 2 \r\n"
+                b"Connection: close\r\n\r\n{}")   # a space after the length: allowed
+    assert b"missing width, height, pixels" in reply, reply
 
 
 def test_a_fault_of_ours_is_one_line_to_the_client_and_its_trace_here(ready, capfd,

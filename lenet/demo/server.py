@@ -285,7 +285,7 @@ class Handler(BaseHTTPRequestHandler):
         if len(set(lengths)) > 1:  # which body is the request? (RFC 9112 6.3: an error)
             self.close_connection = True
             raise RequestError(400, f"{len(lengths)} different Content-Length headers")
-        length = lengths[0] if lengths else None
+        length = lengths[0].strip(" \t") if lengths else None   # RFC 9110: spaces around
         if length is None:
             raise RequestError(411, "a Content-Length is required")
         if not re.fullmatch(r"[0-9]+", length):   # RFC 9112: digits only, no sign
