@@ -10,7 +10,7 @@ import signal
 import threading
 
 from lenet.checkpoint import is_checkpoint, write_atomically
-from lenet.model import PRETRAINED
+from lenet.model import is_shipped
 
 LOG_KEYS = ("pass", "running_train_error", "train_loss")  # numbers in every line
 # numbers or null: train_error null under `lenet train --fast`, test_error null and
@@ -59,8 +59,7 @@ def check_outputs(checkpoint, log, made=False):
             continue
         if os.path.isdir(path):
             raise ValueError(f"{path} is a directory; give a file name")
-        if os.path.exists(path) and os.path.exists(PRETRAINED) and \
-                os.path.samefile(path, PRETRAINED):
+        if is_shipped(path):
             raise ValueError(f"{path} is the trained weights shipped with the package; "
                              "refusing to overwrite them (give another name)")
         if not ok(path):

@@ -39,6 +39,13 @@ PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
                           "lenet5-mnist.npz")
 
 
+def is_shipped(path):
+    """Whether `path` is the package's shipped weights (PRETRAINED), which nothing may
+    overwrite."""
+    return os.path.exists(path) and os.path.exists(PRETRAINED) and \
+        os.path.samefile(path, PRETRAINED)
+
+
 def finite(x):
     """math.isfinite(x), False (not OverflowError) for an integer past float's range."""
     try:

@@ -356,6 +356,7 @@ def test_refusals_are_4xx_with_one_line(ready, test_set):
         ("OPTIONS", "/api/info", None, 405, "OPTIONS is not served on /api/info"),
         ("POST", "/api/draw", b"x" * (MAX_BODY + 1), 413, "request too large"),
         ("GET", "/" + "a" * 60000, None, 404, "not found: /aaaaaaaa"),
+        ("GET", "/" + "b" * 100, None, 404, "bbbb... (101 characters)"),
         ("GET", "/api/" + "a" * 60000, None, 404, "no such API: /api/aaaa"),
     ]
     k_range = f"k must lie in 0..{len(ready.demo.mistakes) - 1}, not "

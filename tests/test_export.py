@@ -241,7 +241,15 @@ def test_export_never_writes_over_the_shipped_weights(tmp_path, capsys, monkeypa
     status, out, err = lenet_cli(("export", "--out", shipped, "--force"), capsys)
     assert (status, out, err) == (2, "", f"lenet export: error: --out {shipped} is the "
                                   "checkpoint itself; give another name\n")
-    assert shipped.read_bytes() == before and os.listdir(tmp_path) == [shipped.name]
+    other = tmp_path / "other.npz"   # exporting another checkpoint over them: refused too
+    LeNet5(seed=0).save(other)
+    status, out, err = lenet_cli(("export", "--checkpoint", other, "--out", shipped,
+                                  "--force"), capsys)
+    assert (status, out, err) == (2, "", f"lenet export: error: --out {shipped} is the "
+                                  "trained weights shipped with the package; give another "
+                                  "name\n")
+    assert shipped.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == [shipped.name, "other.npz"]
 
 
 def test_a_write_the_machine_refuses_is_one_line_and_exit_1(trained, tmp_path):

@@ -116,10 +116,10 @@ def test_files_that_are_not_ours_are_never_overwritten(tmp_path):
 def test_training_never_writes_over_the_shipped_weights(tmp_path, monkeypatch):
     import shutil
 
-    import lenet.logs
+    import lenet.model
     shipped = tmp_path / "lenet5-mnist.npz"   # a copy stands for the package's file
-    shutil.copy(lenet.logs.PRETRAINED, shipped)
-    monkeypatch.setattr(lenet.logs, "PRETRAINED", str(shipped))
+    shutil.copy(lenet.model.PRETRAINED, shipped)
+    monkeypatch.setattr(lenet.model, "PRETRAINED", str(shipped))
     before = shipped.read_bytes()
     with pytest.raises(ValueError, match="is the trained weights shipped with the package; "
                        "refusing to overwrite them"):

@@ -27,6 +27,7 @@ def add(sub):
 
 def run(args):
     from lenet import export
+    from lenet.model import is_shipped
     if args.format not in export.FORMATS:
         raise UserError(f"unknown format {args.format!r} (known: {', '.join(export.FORMATS)})")
     try:
@@ -48,6 +49,9 @@ def run(args):
     model = load_model(args, "cpu")   # sets args.checkpoint (the shipped weights' path)
     if os.path.exists(out) and os.path.samefile(out, args.checkpoint):
         raise UserError(f"--out {out} is the checkpoint itself; give another name")
+    if is_shipped(out):
+        raise UserError(f"--out {out} is the trained weights shipped with the package; "
+                        "give another name")
     try:   # what the machine refuses is the OSError of lenet.cli (exit 1), named here
         export.to_onnx(model, out, overwrite=args.force)
     except OSError as e:

@@ -71,11 +71,15 @@ def encode(answer):
     return dict(answer, layers=layers)
 
 
+def cut(text, room=24):
+    """text, cut to `room` characters with its length said: a refusal stays one short
+    line whatever was sent."""
+    return text if len(text) <= room else f"{text[:room]}... ({len(text):,} characters)"
+
+
 def shorten(value, room=24):
-    """repr(value), cut to `room` characters with its length said: a refusal stays one
-    short line whatever was sent."""
-    shown = repr(value)
-    return shown if len(shown) <= room else f"{shown[:room]}... ({len(shown):,} characters)"
+    """repr(value), cut (a value of the request shown as the client sent it)."""
+    return cut(repr(value), room)
 
 
 def integer(value, name, low, high):
@@ -176,9 +180,8 @@ class Handler(BaseHTTPRequestHandler):
         short = self.responses.get(code, ("error",))[0]
         if self.request_version == "HTTP/0.9":  # a request line it could not read: reply
             self.request_version = "HTTP/1.0"   # with a status line all the same
-        message = " ".join(str(message or short).split())
-        self._send(code, {"error": message if len(message) <= 80 else
-                          f"{message[:60]}... ({len(message):,} characters)"}, close=True)
+        self._send(code, {"error": cut(" ".join(str(message or short).split()), 60)},
+                   close=True)
 
     def log_message(self, format, *args):
         pass    # no line on stderr per request
@@ -234,7 +237,7 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         allow = self._allowed(path)
         if allow is None:
-            return RequestError(404, f"not found: {shorten(path, 60)[1:-1]}")
+            return RequestError(404, f"not found: {cut(path, 60)}")
         return RequestError(405, f"{self.command} is not served on {path}: it takes "
                             f"{' and '.join(allow.split(', '))}", allow=allow)
 
@@ -256,11 +259,11 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/api/draw":
             raise self._wrong_method()
         if url.path.startswith("/api/"):
-            raise RequestError(404, f"no such API: {shorten(url.path, 60)[1:-1]} (GET /api/info, "
+            raise RequestError(404, f"no such API: {cut(url.path, 60)} (GET /api/info, "
                                "/api/mistake?k=K; POST /api/draw)")
         name = "index.html" if url.path == "/" else url.path[1:]
         if name not in self.server.static:
-            raise RequestError(404, f"not found: {shorten(url.path, 60)[1:-1]}")
+            raise RequestError(404, f"not found: {cut(url.path, 60)}")
         kind, body = self.server.static[name]
         return 200, body, kind
 
